@@ -1,0 +1,301 @@
+"""The one module that knows about array libraries.
+
+Everything here is a thin layer over ``array-api-compat`` and ``array-api-extra``,
+plus the few operations the Array API standard lacks (triangular solve, bf16,
+randomness, synchronisation).  Each such helper has a per-library fast path and a
+generic fallback; its docstring says which runs where.
+
+No function here imports torch, cupy or jax: libraries are *detected* through the
+namespace the caller's arrays already belong to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import array_api_compat as _compat
+import array_api_extra as _xpx
+import numpy as _np
+
+__all__ = [
+    "array_namespace",
+    "as_float",
+    "cast",
+    "device",
+    "eigh",
+    "float_dtype",
+    "is_cupy",
+    "is_numpy",
+    "is_strict",
+    "is_torch",
+    "library_name",
+    "mT",
+    "matmul_t",
+    "random_normal",
+    "resolve_dtype",
+    "rng",
+    "solve_triangular",
+    "supports_bfloat16",
+    "supports_float64",
+    "svd",
+    "synchronize",
+]
+
+is_torch = _compat.is_torch_namespace
+is_cupy = _compat.is_cupy_namespace
+is_numpy = _compat.is_numpy_namespace
+is_strict = _compat.is_array_api_strict_namespace
+device = _compat.device
+
+
+def library_name(xp: Any) -> str:
+    """Short name of the library behind namespace ``xp`` (``"numpy"``, ``"torch"``, ...)."""
+    for name, test in (
+        ("numpy", is_numpy),
+        ("torch", is_torch),
+        ("cupy", is_cupy),
+        ("array_api_strict", is_strict),
+        ("jax", _compat.is_jax_namespace),
+    ):
+        if test(xp):
+            return name
+    return getattr(xp, "__name__", repr(xp))
+
+
+def _describe(x: Any) -> str:
+    mod = type(x).__module__.split(".")[0]
+    shape = getattr(x, "shape", None)
+    dev = ""
+    try:
+        dev = f", device={device(x)}"
+    except Exception:  # not an array: the caller will be told below
+        pass
+    return f"{mod}.{type(x).__name__}(shape={tuple(shape) if shape is not None else '?'}{dev})"
+
+
+def array_namespace(*arrays: Any, names: Sequence[str] | None = None, xp: Any = None) -> Any:
+    """Return the Array API namespace shared by ``arrays`` (``None`` entries are skipped).
+
+    Parameters
+    ----------
+    *arrays : arrays or None
+        The array arguments of a public function.
+    names : sequence of str, optional
+        Their argument names, used in error messages.
+    xp : namespace, optional
+        If given, it is returned as is (the caller skipped inference).
+
+    Raises
+    ------
+    TypeError
+        If an argument is not an array, if the arrays come from different libraries
+        (the message names both arguments and their types), or if they live on
+        different devices.
+    """
+    if xp is not None:
+        return xp
+    if names is None:
+        names = [f"argument {i}" for i in range(len(arrays))]
+    present = [(n, a) for n, a in zip(names, arrays, strict=True) if a is not None]
+    if not present:
+        raise TypeError("no array argument given to infer the array namespace from")
+    spaces = []
+    for name, a in present:
+        if not _compat.is_array_api_obj(a):
+            raise TypeError(
+                f"`{name}` must be an array (NumPy, CuPy, PyTorch, array-api-strict, ...), "
+                f"got {type(a).__module__}.{type(a).__name__}"
+            )
+        spaces.append(_compat.array_namespace(a))
+    first_name, first = present[0]
+    for (name, a), space in zip(present[1:], spaces[1:], strict=True):
+        if space is not spaces[0]:
+            raise TypeError(
+                f"arrays from different libraries: `{first_name}` is {_describe(first)} "
+                f"but `{name}` is {_describe(a)}; convert one so that both come from the "
+                "same library"
+            )
+        if device(a) != device(first):
+            raise TypeError(
+                f"arrays on different devices: `{first_name}` is on {device(first)} but "
+                f"`{name}` is on {device(a)}; move one so that both share a device"
+            )
+    return spaces[0]
+
+
+def float_dtype(xp: Any, *arrays: Any) -> Any:
+    """The floating dtype a result over ``arrays`` gets.
+
+    The arrays' result type if it is real floating; integer and boolean inputs are
+    *promoted* to the namespace's default real floating dtype (float64 for NumPy and
+    CuPy, ``torch.get_default_dtype()`` for PyTorch).  Complex input is refused.
+    """
+    dt = xp.result_type(*arrays)
+    if xp.isdtype(dt, "real floating"):
+        return dt
+    if xp.isdtype(dt, "complex floating"):
+        raise TypeError(f"complex input is not supported (got dtype {dt})")
+    return _xpx.default_dtype(xp, device=device(arrays[0]))
+
+
+def as_float(x: Any, xp: Any, dtype: Any = None) -> Any:
+    """``x`` as a floating array (no copy when it already has ``dtype``)."""
+    dtype = float_dtype(xp, x) if dtype is None else dtype
+    return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
+_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+
+
+def resolve_dtype(xp: Any, dtype: Any) -> Any:
+    """Turn a dtype name (``"bfloat16"``, ``"float32"``, ...) or object into ``xp``'s dtype.
+
+    ``"bfloat16"`` exists on PyTorch only (NumPy, CuPy and array-api-strict have no
+    bf16): elsewhere a ``ValueError`` says so rather than silently computing in
+    another precision.
+    """
+    if dtype is None or not isinstance(dtype, str):
+        return dtype
+    if dtype not in _DTYPE_NAMES:
+        raise ValueError(f"compute_dtype must be one of {_DTYPE_NAMES} or a dtype, got {dtype!r}")
+    if dtype == "bfloat16" and not supports_bfloat16(xp):
+        raise ValueError(
+            f"compute_dtype='bfloat16' needs PyTorch; {library_name(xp)} has no bfloat16 "
+            "(use 'float16' on CuPy, or 'float32')"
+        )
+    if not hasattr(xp, dtype):
+        raise ValueError(f"{library_name(xp)} has no dtype {dtype!r}")
+    return getattr(xp, dtype)
+
+
+def cast(x: Any, dtype: Any, xp: Any) -> Any:
+    """Cast ``x`` to ``dtype`` (a dtype object or name, see :func:`resolve_dtype`)."""
+    dtype = resolve_dtype(xp, dtype)
+    if dtype is None or x.dtype == dtype:
+        return x
+    return xp.astype(x, dtype)
+
+
+def supports_bfloat16(xp: Any) -> bool:
+    """True where ``xp`` has a bfloat16 dtype (PyTorch)."""
+    return is_torch(xp)
+
+
+def supports_float64(xp: Any, dev: Any = None) -> bool:
+    """True when ``xp`` can hold float64 arrays on device ``dev``.
+
+    Apple's MPS device has no float64; everything else supported here does.
+    """
+    if is_torch(xp) and dev is not None and getattr(dev, "type", str(dev)) == "mps":
+        return False
+    try:
+        xp.zeros((1,), dtype=xp.float64, device=dev)
+    except Exception:
+        return False
+    return True
+
+
+def mT(x: Any, xp: Any) -> Any:
+    """Transpose of the last two axes (a view where the library allows)."""
+    return xp.matrix_transpose(x) if hasattr(xp, "matrix_transpose") else xp.linalg.matrix_transpose(x)
+
+
+def matmul_t(a: Any, b: Any, xp: Any) -> Any:
+    """``aᵀ b`` over the last two axes."""
+    return mT(a, xp) @ b
+
+
+def rng(seed: Any) -> _np.random.Generator:
+    """A NumPy Generator from an int, ``None`` or an existing Generator (returned as is)."""
+    if isinstance(seed, _np.random.Generator):
+        return seed
+    if seed is None or isinstance(seed, (int, _np.integer)):
+        return _np.random.default_rng(seed)
+    raise TypeError(f"seed must be an int, None or a numpy.random.Generator, got {type(seed).__name__}")
+
+
+def random_normal(shape: Sequence[int], *, seed: Any, xp: Any, dtype: Any, dev: Any = None) -> Any:
+    """Standard normal draws, identical on every backend for the same ``seed``.
+
+    The draw happens once on the host with NumPy's ``default_rng`` (float64), then
+    moves to ``dev`` in one ``xp.asarray(..., device=dev)`` and is cast to ``dtype``.
+    The same seed therefore gives the same numbers on NumPy, PyTorch and CuPy.
+    """
+    host = rng(seed).standard_normal(tuple(shape))
+    dtype = resolve_dtype(xp, dtype)
+    if dtype is not None and is_torch(xp) and dtype == xp.bfloat16:
+        # torch builds bf16 from float32 host data, not from float64 ndarrays
+        return xp.astype(xp.asarray(host.astype(_np.float32), device=dev), dtype)
+    return xp.asarray(host, dtype=dtype, device=dev)
+
+
+def solve_triangular(a: Any, b: Any, *, upper: bool, left: bool = True, xp: Any) -> Any:
+    """Solve ``a x = b`` (``left``) or ``x a = b`` for triangular ``a`` ``(..., n, n)``.
+
+    Fast paths: ``torch.linalg.solve_triangular``; ``scipy.linalg.solve_triangular``
+    for NumPy when SciPy is installed (batched from SciPy 1.15); ``cupyx.scipy.linalg.solve_triangular``
+    for CuPy 2-D input.  Fallback (array-api-strict, batched CuPy, others): the
+    standard's general ``xp.linalg.solve``.
+    """
+    if is_torch(xp):
+        return xp.linalg.solve_triangular(a, b, upper=upper, left=left)
+    if not left:  # x a = b  <=>  aᵀ xᵀ = bᵀ
+        return mT(solve_triangular(mT(a, xp), mT(b, xp), upper=not upper, xp=xp), xp)
+    if is_numpy(xp) and _scipy_solve_triangular(a.ndim) is not None:
+        return _scipy_solve_triangular(a.ndim)(a, b, lower=not upper, check_finite=False)
+    if is_cupy(xp) and a.ndim == 2:
+        from cupyx.scipy.linalg import solve_triangular as cupy_solve_triangular
+
+        return cupy_solve_triangular(a, b, lower=not upper)
+    return xp.linalg.solve(a, b)
+
+
+def _scipy_solve_triangular(ndim: int) -> Any:
+    """SciPy's solve_triangular when SciPy is installed (batched from SciPy 1.15 on)."""
+    try:
+        import scipy
+        import scipy.linalg
+    except ImportError:  # SciPy is optional: the caller falls back to xp.linalg.solve
+        return None
+    major, minor = (int(p) for p in scipy.__version__.split(".")[:2])
+    if ndim > 2 and (major, minor) < (1, 15):
+        return None
+    return scipy.linalg.solve_triangular
+
+
+def eigh(a: Any, xp: Any, *, descending: bool = False) -> tuple[Any, Any]:
+    """Symmetric eigendecomposition ``(w, V)`` with ``a = V diag(w) Vᵀ``.
+
+    ``xp.linalg.eigh`` (ascending order), optionally flipped to descending order.
+    Raises ``NotImplementedError`` for a namespace without the ``linalg`` extension.
+    """
+    if not hasattr(xp, "linalg"):
+        raise NotImplementedError(f"{library_name(xp)} has no linalg extension (eigh)")
+    w, v = xp.linalg.eigh(a)
+    if descending:
+        w, v = xp.flip(w, axis=-1), xp.flip(v, axis=-1)
+    return w, v
+
+
+def svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
+    """Thin SVD ``(U, S, Vh)`` of ``a`` ``(..., m, n)``, S descending, via ``xp.linalg.svd``."""
+    if not hasattr(xp, "linalg"):
+        raise NotImplementedError(f"{library_name(xp)} has no linalg extension (svd)")
+    return xp.linalg.svd(a, full_matrices=False)
+
+
+def synchronize(x: Any) -> None:
+    """Wait for pending device work on ``x``'s device (no-op on the CPU).
+
+    For benchmarks and timings only; never called inside a primitive.
+    """
+    if _compat.is_torch_array(x):
+        import torch
+
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+    elif _compat.is_cupy_array(x):
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()

@@ -1,0 +1,43 @@
+"""Command line: ``python -m xpmat info | demo``.
+
+``info`` prints library versions and the backends found (devices, float64/bf16).
+``demo`` prints the same, then runs the demonstration that later work adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from xpmat.backends import available_backends, library_versions
+
+
+def info(out=sys.stdout) -> None:
+    """Print library versions and every usable backend."""
+    print("xpmat environment", file=out)
+    print("libraries:", file=out)
+    for name, ver in library_versions().items():
+        print(f"  {name:<18} {ver if ver is not None else '-- not installed'}", file=out)
+    print("backends:", file=out)
+    print(f"  {'name':<18} {'device':<14} {'float64':<8} {'bfloat16':<9} detail", file=out)
+    for b in available_backends():
+        dev = str(b.device).replace("array_api_strict.", "")
+        print(f"  {b.name:<18} {dev:<14} {'yes' if b.float64 else 'no':<8} "
+              f"{'yes' if b.bfloat16 else 'no':<9} {b.detail}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="xpmat", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="library versions, backends, devices, float64/bf16 support")
+    sub.add_parser("demo", help="print info, then run the demonstration")
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        info()
+    elif args.command == "demo":
+        info()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

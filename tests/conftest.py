@@ -1,0 +1,256 @@
+"""Test matrix: one `backend` / `xp` fixture over every array library importable here.
+
+Backends: ``numpy``, ``numpy:readonly`` (inputs with the write flag off, catches
+in-place mutation), ``array_api_strict``, ``torch`` (CPU), ``torch:cuda`` and ``cupy``
+(GPU only, skipped otherwise).  ``XPMAT_TEST_BACKENDS=torch,cupy`` selects a subset.
+
+Markers (reasons also stand in ``backends/<lib>.md``)::
+
+    @pytest.mark.skip_xp_backends("array_api_strict", reason="...")
+    @pytest.mark.xfail_xp_backends("cupy", reason="...")   # strict
+
+Tolerances per dtype live in ``TOL`` (one table for the whole suite).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat
+import numpy as np
+import pytest
+
+ALL_BACKENDS = ("numpy", "numpy:readonly", "array_api_strict", "torch", "torch:cuda", "cupy")
+
+# Relative tolerance of a well-conditioned primitive, per dtype the *result* is in.
+# float64: near machine precision times a modest growth; float32: ~1e3 ulp;
+# bfloat16 compute (result cast back to float32): a few bf16 ulp (2^-8 = 3.9e-3).
+TOL = {"float64": 1e-10, "float32": 2e-4, "bfloat16": 3e-2}
+
+
+def _selected() -> tuple[str, ...]:
+    env = os.environ.get("XPMAT_TEST_BACKENDS")
+    if not env:
+        return ALL_BACKENDS
+    names = tuple(n.strip() for n in env.split(",") if n.strip())
+    unknown = set(names) - set(ALL_BACKENDS)
+    if unknown:
+        raise ValueError(f"XPMAT_TEST_BACKENDS: unknown {sorted(unknown)}; known {ALL_BACKENDS}")
+    return names
+
+
+@dataclass
+class Backend:
+    """One array library on one device, with helpers to move test data in and out."""
+
+    name: str
+    xp: Any  # the array-api-compat namespace
+    device: Any
+    readonly: bool = False
+
+    @property
+    def lib(self) -> str:
+        return self.name.split(":")[0]
+
+    def dtype(self, name: str) -> Any:
+        """The backend's dtype object for ``"float64"``, ``"float32"``, ``"bfloat16"``."""
+        return getattr(self.xp, name)
+
+    def asarray(self, a: Any, dtype: str | Any = "float64") -> Any:
+        """Host data (NumPy / lists) -> an array of this backend, on its device."""
+        if isinstance(dtype, str):
+            dtype = self.dtype(dtype)
+        host = np.asarray(a)
+        if self.lib == "torch" and dtype == self.xp.bfloat16:
+            out = self.xp.astype(self.xp.asarray(host.astype(np.float32), device=self.device), dtype)
+        else:
+            out = self.xp.asarray(host, dtype=dtype, device=self.device)
+        if self.readonly:
+            out = np.array(out)
+            out.flags.writeable = False
+        return out
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A backend array -> a float64 (or the array's own integer/bool) NumPy array."""
+        if self.lib == "torch":
+            x = x.detach().cpu()
+            if x.dtype.is_floating_point:
+                x = x.double()
+            return x.numpy()
+        if self.lib == "cupy":
+            return x.get()
+        if self.lib == "array_api_strict":
+            import array_api_strict as xps
+
+            x = xps.asarray(x, device=xps.Device("CPU_DEVICE"))
+            return np.asarray(x)
+        return np.asarray(x)
+
+
+def _make_backend(name: str) -> Backend | None:
+    if name in ("numpy", "numpy:readonly"):
+        return Backend(name, array_api_compat.array_namespace(np.zeros(1)), "cpu",
+                       readonly=name == "numpy:readonly")
+    if name == "array_api_strict":
+        if importlib.util.find_spec("array_api_strict") is None:
+            return None
+        import array_api_strict as xps
+
+        return Backend(name, xps, xps.Device("CPU_DEVICE"))
+    if name.startswith("torch"):
+        if importlib.util.find_spec("torch") is None:
+            return None
+        import torch
+
+        if name == "torch:cuda":
+            if not torch.cuda.is_available():
+                return None
+            # TF32 / reduced precision belong to benchmarks, not to accuracy tests.
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            torch.set_float32_matmul_precision("highest")
+            dev = torch.device("cuda")
+        else:
+            dev = torch.device("cpu")
+        return Backend(name, array_api_compat.array_namespace(torch.zeros(1)), dev)
+    if name == "cupy":
+        if importlib.util.find_spec("cupy") is None:
+            return None
+        try:
+            import cupy
+
+            if cupy.cuda.runtime.getDeviceCount() == 0:
+                return None
+        except Exception:
+            return None
+        return Backend(name, array_api_compat.array_namespace(cupy.zeros(1)), cupy.cuda.Device(0))
+    raise ValueError(name)
+
+
+_CACHE: dict[str, Backend | None] = {}
+
+
+def get_backend(name: str) -> Backend | None:
+    if name not in _CACHE:
+        _CACHE[name] = _make_backend(name)
+    return _CACHE[name]
+
+
+def _marker_backends(node, marker_name: str):
+    for m in node.iter_markers(marker_name):
+        yield m.args, m.kwargs.get("reason", "")
+
+
+@pytest.fixture(params=_selected())
+def backend(request) -> Backend:
+    """Every backend importable here; GPU ones skip on machines without a GPU."""
+    name = request.param
+    b = get_backend(name)
+    if b is None:
+        pytest.skip(f"backend {name} not available here")
+    for names, reason in _marker_backends(request.node, "skip_xp_backends"):
+        if name in names or b.lib in names:
+            pytest.skip(f"{name}: {reason}")
+    for names, reason in _marker_backends(request.node, "xfail_xp_backends"):
+        if name in names or b.lib in names:
+            request.node.add_marker(pytest.mark.xfail(reason=f"{name}: {reason}", strict=True))
+    return b
+
+
+@pytest.fixture
+def xp(backend: Backend) -> Any:
+    """The array namespace of ``backend`` (array-api-compat wrapped)."""
+    return backend.xp
+
+
+@pytest.fixture(params=["float64", "float32"])
+def dtype(request) -> str:
+    """Result dtype under test (name); tolerance is ``TOL[dtype]``."""
+    return request.param
+
+
+def assert_array(x: Any, backend: Backend, *, shape: tuple | None = None,
+                 dtype: str | Any | None = None) -> None:
+    """Check namespace, device, dtype and shape of a result before its values."""
+    xp_x = array_api_compat.array_namespace(x)
+    if backend.readonly:
+        assert array_api_compat.is_numpy_array(x), f"expected a NumPy array, got {type(x)}"
+    else:
+        assert xp_x is backend.xp, f"result namespace {xp_x.__name__} != {backend.xp.__name__}"
+        assert array_api_compat.device(x) == backend.device, (
+            f"result on {array_api_compat.device(x)}, inputs on {backend.device}")
+    if dtype is not None:
+        want = backend.dtype(dtype) if isinstance(dtype, str) else dtype
+        assert x.dtype == want, f"result dtype {x.dtype}, expected {want}"
+    if shape is not None:
+        assert tuple(x.shape) == tuple(shape), f"result shape {tuple(x.shape)}, expected {shape}"
+
+
+def assert_close(actual: Any, desired: Any, backend: Backend, *, rtol: float,
+                 atol: float = 0.0, err_msg: str = "") -> None:
+    """Compare a backend array with a NumPy reference (on the host, in float64)."""
+    np.testing.assert_allclose(backend.to_numpy(actual), np.asarray(desired, dtype=np.float64),
+                               rtol=rtol, atol=atol, err_msg=err_msg)
+
+
+def rel_err(actual: Any, desired: np.ndarray, backend: Backend) -> float:
+    """‖actual − desired‖_F / ‖desired‖_F over all axes (0 when both vanish)."""
+    a = backend.to_numpy(actual)
+    d = np.asarray(desired, dtype=np.float64)
+    den = np.linalg.norm(d)
+    return float(np.linalg.norm(a - d) / (den if den > 0 else 1.0))
+
+
+def matrix_with_spectrum(m: int, n: int, s: np.ndarray, *, seed: int = 0,
+                         batch: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A float64 ``(*batch, m, n)`` matrix ``U diag(s) Vᵀ`` with Haar-random U, V.
+
+    Returns ``(A, U, s, Vt)``; ``s`` (length ``min(m, n)``) is used as given.
+    """
+    rng = np.random.default_rng(seed)
+    k = min(m, n)
+    s = np.asarray(s, dtype=np.float64)
+    if s.shape != (k,):
+        raise ValueError(f"s must have length min(m, n) = {k}")
+
+    def haar(rows, cols):
+        q, r = np.linalg.qr(rng.standard_normal((*batch, rows, cols)))
+        return q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+
+    U, V = haar(m, k), haar(n, k)
+    A = (U * s) @ np.swapaxes(V, -1, -2)
+    return A, U, s, np.swapaxes(V, -1, -2)
+
+
+def sym_with_spectrum(n: int, w: np.ndarray, *, seed: int = 0,
+                      batch: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """A float64 symmetric ``(*batch, n, n)`` matrix ``Q diag(w) Qᵀ``; returns ``(A, Q)``."""
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.standard_normal((*batch, n, n)))
+    q = q * np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., None, :]
+    A = (q * np.asarray(w, dtype=np.float64)) @ np.swapaxes(q, -1, -2)
+    return (A + np.swapaxes(A, -1, -2)) / 2, q
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """One line per backend: how many tests passed, failed and skipped on it."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "skipped", "xfailed", "error"):
+        for rep in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(rep, "nodeid", "")
+            for name in ALL_BACKENDS:
+                if f"[{name}]" in nodeid or f"[{name}-" in nodeid or f"-{name}-" in nodeid \
+                        or f"-{name}]" in nodeid:
+                    counts.setdefault(name, {}).setdefault(outcome, 0)
+                    counts[name][outcome] += 1
+                    break
+    if counts:
+        terminalreporter.write_sep("-", "tests per backend")
+        for name in ALL_BACKENDS:
+            if name in counts:
+                c = counts[name]
+                terminalreporter.write_line(
+                    f"{name:<18} " + ", ".join(f"{v} {k}" for k, v in sorted(c.items())))
