@@ -204,8 +204,9 @@ def rel_err(actual: Any, desired: np.ndarray, backend: Backend) -> float:
     return float(np.linalg.norm(a - d) / (den if den > 0 else 1.0))
 
 
-def matrix_with_spectrum(m: int, n: int, s: np.ndarray, *, seed: int = 0,
-                         batch: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def matrix_with_spectrum(
+    m: int, n: int, s: np.ndarray, *, seed: int = 0, batch: tuple[int, ...] = ()
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A float64 ``(*batch, m, n)`` matrix ``U diag(s) Vᵀ`` with Haar-random U, V.
 
     Returns ``(A, U, s, Vt)``; ``s`` (length ``min(m, n)``) is used as given.
