@@ -10,4 +10,14 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
-__all__: list[str] = []
+# -- orthogonalize (msign, polar, orthonormalize, ns_schedule)
+# -- iteration (power_iteration, orthogonal_iteration, power_iter1, randomized_*, nystrom_eigh)
+# -- lowrank_eigh and matfun (lowrank_eigh_*, reproject_moments, lowrank_inv_root_apply, ggt_eigh, inv_root)
+# -- kron and nmf (kron_rearrange, nearest_kron, kron_matmul, shampoo factors, i_divergence, nmf_*)
+
+__all__ = [
+    # orthogonalize names
+    # iteration names
+    # lowrank_eigh / matfun names
+    # kron / nmf names
+]
