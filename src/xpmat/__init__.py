@@ -13,11 +13,26 @@ except PackageNotFoundError:  # running from a source tree without installation
 # -- orthogonalize (msign, polar, orthonormalize, ns_schedule)
 # -- iteration (power_iteration, orthogonal_iteration, power_iter1, randomized_*, nystrom_eigh)
 # -- lowrank_eigh and matfun (lowrank_eigh_*, reproject_moments, lowrank_inv_root_apply, ggt_eigh, inv_root)
+from xpmat.lowrank_eigh import (
+    ggt_eigh,
+    lowrank_eigh_truncate,
+    lowrank_eigh_update,
+    lowrank_inv_root_apply,
+    reproject_moments,
+)
+from xpmat.matfun import inv_root
+
 # -- kron and nmf (kron_rearrange, nearest_kron, kron_matmul, shampoo factors, i_divergence, nmf_*)
 
 __all__ = [
     # orthogonalize names
     # iteration names
     # lowrank_eigh / matfun names
+    "ggt_eigh",
+    "inv_root",
+    "lowrank_eigh_truncate",
+    "lowrank_eigh_update",
+    "lowrank_inv_root_apply",
+    "reproject_moments",
     # kron / nmf names
 ]
