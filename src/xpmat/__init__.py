@@ -23,6 +23,27 @@ from xpmat.lowrank_eigh import (
 from xpmat.matfun import inv_root
 
 # -- kron and nmf (kron_rearrange, nearest_kron, kron_matmul, shampoo factors, i_divergence, nmf_*)
+# isort: split
+from xpmat.kron import (
+    ShampooFactors,
+    kron_matmul,
+    kron_rearrange,
+    nearest_kron,
+    shampoo_factors,
+    shampoo_kron,
+)
+from xpmat.nmf import (
+    AdafactorFactors,
+    NMFResult,
+    adafactor_factors,
+    adafactor_second_moment,
+    i_divergence,
+    nmf,
+    nmf_em_step,
+    nmf_online_init,
+    nmf_online_step,
+    nmf_rank1,
+)
 
 __all__ = [
     # orthogonalize names
@@ -35,4 +56,20 @@ __all__ = [
     "lowrank_inv_root_apply",
     "reproject_moments",
     # kron / nmf names
+    "AdafactorFactors",
+    "NMFResult",
+    "ShampooFactors",
+    "adafactor_factors",
+    "adafactor_second_moment",
+    "i_divergence",
+    "kron_matmul",
+    "kron_rearrange",
+    "nearest_kron",
+    "nmf",
+    "nmf_em_step",
+    "nmf_online_init",
+    "nmf_online_step",
+    "nmf_rank1",
+    "shampoo_factors",
+    "shampoo_kron",
 ]

@@ -1,0 +1,585 @@
+"""Nonnegative matrix factorization under the I-divergence, by (generalized) EM.
+
+Seed ``adaptive-learning-methods.md`` appendix L (NMF, EM, rank one, AdamNMF) and
+section 4.7 (Adafactor, eq. 52).  ``C ≈ A B`` with ``C (..., m, n) ≥ 0``, ``A (..., m, r)``,
+``B (..., r, n)``.
+
+The EM step is the *blockwise* form of footnote 22 (ERRATA): update ``A`` from
+``R = C ⊘ A B``, recompute ``R`` with the new ``A``, then update ``B`` from the new ``A``.
+The simultaneous form printed as eq. (124) is not offered (it ends far worse, see ERRATA).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from xpmat import _array
+
+__all__ = [
+    "AdafactorFactors",
+    "NMFResult",
+    "adafactor_factors",
+    "adafactor_second_moment",
+    "i_divergence",
+    "nmf",
+    "nmf_em_step",
+    "nmf_online_init",
+    "nmf_online_step",
+    "nmf_rank1",
+]
+
+#: Default floor of ``A B`` and of the column/row sums in a step: float32 machine epsilon,
+#: the value scikit-learn's KL multiplicative updates use (so both agree to rounding).
+EPS = 1.1920928955078125e-07
+
+
+def _check_matrix(x: Any, name: str) -> None:
+    if x.ndim < 2:
+        raise ValueError(f"`{name}` must have shape (..., m, n), got shape {tuple(x.shape)}")
+
+
+def _check_nonneg(C: Any, xp: Any, name: str = "C") -> None:
+    """One host sync: refuse negative or non-finite entries."""
+    if bool(xp.any(C < 0)):
+        raise ValueError(f"`{name}` must be nonnegative (shape {tuple(C.shape)} has negative entries)")
+    if not bool(xp.all(xp.isfinite(C))):
+        raise ValueError(f"`{name}` must be finite (shape {tuple(C.shape)} has NaN or Inf entries)")
+
+
+def _idiv(C: Any, M: Any, xp: Any) -> Any:
+    pos = C > 0
+    one = xp.ones_like(C)
+    Cs = xp.where(pos, C, one)
+    Ms = xp.where(pos, M, one)
+    t = xp.where(pos, C * (xp.log(Cs) - xp.log(Ms)), xp.zeros_like(C))
+    return xp.sum(t - C + M, axis=(-2, -1))
+
+
+def i_divergence(C: Any, M: Any, /, *, xp: Any = None) -> Any:
+    """I-divergence ``Σ C log(C / M) − C + M`` over the last two axes (eq. 119).
+
+    Parameters
+    ----------
+    C : array, shape (..., m, n)
+        Nonnegative data (integers promoted to the default float).
+    M : array, shape (..., m, n)
+        Nonnegative model, e.g. ``A @ B``; broadcasts against ``C``.
+
+    Returns
+    -------
+    array, shape (...)
+        The divergence per batch member (0-d for plain matrices), in the floating dtype of
+        the inputs, on their device.  Entries with ``C = 0`` contribute ``M`` (``0 log 0 = 0``);
+        entries with ``C > 0`` and ``M = 0`` make it ``inf``.
+
+    Notes
+    -----
+    Seed appendix L, eq. (119); it equals KL when both are distributions.  No input check
+    (no host sync): negative entries give NaN.
+
+    Backends: Array API everywhere.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat import i_divergence
+    >>> C = np.array([[1.0, 0.0], [2.0, 3.0]])
+    >>> print(round(float(i_divergence(C, C)), 12), round(float(i_divergence(C, np.ones((2, 2)))), 4))
+    0.0 2.6821
+    """
+    xp = _array.array_namespace(C, M, names=("C", "M"), xp=xp)
+    _check_matrix(C, "C")
+    _check_matrix(M, "M")
+    dt = _array.float_dtype(xp, C, M)
+    return _idiv(_array.as_float(C, xp, dt), _array.as_float(M, xp, dt), xp)
+
+
+def _em_step_generic(C: Any, A: Any, B: Any, eps: float, xp: Any) -> tuple[Any, Any]:
+    R = C / xp.clip(A @ B, min=eps)
+    den = xp.sum(B, axis=-1)[..., None, :]  # 1ᵀ Bᵀ, shape (..., 1, r)
+    A = A * ((R @ _array.mT(B, xp)) / xp.where(den == 0, xp.full_like(den, eps), den))
+    R = C / xp.clip(A @ B, min=eps)
+    den = xp.sum(A, axis=-2)[..., :, None]  # Aᵀ 1, shape (..., r, 1)
+    B = B * ((_array.mT(A, xp) @ R) / xp.where(den == 0, xp.full_like(den, eps), den))
+    return A, B
+
+
+def _em_step_numpy(C: Any, A: Any, B: Any, eps: float, buf: Any = None) -> tuple[Any, Any, Any]:
+    """NumPy fast path: the ``m × n`` ratio lives in one private buffer, reused in place.
+
+    Only arrays created here are written to (``buf``, the numerators); ``C``, ``A``, ``B`` are
+    never touched.  Returns ``(A, B, buf)`` so a loop can pass the buffer back in.
+    """
+    import numpy as np
+
+    if buf is None or buf.shape != (*C.shape[:-2], A.shape[-2], B.shape[-1]) or buf.dtype != C.dtype:
+        buf = np.matmul(A, B)
+    else:
+        np.matmul(A, B, out=buf)
+    np.maximum(buf, eps, out=buf)
+    np.divide(C, buf, out=buf)
+    num = np.matmul(buf, np.swapaxes(B, -1, -2))
+    den = B.sum(axis=-1)[..., None, :]
+    num /= np.where(den == 0, eps, den)
+    num *= A
+    A = num
+    np.matmul(A, B, out=buf)
+    np.maximum(buf, eps, out=buf)
+    np.divide(C, buf, out=buf)
+    num = np.matmul(np.swapaxes(A, -1, -2), buf)
+    den = A.sum(axis=-2)[..., :, None]
+    num /= np.where(den == 0, eps, den)
+    num *= B
+    return A, num, buf
+
+
+def _check_factors(C: Any, A: Any, B: Any) -> None:
+    for x, name in ((C, "C"), (A, "A"), (B, "B")):
+        _check_matrix(x, name)
+    m, n = C.shape[-2:]
+    if A.shape[-2] != m or B.shape[-1] != n or A.shape[-1] != B.shape[-2]:
+        raise ValueError(
+            f"shapes do not match: `C` {tuple(C.shape)} (..., m, n) needs `A` (..., m, r) and `B` "
+            f"(..., r, n), got `A` {tuple(A.shape)} and `B` {tuple(B.shape)}"
+        )
+
+
+def nmf_em_step(C: Any, A: Any, B: Any, /, *, eps: float = EPS, xp: Any = None) -> tuple[Any, Any]:
+    """One blockwise generalized-EM (multiplicative) update of ``C ≈ A B`` (eq. 123, footnote 22).
+
+    Parameters
+    ----------
+    C : array, shape (..., m, n)
+        Nonnegative data (not checked here: this is the hot path; see :func:`nmf`).
+    A : array, shape (..., m, r)
+    B : array, shape (..., r, n)
+        Nonnegative current factors (floating dtypes; integers promoted).
+    eps : float
+        Floor of ``A B`` in the ratio and of the zero column/row sums in the denominators,
+        so nothing is divided by zero (default: float32 epsilon, as scikit-learn).
+
+    Returns
+    -------
+    A, B : arrays, shapes (..., m, r) and (..., r, n)
+        ``A' = A ⊙ ((C ⊘ A B) Bᵀ ⊘ 1ᵀ Bᵀ)``, then ``B' = B ⊙ (A'ᵀ (C ⊘ A' B) ⊘ A'ᵀ 1)``.
+        Nonnegative; the I-divergence never increases.  An all-zero row of ``C`` zeroes the
+        row of ``A``; zero ``C`` gives zero factors (no NaN).
+
+    Notes
+    -----
+    Seed appendix L, eq. (123) in the blockwise form of footnote 22 (ERRATA: eq. (124) as
+    printed updates ``B`` from the old ``A`` and writes ``A Rᵀ`` for ``Aᵀ R``).  Each half is
+    an exact EM M-step for its block, so ``IDiv(C, A B)`` is non-increasing.
+
+    Backends: NumPy runs a fast path that reuses one private ``m × n`` buffer in place;
+    every other library runs the Array API form (a handful of ``m × n`` temporaries).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat import i_divergence, nmf_em_step
+    >>> rng = np.random.default_rng(0)
+    >>> C, A, B = rng.random((6, 5)), rng.random((6, 2)), rng.random((2, 5))
+    >>> A1, B1 = nmf_em_step(C, A, B)
+    >>> bool(i_divergence(C, A1 @ B1) <= i_divergence(C, A @ B))
+    True
+    """
+    xp = _array.array_namespace(C, A, B, names=("C", "A", "B"), xp=xp)
+    _check_factors(C, A, B)
+    dt = _array.float_dtype(xp, C, A, B)
+    C, A, B = (_array.as_float(x, xp, dt) for x in (C, A, B))
+    if _array.is_numpy(xp):
+        A, B, _ = _em_step_numpy(C, A, B, eps)
+        return A, B
+    return _em_step_generic(C, A, B, eps, xp)
+
+
+class NMFResult(NamedTuple):
+    """Result of :func:`nmf`.
+
+    ``A`` ``(..., m, r)``, ``B`` ``(..., r, n)``; ``divergence`` an array on the input's
+    device, shape ``(..., k)``: with ``history=True`` the I-divergence at the start and
+    after every iteration (``k = n_iter + 1``), else only the final value (``k = 1``);
+    ``n_iter`` the iterations run (fewer than ``iters`` when ``tol`` stopped early).
+    """
+
+    A: Any
+    B: Any
+    divergence: Any
+    n_iter: int
+
+
+def _random_init(C: Any, rank: int, seed: Any, xp: Any) -> tuple[Any, Any]:
+    """``sqrt(mean(C) / r) |N(0, 1)|`` draws (as scikit-learn's ``init="random"``), on C's device."""
+    batch, (m, n) = tuple(C.shape[:-2]), tuple(C.shape[-2:])
+    g = _array.rng(seed)
+    dev = _array.device(C)
+    A = xp.abs(_array.random_normal((*batch, m, rank), seed=g, xp=xp, dtype=C.dtype, dev=dev))
+    B = xp.abs(_array.random_normal((*batch, rank, n), seed=g, xp=xp, dtype=C.dtype, dev=dev))
+    scale = xp.sqrt(xp.mean(C, axis=(-2, -1), keepdims=True) / rank)
+    return A * scale, B * scale
+
+
+def nmf(
+    C: Any,
+    rank: int,
+    /,
+    *,
+    iters: int = 200,
+    tol: float | None = None,
+    init: Any = "random",
+    seed: Any = None,
+    eps: float = EPS,
+    history: bool = False,
+    check_every: int = 10,
+    callback: Callable[[int, Any, Any, Any], Any] | None = None,
+    progress: bool = False,
+    xp: Any = None,
+) -> NMFResult:
+    """Nonnegative factorization ``C ≈ A B`` minimizing the I-divergence by blockwise EM.
+
+    Parameters
+    ----------
+    C : array, shape (..., m, n)
+        Nonnegative, finite data (integers promoted to the default float); checked once
+        (``ValueError`` otherwise).  All-zero rows/columns are fine (their factor rows /
+        columns go to zero).
+    rank : int
+        ``r >= 1``.  ``r > min(m, n)`` is allowed (the factorization is then not unique,
+        but every step still decreases the divergence).
+    iters : int
+        Maximum number of EM steps.
+    tol : float, optional
+        Stop when ``(D_prev − D) / D_init < tol`` for every batch member, checked every
+        ``check_every`` steps (one host sync per check; as scikit-learn).
+    init : "random" or (A0, B0)
+        ``"random"``: ``sqrt(mean(C) / r) |N(0, 1)|`` entries drawn on the host from
+        ``seed`` (A first, then B).  A pair: nonnegative start factors (not modified).
+    eps : float
+        See :func:`nmf_em_step`.
+    history : bool
+        Record the divergence after every step (costs one extra ``A @ B`` and a log over
+        ``C`` per step, but no host sync: values stay on the device until the end).
+    callback : callable, optional
+        ``callback(it, A, B, div)`` after every step (``it`` from 1; ``div`` a device array,
+        shape ``(...)``).  Computing ``div`` costs as with ``history``.
+    progress : bool
+        Print a one-line progress counter on stderr (about 20 updates per run).
+
+    Returns
+    -------
+    NMFResult
+        ``(A, B, divergence, n_iter)``; see :class:`NMFResult`.  The divergence is only
+        computed where needed (``history``, ``tol``, ``callback``; and once at the end).
+
+    Notes
+    -----
+    Seed appendix L: generalized EM for the Poisson model of L.1, blockwise update (123)
+    (footnote 22, ERRATA), so the divergence is monotone non-increasing.  Each step costs
+    four ``m n r`` matmuls and two ``m × n`` ratio passes.
+
+    Backends: NumPy fast path with a reused private buffer; Array API form elsewhere
+    (PyTorch, CuPy, array-api-strict).  One host sync at entry (input check), plus one per
+    ``tol`` check.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat import nmf
+    >>> rng = np.random.default_rng(0)
+    >>> C = rng.random((20, 3)) @ rng.random((3, 15))
+    >>> res = nmf(C, 3, iters=500, seed=0, history=True)
+    >>> d = res.divergence
+    >>> bool(np.all(np.diff(d) <= 1e-12)), bool(d[-1] < 1e-3 * d[0])
+    (True, True)
+    """
+    xp = _array.array_namespace(C, names=("C",), xp=xp)
+    _check_matrix(C, "C")
+    C = _array.as_float(C, xp)
+    r = int(rank)
+    if r < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    if int(iters) < 0:
+        raise ValueError(f"iters must be >= 0, got {iters}")
+    _check_nonneg(C, xp)
+    if isinstance(init, str):
+        if init != "random":
+            raise ValueError(f"init must be 'random' or a pair (A0, B0), got {init!r}")
+        A, B = _random_init(C, r, seed, xp)
+    else:
+        try:
+            A, B = init
+        except (TypeError, ValueError):
+            raise TypeError("init must be 'random' or a pair of arrays (A0, B0)") from None
+        _array.array_namespace(C, A, B, names=("C", "init[0]", "init[1]"))
+        _check_factors(C, A, B)
+        if A.shape[-1] != r:
+            raise ValueError(f"init factors have rank {A.shape[-1]}, but rank={r}")
+        A, B = _array.as_float(A, xp, C.dtype), _array.as_float(B, xp, C.dtype)
+        _check_nonneg(A, xp, "init[0]")
+        _check_nonneg(B, xp, "init[1]")
+    fast = _array.is_numpy(xp)
+    buf = None
+    need = history or callback is not None or tol is not None
+    divs = [_idiv(C, A @ B, xp)] if need else []
+    d_init = divs[0] if need else None
+    d_check = d_init
+    every = max(1, int(iters) // 20)
+    it = 0
+    for it in range(1, int(iters) + 1):
+        if fast:
+            A, B, buf = _em_step_numpy(C, A, B, eps, buf)
+        else:
+            A, B = _em_step_generic(C, A, B, eps, xp)
+        if need:
+            d = _idiv(C, A @ B, xp)
+            if history:
+                divs.append(d)
+            if callback is not None:
+                callback(it, A, B, d)
+        if progress and (it % every == 0 or it == iters):
+            print(f"\rnmf: step {it}/{iters}", end="\n" if it == iters else "", file=sys.stderr, flush=True)
+        if tol is not None and it % max(1, int(check_every)) == 0:
+            scale = xp.where(d_init > 0, d_init, xp.ones_like(d_init))
+            if bool(xp.all((d_check - d) / scale < tol)):
+                break
+            d_check = d
+    if history:
+        div = xp.stack(divs, axis=-1)
+    else:
+        div = xp.stack([_idiv(C, A @ B, xp)], axis=-1)
+    if progress and it < iters:
+        print(f"\rnmf: stopped at step {it}/{iters} (tol)", file=sys.stderr, flush=True)
+    return NMFResult(A, B, div, it)
+
+
+def nmf_rank1(C: Any, /, *, xp: Any = None) -> tuple[Any, Any]:
+    """Closed-form rank-one NMF: ``A = C 1`` (row sums), ``B = 1ᵀ C / 1ᵀ C 1`` (appendix L).
+
+    Parameters
+    ----------
+    C : array, shape (..., m, n)
+        Nonnegative, finite (checked: ``ValueError``; integers promoted).
+
+    Returns
+    -------
+    A : array, shape (..., m, 1)
+    B : array, shape (..., 1, n)
+        A global minimizer of ``IDiv(C, A B)`` over rank one, scaled so ``1ᵀ A = 1ᵀ C 1``
+        (then ``A B = C 1 1ᵀ C / 1ᵀ C 1``).  ``C = 0`` gives zeros.
+
+    Notes
+    -----
+    Seed appendix L, "Rank one": the stationary conditions ``A = C 1 / B 1`` and
+    ``B = 1ᵀ C / 1ᵀ A`` are solved in closed form; it is also the fixed point of
+    :func:`nmf_em_step` (one step from here returns it).
+
+    Backends: Array API everywhere.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat import nmf_rank1
+    >>> A, B = nmf_rank1(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    >>> print(A.ravel(), B.ravel())
+    [3. 7.] [0.4 0.6]
+    """
+    xp = _array.array_namespace(C, names=("C",), xp=xp)
+    _check_matrix(C, "C")
+    C = _array.as_float(C, xp)
+    _check_nonneg(C, xp)
+    A = xp.sum(C, axis=-1)[..., :, None]
+    col = xp.sum(C, axis=-2)[..., None, :]
+    tot = xp.sum(A, axis=-2, keepdims=True)
+    return A, col / xp.where(tot > 0, tot, xp.ones_like(tot))
+
+
+def nmf_online_init(G: Any, rank: int, /, *, scale: float = 1e-3, seed: Any = None,
+                    xp: Any = None) -> tuple[Any, Any]:
+    """Start factors for :func:`nmf_online_step`: ``A₀ ~ U(0, ε)^{m×r}``, ``B₀ ~ U(0, ε)^{r×n}``.
+
+    Parameters
+    ----------
+    G : array, shape (..., m, n)
+        A gradient-shaped reference (gives shape, batch, dtype, device).
+    rank : int
+    scale : float
+        ``ε``, the initialization range (AdamNMF step 1).
+    seed : int or numpy.random.Generator, optional
+        Host draw (the same numbers on every backend).
+
+    Returns
+    -------
+    A0, B0 : arrays, shapes (..., m, r) and (..., r, n), strictly positive almost surely.
+
+    Backends: host NumPy draw, one ``xp.asarray`` to the device.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat import nmf_online_init
+    >>> A0, B0 = nmf_online_init(np.zeros((4, 3)), 2, seed=0)
+    >>> A0.shape, B0.shape, bool((A0 > 0).all() and (A0 < 1e-3).all())
+    ((4, 2), (2, 3), True)
+    """
+    xp = _array.array_namespace(G, names=("G",), xp=xp)
+    _check_matrix(G, "G")
+    r = int(rank)
+    if r < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    dt = _array.float_dtype(xp, G)
+    g = _array.rng(seed)
+    batch, (m, n) = tuple(G.shape[:-2]), tuple(G.shape[-2:])
+    dev = _array.device(G)
+    A = xp.asarray(g.uniform(0.0, scale, (*batch, m, r)), dtype=dt, device=dev)
+    B = xp.asarray(g.uniform(0.0, scale, (*batch, r, n)), dtype=dt, device=dev)
+    return A, B
+
+
+def nmf_online_step(G: Any, A: Any, B: Any, /, *, beta: float | None = None, eps: float = EPS,
+                    xp: Any = None) -> tuple[Any, Any]:
+    """AdamNMF second-moment update: one blockwise EM step on ``G ⊙ G`` from ``(A, B)``.
+
+    Parameters
+    ----------
+    G : array, shape (..., m, n)
+        The new gradient (AdamNMF step (a); the seed's ``m × r`` is a typo, see ERRATA).
+    A, B : arrays, shapes (..., m, r), (..., r, n)
+        The previous factors (warm start), nonnegative.
+    beta : float in [0, 1), optional
+        ``None`` (the seed's AdamNMF): the EM target is ``G²``.  Otherwise the target is the
+        EMA ``β A B + (1 − β) G²``, an extension that smooths the estimate over steps.
+    eps : float
+        See :func:`nmf_em_step`.
+
+    Returns
+    -------
+    A, B : arrays
+        New factors; ``A B ≈ E[G²]`` is the second-moment estimate (AdamNMF step (c)
+        divides by ``sqrt(A B)``).
+
+    Notes
+    -----
+    Seed appendix L.2 (AdamNMF step (b)), with the blockwise update of footnote 22 (ERRATA).
+    No input check (hot path).
+
+    Backends: as :func:`nmf_em_step`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat import nmf_online_init, nmf_online_step
+    >>> G = np.random.default_rng(1).normal(size=(5, 4))
+    >>> A, B = nmf_online_init(G, 2, seed=0)
+    >>> for _ in range(3):
+    ...     A, B = nmf_online_step(G, A, B)
+    >>> bool((A @ B >= 0).all()), (A @ B).shape
+    (True, (5, 4))
+    """
+    xp = _array.array_namespace(G, A, B, names=("G", "A", "B"), xp=xp)
+    _check_factors(G, A, B)
+    dt = _array.float_dtype(xp, G, A, B)
+    G, A, B = (_array.as_float(x, xp, dt) for x in (G, A, B))
+    V = G * G
+    if beta is not None:
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {beta}")
+        V = beta * (A @ B) + (1.0 - beta) * V
+    return nmf_em_step(V, A, B, eps=eps, xp=xp)
+
+
+class AdafactorFactors(NamedTuple):
+    """Adafactor's factored second moment (eq. 52): row EMA ``a`` ``(..., m)``, column EMA
+    ``s`` ``(..., n)`` and the bias-correction weight ``weight = 1 − β₂ᵗ`` (0-d or ``(...)``)."""
+
+    a: Any
+    s: Any
+    weight: Any
+
+
+def adafactor_factors(G: Any, state: AdafactorFactors | None = None, /, *, beta2: float = 0.999,
+                      eps: float = 0.0, xp: Any = None) -> AdafactorFactors:
+    """Fold one gradient into Adafactor's rank-1 second-moment factors (eq. 52).
+
+    Parameters
+    ----------
+    G : array, shape (..., m, n)
+    state : AdafactorFactors, optional
+        Previous factors; ``None`` starts from ``a₀ = 0``, ``s₀ = 0`` (seed convention).
+    beta2 : float in [0, 1)
+    eps : float
+        Added to ``G²`` before the sums (Adafactor's ``ε₁``; 0 as in the seed).
+
+    Returns
+    -------
+    AdafactorFactors
+        ``a ← β₂ a + (1 − β₂) G² 1``, ``s ← β₂ s + (1 − β₂) (G²)ᵀ 1``,
+        ``weight ← β₂ weight + (1 − β₂)`` (so ``weight = 1 − β₂ᵗ``).
+
+    Notes
+    -----
+    Seed §4.7, eq. (52): the EMAs of the row and column sums of ``G²``, the online form of
+    the rank-1 I-divergence NMF (:func:`nmf_rank1`).  Read ``V̂`` with
+    :func:`adafactor_second_moment`.
+
+    Backends: Array API everywhere.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat import adafactor_factors, adafactor_second_moment
+    >>> G = np.array([[1.0, 2.0], [3.0, 4.0]])
+    >>> st = adafactor_factors(G, beta2=0.9)
+    >>> print(np.round(adafactor_second_moment(st), 3))   # one step: rank-1 NMF of G²
+    [[ 1.667  3.333]
+     [ 8.333 16.667]]
+    """
+    xp = _array.array_namespace(G, names=("G",), xp=xp)
+    _check_matrix(G, "G")
+    if not 0.0 <= beta2 < 1.0:
+        raise ValueError(f"beta2 must be in [0, 1), got {beta2}")
+    G = _array.as_float(G, xp)
+    V = G * G if eps == 0.0 else G * G + eps
+    row, col = xp.sum(V, axis=-1), xp.sum(V, axis=-2)
+    if state is None:
+        w = xp.full(tuple(G.shape[:-2]), 1.0 - beta2, dtype=G.dtype, device=_array.device(G))
+        return AdafactorFactors((1.0 - beta2) * row, (1.0 - beta2) * col, w)
+    if tuple(state.a.shape[-1:]) != (G.shape[-2],) or tuple(state.s.shape[-1:]) != (G.shape[-1],):
+        raise ValueError(f"`G` {tuple(G.shape)} does not match the state's a {tuple(state.a.shape)} "
+                         f"and s {tuple(state.s.shape)}")
+    return AdafactorFactors(beta2 * state.a + (1.0 - beta2) * row, beta2 * state.s + (1.0 - beta2) * col,
+                            beta2 * state.weight + (1.0 - beta2))
+
+
+def adafactor_second_moment(state: AdafactorFactors, /, *, xp: Any = None) -> Any:
+    """``V̂ = a sᵀ / (weight · 1ᵀ a)`` (eq. 52), the bias-corrected rank-1 estimate of ``E[G²]``.
+
+    Parameters
+    ----------
+    state : AdafactorFactors
+        From :func:`adafactor_factors`.
+
+    Returns
+    -------
+    array, shape (..., m, n)
+        Nonnegative; zeros where ``1ᵀ a = 0`` (all-zero gradients).
+
+    Backends: Array API everywhere.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat import adafactor_factors, adafactor_second_moment
+    >>> st = None
+    >>> for G in np.ones((3, 2, 2)):
+    ...     st = adafactor_factors(G, st, beta2=0.5)
+    >>> print(adafactor_second_moment(st))   # bias correction recovers E[G²] = 1
+    [[1. 1.]
+     [1. 1.]]
+    """
+    xp = _array.array_namespace(state.a, state.s, names=("state.a", "state.s"), xp=xp)
+    tot = xp.sum(state.a, axis=-1) * state.weight
+    tot = xp.where(tot > 0, tot, xp.ones_like(tot))[..., None, None]
+    return state.a[..., :, None] * state.s[..., None, :] / tot
