@@ -73,7 +73,8 @@ def test_rearrange_bad_shapes(backend):
 def test_kron_matmul_matches_explicit(backend, xp, dtype, batch):
     rng = np.random.default_rng(1)
     for m, d, n, l in [(3, 2, 4, 5), (6, 6, 2, 2), (1, 7, 3, 1)]:
-        A, B, X = rng.normal(size=(*batch, m, d)), rng.normal(size=(*batch, n, l)), rng.normal(size=(*batch, d, l))
+        A, B = rng.normal(size=(*batch, m, d)), rng.normal(size=(*batch, n, l))
+        X = rng.normal(size=(*batch, d, l))
         got = xm.kron_matmul(*(backend.asarray(v, dtype) for v in (A, B, X)))
         assert_array(got, _res(backend), shape=(*batch, m, n), dtype=dtype)
         want = (_bkron(A, B) @ X.reshape(*batch, d * l, 1)).reshape(*batch, m, n)
