@@ -12,6 +12,16 @@ except PackageNotFoundError:  # running from a source tree without installation
 
 # -- orthogonalize (msign, polar, orthonormalize, ns_schedule)
 # -- iteration (power_iteration, orthogonal_iteration, power_iter1, randomized_*, nystrom_eigh)
+# isort: split
+from xpmat.iteration import (
+    nystrom_eigh,
+    orthogonal_iteration,
+    power_iter1,
+    power_iteration,
+    randomized_eigh,
+    randomized_svd,
+)
+
 # -- lowrank_eigh and matfun (lowrank_eigh_*, reproject_moments, lowrank_inv_root_apply, ggt_eigh, inv_root)
 from xpmat.lowrank_eigh import (
     ggt_eigh,
@@ -48,6 +58,12 @@ from xpmat.nmf import (
 __all__ = [
     # orthogonalize names
     # iteration names
+    "nystrom_eigh",
+    "orthogonal_iteration",
+    "power_iter1",
+    "power_iteration",
+    "randomized_eigh",
+    "randomized_svd",
     # lowrank_eigh / matfun names
     "ggt_eigh",
     "inv_root",

@@ -1,0 +1,644 @@
+"""Subspace iteration: power and orthogonal iteration, PowerIter1, randomized SVD/eigh, Nyström.
+
+Math: ``adaptive-learning-methods.md`` appendix Q.1 (power iteration), Q.2 (orthogonal
+iteration, eqs. 142–143), Q.2.1 (online version, eqs. 144–145, sign and order consistency);
+``dion-vs-powersgd.md`` (PowerIter1); ``powersgd-plus.md`` section 3 eqs. (8)–(9)
+(single-step power iteration); ``lre-low-rank-eigenbasis.md`` "Basis algorithms" 3–4
+(randomized eigendecomposition, Nyström).
+
+Operators.  Wherever a symmetric ``A`` is accepted it may be an array ``(..., n, n)`` or a
+callable.  :func:`power_iteration` calls it on vectors ``(..., n) -> (..., n)`` (a
+Hessian-vector product); the block functions call it on blocks ``(..., n, k) -> (..., n, k)``.
+The size and the array type then come from the other array arguments (``x0``, ``Q0``) or,
+where there is none, from ``shape=`` (``n`` or ``(..., n, n)``) and ``like=`` (any array
+whose namespace, device and floating dtype the results take).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from xpmat import _array
+from xpmat._array import mT
+
+__all__ = [
+    "nystrom_eigh",
+    "orthogonal_iteration",
+    "power_iter1",
+    "power_iteration",
+    "randomized_eigh",
+    "randomized_svd",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _orth(X: Any, xp: Any, method: str) -> Any:
+    """Orthonormal basis of the columns of ``X`` ``(..., m, k)`` (positive-diag-R convention).
+
+    TEMPORARY fallback until ``xpmat.orthogonalize.orthonormalize`` lands.
+    """
+    try:
+        from xpmat.orthogonalize import orthonormalize
+    except ImportError:
+        Q, R = xp.linalg.qr(X)
+        d = xp.linalg.diagonal(R)
+        return Q * (1 - 2 * xp.astype(d < 0, Q.dtype))[..., None, :]
+    return orthonormalize(X, method=method, xp=xp)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_square(A: Any, name: str = "A") -> None:
+    if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
+        raise ValueError(f"`{name}` must be a square matrix (..., n, n), got shape {tuple(A.shape)}")
+
+
+def _signs(d: Any, xp: Any) -> Any:
+    """+1 where ``d >= 0`` (zero included), -1 elsewhere, in ``d``'s dtype."""
+    return 1 - 2 * xp.astype(d < 0, d.dtype)
+
+
+def _max_abs_signs(M: Any, xp: Any) -> Any:
+    """Per-column signs ``(..., k)`` that make each column's largest-magnitude entry positive."""
+    a = xp.abs(M)
+    mx = xp.max(a, axis=-2, keepdims=True)
+    pick = xp.sum(xp.where(a == mx, M, xp.zeros_like(M)), axis=-2)
+    return _signs(pick, xp)
+
+
+def _selector(idx: Any, size: int, dtype: Any, xp: Any) -> Any:
+    """One-hot ``S (..., size, k)`` with ``S[i, j] = (idx[j] == i)``: ``M @ S`` gathers columns."""
+    ar = xp.arange(size, device=_array.device(idx))
+    return xp.astype(ar[:, None] == idx[..., None, :], dtype)
+
+
+def _gather(v: Any, S: Any) -> Any:
+    """``v[..., idx]`` for the one-hot selector ``S`` of :func:`_selector`."""
+    return (v[..., None, :] @ S)[..., 0, :]
+
+
+def _sym(H: Any, xp: Any) -> Any:
+    return (H + mT(H, xp)) / 2
+
+
+def _block_operator(A: Any, *, shape: Any, like: Any, xp: Any, names: tuple, others: tuple,
+                    vector: bool = False) -> tuple:
+    """Resolve an array-or-callable symmetric operator.
+
+    Returns ``(apply, xp, n, batch, dtype, device)``.  ``others`` are further array arguments
+    (or None) taking part in namespace resolution; when ``A`` is callable, the first of them
+    that is not None (or ``like``) supplies size / namespace / dtype.
+    """
+    if callable(A):
+        xp = _array.array_namespace(*others, like, names=(*names[1:], "like"), xp=xp)
+        ref = next((o for o in (*others, like) if o is not None), None)
+        if ref is None:
+            raise TypeError(
+                f"`{names[0]}` is a callable: pass like=<array> (its namespace, device and floating "
+                "dtype are used) and shape=n or (..., n, n)")
+        dtype = _array.float_dtype(xp, *[o for o in (*others, like) if o is not None])
+        dev = _array.device(ref)
+        known = [o for o in others if o is not None]
+        if shape is not None:
+            shape = (shape, shape) if isinstance(shape, int) else tuple(shape)
+            if len(shape) < 2 or shape[-1] != shape[-2]:
+                raise ValueError(f"`shape` must be n or (..., n, n), got {shape!r}")
+            n, batch = shape[-1], shape[:-2]
+        elif known:
+            o = known[0]
+            n, batch = (o.shape[-1], o.shape[:-1]) if vector else (o.shape[-2], o.shape[:-2])
+        else:
+            raise TypeError(f"`{names[0]}` is a callable: pass shape=n or (..., n, n)")
+
+        def apply(X: Any) -> Any:
+            Y = A(X)
+            if tuple(Y.shape[-1:] if vector else Y.shape[-2:]) != tuple(X.shape[-1:] if vector
+                                                                          else X.shape[-2:]):
+                raise ValueError(f"callable `{names[0]}` mapped shape {tuple(X.shape)} to "
+                                 f"{tuple(Y.shape)}; it must keep the last "
+                                 f"{'axis' if vector else 'two axes'}")
+            return _array.as_float(Y, xp, dtype)
+
+        return apply, xp, n, tuple(batch), dtype, dev
+    xp = _array.array_namespace(A, *others, names=names, xp=xp)
+    if not hasattr(A, "shape"):
+        raise TypeError(f"`{names[0]}` must be an array or a callable, got {type(A).__name__}")
+    _check_square(A, names[0])
+    dtype = _array.float_dtype(xp, A, *[o for o in others if o is not None])
+    Af = _array.as_float(A, xp, dtype)
+    if vector:
+        def apply(v: Any) -> Any:
+            return (Af @ v[..., None])[..., 0]
+    else:
+        def apply(X: Any) -> Any:
+            return Af @ X
+    return apply, xp, A.shape[-1], tuple(A.shape[:-2]), dtype, _array.device(A)
+
+
+def _unit(v: Any, xp: Any) -> Any:
+    nrm = xp.linalg.vector_norm(v, axis=-1, keepdims=True)
+    return v / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
+
+
+# ----------------------------------------------------------------------------- power iteration
+
+
+def power_iteration(A: Any | Callable, /, *, x0: Any = None, iters: int = 100, tol: float | None = 1e-6,
+                    seed: Any = None, check_every: int = 10, shape: Any = None, like: Any = None,
+                    xp: Any = None) -> tuple[Any, Any]:
+    """Dominant eigenpair of a symmetric matrix or operator by power iteration.
+
+    Parameters
+    ----------
+    A : array (..., n, n) or callable
+        Symmetric matrix (real floating; integer input is promoted), or a matvec
+        ``A(v)`` mapping ``(..., n) -> (..., n)`` (a Hessian-vector product, a Kronecker
+        operator...).  For a callable the size, namespace, device and dtype come from
+        ``x0``, or (without ``x0``) from ``shape`` and ``like``.
+    x0 : array (..., n), optional
+        Start vector (broadcast over the batch).  Default: a Gaussian draw from ``seed``.
+    iters : int
+        Maximum number of power steps ``v <- A v / ||A v||`` (``iters + 1`` operator calls).
+    tol : float or None
+        Stop when ``||A v - λ v|| <= tol · ||A v||`` for every batch member.  Checked on the
+        host only every ``check_every`` steps (one synchronisation per check); ``None``
+        runs all ``iters`` steps without any host round trip.
+    seed : int or numpy.random.Generator, optional
+        Seed of the default start vector.
+    check_every : int
+        Steps between convergence checks.
+    shape : int or tuple, optional
+        ``n`` or ``(..., n, n)``: size of a callable ``A`` when ``x0`` is not given.
+    like : array, optional
+        For a callable ``A`` without ``x0``: the namespace, device and floating dtype to use.
+    xp : namespace, optional
+        Skip namespace inference.
+
+    Returns
+    -------
+    lam : array (...)
+        Rayleigh quotient ``vᵀ A v`` (the eigenvalue of largest magnitude; may be negative).
+    v : array (..., n)
+        Unit eigenvector, sign fixed so that its largest-magnitude entry is positive.
+
+    Notes
+    -----
+    Appendix Q.1: ``q_{k+1} = X q_k / ||X q_k||``; the error after ``k`` steps decays as
+    ``(|λ_2| / |λ_1|)^k``.  Without a gap the iterate converges to the normalised projection
+    of ``x0`` on the top eigenspace (footnote 27), and ``λ`` still converges.  If
+    ``λ_1 = -λ_2`` the direction does not converge.  Zero ``A`` (or a start vector in its
+    null space) gives ``λ = 0`` and ``v = 0``, not NaN.  NaN/Inf in ``A`` propagate to the
+    results (the convergence check never passes, so all ``iters`` steps run).
+
+    Backends: standard Array API only (matmul, vector_norm); the check uses ``bool()`` of a
+    0-D array every ``check_every`` steps.
+
+    Examples
+    --------
+    >>> import numpy as np, xpmat as xm
+    >>> A = np.diag([3.0, 1.0, 0.5])
+    >>> lam, v = xm.power_iteration(A, seed=0)
+    >>> print(round(float(lam), 6), np.round(np.abs(v), 4))
+    3.0 [1. 0. 0.]
+    """
+    _check_int("iters", iters, 0)
+    _check_int("check_every", check_every, 1)
+    if tol is not None and not tol >= 0:
+        raise ValueError(f"`tol` must be >= 0 or None, got {tol!r}")
+    apply, xp, n, batch, dtype, dev = _block_operator(
+        A, shape=shape, like=like, xp=xp, names=("A", "x0"), others=(x0,), vector=True)
+    if x0 is None:
+        v = _array.random_normal((*batch, n), seed=seed, xp=xp, dtype=dtype, dev=dev)
+    else:
+        if x0.ndim < 1 or x0.shape[-1] != n:
+            raise ValueError(f"`x0` must have shape (..., {n}), got {tuple(x0.shape)}")
+        v = _array.as_float(x0, xp, dtype)
+        if not callable(A):
+            v = xp.broadcast_to(v, (*batch, n)) if v.ndim <= len(batch) + 1 else v
+    v = _unit(v, xp)
+    w = apply(v)
+    for k in range(1, iters + 1):
+        v = _unit(w, xp)
+        w = apply(v)
+        if tol is not None and k % check_every == 0 and k < iters:
+            lam = xp.sum(v * w, axis=-1)
+            res = xp.linalg.vector_norm(w - lam[..., None] * v, axis=-1)
+            if bool(xp.all(res <= tol * xp.linalg.vector_norm(w, axis=-1))):
+                break
+    lam = xp.sum(v * w, axis=-1)
+    s = _max_abs_signs(v[..., None], xp)
+    return lam, v * s
+
+
+# ----------------------------------------------------------------------------- orthogonal iteration
+
+
+def _align(Q: Any, lam: Any, P: Any, xp: Any) -> tuple[Any, Any]:
+    """Reorder and flip the columns of ``Q`` to follow the previous basis ``P`` (Q.2.1)."""
+    r = Q.shape[-1]
+    C = mT(P, xp) @ Q  # C[j, i] = <p_j, q_i>
+    idx = xp.argmax(xp.abs(C), axis=-1)  # for previous column j: the best new column
+    S = _selector(idx, r, Q.dtype, xp)  # S[i, j] = (idx[j] == i)
+    valid = xp.all(xp.sum(S, axis=-1) == 1, axis=-1)  # a bijection?
+    eye = xp.eye(r, dtype=Q.dtype, device=_array.device(Q))
+    S = xp.where(valid[..., None, None], S, eye)
+    Q, lam, C = Q @ S, _gather(lam, S), C @ S
+    s = _signs(xp.linalg.diagonal(C), xp)
+    return Q * s[..., None, :], lam
+
+
+def orthogonal_iteration(A: Any | Callable, Q0: Any, /, *, iters: int = 1, align_to: Any = None,
+                         ritz: bool = True, method: str = "auto", xp: Any = None) -> tuple[Any, Any]:
+    """Top-``r`` eigenspace of a symmetric ``A`` by orthogonal (subspace) iteration.
+
+    Parameters
+    ----------
+    A : array (..., n, n) or callable
+        Symmetric matrix (integer input promoted), or a callable on blocks
+        ``(..., n, r) -> (..., n, r)``; size, namespace, device and dtype then come from ``Q0``.
+    Q0 : array (..., n, r), r <= n
+        Start basis with orthonormal columns (the previous output, or
+        ``orthonormalize(random)``).  With ``iters=1`` the returned ``lam`` are Rayleigh
+        quotients on ``Q0``, which needs ``Q0ᵀ Q0 = I``.
+    iters : int >= 1
+        Number of steps ``Q <- orth(A Q)``; each calls ``A`` once.
+    align_to : array (..., n, r), optional
+        Previous basis.  Columns are reordered to match it (each previous column takes the
+        new column of largest ``|<q_i, p_j>|``, when that is a one-to-one matching; otherwise
+        the descending order is kept) and flipped so that ``<q_j, p_j> >= 0``.
+    ritz : bool
+        ``True``: Rayleigh–Ritz in the last step (an ``r × r`` ``eigh``): ``lam`` are the Ritz
+        values of ``A`` on the basis entering that step, sorted descending, and the columns
+        of ``Q`` are those Ritz vectors after one more power step.  ``False``: no ``eigh``
+        (accelerator friendly, Q.2.1): ``lam`` are the Rayleigh quotients ``q_iᵀ A q_i`` of the
+        entering columns, and columns are sorted by them.
+    method : str
+        Passed to :func:`xpmat.orthonormalize`.
+    xp : namespace, optional
+        Skip namespace inference.
+
+    Returns
+    -------
+    Q : array (..., n, r)
+        Orthonormal basis of ``span(A^iters Q0)``.
+    lam : array (...,  r)
+        Eigenvalue estimates of the columns of ``Q`` (descending unless ``align_to`` reorders).
+
+    Notes
+    -----
+    Eqs. (142)–(143) of appendix Q.2: ``Ṽ = X V̂``, ``V̂ = QR(Ṽ)``.  With a gap
+    ``λ_r > λ_{r+1}`` the subspace error decays as ``tan Θ_k <= (λ_{r+1}/λ_r)^k tan Θ_0``
+    (for ``|λ|``-ordered spectra).  The last step is ``Y = A Q``, ``H = Qᵀ Y = W Θ Wᵀ``,
+    ``Q <- orth(Y W)``: one operator call per step, the ``eigh`` costs ``O(r³)``, and the
+    triangular orthonormalization keeps column ``i`` in ``span(A Q w_1..w_i)``, so columns track
+    individual eigenvectors.  Signs of ``W`` are fixed by ``diag(W) >= 0``.  Q.2.1 (online):
+    call with ``iters=1, align_to=Q_prev`` on a drifting matrix; labels then do not jump.
+    Zero ``A`` returns finite ``Q`` (whatever ``orthonormalize`` gives for a zero block) and
+    ``lam = 0``; NaN/Inf propagate.
+
+    Backends: standard Array API (matmul, eigh, argmax); orthonormalization via
+    :func:`xpmat.orthonormalize` (CholeskyQR2 / Householder).
+
+    Examples
+    --------
+    >>> import numpy as np, xpmat as xm
+    >>> A = np.diag([4.0, 3.0, 1.0, 0.5])
+    >>> Q0 = np.linalg.qr(np.random.default_rng(0).standard_normal((4, 2)))[0]
+    >>> Q, lam = xm.orthogonal_iteration(A, Q0, iters=60)
+    >>> print(np.round(lam, 6), np.round(np.abs(Q[:2]), 4))
+    [4. 3.] [[1. 0.]
+     [0. 1.]]
+    """
+    _check_int("iters", iters, 1)
+    apply, xp, n, _, dtype, _ = _block_operator(
+        A, shape=None, like=None, xp=xp, names=("A", "Q0", "align_to"), others=(Q0, align_to))
+    if Q0.ndim < 2 or Q0.shape[-2] != n or Q0.shape[-1] > n:
+        raise ValueError(f"`Q0` must have shape (..., {n}, r) with r <= {n}, got {tuple(Q0.shape)}")
+    r = Q0.shape[-1]
+    if align_to is not None and (align_to.ndim < 2 or tuple(align_to.shape[-2:]) != (n, r)):
+        raise ValueError(f"`align_to` must have shape (..., {n}, {r}), got {tuple(align_to.shape)}")
+    Q = _array.as_float(Q0, xp, dtype)
+    for _ in range(iters - 1):
+        Q = _orth(apply(Q), xp, method)
+    Y = apply(Q)
+    H = mT(Q, xp) @ Y
+    if ritz:
+        lam, W = _array.eigh(_sym(H, xp), xp, descending=True)
+        W = W * _signs(xp.linalg.diagonal(W), xp)[..., None, :]
+    else:
+        rq = xp.linalg.diagonal(H)
+        W = _selector(xp.argsort(rq, axis=-1, descending=True, stable=True), r, dtype, xp)
+        lam = _gather(rq, W)
+    Q = _orth(Y @ W, xp, method)
+    if align_to is not None:
+        Q, lam = _align(Q, lam, _array.as_float(align_to, xp, dtype), xp)
+    return Q, lam
+
+
+# ----------------------------------------------------------------------------- PowerIter1
+
+
+def power_iter1(B: Any, Q: Any, /, *, method: str = "auto", xp: Any = None) -> tuple[Any, Any, Any]:
+    """One warm-started power step of PowerSGD / Dion: ``PowerIter1(B; Q)``.
+
+    Parameters
+    ----------
+    B : array (..., m, n)
+        Matrix to approximate (real floating; integer input promoted).
+    Q : array (..., n, r), r <= m
+        Previous right factor (warm start).
+    method : str
+        Passed to :func:`xpmat.orthonormalize` for ``P``.
+    xp : namespace, optional
+        Skip namespace inference.
+
+    Returns
+    -------
+    P : array (..., m, r)
+        ``orth(B Q)``, orthonormal columns.
+    R : array (..., n, r)
+        ``Bᵀ P``; ``P Rᵀ = P Pᵀ B`` is the rank-``r`` approximation.
+    Q_new : array (..., n, r)
+        ``R`` with unit-norm columns (zero columns stay zero); ``P Q_newᵀ`` is Dion's
+        "all singular values set to 1" update.
+
+    Notes
+    -----
+    ``dion-vs-powersgd.md`` (algorithm PowerIter1) and ``powersgd-plus.md`` eq. (9):
+    ``P̃ = QR(Δ Q_{t-1})``, ``Q_t = Δᵀ P̃``, ``Δ̂ = P̃ Q_tᵀ = P̃ P̃ᵀ Δ``.  Zero ``B`` gives
+    ``R = Q_new = 0`` (no NaN).
+
+    Backends: standard Array API; orthonormalization via :func:`xpmat.orthonormalize`.
+
+    Examples
+    --------
+    >>> import numpy as np, xpmat as xm
+    >>> B = np.arange(12.0).reshape(4, 3)
+    >>> P, R, Qn = xm.power_iter1(B, np.ones((3, 1)))
+    >>> print(np.allclose(P.T @ P, 1), np.round(np.linalg.norm(Qn, axis=0), 6))
+    True [1.]
+    """
+    xp = _array.array_namespace(B, Q, names=("B", "Q"), xp=xp)
+    if B.ndim < 2:
+        raise ValueError(f"`B` must be a matrix (..., m, n), got shape {tuple(B.shape)}")
+    m, n = B.shape[-2:]
+    if Q.ndim < 2 or Q.shape[-2] != n or Q.shape[-1] > m:
+        raise ValueError(f"`Q` must have shape (..., {n}, r) with r <= m = {m}, got {tuple(Q.shape)} "
+                         f"for B of shape {tuple(B.shape)}")
+    dtype = _array.float_dtype(xp, B, Q)
+    B = _array.as_float(B, xp, dtype)
+    P = _orth(B @ _array.as_float(Q, xp, dtype), xp, method)
+    R = mT(B, xp) @ P
+    nrm = xp.linalg.vector_norm(R, axis=-2, keepdims=True)
+    return P, R, R / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
+
+
+# ----------------------------------------------------------------------------- randomized
+
+
+def _sketch_size(rank: int, oversample: int, limit: int) -> int:
+    _check_int("rank", rank, 1)
+    _check_int("oversample", oversample, 0)
+    if rank > limit:
+        raise ValueError(f"`rank` = {rank} exceeds the matrix size limit {limit}")
+    return min(rank + oversample, limit)
+
+
+def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: int = 2, seed: Any = None,
+                   method: str = "auto", xp: Any = None) -> tuple[Any, Any, Any]:
+    """Rank-``rank`` truncated SVD by the randomized range finder (Halko–Martinsson–Tropp).
+
+    Parameters
+    ----------
+    A : array (..., m, n)
+        Real floating (integer input promoted).
+    rank : int
+        Number of singular triplets, ``1 <= rank <= min(m, n)``.
+    oversample : int
+        Extra sketch columns: ``l = min(rank + oversample, m, n)``.
+    power_iters : int
+        Subspace iterations ``Q <- orth(A orth(Aᵀ Q))``; each sharpens the spectrum
+        decay by ``(σ_{l+1}/σ_k)^2``.
+    seed : int or numpy.random.Generator, optional
+        Seed of the Gaussian test matrix (drawn on the host, same on every backend).
+    method : str
+        Passed to :func:`xpmat.orthonormalize` (every product is re-orthonormalized).
+    xp : namespace, optional
+        Skip namespace inference.
+
+    Returns
+    -------
+    U : array (..., m, rank)
+    S : array (..., rank), descending, >= 0
+    Vh : array (..., rank, n)
+        ``U diag(S) Vh ≈ A``; each column of ``U`` has its largest-magnitude entry positive.
+
+    Notes
+    -----
+    Range finder ``Q = orth(A Ω)``, ``Ω ~ N(0, 1)^{n×l}``, ``power_iters`` rounds of
+    orthonormalized subspace iteration, then the SVD of the small ``l × n`` matrix
+    ``Qᵀ A``.  ``2 + 2·power_iters`` products with ``A``.  The same idea is
+    ``lre-low-rank-eigenbasis.md`` "Basis algorithms" 3 and PowerSGD's power step
+    (``powersgd-plus.md`` eq. 8).  Zero ``A`` gives ``S = 0`` (finite ``U``, ``Vh``).
+
+    Backends: standard Array API (matmul, svd of the small sketch); host NumPy draw of Ω;
+    orthonormalization via :func:`xpmat.orthonormalize`.
+
+    Examples
+    --------
+    >>> import numpy as np, xpmat as xm
+    >>> A = np.diag([5.0, 3.0, 1.0, 0.01, 0.0])
+    >>> U, S, Vh = xm.randomized_svd(A, 2, seed=0)
+    >>> print(np.round(S, 6))
+    [5. 3.]
+    """
+    xp = _array.array_namespace(A, names=("A",), xp=xp)
+    if A.ndim < 2:
+        raise ValueError(f"`A` must be a matrix (..., m, n), got shape {tuple(A.shape)}")
+    m, n = A.shape[-2:]
+    l = _sketch_size(rank, oversample, min(m, n))
+    _check_int("power_iters", power_iters, 0)
+    dtype = _array.float_dtype(xp, A)
+    A = _array.as_float(A, xp, dtype)
+    At = mT(A, xp)
+    Om = _array.random_normal((*A.shape[:-2], n, l), seed=seed, xp=xp, dtype=dtype, dev=_array.device(A))
+    Q = _orth(A @ Om, xp, method)
+    for _ in range(power_iters):
+        Q = _orth(A @ _orth(At @ Q, xp, method), xp, method)
+    Ub, S, Vh = _array.svd(mT(Q, xp) @ A, xp)
+    U, S, Vh = Q @ Ub[..., :rank], S[..., :rank], Vh[..., :rank, :]
+    s = _max_abs_signs(U, xp)
+    return U * s[..., None, :], S, Vh * s[..., :, None]
+
+
+def randomized_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power_iters: int = 2,
+                    seed: Any = None, shape: Any = None, like: Any = None, method: str = "auto",
+                    xp: Any = None) -> tuple[Any, Any]:
+    """Rank-``rank`` eigendecomposition of a symmetric ``A`` by a randomized range finder.
+
+    Parameters
+    ----------
+    A : array (..., n, n) or callable
+        Symmetric matrix (integer input promoted), or a callable on blocks
+        ``(..., n, k) -> (..., n, k)``, e.g. ``lambda X: Q @ (L[:, None] * (Q.T @ X)) + c @ (c.T @ X)``.
+    rank : int
+        Number of eigenpairs, ``1 <= rank <= n``.
+    oversample : int
+        Extra sketch columns: ``l = min(rank + oversample, n)``.
+    power_iters : int
+        Subspace iterations ``Q <- orth(A Q)`` after the sketch.
+    seed : int or numpy.random.Generator, optional
+        Seed of the Gaussian test matrix.
+    shape : int or tuple, optional
+        For a callable ``A``: ``n`` or ``(..., n, n)`` (required).
+    like : array, optional
+        For a callable ``A``: namespace, device and floating dtype of the results (required).
+    method : str
+        Passed to :func:`xpmat.orthonormalize`.
+    xp : namespace, optional
+        Skip namespace inference.
+
+    Returns
+    -------
+    L : array (..., rank)
+        The ``rank`` Ritz values of largest magnitude (all eigenvalues for PSD ``A``), sorted
+        descending.
+    Q : array (..., n, rank)
+        Orthonormal Ritz vectors, ``A ≈ Q diag(L) Qᵀ``; largest-magnitude entry of each
+        column positive.
+
+    Notes
+    -----
+    ``lre-low-rank-eigenbasis.md``, "Basis algorithms" 3: ``Q = orth(A Ω)``, then the
+    eigendecomposition of the small ``Qᵀ A Q``.  Operator calls: ``2 + power_iters``.  For
+    indefinite ``A`` the sketch captures the eigenvalues of largest magnitude.  Zero ``A``
+    gives ``L = 0``; NaN/Inf propagate.
+
+    Backends: standard Array API (matmul, eigh of ``l × l``); host NumPy draw of Ω;
+    orthonormalization via :func:`xpmat.orthonormalize`.
+
+    Examples
+    --------
+    >>> import numpy as np, xpmat as xm
+    >>> A = np.diag([5.0, 3.0, 1.0, 0.0])
+    >>> L, Q = xm.randomized_eigh(A, 2, seed=0)
+    >>> print(np.round(L, 6))
+    [5. 3.]
+    >>> L2, _ = xm.randomized_eigh(lambda X: A @ X, 2, shape=4, like=A, seed=0)
+    >>> print(np.allclose(L, L2))
+    True
+    """
+    apply, xp, n, batch, dtype, dev = _block_operator(
+        A, shape=shape, like=like, xp=xp, names=("A",), others=())
+    l = _sketch_size(rank, oversample, n)
+    _check_int("power_iters", power_iters, 0)
+    Q = _orth(apply(_array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=dtype, dev=dev)),
+              xp, method)
+    for _ in range(power_iters):
+        Q = _orth(apply(Q), xp, method)
+    theta, W = _array.eigh(_sym(mT(Q, xp) @ apply(Q), xp), xp)
+    top = xp.argsort(xp.abs(theta), axis=-1, descending=True, stable=True)[..., :rank]
+    S1 = _selector(top, l, dtype, xp)
+    L = _gather(theta, S1)
+    S2 = _selector(xp.argsort(L, axis=-1, descending=True, stable=True), rank, dtype, xp)
+    L, V = _gather(L, S2), Q @ (W @ (S1 @ S2))
+    return L, V * _max_abs_signs(V, xp)[..., None, :]
+
+
+def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power_iters: int = 0,
+                 shift: float | None = None, seed: Any = None, shape: Any = None, like: Any = None,
+                 method: str = "auto", xp: Any = None) -> tuple[Any, Any]:
+    """Rank-``rank`` eigendecomposition of a PSD ``A`` by the stabilized Nyström approximation.
+
+    Parameters
+    ----------
+    A : array (..., n, n) or callable
+        Symmetric positive semi-definite matrix, or a callable on blocks ``(..., n, k) -> (..., n, k)``.
+    rank : int
+        Number of eigenpairs, ``1 <= rank <= n``.
+    oversample : int
+        Extra sketch columns: ``l = min(rank + oversample, n)``.
+    power_iters : int
+        Optional subspace iterations on the test matrix ``Ω <- orth(A Ω)`` before the sketch.
+    shift : float or None
+        Stabilizing shift ``ν``.  ``None``: ``ν = sqrt(n) · eps(dtype) · ||A Ω||_F`` per batch
+        member.  A float: that absolute shift (``0`` = the unshifted Nyström formula, which
+        fails for low-rank ``A``).
+    seed : int or numpy.random.Generator, optional
+        Seed of the Gaussian test matrix.
+    shape, like : optional
+        For a callable ``A``: ``n`` or ``(..., n, n)``, and an array giving namespace, device
+        and floating dtype (both required).
+    method : str
+        Passed to :func:`xpmat.orthonormalize`.
+    xp : namespace, optional
+        Skip namespace inference.
+
+    Returns
+    -------
+    L : array (..., rank), descending, >= 0
+    Q : array (..., n, rank), orthonormal; ``A ≈ Q diag(L) Qᵀ``.
+
+    Raises
+    ------
+    ValueError
+        If the Cholesky factorization of ``Ωᵀ (A Ω + ν Ω)`` fails (``A`` is not PSD).
+
+    Notes
+    -----
+    ``lre-low-rank-eigenbasis.md``, "Basis algorithms" 4, in the numerically stable form of
+    Tropp, Yurtsever, Udell & Cevher (2017, Alg. 3): ``Ω`` orthonormal, ``Y_ν = A Ω + ν Ω``,
+    ``C = chol(Ωᵀ Y_ν)``, ``B = Y_ν C⁻ᵀ``, ``B = U Σ Vᵀ``, ``L = max(Σ² − ν, 0)``.  One
+    operator call (plus ``power_iters``).  Exact (up to ``ν``) when ``rank(A) <= l``.  Zero
+    ``A`` gives ``L = 0``; NaN/Inf input makes the Cholesky fail (``ValueError``) or propagate.
+
+    Backends: standard Array API (cholesky, triangular solve via ``_array.solve_triangular``:
+    SciPy / torch fast paths, ``xp.linalg.solve`` elsewhere, svd of ``n × l``).
+
+    Examples
+    --------
+    >>> import numpy as np, xpmat as xm
+    >>> A = np.diag([5.0, 3.0, 1.0, 0.0])
+    >>> L, Q = xm.nystrom_eigh(A, 2, seed=0)
+    >>> print(np.round(L, 6))
+    [5. 3.]
+    """
+    apply, xp, n, batch, dtype, dev = _block_operator(
+        A, shape=shape, like=like, xp=xp, names=("A",), others=())
+    l = _sketch_size(rank, oversample, n)
+    _check_int("power_iters", power_iters, 0)
+    if shift is not None and not shift >= 0:
+        raise ValueError(f"`shift` must be >= 0 or None, got {shift!r}")
+    Om = _orth(_array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=dtype, dev=dev), xp, method)
+    for _ in range(power_iters):
+        Om = _orth(apply(Om), xp, method)
+    Y = apply(Om)
+    if shift is None:
+        nu = math.sqrt(n) * xp.finfo(dtype).eps * xp.linalg.matrix_norm(Y, ord="fro")
+        live = nu > 0
+        nu = xp.where(live, nu, xp.ones_like(nu))[..., None, None]
+    else:
+        live, nu = None, shift
+    Ynu = Y + nu * Om
+    try:
+        C = xp.linalg.cholesky(_sym(mT(Om, xp) @ Ynu, xp))
+    except Exception as exc:  # numpy LinAlgError, torch LinAlgError (a RuntimeError), ...
+        raise ValueError(f"nystrom_eigh: Cholesky of Ωᵀ(AΩ + νΩ) failed ({type(exc).__name__}): `A` "
+                         "is not positive semi-definite (or contains NaN/Inf); use randomized_eigh "
+                         "for indefinite A") from exc
+    Bm = _array.solve_triangular(mT(C, xp), Ynu, upper=True, left=False, xp=xp)
+    U, Sig, _ = _array.svd(Bm, xp)
+    U, Sig = U[..., :rank], Sig[..., :rank]
+    nu_v = nu[..., 0] if live is not None else nu
+    L = xp.maximum(Sig * Sig - nu_v, xp.zeros_like(Sig))
+    if live is not None:
+        L = xp.where(live[..., None], L, xp.zeros_like(L))
+    return L, U * _max_abs_signs(U, xp)[..., None, :]
