@@ -68,6 +68,17 @@ def test_eigh_is_pseudo_inverse_root_on_singular(backend):
     np.testing.assert_allclose(X, A / 8.0, atol=1e-12)  # 4^(-1/2) on the range = A / 8
 
 
+def test_newton_divergence_frozen_before_overflow(backend):
+    # indefinite A: an eigenvalue of M goes negative and grows; frozen, no overflow warnings
+    A, _ = sym_with_spectrum(8, np.r_[np.ones(7), -0.5], seed=9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # numpy overflow warnings would fail
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        X, info = inv_root(backend.asarray(A), 2, method="newton", return_info=True)
+    assert not bool(backend.to_numpy(info.converged))
+    assert np.all(np.isfinite(backend.to_numpy(X)))
+
+
 def test_newton_nonconvergence_reported(backend):
     # singular matrix with eps = 0: the zero eigenvalue never converges
     A, _ = sym_with_spectrum(10, np.r_[np.ones(9), 0.0], seed=7)
@@ -91,6 +102,7 @@ def test_newton_nan_input_reported(backend):
     X, info = inv_root(backend.asarray(A), 2, method="newton", return_info=True)
     assert not bool(backend.to_numpy(info.converged))
     assert np.isnan(backend.to_numpy(X)).any()
+    assert np.isnan(backend.to_numpy(inv_root(backend.asarray(A), 2))).any()  # eigh: NaN propagates
 
 
 def test_integer_input_promoted(backend, xp):
