@@ -106,6 +106,24 @@ def _em_step_generic(C: Any, A: Any, B: Any, eps: float, xp: Any) -> tuple[Any, 
     return A, B
 
 
+def _ratio_numpy(C: Any, A: Any, B: Any, buf: Any, eps: float) -> Any:
+    """``C ⊘ max(A B, eps)`` into the private buffer ``buf`` (NumPy fast path).
+
+    The clamp pass is skipped when a cheap per-row lower bound already shows ``A B >= eps``:
+    ``(A B)_ij >= max(min_k A_ik · min_j Σ_k B_kj, Σ_k A_ik · min_kj B_kj)`` for ``A, B >= 0``
+    (then the clamp would change nothing, so the result is the same).
+    """
+    import numpy as np
+
+    np.matmul(A, B, out=buf)
+    lb = np.maximum(A.min(axis=-1) * B.sum(axis=-2).min(axis=-1)[..., None],
+                    A.sum(axis=-1) * B.min(axis=(-2, -1))[..., None])
+    if not (lb >= 2.0 * eps).all():
+        np.maximum(buf, eps, out=buf)
+    np.divide(C, buf, out=buf)
+    return buf
+
+
 def _em_step_numpy(C: Any, A: Any, B: Any, eps: float, buf: Any = None) -> tuple[Any, Any, Any]:
     """NumPy fast path: the ``m × n`` ratio lives in one private buffer, reused in place.
 
@@ -114,21 +132,17 @@ def _em_step_numpy(C: Any, A: Any, B: Any, eps: float, buf: Any = None) -> tuple
     """
     import numpy as np
 
-    if buf is None or buf.shape != (*C.shape[:-2], A.shape[-2], B.shape[-1]) or buf.dtype != C.dtype:
-        buf = np.matmul(A, B)
-    else:
-        np.matmul(A, B, out=buf)
-    np.maximum(buf, eps, out=buf)
-    np.divide(C, buf, out=buf)
-    num = np.matmul(buf, np.swapaxes(B, -1, -2))
+    shape = (*C.shape[:-2], A.shape[-2], B.shape[-1])
+    if buf is None or buf.shape != shape or buf.dtype != C.dtype:
+        buf = np.empty(shape, dtype=C.dtype)
+    R = _ratio_numpy(C, A, B, buf, eps)
+    num = np.matmul(R, np.ascontiguousarray(np.swapaxes(B, -1, -2)))
     den = B.sum(axis=-1)[..., None, :]
     num /= np.where(den == 0, eps, den)
     num *= A
     A = num
-    np.matmul(A, B, out=buf)
-    np.maximum(buf, eps, out=buf)
-    np.divide(C, buf, out=buf)
-    num = np.matmul(np.swapaxes(A, -1, -2), buf)
+    R = _ratio_numpy(C, A, B, buf, eps)
+    num = np.matmul(np.swapaxes(A, -1, -2), R)
     den = A.sum(axis=-2)[..., :, None]
     num /= np.where(den == 0, eps, den)
     num *= B
@@ -173,8 +187,9 @@ def nmf_em_step(C: Any, A: Any, B: Any, /, *, eps: float = EPS, xp: Any = None) 
     printed updates ``B`` from the old ``A`` and writes ``A Rᵀ`` for ``Aᵀ R``).  Each half is
     an exact EM M-step for its block, so ``IDiv(C, A B)`` is non-increasing.
 
-    Backends: NumPy runs a fast path that reuses one private ``m × n`` buffer in place;
-    every other library runs the Array API form (a handful of ``m × n`` temporaries).
+    Backends: NumPy runs a fast path that reuses one private ``m × n`` buffer in place and
+    skips the ``eps`` clamp pass when a cheap lower bound shows it changes nothing; every
+    other library runs the Array API form (a handful of ``m × n`` temporaries).
 
     Examples
     --------
