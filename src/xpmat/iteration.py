@@ -98,12 +98,12 @@ def _block_operator(A: Any, *, shape: Any, like: Any, xp: Any, names: tuple, oth
     that is not None (or ``like``) supplies size / namespace / dtype.
     """
     if callable(A):
-        xp = _array.array_namespace(*others, like, names=(*names[1:], "like"), xp=xp)
         ref = next((o for o in (*others, like) if o is not None), None)
         if ref is None:
             raise TypeError(
                 f"`{names[0]}` is a callable: pass like=<array> (its namespace, device and floating "
                 "dtype are used) and shape=n or (..., n, n)")
+        xp = _array.array_namespace(*others, like, names=(*names[1:], "like"), xp=xp)
         dtype = _array.float_dtype(xp, *[o for o in (*others, like) if o is not None])
         dev = _array.device(ref)
         known = [o for o in others if o is not None]
