@@ -1,0 +1,82 @@
+"""Optimizers on the xpmat primitives: a pure functional core per method + torch classes.
+
+Functional cores (any Array API library, no torch import), one module per method::
+
+    from xpmat.optim import adamw
+    state = adamw.init(params)                                   # params: list of arrays
+    updates, state = adamw.update(grads, state, params, lr=1e-3)
+    params = xpmat.optim.apply_updates(params, updates)          # p + u
+
+Torch classes (``torch.optim.Optimizer`` subclasses, imported on first access)::
+
+    opt = xpmat.optim.Muon(model.parameters(), lr=0.02)         # 1-D params -> AdamW
+
+Every method registers itself in :data:`REGISTRY` (name -> :class:`MethodInfo`): the demo
+and the tests iterate over it.  A new method adds one module, one torch class in
+:mod:`xpmat.optim.torch_optim` and one ``register(...)`` line below.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from xpmat.optim._base import Transform, apply_updates, chain, route
+
+__all__ = [
+    "REGISTRY",
+    "MethodInfo",
+    "Transform",
+    "apply_updates",
+    "chain",
+    "core",
+    "register",
+    "route",
+    "torch_class",
+]
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """One optimizer: its functional core module, its torch class, demo settings."""
+
+    name: str
+    module: str  # functional core, e.g. "xpmat.optim.adamw"
+    torch_class: str  # class name in xpmat.optim.torch_optim
+    matrix_only: bool = False
+    demo: dict[str, Any] = field(default_factory=dict)  # hyper-parameters for the digits MLP demo
+    doc: str = ""
+
+
+REGISTRY: dict[str, MethodInfo] = {}
+
+
+def register(info: MethodInfo) -> MethodInfo:
+    """Add a method to :data:`REGISTRY` (name must be new)."""
+    if info.name in REGISTRY:
+        raise ValueError(f"optimizer {info.name!r} is already registered")
+    REGISTRY[info.name] = info
+    return info
+
+
+def core(name: str) -> Any:
+    """The functional core module of a registered method."""
+    return importlib.import_module(REGISTRY[name].module)
+
+
+def torch_class(name: str) -> type:
+    """The ``torch.optim.Optimizer`` class of a registered method (imports torch)."""
+    return getattr(importlib.import_module("xpmat.optim.torch_optim"), REGISTRY[name].torch_class)
+
+
+register(MethodInfo("adamw", "xpmat.optim.adamw", "AdamW", demo={"lr": 3e-3},
+                    doc="AdamW (§4): bias correction, AMSGrad after correction, Nesterov, atan2"))
+
+_TORCH_NAMES = {"AdamW", "Dion", "ManifoldMuon", "Muon", "PowerSGD", "XpmatOptimizer"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TORCH_NAMES:  # torch classes load torch only when asked for
+        return getattr(importlib.import_module("xpmat.optim.torch_optim"), name)
+    raise AttributeError(f"module 'xpmat.optim' has no attribute {name!r}")

@@ -1,0 +1,157 @@
+"""``torch.optim.Optimizer`` adapters over the functional cores (imports torch; load it lazily).
+
+:class:`XpmatOptimizer` is the one base class every method plugs into.  A subclass names its
+functional core module (``method``) and whether it is matrix-only; the base class does the rest:
+
+- hyper-parameters: ``defaults`` = the core's ``DEFAULTS`` + ``maximize`` (+ the AdamW
+  fallback settings ``fallback``, ``adamw_lr``, ``adamw_betas``, ``adamw_eps``,
+  ``adamw_weight_decay`` for matrix-only methods); param groups override any of them;
+- ``step(closure=None)`` runs under ``torch.no_grad()`` and evaluates the closure under
+  ``torch.enable_grad()``; it calls the core's ``update`` once per param group on the list of
+  parameters that have a gradient (so a core can batch same-shaped matrices), then adds the
+  updates in place;
+- state: ``self.state[p]`` holds the core's per-parameter NamedTuple as a dict with stable keys
+  (the field names; ``None`` fields are left out);
+- matrix-only methods send parameters with ``ndim < 2`` to the AdamW core (``fallback="adamw"``,
+  the default; ``fallback=None`` refuses them) and see conv kernels ``(out, in, kh, kw)`` as
+  ``(out, in·kh·kw)`` matrices (done by the core);
+- ``load_state_dict`` keeps the saved state dtypes: torch's loader casts floating state to
+  the parameter's dtype, which would turn the float32 state of a bf16 parameter into bf16 and
+  change the next step; here the saved tensors are restored as they were (moved to the
+  parameter's device only).
+
+Each class equals its functional core on the same inputs: the step is literally
+``core.update`` followed by ``p.add_(u)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from xpmat.optim import adamw as _adamw
+from xpmat.optim._base import Transform, route
+
+__all__ = ["AdamW", "XpmatOptimizer"]
+
+FALLBACK_DEFAULTS: dict[str, Any] = {
+    "fallback": "adamw",
+    "adamw_lr": 1e-3,
+    "adamw_betas": (0.9, 0.95),
+    "adamw_eps": 1e-8,
+    "adamw_weight_decay": 0.0,
+}
+
+
+class XpmatOptimizer(torch.optim.Optimizer):
+    """Base class: a ``torch.optim.Optimizer`` driven by a functional core (see module doc).
+
+    Subclasses set ``method`` (a module with ``DEFAULTS``, ``State``, ``transform``) and
+    ``matrix_only``.  Keyword arguments are the core's hyper-parameters (see ``DEFAULTS``),
+    ``maximize``, and for matrix-only methods the AdamW fallback settings.
+    """
+
+    method: ClassVar[Any] = None
+    matrix_only: ClassVar[bool] = False
+
+    def __init__(self, params: Any, **hyper: Any) -> None:
+        if self.method is None:
+            raise TypeError("XpmatOptimizer is a base class: use a subclass that sets `method`")
+        defaults = dict(self.method.DEFAULTS)
+        defaults["maximize"] = False
+        if self.matrix_only:
+            defaults.update(FALLBACK_DEFAULTS)
+        unknown = set(hyper) - set(defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__}: unknown argument(s) {sorted(unknown)}; "
+                            f"known: {sorted(defaults)}")
+        defaults.update(hyper)
+        super().__init__(params, defaults)
+        for group in self.param_groups:
+            self._transform(group)  # validates the hyper-parameters now, not at the first step
+            if self.matrix_only and group["fallback"] is None:
+                for p in group["params"]:
+                    if p.ndim < 2:
+                        raise ValueError(f"{type(self).__name__}: parameter of shape {tuple(p.shape)} "
+                                         "is not a matrix and fallback=None; use fallback='adamw'")
+            elif self.matrix_only and group["fallback"] != "adamw":
+                raise ValueError(f"fallback must be 'adamw' or None, got {group['fallback']!r}")
+
+    # -- the functional transform of a param group ---------------------------------------
+    def _hyper(self, group: dict) -> dict[str, Any]:
+        return {k: group[k] for k in self.method.DEFAULTS}
+
+    def _fallback_hyper(self, group: dict) -> dict[str, Any]:
+        return {"lr": group["adamw_lr"], "betas": group["adamw_betas"], "eps": group["adamw_eps"],
+                "weight_decay": group["adamw_weight_decay"],
+                "schedule": group.get("schedule", 1.0)}
+
+    def _transform(self, group: dict) -> Transform:
+        main = self.method.transform(**self._hyper(group))
+        if not self.matrix_only or group["fallback"] is None:
+            return main
+        return route(main, _adamw.transform(**self._fallback_hyper(group)))
+
+    def _state_type(self, p: torch.Tensor) -> Any:
+        if self.matrix_only and p.ndim < 2:
+            return _adamw.AdamWState
+        return self.method.State
+
+    def _get(self, p: torch.Tensor) -> Any:
+        st = self.state[p]
+        cls = self._state_type(p)
+        return cls(**{f: st.get(f) for f in cls._fields})
+
+    def _put(self, p: torch.Tensor, s: Any) -> None:
+        self.state[p] = {k: v for k, v in s._asdict().items() if v is not None}
+
+    # -- torch.optim.Optimizer API ----------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """One optimization step; ``closure`` (re-evaluates the loss) runs with grad enabled."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            for p in params:
+                if p.grad.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                if torch.is_complex(p):
+                    raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
+            grads = [-p.grad if group["maximize"] else p.grad for p in params]
+            t = self._transform(group)
+            fresh = [p for p in params if not self.state[p]]
+            if fresh:
+                for p, s in zip(fresh, t.init(fresh), strict=True):
+                    self._put(p, s)
+            states = [self._get(p) for p in params]
+            updates, new = t.update(grads, states, params)
+            for p, u, s in zip(params, updates, new, strict=True):
+                p.add_(u)
+                self._put(p, s)
+        return loss
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load state; floating state keeps its saved dtype (torch's loader would cast it)."""
+        saved = {k: dict(v) for k, v in state_dict["state"].items()}
+        ids = {}
+        for g_saved, g in zip(state_dict["param_groups"], self.param_groups, strict=True):
+            ids.update(zip(g_saved["params"], g["params"], strict=True))
+        super().load_state_dict(state_dict)
+        for k, st in saved.items():
+            p = ids[k]
+            for key, v in st.items():
+                if torch.is_tensor(v):
+                    self.state[p][key] = v.to(device=p.device)
+
+
+class AdamW(XpmatOptimizer):
+    """AdamW (§4, Fig. 1) over :mod:`xpmat.optim.adamw`; equals ``torch.optim.AdamW`` with
+    default flags, adds AMSGrad-after-bias-correction, Nesterov, atan2 and decay modes."""
+
+    method = _adamw

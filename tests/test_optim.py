@@ -1,0 +1,315 @@
+"""Optimizers: functional cores on every backend, torch classes == cores, references, demos."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from conftest import TOL, assert_array, assert_close
+
+import xpmat.optim as xo
+from xpmat.optim import adamw
+
+torch = pytest.importorskip("torch")
+
+
+# --------------------------------------------------------------------------------------------
+# independent NumPy float64 references
+def adamw_reference(params, grad_seq, *, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, wd=1e-2,
+                    mode="lr", s=1.0, amsgrad=False, nesterov=False, atan2=False):
+    """Fig. 1 of §4 written out plainly (max after bias correction)."""
+    b1, b2 = betas
+    p = [np.array(x, dtype=np.float64) for x in params]
+    m = [np.zeros_like(x) for x in p]
+    v = [np.zeros_like(x) for x in p]
+    vmax = [np.zeros_like(x) for x in p]
+    for t, grads in enumerate(grad_seq, start=1):
+        for i, g in enumerate(grads):
+            g = np.asarray(g, dtype=np.float64)
+            if mode == "l2":
+                g = g + wd * p[i]
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            mb = (b1 * m[i] / (1 - b1 ** (t + 1)) + (1 - b1) * g / (1 - b1 ** t)) if nesterov \
+                else m[i] / (1 - b1 ** t)
+            vb = v[i] / (1 - b2 ** t)
+            if amsgrad:
+                vmax[i] = np.maximum(vmax[i], vb)
+                vb = vmax[i]
+            o = np.arctan2(mb, np.sqrt(vb)) if atan2 else mb / (np.sqrt(vb) + eps)
+            decay = {"lr": s * lr * wd, "decoupled": s * wd, "l2": 0.0}[mode]
+            p[i] = p[i] - s * lr * o - decay * p[i]
+    return p
+
+
+def _seq(shapes, steps, seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return [[scale * rng.standard_normal(s) for s in shapes] for _ in range(steps)]
+
+
+def run_core(core, backend, params_np, grad_seq, dtype="float64", **hyper):
+    params = [backend.asarray(p, dtype) for p in params_np]
+    state = core.init(params, **hyper)
+    for grads in grad_seq:
+        g = [backend.asarray(x, dtype) for x in grads]
+        ups, state = core.update(g, state, params, **hyper)
+        params = xo.apply_updates(params, ups)
+    return params, state
+
+
+# --------------------------------------------------------------------------------------------
+# framework
+def test_unknown_hyper_and_bad_lists():
+    p = [np.zeros((2, 2))]
+    with pytest.raises(TypeError, match="unknown hyper-parameter"):
+        adamw.init(p, learning_rate=1.0)
+    st = adamw.init(p)
+    with pytest.raises(ValueError, match="grads has 2 entries"):
+        adamw.update([np.zeros((2, 2))] * 2, st, p)
+    with pytest.raises(ValueError, match=r"grads\[0\] has shape \(3,\)"):
+        adamw.update([np.zeros(3)], st, p)
+    with pytest.raises(TypeError, match="list or tuple"):
+        adamw.init({"w": np.zeros(2)})
+    with pytest.raises(ValueError, match="betas"):
+        adamw.update([np.zeros((2, 2))], st, p, betas=(1.0, 0.9))
+    with pytest.raises(TypeError, match="unknown argument"):
+        xo.AdamW([torch.zeros(2, requires_grad=True)], learning_rate=1.0)
+
+
+def test_chain_and_route_compose(backend):
+    shapes = [(4, 3), (3,)]
+    seq = _seq(shapes, 3)
+    params0 = [np.ones(s) for s in shapes]
+    t = xo.chain(adamw.transform(lr=0.1, weight_decay=0.0), adamw.transform(lr=1.0, betas=(0.0, 0.0),
+                                                                             eps=0.0, weight_decay=0.0))
+    params = [backend.asarray(p) for p in params0]
+    st = t.init(params)
+    for grads in seq:
+        ups, st = t.update([backend.asarray(g) for g in grads], st, params)
+        params = xo.apply_updates(params, ups)
+    # second stage with β = 0, ε = 0 is sign(u₁)·1: every coordinate moves by exactly −sign(g)·1
+    assert_array(params[0], backend, shape=(4, 3), dtype="float64")
+    assert np.all(np.abs(np.abs(backend.to_numpy(params[0]) - 1.0) - 0.0) <= 3.0 + 1e-12)
+    r = xo.route(adamw.transform(lr=0.1), adamw.transform(lr=0.0))
+    params = [backend.asarray(p) for p in params0]
+    st = r.init(params)
+    ups, st = r.update([backend.asarray(g) for g in seq[0]], st, params)
+    assert_close(ups[1], np.zeros(3), backend, rtol=0, atol=0)
+    assert float(np.abs(backend.to_numpy(ups[0])).max()) > 0.09
+
+
+# --------------------------------------------------------------------------------------------
+# AdamW
+@pytest.mark.parametrize("flags", [
+    {},
+    {"amsgrad": True},
+    {"nesterov": True},
+    {"atan2": True},
+    {"weight_decay_mode": "decoupled", "weight_decay": 1e-3, "schedule": 0.5},
+    {"weight_decay_mode": "l2", "weight_decay": 0.1},
+], ids=["default", "amsgrad", "nesterov", "atan2", "decoupled", "l2"])
+def test_adamw_core_matches_reference(backend, dtype, flags):
+    shapes = [(5, 4), (4,)]
+    seq = _seq(shapes, 12, seed=1)
+    params0 = [np.random.default_rng(2).standard_normal(s) for s in shapes]
+    hyper = {"lr": 1e-2, **flags}
+    params, state = run_core(adamw, backend, params0, seq, dtype, **hyper)
+    ref = adamw_reference(params0, seq, lr=1e-2, wd=flags.get("weight_decay", 1e-2),
+                          mode=flags.get("weight_decay_mode", "lr"), s=flags.get("schedule", 1.0),
+                          amsgrad=flags.get("amsgrad", False), nesterov=flags.get("nesterov", False),
+                          atan2=flags.get("atan2", False))
+    for p, r, s in zip(params, ref, shapes, strict=True):
+        assert_array(p, backend, shape=s, dtype=dtype)
+        assert_close(p, r, backend, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    assert_array(state[0].exp_avg, backend, shape=(5, 4), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_adamw_default_equals_torch_adamw(dtype):
+    dt = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(0)
+    ps = [torch.randn(6, 5, generator=gen, dtype=dt), torch.randn(5, generator=gen, dtype=dt)]
+    a = [p.clone().requires_grad_() for p in ps]
+    b = [p.clone().requires_grad_() for p in ps]
+    ref, ours = torch.optim.AdamW(a, lr=3e-3), xo.AdamW(b, lr=3e-3)
+    for _ in range(30):
+        gs = [torch.randn(p.shape, generator=gen, dtype=dt) for p in ps]
+        for x, y, g in zip(a, b, gs, strict=True):
+            x.grad, y.grad = g.clone(), g.clone()
+        ref.step()
+        ours.step()
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(y, x, rtol=TOL[dtype] / 10 if dtype == "float32" else 1e-12,
+                                   atol=1e-6 if dtype == "float32" else 1e-13)
+
+
+def test_amsgrad_max_after_bias_correction():
+    """g₁ = 1 then zeros: the max of the *corrected* v̄ keeps the denominator fixed, while
+    torch (max before correction) lets √(v_max / (1 − β₂ᵗ)) shrink, so its step grows."""
+    b2 = 0.99
+    seq = [[np.ones(3)]] + [[np.full(3, 1e-3)]] * 30
+    _, st = run_core_np(seq, amsgrad=True, betas=(0.0, b2))
+    # ours: v̄_max stays at its first value (1) forever
+    np.testing.assert_allclose(st[0].max_exp_avg_sq, 1.0, rtol=1e-12)
+    # the per-step update size |η m̄ / (√v̄_max + ε)| is non-increasing for constant g
+    x = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    t_opt = torch.optim.Adam([x], lr=1.0, betas=(0.0, b2), eps=0.0, amsgrad=True)
+    torch_steps, ours_steps = [], []
+    params = [np.zeros(3)]
+    state = adamw.init(params, amsgrad=True)
+    for (g,) in seq:
+        x.grad = torch.tensor(g)
+        before = x.detach().clone()
+        t_opt.step()
+        torch_steps.append(float((x.detach() - before).abs()[0]))
+        ups, state = adamw.update([g], state, params, lr=1.0, betas=(0.0, b2), eps=0.0,
+                                  weight_decay=0.0, amsgrad=True)
+        ours_steps.append(float(np.abs(ups[0][0])))
+    # constant g = 1e-3 after step 1: ours is exactly 1e-3 / 1 each step (denominator held)
+    np.testing.assert_allclose(ours_steps[1:], 1e-3, rtol=1e-12)
+    # torch's (max before correction) grows by √((1 − β₂²)/(1 − β₂³¹)) ≈ 2.2× over the run
+    assert torch_steps[-1] / torch_steps[1] > 2.0
+    assert torch_steps[1] == pytest.approx(ours_steps[1] * np.sqrt((1 - b2 ** 2) / (1 - b2)),
+                                           rel=1e-9)
+
+
+def run_core_np(seq, **hyper):
+    params = [np.zeros(np.shape(seq[0][0]))]
+    state = adamw.init(params, **hyper)
+    for grads in seq:
+        ups, state = adamw.update(grads, state, params, weight_decay=0.0, **hyper)
+        params = xo.apply_updates(params, ups)
+    return params, state
+
+
+@pytest.mark.parametrize("beta1", [0.0, 0.9])
+def test_adamw_stationary_update_rms(backend, beta1):
+    """§4.5 eq. (50)-(51): on iid N(0, σ²) gradients the update RMS → √((1−β₁)/(1+β₁))."""
+    d, steps, sigma2 = 2048, 1200, 42.0
+    rng = np.random.default_rng(3)
+    params = [backend.asarray(np.zeros(d))]
+    hyper = {"lr": 1.0, "betas": (beta1, 0.999), "eps": 0.0, "weight_decay": 0.0}
+    state = adamw.init(params, **hyper)
+    sq = []
+    for t in range(steps):
+        g = backend.asarray(np.sqrt(sigma2) * rng.standard_normal(d))
+        ups, state = adamw.update([g], state, params, **hyper)
+        if t >= steps - 400:
+            sq.append(float(np.mean(backend.to_numpy(ups[0]) ** 2)))
+    rms = np.sqrt(np.mean(sq))
+    want = np.sqrt((1 - beta1) / (1 + beta1))
+    assert rms == pytest.approx(want, rel=0.05), (rms, want)
+
+
+# --------------------------------------------------------------------------------------------
+# every registered method: torch class == functional core, state_dict round trip, digits MLP
+def _model_params(seed=0, dtype=torch.float32, conv=True):
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(12, 8), (12, 8), (6, 12), (12,)]
+    if conv:
+        shapes.append((4, 2, 3, 3))
+    return [torch.randn(s, generator=gen, dtype=dtype) * 0.5 for s in shapes]
+
+
+def _grads_for(params, step, seed=0):
+    gen = torch.Generator().manual_seed(1000 * seed + step)
+    # a loss-like gradient: depends on the parameter (so trajectories differ if state differs)
+    return [(p.float() * 0.3 + torch.randn(p.shape, generator=gen)).to(p.dtype) for p in params]
+
+
+METHODS = sorted(xo.REGISTRY)
+
+
+def _hyper_for(name):
+    return dict(xo.REGISTRY[name].demo)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_torch_class_equals_functional_core(name):
+    core = xo.core(name)
+    info = xo.REGISTRY[name]
+    hyper = _hyper_for(name)
+    ps = _model_params(dtype=torch.float64)
+    tp = [p.clone().requires_grad_() for p in ps]
+    opt = xo.torch_class(name)(tp, **hyper)
+    # functional: matrix-only methods route 1-D to AdamW with the class's fallback settings
+    t = core.transform(**hyper)
+    if info.matrix_only:
+        fb = {"lr": opt.defaults["adamw_lr"], "betas": opt.defaults["adamw_betas"],
+              "eps": opt.defaults["adamw_eps"], "weight_decay": opt.defaults["adamw_weight_decay"],
+              "schedule": hyper.get("schedule", 1.0)}
+        t = xo.route(t, adamw.transform(**fb))
+    fp = [p.clone() for p in ps]
+    st = t.init(fp)
+    for k in range(5):
+        gs = _grads_for(fp, k)
+        for p, g in zip(tp, _grads_for([q.detach() for q in tp], k), strict=True):
+            p.grad = g
+        opt.step()
+        ups, st = t.update(gs, st, fp)
+        fp = xo.apply_updates(fp, ups)
+    for a, b in zip(tp, fp, strict=True):
+        torch.testing.assert_close(a.detach(), b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("pdtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+@pytest.mark.parametrize("name", METHODS)
+def test_state_dict_round_trip(name, pdtype):
+    """10 steps, save, load into a fresh optimizer, 10 more == 20 straight steps (bitwise)."""
+    hyper = _hyper_for(name)
+    cls = xo.torch_class(name)
+
+    def run(params, opt, k0, k1):
+        for k in range(k0, k1):
+            for p, g in zip(params, _grads_for([q.detach() for q in params], k), strict=True):
+                p.grad = g
+            opt.step()
+
+    straight = [p.clone().requires_grad_() for p in _model_params(dtype=pdtype)]
+    opt = cls(straight, **hyper)
+    run(straight, opt, 0, 20)
+
+    first = [p.clone().requires_grad_() for p in _model_params(dtype=pdtype)]
+    opt1 = cls(first, **hyper)
+    run(first, opt1, 0, 10)
+    saved = copy.deepcopy(opt1.state_dict())
+    second = [p.detach().clone().requires_grad_() for p in first]
+    opt2 = cls(second, **hyper)
+    opt2.load_state_dict(saved)
+    if pdtype == torch.bfloat16:  # state kept in float32 across the round trip
+        st = opt2.state[second[0]]
+        assert any(v.dtype == torch.float32 for v in st.values() if v.ndim > 0)
+    run(second, opt2, 10, 20)
+    for a, b in zip(straight, second, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=0)
+
+
+def test_closure_maximize_and_zero_grad():
+    x = torch.tensor([1.0, -2.0], requires_grad=True)
+    opt = xo.AdamW([x], lr=0.1, weight_decay=0.0, maximize=True)
+
+    def closure():
+        opt.zero_grad()
+        loss = -(x ** 2).sum()  # maximize −‖x‖²: move toward 0
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert float(loss.detach()) == pytest.approx(-5.0)
+    torch.testing.assert_close(x.detach(), torch.tensor([0.9, -1.9]))
+    opt.zero_grad()
+    assert x.grad is None
+
+
+DIGITS_ACCURACY = 0.90  # every optimizer, 150 steps of batch 128 (the demo runs 300)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_trains_digits_mlp(name):
+    from xpmat.demo import train_digits
+
+    r = train_digits(name, steps=150)
+    assert np.isfinite(r["final_loss"])
+    assert r["losses"][-1] < r["losses"][0]
+    assert r["test_accuracy"] >= DIGITS_ACCURACY, r["test_accuracy"]
