@@ -38,7 +38,8 @@ def orth_err(Q):
 # ----------------------------------------------------------------------------- update
 
 
-def test_stream_in_subspace_is_exact(backend, dtype):
+@pytest.mark.parametrize("method", ["direct", "randomized"])
+def test_stream_in_subspace_is_exact(backend, dtype, method):
     """500 rank-1 / rank-2 updates with decay, all inside an r-dim subspace: nothing is lost."""
     n, r = 30, 6
     rng = np.random.default_rng(0)
@@ -49,7 +50,7 @@ def test_stream_in_subspace_is_exact(backend, dtype):
     for t in range(500):
         C = basis @ rng.standard_normal((r, 1 + t % 2))
         A = d * A + (1 - d) * C @ C.T
-        L, Q = lowrank_eigh_update(L, Q, backend.asarray(C, dtype), decay=d)
+        L, Q = lowrank_eigh_update(L, Q, backend.asarray(C, dtype), decay=d, method=method, seed=t)
     assert_array(L, backend, shape=(r,), dtype=dtype)
     assert_array(Q, backend, shape=(n, r), dtype=dtype)
     Ln, Qn = backend.to_numpy(L), backend.to_numpy(Q)
@@ -60,7 +61,8 @@ def test_stream_in_subspace_is_exact(backend, dtype):
     assert np.all(np.diff(Ln) <= 0)
 
 
-def test_one_step_exact_and_discarded_is_nuclear_norm(backend):
+@pytest.mark.parametrize("method", ["direct", "randomized"])
+def test_one_step_exact_and_discarded_is_nuclear_norm(backend, method):
     n, r, k = 20, 5, 2
     rng = np.random.default_rng(3)
     Q0, L0 = haar(n, r, 4), np.array([5.0, 4.0, 3.0, 2.0, 1.0])
@@ -70,7 +72,8 @@ def test_one_step_exact_and_discarded_is_nuclear_norm(backend):
     w = np.linalg.eigvalsh(A)[::-1]
     for rank in (r, r + k, 3):
         L, Q, lost = lowrank_eigh_update(backend.asarray(L0), backend.asarray(Q0), backend.asarray(C),
-                                         decay=d, rank=rank, return_discarded=True)
+                                         decay=d, rank=rank, return_discarded=True, method=method,
+                                         seed=0)
         assert_array(lost, backend, shape=(), dtype="float64")
         np.testing.assert_allclose(backend.to_numpy(L), w[:rank], rtol=1e-12, atol=1e-13)
         Ln, Qn = backend.to_numpy(L), backend.to_numpy(Q)
@@ -125,14 +128,16 @@ def test_bfgs_signed_updates(backend):
     np.testing.assert_allclose(Ln, [10.0, 5.0, 2.0, 1.0, 0.5], rtol=1e-2)  # BFGS approaches H
 
 
-def test_sr1_negative_correction_kept_by_magnitude(backend):
+@pytest.mark.parametrize("method", ["direct", "randomized"])
+def test_sr1_negative_correction_kept_by_magnitude(backend, method):
     """An indefinite result keeps the largest |λ| (here a negative one), sorted by value."""
     n = 6
     Q0, L0 = np.eye(n)[:, :2], np.array([3.0, 1.0])
     c = np.zeros((n, 1))
     c[4, 0] = 2.0  # SR1-style correction −c cᵀ: eigenvalue −4
     L, Q, lost = lowrank_eigh_update(backend.asarray(L0), backend.asarray(Q0), backend.asarray(c),
-                                     signs=backend.asarray([-1.0]), return_discarded=True)
+                                     signs=backend.asarray([-1.0]), return_discarded=True,
+                                     method=method, seed=1)
     np.testing.assert_allclose(backend.to_numpy(L), [3.0, -4.0], atol=1e-14)
     np.testing.assert_allclose(np.abs(backend.to_numpy(Q)[:, 1]), np.eye(n)[4], atol=1e-14)
     assert float(backend.to_numpy(lost)) == pytest.approx(1.0)
@@ -141,7 +146,8 @@ def test_sr1_negative_correction_kept_by_magnitude(backend):
     np.testing.assert_allclose(backend.to_numpy(L2), [3.0, -4.0], atol=1e-14)
 
 
-def test_batched_matches_loop(backend):
+@pytest.mark.parametrize("method", ["direct", "randomized"])
+def test_batched_matches_loop(backend, method):
     n, r, k, b = 12, 3, 2, 3
     rng = np.random.default_rng(10)
     Q0 = np.stack([haar(n, r, 20 + i) for i in range(b)])
@@ -149,7 +155,7 @@ def test_batched_matches_loop(backend):
     C = rng.standard_normal((b, n, k))
     S = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 0.5]])
     L, Q = lowrank_eigh_update(backend.asarray(L0), backend.asarray(Q0), backend.asarray(C),
-                               signs=backend.asarray(S), decay=0.5, rank=4)
+                               signs=backend.asarray(S), decay=0.5, rank=4, method=method, seed=2)
     assert_array(Q, backend, shape=(b, n, 4), dtype="float64")
     for i in range(b):
         A = 0.5 * dense(L0[i], Q0[i]) + 0.5 * (C[i] * S[i]) @ C[i].T
@@ -159,6 +165,23 @@ def test_batched_matches_loop(backend):
         np.testing.assert_allclose(backend.to_numpy(L)[i], w[idx], atol=1e-12)
         np.testing.assert_allclose(dense(backend.to_numpy(L)[i], backend.to_numpy(Q)[i]),
                                    dense(w[idx], V[:, idx]), atol=1e-12)
+
+
+def test_randomized_seeded_and_outside_mass(backend):
+    """Mass outside the sketch: randomized ~ direct; the reported trace deficit matches."""
+    n, r, k = 40, 5, 3
+    rng = np.random.default_rng(60)
+    Q0, L0 = haar(n, r, 61), np.array([9.0, 7.0, 5.0, 3.0, 1.0])
+    C = rng.standard_normal((n, k))
+    args = (backend.asarray(L0), backend.asarray(Q0), backend.asarray(C))
+    La, Qa, lost_a = lowrank_eigh_update(*args, method="randomized", seed=3, return_discarded=True)
+    Lb, Qb = lowrank_eigh_update(*args, method="randomized", seed=3)
+    np.testing.assert_array_equal(backend.to_numpy(La), backend.to_numpy(Lb))
+    np.testing.assert_array_equal(backend.to_numpy(Qa), backend.to_numpy(Qb))
+    Ld, Qd, lost_d = lowrank_eigh_update(*args, return_discarded=True)
+    np.testing.assert_allclose(backend.to_numpy(La), backend.to_numpy(Ld), rtol=1e-10)
+    assert sin_max_angle(backend.to_numpy(Qa), backend.to_numpy(Qd)) < 1e-8
+    np.testing.assert_allclose(float(backend.to_numpy(lost_a)), float(backend.to_numpy(lost_d)), rtol=1e-8)
 
 
 def test_zero_and_in_span_corrections(backend):

@@ -45,6 +45,10 @@ class LowRankUpdate:
         _, Q = lowrank_eigh_update(self.L, self.Q, self.C, decay=0.99)
         sync(Q)
 
+    def time_update_randomized(self, backend, n):
+        _, Q = lowrank_eigh_update(self.L, self.Q, self.C, decay=0.99, method="randomized", seed=0)
+        sync(Q)
+
     def time_eigh_anchor(self, backend, n):
         _, V = self.xp.linalg.eigh(self.A)
         sync(V)

@@ -144,6 +144,14 @@ def lowrank_eigh_update(
     and ``eigh(K) = V diag(w) Vᵀ`` gives the exact eigenpairs ``(w, [Q W] V)``.
     Cost ``O(n (r + k)²)``.
 
+    ``"randomized"`` hands the operator ``X ↦ d Q (L ∘ QᵀX) + (1−d) C (S ∘ CᵀX)`` to
+    :func:`xpmat.randomized_eigh` (sketch of ``rank + 10`` columns, 2 power iterations,
+    every block re-orthonormalized): 4 operator calls, 4 QRs of ``n × (rank+10)`` blocks
+    and a host draw of the test matrix, measured 20-50× the time of ``"direct"`` (n = 4096,
+    r = 64, CPU), in exchange for a freshly orthonormalized ``Q`` every step (no drift).
+    When ``r + k ≤ rank + 10`` the sketch spans the whole update and the result equals
+    ``"direct"`` up to rounding.
+
     **Indefinite corrections** (BFGS ``u uᵀ − v vᵀ``, SR1 with a negative sign) are
     kept exactly: the update keeps the ``rank`` eigenvalues of **largest magnitude**
     (the best rank-``rank`` approximation of a symmetric matrix in every unitarily
@@ -158,7 +166,8 @@ def lowrank_eigh_update(
     (1−d) Σ sᵢ‖cᵢ‖²``), the trace mass not captured, which for PSD ``A`` is ≥ 0 and
     equals the dropped trace when the sketch is exact.
 
-    Backends: standard Array API only (``xp.linalg.qr``, ``xp.linalg.eigh``, ``@``).
+    Backends: standard Array API only (``xp.linalg.qr``, ``xp.linalg.eigh``, ``@``);
+    ``"randomized"`` draws its test matrix on the host (NumPy) and moves it once.
 
     Examples
     --------
@@ -240,8 +249,38 @@ def _diag_embed(d: Any, xp: Any) -> Any:
     return d[..., None, :] * eye
 
 
+def _batch_shape(*arrays: Any, core: tuple[int, ...]) -> tuple[int, ...]:
+    """Broadcast batch shape of arrays whose last ``core[i]`` axes are not batch axes."""
+    shapes = [tuple(a.shape[: a.ndim - c]) for a, c in zip(arrays, core, strict=True)]
+    out: list[int] = []
+    for i in range(1, max((len(s) for s in shapes), default=0) + 1):
+        sizes = {s[-i] for s in shapes if len(s) >= i} - {1}
+        if len(sizes) > 1:
+            raise ValueError(f"batch shapes {shapes} of L, Q, C (and signs) do not broadcast")
+        out.insert(0, sizes.pop() if sizes else 1)
+    return tuple(out)
+
+
 def _update_randomized(L, Q, C, S, a, b, rank, seed, return_discarded, xp):
-    raise NotImplementedError("method='randomized' arrives with xpmat.iteration.randomized_eigh")
+    """Seed "Basis algorithms" 3: randomized eigh of the implicit ``a Q L Qᵀ + b C S Cᵀ``."""
+    from xpmat.iteration import randomized_eigh
+
+    n = Q.shape[-2]
+    batch = _batch_shape(L, Q, C, S, core=(1, 2, 2, 1))
+    Qt, Ct = _array.mT(Q, xp), _array.mT(C, xp)
+
+    def operator(X: Any) -> Any:  # (..., n, l) -> (..., n, l); never forms the n x n matrix
+        return a * (Q @ (L[..., :, None] * (Qt @ X))) + b * (C @ (S[..., :, None] * (Ct @ X)))
+
+    if rank == 0:
+        L_new = xp.zeros((*batch, 0), dtype=Q.dtype, device=_array.device(Q))
+        Q_new = xp.zeros((*batch, n, 0), dtype=Q.dtype, device=_array.device(Q))
+    else:
+        L_new, Q_new = randomized_eigh(operator, rank, shape=(*batch, n, n), like=Q, seed=seed, xp=xp)
+    if not return_discarded:
+        return L_new, Q_new
+    trace = a * xp.sum(L, axis=-1) + b * xp.sum(S * xp.sum(C * C, axis=-2), axis=-1)
+    return L_new, Q_new, trace - xp.sum(L_new, axis=-1)
 
 
 # ----------------------------------------------------------------------------- truncate
