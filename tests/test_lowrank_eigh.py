@@ -221,6 +221,20 @@ def test_update_bad_input(backend):
         lowrank_eigh_update(L, Q, C, method="nystrom")
     with pytest.raises(ValueError, match="`signs`"):
         lowrank_eigh_update(L, Q, C, signs=[1.0, -1.0])
+    with pytest.raises(ValueError, match="r \\+ k <= n"):
+        lowrank_eigh_update(L, Q, backend.asarray(np.ones((4, 3))))
+
+
+def test_update_nan_raises_or_propagates(backend):
+    C = np.ones((6, 1))
+    C[2, 0] = np.nan
+    L0, Q0 = backend.asarray(np.ones(2)), backend.asarray(np.eye(6)[:, :2])
+    try:
+        L, Q = lowrank_eigh_update(L0, Q0, backend.asarray(C))
+    except Exception as exc:  # the backend's eigh refuses NaN
+        assert "LinAlgError" in type(exc).__name__, repr(exc)
+    else:
+        assert np.isnan(backend.to_numpy(L)).any() or np.isnan(backend.to_numpy(Q)).any()
 
 
 # ----------------------------------------------------------------------------- truncate

@@ -206,6 +206,11 @@ def lowrank_eigh_update(
         S = _array.as_float(S, xp, dt)
         if S.ndim < 1 or S.shape[-1] != k:
             raise ValueError(f"`signs` must be (..., k) with k = C.shape[-1] = {k}, got {tuple(S.shape)}")
+    if method == "direct" and r + k > Q.shape[-2]:
+        raise ValueError(
+            f"method='direct' needs r + k <= n, got r = {r}, k = {k}, n = {Q.shape[-2]} "
+            "(pass fewer correction columns at a time)"
+        )
     a, b = (1.0, 1.0) if decay is None else (float(decay), 1.0 - float(decay))
     if method == "randomized":
         return _update_randomized(L, Q, C, S, a, b, rank, seed, return_discarded, xp)
