@@ -221,8 +221,19 @@ def test_update_bad_input(backend):
         lowrank_eigh_update(L, Q, C, method="nystrom")
     with pytest.raises(ValueError, match="`signs`"):
         lowrank_eigh_update(L, Q, C, signs=[1.0, -1.0])
-    with pytest.raises(ValueError, match="r \\+ k <= n"):
-        lowrank_eigh_update(L, Q, backend.asarray(np.ones((4, 3))))
+
+
+def test_full_rank_small_n(backend):
+    """r + k > n: handled through the n x n matrix (full-rank BFGS on a tiny problem)."""
+    rng = np.random.default_rng(70)
+    Q0, L0 = haar(5, 4, 71), np.array([4.0, 3.0, 2.0, 1.0])
+    C = rng.standard_normal((5, 3))
+    A = dense(L0, Q0) + (C * [1.0, -1.0, 1.0]) @ C.T
+    L, Q = lowrank_eigh_update(backend.asarray(L0), backend.asarray(Q0), backend.asarray(C),
+                               signs=[1.0, -1.0, 1.0], rank=5)
+    assert_array(Q, backend, shape=(5, 5), dtype="float64")
+    np.testing.assert_allclose(dense(backend.to_numpy(L), backend.to_numpy(Q)), A, atol=1e-12)
+    assert orth_err(backend.to_numpy(Q)) < 1e-13
 
 
 def test_update_nan_raises_or_propagates(backend):

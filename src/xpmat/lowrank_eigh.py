@@ -109,7 +109,7 @@ def lowrank_eigh_update(
     decay : float in [0, 1], optional
         EMA factor; ``None`` adds the correction to the current matrix (plain sum).
     rank : int, optional
-        Number of eigenpairs kept (default ``r``; at most ``r + k``).
+        Number of eigenpairs kept (default ``r``; at most ``min(r + k, n)``).
     method : {"direct", "randomized"}
         ``"direct"``: Rayleigh–Ritz on ``span[Q, C]``: orthonormalize the part of ``C``
         off ``Q``, eigendecompose the ``(r + k) × (r + k)`` core, keep ``rank`` pairs.
@@ -142,7 +142,8 @@ def lowrank_eigh_update(
               \begin{bmatrix}P\\B\end{bmatrix}^\top,
 
     and ``eigh(K) = V diag(w) Vᵀ`` gives the exact eigenpairs ``(w, [Q W] V)``.
-    Cost ``O(n (r + k)²)``.
+    Cost ``O(n (r + k)²)``.  When ``r + k > n`` (tiny problems, e.g. full-rank BFGS) the
+    ``n × n`` matrix is no larger than ``K`` and is eigendecomposed instead.
 
     ``"randomized"`` hands the operator ``X ↦ d Q (L ∘ QᵀX) + (1−d) C (S ∘ CᵀX)`` to
     :func:`xpmat.randomized_eigh` (sketch of ``rank + 10`` columns, 2 power iterations,
@@ -193,8 +194,8 @@ def lowrank_eigh_update(
     dev = _array.device(Q)
     r, k = Q.shape[-1], C.shape[-1]
     rank = r if rank is None else int(rank)
-    if not 0 <= rank <= r + k:
-        raise ValueError(f"rank must be in [0, r + k] = [0, {r + k}], got {rank}")
+    if not 0 <= rank <= min(r + k, Q.shape[-2]):
+        raise ValueError(f"rank must be in [0, min(r + k, n)] = [0, {min(r + k, Q.shape[-2])}], got {rank}")
     if decay is not None and not 0.0 <= decay <= 1.0:
         raise ValueError(f"decay must be in [0, 1] or None, got {decay!r}")
     if method not in ("direct", "randomized"):
@@ -206,28 +207,29 @@ def lowrank_eigh_update(
         S = _array.as_float(S, xp, dt)
         if S.ndim < 1 or S.shape[-1] != k:
             raise ValueError(f"`signs` must be (..., k) with k = C.shape[-1] = {k}, got {tuple(S.shape)}")
-    if method == "direct" and r + k > Q.shape[-2]:
-        raise ValueError(
-            f"method='direct' needs r + k <= n, got r = {r}, k = {k}, n = {Q.shape[-2]} "
-            "(pass fewer correction columns at a time)"
-        )
     a, b = (1.0, 1.0) if decay is None else (float(decay), 1.0 - float(decay))
     if method == "randomized":
         return _update_randomized(L, Q, C, S, a, b, rank, seed, return_discarded, xp)
 
-    # Rayleigh-Ritz on span[Q, C]: C = Q P + W B, W ⟂ Q orthonormal.
-    P = _array.matmul_t(Q, C, xp)  # (..., r, k)
-    R = C - Q @ P
-    P2 = _array.matmul_t(Q, R, xp)  # second Gram-Schmidt pass ("twice is enough")
-    R = R - Q @ P2
-    P = P + P2
-    W = _orth(R, xp)
-    W = _orth(W - Q @ _array.matmul_t(Q, W, xp), xp)  # keeps W ⟂ Q even where R ≈ 0
-    B = _array.matmul_t(W, R, xp)  # (..., k, k)
-    M = xp.concat([P, B], axis=-2)  # (..., r + k, k): coefficients of C in [Q W]
-    core = b * ((M * S[..., None, :]) @ _array.mT(M, xp))
-    Lz = xp.concat([a * L, xp.zeros((*L.shape[:-1], k), dtype=dt, device=dev)], axis=-1)
-    core = core + _diag_embed(Lz, xp)
+    n = Q.shape[-2]
+    if r + k > n:
+        # [Q, C] spans more columns than the space has: the n x n matrix is no larger than
+        # the core would be, so use it directly (basis = identity).
+        core = a * ((Q * L[..., None, :]) @ _array.mT(Q, xp)) + b * ((C * S[..., None, :]) @ _array.mT(C, xp))
+    else:
+        # Rayleigh-Ritz on span[Q, C]: C = Q P + W B, W ⟂ Q orthonormal.
+        P = _array.matmul_t(Q, C, xp)  # (..., r, k)
+        R = C - Q @ P
+        P2 = _array.matmul_t(Q, R, xp)  # second Gram-Schmidt pass ("twice is enough")
+        R = R - Q @ P2
+        P = P + P2
+        W = _orth(R, xp)
+        W = _orth(W - Q @ _array.matmul_t(Q, W, xp), xp)  # keeps W ⟂ Q even where R ≈ 0
+        B = _array.matmul_t(W, R, xp)  # (..., k, k)
+        M = xp.concat([P, B], axis=-2)  # (..., r + k, k): coefficients of C in [Q W]
+        core = b * ((M * S[..., None, :]) @ _array.mT(M, xp))
+        Lz = xp.concat([a * L, xp.zeros((*L.shape[:-1], k), dtype=dt, device=dev)], axis=-1)
+        core = core + _diag_embed(Lz, xp)
     core = (core + _array.mT(core, xp)) / 2
     w, V = _array.eigh(core, xp)
     # keep the `rank` largest |w|, then order them by value, descending
@@ -237,7 +239,7 @@ def lowrank_eigh_update(
     order = _sort_desc(w_keep, xp)
     w_keep, V_keep = _select(w_keep, V_keep, order, xp)
     V_keep = _fix_signs(V_keep, xp)
-    Q_new = Q @ V_keep[..., :r, :] + W @ V_keep[..., r:, :]
+    Q_new = V_keep if r + k > n else Q @ V_keep[..., :r, :] + W @ V_keep[..., r:, :]
     if not return_discarded:
         return w_keep, Q_new
     discarded = xp.sum(xp.abs(w_all[..., rank:]), axis=-1)
