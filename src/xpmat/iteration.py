@@ -445,11 +445,12 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
     -----
     Range finder ``Q = orth(A Ω)``, ``Ω ~ N(0, 1)^{n×l}``, ``power_iters`` rounds of
     orthonormalized subspace iteration, then the SVD of the small ``l × n`` matrix
-    ``Qᵀ A``.  ``2 + 2·power_iters`` products with ``A``.  The same idea is
+    ``Qᵀ A`` (computed as ``R2ᵀ`` from ``Aᵀ Q = Q2 R2``, so only an ``l × l`` SVD runs).
+    ``2 + 2·power_iters`` products with ``A``.  The same idea is
     ``lre-low-rank-eigenbasis.md`` "Basis algorithms" 3 and PowerSGD's power step
     (``powersgd-plus.md`` eq. 8).  Zero ``A`` gives ``S = 0`` (finite ``U``, ``Vh``).
 
-    Backends: standard Array API (matmul, svd of the small sketch); host NumPy draw of Ω;
+    Backends: standard Array API (matmul, svd of an ``l × l`` matrix); host NumPy draw of Ω;
     orthonormalization via :func:`xpmat.orthonormalize`.
 
     Examples
@@ -473,8 +474,12 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
     Q = _orth(A @ Om, xp, method)
     for _ in range(power_iters):
         Q = _orth(A @ _orth(At @ Q, xp, method), xp, method)
-    Ub, S, Vh = _array.svd(mT(Q, xp) @ A, xp)
-    U, S, Vh = Q @ Ub[..., :rank], S[..., :rank], Vh[..., :rank, :]
+    # SVD of the wide l × n sketch B = Qᵀ A through the QR of Bᵀ = Q2 R2 (B = R2ᵀ Q2ᵀ): only an
+    # l × l SVD, much faster than LAPACK's SVD of a wide matrix and as accurate as the QR
+    Bt = At @ Q
+    Q2 = _orth(Bt, xp, method)
+    Ur, S, Wh = _array.svd(mT(mT(Q2, xp) @ Bt, xp), xp)
+    U, S, Vh = Q @ Ur[..., :rank], S[..., :rank], Wh[..., :rank, :] @ mT(Q2, xp)
     s = _max_abs_signs(U, xp)
     return U * s[..., None, :], S, Vh * s[..., :, None]
 
