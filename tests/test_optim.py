@@ -234,7 +234,7 @@ def test_torch_class_equals_functional_core(name):
     tp = [p.clone().requires_grad_() for p in ps]
     opt = xo.torch_class(name)(tp, **hyper)
     # functional: matrix-only methods route 1-D to AdamW with the class's fallback settings
-    t = core.transform(**hyper)
+    t = core.transform(**{k: v for k, v in hyper.items() if k in core.DEFAULTS})
     if info.matrix_only:
         fb = {"lr": opt.defaults["adamw_lr"], "betas": opt.defaults["adamw_betas"],
               "eps": opt.defaults["adamw_eps"], "weight_decay": opt.defaults["adamw_weight_decay"],
@@ -313,3 +313,200 @@ def test_trains_digits_mlp(name):
     assert np.isfinite(r["final_loss"])
     assert r["losses"][-1] < r["losses"][0]
     assert r["test_accuracy"] >= DIGITS_ACCURACY, r["test_accuracy"]
+
+
+# --------------------------------------------------------------------------------------------
+# Dion
+def test_resolve_rank():
+    from xpmat.optim._base import resolve_rank
+
+    assert resolve_rank(3, 1, 10, 8) == 3
+    assert resolve_rank(0.25, 1, 10, 8) == 2
+    assert resolve_rank(0.3, 4, 64, 32) == 12
+    assert resolve_rank(50, 1, 10, 8) == 8
+    with pytest.raises(ValueError, match="fractional rank"):
+        resolve_rank(1.5, 1, 4, 4)
+    with pytest.raises(ValueError, match="rank_multiple_of"):
+        resolve_rank(2, 0, 4, 4)
+
+
+@pytest.mark.parametrize("orth", ["auto", "householder", "cholesky_qr2", "rcqr"])
+def test_dion_residual_vanishes_on_repeated_gradient(backend, orth):
+    """dion-vs-powersgd: fed the same gradient (rank ≤ r) with μ = 0, e ← Δ − P Rᵀ → 0, and as
+    the warm-started Q converges the update P Qᵀ tends to U Vᵀ (singular values 1)."""
+    from xpmat.optim import dion
+
+    rng = np.random.default_rng(4)
+    G, _, _, _ = _lowrank(24, 16, 3, rng)
+    p = [backend.asarray(np.zeros((24, 16)))]
+    hyper = {"rank": 3, "mu": 0.0, "lr": 1.0, "lr_scale": None, "orthogonalize": orth}
+    st = dion.init(p, **hyper)
+    res = []
+    g = [backend.asarray(G)]
+    for _ in range(40):
+        u, st = dion.update(g, st, p, **hyper)
+        res.append(np.linalg.norm(backend.to_numpy(st[0].momentum)) / np.linalg.norm(G))
+    assert_array(u[0], backend, shape=(24, 16), dtype="float64")
+    assert_array(st[0].Q, backend, shape=(16, 3), dtype="float64")
+    assert max(res) < 1e-10, res
+    s = np.linalg.svd(backend.to_numpy(u[0]), compute_uv=False)
+    np.testing.assert_allclose(s[:3], 1.0, rtol=1e-6)
+    assert s[3] < 1e-6
+
+
+def _lowrank(m, n, r, rng):
+    from conftest import matrix_with_spectrum
+
+    s = np.zeros(min(m, n))
+    s[:r] = [3.0, 2.0, 1.0][:r]
+    return matrix_with_spectrum(m, n, s, seed=int(rng.integers(1 << 30)))
+
+
+def test_dion_decayed_error_feedback_and_scale(backend):
+    """M ← B − (1 − μ) P Rᵀ; update = −η √(m/n) P Qᵀ − η λ X (checked against NumPy)."""
+    from xpmat.optim import dion
+
+    rng = np.random.default_rng(5)
+    X0 = rng.standard_normal((12, 6))
+    gs = [rng.standard_normal((12, 6)) for _ in range(3)]
+    hyper = {"rank": 2, "mu": 0.9, "lr": 0.1, "weight_decay": 0.5}
+    p = [backend.asarray(X0)]
+    st = dion.init(p, **hyper)
+    M, Q = np.zeros((12, 6)), backend.to_numpy(st[0].Q)
+    X = X0.copy()
+    for g in gs:
+        u, st = dion.update([backend.asarray(g)], st, p, **hyper)
+        p = xo.apply_updates(p, u)
+        B = M + g
+        P, _ = np.linalg.qr(B @ Q)
+        R = B.T @ P
+        M = B - 0.1 * P @ R.T
+        Q = R / np.linalg.norm(R, axis=0)
+        X = X - 0.1 * np.sqrt(12 / 6) * P @ Q.T - 0.1 * 0.5 * X
+    assert_close(st[0].momentum, M, backend, rtol=1e-9, atol=1e-12)
+    assert_close(p[0], X, backend, rtol=1e-9, atol=1e-12)
+
+
+def test_dion_conv_and_zero_gradient(backend):
+    from xpmat.optim import dion
+
+    p = [backend.asarray(np.ones((4, 2, 3, 3)))]
+    st = dion.init(p, rank=2)
+    u, st = dion.update([backend.asarray(np.zeros((4, 2, 3, 3)))], st, p, rank=2)
+    assert_array(u[0], backend, shape=(4, 2, 3, 3), dtype="float64")
+    assert_close(u[0], np.zeros((4, 2, 3, 3)), backend, rtol=0, atol=0)
+    assert tuple(st[0].momentum.shape) == (4, 18)
+    with pytest.raises(ValueError, match="not a matrix"):
+        dion.init([backend.asarray(np.ones(3))])
+
+
+# --------------------------------------------------------------------------------------------
+# PowerSGD / PowerSGD+
+def powersgd_reference(X0, gs, *, rank, lr, momentum, Q0):
+    """eq. (7a)-(7c) and (9) in NumPy (QR sign is irrelevant: P Pᵀ Δ is invariant)."""
+    X, e, m, Q = X0.copy(), np.zeros_like(X0), np.zeros_like(X0), Q0
+    for g in gs:
+        D = g + e
+        P, _ = np.linalg.qr(D @ Q)
+        Q = D.T @ P
+        Dh = P @ Q.T
+        e = D - Dh
+        m = momentum * m + Dh
+        X = X - lr * m
+    return X, e
+
+
+def test_powersgd_matches_reference(backend, dtype):
+    from xpmat.optim import powersgd
+
+    rng = np.random.default_rng(6)
+    X0 = rng.standard_normal((10, 7))
+    gs = [rng.standard_normal((10, 7)) for _ in range(5)]
+    hyper = {"rank": 3, "lr": 0.05, "momentum": 0.8}
+    params, st = run_core(powersgd, backend, [X0], [[g] for g in gs], dtype, **hyper)
+    Q0 = backend.to_numpy(powersgd.init([backend.asarray(X0, dtype)], **hyper)[0].Q)
+    X, e = powersgd_reference(X0, gs, rank=3, lr=0.05, momentum=0.8, Q0=Q0)
+    assert_array(params[0], backend, shape=(10, 7), dtype=dtype)
+    assert_close(params[0], X, backend, rtol=TOL[dtype] * 100, atol=TOL[dtype] * 100)
+    assert_close(st[0].error, e, backend, rtol=TOL[dtype] * 100, atol=TOL[dtype] * 100)
+
+
+def test_powersgd_plus_restart_is_optimal_compression(backend):
+    """At t mod τ = 0 the compression is the truncated SVD (Alg. 2): the error is the tail."""
+    from xpmat.optim import powersgd
+
+    G, _, _, _ = matrix_with_spectrum_np(9, 6, [5.0, 4.0, 3.0, 2.0, 1.0, 0.5])
+    p = [backend.asarray(np.zeros((9, 6)))]
+    h = {"rank": 2, "restart_every": 3, "momentum": 0.0, "lr": 1.0}
+    st = powersgd.init(p, **h)
+    u, st = powersgd.update([backend.asarray(G)], st, p, **h)
+    U, s, Vt = np.linalg.svd(G)
+    assert_close(u[0], -(U[:, :2] * s[:2]) @ Vt[:2], backend, rtol=1e-10, atol=1e-12)
+    assert_close(st[0].error, (U[:, 2:6] * s[2:]) @ Vt[2:], backend, rtol=1e-10, atol=1e-12)
+    assert backend.to_numpy(st[0].step) == 1
+
+
+def matrix_with_spectrum_np(m, n, s, seed=0):
+    from conftest import matrix_with_spectrum
+
+    return matrix_with_spectrum(m, n, np.asarray(s, dtype=float), seed=seed)
+
+
+_A = np.array([[1.0, -1.0], [-1.0, 1.0]])
+_B = np.ones((2, 2))
+_D = np.array([1.0, -1.0])
+
+
+def _counterexample(backend, *, restart_every, steps, momentum=0.9, sigma=1.0, eta0=0.1, seed=0):
+    """powersgd-plus Theorem 1, eq. (10): f = ψ(Dᵀ X D), g = ∇f + ξ (σ B − ∇f), ξ₀ = 1."""
+    from xpmat.optim import powersgd
+
+    def psi_prime(x):
+        return 2 * x if abs(x) <= 1 else 2 * np.sign(x)
+
+    rng = np.random.default_rng(seed)
+    X = [backend.asarray(np.array([[2.0, 0.0], [0.0, 0.0]]))]
+    X0 = backend.to_numpy(X[0])
+    h = {"rank": 1, "momentum": momentum, "restart_every": restart_every}
+    st = powersgd.init(X, **h)
+    log = []
+    for t in range(steps):
+        Xn = backend.to_numpy(X[0])
+        grad_f = psi_prime(_D @ Xn @ _D) * _A
+        xi = 1.0 if t == 0 else rng.choice([-1.0, 1.0])
+        g = grad_f + xi * (sigma * _B - grad_f)
+        u, st = powersgd.update([backend.asarray(g)], st, X, lr=eta0 / np.sqrt(t + 1), **h)
+        X = xo.apply_updates(X, u)
+        q = backend.to_numpy(st[0].Q)[:, 0]
+        e, m = backend.to_numpy(st[0].error), backend.to_numpy(st[0].exp_avg)
+        dX = backend.to_numpy(X[0]) - X0
+        log.append({"grad_norm": np.linalg.norm(grad_f),
+                    "Q_off_C": abs(q[0] - q[1]) / np.linalg.norm(q),     # Q ∈ span(C)
+                    "e_on_B": abs((e * _B).sum()) / 2,                   # e ∈ span(A)
+                    "m_on_A": abs((m * _A).sum()) / 2,                   # m ∈ span(B)
+                    "dX_on_A": abs((dX * _A).sum()) / 2})                # X − X₀ ∈ span(B)
+    return log
+
+
+def test_powersgd_counterexample_claim1_invariant(backend):
+    """Claim 1 (Appendix A) holds over the first steps in floating point: P̃ = C, e ∈ span(A),
+    m ∈ span(B), X − X₀ ∈ span(B), ‖∇f‖ = 4.  (Later, rounding tilts Q off span(C) by an ulp and
+    the power step amplifies the tilt by |α|/|β| per step: see docs/optim.md.)"""
+    log = _counterexample(backend, restart_every=None, steps=5)
+    for t, r in enumerate(log):
+        assert r["grad_norm"] == 4.0, (t, r)
+        assert r["Q_off_C"] <= 1e-13, (t, r)
+        assert r["e_on_B"] <= 1e-13 and r["m_on_A"] <= 1e-13 and r["dX_on_A"] <= 1e-13, (t, r)
+
+
+@pytest.mark.parametrize(("momentum", "bound"), [(0.0, 0.1), (0.9, 1.5)])
+def test_powersgd_plus_escapes_counterexample(backend, momentum, bound):
+    """PowerSGD+ (τ = 10, η_t = 0.1/√(t+1)) leaves the stall at its first SVD restart after the
+    error has built up along span(A) and drives ‖∇f‖ down from 4 (momentum 0.9 oscillates
+    around the minimum with the ±B noise, hence the looser bound)."""
+    tau = 10
+    log = _counterexample(backend, restart_every=tau, steps=400, momentum=momentum)
+    g = np.array([r["grad_norm"] for r in log])
+    first = int(np.argmax(g < 4.0))
+    assert g[0] == 4.0 and 0 < first <= 2 * tau + 1, first
+    assert g[-100:].max() < 4.0 and g[-100:].mean() < bound, g[-100:].mean()

@@ -72,8 +72,17 @@ def torch_class(name: str) -> type:
 
 register(MethodInfo("adamw", "xpmat.optim.adamw", "AdamW", demo={"lr": 3e-3},
                     doc="AdamW (§4): bias correction, AMSGrad after correction, Nesterov, atan2"))
+register(MethodInfo("dion", "xpmat.optim.dion", "Dion", matrix_only=True,
+                    demo={"lr": 0.02, "rank": 0.25, "adamw_lr": 3e-3},
+                    doc="Dion: PowerIter1 with error feedback, orthonormal low-rank update"))
+register(MethodInfo("powersgd", "xpmat.optim.powersgd", "PowerSGD", matrix_only=True,
+                    demo={"lr": 0.05, "rank": 8, "adamw_lr": 3e-3},
+                    doc="PowerSGD: rank-r power-step compression, error feedback, momentum SGD"))
+register(MethodInfo("powersgd+", "xpmat.optim.powersgd", "PowerSGDPlus", matrix_only=True,
+                    demo={"lr": 0.05, "rank": 8, "restart_every": 20, "adamw_lr": 3e-3},
+                    doc="PowerSGD+: PowerSGD with an SVD restart every tau steps"))
 
-_TORCH_NAMES = {"AdamW", "Dion", "ManifoldMuon", "Muon", "PowerSGD", "XpmatOptimizer"}
+_TORCH_NAMES = {"AdamW", "Dion", "ManifoldMuon", "Muon", "PowerSGD", "PowerSGDPlus", "XpmatOptimizer"}
 
 
 def __getattr__(name: str) -> Any:

@@ -38,7 +38,9 @@ __all__ = [
     "apply_updates",
     "chain",
     "check_hyper",
+    "group_by_shape",
     "matrix_shape",
+    "resolve_rank",
     "route",
     "state_dtype_for",
     "zeros_step",
@@ -105,6 +107,35 @@ def matrix_shape(shape: Sequence[int], name: str = "parameter") -> tuple[int, in
         raise ValueError(f"{name} of shape {shape} is not a matrix: matrix methods need ndim >= 2 "
                          "(route 1-D parameters to AdamW, see xpmat.optim.route)")
     return shape[0], math.prod(shape[1:])
+
+
+def resolve_rank(rank: int | float, multiple: int, m: int, n: int) -> int:
+    """Rank for an ``m × n`` matrix: an int ≥ 1 as given, a float in (0, 1] as that fraction
+    of ``min(m, n)`` (rounded up); then rounded up to a multiple of ``multiple``; at most
+    ``min(m, n)``."""
+    k = min(m, n)
+    if isinstance(rank, bool) or not isinstance(rank, (int, float)):
+        raise TypeError(f"rank must be an int or a float fraction, got {rank!r}")
+    if isinstance(rank, float):
+        if not 0.0 < rank <= 1.0:
+            raise ValueError(f"a fractional rank must lie in (0, 1], got {rank}")
+        r = math.ceil(rank * k)
+    else:
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        r = rank
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise ValueError(f"rank_multiple_of must be an int >= 1, got {multiple!r}")
+    r = -(-r // multiple) * multiple
+    return max(1, min(r, k))
+
+
+def group_by_shape(arrays: Sequence[Any]) -> dict[tuple[int, ...], list[int]]:
+    """Indices of ``arrays`` grouped by shape (and dtype), in first-seen order."""
+    groups: dict[Any, list[int]] = {}
+    for i, a in enumerate(arrays):
+        groups.setdefault((tuple(a.shape), str(a.dtype)), []).append(i)
+    return groups
 
 
 def apply_updates(params: Sequence[Any], updates: Sequence[Any]) -> list[Any]:

@@ -161,7 +161,7 @@ def update(grads: list[Any], state: list[AdamWState], params: list[Any],
     h = check_hyper(DEFAULTS, hyper, "adamw")
     _validate(h)
     _check_lists(params, grads, state)
-    lr_t = h["schedule"] * h["lr"]
+    lr_t = float(h["schedule"]) * float(h["lr"])
     wd, mode = h["weight_decay"], h["weight_decay_mode"]
     ups, new = [], []
     for i, (g, s, p) in enumerate(zip(grads, state, params, strict=True)):

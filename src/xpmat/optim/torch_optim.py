@@ -31,9 +31,11 @@ from typing import Any, ClassVar
 import torch
 
 from xpmat.optim import adamw as _adamw
+from xpmat.optim import dion as _dion
+from xpmat.optim import powersgd as _powersgd
 from xpmat.optim._base import Transform, route
 
-__all__ = ["AdamW", "XpmatOptimizer"]
+__all__ = ["AdamW", "Dion", "PowerSGD", "PowerSGDPlus", "XpmatOptimizer"]
 
 FALLBACK_DEFAULTS: dict[str, Any] = {
     "fallback": "adamw",
@@ -155,3 +157,26 @@ class AdamW(XpmatOptimizer):
     default flags, adds AMSGrad-after-bias-correction, Nesterov, atan2 and decay modes."""
 
     method = _adamw
+
+
+class Dion(XpmatOptimizer):
+    """Dion (dion-vs-powersgd) over :mod:`xpmat.optim.dion`; 1-D parameters go to AdamW."""
+
+    method = _dion
+    matrix_only = True
+
+
+class PowerSGD(XpmatOptimizer):
+    """PowerSGD / PowerSGD+ (powersgd-plus §3–4, Alg. 2) over :mod:`xpmat.optim.powersgd`
+    (single process); ``restart_every=τ`` turns on PowerSGD+'s SVD restarts."""
+
+    method = _powersgd
+    matrix_only = True
+
+
+class PowerSGDPlus(PowerSGD):
+    """PowerSGD+ : :class:`PowerSGD` with ``restart_every=100`` by default (an SVD every τ steps)."""
+
+    def __init__(self, params: Any, **hyper: Any) -> None:
+        hyper.setdefault("restart_every", 100)
+        super().__init__(params, **hyper)
