@@ -35,7 +35,6 @@ from xpmat.matfun import inv_root
 # -- kron and nmf (kron_rearrange, nearest_kron, kron_matmul, shampoo factors, i_divergence, nmf_*)
 # isort: split
 from xpmat.kron import (
-    ShampooFactors,
     kron_matmul,
     kron_rearrange,
     nearest_kron,
@@ -43,8 +42,6 @@ from xpmat.kron import (
     shampoo_kron,
 )
 from xpmat.nmf import (
-    AdafactorFactors,
-    NMFResult,
     adafactor_factors,
     adafactor_second_moment,
     i_divergence,
@@ -72,9 +69,6 @@ __all__ = [
     "lowrank_inv_root_apply",
     "reproject_moments",
     # kron / nmf names
-    "AdafactorFactors",
-    "NMFResult",
-    "ShampooFactors",
     "adafactor_factors",
     "adafactor_second_moment",
     "i_divergence",
