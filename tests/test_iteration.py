@@ -532,3 +532,27 @@ def test_integer_input_promoted(backend, xp):
     L, _Q = xm.randomized_eigh(A, 2, seed=0)
     assert b.xp.isdtype(L.dtype, "real floating")  # the namespace's default float dtype
     assert_close(L, [3.0, 2.0], b, rtol=TOL["float64" if L.dtype == b.xp.float64 else "float32"])
+
+
+def test_nan_input_gives_nan_not_exceptions(backend, xp):
+    """Documented: NaN/Inf in a batch member make that member's results NaN; others unaffected."""
+    n = 8
+    good, _ = sym_with_spectrum(n, np.linspace(3.0, 0.5, n), seed=73)
+    bad = good.copy()
+    bad[0, 1] = bad[1, 0] = np.nan
+    A = backend.asarray(np.stack([good, bad]))
+    Q0 = backend.asarray(haar(n, 2, 8))
+    outs = {
+        "orthogonal_iteration": xm.orthogonal_iteration(A, Q0, iters=30),
+        "randomized_svd": xm.randomized_svd(A, 2, seed=0),
+        "randomized_eigh": xm.randomized_eigh(A, 2, seed=0),
+        "nystrom_eigh": xm.nystrom_eigh(A, 2, seed=0),
+        "power_iter1": xm.power_iter1(A, Q0),
+    }
+    for name, out in outs.items():
+        for o in out:
+            on = _np(backend, o)
+            assert np.all(np.isnan(on[1])), name
+        lam = _np(backend, out[1] if name == "orthogonal_iteration" else out[0])
+        if name in ("randomized_eigh", "nystrom_eigh", "orthogonal_iteration"):
+            assert np.all(np.isfinite(lam[0])), name  # the finite member is unaffected

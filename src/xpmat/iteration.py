@@ -89,6 +89,22 @@ def _sym(H: Any, xp: Any) -> Any:
     return (H + mT(H, xp)) / 2
 
 
+def _screen(M: Any, xp: Any, fill: Any = None) -> tuple[Any, Any]:
+    """``(M_safe, bad)``: batch members of ``M`` holding NaN/Inf replaced by ``fill`` (default 0).
+
+    Lets a small ``eigh``/``svd``/``cholesky`` run on every backend (LAPACK raises on NaN);
+    :func:`_poison` then turns those members' results into NaN.  Device-side, no host sync.
+    """
+    bad = xp.logical_not(xp.all(xp.isfinite(M), axis=(-2, -1)))
+    fill = xp.zeros_like(M) if fill is None else fill
+    return xp.where(bad[..., None, None], fill, M), bad
+
+
+def _poison(x: Any, bad: Any, xp: Any, ndim: int) -> Any:
+    """NaN where ``bad`` (shape of the batch) for an output with ``ndim`` trailing axes."""
+    return xp.where(bad[(..., *([None] * ndim))], xp.full_like(x, float("nan")), x)
+
+
 def _block_operator(A: Any, *, shape: Any, like: Any, xp: Any, names: tuple, others: tuple,
                     vector: bool = False) -> tuple:
     """Resolve an array-or-callable symmetric operator.
@@ -302,7 +318,8 @@ def orthogonal_iteration(A: Any | Callable, Q0: Any, /, *, iters: int = 1, align
     individual eigenvectors.  Signs of ``W`` are fixed by ``diag(W) >= 0``.  Q.2.1 (online):
     call with ``iters=1, align_to=Q_prev`` on a drifting matrix; labels then do not jump.
     Zero ``A`` returns finite ``Q`` (whatever ``orthonormalize`` gives for a zero block) and
-    ``lam = 0``; NaN/Inf propagate.
+    ``lam = 0``.  NaN/Inf in a batch member make that member's ``Q`` and ``lam`` NaN (no
+    exception: the small ``eigh`` runs on a screened matrix).
 
     Backends: standard Array API (matmul, eigh, argmax); orthonormalization via
     :func:`xpmat.orthonormalize` (CholeskyQR2 / Householder).
@@ -331,8 +348,10 @@ def orthogonal_iteration(A: Any | Callable, Q0: Any, /, *, iters: int = 1, align
     Y = apply(Q)
     H = mT(Q, xp) @ Y
     if ritz:
-        lam, W = _array.eigh(_sym(H, xp), xp, descending=True)
-        W = W * _signs(xp.linalg.diagonal(W), xp)[..., None, :]
+        H, bad = _screen(_sym(H, xp), xp)
+        lam, W = _array.eigh(H, xp, descending=True)
+        W = _poison(W * _signs(xp.linalg.diagonal(W), xp)[..., None, :], bad, xp, 2)
+        lam = _poison(lam, bad, xp, 1)
     else:
         rq = xp.linalg.diagonal(H)
         W = _selector(xp.argsort(rq, axis=-1, descending=True, stable=True), r, dtype, xp)
@@ -448,7 +467,8 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
     ``Qᵀ A`` (computed as ``R2ᵀ`` from ``Aᵀ Q = Q2 R2``, so only an ``l × l`` SVD runs).
     ``2 + 2·power_iters`` products with ``A``.  The same idea is
     ``lre-low-rank-eigenbasis.md`` "Basis algorithms" 3 and PowerSGD's power step
-    (``powersgd-plus.md`` eq. 8).  Zero ``A`` gives ``S = 0`` (finite ``U``, ``Vh``).
+    (``powersgd-plus.md`` eq. 8).  Zero ``A`` gives ``S = 0`` (finite ``U``, ``Vh``).  NaN/Inf
+    in a batch member make its results NaN (no exception from the small SVD).
 
     Backends: standard Array API (matmul, svd of an ``l × l`` matrix); host NumPy draw of Ω;
     orthonormalization via :func:`xpmat.orthonormalize`.
@@ -478,7 +498,9 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
     # l × l SVD, much faster than LAPACK's SVD of a wide matrix and as accurate as the QR
     Bt = At @ Q
     Q2 = _orth(Bt, xp, method)
-    Ur, S, Wh = _array.svd(mT(mT(Q2, xp) @ Bt, xp), xp)
+    M, bad = _screen(mT(mT(Q2, xp) @ Bt, xp), xp)
+    Ur, S, Wh = _array.svd(M, xp)
+    Ur, S, Wh = _poison(Ur, bad, xp, 2), _poison(S, bad, xp, 1), _poison(Wh, bad, xp, 2)
     U, S, Vh = Q @ Ur[..., :rank], S[..., :rank], Wh[..., :rank, :] @ mT(Q2, xp)
     s = _max_abs_signs(U, xp)
     return U * s[..., None, :], S, Vh * s[..., :, None]
@@ -525,7 +547,7 @@ def randomized_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, po
     ``lre-low-rank-eigenbasis.md``, "Basis algorithms" 3: ``Q = orth(A Ω)``, then the
     eigendecomposition of the small ``Qᵀ A Q``.  Operator calls: ``2 + power_iters``.  For
     indefinite ``A`` the sketch captures the eigenvalues of largest magnitude.  Zero ``A``
-    gives ``L = 0``; NaN/Inf propagate.
+    gives ``L = 0``; NaN/Inf in a batch member make its ``L`` and ``Q`` NaN (no exception).
 
     Backends: standard Array API (matmul, eigh of ``l × l``); host NumPy draw of Ω;
     orthonormalization via :func:`xpmat.orthonormalize`.
@@ -549,7 +571,9 @@ def randomized_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, po
               xp, method)
     for _ in range(power_iters):
         Q = _orth(apply(Q), xp, method)
-    theta, W = _array.eigh(_sym(mT(Q, xp) @ apply(Q), xp), xp)
+    T, bad = _screen(_sym(mT(Q, xp) @ apply(Q), xp), xp)
+    theta, W = _array.eigh(T, xp)
+    theta, W = _poison(theta, bad, xp, 1), _poison(W, bad, xp, 2)
     top = xp.argsort(xp.abs(theta), axis=-1, descending=True, stable=True)[..., :rank]
     S1 = _selector(top, l, dtype, xp)
     L = _gather(theta, S1)
@@ -595,7 +619,8 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     Raises
     ------
     ValueError
-        If the Cholesky factorization of ``Ωᵀ (A Ω + ν Ω)`` fails (``A`` is not PSD).
+        If the Cholesky factorization of ``Ωᵀ (A Ω + ν Ω)`` fails (``A`` is not PSD).  On
+        torch the Cholesky's error check synchronizes with the device.
 
     Notes
     -----
@@ -603,7 +628,7 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     Tropp, Yurtsever, Udell & Cevher (2017, Alg. 3): ``Ω`` orthonormal, ``Y_ν = A Ω + ν Ω``,
     ``C = chol(Ωᵀ Y_ν)``, ``B = Y_ν C⁻ᵀ``, ``B = U Σ Vᵀ``, ``L = max(Σ² − ν, 0)``.  One
     operator call (plus ``power_iters``).  Exact (up to ``ν``) when ``rank(A) <= l``.  Zero
-    ``A`` gives ``L = 0``; NaN/Inf input makes the Cholesky fail (``ValueError``) or propagate.
+    ``A`` gives ``L = 0``; NaN/Inf in a batch member make its ``L`` and ``Q`` NaN (no exception).
 
     Backends: standard Array API (cholesky, triangular solve via ``_array.solve_triangular``:
     SciPy / torch fast paths, ``xp.linalg.solve`` elsewhere, svd of ``n × l``).
@@ -633,17 +658,19 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     else:
         live, nu = None, shift
     Ynu = Y + nu * Om
+    G, bad = _screen(_sym(mT(Om, xp) @ Ynu, xp), xp, fill=xp.eye(l, dtype=dtype, device=dev))
     try:
-        C = xp.linalg.cholesky(_sym(mT(Om, xp) @ Ynu, xp))
+        C = xp.linalg.cholesky(G)
     except Exception as exc:  # numpy LinAlgError, torch LinAlgError (a RuntimeError), ...
         raise ValueError(f"nystrom_eigh: Cholesky of Ωᵀ(AΩ + νΩ) failed ({type(exc).__name__}): `A` "
-                         "is not positive semi-definite (or contains NaN/Inf); use randomized_eigh "
+                         "is not positive semi-definite; use randomized_eigh "
                          "for indefinite A") from exc
     Bm = _array.solve_triangular(mT(C, xp), Ynu, upper=True, left=False, xp=xp)
-    U, Sig, _ = _array.svd(Bm, xp)
+    U, Sig, _ = _array.svd(xp.where(bad[..., None, None], xp.zeros_like(Bm), Bm), xp)
+    U, Sig = _poison(U, bad, xp, 2), _poison(Sig, bad, xp, 1)
     U, Sig = U[..., :rank], Sig[..., :rank]
     nu_v = nu[..., 0] if live is not None else nu
     L = xp.maximum(Sig * Sig - nu_v, xp.zeros_like(Sig))
     if live is not None:
         L = xp.where(live[..., None], L, xp.zeros_like(L))
-    return L, U * _max_abs_signs(U, xp)[..., None, :]
+    return _poison(L, bad, xp, 1), U * _max_abs_signs(U, xp)[..., None, :]
