@@ -26,15 +26,16 @@ __all__ = [
 
 
 def _orth(X: Any, xp: Any) -> Any:
-    """Orthonormal basis of the columns of ``X`` (Householder QR, positive diag(R)).
+    """Orthonormal basis of the columns of ``X`` ``(..., n, k)``, ``n >= k``.
 
-    Stop-gap until ``xpmat.orthogonalize.orthonormalize`` lands.  Rank-deficient (even
-    zero) ``X`` still gives orthonormal columns: Householder QR completes the basis.
+    :func:`xpmat.orthonormalize` with Householder QR: rank-deficient (even zero) ``X``
+    still gets orthonormal columns, which the update relies on.  Goes through
+    ``xpmat.iteration``'s shim, which falls back to ``xp.linalg.qr`` (positive diag(R))
+    while ``xpmat.orthogonalize`` is not in the tree.
     """
-    Qx, R = xp.linalg.qr(X)
-    d = xp.linalg.diagonal(R) if hasattr(xp.linalg, "diagonal") else xp.diagonal(R, axis1=-2, axis2=-1)
-    s = xp.where(d < 0, -xp.ones_like(d), xp.ones_like(d))
-    return Qx * s[..., None, :]
+    from xpmat.iteration import _orth as _orthonormalize
+
+    return _orthonormalize(X, xp, "householder")
 
 
 def _select(w: Any, V: Any, idx: Any, xp: Any) -> tuple[Any, Any]:
