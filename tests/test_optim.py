@@ -510,3 +510,185 @@ def test_powersgd_plus_escapes_counterexample(backend, momentum, bound):
     first = int(np.argmax(g < 4.0))
     assert g[0] == 4.0 and 0 < first <= 2 * tau + 1, first
     assert g[-100:].max() < 4.0 and g[-100:].mean() < bound, g[-100:].mean()
+
+
+# --------------------------------------------------------------------------------------------
+# Muon
+def test_muon_batched_equals_per_parameter(backend, dtype):
+    """Same-shaped matrices go through one batched msign: equal to calling one at a time."""
+    from xpmat.optim import muon
+
+    rng = np.random.default_rng(7)
+    shapes = [(8, 5), (8, 5), (5, 8), (8, 5), (3, 2, 2, 2)]
+    params = [backend.asarray(rng.standard_normal(s), dtype) for s in shapes]
+    grads = [backend.asarray(rng.standard_normal(s), dtype) for s in shapes]
+    hyper = {"lr": 0.1, "weight_decay": 0.01, "adjust_lr_fn": "match_rms_adamw"}
+    ups, st = muon.update(grads, muon.init(params, **hyper), params, **hyper)
+    for i, s in enumerate(shapes):
+        u1, _ = muon.update([grads[i]], muon.init([params[i]], **hyper), [params[i]], **hyper)
+        assert_array(ups[i], backend, shape=s, dtype=dtype)
+        assert_close(ups[i], backend.to_numpy(u1[0]), backend, rtol=TOL[dtype] * 10,
+                     atol=TOL[dtype] * 10)
+    assert tuple(st[4].momentum_buffer.shape) == (3, 8)
+
+
+def test_muon_direction_and_scale(backend):
+    """Update = −η a(m, n) msign(U) with U the Nesterov momentum; zero gradient → zero step."""
+    from xpmat.optim import muon
+    from xpmat.optim._base import msign
+
+    rng = np.random.default_rng(8)
+    G = rng.standard_normal((12, 4))
+    p = [backend.asarray(np.zeros((12, 4)))]
+    u, _ = muon.update([backend.asarray(G)], muon.init(p), p, lr=0.5, momentum=0.9)
+    U = G + 0.9 * ((1 - 0.9) * G - G)  # buffer after one step is (1 − μ) G
+    want = -0.5 * np.sqrt(12 / 4) * np.asarray(msign(U))
+    assert_close(u[0], want, backend, rtol=1e-10, atol=1e-12)
+    z, _ = muon.update([backend.asarray(np.zeros((12, 4)))], muon.init(p), p)
+    assert_close(z[0], np.zeros((12, 4)), backend, rtol=0, atol=0)
+    assert muon.adjust_lr("match_rms_adamw", 768, 3072) == pytest.approx(0.2 * np.sqrt(3072))
+    assert muon.adjust_lr(None, 3072, 768) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="not a matrix"):
+        muon.init([backend.asarray(np.ones(3))])
+
+
+BF16_STEP_RTOL = 0.06
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_muon_equals_torch_muon(nesterov):
+    """torch.optim.Muon: Jordan's (a, b, c), Frobenius normalization with eps 1e-7, bf16 NS,
+    decoupled decay lr·λ, "original" shape factor.  Ours with those settings agrees to bf16
+    precision: the NS runs in bf16 in both but with a different op order (torch fuses with
+    addmm), and bf16 rounding (2⁻⁸) is amplified by up to a ≈ 3.4 per NS step on small singular
+    values, so steps agree to a few percent (BF16_STEP_RTOL) and in direction (cosine) to 5e-3."""
+    gen = torch.Generator().manual_seed(0)
+    ps = [torch.randn(s, generator=gen) for s in [(16, 8), (16, 8), (8, 24)]]
+    a = [p.clone().requires_grad_() for p in ps]
+    b = [p.clone().requires_grad_() for p in ps]
+    kw = {"lr": 0.02, "weight_decay": 0.1, "momentum": 0.95, "nesterov": nesterov}
+    ref = torch.optim.Muon(a, **kw)
+    ours = xo.Muon(b, ns_schedule="jordan", compute_dtype="bfloat16", eps=1e-7, ns_steps=5,
+                   adjust_lr_fn="original", **kw)
+    for _ in range(5):
+        gs = [torch.randn(p.shape, generator=gen) for p in ps]
+        d = []
+        for x, y, g in zip(a, b, gs, strict=True):
+            x.grad, y.grad = g.clone(), g.clone()
+            d.append(x.detach().clone())
+        ref.step()
+        ours.step()
+        for x, y, x0 in zip(a, b, d, strict=True):  # compare the steps, relative to their size
+            sx, sy = x.detach() - x0, y.detach() - x0
+            assert float((sx - sy).norm() / sx.norm()) < BF16_STEP_RTOL
+            assert float((sx * sy).sum() / (sx.norm() * sy.norm())) > 1 - 5e-3
+        for y, x in zip(b, a, strict=True):
+            y.data.copy_(x.data)  # re-synchronize so bf16 rounding does not accumulate
+
+
+# --------------------------------------------------------------------------------------------
+# Manifold Muon
+@pytest.mark.parametrize("mode", ["online", "dual_ascent"])
+def test_manifold_muon_stays_on_stiefel(backend, mode):
+    from xpmat.optim import manifold_muon as mm
+
+    rng = np.random.default_rng(9)
+    W0 = np.linalg.qr(rng.standard_normal((16, 6)))[0]
+    params = [backend.asarray(W0), backend.asarray(W0.T.copy())]   # tall and wide
+    hyper = {"lr": 0.1, "mode": mode, "dual_steps": 5}
+    st = mm.init(params, **hyper)
+    worst = 0.0
+    for _ in range(100 if mode == "online" else 20):
+        grads = [backend.asarray(rng.standard_normal((16, 6))),
+                 backend.asarray(rng.standard_normal((6, 16)))]
+        ups, st = mm.update(grads, st, params, **hyper)
+        params = xo.apply_updates(params, ups)
+        for P, tall in zip(params, (True, False), strict=True):
+            W = backend.to_numpy(P)
+            W = W if tall else W.T
+            worst = max(worst, np.abs(W.T @ W - np.eye(6)).max())
+    assert_array(params[0], backend, shape=(16, 6), dtype="float64")
+    assert_array(params[1], backend, shape=(6, 16), dtype="float64")
+    assert worst < 1e-13, worst
+    assert float(np.linalg.norm(backend.to_numpy(params[0]) - W0)) > 0.1  # it moved
+
+
+def _tangency_np(W, Phi):
+    H = W.T @ Phi
+    return np.linalg.norm(H + H.T)
+
+
+def test_manifold_muon_dual_drives_tangency_down(backend):
+    """With W, G fixed: the inner dual ascent and the online dual step (lr = 0, so W stays) both
+    shrink ‖WᵀΦ + ΦᵀW‖ from its value at X = 0 (plain Muon direction)."""
+    from xpmat.optim import manifold_muon as mm
+
+    rng = np.random.default_rng(10)
+    W = np.linalg.qr(rng.standard_normal((12, 5)))[0]
+    G = rng.standard_normal((12, 5))
+    G = G / np.linalg.norm(G)
+    xp = backend.xp
+    Wb, Gb = backend.asarray(W), backend.asarray(G)
+    ns = {"ns_steps": 10, "ns_schedule": "polar_express"}
+    phi0 = backend.to_numpy(mm._msign(Gb, xp, ns))
+    t0 = _tangency_np(W, phi0)
+    phi, _, _ = mm.dual_ascent(Wb, Gb, xp, dual_lr=0.2, dual_steps=60, tol=0.0, check_every=1, **ns)
+    t_inner = _tangency_np(W, backend.to_numpy(phi))
+    params = [Wb]
+    hyper = {"lr": 0.0, "dual_lr": 0.1, **ns}  # a constant 0.2 ends in a limit cycle here
+    st = mm.init(params, **hyper)
+    online = []
+    for _ in range(60):
+        _, st = mm.update([Gb], st, params, **hyper)
+        phi = mm._msign(Gb + Wb @ st[0].dual, xp, ns)
+        online.append(_tangency_np(W, backend.to_numpy(phi)))
+    assert t_inner < 0.1 * t0, (t0, t_inner)
+    assert online[-1] < 0.1 * t0, (t0, online[-1])
+
+
+def test_manifold_muon_spectral_sphere(backend):
+    """‖W‖₂ = R after every step; the scalar dual λ drives tr(WᵀΦ) toward 0 (W fixed, lr = 0)."""
+    from xpmat.optim import manifold_muon as mm
+
+    rng = np.random.default_rng(11)
+    W0 = rng.standard_normal((10, 7))
+    params = [backend.asarray(W0)]
+    hyper = {"lr": 0.05, "manifold": "spectral_sphere", "radius": 2.0}
+    st = mm.init(params, **hyper)
+    for _ in range(10):
+        ups, st = mm.update([backend.asarray(rng.standard_normal((10, 7)))], st, params, **hyper)
+        params = xo.apply_updates(params, ups)
+        assert np.linalg.norm(backend.to_numpy(params[0]), 2) == pytest.approx(2.0, rel=1e-12)
+    assert tuple(st[0].dual.shape) == ()
+    W = params[0]
+    G = backend.asarray(rng.standard_normal((10, 7)))
+    h0 = {**hyper, "lr": 0.0, "dual_lr": 0.05, "ns_steps": 10}
+    st = mm.init([W], **h0)
+    tr = []
+    for _ in range(80):
+        _, st = mm.update([G], st, [W], **h0)
+        Gn = backend.to_numpy(G) / np.linalg.norm(backend.to_numpy(G))
+        lam = float(backend.to_numpy(st[0].dual))
+        phi = backend.to_numpy(mm._msign(backend.asarray(Gn + lam * backend.to_numpy(W)),
+                                          backend.xp, {"ns_steps": 10, "ns_schedule": "polar_express"}))
+        tr.append(abs(float(np.sum(backend.to_numpy(W) * phi))))
+    assert tr[-1] < 0.1 * tr[0], (tr[0], tr[-1])
+
+
+def test_manifold_muon_scaled_stiefel_and_early_stop(backend):
+    """radius R: Wᵀ W = R² I after a step from an arbitrary start; dual ascent stops at `tol`."""
+    from xpmat.optim import manifold_muon as mm
+
+    rng = np.random.default_rng(12)
+    params = [backend.asarray(rng.standard_normal((9, 4)))]
+    ups, _ = mm.update([backend.asarray(rng.standard_normal((9, 4)))], mm.init(params, radius=3.0),
+                       params, radius=3.0, lr=0.1)
+    W = backend.to_numpy(xo.apply_updates(params, ups)[0])
+    np.testing.assert_allclose(W.T @ W, 9.0 * np.eye(4), atol=1e-12)
+    W = np.linalg.qr(rng.standard_normal((9, 4)))[0]
+    G = rng.standard_normal((9, 4))
+    _, _, k = mm.dual_ascent(backend.asarray(W), backend.asarray(G / np.linalg.norm(G)), backend.xp,
+                             dual_lr=0.1, dual_steps=400, tol=1e-3, check_every=5, ns_steps=10,
+                             ns_schedule="polar_express")
+    assert 0 < k < 399 and k % 5 == 0, k

@@ -72,6 +72,9 @@ def torch_class(name: str) -> type:
 
 register(MethodInfo("adamw", "xpmat.optim.adamw", "AdamW", demo={"lr": 3e-3},
                     doc="AdamW (§4): bias correction, AMSGrad after correction, Nesterov, atan2"))
+register(MethodInfo("muon", "xpmat.optim.muon", "Muon", matrix_only=True,
+                    demo={"lr": 0.02, "adamw_lr": 3e-3},
+                    doc="Muon (§7): momentum -> batched msign -> shape-scaled update"))
 register(MethodInfo("dion", "xpmat.optim.dion", "Dion", matrix_only=True,
                     demo={"lr": 0.02, "rank": 0.25, "adamw_lr": 3e-3},
                     doc="Dion: PowerIter1 with error feedback, orthonormal low-rank update"))
@@ -81,6 +84,9 @@ register(MethodInfo("powersgd", "xpmat.optim.powersgd", "PowerSGD", matrix_only=
 register(MethodInfo("powersgd+", "xpmat.optim.powersgd", "PowerSGDPlus", matrix_only=True,
                     demo={"lr": 0.05, "rank": 8, "restart_every": 20, "adamw_lr": 3e-3},
                     doc="PowerSGD+: PowerSGD with an SVD restart every tau steps"))
+register(MethodInfo("manifold_muon", "xpmat.optim.manifold_muon", "ManifoldMuon", matrix_only=True,
+                    demo={"lr": 0.03, "momentum": 0.9, "radius": 3.0, "adamw_lr": 3e-3},
+                    doc="Manifold Muon (§8.2): Stiefel weights, Phi = msign(G + W X), online dual"))
 
 _TORCH_NAMES = {"AdamW", "Dion", "ManifoldMuon", "Muon", "PowerSGD", "PowerSGDPlus", "XpmatOptimizer"}
 

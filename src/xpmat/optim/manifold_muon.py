@@ -32,6 +32,7 @@ from xpmat.optim._base import (
     _check_lists,
     check_hyper,
     matrix_shape,
+    msign,
     state_dtype_for,
     zeros_step,
 )
@@ -102,8 +103,6 @@ def init(params: list[Any], **hyper: Any) -> list[ManifoldMuonState]:
 
 
 def _msign(A: Any, xp: Any, h: dict[str, Any]) -> Any:
-    from xpmat.orthogonalize import msign
-
     return msign(A, steps=h["ns_steps"], schedule=h["ns_schedule"], xp=xp)
 
 

@@ -26,6 +26,7 @@ from xpmat.optim._base import (
     check_hyper,
     group_by_shape,
     matrix_shape,
+    msign,
     state_dtype_for,
     zeros_step,
 )
@@ -96,8 +97,6 @@ def init(params: list[Any], **hyper: Any) -> list[MuonState]:
 
 def msign_stacked(U: Any, xp: Any, h: dict[str, Any]) -> Any:
     """``xpmat.msign`` of a stack ``(k, m, n)`` of same-shaped matrices: ONE batched call."""
-    from xpmat.orthogonalize import msign
-
     return msign(U, steps=h["ns_steps"], schedule=h["ns_schedule"], normalize=h["ns_normalize"],
                  compute_dtype=h["compute_dtype"], eps=h["eps"], xp=xp)
 

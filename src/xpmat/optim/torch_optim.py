@@ -32,10 +32,12 @@ import torch
 
 from xpmat.optim import adamw as _adamw
 from xpmat.optim import dion as _dion
+from xpmat.optim import manifold_muon as _manifold_muon
+from xpmat.optim import muon as _muon
 from xpmat.optim import powersgd as _powersgd
 from xpmat.optim._base import Transform, route
 
-__all__ = ["AdamW", "Dion", "PowerSGD", "PowerSGDPlus", "XpmatOptimizer"]
+__all__ = ["AdamW", "Dion", "ManifoldMuon", "Muon", "PowerSGD", "PowerSGDPlus", "XpmatOptimizer"]
 
 FALLBACK_DEFAULTS: dict[str, Any] = {
     "fallback": "adamw",
@@ -157,6 +159,26 @@ class AdamW(XpmatOptimizer):
     default flags, adds AMSGrad-after-bias-correction, Nesterov, atan2 and decay modes."""
 
     method = _adamw
+
+
+class Muon(XpmatOptimizer):
+    """Muon (§7, Q.3) over :mod:`xpmat.optim.muon`: same-shaped matrices orthogonalized in one
+    batched ``msign`` call; 1-D parameters go to AdamW (``adamw_*`` settings).
+
+    ``Muon(params, ns_schedule="jordan", compute_dtype="bfloat16", adjust_lr_fn="original",
+    weight_decay=0.1, lr=1e-3)`` is ``torch.optim.Muon``'s default update."""
+
+    method = _muon
+    matrix_only = True
+
+
+class ManifoldMuon(XpmatOptimizer):
+    """Manifold Muon (manifold-dual-gradient-descent, §8.2) over
+    :mod:`xpmat.optim.manifold_muon`: matrices stay on the Stiefel manifold (or a spectral
+    sphere); 1-D parameters go to AdamW."""
+
+    method = _manifold_muon
+    matrix_only = True
 
 
 class Dion(XpmatOptimizer):
