@@ -11,6 +11,8 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
 # -- orthogonalize (msign, polar, orthonormalize, ns_schedule)
+from xpmat.orthogonalize import orthonormalize
+
 # -- iteration (power_iteration, orthogonal_iteration, power_iter1, randomized_*, nystrom_eigh)
 # isort: split
 from xpmat.iteration import (
@@ -54,6 +56,7 @@ from xpmat.nmf import (
 
 __all__ = [
     # orthogonalize names
+    "orthonormalize",
     # iteration names
     "nystrom_eigh",
     "orthogonal_iteration",
