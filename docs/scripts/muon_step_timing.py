@@ -1,0 +1,59 @@
+"""Time one Muon step on a GPT-2-shaped parameter set: ours (batched) vs torch.optim.Muon.
+
+``python docs/scripts/muon_step_timing.py D LAYERS REPS`` builds ``LAYERS × [D×4D, 4D×D, D×3D,
+D×D]`` float32 parameters with gradients and times ``step()`` of ``torch.optim.Muon`` (bf16
+Newton–Schulz, per parameter), ``xpmat.optim.Muon`` with float32 and bf16 NS (one batched msign
+per shape), and a plain per-parameter ``msign`` loop; prints min and median over REPS steps.
+Same settings everywhere: lr 0.02, momentum 0.95 Nesterov, weight decay 0.1, 5 NS steps.
+"""
+
+import sys
+import time
+
+import torch
+
+import xpmat.optim as xo
+from xpmat.optim._base import msign
+
+
+def main(d=256, layers=1, reps=10):
+    torch.set_num_threads(2)
+    gen = torch.Generator().manual_seed(0)
+    params = []
+    for _ in range(layers):
+        for s in ((d, 4 * d), (4 * d, d), (d, 3 * d), (d, d)):
+            p = (torch.randn(s, generator=gen) * 0.02).requires_grad_()
+            p.grad = torch.randn(s, generator=gen)
+            params.append(p)
+    kw = {"lr": 0.02, "weight_decay": 0.1, "momentum": 0.95, "nesterov": True}
+    runs = {
+        "torch.optim.Muon (bf16 NS)": torch.optim.Muon(params, ns_steps=5, **kw).step,
+        "xpmat Muon, float32 NS": xo.Muon(params, ns_steps=5, **kw).step,
+        "xpmat Muon, bf16 NS": xo.Muon(params, ns_steps=5, compute_dtype="bfloat16", **kw).step,
+    }
+
+    def loop():
+        with torch.no_grad():
+            for p in params:
+                p.add_(msign(p.grad, steps=5), alpha=-0.02)
+
+    runs["per-parameter msign loop"] = loop
+    res = {}
+    for _ in range(2):  # warm up
+        for f in runs.values():
+            f()
+    for _ in range(reps):  # interleaved, so load changes hit every variant alike
+        for name, f in runs.items():
+            t = time.perf_counter()
+            f()
+            res.setdefault(name, []).append(time.perf_counter() - t)
+    base = sorted(res["torch.optim.Muon (bf16 NS)"])[reps // 2]
+    print(f"d={d}, layers={layers}, {len(params)} matrices, torch {torch.__version__}, 2 threads")
+    for name, ts in res.items():
+        med = sorted(ts)[reps // 2]
+        print(f"  {name:<28} min {min(ts) * 1e3:8.1f} ms  median {med * 1e3:8.1f} ms  "
+              f"torch/this {base / med:5.2f}")
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:]))
