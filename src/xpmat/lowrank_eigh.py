@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from xpmat import _array
+from xpmat.orthogonalize import orthonormalize
 
 __all__ = [
     "ggt_eigh",
@@ -26,16 +27,13 @@ __all__ = [
 
 
 def _orth(X: Any, xp: Any) -> Any:
-    """Orthonormal basis of the columns of ``X`` ``(..., n, k)``, ``n >= k``.
+    """:func:`xpmat.orthonormalize` with Householder QR (no host sync).
 
-    :func:`xpmat.orthonormalize` with Householder QR: rank-deficient (even zero) ``X``
-    still gets orthonormal columns, which the update relies on.  Goes through
-    ``xpmat.iteration``'s shim, which falls back to ``xp.linalg.qr`` (positive diag(R))
-    while ``xpmat.orthogonalize`` is not in the tree.
+    Rank-deficient, even zero, ``X`` still gets orthonormal columns (Householder completes
+    the basis), which the update relies on; CholeskyQR2 would fall back to it anyway on the
+    rank-deficient blocks that in-span corrections produce.
     """
-    from xpmat.iteration import _orth as _orthonormalize
-
-    return _orthonormalize(X, xp, "householder")
+    return orthonormalize(X, method="householder", xp=xp)
 
 
 def _select(w: Any, V: Any, idx: Any, xp: Any) -> tuple[Any, Any]:
@@ -168,8 +166,9 @@ def lowrank_eigh_update(
     (1−d) Σ sᵢ‖cᵢ‖²``), the trace mass not captured, which for PSD ``A`` is ≥ 0 and
     equals the dropped trace when the sketch is exact.
 
-    Backends: standard Array API only (``xp.linalg.qr``, ``xp.linalg.eigh``, ``@``);
-    ``"randomized"`` draws its test matrix on the host (NumPy) and moves it once.
+    Backends: standard Array API only (``xpmat.orthonormalize`` Householder, i.e.
+    ``xp.linalg.qr``; ``xp.linalg.eigh``; ``@``); ``"randomized"`` draws its test
+    matrix on the host (NumPy) and moves it once.
 
     Examples
     --------
