@@ -116,4 +116,168 @@ def test_orthonormalize_empty(backend):
     assert_array(Q, backend, shape=(5, 0), dtype="float64")
 
 
-_ = (TOL, rel_err)
+
+# ----------------------------------------------------------------------------- ns_schedule
+
+
+def test_ns_schedule_fixed_and_user():
+    assert orth.ns_schedule("cubic", 2) == [(1.5, -0.5, 0.0)] * 2
+    assert orth.ns_schedule("quintic", 1) == [(15 / 8, -5 / 4, 3 / 8)]
+    assert orth.ns_schedule("jordan", 3) == [(3.4445, -4.7750, 2.0315)] * 3
+    assert orth.ns_schedule([(1, 2, 3), (4, 5, 6)], 3) == [(1, 2, 3), (4, 5, 6), (4, 5, 6)]
+    assert orth.ns_schedule("jordan", 0) == []
+    for bad in ("nope", [(1, 2)], []):
+        with pytest.raises(ValueError):
+            orth.ns_schedule(bad, 2)
+    with pytest.raises(ValueError, match="steps"):
+        orth.ns_schedule("cubic", -1)
+
+
+def test_ns_schedule_polar_express_design():
+    """Each designed step maps [l, u] into the next interval; the tail is (15/8, -5/4, 3/8)."""
+    import json
+    from importlib.resources import files
+
+    doc = json.loads(files("xpmat").joinpath("data/polar_express.json").read_text())
+    sched = orth.ns_schedule("polar_express", 20)
+    assert len(sched) == 20 and sched[-1] == (15 / 8, -5 / 4, 3 / 8)
+    x = np.geomspace(1e-3, 1, 20001)
+    for a, b, c in sched:
+        x = a * x + b * x**3 + c * x**5
+        assert np.all(x > 0)  # odd polynomial keeps the sign: never maps a σ to 0 or below
+    assert np.abs(x - 1).max() < 1e-12
+    # published first Polar Express tuple (Amsel et al. 2025) is close to ours (same design)
+    a, b, c = sched[0]
+    assert abs(a - 8.28721) / 8.28721 < 0.05 and abs(b + 23.59589) / 23.59589 < 0.05
+    assert doc["l0"] == 1e-3 and doc["safety"] == 1.01
+
+
+# ----------------------------------------------------------------------------- msign
+
+
+def _uvt(A: np.ndarray) -> np.ndarray:
+    U, _, Vt = np.linalg.svd(A, full_matrices=False)
+    return U @ Vt
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (48, 96), (96, 48)])
+def test_msign_accuracy_10_steps(backend, dtype, shape):
+    m, n = shape
+    A, U, s, Vt = matrix_with_spectrum(m, n, np.geomspace(1, 1e-3, min(m, n)) * 3.0, seed=7)
+    O = orth.msign(backend.asarray(A, dtype), steps=10)
+    assert_array(O, backend, shape=shape, dtype=dtype)
+    tol = 1e-6 if dtype == "float64" else 1e-4
+    assert rel_err(O, U @ Vt, backend) <= tol
+
+
+def test_msign_accuracy_n256(backend):
+    A, U, s, Vt = matrix_with_spectrum(256, 256, np.geomspace(1, 1e-3, 256), seed=8)
+    Ab = backend.asarray(A)
+    assert rel_err(orth.msign(Ab, steps=10), U @ Vt, backend) <= 1e-6
+    assert rel_err(orth.msign(Ab, steps=8, normalize="spectral_estimate"), U @ Vt, backend) <= 1e-4
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (40, 80)])
+def test_msign_spectral_estimate(backend, dtype, shape):
+    m, n = shape
+    A, U, s, Vt = matrix_with_spectrum(m, n, np.geomspace(1, 1e-3, min(m, n)), seed=9)
+    O = orth.msign(backend.asarray(A, dtype), steps=8, normalize="spectral_estimate")
+    assert_array(O, backend, shape=shape, dtype=dtype)
+    assert rel_err(O, U @ Vt, backend) <= (1e-4 if dtype == "float64" else 2e-4)
+
+
+def test_msign_beats_jordan_at_5_steps(backend):
+    G = np.random.default_rng(10).standard_normal((4, 128, 128))
+    ref = _uvt(G)
+    Gb = backend.asarray(G)
+    ours = rel_err(orth.msign(Gb), ref, backend)
+    jordan = rel_err(orth.msign(Gb, schedule="jordan"), ref, backend)
+    assert ours < jordan
+
+
+def test_msign_aol(backend):
+    """AOL: σ_max(D X) <= 1 and the result is msign(D G) with D from the small side."""
+    A, *_ = matrix_with_spectrum(40, 72, np.geomspace(1, 1e-2, 40), seed=11)
+    O = orth.msign(backend.asarray(A), steps=10, normalize="aol")
+    assert_array(O, backend, shape=(40, 72), dtype="float64")
+    X = A / np.linalg.norm(A)
+    d = 1 / np.sqrt(np.abs(X @ X.T).sum(-1))
+    assert np.linalg.norm(d[:, None] * X, 2) <= 1 + 1e-12
+    assert rel_err(O, _uvt(d[:, None] * A), backend) <= 1e-6
+
+
+def test_msign_rank_deficient_zero_batched(backend, dtype):
+    A, U, s, Vt = matrix_with_spectrum(30, 50, np.r_[np.geomspace(1, 1e-2, 20), np.zeros(10)],
+                                       seed=12, batch=(2, 3))
+    O = orth.msign(backend.asarray(A, dtype), steps=12)
+    assert_array(O, backend, shape=(2, 3, 30, 50), dtype=dtype)
+    ref = U[..., :20] @ Vt[..., :20, :]
+    # float32: the null space holds rounding-level singular values (~1e-7) that the schedule
+    # amplifies by prod(a_t); measured 6.3e-4, so 2e-3 (float64: ~1e-15, far below 1e-6)
+    assert rel_err(O, ref, backend) <= (1e-6 if dtype == "float64" else 2e-3)
+    Z = orth.msign(backend.asarray(np.zeros((2, 5, 7)), dtype))
+    assert_array(Z, backend, shape=(2, 5, 7), dtype=dtype)
+    assert np.all(backend.to_numpy(Z) == 0)
+
+
+def test_msign_nan_and_bad_input(backend):
+    G = np.ones((4, 6))
+    G[1, 2] = np.nan
+    assert np.all(np.isnan(backend.to_numpy(orth.msign(backend.asarray(G)))))
+    with pytest.raises(ValueError, match="G"):
+        orth.msign(backend.asarray(np.ones(4)))
+    with pytest.raises(ValueError, match="normalize"):
+        orth.msign(backend.asarray(np.ones((3, 3))), normalize="max")
+    with pytest.raises(ValueError, match="schedule"):
+        orth.msign(backend.asarray(np.ones((3, 3))), schedule="nope")
+
+
+@pytest.mark.skip_xp_backends("numpy", "array_api_strict", "cupy",
+                              reason="bfloat16 exists on PyTorch only")
+def test_msign_bf16_compute(backend):
+    A, U, s, Vt = matrix_with_spectrum(64, 96, np.geomspace(1, 1e-2, 64), seed=13)
+    O = orth.msign(backend.asarray(A, "float32"), steps=8, compute_dtype="bfloat16")
+    assert_array(O, backend, shape=(64, 96), dtype="float32")
+    # bf16 arithmetic: singular values land within a few bf16 ulp-scale of 1
+    assert rel_err(O, U @ Vt, backend) <= 5e-2
+    sv = np.linalg.svd(backend.to_numpy(O), compute_uv=False)
+    assert np.abs(sv - 1).max() <= 0.3
+
+
+def test_msign_bf16_refused_elsewhere(backend):
+    if backend.lib == "torch":
+        pytest.skip("torch has bfloat16 (tested above)")
+    with pytest.raises(ValueError, match="bfloat16"):
+        orth.msign(backend.asarray(np.ones((3, 3))), compute_dtype="bfloat16")
+
+
+# ----------------------------------------------------------------------------- polar
+
+
+@pytest.mark.parametrize("shape", [(40, 24), (24, 40), (32, 32)])
+def test_polar_vs_scipy(backend, dtype, shape):
+    import scipy.linalg
+
+    A, *_ = matrix_with_spectrum(*shape, np.geomspace(2, 2e-3, min(shape)), seed=14)
+    Ur, Hr = scipy.linalg.polar(A, side="right")
+    for method, tol in (("svd", TOL[dtype]), ("newton_schulz", 1e-6 if dtype == "float64" else 2e-4)):
+        U, H = orth.polar(backend.asarray(A, dtype), method=method)
+        assert_array(U, backend, shape=shape, dtype=dtype)
+        assert_array(H, backend, shape=(shape[1], shape[1]), dtype=dtype)
+        Hn = backend.to_numpy(H)
+        assert np.array_equal(Hn, Hn.T)
+        assert rel_err(U, Ur, backend) <= 100 * tol
+        assert rel_err(H, Hr, backend) <= 100 * tol
+        np.testing.assert_allclose(backend.to_numpy(U) @ Hn, A, atol=100 * tol * np.abs(A).max())
+
+
+def test_polar_batched_zero_bad(backend):
+    A = np.random.default_rng(15).standard_normal((3, 10, 6))
+    U, H = orth.polar(backend.asarray(A))
+    assert_array(H, backend, shape=(3, 6, 6), dtype="float64")
+    np.testing.assert_allclose(backend.to_numpy(U) @ backend.to_numpy(H), A, atol=1e-12)
+    assert np.linalg.eigvalsh(backend.to_numpy(H)).min() >= -1e-12
+    U0, H0 = orth.polar(backend.asarray(np.zeros((4, 3))), method="newton_schulz")
+    assert np.all(backend.to_numpy(H0) == 0) and np.all(np.isfinite(backend.to_numpy(U0)))
+    with pytest.raises(ValueError, match="method"):
+        orth.polar(backend.asarray(A), method="qr")

@@ -11,7 +11,7 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
 # -- orthogonalize (msign, polar, orthonormalize, ns_schedule)
-from xpmat.orthogonalize import orthonormalize
+from xpmat.orthogonalize import msign, ns_schedule, orthonormalize, polar
 
 # -- iteration (power_iteration, orthogonal_iteration, power_iter1, randomized_*, nystrom_eigh)
 # isort: split
@@ -56,7 +56,10 @@ from xpmat.nmf import (
 
 __all__ = [
     # orthogonalize names
+    "msign",
+    "ns_schedule",
     "orthonormalize",
+    "polar",
     # iteration names
     "nystrom_eigh",
     "orthogonal_iteration",
