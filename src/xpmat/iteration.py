@@ -22,6 +22,7 @@ from typing import Any
 
 from xpmat import _array
 from xpmat._array import mT
+from xpmat.orthogonalize import orthonormalize
 
 __all__ = [
     "nystrom_eigh",
@@ -34,20 +35,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _orth(X: Any, xp: Any, method: str) -> Any:
-    """Orthonormal basis of the columns of ``X`` ``(..., m, k)`` (positive-diag-R convention).
-
-    TEMPORARY fallback until ``xpmat.orthogonalize.orthonormalize`` lands.
-    """
-    try:
-        from xpmat.orthogonalize import orthonormalize
-    except ImportError:
-        Q, R = xp.linalg.qr(X)
-        d = xp.linalg.diagonal(R)
-        return Q * (1 - 2 * xp.astype(d < 0, Q.dtype))[..., None, :]
-    return orthonormalize(X, method=method, xp=xp)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -344,7 +331,7 @@ def orthogonal_iteration(A: Any | Callable, Q0: Any, /, *, iters: int = 1, align
         raise ValueError(f"`align_to` must have shape (..., {n}, {r}), got {tuple(align_to.shape)}")
     Q = _array.as_float(Q0, xp, dtype)
     for _ in range(iters - 1):
-        Q = _orth(apply(Q), xp, method)
+        Q = orthonormalize(apply(Q), method=method, xp=xp)
     Y = apply(Q)
     H = mT(Q, xp) @ Y
     if ritz:
@@ -356,7 +343,7 @@ def orthogonal_iteration(A: Any | Callable, Q0: Any, /, *, iters: int = 1, align
         rq = xp.linalg.diagonal(H)
         W = _selector(xp.argsort(rq, axis=-1, descending=True, stable=True), r, dtype, xp)
         lam = _gather(rq, W)
-    Q = _orth(Y @ W, xp, method)
+    Q = orthonormalize(Y @ W, method=method, xp=xp)
     if align_to is not None:
         Q, lam = _align(Q, lam, _array.as_float(align_to, xp, dtype), xp)
     return Q, lam
@@ -414,7 +401,7 @@ def power_iter1(B: Any, Q: Any, /, *, method: str = "auto", xp: Any = None) -> t
                          f"for B of shape {tuple(B.shape)}")
     dtype = _array.float_dtype(xp, B, Q)
     B = _array.as_float(B, xp, dtype)
-    P = _orth(B @ _array.as_float(Q, xp, dtype), xp, method)
+    P = orthonormalize(B @ _array.as_float(Q, xp, dtype), method=method, xp=xp)
     R = mT(B, xp) @ P
     nrm = xp.linalg.vector_norm(R, axis=-2, keepdims=True)
     return P, R, R / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
@@ -491,13 +478,13 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
     A = _array.as_float(A, xp, dtype)
     At = mT(A, xp)
     Om = _array.random_normal((*A.shape[:-2], n, l), seed=seed, xp=xp, dtype=dtype, dev=_array.device(A))
-    Q = _orth(A @ Om, xp, method)
+    Q = orthonormalize(A @ Om, method=method, xp=xp)
     for _ in range(power_iters):
-        Q = _orth(A @ _orth(At @ Q, xp, method), xp, method)
+        Q = orthonormalize(A @ orthonormalize(At @ Q, method=method, xp=xp), method=method, xp=xp)
     # SVD of the wide l × n sketch B = Qᵀ A through the QR of Bᵀ = Q2 R2 (B = R2ᵀ Q2ᵀ): only an
     # l × l SVD, much faster than LAPACK's SVD of a wide matrix and as accurate as the QR
     Bt = At @ Q
-    Q2 = _orth(Bt, xp, method)
+    Q2 = orthonormalize(Bt, method=method, xp=xp)
     M, bad = _screen(mT(mT(Q2, xp) @ Bt, xp), xp)
     Ur, S, Wh = _array.svd(M, xp)
     Ur, S, Wh = _poison(Ur, bad, xp, 2), _poison(S, bad, xp, 1), _poison(Wh, bad, xp, 2)
@@ -567,10 +554,10 @@ def randomized_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, po
         A, shape=shape, like=like, xp=xp, names=("A",), others=())
     l = _sketch_size(rank, oversample, n)
     _check_int("power_iters", power_iters, 0)
-    Q = _orth(apply(_array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=dtype, dev=dev)),
-              xp, method)
+    Om = _array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=dtype, dev=dev)
+    Q = orthonormalize(apply(Om), method=method, xp=xp)
     for _ in range(power_iters):
-        Q = _orth(apply(Q), xp, method)
+        Q = orthonormalize(apply(Q), method=method, xp=xp)
     T, bad = _screen(_sym(mT(Q, xp) @ apply(Q), xp), xp)
     theta, W = _array.eigh(T, xp)
     theta, W = _poison(theta, bad, xp, 1), _poison(W, bad, xp, 2)
@@ -647,9 +634,10 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     _check_int("power_iters", power_iters, 0)
     if shift is not None and not shift >= 0:
         raise ValueError(f"`shift` must be >= 0 or None, got {shift!r}")
-    Om = _orth(_array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=dtype, dev=dev), xp, method)
+    Om = _array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=dtype, dev=dev)
+    Om = orthonormalize(Om, method=method, xp=xp)
     for _ in range(power_iters):
-        Om = _orth(apply(Om), xp, method)
+        Om = orthonormalize(apply(Om), method=method, xp=xp)
     Y = apply(Om)
     if shift is None:
         nu = math.sqrt(n) * xp.finfo(dtype).eps * xp.linalg.matrix_norm(Y, ord="fro")
