@@ -552,7 +552,7 @@ def test_muon_direction_and_scale(backend):
         muon.init([backend.asarray(np.ones(3))])
 
 
-BF16_STEP_RTOL = 0.06
+BF16_STEP_RTOL = 0.08  # measured up to 0.057 with the real msign (5 steps, 3 shapes)
 
 
 @pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
@@ -585,6 +585,37 @@ def test_muon_equals_torch_muon(nesterov):
             assert float((sx * sy).sum() / (sx.norm() * sy.norm())) > 1 - 5e-3
         for y, x in zip(b, a, strict=True):
             y.data.copy_(x.data)  # re-synchronize so bf16 rounding does not accumulate
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="torch.optim.Muon needs torch >= 2.9")
+@pytest.mark.parametrize("adjust", [None, "match_rms_adamw"])
+def test_muon_algorithm_equals_torch_muon_float32(monkeypatch, adjust):
+    """With torch's bf16 Newton–Schulz swapped for our float32 msign on its (a, b, c), the rest
+    of torch.optim.Muon (momentum lerp, Nesterov, decoupled decay, lr adjustment) and ours agree
+    to float32 precision, so the bf16 test above only measures the NS rounding."""
+    import torch.optim._muon as tm
+
+    from xpmat.optim._base import msign
+
+    def ns(grad, coeffs, steps, eps):
+        return msign(grad, steps=steps, schedule=[coeffs], eps=eps)
+
+    monkeypatch.setattr(tm, "_zeropower_via_newtonschulz", ns)
+    gen = torch.Generator().manual_seed(1)
+    ps = [torch.randn(s, generator=gen) for s in [(16, 8), (16, 8), (8, 24)]]
+    a = [p.clone().requires_grad_() for p in ps]
+    b = [p.clone().requires_grad_() for p in ps]
+    kw = {"lr": 0.02, "weight_decay": 0.1, "momentum": 0.9, "nesterov": True}
+    ref = torch.optim.Muon(a, adjust_lr_fn=adjust, **kw)
+    ours = xo.Muon(b, ns_schedule="jordan", eps=1e-7, ns_steps=5, adjust_lr_fn=adjust, **kw)
+    for _ in range(6):
+        gs = [torch.randn(p.shape, generator=gen) for p in ps]
+        for x, y, g in zip(a, b, gs, strict=True):
+            x.grad, y.grad = g.clone(), g.clone()
+        ref.step()
+        ours.step()
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(y.detach(), x.detach(), rtol=1e-5, atol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
