@@ -163,7 +163,7 @@ def _uvt(A: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("shape", [(64, 64), (48, 96), (96, 48)])
 def test_msign_accuracy_10_steps(backend, dtype, shape):
     m, n = shape
-    A, U, s, Vt = matrix_with_spectrum(m, n, np.geomspace(1, 1e-3, min(m, n)) * 3.0, seed=7)
+    A, U, _s, Vt = matrix_with_spectrum(m, n, np.geomspace(1, 1e-3, min(m, n)) * 3.0, seed=7)
     O = orth.msign(backend.asarray(A, dtype), steps=10)
     assert_array(O, backend, shape=shape, dtype=dtype)
     tol = 1e-6 if dtype == "float64" else 1e-4
@@ -171,7 +171,7 @@ def test_msign_accuracy_10_steps(backend, dtype, shape):
 
 
 def test_msign_accuracy_n256(backend):
-    A, U, s, Vt = matrix_with_spectrum(256, 256, np.geomspace(1, 1e-3, 256), seed=8)
+    A, U, _s, Vt = matrix_with_spectrum(256, 256, np.geomspace(1, 1e-3, 256), seed=8)
     Ab = backend.asarray(A)
     assert rel_err(orth.msign(Ab, steps=10), U @ Vt, backend) <= 1e-6
     assert rel_err(orth.msign(Ab, steps=8, normalize="spectral_estimate"), U @ Vt, backend) <= 1e-4
@@ -180,7 +180,7 @@ def test_msign_accuracy_n256(backend):
 @pytest.mark.parametrize("shape", [(64, 64), (40, 80)])
 def test_msign_spectral_estimate(backend, dtype, shape):
     m, n = shape
-    A, U, s, Vt = matrix_with_spectrum(m, n, np.geomspace(1, 1e-3, min(m, n)), seed=9)
+    A, U, _s, Vt = matrix_with_spectrum(m, n, np.geomspace(1, 1e-3, min(m, n)), seed=9)
     O = orth.msign(backend.asarray(A, dtype), steps=8, normalize="spectral_estimate")
     assert_array(O, backend, shape=shape, dtype=dtype)
     assert rel_err(O, U @ Vt, backend) <= (1e-4 if dtype == "float64" else 2e-4)
@@ -207,7 +207,7 @@ def test_msign_aol(backend):
 
 
 def test_msign_rank_deficient_zero_batched(backend, dtype):
-    A, U, s, Vt = matrix_with_spectrum(30, 50, np.r_[np.geomspace(1, 1e-2, 20), np.zeros(10)],
+    A, U, _s, Vt = matrix_with_spectrum(30, 50, np.r_[np.geomspace(1, 1e-2, 20), np.zeros(10)],
                                        seed=12, batch=(2, 3))
     O = orth.msign(backend.asarray(A, dtype), steps=12)
     assert_array(O, backend, shape=(2, 3, 30, 50), dtype=dtype)
@@ -235,7 +235,7 @@ def test_msign_nan_and_bad_input(backend):
 @pytest.mark.skip_xp_backends("numpy", "array_api_strict", "cupy",
                               reason="bfloat16 exists on PyTorch only")
 def test_msign_bf16_compute(backend):
-    A, U, s, Vt = matrix_with_spectrum(64, 96, np.geomspace(1, 1e-2, 64), seed=13)
+    A, U, _s, Vt = matrix_with_spectrum(64, 96, np.geomspace(1, 1e-2, 64), seed=13)
     O = orth.msign(backend.asarray(A, "float32"), steps=8, compute_dtype="bfloat16")
     assert_array(O, backend, shape=(64, 96), dtype="float32")
     # bf16 arithmetic: singular values land within a few bf16 ulp-scale of 1
