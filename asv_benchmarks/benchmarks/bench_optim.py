@@ -74,7 +74,7 @@ class MuonStep:
     def time_per_param_loop(self, backend, pset, compute):
         import torch
 
-        from xpmat.optim._base import msign
+        from xpmat import msign
 
         with torch.no_grad():
             for p in self.params:

@@ -13,7 +13,7 @@ import time
 import torch
 
 import xpmat.optim as xo
-from xpmat.optim._base import msign
+from xpmat import msign
 
 
 def main(d=256, layers=1, reps=10):

@@ -40,7 +40,6 @@ __all__ = [
     "check_hyper",
     "group_by_shape",
     "matrix_shape",
-    "msign",
     "resolve_rank",
     "route",
     "state_dtype_for",
@@ -137,48 +136,6 @@ def group_by_shape(arrays: Sequence[Any]) -> dict[tuple[int, ...], list[int]]:
     for i, a in enumerate(arrays):
         groups.setdefault((tuple(a.shape), str(a.dtype)), []).append(i)
     return groups
-
-
-def msign(G: Any, /, *, steps: int = 5, schedule: str = "polar_express", normalize: str = "fro",
-          compute_dtype: Any = None, eps: float = 1e-7, xp: Any = None) -> Any:
-    """:func:`xpmat.msign` (``xpmat.orthogonalize``), the one orthogonalization the optimizers use.
-
-    TEMPORARY fallback while ``xpmat.orthogonalize`` is not in the tree: a quintic
-    Newton–Schulz on the Gram side of the Frobenius-normalized (``eps``-clamped) input, with
-    Jordan's coefficients (3.4445, −4.7750, 2.0315) for ``schedule="jordan"``, and for other
-    schedules Jordan's steps followed by up to three (15/8, −5/4, 3/8) steps (Q.3.1) that pull
-    the singular values to 1.  Nothing else calls it once the real ``msign`` exists.
-    """
-    try:
-        from xpmat.orthogonalize import msign as _msign
-    except ImportError:
-        return _msign_fallback(G, steps=steps, schedule=schedule, compute_dtype=compute_dtype,
-                               eps=eps, xp=xp)
-    return _msign(G, steps=steps, schedule=schedule, normalize=normalize,
-                  compute_dtype=compute_dtype, eps=eps, xp=xp)
-
-
-def _msign_fallback(G: Any, *, steps: int, schedule: str, compute_dtype: Any, eps: float,
-                    xp: Any) -> Any:
-    xp = _array.array_namespace(G, names=("G",), xp=xp)
-    dt = G.dtype
-    X = _array.cast(G, compute_dtype, xp) if compute_dtype is not None else G
-    tall = X.shape[-2] > X.shape[-1]
-    if tall:
-        X = _array.mT(X, xp)
-    nrm = xp.linalg.vector_norm(X, axis=(-2, -1), keepdims=True)
-    X = X / xp.where(nrm > eps, nrm, xp.full_like(nrm, eps))
-    jordan = (3.4445, -4.7750, 2.0315)
-    coeffs = [jordan] * steps
-    if schedule != "jordan":
-        k = min(3, steps)
-        coeffs = [jordan] * (steps - k) + [(15 / 8, -5 / 4, 3 / 8)] * k
-    for a, b, c in coeffs:
-        A = X @ _array.mT(X, xp)
-        X = a * X + (b * A + c * (A @ A)) @ X
-    if tall:
-        X = _array.mT(X, xp)
-    return X if X.dtype == dt else xp.astype(X, dt)
 
 
 def apply_updates(params: Sequence[Any], updates: Sequence[Any]) -> list[Any]:

@@ -32,10 +32,10 @@ from xpmat.optim._base import (
     _check_lists,
     check_hyper,
     matrix_shape,
-    msign,
     state_dtype_for,
     zeros_step,
 )
+from xpmat.orthogonalize import msign
 
 __all__ = ["DEFAULTS", "ManifoldMuonState", "State", "dual_ascent", "init", "retract_stiefel",
            "transform", "update"]

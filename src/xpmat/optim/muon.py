@@ -26,10 +26,10 @@ from xpmat.optim._base import (
     check_hyper,
     group_by_shape,
     matrix_shape,
-    msign,
     state_dtype_for,
     zeros_step,
 )
+from xpmat.orthogonalize import msign
 
 __all__ = ["DEFAULTS", "MuonState", "State", "adjust_lr", "init", "msign_stacked", "transform", "update"]
 
