@@ -99,6 +99,18 @@ def test_chain_and_route_compose(backend):
     assert float(np.abs(backend.to_numpy(ups[0])).max()) > 0.09
 
 
+def test_functional_cores_do_not_import_torch():
+    """``import xpmat.optim`` and every core module leave torch unloaded (fresh interpreter)."""
+    import subprocess
+    import sys
+
+    mods = ", ".join(sorted({info.module for info in xo.REGISTRY.values()}))
+    code = f"import sys, xpmat.optim, {mods}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
 # --------------------------------------------------------------------------------------------
 # AdamW
 @pytest.mark.parametrize("flags", [
