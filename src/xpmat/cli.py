@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         info()
     elif args.command == "demo":
         info()
+        print(flush=True)
+        from xpmat.demo import run_demo
+
+        run_demo()
     return 0
 
 
