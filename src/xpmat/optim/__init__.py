@@ -87,8 +87,14 @@ register(MethodInfo("powersgd+", "xpmat.optim.powersgd", "PowerSGDPlus", matrix_
 register(MethodInfo("manifold_muon", "xpmat.optim.manifold_muon", "ManifoldMuon", matrix_only=True,
                     demo={"lr": 0.03, "momentum": 0.9, "radius": 3.0, "adamw_lr": 3e-3},
                     doc="Manifold Muon (§8.2): Stiefel weights, Phi = msign(G + W X), online dual"))
+register(MethodInfo("adafactor", "xpmat.optim.adafactor", "Adafactor", demo={"lr": 0.01, "beta1": 0.9},
+                    doc="Adafactor (§4.7, eq. 52): rank-1 factored V, update clipping, RMS(W) step"))
+register(MethodInfo("adamnmf", "xpmat.optim.adamnmf", "AdamNMF", matrix_only=True,
+                    demo={"lr": 1e-3, "rank": 4, "beta1": 0.9, "beta": 0.999, "adamw_lr": 3e-3},
+                    doc="AdamNMF (L.2): rank-r NMF second moment, one warm-started EM step a step"))
 
-_TORCH_NAMES = {"AdamW", "Dion", "ManifoldMuon", "Muon", "PowerSGD", "PowerSGDPlus", "XpmatOptimizer"}
+_TORCH_NAMES = {"Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon",
+                "Muon", "PowerSGD", "PowerSGDPlus", "XpmatOptimizer"}
 
 
 def __getattr__(name: str) -> Any:

@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from xpmat.optim import adafactor as _adafactor
+from xpmat.optim import adamnmf as _adamnmf
 from xpmat.optim import adamw as _adamw
 from xpmat.optim import dion as _dion
 from xpmat.optim import manifold_muon as _manifold_muon
@@ -37,7 +39,8 @@ from xpmat.optim import muon as _muon
 from xpmat.optim import powersgd as _powersgd
 from xpmat.optim._base import Transform, route
 
-__all__ = ["AdamW", "Dion", "ManifoldMuon", "Muon", "PowerSGD", "PowerSGDPlus", "XpmatOptimizer"]
+__all__ = ["Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon",
+           "Muon", "PowerSGD", "PowerSGDPlus", "XpmatOptimizer"]
 
 FALLBACK_DEFAULTS: dict[str, Any] = {
     "fallback": "adamw",
@@ -202,3 +205,19 @@ class PowerSGDPlus(PowerSGD):
     def __init__(self, params: Any, **hyper: Any) -> None:
         hyper.setdefault("restart_every", 100)
         super().__init__(params, **hyper)
+
+
+class Adafactor(XpmatOptimizer):
+    """Adafactor (§4.7 eq. 52, §4.7.1) over :mod:`xpmat.optim.adafactor`: rank-1 factored
+    second moment for matrices, unfactored for 1-D parameters (no AdamW fallback), update
+    clipping, relative step RMS(W), β₂ = 1 − t^(−c), optional β₁."""
+
+    method = _adafactor
+
+
+class AdamNMF(XpmatOptimizer):
+    """AdamNMF (appendix L.2) over :mod:`xpmat.optim.adamnmf`: rank-r NMF second moment kept
+    by one warm-started blockwise EM step per iteration; 1-D parameters go to AdamW."""
+
+    method = _adamnmf
+    matrix_only = True

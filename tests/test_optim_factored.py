@@ -1,0 +1,177 @@
+"""Adafactor (§4.7, eq. 52, §4.7.1) and AdamNMF (appendix L.2): references, invariants, errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from conftest import TOL, assert_array, assert_close
+
+import xpmat.optim as xo
+from xpmat.optim import adafactor, adamnmf
+
+
+def _rms(x):
+    return np.sqrt(np.mean(x * x))
+
+
+def adafactor_reference(W0, gs, *, lr, beta1=None, beta2=0.999, c=None, eps1=1e-30, eps2=1e-3, d=1.0,
+                        scale=True):
+    """§4.7 eq. (52) + §4.7.1 written out in NumPy float64 (explicit row / column EMAs)."""
+    W = np.array(W0, dtype=np.float64)
+    fact = W.ndim == 2
+    a, s, v, w, M = np.zeros(W.shape[0]), np.zeros(W.shape[-1]), np.zeros_like(W), 0.0, np.zeros_like(W)
+    for t, G in enumerate(gs, start=1):
+        b2 = beta2 if c is None else 1.0 - t ** (-c)
+        V = G * G + eps1
+        w = b2 * w + (1 - b2)
+        if fact:
+            a = b2 * a + (1 - b2) * V.sum(axis=1)
+            s = b2 * s + (1 - b2) * V.sum(axis=0)
+            Vhat = np.outer(a / w, s / w) / (a.sum() / w)        # ā s̄ᵀ / 1ᵀā
+        else:
+            v = b2 * v + (1 - b2) * V
+            Vhat = v / w
+        O = G / np.sqrt(Vhat)
+        O = O / max(1.0, _rms(O) / d)
+        if beta1 is not None:
+            M = beta1 * M + (1 - beta1) * O
+            O = M
+        W = W - lr * (max(eps2, _rms(W)) if scale else 1.0) * O
+    return W, a, s
+
+
+@pytest.mark.parametrize("flags", [{}, {"decay_rate": None, "beta2": 0.9}, {"beta1": 0.8},
+                                   {"scale_parameter": False, "clip_threshold": 0.5}],
+                         ids=["default", "fixed_beta2", "beta1", "noscale_clip"])
+def test_adafactor_matches_eq52_reference(backend, dtype, flags):
+    rng = np.random.default_rng(0)
+    shapes = [(6, 4), (5,)]
+    W0 = [rng.standard_normal(s) for s in shapes]
+    seq = [[rng.standard_normal(s) * (1 + 3 * (k % 2)) for s in shapes] for k in range(8)]
+    hyper = {"lr": 0.05, **flags}
+    params = [backend.asarray(p, dtype) for p in W0]
+    st = adafactor.init(params, **hyper)
+    for gs in seq:
+        ups, st = adafactor.update([backend.asarray(g, dtype) for g in gs], st, params, **hyper)
+        params = xo.apply_updates(params, ups)
+    kw = {"lr": 0.05, "beta1": flags.get("beta1"), "beta2": flags.get("beta2", 0.999),
+          "c": None if "decay_rate" in flags else 0.8, "d": flags.get("clip_threshold", 1.0),
+          "scale": flags.get("scale_parameter", True)}
+    for i, s in enumerate(shapes):
+        W, a, c = adafactor_reference(W0[i], [g[i] for g in seq], **kw)
+        assert_array(params[i], backend, shape=s, dtype=dtype)
+        assert_close(params[i], W, backend, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+        if i == 0:  # the factored state is exactly the row / column EMA of G² (eq. 52)
+            assert_close(st[0].exp_avg_sq_row, a, backend, rtol=TOL[dtype] * 10, atol=TOL[dtype])
+            assert_close(st[0].exp_avg_sq_col, c, backend, rtol=TOL[dtype] * 10, atol=TOL[dtype])
+    assert st[1].exp_avg_sq_row is None and tuple(st[1].exp_avg_sq.shape) == (5,)
+
+
+def test_adafactor_clipping_zero_grad_conv_and_errors(backend):
+    rng = np.random.default_rng(1)
+    p = [backend.asarray(rng.standard_normal((4, 2, 3, 3)))]
+    st = adafactor.init(p)
+    assert tuple(st[0].exp_avg_sq_row.shape) == (4,) and tuple(st[0].exp_avg_sq_col.shape) == (18,)
+    for _ in range(5):  # clipped update: RMS(u) ≤ η · RMS(W) (d = 1, no momentum)
+        u, st = adafactor.update([backend.asarray(rng.standard_normal((4, 2, 3, 3)) ** 3)], st, p, lr=0.1)
+        ratio = _rms(backend.to_numpy(u[0])) / (0.1 * _rms(backend.to_numpy(p[0])))
+        assert ratio <= 1 + 1e-12, ratio
+    assert_array(u[0], backend, shape=(4, 2, 3, 3), dtype="float64")
+    z, _ = adafactor.update([backend.asarray(np.zeros((4, 2, 3, 3)))], adafactor.init(p), p)
+    assert_close(z[0], np.zeros((4, 2, 3, 3)), backend, rtol=0, atol=0)
+    z, _ = adafactor.update([backend.asarray(np.zeros((4, 2, 3, 3)))], adafactor.init(p, eps1=0.0), p,
+                            eps1=0.0)
+    assert_close(z[0], np.zeros((4, 2, 3, 3)), backend, rtol=0, atol=0)   # no NaN
+    with pytest.raises(ValueError, match="decay_rate"):
+        adafactor.init(p, decay_rate=0.8)
+    with pytest.raises(ValueError, match="beta1"):
+        adafactor.init(p, beta1=1.0)
+    with pytest.raises(TypeError, match="unknown hyper"):
+        adafactor.init(p, beta3=0.5)
+
+
+def _em_step(C, A, B):
+    """Blockwise EM (eq. 124, footnote 22, ERRATA): A first, then B with the new A."""
+    A = A * ((C / (A @ B)) @ B.T) / B.sum(axis=1)
+    B = B * (A.T @ (C / (A @ B))) / A.sum(axis=0)[:, None]
+    return A, B
+
+
+def _idiv(C, V):
+    return float(np.sum(np.where(C > 0, C * np.log(np.where(C > 0, C, 1) / V), 0) - C + V))
+
+
+def test_adamnmf_matches_em_reference(backend, dtype):
+    rng = np.random.default_rng(2)
+    W0 = rng.standard_normal((7, 5))
+    gs = [rng.standard_normal((7, 5)) for _ in range(6)]
+    hyper = {"lr": 0.01, "rank": 2, "beta1": 0.5}
+    p = [backend.asarray(W0, dtype)]
+    st = adamnmf.init(p, **hyper)
+    A, B = (backend.to_numpy(x) for x in (st[0].A, st[0].B))
+    assert A.min() > 0 and A.max() < 1e-3 and B.shape == (2, 5)
+    W, M = W0.copy(), np.zeros_like(W0)
+    for t, G in enumerate(gs, start=1):
+        u, st = adamnmf.update([backend.asarray(G, dtype)], st, p, **hyper)
+        p = xo.apply_updates(p, u)
+        A, B = _em_step(G * G, A, B)
+        M = 0.5 * M + 0.5 * G
+        W = W - 0.01 * (M / (1 - 0.5 ** t)) / (np.sqrt(A @ B) + 1e-8)
+    assert_array(p[0], backend, shape=(7, 5), dtype=dtype)
+    assert_close(st[0].A @ st[0].B, A @ B, backend, rtol=TOL[dtype] * 100, atol=TOL[dtype])
+    assert_close(p[0], W, backend, rtol=TOL[dtype] * 100, atol=TOL[dtype] * 100)
+
+
+def test_adamnmf_rank1_is_adafactor_optimum_and_full_rank_fits(backend):
+    """Rank 1: one EM step gives the rank-1 I-divergence optimum G²11ᵀG²/(1ᵀG²1) of §4.7, which is
+    also Adafactor's one-step V̂ (eq. 52).  Full rank on a repeated gradient: the I-divergence
+    to G² never increases and falls by orders of magnitude; factors stay nonnegative."""
+    rng = np.random.default_rng(3)
+    G = rng.standard_normal((6, 4))
+    V = G * G
+    p = [backend.asarray(np.zeros((6, 4)))]
+    st = adamnmf.init(p, rank=1)
+    _, st = adamnmf.update([backend.asarray(G)], st, p, rank=1)
+    want = V.sum(1, keepdims=True) * V.sum(0) / V.sum()
+    assert_close(st[0].A @ st[0].B, want, backend, rtol=1e-10, atol=1e-14)
+    fst = adafactor.init(p, eps1=0.0)
+    fst = adafactor.update([backend.asarray(G)], fst, p, eps1=0.0)[1][0]
+    from xpmat import adafactor_second_moment
+    from xpmat.nmf import AdafactorFactors
+
+    Vf = adafactor_second_moment(AdafactorFactors(fst.exp_avg_sq_row, fst.exp_avg_sq_col, fst.weight))
+    assert_close(Vf, want, backend, rtol=1e-10, atol=1e-14)
+    st = adamnmf.init(p, rank=1.0)
+    assert tuple(st[0].A.shape) == (6, 4)
+    div = []
+    for _ in range(200):
+        _, st = adamnmf.update([backend.asarray(G)], st, p, rank=1.0, factor_floor=0.0)
+        A, B = backend.to_numpy(st[0].A), backend.to_numpy(st[0].B)
+        assert A.min() >= 0 and B.min() >= 0
+        div.append(_idiv(V, A @ B))
+    assert all(b <= a * (1 + 1e-9) + 1e-15 for a, b in itertools.pairwise(div)), div[:5]
+    assert div[-1] < 1e-2 * div[0], (div[0], div[-1])
+
+
+def test_adamnmf_zero_gradient_floor_and_errors(backend):
+    rng = np.random.default_rng(4)
+    p = [backend.asarray(rng.standard_normal((5, 3)))]
+    st = adamnmf.init(p, rank=2)
+    _, st = adamnmf.update([backend.asarray(rng.standard_normal((5, 3)))], st, p, rank=2)
+    u, st = adamnmf.update([backend.asarray(np.zeros((5, 3)))], st, p, rank=2)
+    assert_close(u[0], np.zeros((5, 3)), backend, rtol=0, atol=0)
+    assert backend.to_numpy(st[0].A).min() >= 1e-12 and backend.to_numpy(st[0].B).min() >= 1e-12
+    G = rng.standard_normal((5, 3))   # the factors recover after the zero step (floor > 0)
+    u, st = adamnmf.update([backend.asarray(G)], st, p, rank=2, lr=1.0)
+    un = backend.to_numpy(u[0])
+    assert np.all(np.isfinite(un)) and np.abs(un).max() < 1e3
+    with pytest.raises(ValueError, match="not a matrix"):
+        adamnmf.init([backend.asarray(np.ones(3))])
+    with pytest.raises(ValueError, match="beta1"):
+        adamnmf.init(p, beta1=1.5)
+    r = xo.route(adamnmf.transform(lr=0.1), xo.core("adamw").transform(lr=0.0))
+    q = [p[0], backend.asarray(np.ones(3))]
+    ups, _ = r.update([backend.asarray(np.ones((5, 3))), backend.asarray(np.ones(3))], r.init(q), q)
+    assert_close(ups[1], np.zeros(3), backend, rtol=0, atol=0)
