@@ -31,7 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="library versions, backends, devices, float64/bf16 support")
     sub.add_parser("demo", help="print info, then run the demonstration")
+    bench = sub.add_parser("bench", help="time and accuracy of every primitive against its anchor")
+    bench.add_argument("--backend", default=None, help="one backend name (default: all present)")
+    bench.add_argument("--quick", action="store_true", help="small sizes (< 60 s on 2 CPU cores)")
+    bench.add_argument("--out", default="bench-out", help="folder for bench.md and bench.png")
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from xpmat.bench import run_bench
+
+        run_bench(backend=args.backend, quick=args.quick, out=args.out)
+        return 0
     if args.command == "info":
         info()
     elif args.command == "demo":
