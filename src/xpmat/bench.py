@@ -211,6 +211,7 @@ def _markdown(rows: list[dict], cmd: str) -> str:
 
 def _plot(rows: list[dict], path: str) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -230,6 +231,7 @@ def _plot(rows: list[dict], path: str) -> None:
     ax.set_yticks([i + 0.4 - h / 2 for i in range(len(cases))], cases)
     ax.axvline(1.0, color="k", lw=0.8)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("time ours / anchor (< 1: faster)")
     ax.legend()
     fig.tight_layout()
