@@ -66,6 +66,15 @@ def check_hyper(defaults: dict[str, Any], hyper: dict[str, Any], method: str) ->
     return out
 
 
+def bind(defaults: dict[str, Any], hyper: dict[str, Any], method: str, validate: Any,
+         init: Any, update: Any) -> Transform:
+    """A :class:`Transform` for a method's ``init``/``update`` with checked ``hyper`` bound."""
+    h = check_hyper(defaults, hyper, method)
+    validate(h)
+    return Transform(lambda params: init(params, **h),
+                     lambda grads, state, params: update(grads, state, params, **h))
+
+
 def _check_lists(params: Sequence[Any], grads: Sequence[Any] | None = None,
                  state: Sequence[Any] | None = None) -> None:
     if isinstance(params, dict) or not isinstance(params, (list, tuple)):

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from xpmat import _array
 from xpmat.nmf import AdafactorFactors, adafactor_factors, adafactor_second_moment
-from xpmat.optim._base import Transform, _check_lists, check_hyper, state_dtype_for, zeros_step
+from xpmat.optim._base import Transform, _check_lists, bind, check_hyper, state_dtype_for, zeros_step
 
 __all__ = ["DEFAULTS", "AdafactorState", "State", "init", "transform", "update"]
 
@@ -199,7 +199,4 @@ def update(grads: list[Any], state: list[AdafactorState], params: list[Any],
 
 def transform(**hyper: Any) -> Transform:
     """:class:`~xpmat.optim.Transform` with these hyper-parameters bound."""
-    h = check_hyper(DEFAULTS, hyper, "adafactor")
-    _validate(h)
-    return Transform(lambda params: init(params, **h),
-                     lambda grads, state, params: update(grads, state, params, **h))
+    return bind(DEFAULTS, hyper, "adafactor", _validate, init, update)

@@ -25,6 +25,7 @@ from xpmat.nmf import nmf_online_init, nmf_online_step
 from xpmat.optim._base import (
     Transform,
     _check_lists,
+    bind,
     check_hyper,
     matrix_shape,
     resolve_rank,
@@ -165,7 +166,4 @@ def update(grads: list[Any], state: list[AdamNMFState], params: list[Any],
 
 def transform(**hyper: Any) -> Transform:
     """:class:`~xpmat.optim.Transform` with these hyper-parameters bound."""
-    h = check_hyper(DEFAULTS, hyper, "adamnmf")
-    _validate(h)
-    return Transform(lambda params: init(params, **h),
-                     lambda grads, state, params: update(grads, state, params, **h))
+    return bind(DEFAULTS, hyper, "adamnmf", _validate, init, update)

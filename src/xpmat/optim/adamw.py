@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from xpmat import _array
-from xpmat.optim._base import Transform, _check_lists, check_hyper, state_dtype_for, zeros_step
+from xpmat.optim._base import Transform, _check_lists, bind, check_hyper, state_dtype_for, zeros_step
 
 __all__ = ["DEFAULTS", "AdamWState", "State", "init", "transform", "update"]
 
@@ -185,7 +185,4 @@ def update(grads: list[Any], state: list[AdamWState], params: list[Any],
 
 def transform(**hyper: Any) -> Transform:
     """:class:`~xpmat.optim.Transform` with these hyper-parameters bound."""
-    h = check_hyper(DEFAULTS, hyper, "adamw")
-    _validate(h)
-    return Transform(lambda params: init(params, **h),
-                     lambda grads, state, params: update(grads, state, params, **h))
+    return bind(DEFAULTS, hyper, "adamw", _validate, init, update)

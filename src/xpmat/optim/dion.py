@@ -22,6 +22,7 @@ from xpmat import _array
 from xpmat.optim._base import (
     Transform,
     _check_lists,
+    bind,
     check_hyper,
     matrix_shape,
     resolve_rank,
@@ -196,7 +197,4 @@ def update(grads: list[Any], state: list[DionState], params: list[Any],
 
 def transform(**hyper: Any) -> Transform:
     """:class:`~xpmat.optim.Transform` with these hyper-parameters bound."""
-    h = check_hyper(DEFAULTS, hyper, "dion")
-    _validate(h)
-    return Transform(lambda params: init(params, **h),
-                     lambda grads, state, params: update(grads, state, params, **h))
+    return bind(DEFAULTS, hyper, "dion", _validate, init, update)

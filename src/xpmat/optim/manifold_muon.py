@@ -30,6 +30,7 @@ from xpmat import _array
 from xpmat.optim._base import (
     Transform,
     _check_lists,
+    bind,
     check_hyper,
     matrix_shape,
     state_dtype_for,
@@ -240,7 +241,4 @@ def update(grads: list[Any], state: list[ManifoldMuonState], params: list[Any],
 
 def transform(**hyper: Any) -> Transform:
     """:class:`~xpmat.optim.Transform` with these hyper-parameters bound."""
-    h = check_hyper(DEFAULTS, hyper, "manifold_muon")
-    _validate(h)
-    return Transform(lambda params: init(params, **h),
-                     lambda grads, state, params: update(grads, state, params, **h))
+    return bind(DEFAULTS, hyper, "manifold_muon", _validate, init, update)

@@ -23,6 +23,7 @@ from xpmat import _array
 from xpmat.optim._base import (
     Transform,
     _check_lists,
+    bind,
     check_hyper,
     group_by_shape,
     matrix_shape,
@@ -176,7 +177,4 @@ def update(grads: list[Any], state: list[MuonState], params: list[Any],
 
 def transform(**hyper: Any) -> Transform:
     """:class:`~xpmat.optim.Transform` with these hyper-parameters bound."""
-    h = check_hyper(DEFAULTS, hyper, "muon")
-    _validate(h)
-    return Transform(lambda params: init(params, **h),
-                     lambda grads, state, params: update(grads, state, params, **h))
+    return bind(DEFAULTS, hyper, "muon", _validate, init, update)

@@ -22,6 +22,7 @@ from xpmat import _array
 from xpmat.optim._base import (
     Transform,
     _check_lists,
+    bind,
     check_hyper,
     matrix_shape,
     resolve_rank,
@@ -195,7 +196,4 @@ def update(grads: list[Any], state: list[PowerSGDState], params: list[Any],
 
 def transform(**hyper: Any) -> Transform:
     """:class:`~xpmat.optim.Transform` with these hyper-parameters bound."""
-    h = check_hyper(DEFAULTS, hyper, "powersgd")
-    _validate(h)
-    return Transform(lambda params: init(params, **h),
-                     lambda grads, state, params: update(grads, state, params, **h))
+    return bind(DEFAULTS, hyper, "powersgd", _validate, init, update)
