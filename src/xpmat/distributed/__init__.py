@@ -6,6 +6,18 @@ group (gloo on CPU), for tests, benchmarks and trying things out.
 
 from __future__ import annotations
 
+from typing import Any
+
 from xpmat.distributed.launch import RankError, run_ranks
 
-__all__ = ["RankError", "run_ranks"]
+__all__ = ["DistributedDion", "RankError", "run_ranks"]
+
+_LAZY = {"DistributedDion": "xpmat.distributed.dion"}  # name -> module (imports torch)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'xpmat.distributed' has no attribute {name!r}")
