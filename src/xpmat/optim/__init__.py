@@ -92,8 +92,10 @@ register(MethodInfo("adafactor", "xpmat.optim.adafactor", "Adafactor", demo={"lr
 register(MethodInfo("adamnmf", "xpmat.optim.adamnmf", "AdamNMF", matrix_only=True,
                     demo={"lr": 1e-3, "rank": 4, "beta1": 0.9, "beta": 0.999, "adamw_lr": 3e-3},
                     doc="AdamNMF (L.2): rank-r NMF second moment, one warm-started EM step a step"))
+register(MethodInfo("lre", "xpmat.optim.lre", "LRE", demo={"lr": 0.03, "rank": 16},
+                    doc="LRE: gradient-covariance eigenbasis Q L Qᵀ (rank r), Adam inside the basis"))
 
-_TORCH_NAMES = {"Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon",
+_TORCH_NAMES = {"Adafactor", "AdamNMF", "AdamW", "Dion", "LRE", "ManifoldMuon",
                 "Muon", "PowerSGD", "PowerSGDPlus", "XpmatOptimizer"}
 
 

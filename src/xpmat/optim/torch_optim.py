@@ -34,12 +34,13 @@ from xpmat.optim import adafactor as _adafactor
 from xpmat.optim import adamnmf as _adamnmf
 from xpmat.optim import adamw as _adamw
 from xpmat.optim import dion as _dion
+from xpmat.optim import lre as _lre
 from xpmat.optim import manifold_muon as _manifold_muon
 from xpmat.optim import muon as _muon
 from xpmat.optim import powersgd as _powersgd
 from xpmat.optim._base import Transform, route
 
-__all__ = ["Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon",
+__all__ = ["LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon",
            "Muon", "PowerSGD", "PowerSGDPlus", "XpmatOptimizer"]
 
 FALLBACK_DEFAULTS: dict[str, Any] = {
@@ -221,3 +222,74 @@ class AdamNMF(XpmatOptimizer):
 
     method = _adamnmf
     matrix_only = True
+
+
+class LRE(XpmatOptimizer):
+    """LRE, low-rank eigenbasis (lre-low-rank-eigenbasis) over :mod:`xpmat.optim.lre`: each
+    parameter (flattened, blocks of at most ``max_dim``) keeps its curvature as ``Q diag(L) Qᵀ``
+    and runs Adam in the rank-``r`` basis (or preconditions by ``Q L^(-1/p) Qᵀ``).
+
+    The default ``curvature="covariance"`` uses gradients only.  The Hessian curvatures
+    (``"hutchinson"``, ``"bfgs"``, ``"sr1"``) need ``step(closure)`` with a closure that takes
+    ``backward``: ``closure(backward=False)`` must return the loss without calling
+    ``backward`` (the optimizer differentiates it with ``create_graph=True`` and sets
+    ``p.grad``); a plain closure that calls ``loss.backward(create_graph=True)`` works too.
+    One Hessian-vector product per param group and step (``torch.autograd.grad`` on the
+    gradients), only on steps where the basis is updated.
+    """
+
+    method = _lre
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """One step; with a Hessian curvature the closure provides the graph for the HVPs."""
+        if not any(g["curvature"] in _lre.HESSIAN_CURVATURES for g in self.param_groups):
+            return super().step(closure)
+        if closure is None:
+            raise ValueError("LRE: a Hessian curvature (hutchinson / bfgs / sr1) needs "
+                             "step(closure) with closure(backward=True) -> loss")
+        import inspect
+
+        params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        with torch.enable_grad():
+            if "backward" in inspect.signature(closure).parameters:
+                loss = closure(backward=False)
+                grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+            else:
+                loss = closure()
+                grads = tuple(p.grad for p in params)
+                if any(g is not None and g.grad_fn is None for g in grads):
+                    raise ValueError("LRE: a Hessian curvature needs a closure(backward=True) "
+                                     "or loss.backward(create_graph=True) in the closure")
+        graph = {p: g for p, g in zip(params, grads, strict=True) if g is not None}
+        for p, g in graph.items():
+            p.grad = g.detach()
+        for group in self.param_groups:
+            ps = [p for p in group["params"] if p.grad is not None]
+            if not ps:
+                continue
+            sign = -1.0 if group["maximize"] else 1.0
+            gs = [sign * p.grad for p in ps]
+            hyper = self._hyper(group)
+            hess_ps = [p for p in ps if p in graph]
+
+            def hvp(vs, ps=ps, hess_ps=hess_ps, sign=sign):
+                if len(hess_ps) != len(ps):
+                    raise ValueError("LRE: every parameter of a Hessian-curvature group needs a "
+                                     "gradient from the closure")
+                with torch.enable_grad():
+                    out = torch.autograd.grad([graph[p] for p in ps], ps, grad_outputs=vs,
+                                              retain_graph=True, allow_unused=True)
+                return [torch.zeros_like(p) if h is None else sign * h.detach()
+                        for p, h in zip(ps, out, strict=True)]
+
+            fresh = [p for p in ps if not self.state[p]]
+            if fresh:
+                for p, s in zip(fresh, self.method.init(fresh, **hyper), strict=True):
+                    self._put(p, s)
+            states = [self._get(p) for p in ps]
+            updates, new = self.method.update(gs, states, ps, hvp=hvp, **hyper)
+            for p, u, s in zip(ps, updates, new, strict=True):
+                p.add_(u)
+                self._put(p, s)
+        return loss

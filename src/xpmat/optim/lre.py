@@ -1,0 +1,361 @@
+"""LRE, low-rank eigenbasis (lre-low-rank-eigenbasis.md): curvature kept as ``Q diag(L) Qᵀ``.
+
+Per parameter, flattened to a vector ``x ∈ Rⁿ`` (split into blocks of at most ``max_dim``
+entries, see *Granularity*), with gradient ``g`` and step ``t`` ("The algorithm", steps 1-5)::
+
+    C, S   = correction vectors and weights           (step 2, "Curvatures")
+             covariance  C = g,                 S = 1
+             hutchinson  C = [Hz + z, Hz − z],  S = [¼, −¼]      (= sym(Hz zᵀ), z Rademacher)
+             bfgs        C = [y, B s],          S = [1/yᵀs, −1/sᵀBs]   (s = z, y = H s)
+             sr1         C = y − B s,           S = 1/((y − B s)ᵀ s)
+    L, Q   = lowrank_eigh_update(L, Q, C, signs=S, decay=β, rank=r, method=basis)   (step 3)
+             basis="ggt": H ← [√β H[:, 1:], √(1−β) g] (a window of history_size), L, Q = ggt_eigh(H)
+    keep   = L̂ > eig_rtol · max|L̂|,  L̂ = L / (1 − βᵗ)   (step 4: small/negative ones removed)
+    inner="adam":          m, v ← C m, (C∘C) v  with C = Q_newᵀ Q_old       (step 5, reprojection)
+                           ĝ = Qᵀ g;  m ← β₁ m + (1−β₁) ĝ;  v ← β₂ v + (1−β₂) ĝ²
+                           u = −s η Q (keep ∘ m̂ / (√v̂ + ε))
+    inner="precondition":  u = −s η Q (L̂ + ε)^(−1/p) Qᵀ g   (p = 2 covariance, 1 Hessian ones)
+    u ← u − s η λ x                                             (decoupled weight decay)
+
+*Granularity.* The seed runs LRE on the whole model flattened to one vector.  Here each
+parameter is its own vector (so the state is per parameter, as ``torch.optim`` expects), and
+a parameter with more than ``max_dim`` entries is cut into ``nb = ceil(n / max_dim)``
+contiguous blocks of equal size ``bs = ceil(n / nb)`` (the last one zero-padded), each with
+its own rank-``r`` basis; the blocks are updated in one batched call.  Memory: ``Q`` holds
+``n·r`` numbers per parameter (``r`` times a vector) whatever the blocking; blocking raises
+the total rank to ``nb·r`` and keeps each eigenproblem small.  Parameters with ``n ≤ r`` get
+a full (``n × n``) basis.  Nothing is routed to another optimizer.
+
+The update lives in ``span(Q)``: the part of ``g`` outside the kept basis is dropped, as in
+the seed (the preconditioner is the pseudo-inverse root of the low-rank curvature).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from xpmat import _array
+from xpmat.lowrank_eigh import ggt_eigh, lowrank_eigh_update, lowrank_inv_root_apply, reproject_moments
+from xpmat.optim._base import Transform, _check_lists, bind, check_hyper, state_dtype_for, zeros_step
+
+__all__ = ["DEFAULTS", "LREState", "State", "block_layout", "init", "transform", "update"]
+
+DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3,
+    "rank": 16,
+    "curvature": "covariance",
+    "basis": "direct",
+    "inner": "adam",
+    "betas": (0.9, 0.999),
+    "beta": 0.99,
+    "eps": 1e-8,
+    "eig_rtol": 1e-7,
+    "history_size": 32,
+    "max_dim": 4096,
+    "update_freq": 1,
+    "weight_decay": 0.0,
+    "schedule": 1.0,
+    "seed": 0,
+    "state_dtype": None,
+}
+
+CURVATURES = ("covariance", "hutchinson", "bfgs", "sr1")
+HESSIAN_CURVATURES = ("hutchinson", "bfgs", "sr1")
+BASES = ("direct", "ggt", "randomized")
+INNERS = ("adam", "precondition")
+_QN_TOL = 1e-8  # a secant pair is skipped when |denominator| <= _QN_TOL · ‖a‖ ‖s‖
+
+
+class LREState(NamedTuple):
+    """Per-parameter LRE state (``nb`` blocks of ``bs`` entries, rank ``r``).
+
+    ``L`` (nb, r) eigenvalues, descending; ``Q`` (nb, bs, r) orthonormal eigenvectors (zero
+    columns are empty slots); ``exp_avg``, ``exp_avg_sq`` (nb, r) Adam's moments in ``Q``'s
+    coordinates (``inner="adam"``); ``history`` (nb, bs, history_size) the GGT window
+    (``basis="ggt"``), newest column last.
+    """
+
+    step: Any
+    L: Any
+    Q: Any
+    exp_avg: Any = None
+    exp_avg_sq: Any = None
+    history: Any = None
+
+
+State = LREState
+
+
+def _validate(h: dict[str, Any]) -> None:
+    if h["curvature"] not in CURVATURES:
+        raise ValueError(f"curvature must be one of {CURVATURES}, got {h['curvature']!r}")
+    if h["basis"] not in BASES:
+        raise ValueError(f"basis must be one of {BASES}, got {h['basis']!r}")
+    if h["inner"] not in INNERS:
+        raise ValueError(f"inner must be one of {INNERS}, got {h['inner']!r}")
+    if h["basis"] == "ggt" and h["curvature"] != "covariance":
+        raise ValueError(f"basis='ggt' keeps a history of gradients (a PSD Gram): it needs "
+                         f"curvature='covariance', got {h['curvature']!r}")
+    b1, b2 = h["betas"]
+    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
+        raise ValueError(f"betas must lie in [0, 1), got {h['betas']}")
+    if h["beta"] is not None and not 0.0 <= h["beta"] < 1.0:
+        raise ValueError(f"beta (curvature EMA) must be None or lie in [0, 1), got {h['beta']}")
+    for name in ("lr", "eps", "weight_decay", "eig_rtol"):
+        if not h[name] >= 0:
+            raise ValueError(f"{name} must be >= 0, got {h[name]}")
+    for name in ("rank", "history_size", "max_dim", "update_freq"):
+        v = h[name]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+
+
+def block_layout(n: int, max_dim: int) -> tuple[int, int]:
+    """``(nb, bs)``: ``n`` entries cut into ``nb = ceil(n / max_dim)`` blocks of ``bs = ceil(n / nb)``."""
+    nb = max(1, -(-n // max_dim))
+    return nb, max(1, -(-n // nb))
+
+
+def _rank(h: dict[str, Any], bs: int) -> int:
+    r = min(h["rank"], bs)
+    return min(r, h["history_size"]) if h["basis"] == "ggt" else r
+
+
+def _blocks(x: Any, nb: int, bs: int, xp: Any, dt: Any) -> Any:
+    """A parameter-shaped array -> (nb, bs), zero-padded at the end."""
+    v = xp.reshape(_array.as_float(x, xp, dt), (-1,))
+    pad = nb * bs - v.shape[0]
+    if pad:
+        v = xp.concat([v, xp.zeros((pad,), dtype=dt, device=_array.device(v))])
+    return xp.reshape(v, (nb, bs))
+
+
+def _unblock(u: Any, shape: tuple[int, ...], xp: Any) -> Any:
+    n = math.prod(shape)
+    v = xp.reshape(u, (-1,))
+    return xp.reshape(v[:n] if v.shape[0] != n else v, shape)
+
+
+def init(params: list[Any], **hyper: Any) -> list[LREState]:
+    """Empty curvature (``L = 0``, ``Q = 0``: all slots empty), zero moments / history."""
+    h = check_hyper(DEFAULTS, hyper, "lre")
+    _validate(h)
+    _check_lists(params)
+    out = []
+    for i, p in enumerate(params):
+        xp = _array.array_namespace(p, names=(f"params[{i}]",))
+        dev = _array.device(p)
+        dt = state_dtype_for(p, xp, h["state_dtype"])
+        nb, bs = block_layout(math.prod(tuple(p.shape)), h["max_dim"])
+        r = _rank(h, bs)
+        L = xp.zeros((nb, r), dtype=dt, device=dev)
+        Q = xp.zeros((nb, bs, r), dtype=dt, device=dev)
+        adam = h["inner"] == "adam"
+        hist = xp.zeros((nb, bs, h["history_size"]), dtype=dt, device=dev) if h["basis"] == "ggt" else None
+        out.append(LREState(zeros_step(xp, dev), L, Q, xp.zeros_like(L) if adam else None,
+                            xp.zeros_like(L) if adam else None, hist))
+    return out
+
+
+def _rademacher(shape: tuple[int, ...], seed: Any, xp: Any, dt: Any, dev: Any) -> Any:
+    host = _array.rng(seed).integers(0, 2, size=shape) * 2.0 - 1.0
+    return xp.asarray(host, dtype=dt, device=dev)
+
+
+def _correction(h: dict[str, Any], G: Any, s: LREState, Z: Any, HZ: Any, xp: Any):
+    """Step 2: correction vectors ``C`` (nb, bs, k) and weights (nb, k); the EMA factor."""
+    curv = h["curvature"]
+    if curv == "covariance":
+        return G[..., None], None, h["beta"]
+    if curv == "hutchinson":  # sym(Hz zᵀ) = ¼ [(a+b)(a+b)ᵀ − (a−b)(a−b)ᵀ]
+        C = xp.stack([HZ + Z, HZ - Z], axis=-1)
+        w = xp.asarray([0.25, -0.25], dtype=G.dtype, device=_array.device(G))
+        return C, xp.broadcast_to(w, (G.shape[0], 2)), h["beta"]
+    Qt = _array.mT(s.Q, xp)
+    BZ = (s.Q @ (s.L[..., :, None] * (Qt @ Z[..., None])))[..., 0]  # B s with B = Q L Qᵀ
+    nz = xp.linalg.vector_norm(Z, axis=-1)
+    zero = xp.zeros_like(nz)
+    if curv == "bfgs":
+        ys, sbs = xp.sum(HZ * Z, axis=-1), xp.sum(BZ * Z, axis=-1)
+        ok_y = ys > _QN_TOL * xp.linalg.vector_norm(HZ, axis=-1) * nz
+        ok_b = sbs > _QN_TOL * xp.linalg.vector_norm(BZ, axis=-1) * nz
+        wy = xp.where(ok_y, 1.0 / xp.where(ok_y, ys, xp.ones_like(ys)), zero)
+        wb = xp.where(ok_y & ok_b, -1.0 / xp.where(ok_b, sbs, xp.ones_like(sbs)), zero)
+        return xp.stack([HZ, BZ], axis=-1), xp.stack([wy, wb], axis=-1), None
+    R = HZ - BZ  # sr1
+    rs = xp.sum(R * Z, axis=-1)
+    ok = xp.abs(rs) > _QN_TOL * xp.linalg.vector_norm(R, axis=-1) * nz
+    w = xp.where(ok, 1.0 / xp.where(ok, rs, xp.ones_like(rs)), zero)
+    return R[..., None], w[..., None], None
+
+
+def _debias(h: dict[str, Any], step: Any, dt: Any, xp: Any) -> Any:
+    """``1 − βᵗ`` (``1 − β^min(t, k)`` for the GGT window); 1 for sums and quasi-Newton."""
+    if h["beta"] is None or h["curvature"] in ("bfgs", "sr1"):
+        return None
+    t = xp.minimum(step, xp.asarray(float(h["history_size"]), dtype=step.dtype,
+                                    device=_array.device(step))) if h["basis"] == "ggt" else step
+    return xp.astype(1.0 - h["beta"] ** t, dt)
+
+
+def update(grads: list[Any], state: list[LREState], params: list[Any], *,
+           hvp: Callable[[list[Any]], list[Any]] | None = None,
+           **hyper: Any) -> tuple[list[Any], list[LREState]]:
+    """One LRE step: ``(updates, new_state)``, ``new_params = params + updates``.
+
+    Parameters
+    ----------
+    grads, params : list of arrays
+        Any shapes (each parameter is flattened, see the module doc), one Array API library.
+    state : list of LREState
+    hvp : callable, optional
+        ``hvp(vs) -> Hvs``: the Hessian of the loss at ``params`` applied to a list of
+        tangents ``vs`` (one per parameter, parameter shapes), returning a list of the same
+        shapes.  Needed by the Hessian curvatures (``"hutchinson"``, ``"bfgs"``, ``"sr1"``),
+        called once per step where the basis is updated; ignored for ``"covariance"``.
+    **hyper
+        ``lr`` (η); ``rank`` (r per block); ``curvature`` (``"covariance"`` | ``"hutchinson"``
+        | ``"bfgs"`` | ``"sr1"``); ``basis`` (``"direct"`` | ``"ggt"`` | ``"randomized"``);
+        ``inner`` (``"adam"``: Adam in the basis, ``"precondition"``: ``Q L^(-1/p) Qᵀ g``);
+        ``betas`` (Adam's β₁, β₂ in the basis); ``beta`` (EMA factor of the covariance and
+        Hutchinson curvature, ``None`` = plain sum; bfgs / sr1 always sum); ``eps`` (Adam's ε,
+        or the damping of ``L`` in ``"precondition"``); ``eig_rtol`` (eigenvalues
+        ``≤ eig_rtol·max|L|`` are removed: the seed's ``eig_tol``); ``history_size`` (GGT
+        window); ``max_dim`` (largest block); ``update_freq`` (the basis is updated every k
+        steps); ``weight_decay`` (λ, decoupled, times s η); ``schedule`` (s); ``seed``
+        (Hutchinson / quasi-Newton probes, randomized sketch); ``state_dtype``.
+
+    Returns
+    -------
+    updates : list of arrays, in the state dtype
+    new_state : list of LREState
+
+    Notes
+    -----
+    lre-low-rank-eigenbasis.md, "The algorithm" steps 2-5, "Curvatures" 1-4 and "Basis
+    algorithms" 1-3; the primitives are :func:`xpmat.lowrank_eigh_update`,
+    :func:`xpmat.ggt_eigh`, :func:`xpmat.reproject_moments` and
+    :func:`xpmat.lowrank_inv_root_apply`.
+
+    - The stored ``(L, Q)`` is the best rank-``r`` approximation of the (decayed) curvature
+      sum, nothing clipped (indefinite quasi-Newton / Hutchinson estimates keep their negative
+      eigenvalues); the ``eig_rtol`` cut (the rule of :func:`xpmat.lowrank_eigh_truncate`)
+      is applied to the view the inner optimizer uses, not stored, so no shift accumulates.
+    - ``L̂ = L / (1 − βᵗ)`` is the debiased EMA (as Adam's moments); with the GGT window of
+      ``k`` columns the weights sum to ``1 − β^min(t, k)``.
+    - Hessian curvatures draw a Rademacher ``z`` per parameter from ``(seed, i, t)`` on the
+      host: these read the step counter (one host sync per step); so does
+      ``update_freq > 1``.  BFGS / SR1 use the probe as the step ``s = z`` and ``y = H z``
+      (the seed's Hessian-vector products in place of gradient differences).  One ``hvp``
+      call covers all parameters, so the block ``(Hz)_b`` also holds ``Σ_{c≠b} H_bc z_c``:
+      zero-mean noise for Hutchinson (the estimate stays unbiased for the diagonal block
+      ``H_bb``), but exact secant pairs for BFGS / SR1 only where the Hessian is
+      block-diagonal over parameters / blocks.  A pair with a non-positive ``yᵀs`` (BFGS)
+      or a tiny SR1 denominator is skipped.
+    - With ``update_freq = k > 1`` the curvature is updated only every k-th step (the
+      corrections of the other steps are dropped, except the GGT window, which records every
+      gradient); between updates the basis and the moments are not rotated.
+    - ``basis="randomized"`` sketches with a fixed test matrix per parameter (seed
+      ``seed + i``), so no host read is needed; it equals ``"direct"`` up to rounding while
+      ``r + k ≤ r + 10``.
+
+    Backends: standard Array API only (eigh, QR, matmul); the probes and the randomized
+    sketch are drawn on the host with NumPy and moved once.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat.optim import lre
+    >>> p = [np.zeros(3)]
+    >>> st = lre.init(p, rank=1, inner="precondition", beta=None)
+    >>> u, st = lre.update([np.array([0.0, 3.0, 4.0])], st, p, rank=1, inner="precondition",
+    ...                    beta=None, lr=1.0, eps=0.0)
+    >>> print(st[0].L, np.round(u[0], 6))          # L = ‖g‖², u = −Q L^(-1/2) Qᵀ g = −g/‖g‖
+    [[25.]] [-0.  -0.6 -0.8]
+    """
+    h = check_hyper(DEFAULTS, hyper, "lre")
+    _validate(h)
+    _check_lists(params, grads, state)
+    lr_t = float(h["schedule"]) * float(h["lr"])
+    hess = h["curvature"] in HESSIAN_CURVATURES
+    if hess and hvp is None:
+        raise ValueError(f"curvature={h['curvature']!r} needs Hessian-vector products: pass "
+                         "hvp=callable (torch class: step(closure) with a closure(backward=True))")
+    if hvp is not None and not callable(hvp):
+        raise TypeError(f"hvp must be a callable vs -> H vs, got {type(hvp).__name__}")
+    freq = h["update_freq"]
+    # host reads of the counter only where the method needs them (probes, update_freq)
+    ts = [int(s.step) + 1 for s in state] if (hess or freq > 1) else [None] * len(state)
+    due = [t is None or (t - 1) % freq == 0 for t in ts]
+    Zs: list[Any] = [None] * len(params)
+    HZs: list[Any] = [None] * len(params)
+    if hess and any(due):
+        for i, (p, s) in enumerate(zip(params, state, strict=True)):
+            xp = _array.array_namespace(p, names=(f"params[{i}]",))
+            Zs[i] = _rademacher(tuple(p.shape), [int(h["seed"]), i, ts[i]], xp, s.Q.dtype,
+                                _array.device(p))
+        HZs = list(hvp(list(Zs)))
+        if len(HZs) != len(params):
+            raise ValueError(f"hvp returned {len(HZs)} arrays for {len(params)} parameters")
+    ups, new = [], []
+    for i, (g, s, p) in enumerate(zip(grads, state, params, strict=True)):
+        xp = _array.array_namespace(g, p, names=(f"grads[{i}]", f"params[{i}]"))
+        dt = s.Q.dtype
+        nb, bs = s.Q.shape[0], s.Q.shape[1]
+        if nb * bs < math.prod(tuple(p.shape)) or (nb - 1) * bs >= math.prod(tuple(p.shape)):
+            raise ValueError(f"state[{i}] (blocks {nb}×{bs}) does not fit params[{i}] of shape "
+                             f"{tuple(p.shape)}: was it made with other max_dim?")
+        G = _blocks(g, nb, bs, xp, dt)
+        step = s.step + 1
+        L, Q, hist = s.L, s.Q, s.history
+        if h["basis"] == "ggt":
+            b = h["beta"]
+            old = hist[..., 1:] if b is None else math.sqrt(b) * hist[..., 1:]
+            hist = xp.concat([old, (G if b is None else math.sqrt(1.0 - b) * G)[..., None]], axis=-1)
+        if due[i]:
+            if h["basis"] == "ggt":
+                L, Q = ggt_eigh(hist, rank=Q.shape[-1], xp=xp)
+            else:
+                Z = HZ = None
+                if hess:
+                    Z = _blocks(Zs[i], nb, bs, xp, dt)
+                    HZ = _blocks(HZs[i], nb, bs, xp, dt)
+                C, w, decay = _correction(h, G, s, Z, HZ, xp)
+                seed = int(h["seed"]) + i if h["basis"] == "randomized" else None
+                L, Q = lowrank_eigh_update(L, Q, C, signs=w, decay=decay, rank=Q.shape[-1],
+                                           method=h["basis"], seed=seed, xp=xp)
+        bc = _debias(h, step, dt, xp)
+        Lh = L if bc is None else L / bc
+        top = xp.max(xp.abs(Lh), axis=-1, keepdims=True)
+        keep = Lh > h["eig_rtol"] * top
+        m = v = None
+        if h["inner"] == "adam":
+            m, v = s.exp_avg, s.exp_avg_sq
+            if due[i]:
+                m, v = reproject_moments(Q, s.Q, m, v, xp=xp)
+            b1, b2 = h["betas"]
+            gp = (_array.matmul_t(Q, G[..., None], xp))[..., 0]  # (nb, r)
+            m = m + (1.0 - b1) * (gp - m)
+            v = b2 * v + (1.0 - b2) * (gp * gp)
+            mh = m / xp.astype(1.0 - b1 ** step, dt)
+            vh = v / xp.astype(1.0 - b2 ** step, dt)
+            o = xp.where(keep, mh / (xp.sqrt(vh) + h["eps"]), xp.zeros_like(mh))
+            U = (Q @ o[..., None])[..., 0]
+        else:
+            p_root = 2 if h["curvature"] == "covariance" else 1
+            Lk = xp.where(keep, Lh, xp.zeros_like(Lh))
+            U = lowrank_inv_root_apply(Lk, Q, G[..., None], p=p_root, eps=h["eps"], xp=xp)[..., 0]
+        u = -lr_t * _unblock(U, tuple(p.shape), xp)
+        if h["weight_decay"]:
+            u = u - (lr_t * h["weight_decay"]) * _array.as_float(p, xp, dt)
+        ups.append(u)
+        new.append(LREState(step, L, Q, m, v, hist))
+    return ups, new
+
+
+def transform(**hyper: Any) -> Transform:
+    """:class:`~xpmat.optim.Transform` with these hyper-parameters bound (no ``hvp``: use
+    :func:`update` directly for the Hessian curvatures)."""
+    return bind(DEFAULTS, hyper, "lre", _validate, init, update)
