@@ -94,9 +94,12 @@ register(MethodInfo("adamnmf", "xpmat.optim.adamnmf", "AdamNMF", matrix_only=Tru
                     doc="AdamNMF (L.2): rank-r NMF second moment, one warm-started EM step a step"))
 register(MethodInfo("lre", "xpmat.optim.lre", "LRE", demo={"lr": 0.03, "rank": 16},
                     doc="LRE: gradient-covariance eigenbasis Q L Qᵀ (rank r), Adam inside the basis"))
+register(MethodInfo("shampoo", "xpmat.optim.shampoo", "Shampoo", matrix_only=True,
+                    demo={"lr": 3e-3, "precondition_every": 10, "adamw_lr": 3e-3},
+                    doc="Shampoo (§5, 5.1, 6.2): EMA factors, L^(-1/4) G R^(-1/4), AdamW grafting"))
 
 _TORCH_NAMES = {"Adafactor", "AdamNMF", "AdamW", "Dion", "LRE", "ManifoldMuon",
-                "Muon", "PowerSGD", "PowerSGDPlus", "XpmatOptimizer"}
+                "Muon", "PowerSGD", "PowerSGDPlus", "Shampoo", "XpmatOptimizer"}
 
 
 def __getattr__(name: str) -> Any:

@@ -38,10 +38,11 @@ from xpmat.optim import lre as _lre
 from xpmat.optim import manifold_muon as _manifold_muon
 from xpmat.optim import muon as _muon
 from xpmat.optim import powersgd as _powersgd
+from xpmat.optim import shampoo as _shampoo
 from xpmat.optim._base import Transform, route
 
 __all__ = ["LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon",
-           "Muon", "PowerSGD", "PowerSGDPlus", "XpmatOptimizer"]
+           "Muon", "PowerSGD", "PowerSGDPlus", "Shampoo", "XpmatOptimizer"]
 
 FALLBACK_DEFAULTS: dict[str, Any] = {
     "fallback": "adamw",
@@ -293,3 +294,14 @@ class LRE(XpmatOptimizer):
                 p.add_(u)
                 self._put(p, s)
         return loss
+
+
+class Shampoo(XpmatOptimizer):
+    """Shampoo (adaptive-learning-methods §5, §5.1, §6.2) over :mod:`xpmat.optim.shampoo`:
+    EMA Kronecker factors, ``L^(-1/4) G R^(-1/4)`` (``root=2``: ``L^(-1/2) G R^(-1/2)``) by
+    ``eigh``, coupled Newton or a warm-started eigenbasis, refreshed every
+    ``precondition_every`` steps, blocks above ``max_preconditioner_dim``, step size grafted
+    to AdamW's; 1-D parameters go to AdamW (``adamw_*`` settings)."""
+
+    method = _shampoo
+    matrix_only = True
