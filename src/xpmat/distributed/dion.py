@@ -106,6 +106,9 @@ class DistributedDion(Dion):
         if not isinstance(check_consistency, bool):
             raise TypeError(f"check_consistency must be a bool, got {check_consistency!r}")
         super().__init__(params, **hyper)
+        for g in self.param_groups:  # a bad rank is an error now, not at the first step
+            for p in g["params"]:
+                self._rank_of(g, p)
         self.process_group = group
         self.world_size = dist.get_world_size(group)
         self.check_consistency = check_consistency
@@ -171,7 +174,7 @@ class DistributedDion(Dion):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work = []  # (group, transform, params, grads, states)
+        work = []  # (param group, its parameters that have a gradient)
         device = None
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
@@ -180,7 +183,8 @@ class DistributedDion(Dion):
                     raise RuntimeError("DistributedDion does not support sparse gradients")
                 if torch.is_complex(p):
                     raise RuntimeError("DistributedDion does not support complex parameters")
-                device = device or p.device
+                if device is None:
+                    device = p.device
             work.append((group, params))
         if device is None:
             device = next((p.device for g in self.param_groups for p in g["params"]),
@@ -206,7 +210,7 @@ class DistributedDion(Dion):
                     if (m + n) * r < m * n:
                         B = s.momentum + g.reshape(m, n).to(s.momentum.dtype)
                         lowrank.append({"group": group, "p": p, "s": s, "B": B, "m": m, "n": n,
-                                        "send": B @ s.Q.to(B.dtype)})
+                                        "send": B @ s.Q})
                         continue
                     dt = s.momentum.dtype
                 else:
@@ -243,7 +247,7 @@ class DistributedDion(Dion):
                 u = u - (lr_t * group["weight_decay"]) * p.to(u.dtype)
             p.add_(u)
             self._put(p, _dion.DionState(s.step + 1, M, Qn, s.sketch))
-        for group, params in work:
+        for group, _ in work:
             mine = [e for e in dense if e["group"] is group]
             if not mine:
                 continue
