@@ -1,6 +1,7 @@
-"""xpmat.distributed.DistributedDion: real gloo runs on 2 and 4 spawned ranks.
+"""xpmat.distributed.DistributedDion: real gloo runs on 4 spawned ranks and a 2-rank sub-group.
 
-One spawned run per world size does several checks (spawning costs seconds): every step equals
+One spawned run (spawning costs seconds) does every check on the 4-rank WORLD group and again on
+a 2-rank group passed as ``process_group``: every step equals
 single-process Dion on the averaged gradient, bytes per step equal (m + n) r per low-rank
 matrix plus the whole 1-D gradients, parameters stay identical on all ranks, the 1-D gradient
 is averaged exactly, a state_dict round trip resumes exactly, a rank without a gradient makes
@@ -60,18 +61,19 @@ def _rel(a, b):
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-300)).item()
 
 
-def _run(opt, params, steps, rank, world_size):
+def _run(opt, params, steps, rank):
     for t in steps:
         for p, g in zip(params, _grads(t, rank, params), strict=True):
             p.grad = g
         opt.step()
 
 
-def _check_equality(rank, world_size, dtype):
+def _check_equality(group, dtype):
     """Per step: distributed vs single-process Dion on the mean gradient; bytes; sync."""
+    rank, world_size = dist.get_rank(group), dist.get_world_size(group)
     out = {"err": 0.0, "bytes": [], "dense_bytes": [], "collectives": [], "desync": 0.0}
     tensors = _groups(dtype)
-    opt, params = _optimizer(DistributedDion, tensors)
+    opt, params = _optimizer(DistributedDion, tensors, process_group=group)
     ref, rparams = _optimizer(Dion, tensors)
     for t in range(STEPS):
         per_rank = [_grads(t, r, params) for r in range(world_size)]
@@ -88,7 +90,7 @@ def _check_equality(rank, world_size, dtype):
             out[k].append(opt.stats[k])
         flat = torch.cat([p.detach().reshape(-1) for p in params])
         gathered = [torch.empty_like(flat) for _ in range(world_size)]
-        dist.all_gather(gathered, flat)
+        dist.all_gather(gathered, flat, group=group)
         out["desync"] = max(out["desync"], *((x - flat).abs().max().item() for x in gathered))
         if t == 0:  # AdamW's first moment of each bias after one step is (1 − β₁) · mean gradient
             out["bias_err"] = max(_rel(opt.state[params[j]]["exp_avg"] / 0.1,
@@ -97,18 +99,19 @@ def _check_equality(rank, world_size, dtype):
                      for p in params]
     out["stats"] = dict(opt.stats)
     # resume from the state_dict saved before step 2: the same parameters, bit for bit
-    opt2, params2 = _optimizer(DistributedDion, tensors)
+    opt2, params2 = _optimizer(DistributedDion, tensors, process_group=group)
     for p, v in zip(params2, saved[1], strict=True):
         p.data.copy_(v)
     opt2.load_state_dict(saved[0])
-    _run(opt2, params2, range(2, STEPS), rank, world_size)
+    _run(opt2, params2, range(2, STEPS), rank)
     out["resumed_equal"] = all(torch.equal(p, q) for p, q in zip(params, params2, strict=True))
     return out
 
 
-def _check_errors(rank, world_size):
-    out = {}
-    opt, params = _optimizer(DistributedDion, _groups(torch.float64))
+def _check_errors(group):
+    """Rank 1 lacks one gradient: every rank of ``group`` raises; then bad arguments."""
+    rank, out = dist.get_rank(group), {}
+    opt, params = _optimizer(DistributedDion, _groups(torch.float64), process_group=group)
     for p, g in zip(params, _grads(0, rank, params), strict=True):
         p.grad = None if (rank == 1 and p.shape == (12, 8)) else g
     try:
@@ -124,9 +127,11 @@ def _check_errors(rank, world_size):
     return out
 
 
-def _digits_mlp(rank, world_size, steps=40):
+def _digits_mlp(group, steps=40):
     """2-layer MLP, float64, full batch of 600 digits split evenly over the ranks."""
     from sklearn.datasets import load_digits
+
+    rank, world_size = dist.get_rank(group), dist.get_world_size(group)
 
     X, y = load_digits(return_X_y=True)
     X = torch.tensor(X[:600] / 16.0)
@@ -136,7 +141,7 @@ def _digits_mlp(rank, world_size, steps=40):
               .double() for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
     kw = dict(lr=0.2, rank=8, adamw_lr=0.01)
-    opt = DistributedDion(models[0].parameters(), **kw)
+    opt = DistributedDion(models[0].parameters(), process_group=group, **kw)
     ref = Dion(models[1].parameters(), **kw)
     shard = slice(rank * 600 // world_size, (rank + 1) * 600 // world_size)
     losses = []
@@ -154,11 +159,16 @@ def _digits_mlp(rank, world_size, steps=40):
 
 
 def _worker(rank, world_size):
-    out = {dt: _check_equality(rank, world_size, dt) for dt in (torch.float64, torch.float32)}
-    out["errors"] = _check_errors(rank, world_size)
-    if world_size == 2:
-        out["mlp"] = _digits_mlp(rank, world_size)
-    return out
+    """4 ranks on WORLD, then 2 of them on a sub-group (spawning costs seconds: one run only)."""
+    world = {dt: _check_equality(dist.group.WORLD, dt) for dt in (torch.float64, torch.float32)}
+    world["errors"] = _check_errors(dist.group.WORLD)
+    pair = dist.new_group([0, 1])  # every rank must take part in creating it
+    if rank > 1:
+        return {4: world}
+    sub = {dt: _check_equality(pair, dt) for dt in (torch.float64, torch.float32)}
+    sub["errors"] = _check_errors(pair)
+    sub["mlp"] = _digits_mlp(pair)
+    return {4: world, 2: sub}
 
 
 def _expected_bytes(shapes, itemsize):
@@ -176,9 +186,15 @@ def _expected_bytes(shapes, itemsize):
     return low * itemsize, dense * itemsize
 
 
-@pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])
-def results(request):
-    return request.param, run_ranks(_worker, request.param, timeout=120)
+@pytest.fixture(scope="module")
+def runs():
+    out = run_ranks(_worker, 4, timeout=120)
+    return {4: [r[4] for r in out], 2: [r[2] for r in out[:2]]}
+
+
+@pytest.fixture(params=[2, 4], ids=["2ranks", "4ranks"])
+def results(request, runs):
+    return request.param, runs[request.param]
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
@@ -232,11 +248,8 @@ def test_inconsistent_ranks_and_bad_arguments_raise(results):
         assert "check_consistency" in e["check_consistency"]
 
 
-def test_digits_mlp_trains_like_full_batch(results):
-    world_size, res = results
-    if world_size != 2:
-        pytest.skip("the MLP runs on 2 ranks only (time)")
-    for r in res:
+def test_digits_mlp_trains_like_full_batch(runs):
+    for r in runs[2]:  # the 2-rank sub-group (one MLP run keeps the file fast)
         m = r["mlp"]
         assert m["err"] < 1e-9  # mean of the two half-batch gradients = the full-batch gradient
         assert m["losses"][-1] < 0.1 * m["losses"][0], m["losses"]  # measured 2.29 -> 0.060
