@@ -74,7 +74,8 @@ class LREState(NamedTuple):
     ``L`` (nb, r) eigenvalues, descending; ``Q`` (nb, bs, r) orthonormal eigenvectors (zero
     columns are empty slots); ``exp_avg``, ``exp_avg_sq`` (nb, r) Adam's moments in ``Q``'s
     coordinates (``inner="adam"``); ``history`` (nb, bs, history_size) the GGT window
-    (``basis="ggt"``), newest column last.
+    (``basis="ggt"``), newest column last; ``sigma`` (nb,) the BFGS base ``σ`` (the curvature
+    is ``σ I + Q diag(L) Qᵀ``; 0 until the first pair sets ``σ = yᵀy / yᵀs``).
     """
 
     step: Any
@@ -83,6 +84,7 @@ class LREState(NamedTuple):
     exp_avg: Any = None
     exp_avg_sq: Any = None
     history: Any = None
+    sigma: Any = None
 
 
 State = LREState
@@ -154,41 +156,53 @@ def init(params: list[Any], **hyper: Any) -> list[LREState]:
         Q = xp.zeros((nb, bs, r), dtype=dt, device=dev)
         adam = h["inner"] == "adam"
         hist = xp.zeros((nb, bs, h["history_size"]), dtype=dt, device=dev) if h["basis"] == "ggt" else None
+        sigma = xp.zeros((nb,), dtype=dt, device=dev) if h["curvature"] == "bfgs" else None
         out.append(LREState(zeros_step(xp, dev), L, Q, xp.zeros_like(L) if adam else None,
-                            xp.zeros_like(L) if adam else None, hist))
+                            xp.zeros_like(L) if adam else None, hist, sigma))
     return out
 
 
-def _rademacher(shape: tuple[int, ...], seed: Any, xp: Any, dt: Any, dev: Any) -> Any:
+def _probe_seed(seed: int, i: int, t: int) -> int:
+    """One int per (seed, parameter, step): ``(A² seed + A i + t) mod 2⁶⁴``, A odd (golden ratio)."""
+    a, mask = 0x9E3779B97F4A7C15, (1 << 64) - 1
+    return (((int(seed) * a + i) & mask) * a + t) & mask
+
+
+def _rademacher(shape: tuple[int, ...], seed: int, xp: Any, dt: Any, dev: Any) -> Any:
+    """±1 entries drawn on the host (NumPy Generator of ``seed``), moved once."""
     host = _array.rng(seed).integers(0, 2, size=shape) * 2.0 - 1.0
     return xp.asarray(host, dtype=dt, device=dev)
 
 
 def _correction(h: dict[str, Any], G: Any, s: LREState, Z: Any, HZ: Any, xp: Any):
-    """Step 2: correction vectors ``C`` (nb, bs, k) and weights (nb, k); the EMA factor."""
+    """Step 2: correction vectors ``C`` (nb, bs, k), weights (nb, k), the EMA factor, ``σ``."""
     curv = h["curvature"]
     if curv == "covariance":
-        return G[..., None], None, h["beta"]
+        return G[..., None], None, h["beta"], None
     if curv == "hutchinson":  # sym(Hz zᵀ) = ¼ [(a+b)(a+b)ᵀ − (a−b)(a−b)ᵀ]
         C = xp.stack([HZ + Z, HZ - Z], axis=-1)
         w = xp.asarray([0.25, -0.25], dtype=G.dtype, device=_array.device(G))
-        return C, xp.broadcast_to(w, (G.shape[0], 2)), h["beta"]
+        return C, xp.broadcast_to(w, (G.shape[0], 2)), h["beta"], None
     Qt = _array.mT(s.Q, xp)
-    BZ = (s.Q @ (s.L[..., :, None] * (Qt @ Z[..., None])))[..., 0]  # B s with B = Q L Qᵀ
+    BZ = (s.Q @ (s.L[..., :, None] * (Qt @ Z[..., None])))[..., 0]  # Q L Qᵀ s
     nz = xp.linalg.vector_norm(Z, axis=-1)
     zero = xp.zeros_like(nz)
-    if curv == "bfgs":
-        ys, sbs = xp.sum(HZ * Z, axis=-1), xp.sum(BZ * Z, axis=-1)
-        ok_y = ys > _QN_TOL * xp.linalg.vector_norm(HZ, axis=-1) * nz
+    if curv == "bfgs":  # B = σ I + Q L Qᵀ; the low-rank part holds B − σ I
+        ys, yy = xp.sum(HZ * Z, axis=-1), xp.sum(HZ * HZ, axis=-1)
+        ok_y = ys > _QN_TOL * xp.sqrt(yy) * nz
+        ys1 = xp.where(ok_y, ys, xp.ones_like(ys))
+        sigma = xp.where((s.sigma == 0) & ok_y, yy / ys1, s.sigma)
+        BZ = BZ + sigma[:, None] * Z
+        sbs = xp.sum(BZ * Z, axis=-1)
         ok_b = sbs > _QN_TOL * xp.linalg.vector_norm(BZ, axis=-1) * nz
-        wy = xp.where(ok_y, 1.0 / xp.where(ok_y, ys, xp.ones_like(ys)), zero)
+        wy = xp.where(ok_y, 1.0 / ys1, zero)
         wb = xp.where(ok_y & ok_b, -1.0 / xp.where(ok_b, sbs, xp.ones_like(sbs)), zero)
-        return xp.stack([HZ, BZ], axis=-1), xp.stack([wy, wb], axis=-1), None
+        return xp.stack([HZ, BZ], axis=-1), xp.stack([wy, wb], axis=-1), None, sigma
     R = HZ - BZ  # sr1
     rs = xp.sum(R * Z, axis=-1)
     ok = xp.abs(rs) > _QN_TOL * xp.linalg.vector_norm(R, axis=-1) * nz
     w = xp.where(ok, 1.0 / xp.where(ok, rs, xp.ones_like(rs)), zero)
-    return R[..., None], w[..., None], None
+    return R[..., None], w[..., None], None, None
 
 
 def _debias(h: dict[str, Any], step: Any, dt: Any, xp: Any) -> Any:
@@ -294,7 +308,7 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
     if hess and any(due):
         for i, (p, s) in enumerate(zip(params, state, strict=True)):
             xp = _array.array_namespace(p, names=(f"params[{i}]",))
-            Zs[i] = _rademacher(tuple(p.shape), [int(h["seed"]), i, ts[i]], xp, s.Q.dtype,
+            Zs[i] = _rademacher(tuple(p.shape), _probe_seed(h["seed"], i, ts[i]), xp, s.Q.dtype,
                                 _array.device(p))
         HZs = list(hvp(list(Zs)))
         if len(HZs) != len(params):
@@ -304,12 +318,12 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
         xp = _array.array_namespace(g, p, names=(f"grads[{i}]", f"params[{i}]"))
         dt = s.Q.dtype
         nb, bs = s.Q.shape[0], s.Q.shape[1]
-        if nb * bs < math.prod(tuple(p.shape)) or (nb - 1) * bs >= math.prod(tuple(p.shape)):
+        if (nb, bs) != block_layout(math.prod(tuple(p.shape)), h["max_dim"]):
             raise ValueError(f"state[{i}] (blocks {nb}×{bs}) does not fit params[{i}] of shape "
                              f"{tuple(p.shape)}: was it made with other max_dim?")
         G = _blocks(g, nb, bs, xp, dt)
         step = s.step + 1
-        L, Q, hist = s.L, s.Q, s.history
+        L, Q, hist, sigma = s.L, s.Q, s.history, s.sigma
         if h["basis"] == "ggt":
             b = h["beta"]
             old = hist[..., 1:] if b is None else math.sqrt(b) * hist[..., 1:]
@@ -322,12 +336,15 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
                 if hess:
                     Z = _blocks(Zs[i], nb, bs, xp, dt)
                     HZ = _blocks(HZs[i], nb, bs, xp, dt)
-                C, w, decay = _correction(h, G, s, Z, HZ, xp)
+                C, w, decay, sig = _correction(h, G, s, Z, HZ, xp)
+                sigma = sigma if sig is None else sig
                 seed = int(h["seed"]) + i if h["basis"] == "randomized" else None
                 L, Q = lowrank_eigh_update(L, Q, C, signs=w, decay=decay, rank=Q.shape[-1],
                                            method=h["basis"], seed=seed, xp=xp)
         bc = _debias(h, step, dt, xp)
         Lh = L if bc is None else L / bc
+        if sigma is not None:  # BFGS: eigenvalues of σ I + Q L Qᵀ along Q
+            Lh = Lh + sigma[:, None]
         top = xp.max(xp.abs(Lh), axis=-1, keepdims=True)
         keep = Lh > h["eig_rtol"] * top
         m = v = None
@@ -347,11 +364,17 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
             p_root = 2 if h["curvature"] == "covariance" else 1
             Lk = xp.where(keep, Lh, xp.zeros_like(Lh))
             U = lowrank_inv_root_apply(Lk, Q, G[..., None], p=p_root, eps=h["eps"], xp=xp)[..., 0]
+            if sigma is not None:  # BFGS: the complement of span(Q) has curvature σ
+                rest = G - (Q @ _array.matmul_t(Q, G[..., None], xp))[..., 0]
+                pos = sigma > 0
+                inv = xp.where(pos, 1.0 / (xp.where(pos, sigma, xp.ones_like(sigma)) + h["eps"]),
+                               xp.zeros_like(sigma))
+                U = U + inv[:, None] * rest
         u = -lr_t * _unblock(U, tuple(p.shape), xp)
         if h["weight_decay"]:
             u = u - (lr_t * h["weight_decay"]) * _array.as_float(p, xp, dt)
         ups.append(u)
-        new.append(LREState(step, L, Q, m, v, hist))
+        new.append(LREState(step, L, Q, m, v, hist, sigma))
     return ups, new
 
 
