@@ -225,7 +225,7 @@ def test_bytes_per_step_equal_formula(results, dtype):
 def test_one_dim_gradients_are_averaged(results):
     _, res = results
     for r in res:
-        assert r[torch.float64]["bias_err"] < 1e-15
+        assert r[torch.float64]["bias_err"] < 1e-14  # measured <= 3.5e-16
         assert r[torch.float32]["bias_err"] < 1e-6
 
 
@@ -252,7 +252,7 @@ def test_digits_mlp_trains_like_full_batch(runs):
     for r in runs[2]:  # the 2-rank sub-group (one MLP run keeps the file fast)
         m = r["mlp"]
         assert m["err"] < 1e-9  # mean of the two half-batch gradients = the full-batch gradient
-        assert m["losses"][-1] < 0.1 * m["losses"][0], m["losses"]  # measured 2.29 -> 0.060
+        assert m["losses"][-1] < 0.1 * m["losses"][0], m["losses"]  # measured 2.19 -> 0.056
         assert m["acc"] > 0.95  # measured 0.983 on the 600 training digits
 
 
