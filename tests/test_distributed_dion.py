@@ -108,6 +108,28 @@ def _check_equality(group, dtype):
     return out
 
 
+def _check_maximize_closure(group):
+    """maximize=True fed −G_i, stepping through a closure, equals Dion on the mean G."""
+    rank, world_size = dist.get_rank(group), dist.get_world_size(group)
+    tensors = _groups(torch.float64)
+    opt, params = _optimizer(DistributedDion, tensors, process_group=group, maximize=True)
+    ref, rparams = _optimizer(Dion, tensors)
+    for t in range(2):
+        per_rank = [_grads(t, r, params) for r in range(world_size)]
+
+        def closure(per_rank=per_rank, t=t):
+            for p, g in zip(params, per_rank[rank], strict=True):
+                p.grad = -g
+            return torch.tensor(float(t))
+
+        loss = opt.step(closure)
+        for j, p in enumerate(rparams):
+            p.grad = sum(pr[j] for pr in per_rank) / world_size
+        ref.step()
+    return {"err": max(_rel(p, q) for p, q in zip(params, rparams, strict=True)),
+            "loss": loss.item()}
+
+
 def _check_errors(group):
     """Rank 1 lacks one gradient: every rank of ``group`` raises; then bad arguments."""
     rank, out = dist.get_rank(group), {}
@@ -162,6 +184,7 @@ def _worker(rank, world_size):
     """4 ranks on WORLD, then 2 of them on a sub-group (spawning costs seconds: one run only)."""
     world = {dt: _check_equality(dist.group.WORLD, dt) for dt in (torch.float64, torch.float32)}
     world["errors"] = _check_errors(dist.group.WORLD)
+    world["maximize"] = _check_maximize_closure(dist.group.WORLD)
     pair = dist.new_group([0, 1])  # every rank must take part in creating it
     if rank > 1:
         return {4: world}
@@ -246,6 +269,12 @@ def test_inconsistent_ranks_and_bad_arguments_raise(results):
         assert "nonsense" in e["nonsense"]
         assert "process_group must be" in e["process_group"]
         assert "check_consistency" in e["check_consistency"]
+
+
+def test_maximize_and_closure(runs):
+    for r in runs[4]:
+        assert r["maximize"]["err"] < 1e-12
+        assert r["maximize"]["loss"] == 1.0  # step returns the closure's value
 
 
 def test_digits_mlp_trains_like_full_batch(runs):
