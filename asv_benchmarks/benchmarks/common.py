@@ -1,21 +1,51 @@
 """Shared pieces of the asv suite: backends as a parameter, seeded inputs, device sync.
 
 Every benchmark class takes ``backend`` as its first parameter (``numpy``,
-``torch:cpu``, ``torch:cuda``, ``cupy``); missing ones raise ``NotImplementedError``,
-which asv reports as skipped.  Inputs come from a seeded host RNG and move to the
-device once in ``setup``; each timed call ends with a device synchronisation.
+``torch:cpu``, ``torch:cuda``, ``cupy``: those present, see :func:`present_backends`); one
+that cannot run after all raises ``NotImplementedError``, which asv reports as skipped.
+Inputs come from a seeded host RNG and move to the device once in ``setup``; each timed call
+ends with a device synchronisation.
 
 ``XPMAT_BENCH_FAST=1`` selects small sizes only (smoke runs in CI or on a laptop).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import numpy as np
 
-BACKENDS = ["numpy", "torch:cpu", "torch:cuda", "cupy"]
+ALL_BACKENDS = ["numpy", "torch:cpu", "torch:cuda", "cupy"]
 FAST = os.environ.get("XPMAT_BENCH_FAST", "") not in ("", "0")
+
+
+def present_backends() -> list[str]:
+    """The backends of this machine, found without importing torch or cupy.
+
+    ``XPMAT_BENCH_BACKENDS=numpy,torch:cpu`` overrides.  Otherwise: ``numpy``; ``torch:cpu``
+    when torch is installed; ``torch:cuda`` and ``cupy`` only when a GPU device node exists
+    (``/dev/nvidia0``, ``/dev/kfd``) and the library is installed.  Listing an absent GPU
+    backend would cost one process start and one torch import per benchmark to skip it.
+    """
+    env = os.environ.get("XPMAT_BENCH_BACKENDS", "")
+    if env:
+        names = [b.strip() for b in env.split(",") if b.strip()]
+        unknown = sorted(set(names) - set(ALL_BACKENDS))
+        if unknown:
+            raise ValueError(f"XPMAT_BENCH_BACKENDS: unknown {unknown}; known {ALL_BACKENDS}")
+        return names
+    gpu = any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/kfd"))
+    torch = importlib.util.find_spec("torch") is not None
+    out = ["numpy"]
+    out += ["torch:cpu"] if torch else []
+    out += ["torch:cuda"] if torch and gpu else []
+    out += ["cupy"] if gpu and importlib.util.find_spec("cupy") is not None else []
+    return out
+
+
+BACKENDS = present_backends()
+CPU_BACKENDS = [b for b in BACKENDS if b in ("numpy", "torch:cpu")]  # peakmem_ (process RSS)
 
 
 def sizes(small, medium, large):
@@ -64,3 +94,18 @@ def sync(x) -> None:
 def gaussian(shape, seed: int = 0) -> np.ndarray:
     """Seeded standard normal host data."""
     return np.random.default_rng(seed).standard_normal(shape)
+
+
+def host(x) -> np.ndarray:
+    """A backend array as a float64 NumPy array (for accuracy against float64 references)."""
+    if hasattr(x, "detach"):
+        return x.detach().cpu().double().numpy()
+    if hasattr(x, "get"):
+        return x.get().astype(np.float64)
+    return np.asarray(x, dtype=np.float64)
+
+
+def rel_err(x, ref) -> float:
+    """``‖x − ref‖_F / ‖ref‖_F`` on the host in float64."""
+    ref = np.asarray(ref, dtype=np.float64)
+    return float(np.linalg.norm(host(x) - ref) / np.linalg.norm(ref))

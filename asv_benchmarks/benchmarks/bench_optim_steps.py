@@ -1,0 +1,177 @@
+"""One step of every registered optimizer (``xpmat.optim.REGISTRY``) beside ``torch.optim.AdamW``.
+
+``OptimizerStep`` is ``backend × size × method``; the method list is read from the registry at
+import, so a method registered later is benchmarked without editing this file.  Each method
+runs with its registry ``demo`` hyper-parameters (the ones the digits demo uses; the torch
+classes' AdamW-fallback settings such as ``adamw_lr`` are dropped: every parameter here is a
+matrix).
+
+Parameter sets, GPT-2-small shaped (``layers × [d×4d, 4d×d, d×3d, d×d]``; the 1-D LayerNorm and
+bias parameters go to AdamW in every method and are left out): ``small`` 1 layer d = 256,
+``medium`` 1 layer d = 768, ``large`` 12 layers d = 768 (GPU only: minutes per step on a CPU).
+Parameters are float32, gradients fixed (seeded), two warm-up steps in ``setup`` (state
+allocation, first-step paths).
+
+* torch rows run the torch class (``xpmat.optim.torch_class(name)``, what users call);
+  NumPy / CuPy rows run the functional core (``core(name).transform(**hyper)``, one
+  ``update`` + ``apply_updates``).
+* ``time_adamw_anchor``: ``torch.optim.AdamW`` (torch defaults, ``foreach`` as torch picks)
+  on the same parameters (torch rows).
+* ``peakmem_*`` in ``OptimizerStepMemory`` (CPU rows; no warm-up step of the other side).
+* ``track_update_err``: the first step's update from a fresh state in float32 against the
+  same step computed by the functional core in float64 on the host (NumPy) from the same
+  data: ``‖Δ − Δ*‖_F / ‖Δ*‖_F`` over all parameters.  Seeded methods (Dion, PowerSGD,
+  AdamNMF) draw their random state on the host, so both sides start from the same numbers.
+
+A step's cost varies between steps for methods with periodic work (Shampoo's
+``precondition_every``, PowerSGD+'s restarts): asv's repeats sample whichever steps fall in
+the timed window.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from xpmat.optim import REGISTRY, apply_updates, core, torch_class
+
+from .common import BACKENDS, CPU_BACKENDS, host, namespace, sizes, to_device
+
+try:
+    from asv_runner.benchmarks.mark import SkipNotImplemented
+except ImportError:  # older asv: NotImplementedError is what it skips on
+    SkipNotImplemented = NotImplementedError
+
+METHODS = sorted(REGISTRY)
+_SETS = {"small": (1, 256), "medium": (1, 768), "large": (12, 768)}
+
+
+def _shapes(pset):
+    layers, d = _SETS[pset]
+    return [s for _ in range(layers) for s in ((d, 4 * d), (4 * d, d), (d, 3 * d), (d, d))]
+
+
+def _host_data(pset):
+    """Seeded float64 (params, grads) on the host."""
+    rng = np.random.default_rng(0)
+    params = [0.02 * rng.standard_normal(s) for s in _shapes(pset)]
+    grads = [rng.standard_normal(s) for s in _shapes(pset)]
+    return params, grads
+
+
+def hyper(name):
+    """The registry's demo hyper-parameters that the functional core knows."""
+    defaults = core(name).DEFAULTS
+    return {k: v for k, v in REGISTRY[name].demo.items() if k in defaults}
+
+
+def functional_step(name, params, grads):
+    """One step of the functional core from a fresh state: the updates (a list of arrays)."""
+    t = core(name).transform(**hyper(name))
+    updates, _ = t.update(grads, t.init(params), params)
+    return updates
+
+
+class _Step:
+    params = [BACKENDS, sizes("small", "medium", "large"), METHODS]
+    param_names = ["backend", "params", "method"]
+    timeout = 600
+    number = 1
+    repeat = (1, 5, 60.0)
+    warm = True
+
+    def setup(self, backend, pset, method):
+        try:
+            self.xp, self.dev = namespace(backend)
+        except NotImplementedError as exc:
+            raise SkipNotImplemented(str(exc)) from exc
+        if pset == "large" and backend in ("numpy", "torch:cpu"):
+            raise SkipNotImplemented("12 GPT-2 layers take minutes per step on a CPU")
+        self.backend, self.method = backend, method
+        self.torch = backend.startswith("torch")
+        p_host, g_host = _host_data(pset)
+        self.params = [to_device(p, self.xp, self.dev) for p in p_host]
+        self.grads = [to_device(g, self.xp, self.dev) for g in g_host]
+        if self.torch:
+            import torch
+
+            for p, g in zip(self.params, self.grads):
+                p.requires_grad_(True)
+                p.grad = g
+            self.opt = torch_class(method)(self.params, **hyper(method))
+            self.anchor = torch.optim.AdamW(self.params)
+        else:
+            self.t = core(method).transform(**hyper(method))
+            self.state = self.t.init(self.params)
+        if self.warm:
+            for _ in range(2):
+                self._step()
+                if self.torch:
+                    self._anchor_step()
+
+    def _sync(self):
+        from xpmat._array import synchronize
+
+        synchronize(self.params[0])
+
+    def _step(self):
+        if self.torch:
+            self.opt.step()
+        else:
+            updates, self.state = self.t.update(self.grads, self.state, self.params)
+            self.params = apply_updates(self.params, updates)
+        self._sync()
+
+    def _anchor_step(self):
+        if not self.torch:
+            raise SkipNotImplemented("torch.optim.AdamW anchor: torch rows only")
+        self.anchor.step()
+        self._sync()
+
+
+class OptimizerStep(_Step):
+    """time_ of one step (ours) beside ``torch.optim.AdamW`` on the same parameters, and the
+    float32 step's accuracy against float64 (see the module docstring)."""
+
+    def time_step(self, backend, pset, method):
+        self._step()
+
+    def time_adamw_anchor(self, backend, pset, method):
+        self._anchor_step()
+
+    def track_update_err(self, backend, pset, method):
+        p_host, g_host = _host_data(pset)
+        ref = functional_step(method, p_host, g_host)
+        if self.torch:
+            import torch
+
+            params = [to_device(p, self.xp, self.dev).requires_grad_(True) for p in p_host]
+            for p, g in zip(params, g_host):
+                p.grad = to_device(g, self.xp, self.dev)
+            before = [p.detach().clone() for p in params]
+            opt = torch_class(method)(params, **hyper(method))
+            with torch.no_grad():
+                opt.step()
+            got = [p.detach() - b for p, b in zip(params, before)]
+        else:
+            got = functional_step(method, [to_device(a, self.xp, self.dev) for a in p_host],
+                                  [to_device(a, self.xp, self.dev) for a in g_host])
+        num = sum(float(np.sum((host(u) - r) ** 2)) for u, r in zip(got, ref))
+        den = sum(float(np.sum(r**2)) for r in ref)
+        return float(np.sqrt(num / den))
+
+    track_update_err.unit = "relative error"
+
+
+class OptimizerStepMemory(_Step):
+    """peakmem_ of one step beside ``torch.optim.AdamW``'s (CPU rows; the first step, which
+    allocates the optimizer state: setup does no warm-up step, so neither side's state from a
+    warm-up counts in the other's peak RSS)."""
+
+    params = [CPU_BACKENDS, sizes("small", "medium", "large"), METHODS]
+    warm = False
+
+    def peakmem_step(self, backend, pset, method):
+        self._step()
+
+    def peakmem_adamw_anchor(self, backend, pset, method):
+        self._anchor_step()
