@@ -12,7 +12,7 @@ entries, see *Granularity*), with gradient ``g`` and step ``t`` ("The algorithm"
              basis="ggt": H ← [√β H[:, 1:], √(1−β) g] (a window of history_size), L, Q = ggt_eigh(H)
     keep   = L̂ > eig_rtol · max|L̂|,  L̂ = L / (1 − βᵗ)   (step 4: small/negative ones removed)
     inner="adam":          m, v ← C m, (C∘C) v  with C = Q_newᵀ Q_old       (step 5, reprojection)
-                           ĝ = Qᵀ g;  m ← β₁ m + (1−β₁) ĝ;  v ← β₂ v + (1−β₂) ĝ²
+                           ĝ = keep ∘ Qᵀ g;  m ← β₁ m + (1−β₁) ĝ;  v ← β₂ v + (1−β₂) ĝ²
                            u = −s η Q (keep ∘ m̂ / (√v̂ + ε))
     inner="precondition":  u = −s η Q (L̂ + ε)^(−1/p) Qᵀ g   (p = 2 covariance, 1 Hessian ones)
     u ← u − s η λ x                                             (decoupled weight decay)
@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 from xpmat import _array
 from xpmat.lowrank_eigh import ggt_eigh, lowrank_eigh_update, lowrank_inv_root_apply, reproject_moments
 from xpmat.optim._base import Transform, _check_lists, bind, check_hyper, state_dtype_for, zeros_step
+from xpmat.orthogonalize import orthonormalize
 
 __all__ = ["DEFAULTS", "LREState", "State", "block_layout", "init", "transform", "update"]
 
@@ -71,8 +72,8 @@ _QN_TOL = 1e-8  # a secant pair is skipped when |denominator| <= _QN_TOL · ‖a
 class LREState(NamedTuple):
     """Per-parameter LRE state (``nb`` blocks of ``bs`` entries, rank ``r``).
 
-    ``L`` (nb, r) eigenvalues, descending; ``Q`` (nb, bs, r) orthonormal eigenvectors (zero
-    columns are empty slots); ``exp_avg``, ``exp_avg_sq`` (nb, r) Adam's moments in ``Q``'s
+    ``L`` (nb, r) eigenvalues, descending; ``Q`` (nb, bs, r) orthonormal eigenvectors (``L = 0``
+    marks an empty slot); ``exp_avg``, ``exp_avg_sq`` (nb, r) Adam's moments in ``Q``'s
     coordinates (``inner="adam"``); ``history`` (nb, bs, history_size) the GGT window
     (``basis="ggt"``), newest column last; ``sigma`` (nb,) the BFGS base ``σ`` (the curvature
     is ``σ I + Q diag(L) Qᵀ``; 0 until the first pair sets ``σ = yᵀy / yᵀs``).
@@ -141,7 +142,13 @@ def _unblock(u: Any, shape: tuple[int, ...], xp: Any) -> Any:
 
 
 def init(params: list[Any], **hyper: Any) -> list[LREState]:
-    """Empty curvature (``L = 0``, ``Q = 0``: all slots empty), zero moments / history."""
+    """Empty curvature: ``L = 0`` (every slot empty) on a random orthonormal ``Q`` (host draw,
+    seed ``seed + i`` for ``params[i]``, the same on every backend); zero moments / history.
+
+    ``Q`` is random rather than zero because an all-zero start makes the first eigenproblems
+    block-diagonal with exact zero rows, on which LAPACK's float32 ``syevd`` (torch CPU) was
+    measured to fail to converge (n = 2048, r = 64, third step).
+    """
     h = check_hyper(DEFAULTS, hyper, "lre")
     _validate(h)
     _check_lists(params)
@@ -153,7 +160,8 @@ def init(params: list[Any], **hyper: Any) -> list[LREState]:
         nb, bs = block_layout(math.prod(tuple(p.shape)), h["max_dim"])
         r = _rank(h, bs)
         L = xp.zeros((nb, r), dtype=dt, device=dev)
-        Q = xp.zeros((nb, bs, r), dtype=dt, device=dev)
+        Q = orthonormalize(_array.random_normal((nb, bs, r), seed=int(h["seed"]) + i, xp=xp,
+                                                dtype=dt, dev=dev), method="householder", xp=xp)
         adam = h["inner"] == "adam"
         hist = xp.zeros((nb, bs, h["history_size"]), dtype=dt, device=dev) if h["basis"] == "ggt" else None
         sigma = xp.zeros((nb,), dtype=dt, device=dev) if h["curvature"] == "bfgs" else None
@@ -354,6 +362,7 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
                 m, v = reproject_moments(Q, s.Q, m, v, xp=xp)
             b1, b2 = h["betas"]
             gp = (_array.matmul_t(Q, G[..., None], xp))[..., 0]  # (nb, r)
+            gp = xp.where(keep, gp, xp.zeros_like(gp))  # removed / empty slots see nothing
             m = m + (1.0 - b1) * (gp - m)
             v = b2 * v + (1.0 - b2) * (gp * gp)
             mh = m / xp.astype(1.0 - b1 ** step, dt)
