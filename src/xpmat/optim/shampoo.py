@@ -367,7 +367,10 @@ def update(grads: list[Any], state: list[ShampooState], params: list[Any],
                 if (gm * bm if by_row else gn * bn) != size:
                     mask = _real_mask(kb, b, gn, size, by_row, xp, dt, dev)
                 A = _regularize(F / f.weight, mask, h["eps"], h["eps_mode"], xp)
-                first = h["root_method"] == "orthogonal_iteration" and t == start
+                # the tracked basis starts from an eigh at the first refresh (or when the state
+                # comes from another root_method and has no basis)
+                first = h["root_method"] == "orthogonal_iteration" and (
+                    t == start or getattr(s, f"{side}_basis") is None)
                 key = (b, str(dt), str(dev), first)
                 queue.setdefault(key, []).append((i, side, A))
 
@@ -381,7 +384,7 @@ def update(grads: list[Any], state: list[ShampooState], params: list[Any],
         olds = [work[i]["new"] for i, _, _ in jobs]
         X_old = cat([getattr(o, f"{side}_root") for o, (_, side, _) in zip(olds, jobs, strict=True)])
         Q_old = None
-        if h["root_method"] == "orthogonal_iteration":
+        if h["root_method"] == "orthogonal_iteration" and not first:
             Q_old = cat([getattr(o, f"{side}_basis") for o, (_, side, _) in zip(olds, jobs, strict=True)])
         X, Q = _roots(A, X_old, Q_old, first, h, xp)
         off = 0
