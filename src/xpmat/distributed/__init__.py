@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from xpmat.distributed.launch import RankError, run_ranks
+from xpmat.distributed.powersgd_hook import PowerSGDPlusState, powersgd_plus_hook
 
-__all__ = ["DistributedDion", "RankError", "run_ranks"]
+__all__ = ["DistributedDion", "PowerSGDPlusState", "RankError", "powersgd_plus_hook", "run_ranks"]
 
 _LAZY = {"DistributedDion": "xpmat.distributed.dion"}  # name -> module (imports torch)
 
