@@ -252,6 +252,8 @@ def _host_steps(state: list[ShampooState], xp: Any) -> list[int]:
     """The step counters on the host: ONE transfer for the whole list."""
     if not state:
         return []
+    if len({str(_array.device(st.step)) for st in state}) > 1:  # model parallel: one read each
+        return [int(st.step) for st in state]
     s = xp.stack([st.step for st in state]) if len(state) > 1 else state[0].step[None]
     return [int(v) for v in (s.tolist() if hasattr(s, "tolist") else [s[j] for j in range(len(state))])]
 
