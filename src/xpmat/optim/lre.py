@@ -6,7 +6,8 @@ entries, see *Granularity*), with gradient ``g`` and step ``t`` ("The algorithm"
     C, S   = correction vectors and weights           (step 2, "Curvatures")
              covariance  C = g,                 S = 1
              hutchinson  C = [Hz + z, Hz − z],  S = [¼, −¼]      (= sym(Hz zᵀ), z Rademacher)
-             bfgs        C = [y, B s],          S = [1/yᵀs, −1/sᵀBs]   (s = z, y = H s)
+             bfgs        C = [y, B s],          S = [1/yᵀs, −1/sᵀBs]   (s = z, y = H s;
+                         B = σ I + Q L Qᵀ, the low-rank part holds B − σ I, σ = yᵀy/yᵀs once)
              sr1         C = y − B s,           S = 1/((y − B s)ᵀ s)
     L, Q   = lowrank_eigh_update(L, Q, C, signs=S, decay=β, rank=r, method=basis)   (step 3)
              basis="ggt": H ← [√β H[:, 1:], √(1−β) g] (a window of history_size), L, Q = ggt_eigh(H)

@@ -293,7 +293,7 @@ class LRE(XpmatOptimizer):
             for p, u, s in zip(ps, updates, new, strict=True):
                 p.add_(u)
                 self._put(p, s)
-        return loss
+        return loss.detach()  # the closure's loss holds the create_graph graph: release it
 
 
 class Shampoo(XpmatOptimizer):
