@@ -48,6 +48,25 @@ BACKENDS = present_backends()
 CPU_BACKENDS = [b for b in BACKENDS if b in ("numpy", "torch:cpu")]  # peakmem_ (process RSS)
 
 
+def _preimport() -> None:
+    """Import the heavy libraries once, in asv's forkserver (``launch_method``), not per benchmark.
+
+    Every benchmark runs in a child forked from a server that imported this suite; importing
+    torch (seconds on 2 busy cores), SciPy and scikit-learn here makes each child start with
+    them loaded.  Importing torch does not initialize CUDA, so forking stays safe: CUDA starts
+    in each child on its first use.  ``XPMAT_BENCH_PREIMPORT=0`` turns this off.
+    """
+    if os.environ.get("XPMAT_BENCH_PREIMPORT", "1") in ("", "0"):
+        return
+    for name in ("torch", "scipy.linalg", "scipy.special", "sklearn.decomposition",
+                 "sklearn.utils.extmath", "xpmat.optim.torch_optim"):
+        if importlib.util.find_spec(name.split(".")[0]) is not None:
+            importlib.import_module(name)
+
+
+_preimport()
+
+
 def sizes(small, medium, large):
     """The size parameter list: only ``small`` in the fast profile."""
     return [small] if FAST else [small, medium, large]
