@@ -336,3 +336,17 @@ def test_bad_hyper_parameters():
     torch = pytest.importorskip("torch")
     with pytest.raises(ValueError, match="basis must be one of"):
         xo.LRE([torch.zeros(3, requires_grad=True)], basis="hebbian")
+
+
+def test_nan_gradient_raises():
+    """A NaN gradient stops at the basis update's eigh (documented), not silently."""
+    p = [np.zeros(5)]
+    st = lre.init(p, rank=2)
+    with pytest.raises(np.linalg.LinAlgError):
+        lre.update([np.array([1.0, np.nan, 0.0, 0.0, 0.0])], st, p, rank=2)
+    torch = pytest.importorskip("torch")
+    pt = [torch.zeros(5, dtype=torch.float64)]
+    st = lre.init(pt, rank=2)
+    with pytest.raises(torch.linalg.LinAlgError):
+        lre.update([torch.tensor([1.0, float("inf"), 0.0, 0.0, 0.0], dtype=torch.float64)], st, pt,
+                   rank=2)

@@ -280,6 +280,9 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
     - With ``update_freq = k > 1`` the curvature is updated only every k-th step (the
       corrections of the other steps are dropped, except the GGT window, which records every
       gradient); between updates the basis and the moments are not rotated.
+    - A NaN / Inf gradient is not skipped: the basis update's ``eigh`` fails on it (NumPy
+      ``LinAlgError``, torch ``torch.linalg.LinAlgError``), so a bad step stops training
+      instead of silently poisoning ``Q``.
     - ``basis="randomized"`` sketches with a fixed test matrix per parameter (seed
       ``seed + i``), so no host read is needed; it equals ``"direct"`` up to rounding while
       ``r + k ≤ r + 10``.
