@@ -109,6 +109,10 @@ def _restart_and_bytes(rank, world, tau, steps):
     ref = _mlp(1, dtype)  # an unhooked copy for the local gradients
     ddp = _ddp(model, state, powersgd_plus_hook)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
+    rmodel = _mlp(1, dtype)  # the same run with restart_svd="randomized"
+    rddp = _ddp(rmodel, PowerSGDPlusState(None, 2, start_powerSGD_iter=2, restart_every=tau,
+                                          restart_svd="randomized"), powersgd_plus_hook)
+    ropt = torch.optim.SGD(rddp.parameters(), lr=0.05)
     counts, svd_err, sent = [], None, []
     for t in range(steps):
         x, y = _batch(t, rank, dtype)
@@ -120,7 +124,9 @@ def _restart_and_bytes(rank, world, tau, steps):
                 dist.all_reduce(g)
                 g /= world
         grads = _step(ddp, opt, x, y)
+        rgrads = _step(rddp, ropt, x, y)
         if t == 2:
+            rand_err = _rel(rgrads, grads)  # l = min(r + 10, m, n): exact on these sizes
             errs = []
             for g, gm in zip(grads, means, strict=True):
                 if g.ndim == 2:
@@ -147,7 +153,7 @@ def _restart_and_bytes(rank, world, tau, steps):
         x, y = _batch(t, rank, dtype)
         g = _step(zddp, zopt, torch.zeros_like(x), y)  # first layer's weight gradient is 0
         zero_ok &= all(bool(torch.isfinite(v).all()) for v in g) and bool((g[0] == 0).all())
-    return counts, svd_err, sent, same, shapes, zero_ok
+    return counts, max(svd_err, rand_err), sent, same, shapes, zero_ok
 
 
 def _resume(rank, world, configs, steps, save_at):
@@ -333,6 +339,7 @@ def test_failing_rank_raises_rank_error_quickly():
     ({"restart_every": 0}, ValueError, "restart_every"),
     ({"restart_every": True}, ValueError, "restart_every"),
     ({"orthogonalize": "gram_schmidt"}, ValueError, "orthogonalize"),
+    ({"restart_svd": "lanczos"}, ValueError, "restart_svd"),
     ({"random_seed": -3}, ValueError, "random_seed"),
 ])
 def test_bad_options(kw, err, match):

@@ -7,9 +7,9 @@ timed call is one hook call on that bucket until its future resolves (the commun
 the compression, without forward / backward), after a barrier; the median over repeats on rank
 0 is reported.  Both hooks run at the same rank ``r`` with warm start and error feedback;
 ours with ``restart_every=None`` (pure SSP-Comp, like torch's) and, separately, the cost of
-one SVD-Comp restart step.  ``track_bytes_per_step`` is the all-reduce payload per rank of a
-compressed step (our stats), ``track_compression_ratio`` is ``Σ m n / Σ (m + n) r`` over the
-compressed matrices.
+one SVD-Comp restart step (``restart_svd="full"`` and ``"randomized"``).
+``track_bytes_per_step`` is the all-reduce payload per rank of a compressed step (our
+stats), ``track_compression_ratio`` is ``Σ m n / Σ (m + n) r`` over the compressed matrices.
 
 A duck-typed bucket (``buffer``, ``gradients``, ``parameters``, ``index``, ``is_last``) stands in
 for ``torch.distributed.GradBucket``, which Python cannot build.  All measurements of a class
@@ -102,8 +102,11 @@ def measure(rank, world, d, r, reps=7, restart_reps=2):
     t_ours2 = _time_hook(powersgd_plus_hook, ours, bucket, grad, reps, 0)  # again: drift check
     every = PowerSGDPlusState(None, restart_every=1, **kw)  # every compressed step restarts
     t_restart = _time_hook(powersgd_plus_hook, every, bucket, grad, restart_reps, 3)
+    every_r = PowerSGDPlusState(None, restart_every=1, restart_svd="randomized", **kw)
+    t_restart_r = _time_hook(powersgd_plus_hook, every_r, bucket, grad, reps, 3)
     mats = [s for s in shapes if len(s) == 2]
     return {"ours": min(t_ours, t_ours2), "torch": t_torch, "plain": plain, "restart": t_restart,
+            "restart_randomized": t_restart_r,
             "bytes": ours.stats()["bytes_last_step"],
             "plain_bytes": ours.stats()["plain_bytes_last_step"],
             "compression_ratio": sum(m * n for m, n in mats) / sum((m + n) * r for m, n in mats)}
@@ -158,6 +161,9 @@ class PowerSGDHook:
     def track_restart_step(self, cache, world, pset, r):
         return cache[(world, pset, r)]["restart"]
 
+    def track_restart_step_randomized(self, cache, world, pset, r):
+        return cache[(world, pset, r)]["restart_randomized"]
+
     def track_bytes_per_step(self, cache, world, pset, r):
         return cache[(world, pset, r)]["bytes"]
 
@@ -170,7 +176,8 @@ class PowerSGDHook:
 
 for _name, _unit in (("track_step_ours", "seconds"), ("track_step_torch_powersgd_anchor", "seconds"),
                      ("track_step_plain_allreduce_anchor", "seconds"),
-                     ("track_restart_step", "seconds"), ("track_bytes_per_step", "bytes"),
+                     ("track_restart_step", "seconds"),
+                     ("track_restart_step_randomized", "seconds"), ("track_bytes_per_step", "bytes"),
                      ("track_plain_bytes_per_step_anchor", "bytes"),
                      ("track_step_ratio_ours_over_torch", "ratio"),
                      ("track_compression_ratio", "ratio")):

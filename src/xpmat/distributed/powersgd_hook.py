@@ -88,6 +88,11 @@ class PowerSGDPlusState:
     restart_every : int >= 1 or None, keyword-only
         ``τ`` of Algorithm 2: the compressed steps ``k = iter − start_powerSGD_iter`` with
         ``k mod τ = 0`` use SVD-Comp.  ``None`` gives PowerSGD (no restarts).  Default 100.
+    restart_svd : {"full", "randomized"}, keyword-only
+        ``"full"``: ``torch.linalg.svd`` of each mean matrix (Algorithm 2).  ``"randomized"``:
+        :func:`xpmat.randomized_svd` (oversampling 10, two power iterations, seed
+        ``random_seed + iter``, the same on every rank), a near-optimal contractive compressor
+        (the paper's Remark 2) at a fraction of the cost for large matrices.
     orthogonalize : {"householder", "auto", "cholesky_qr2"}, keyword-only
         ``method`` of :func:`xpmat.orthonormalize` for ``P̃ = orth(P)`` and a random ``Q``.
         Default ``"householder"`` (the fastest on CPU for one ``(m, r)`` block, measured;
@@ -119,7 +124,8 @@ class PowerSGDPlusState:
                  use_error_feedback: bool = True, warm_start: bool = True,
                  orthogonalization_epsilon: float = 0, random_seed: int = 0,
                  batch_tensors_with_same_shape: bool = False, *,
-                 restart_every: int | None = 100, orthogonalize: str = "householder") -> None:
+                 restart_every: int | None = 100, restart_svd: str = "full",
+                 orthogonalize: str = "householder") -> None:
         import numpy as np
 
         self.process_group = process_group
@@ -138,6 +144,9 @@ class PowerSGDPlusState:
         if restart_every is not None:
             _check_int("restart_every", restart_every, 1)
         self.restart_every = restart_every
+        if restart_svd not in ("full", "randomized"):
+            raise ValueError(f"restart_svd must be 'full' or 'randomized', got {restart_svd!r}")
+        self.restart_svd = restart_svd
         if orthogonalize not in _ORTH_METHODS:
             raise ValueError(f"orthogonalize must be one of {_ORTH_METHODS}, got {orthogonalize!r}")
         self.orthogonalize = orthogonalize
@@ -189,7 +198,7 @@ class PowerSGDPlusState:
         return {k: getattr(self, k) for k in (
             "matrix_approximation_rank", "start_powerSGD_iter", "min_compression_rate",
             "use_error_feedback", "warm_start", "orthogonalization_epsilon", "random_seed",
-            "batch_tensors_with_same_shape", "restart_every", "orthogonalize")}
+            "batch_tensors_with_same_shape", "restart_every", "restart_svd", "orthogonalize")}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything later steps depend on, as tensors and Python scalars (safe for
@@ -368,7 +377,7 @@ def powersgd_plus_hook(state: PowerSGDPlusState, bucket):  # DDP checks: no anno
 
     if restart:
         state._account(bucket, plain, plain, True)
-        return _restart(state, buf, groups, group, world)
+        return _restart(state, buf, groups, group, world, step)
     n_unc = sum(t.numel() for t in uncompressed)
     n_pq = sum(len(g.keys) * (g.m + g.n) * g.r for g in groups)
     state._account(bucket, (n_unc + n_pq) * item, plain, False)
@@ -448,7 +457,7 @@ def _finish(state: PowerSGDPlusState, g: _Group, out: Any, Q: Any, ef: bool) -> 
 
 
 def _restart(state: PowerSGDPlusState, buf: Any, groups: list[_Group], group: Any,
-             world: int) -> Any:
+             world: int, step: int) -> Any:
     """SVD-Comp: all-reduce mean of the whole bucket, ``P̃ = U[:, :r]`` of each mean matrix."""
     import torch
 
@@ -463,8 +472,13 @@ def _restart(state: PowerSGDPlusState, buf: Any, groups: list[_Group], group: An
             D = g.M if len(g.views) == 1 else torch.stack(g.views)  # the mean Δ̄
             low = D.dtype in (torch.float16, torch.bfloat16)
             Dc = D.float() if low else D
-            U, _, _ = torch.linalg.svd(Dc, full_matrices=False)
-            P = U[..., :g.r]
+            if state.restart_svd == "full":
+                P = torch.linalg.svd(Dc, full_matrices=False)[0][..., :g.r]
+            else:
+                from xpmat import randomized_svd
+
+                P = randomized_svd(Dc, g.r, seed=state.random_seed + step,
+                                   method=state.orthogonalize, xp=state._xp)[0]
             Q = Dc.transpose(1, 2) @ P
             out = P @ Q.transpose(1, 2)
             if low:
