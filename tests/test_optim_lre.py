@@ -69,15 +69,17 @@ def test_basis_spans_top_r_of_explicit_covariance(backend, basis):
     w, V = np.linalg.eigh(_ema(gs, beta))
     w, V = w[::-1], V[:, ::-1]
     Q, L = backend.to_numpy(st[0].Q)[0], backend.to_numpy(st[0].L)[0]
-    # truncating to rank 4 every step loses ~ (weak / gap) per step: measured 2.4e-5 rad
+    # truncating to rank 4 every step drops the weak directions' mass: measured sin 1.2e-4,
+    # eigenvalues 4.5e-6 relative (NumPy); GGT is exact
     tol = 1e-10 if basis == "ggt" else 1e-3
     assert _principal_angle(Q, V[:, :r]) < tol
-    np.testing.assert_allclose(L, w[:r], rtol=1e-5 if basis != "ggt" else 1e-10)
+    np.testing.assert_allclose(L, w[:r], rtol=3e-5 if basis != "ggt" else 1e-10)
 
 
 def test_three_bases_agree(backend):
     """direct, ggt and randomized give the same rank-3 eigenpairs on a problem with a gap
-    (σ₃ / σ₄ ≈ 30): projectors within 1e-3, eigenvalues within 1e-5 (relative)."""
+    (σ₃ / σ₄ ≈ 30): projectors within 1e-3, eigenvalues within 1e-5 (relative); measured
+    3.5e-5 and 2.5e-6 for direct and randomized against the exact GGT."""
     n, r, beta, steps = 20, 3, 0.9, 40
     rng = np.random.default_rng(7)
     U, _ = np.linalg.qr(rng.standard_normal((n, n)))
