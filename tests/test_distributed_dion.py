@@ -71,7 +71,7 @@ def _run(opt, params, steps, rank):
 def _check_equality(group, dtype):
     """Per step: distributed vs single-process Dion on the mean gradient; bytes; sync."""
     rank, world_size = dist.get_rank(group), dist.get_world_size(group)
-    out = {"err": 0.0, "bytes": [], "dense_bytes": [], "collectives": [], "desync": 0.0}
+    out = {"err": 0.0, "bytes": [], "plain_bytes": [], "collectives": [], "desync": 0.0}
     tensors = _groups(dtype)
     opt, params = _optimizer(DistributedDion, tensors, process_group=group)
     ref, rparams = _optimizer(Dion, tensors)
@@ -86,8 +86,9 @@ def _check_equality(group, dtype):
         opt.step()
         ref.step()
         out["err"] = max(out["err"], *(_rel(p, q) for p, q in zip(params, rparams, strict=True)))
-        for k in ("bytes", "dense_bytes", "collectives"):
-            out[k].append(opt.stats[k])
+        st = opt.stats()
+        for k in ("bytes", "plain_bytes", "collectives"):
+            out[k].append(st[f"{k}_last_step"])
         flat = torch.cat([p.detach().reshape(-1) for p in params])
         gathered = [torch.empty_like(flat) for _ in range(world_size)]
         dist.all_gather(gathered, flat, group=group)
@@ -97,7 +98,7 @@ def _check_equality(group, dtype):
                                        sum(pr[j] for pr in per_rank) / world_size) for j in (2, 5))
     out["shapes"] = [(tuple(p.shape), opt.state[p]["Q"].shape[-1] if p.ndim > 1 else 0)
                      for p in params]
-    out["stats"] = dict(opt.stats)
+    out["stats"] = opt.stats()
     # resume from the state_dict saved before step 2: the same parameters, bit for bit
     opt2, params2 = _optimizer(DistributedDion, tensors, process_group=group)
     for p, v in zip(params2, saved[1], strict=True):
@@ -238,10 +239,11 @@ def test_bytes_per_step_equal_formula(results, dtype):
     assert low == itemsize * ((12 + 8) * 2 + (5 + 12) * 2 + 8 + (6 + 16) * 2 + 16 + 6)
     for r in res:
         assert r[dtype]["bytes"] == [low] * STEPS
-        assert r[dtype]["dense_bytes"] == [dense] * STEPS
+        assert r[dtype]["plain_bytes"] == [dense] * STEPS
         assert r[dtype]["collectives"] == [3] * STEPS  # consistency check + two rounds
         st = r[dtype]["stats"]
-        assert st["steps"] == STEPS and st["total_bytes"] == STEPS * low
+        assert st["steps"] == STEPS and st["bytes_total"] == STEPS * low
+        assert st["plain_bytes_total"] == STEPS * dense and st["control_bytes_last_step"] == 6 * 10 * 8
         assert st["compression"] == pytest.approx(dense / low)
 
 

@@ -58,7 +58,8 @@ class DistributedDion(Dion):
     shard of the data and calls ``opt.step()``; the step all-reduces ``B_i Q`` and ``B_iᵀ P``
     (``(m + n) r`` numbers per matrix instead of ``m n``) and the whole gradient of 1-D
     parameters.  The result equals single-process :class:`xpmat.optim.Dion` on the gradient
-    averaged over the ranks (see the module doc and ``docs/distributed.md``).
+    averaged over the ranks (see the module doc and ``docs/distributed.md``).  :meth:`stats`
+    counts the bytes communicated.
 
     Parameters
     ----------
@@ -76,17 +77,6 @@ class DistributedDion(Dion):
         ``rank_multiple_of``, ``weight_decay``, ``schedule``, ``lr_scale``, ``orthogonalize``,
         ``oversample``, ``seed``, ``state_dtype``, ``maximize``, the ``adamw_*`` fallback
         settings, ``fallback``).  The same values on every rank.
-
-    Attributes
-    ----------
-    stats : dict
-        Communication of the last step, per rank, in bytes of the buffers handed to
-        ``all_reduce``: ``bytes`` (our payload), ``dense_bytes`` (what a plain all-reduce of
-        the same gradients, as DDP does, would hand over), ``control_bytes`` (the consistency
-        check), ``collectives`` (number of ``all_reduce`` calls), ``compression``
-        (``dense_bytes / bytes``); and running totals ``steps``, ``total_bytes``,
-        ``total_dense_bytes``.  A ring all-reduce moves about ``2 (N − 1) / N`` times the
-        buffer size over each rank's link.
 
     Notes
     -----
@@ -112,9 +102,25 @@ class DistributedDion(Dion):
         self.process_group = group
         self.world_size = dist.get_world_size(group)
         self.check_consistency = check_consistency
-        self.stats: dict[str, Any] = {"steps": 0, "bytes": 0, "dense_bytes": 0, "control_bytes": 0,
-                                      "collectives": 0, "compression": float("nan"),
-                                      "total_bytes": 0, "total_dense_bytes": 0}
+        self._counts = {"steps": 0, "bytes_last_step": 0, "plain_bytes_last_step": 0,
+                        "control_bytes_last_step": 0, "collectives_last_step": 0,
+                        "bytes_total": 0, "plain_bytes_total": 0}
+
+    def stats(self) -> dict[str, Any]:
+        """Communication counters of this rank (the key names of the PowerSGD+ hook's ``stats``).
+
+        Bytes of the buffers handed to ``all_reduce``: ``bytes_last_step`` (our payload),
+        ``plain_bytes_last_step`` (what a plain all-reduce of the same gradients, as DDP does,
+        would hand over), ``control_bytes_last_step`` (the consistency check),
+        ``collectives_last_step`` (``all_reduce`` calls); running totals ``steps``,
+        ``bytes_total``, ``plain_bytes_total``, and ``compression``
+        (``plain_bytes_total / bytes_total``).  A ring all-reduce moves about ``2 (N − 1) / N``
+        times the buffer size over each rank's link.  Not part of ``state_dict``.
+        """
+        out = dict(self._counts)
+        out["compression"] = (out["plain_bytes_total"] / out["bytes_total"] if out["bytes_total"]
+                              else 1.0)
+        return out
 
     # -- helpers ----------------------------------------------------------------------------
     def _rank_of(self, group: dict, p: torch.Tensor) -> int:
@@ -259,10 +265,9 @@ class DistributedDion(Dion):
 
         dense_bytes = sum(e["p"].grad.numel() * e["p"].grad.element_size() for e in lowrank) \
             + sum(e["dense"] for e in dense)
-        st = self.stats
-        st.update(steps=st["steps"] + 1, bytes=nbytes, dense_bytes=dense_bytes,
-                  control_bytes=control, collectives=calls + (1 if control else 0),
-                  compression=dense_bytes / nbytes if nbytes else float("nan"),
-                  total_bytes=st["total_bytes"] + nbytes,
-                  total_dense_bytes=st["total_dense_bytes"] + dense_bytes)
+        c = self._counts
+        c.update(steps=c["steps"] + 1, bytes_last_step=nbytes, plain_bytes_last_step=dense_bytes,
+                 control_bytes_last_step=control, collectives_last_step=calls + (1 if control else 0),
+                 bytes_total=c["bytes_total"] + nbytes,
+                 plain_bytes_total=c["plain_bytes_total"] + dense_bytes)
         return loss
