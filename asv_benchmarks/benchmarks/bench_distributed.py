@@ -66,22 +66,26 @@ class _Bucket:
         return True
 
 
-def _time_hook(hook, state, bucket, grad, reps, warmup):
+def _time_hooks(hooks, bucket, grad, reps, warmup):
+    """Median seconds per call of each ``(hook, state)``; calls interleaved (rotating order) so
+    that every hook sees the same machine load."""
     import torch.distributed as dist
 
-    times = []
+    names = list(hooks)
+    times = {k: [] for k in names}
     for i in range(warmup + reps):
-        bucket.buffer().copy_(grad)
-        dist.barrier()
-        t0 = time.perf_counter()
-        hook(state, bucket).wait()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+        for k in names[i % len(names):] + names[:i % len(names)]:
+            hook, state = hooks[k]
+            bucket.buffer().copy_(grad)
+            dist.barrier()
+            t0 = time.perf_counter()
+            hook(state, bucket).wait()
+            if i >= warmup:
+                times[k].append(time.perf_counter() - t0)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
-def measure(rank, world, d, r, reps=7, restart_reps=2):
+def measure(rank, world, d, r, reps=9, restart_reps=2):
     """Run on every rank (``run_ranks``): step times of both hooks, bytes, compression."""
     import torch
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks as dh
@@ -94,20 +98,17 @@ def measure(rank, world, d, r, reps=7, restart_reps=2):
     grad = torch.randn(bucket.buffer().shape, generator=torch.Generator().manual_seed(rank))
     kw = {"matrix_approximation_rank": r, "start_powerSGD_iter": 2}
     ours = PowerSGDPlusState(None, restart_every=None, **kw)
-    theirs = ph.PowerSGDState(None, **kw)
-    plain = _time_hook(dh.allreduce_hook, None, bucket, grad, reps, 2)
-    # warm-up covers the two plain all-reduce steps and the first compressed step
-    t_ours = _time_hook(powersgd_plus_hook, ours, bucket, grad, reps, 3)
-    t_torch = _time_hook(ph.powerSGD_hook, theirs, bucket, grad, reps, 3)
-    t_ours2 = _time_hook(powersgd_plus_hook, ours, bucket, grad, reps, 0)  # again: drift check
+    # warm-up (3 calls) covers the two plain all-reduce steps and the first compressed step
+    t = _time_hooks({"ours": (powersgd_plus_hook, ours),
+                     "torch": (ph.powerSGD_hook, ph.PowerSGDState(None, **kw)),
+                     "plain": (dh.allreduce_hook, None)}, bucket, grad, reps, 3)
     every = PowerSGDPlusState(None, restart_every=1, **kw)  # every compressed step restarts
-    t_restart = _time_hook(powersgd_plus_hook, every, bucket, grad, restart_reps, 3)
     every_r = PowerSGDPlusState(None, restart_every=1, restart_svd="randomized", **kw)
-    t_restart_r = _time_hook(powersgd_plus_hook, every_r, bucket, grad, reps, 3)
+    t.update(_time_hooks({"restart": (powersgd_plus_hook, every),
+                          "restart_randomized": (powersgd_plus_hook, every_r)},
+                         bucket, grad, restart_reps, 3))
     mats = [s for s in shapes if len(s) == 2]
-    return {"ours": min(t_ours, t_ours2), "torch": t_torch, "plain": plain, "restart": t_restart,
-            "restart_randomized": t_restart_r,
-            "bytes": ours.stats()["bytes_last_step"],
+    return {**t, "bytes": ours.stats()["bytes_last_step"],
             "plain_bytes": ours.stats()["plain_bytes_last_step"],
             "compression_ratio": sum(m * n for m, n in mats) / sum((m + n) * r for m, n in mats)}
 

@@ -22,7 +22,7 @@ if __name__ == "__main__":
     ap.add_argument("--d", type=int, default=768)
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--worlds", type=int, nargs="+", default=[2, 4])
-    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=9)
     a = ap.parse_args()
     print(f"GPT-2 block d={a.d}, rank r={a.rank}, gloo on CPU, median of {a.reps} hook calls")
     print(f"{'ranks':>5} {'ours ms':>8} {'torch ms':>8} {'ours/torch':>10} {'all-reduce ms':>13} "
