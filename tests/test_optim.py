@@ -511,17 +511,19 @@ def test_powersgd_counterexample_claim1_invariant(backend):
         assert r["e_on_B"] <= 1e-13 and r["m_on_A"] <= 1e-13 and r["dX_on_A"] <= 1e-13, (t, r)
 
 
-@pytest.mark.parametrize(("momentum", "bound"), [(0.0, 0.1), (0.9, 1.5)])
-def test_powersgd_plus_escapes_counterexample(backend, momentum, bound):
+@pytest.mark.parametrize(("momentum", "steps", "bound"), [(0.0, 400, 0.1), (0.9, 800, 0.6)])
+def test_powersgd_plus_escapes_counterexample(backend, momentum, steps, bound):
     """PowerSGD+ (τ = 10, η_t = 0.1/√(t+1)) leaves the stall at its first SVD restart after the
-    error has built up along span(A) and drives ‖∇f‖ down from 4 (momentum 0.9 oscillates
-    around the minimum with the ±B noise, hence the looser bound)."""
+    error has built up along span(A) and drives ‖∇f‖ down from 4.  Momentum 0.9 overshoots
+    into the saturated region |x| > 1 (‖∇f‖ = 4 again) for a few hundred steps, and how long
+    depends on rounding (measured mean ‖∇f‖ over steps 600-800: 0.33 NumPy, 0.46 torch; an
+    earlier 400-step window was 0.59 vs 1.59), hence the longer run and looser bound."""
     tau = 10
-    log = _counterexample(backend, restart_every=tau, steps=400, momentum=momentum)
+    log = _counterexample(backend, restart_every=tau, steps=steps, momentum=momentum)
     g = np.array([r["grad_norm"] for r in log])
     first = int(np.argmax(g < 4.0))
     assert g[0] == 4.0 and 0 < first <= 2 * tau + 1, first
-    assert g[-100:].max() < 4.0 and g[-100:].mean() < bound, g[-100:].mean()
+    assert g[-200:].max() < 4.0 and g[-200:].mean() < bound, g[-200:].mean()
 
 
 # --------------------------------------------------------------------------------------------
