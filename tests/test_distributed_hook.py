@@ -104,14 +104,17 @@ def _restart_and_bytes(rank, world, tau, steps):
     import torch
 
     dtype = torch.float64
+    sizes = (12, 16, 16, 16, 6)
     state = PowerSGDPlusState(None, 2, start_powerSGD_iter=2, restart_every=tau)
-    model = _mlp(1, dtype)
-    ref = _mlp(1, dtype)  # an unhooked copy for the local gradients
+    model = _mlp(1, dtype, sizes)
+    ref = _mlp(1, dtype, sizes)  # an unhooked copy for the local gradients
     ddp = _ddp(model, state, powersgd_plus_hook)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.05)
-    rmodel = _mlp(1, dtype)  # the same run with restart_svd="randomized"
+    rmodel = _mlp(1, dtype, sizes)  # the same run, randomized SVD, same-shaped layers batched
     rddp = _ddp(rmodel, PowerSGDPlusState(None, 2, start_powerSGD_iter=2, restart_every=tau,
-                                          restart_svd="randomized"), powersgd_plus_hook)
+                                          restart_svd="randomized",
+                                          batch_tensors_with_same_shape=True),
+                powersgd_plus_hook, 25)
     ropt = torch.optim.SGD(rddp.parameters(), lr=0.05)
     counts, svd_err, sent = [], None, []
     for t in range(steps):
@@ -317,7 +320,8 @@ def test_digits_training_matches_plain_ddp(four):
     assert all(o["digits"] == res for o in four)  # replicas agree
     assert res["plus:restarts"] == 5  # steps 10, 30, 50, 70, 90
     assert res["plain"] < 0.3
-    assert abs(res["plus"] - res["plain"]) < 0.05, res
+    # measured: plain 0.1312, PowerSGD+ 0.1329 (PowerSGD without restarts 0.1331)
+    assert abs(res["plus"] - res["plain"]) < 0.02, res
 
 
 def test_failing_rank_raises_rank_error_quickly():
