@@ -351,6 +351,11 @@ def test_bad_options(kw, err, match):
         PowerSGDPlusState(None, **kw)
 
 
+def test_hook_refuses_another_state():
+    with pytest.raises(TypeError, match="PowerSGDPlusState"):
+        powersgd_plus_hook(object(), None)
+
+
 def test_state_dict_round_trip_in_process():
     import torch
 

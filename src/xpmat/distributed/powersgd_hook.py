@@ -340,6 +340,8 @@ def powersgd_plus_hook(state: PowerSGDPlusState, bucket):  # DDP checks: no anno
 
     from xpmat import orthonormalize
 
+    if not isinstance(state, PowerSGDPlusState):
+        raise TypeError(f"state must be a PowerSGDPlusState, got {type(state).__name__}")
     group = state.process_group if state.process_group is not None else dist.group.WORLD
     world = dist.get_world_size(group)
     buf = bucket.buffer()
