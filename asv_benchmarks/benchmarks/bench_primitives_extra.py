@@ -1,17 +1,18 @@
 """The primitives the other bench files do not time, and the missing ``peakmem_`` / ``track_``.
 
-Every class here is ``backend × size`` (small, medium, large; small only with
-``XPMAT_BENCH_FAST=1``) and puts ours beside its anchor, with the same method names:
+Each primitive has two classes, ``backend × size`` (small, medium, large; small only with
+``XPMAT_BENCH_FAST=1``), that put ours beside its anchor under the same method names:
 
-* ``time_ours`` / ``time_anchor`` — one call, device synchronized;
-* ``peakmem_ours`` / ``peakmem_anchor`` — process peak RSS (CPU backends only);
-* ``track_err_ours`` / ``track_err_anchor`` — the float32 result's error against a float64
-  reference computed on the host (the anchor's only where it computes the same quantity).
+* ``X.time_ours`` / ``X.time_anchor``: one call, device synchronized;
+* ``X.track_err_ours`` / ``X.track_err_anchor``: the float32 result's error against a float64
+  reference computed on the host (the anchor's only where it computes the same quantity);
+* ``XMemory.peakmem_ours`` / ``XMemory.peakmem_anchor``: process peak RSS, CPU backends only;
+  no warm-up call in its setup (``ru_maxrss`` would keep the other side's peak).
 
 What "ours", "anchor" and "err" are is the first line of each class's docstring; the table in
-``asv_benchmarks/README.md`` lists them all.  Inputs are float32 on the device, drawn once from
-seeded host RNGs; classes whose anchor is a full ``n × n`` eigendecomposition stop at
-n = 2048 (a 4096² CPU ``eigh`` is minutes of asv time on 2 cores).
+``asv_benchmarks/README.md`` lists them all.  Inputs are float32 on the device (unless noted),
+drawn once from seeded host RNGs; classes whose anchor is a full ``n × n`` eigendecomposition
+stop at n = 2048 (a 4096² CPU ``eigh`` is minutes of asv time on 2 cores).
 
 The ``*Memory`` / ``*Accuracy`` classes at the end add what the older classes of
 ``bench_orthogonalize``, ``bench_iteration``, ``bench_lowrank`` and ``bench_kron_nmf`` lack.
