@@ -21,9 +21,9 @@ sample then includes the first step).
 * ``peakmem_*`` in ``OptimizerStepMemory`` (CPU rows; no warm-up step of the other side).
 * ``track_update_err`` in ``OptimizerStepAccuracy``: the first step's update from a fresh
   state in float32 against the same step computed by the functional core in float64 on the
-  host (NumPy) from the same data: ``‖Δ − Δ*‖_F / ‖Δ*‖_F`` over all parameters.  Seeded
-  methods (Dion, PowerSGD, AdamNMF) draw their random state on the host, so both sides start
-  from the same numbers.
+  host (NumPy) from the same data: ``‖Δ − Δ*‖_F / ‖Δ*‖_F`` over all parameters (small and
+  medium sets).  Seeded methods (Dion, PowerSGD, AdamNMF) draw their random state on the
+  host, so both sides start from the same numbers.
 
 A step's cost varies between steps for methods with periodic work (Shampoo's
 ``precondition_every``, PowerSGD+'s restarts): asv's repeats sample whichever steps fall in
@@ -147,6 +147,8 @@ class OptimizerStepAccuracy(_Step):
     warm = False
 
     def track_update_err(self, backend, pset, method):
+        if pset == "large":
+            raise SkipNotImplemented("the float64 host reference of 12 layers takes minutes")
         p_host, g_host = _host_data(pset)
         ref = functional_step(method, p_host, g_host)
         if self.torch:
