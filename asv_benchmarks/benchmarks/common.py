@@ -11,6 +11,7 @@ ends with a device synchronisation.
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import os
 
@@ -25,8 +26,8 @@ def present_backends() -> list[str]:
 
     ``XPMAT_BENCH_BACKENDS=numpy,torch:cpu`` overrides.  Otherwise: ``numpy``; ``torch:cpu``
     when torch is installed; ``torch:cuda`` and ``cupy`` only when a GPU device node exists
-    (``/dev/nvidia0``, ``/dev/kfd``) and the library is installed.  Listing an absent GPU
-    backend would cost one process start and one torch import per benchmark to skip it.
+    (``/dev/nvidia<N>``, ``/dev/kfd``) and the library is installed.  Listing an absent GPU
+    backend would cost one child process per benchmark just to skip it.
     """
     env = os.environ.get("XPMAT_BENCH_BACKENDS", "")
     if env:
@@ -35,7 +36,7 @@ def present_backends() -> list[str]:
         if unknown:
             raise ValueError(f"XPMAT_BENCH_BACKENDS: unknown {unknown}; known {ALL_BACKENDS}")
         return names
-    gpu = any(os.path.exists(p) for p in ("/dev/nvidia0", "/dev/kfd"))
+    gpu = bool(glob.glob("/dev/nvidia[0-9]*")) or os.path.exists("/dev/kfd")
     torch = importlib.util.find_spec("torch") is not None
     out = ["numpy"]
     out += ["torch:cpu"] if torch else []
