@@ -11,7 +11,7 @@ entries, see *Granularity*), with gradient ``g`` and step ``t`` ("The algorithm"
              sr1         C = y − B s,           S = 1/((y − B s)ᵀ s)
     L, Q   = lowrank_eigh_update(L, Q, C, signs=S, decay=β, rank=r, method=basis)   (step 3)
              basis="ggt": H ← [√β H[:, 1:], √(1−β) g] (a window of history_size), L, Q = ggt_eigh(H)
-    keep   = L̂ > eig_rtol · max|L̂|,  L̂ = L / (1 − βᵗ)   (step 4: small/negative ones removed)
+    keep   = L̂ > max(eig_rtol, r·eps) · max|L̂|,  L̂ = L / (1 − βᵗ)   (step 4: small/negative removed)
     inner="adam":          m, v ← C m, (C∘C) v  with C = Q_newᵀ Q_old       (step 5, reprojection)
                            ĝ = keep ∘ Qᵀ g;  m ← β₁ m + (1−β₁) ĝ;  v ← β₂ v + (1−β₂) ĝ²
                            u = −s η Q (keep ∘ m̂ / (√v̂ + ε))
@@ -358,7 +358,10 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
         if sigma is not None:  # BFGS: eigenvalues of σ I + Q L Qᵀ along Q
             Lh = Lh + sigma[:, None]
         top = xp.max(xp.abs(Lh), axis=-1, keepdims=True)
-        keep = Lh > h["eig_rtol"] * top
+        # eigenvalues at rounding level of the (r + k)-sized eigenproblem are noise, not curvature:
+        # Adam in the basis would blow their ~eps·top gradient components up to full-size steps
+        rtol = max(h["eig_rtol"], Q.shape[-1] * float(xp.finfo(dt).eps))
+        keep = Lh > rtol * top
         m = v = None
         if h["inner"] == "adam":
             m, v = s.exp_avg, s.exp_avg_sq
