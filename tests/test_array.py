@@ -146,3 +146,66 @@ def test_library_name(backend, xp):
 
 def test_synchronize_is_safe(backend):
     _array.synchronize(backend.asarray(np.ones(2)))
+
+
+# A 65 × 65 float32 matrix (zero outside 7 rows/columns, some entries subnormal) captured from
+# lowrank_eigh_update(Q = 0, n = 2048, r = 64, seed 11) on which torch's float32 CPU eigh
+# (LAPACK ssyevd) raises "failed to converge" here.
+_EIGH_BAD_IDX = [0, 1, 2, 61, 62, 63, 64]
+_EIGH_BAD_BLOCK = [
+    [0.0215324927, -2.02621209e-06, -4.58050499e-06, 9.7554898e-25,
+     5.04163539e-15, 7.68124849e-14, -0.000368593086],
+    [-2.02621209e-06, 0.0202157553, 1.33176252e-06, -2.83636738e-25,
+     -1.46583414e-15, -2.23329063e-14, 0.000107166874],
+    [-4.58050499e-06, 1.33176252e-06, 0.0195681937, -6.41196202e-25,
+     -3.31370089e-15, -5.04863146e-14, 0.000242264083],
+    [9.7554898e-25, -2.83636738e-25, -6.41196202e-25, 1.35925951e-43,
+     7.05746972e-34, 1.07524988e-32, -5.15970378e-23],
+    [5.04163539e-15, -1.46583414e-15, -3.31370089e-15, 7.05746972e-34,
+     -6.75763944e-16, 5.55688957e-23, -2.66653399e-13],
+    [7.68124849e-14, -2.23329063e-14, -5.04863146e-14, 1.07524988e-32,
+     5.55688957e-23, -6.99011663e-16, -4.06263218e-12],
+    [-0.000368593086, 0.000107166874, 0.000242264083, -5.15970378e-23,
+     -2.66653399e-13, -4.06263218e-12, 0.0194949824],
+]
+
+
+def _eigh_bad_matrix():
+    a = np.zeros((65, 65), dtype=np.float32)
+    a[np.ix_(_EIGH_BAD_IDX, _EIGH_BAD_IDX)] = np.array(_EIGH_BAD_BLOCK, dtype=np.float32)
+    return a
+
+
+def test_eigh_float32_hard_case(backend, xp):
+    """No backend raises on it; torch retries a failed float32 eigh in float64 and casts back."""
+    a = _eigh_bad_matrix()
+    w, v = _array.eigh(backend.asarray(a, "float32"), xp)
+    assert_array(w, backend, shape=(65,), dtype="float32")
+    assert_array(v, backend, shape=(65, 65), dtype="float32")
+    ref = np.linalg.eigvalsh(a.astype(np.float64))
+    assert_close(w, ref, backend, rtol=0, atol=1e-7)
+    vn, wn = backend.to_numpy(v).astype(np.float64), backend.to_numpy(w).astype(np.float64)
+    np.testing.assert_allclose((vn * wn) @ vn.T, a, rtol=0, atol=1e-7)
+
+
+def test_eigh_float32_retry_in_float64(monkeypatch):
+    """Platform-independent: a float32 torch eigh that raises is retried once in float64."""
+    torch = pytest.importorskip("torch")
+    xp = _array.array_namespace(torch.zeros(1))
+    real, calls = xp.linalg.eigh, []
+
+    def flaky(a, *args, **kw):
+        calls.append(a.dtype)
+        if a.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+        return real(a, *args, **kw)
+
+    monkeypatch.setattr(xp.linalg, "eigh", flaky)
+    a = torch.tensor([[2.0, 1.0], [1.0, 2.0]])
+    w, v = _array.eigh(a, xp, descending=True)
+    assert calls == [torch.float32, torch.float64]
+    assert w.dtype == torch.float32 and v.dtype == torch.float32
+    torch.testing.assert_close(w, torch.tensor([3.0, 1.0]))
+    monkeypatch.setattr(xp.linalg, "eigh", lambda a: flaky(a.float()))
+    with pytest.raises(torch.linalg.LinAlgError):  # a float64 failure is not retried
+        _array.eigh(a.double(), xp)
