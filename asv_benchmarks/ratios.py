@@ -15,7 +15,7 @@ combination (backend, size, ...) and each of our ``time_*`` benchmarks (the non-
 our time, each anchor's time and the ratio ours / anchor (below 1: we are faster), then the
 class's ``track_*`` values (accuracy), including those of a sibling ``<Class>Accuracy`` class
 with the same parameters.  Skipped cases (asv stores NaN) read ``n/a``, failed ones (``null``)
-``failed``.
+``failed``; a row whose times are all skipped (a GPU backend on a CPU machine) is left out.
 
 Format read (asv 0.6, results API version 2): ``result_columns`` names the columns of each row
 of ``results[name]``; the ``result`` column is a flat list over ``itertools.product(*params)``
@@ -131,6 +131,10 @@ def load_param_names(results_dir):
 
 # --------------------------------------------------------------------------- formatting
 
+def _skipped(v):
+    return isinstance(v, float) and math.isnan(v)
+
+
 def fmt_time(t):
     if t is None:
         return "failed"
@@ -208,6 +212,9 @@ def ratios_markdown(runs, param_names, header=None, heading="###"):
         for combo in combos:
             for o in ours:
                 t_ours = runs[methods[o]][1].get(combo, math.nan)
+                t_all = [t_ours] + [runs[methods[a]][1].get(combo, math.nan) for a in anchors]
+                if all(_skipped(t) for t in t_all):
+                    continue  # skipped on this machine (e.g. a torch:cuda row without a GPU)
                 row = [_param(v) for v in combo] + [f"`{o}`", fmt_time(t_ours)]
                 for a in anchors:
                     t_anchor = runs[methods[a]][1].get(combo, math.nan)

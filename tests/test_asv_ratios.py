@@ -77,6 +77,9 @@ def results_dir(tmp_path):
         "m.MsignMemory.peakmem_ours": [[1e8, 1e8, 1e8, 1e8], BN, "v"],
         "m.MsignMemory.peakmem_anchor": [[2e8, 2e8, 2e8, 2e8], BN, "v"],
         "m.Schedule.time_schedule": _row([3e-6], []),
+        # a GPU row skipped on a CPU machine (all NaN) is left out
+        "m.Gpu.time_ours": _row([2e-3, nan], [["'numpy'", "'torch:cuda'"]]),
+        "m.Gpu.time_anchor": _row([1e-3, nan], [["'numpy'", "'torch:cuda'"]]),
     }
     old = {"m.Msign.time_msign": _row([9.0] * 4, BN), "m.Msign.time_svd_anchor": _row([1.0] * 4, BN)}
     _write_results(root, "vm", COMMIT_NEW, 1795442701000, new)
@@ -98,7 +101,8 @@ def test_table_every_ratio_and_track(ratios, results_dir, tmp_path):
     header = _rows(text, "| backend |")[0]
     assert header == ["backend", "n", "ours", "time", "`time_scipy_anchor`", "ratio",
                       "`time_svd_anchor`", "ratio", "`track_err`", "`track_err_anchor`"]
-    rows = {(r[0], r[1], r[2]): r for r in _rows(text, "| numpy |") + _rows(text, "| torch:cpu |")}
+    rows = {(r[0], r[1], r[2]): r for r in _rows(text, "| numpy |") + _rows(text, "| torch:cpu |")
+            if len(r) == 10}  # the Msign rows
     assert len(rows) == 8  # 4 parameter combinations x 2 of our time_ benchmarks
     r = rows[("numpy", "256", "`time_msign`")]
     assert r[3:] == ["1 ms", "500 µs", "2", "4 ms", "**0.25**", "1.50e-07", "9.00e-08"]
@@ -108,6 +112,9 @@ def test_table_every_ratio_and_track(ratios, results_dir, tmp_path):
     assert r[3:8] == ["8 ms", "n/a", "–", "2 ms", "4"]
     r = rows[("torch:cpu", "256", "`time_fast`")]
     assert r[3:8] == ["500 µs", "n/a", "–", "1 ms", "**0.5**"]
+    assert _rows(text, "| numpy | `time_ours` |") == [["numpy", "`time_ours`", "2 ms", "1 ms", "2"]]
+    assert "torch:cuda" not in text
+    assert "| param1 | ours | time |" in text  # not in benchmarks.json: generic parameter names
     # peakmem classes are not time ratios; a class timed without an anchor is named
     assert "MsignMemory" not in text
     assert "Classes timed without an anchor (not shown): `Schedule`." in text
