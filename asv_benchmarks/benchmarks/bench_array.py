@@ -2,7 +2,7 @@
 
 from xpmat._array import array_namespace, float_dtype
 
-from .common import BACKENDS, gaussian, namespace, sync, to_device
+from .common import BACKENDS, gaussian, namespace, sync, to_device, warm_up
 
 
 class BackendLayerOverhead:
@@ -14,7 +14,7 @@ class BackendLayerOverhead:
         self.host = gaussian((64, 64)).astype("float32")
         self.a = to_device(self.host, self.xp, dev)
         self.b = to_device(self.host.T.copy(), self.xp, dev)
-        self.time_matmul_through_xpmat(backend)  # warm up
+        warm_up(self, backend)
 
     def time_matmul_through_xpmat(self, backend):
         xp = array_namespace(self.a, self.b, names=("a", "b"))

@@ -20,7 +20,7 @@ import numpy as np
 
 from xpmat import orthogonal_iteration, randomized_svd
 
-from .common import BACKENDS, FAST, namespace, sizes, sync, to_device
+from .common import BACKENDS, FAST, namespace, sizes, sync, to_device, warm_up
 
 try:
     from asv_runner.benchmarks.mark import SkipNotImplemented
@@ -74,7 +74,7 @@ class OrthogonalIterationStep:
         self.A = to_device(A, self.xp, dev)
         self.Q = to_device(Q0, self.xp, dev)
         self.orth = _orth_anchor(self.xp)
-        self.time_step_ritz(backend, n)  # warm up
+        warm_up(self, backend, n)
         self.time_step_plain(backend, n)
         self.time_matmul_orth_anchor(backend, n)
 
@@ -119,7 +119,7 @@ class RandomizedSVD:
             import torch
 
             self.torch = torch
-        self.time_ours(backend, n)  # warm up
+        warm_up(self, backend, n)
         if backend == "numpy":
             try:
                 import sklearn.utils.extmath  # noqa: F401

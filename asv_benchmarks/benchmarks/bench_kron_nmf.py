@@ -16,7 +16,7 @@ import numpy as np
 
 from xpmat import i_divergence, nearest_kron, nmf
 
-from .common import BACKENDS, FAST, namespace, sizes, sync, to_device
+from .common import BACKENDS, FAST, namespace, sizes, sync, to_device, warm_up
 
 
 def _poisson(m, n, r, seed=0):
@@ -106,7 +106,7 @@ class NearestKron:
         self.C_host = C
         self.C = to_device(C, self.xp, dev, "float64")
         self.shape = (k, k)
-        self.time_nearest_kron_power(backend, factor)  # warm up
+        warm_up(self, backend, factor)
 
     def time_nearest_kron_power(self, backend, factor):
         A, _ = nearest_kron(self.C, self.shape, self.shape, method="power", iters=self.iters, seed=0)

@@ -9,7 +9,7 @@ import numpy as np
 
 from xpmat import inv_root, lowrank_eigh_update
 
-from .common import BACKENDS, gaussian, namespace, sizes, sync, to_device
+from .common import BACKENDS, gaussian, namespace, sizes, sync, to_device, warm_up
 
 RANK = 64
 
@@ -39,7 +39,7 @@ class LowRankUpdate:
         self.L, self.Q, self.C = (to_device(a, self.xp, dev) for a in (L, Q, C))
         A = 0.99 * (Q * L) @ Q.T + 0.01 * C @ C.T
         self.A = to_device(A, self.xp, dev)
-        self.time_update(backend, n)  # warm up
+        warm_up(self, backend, n)
 
     def time_update(self, backend, n):
         _, Q = lowrank_eigh_update(self.L, self.Q, self.C, decay=0.99)
@@ -89,7 +89,7 @@ class InvRoot:
         A = (q * w) @ q.T
         self.ref = (q * w ** -0.25) @ q.T
         self.A = to_device((A + A.T) / 2, self.xp, dev)
-        self.time_newton(backend, n)  # warm up
+        warm_up(self, backend, n)
 
     def _err(self, X):
         import array_api_compat

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import BACKENDS, gaussian, namespace, sizes, sync, to_device
+from .common import BACKENDS, gaussian, namespace, sizes, sync, to_device, warm_up
 
 RANK = 64
 BETA = 0.99
@@ -42,7 +42,7 @@ class LREStep:
         L, Q = st[0].L[0], st[0].Q[0]
         gc = self.g[0][:, None]
         self.A = BETA * (Q * L) @ self.xp.matrix_transpose(Q) + (1 - BETA) * gc @ self.xp.matrix_transpose(gc)
-        self.time_step_direct(backend, n)  # warm up
+        warm_up(self, backend, n)
         self.time_step_randomized(backend, n)
 
     def time_step_direct(self, backend, n):
