@@ -119,15 +119,15 @@ class RandomizedSVD:
             import torch
 
             self.torch = torch
-        warm_up(self, backend, n)
+        self.sklearn = False
         if backend == "numpy":
             try:
                 import sklearn.utils.extmath  # noqa: F401
             except ImportError:
-                self.sklearn = False
+                pass
             else:
                 self.sklearn = True
-                self._sklearn()
+        warm_up(self, backend, n)
 
     def _ours(self):
         U, S, Vh = randomized_svd(self.A, self.rank, oversample=10, power_iters=2, seed=0)

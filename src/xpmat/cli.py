@@ -1,12 +1,14 @@
-"""Command line: ``python -m xpmat info | demo``.
+"""Command line: ``python -m xpmat info | demo | bench``.
 
 ``info`` prints library versions and the backends found (devices, float64/bf16).
-``demo`` prints the same, then runs the demonstration that later work adds.
+``demo`` prints the same, then trains the digits MLP with every optimizer (:mod:`xpmat.demo`).
+``bench`` times each primitive against its anchor (:mod:`xpmat.bench`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from xpmat.backends import available_backends, library_versions
@@ -37,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--out", default="bench-out", help="folder for bench.md and bench.png")
     args = parser.parse_args(argv)
     if args.command == "bench":
+        # NumPy and torch timed in one process: spinning OpenMP workers would starve OpenBLAS
+        # (and back) on a few cores, see docs/performance.md.  Must precede importing torch.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from xpmat.bench import run_bench
 
         run_bench(backend=args.backend, quick=args.quick, out=args.out)
