@@ -23,7 +23,6 @@ core (AdamW for 1-D, Dion for those matrices) on the average.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -33,7 +32,6 @@ from xpmat import _array
 from xpmat.optim import dion as _dion
 from xpmat.optim._base import matrix_shape, resolve_rank
 from xpmat.optim.torch_optim import Dion
-from xpmat.orthogonalize import orthonormalize
 
 __all__ = ["DistributedDion"]
 
@@ -215,7 +213,7 @@ class DistributedDion(Dion):
                     r = s.Q.shape[-1]
                     if (m + n) * r < m * n:
                         B = s.momentum + g.reshape(m, n).to(s.momentum.dtype)
-                        lowrank.append({"group": group, "p": p, "s": s, "B": B, "m": m, "n": n,
+                        lowrank.append({"group": group, "p": p, "s": s, "B": B,
                                         "send": B @ s.Q})
                         continue
                     dt = s.momentum.dtype
@@ -230,29 +228,19 @@ class DistributedDion(Dion):
 
         # round 2: P = orth(mean B_i Q) (identical on all ranks), all-reduce B_iᵀ P
         for e in lowrank:
-            method = e["group"]["orthogonalize"]
-            if method == "rcqr":
-                e["P"] = _dion.orthonormalize_rcqr(e["mean"], e["s"].sketch,
-                                                   _array.array_namespace(e["mean"]))
-            else:
-                e["P"] = orthonormalize(e["mean"], method=method)
+            e["P"] = _dion._orth_p(e["mean"], e["s"], _array.array_namespace(e["mean"]),
+                                   e["group"]["orthogonalize"])
         Rs, nb2, calls2 = self._all_reduce_mean([e["B"].mT @ e["P"] for e in lowrank]) \
             if lowrank else ([], 0, 0)
         nbytes, calls = nbytes + nb2, calls + calls2
 
         # finish: the low-rank matrices here, the rest through the single-process core
         for e, R in zip(lowrank, Rs, strict=True):
-            group, p, s, P = e["group"], e["p"], e["s"], e["P"]
-            nrm = torch.linalg.vector_norm(R, dim=-2, keepdim=True)
-            Qn = R / torch.where(nrm > 0, nrm, torch.ones_like(nrm))
-            M = e["B"] - (1.0 - group["mu"]) * (P @ R.mT)
-            lr_t = float(group["schedule"]) * float(group["lr"])
-            scale = math.sqrt(e["m"] / e["n"]) if group["lr_scale"] == "fan" else 1.0
-            u = ((-lr_t * scale) * (P @ Qn.mT)).reshape(p.shape)
-            if group["weight_decay"]:
-                u = u - (lr_t * group["weight_decay"]) * p.to(u.dtype)
-            p.add_(u)
-            self._put(p, _dion.DionState(s.step + 1, M, Qn, s.sketch))
+            xp = _array.array_namespace(R)
+            u, st = _dion._finish(e["B"], e["P"], R, _dion._column_normalize(R, xp), e["s"],
+                                  e["p"], e["group"], xp)
+            e["p"].add_(u)
+            self._put(e["p"], st)
         for group, _ in work:
             mine = [e for e in dense if e["group"] is group]
             if not mine:

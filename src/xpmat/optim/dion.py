@@ -29,6 +29,7 @@ from xpmat.optim._base import (
     state_dtype_for,
     zeros_step,
 )
+from xpmat.orthogonalize import orthonormalize
 
 __all__ = ["DEFAULTS", "DionState", "State", "init", "orthonormalize_rcqr", "transform", "update"]
 
@@ -119,15 +120,42 @@ def orthonormalize_rcqr(Y: Any, S: Any, xp: Any) -> Any:
     return _array.solve_triangular(_array.mT(L, xp), Y1, upper=True, left=False, xp=xp)
 
 
+def _column_normalize(R: Any, xp: Any) -> Any:
+    """``R`` with unit columns (zero columns stay zero): the next ``Q``."""
+    nrm = xp.linalg.vector_norm(R, axis=-2, keepdims=True)
+    return R / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
+
+
+def _orth_p(Y: Any, s: DionState, xp: Any, method: str) -> Any:
+    """``P = orth(Y)`` of ``Y = B Q`` (m, r): :func:`xpmat.orthonormalize`, or ``rcqr`` with
+    the state's sketch (the data-parallel Dion calls this between its two all-reduces)."""
+    if method == "rcqr":
+        return orthonormalize_rcqr(Y, s.sketch, xp)
+    return orthonormalize(Y, method=method, xp=xp)
+
+
 def _power_step(B: Any, s: DionState, xp: Any, method: str) -> tuple[Any, Any, Any]:
     if method != "rcqr":
         from xpmat.iteration import power_iter1
 
         return power_iter1(B, s.Q, method=method, xp=xp)
-    P = orthonormalize_rcqr(B @ s.Q, s.sketch, xp)
+    P = _orth_p(B @ s.Q, s, xp, method)
     R = _array.mT(B, xp) @ P
-    nrm = xp.linalg.vector_norm(R, axis=-2, keepdims=True)
-    return P, R, R / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
+    return P, R, _column_normalize(R, xp)
+
+
+def _finish(B: Any, P: Any, R: Any, Qn: Any, s: DionState, p: Any, h: dict[str, Any],
+            xp: Any) -> tuple[Any, DionState]:
+    """After the power step: error feedback ``M = B − (1 − μ) P Rᵀ`` and the update
+    ``−s η scale P Qₙᵀ − s η λ W`` (parameter-shaped), with the new state."""
+    m, n = B.shape[-2], B.shape[-1]
+    lr_t = float(h["schedule"]) * float(h["lr"])
+    M = B - (1.0 - h["mu"]) * (P @ _array.mT(R, xp))
+    scale = math.sqrt(m / n) if h["lr_scale"] == "fan" else 1.0
+    u = xp.reshape((-lr_t * scale) * (P @ _array.mT(Qn, xp)), tuple(p.shape))
+    if h["weight_decay"]:
+        u = u - (lr_t * h["weight_decay"]) * _array.as_float(p, xp, s.momentum.dtype)
+    return u, DionState(s.step + 1, M, Qn, s.sketch)
 
 
 def update(grads: list[Any], state: list[DionState], params: list[Any],
@@ -175,23 +203,15 @@ def update(grads: list[Any], state: list[DionState], params: list[Any],
     h = check_hyper(DEFAULTS, hyper, "dion")
     _validate(h)
     _check_lists(params, grads, state)
-    lr_t = float(h["schedule"]) * float(h["lr"])
     ups, new = [], []
     for i, (g, s, p) in enumerate(zip(grads, state, params, strict=True)):
         xp = _array.array_namespace(g, p, names=(f"grads[{i}]", f"params[{i}]"))
         m, n = matrix_shape(p.shape, f"params[{i}]")
-        dt = s.momentum.dtype
-        G = xp.reshape(_array.as_float(g, xp, dt), (m, n))
-        B = s.momentum + G
+        B = s.momentum + xp.reshape(_array.as_float(g, xp, s.momentum.dtype), (m, n))
         P, R, Qn = _power_step(B, s, xp, h["orthogonalize"])
-        M = B - (1.0 - h["mu"]) * (P @ _array.mT(R, xp))
-        scale = math.sqrt(m / n) if h["lr_scale"] == "fan" else 1.0
-        u = (-lr_t * scale) * (P @ _array.mT(Qn, xp))
-        u = xp.reshape(u, tuple(p.shape))
-        if h["weight_decay"]:
-            u = u - (lr_t * h["weight_decay"]) * _array.as_float(p, xp, dt)
+        u, st = _finish(B, P, R, Qn, s, p, h, xp)
         ups.append(u)
-        new.append(DionState(s.step + 1, M, Qn, s.sketch))
+        new.append(st)
     return ups, new
 
 
