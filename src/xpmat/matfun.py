@@ -191,10 +191,15 @@ def _unit_roundoff(xp: Any, dtype: Any) -> float:
 
 
 def _inv_root_eigh(A: Any, p: float, eps: float, xp: Any) -> Any:
-    n = A.shape[-1]
     w, V = _array.eigh((A + _array.mT(A, xp)) / 2, xp)
-    w = w + eps
-    cut = n * _unit_roundoff(xp, A.dtype) * xp.max(w, axis=-1, keepdims=True)
+    return _inv_root_from_eig(w + eps, V, p, xp)
+
+
+def _inv_root_from_eig(w: Any, V: Any, p: float, xp: Any) -> Any:
+    """``V diag(w^(-1/p)) Vᵀ``, symmetrized; eigenvalues ``<= n·u·max(w)`` map to 0 (a
+    pseudo-inverse root).  Shared with Shampoo's tracked-eigenbasis route."""
+    n = w.shape[-1]
+    cut = n * _unit_roundoff(xp, w.dtype) * xp.max(w, axis=-1, keepdims=True)
     keep = w > cut
     safe = xp.where(keep, w, xp.ones_like(w))
     f = xp.where(keep, safe ** (-1.0 / p), xp.zeros_like(w))

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from xpmat import _array
 from xpmat.iteration import orthogonal_iteration
 from xpmat.kron import ShampooFactors, shampoo_factors
-from xpmat.matfun import inv_root
+from xpmat.matfun import _inv_root_from_eig, inv_root
 from xpmat.optim._base import (
     Transform,
     _check_lists,
@@ -220,16 +220,6 @@ def _regularize(F: Any, mask: Any, eps: float, mode: str, xp: Any) -> Any:
     return F + add[..., :, None] * eye
 
 
-def _root_from_eig(lam: Any, Q: Any, p: int, xp: Any) -> Any:
-    """``Q diag(lam^(-1/p)) Qᵀ``; eigenvalues ``<= n·u·max(lam)`` map to 0 (as inv_root's eigh)."""
-    n = lam.shape[-1]
-    u = float(xp.finfo(lam.dtype).eps) / 2
-    keep = lam > n * u * xp.max(lam, axis=-1, keepdims=True)
-    f = xp.where(keep, xp.where(keep, lam, xp.ones_like(lam)) ** (-1.0 / p), xp.zeros_like(lam))
-    X = (Q * f[..., None, :]) @ _array.mT(Q, xp)
-    return (X + _array.mT(X, xp)) / 2
-
-
 def _roots(A: Any, X_old: Any, Q_old: Any, first: bool, h: dict[str, Any], xp: Any):
     """Inverse ``p``-th roots of a stack ``A`` (batch, d, d) by ``root_method``; new basis."""
     p, method = h["root"], h["root_method"]
@@ -245,7 +235,7 @@ def _roots(A: Any, X_old: Any, Q_old: Any, first: bool, h: dict[str, Any], xp: A
     else:
         Q, lam = orthogonal_iteration(A, Q_old, iters=h["basis_iters"], align_to=Q_old,
                                       ritz=False, xp=xp)
-    return _root_from_eig(lam, Q, p, xp), Q
+    return _inv_root_from_eig(lam, Q, p, xp), Q
 
 
 def _host_steps(state: list[ShampooState], xp: Any) -> list[int]:
