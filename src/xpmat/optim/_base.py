@@ -103,6 +103,17 @@ def state_dtype_for(p: Any, xp: Any, state_dtype: Any = None) -> Any:
     return xp.float32 if dt in low else dt
 
 
+def host_steps(state: list[Any], xp: Any) -> list[int]:
+    """The ``step`` counters of a list of states on the host: ONE transfer for the whole list
+    (one per device when the states live on several)."""
+    if not state:
+        return []
+    if len({str(_array.device(st.step)) for st in state}) > 1:  # model parallel: one read each
+        return [int(st.step) for st in state]
+    s = xp.stack([st.step for st in state]) if len(state) > 1 else state[0].step[None]
+    return [int(v) for v in (s.tolist() if hasattr(s, "tolist") else [s[j] for j in range(len(state))])]
+
+
 def zeros_step(xp: Any, dev: Any) -> Any:
     """A 0-d step counter (float64 where the device has it, else float32), value 0."""
     dt = xp.float64 if _array.supports_float64(xp, dev) else xp.float32

@@ -39,7 +39,15 @@ from typing import Any, NamedTuple
 
 from xpmat import _array
 from xpmat.lowrank_eigh import ggt_eigh, lowrank_eigh_update, lowrank_inv_root_apply, reproject_moments
-from xpmat.optim._base import Transform, _check_lists, bind, check_hyper, state_dtype_for, zeros_step
+from xpmat.optim._base import (
+    Transform,
+    _check_lists,
+    bind,
+    check_hyper,
+    host_steps,
+    state_dtype_for,
+    zeros_step,
+)
 from xpmat.orthogonalize import orthonormalize
 
 __all__ = ["DEFAULTS", "LREState", "State", "block_layout", "init", "transform", "update"]
@@ -312,8 +320,12 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
     if hvp is not None and not callable(hvp):
         raise TypeError(f"hvp must be a callable vs -> H vs, got {type(hvp).__name__}")
     freq = h["update_freq"]
-    # host reads of the counter only where the method needs them (probes, update_freq)
-    ts = [int(s.step) + 1 for s in state] if (hess or freq > 1) else [None] * len(state)
+    # host read of the counters only where the method needs them (probes, update_freq)
+    if (hess or freq > 1) and params:  # one host transfer for all counters
+        xp0 = _array.array_namespace(*params, names=[f"params[{i}]" for i in range(len(params))])
+        ts = [t + 1 for t in host_steps(state, xp0)]
+    else:
+        ts = [None] * len(state)
     due = [t is None or (t - 1) % freq == 0 for t in ts]
     Zs: list[Any] = [None] * len(params)
     HZs: list[Any] = [None] * len(params)

@@ -35,6 +35,7 @@ from xpmat.optim._base import (
     _check_lists,
     bind,
     check_hyper,
+    host_steps,
     matrix_shape,
     state_dtype_for,
     zeros_step,
@@ -238,16 +239,6 @@ def _roots(A: Any, X_old: Any, Q_old: Any, first: bool, h: dict[str, Any], xp: A
     return _inv_root_from_eig(lam, Q, p, xp), Q
 
 
-def _host_steps(state: list[ShampooState], xp: Any) -> list[int]:
-    """The step counters on the host: ONE transfer for the whole list."""
-    if not state:
-        return []
-    if len({str(_array.device(st.step)) for st in state}) > 1:  # model parallel: one read each
-        return [int(st.step) for st in state]
-    s = xp.stack([st.step for st in state]) if len(state) > 1 else state[0].step[None]
-    return [int(v) for v in (s.tolist() if hasattr(s, "tolist") else [s[j] for j in range(len(state))])]
-
-
 def update(grads: list[Any], state: list[ShampooState], params: list[Any],
            **hyper: Any) -> tuple[list[Any], list[ShampooState]]:
     """One Shampoo step: ``(updates, new_state)``, ``new_params = params + updates``.
@@ -320,7 +311,7 @@ def update(grads: list[Any], state: list[ShampooState], params: list[Any],
     b1, b2, gb2, wd = h["beta1"], h["beta2"], h["graft_beta2"], h["weight_decay"]
     k_every, start = h["precondition_every"], _start(h)
     xp0 = _array.array_namespace(*params, names=[f"params[{i}]" for i in range(len(params))])
-    steps = _host_steps(state, xp0)
+    steps = host_steps(state, xp0)
 
     work = []  # per parameter: everything phase 3 needs
     queue: dict[tuple, list[tuple[int, str, Any]]] = {}  # (d, dtype, device, first) -> jobs
