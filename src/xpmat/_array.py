@@ -296,6 +296,12 @@ def svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
     return xp.linalg.svd(a, full_matrices=False)
 
 
+def normalize_columns(X: Any, xp: Any) -> Any:
+    """``X`` (..., n, r) with unit-norm columns; zero columns stay zero (no NaN)."""
+    nrm = xp.linalg.vector_norm(X, axis=-2, keepdims=True)
+    return X / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
+
+
 def synchronize(x: Any) -> None:
     """Wait for pending device work on ``x``'s device (no-op on the CPU).
 

@@ -403,8 +403,7 @@ def power_iter1(B: Any, Q: Any, /, *, method: str = "auto", xp: Any = None) -> t
     B = _array.as_float(B, xp, dtype)
     P = orthonormalize(B @ _array.as_float(Q, xp, dtype), method=method, xp=xp)
     R = mT(B, xp) @ P
-    nrm = xp.linalg.vector_norm(R, axis=-2, keepdims=True)
-    return P, R, R / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
+    return P, R, _array.normalize_columns(R, xp)
 
 
 # ----------------------------------------------------------------------------- randomized

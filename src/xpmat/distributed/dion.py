@@ -237,7 +237,7 @@ class DistributedDion(Dion):
         # finish: the low-rank matrices here, the rest through the single-process core
         for e, R in zip(lowrank, Rs, strict=True):
             xp = _array.array_namespace(R)
-            u, st = _dion._finish(e["B"], e["P"], R, _dion._column_normalize(R, xp), e["s"],
+            u, st = _dion._finish(e["B"], e["P"], R, _array.normalize_columns(R, xp), e["s"],
                                   e["p"], e["group"], xp)
             e["p"].add_(u)
             self._put(e["p"], st)

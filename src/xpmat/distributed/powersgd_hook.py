@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from xpmat import _array, orthonormalize
+
 __all__ = ["PowerSGDPlusState", "powersgd_plus_hook"]
 
 _ORTH_METHODS = ("auto", "householder", "cholesky_qr2")
@@ -338,7 +340,6 @@ def powersgd_plus_hook(state: PowerSGDPlusState, bucket):  # DDP checks: no anno
     import torch
     import torch.distributed as dist
 
-    from xpmat import orthonormalize
 
     if not isinstance(state, PowerSGDPlusState):
         raise TypeError(f"state must be a PowerSGDPlusState, got {type(state).__name__}")
@@ -364,8 +365,6 @@ def powersgd_plus_hook(state: PowerSGDPlusState, bucket):  # DDP checks: no anno
         return _allreduce(buf, group).then(lambda fut: fut.value()[0])
 
     if state._xp is None:
-        from xpmat import _array
-
         state._xp = _array.array_namespace(buf)
     ef = state.use_error_feedback
     dev, dtype = buf.device, buf.dtype
@@ -430,14 +429,12 @@ def _initial_q(state: PowerSGDPlusState, groups: list[_Group], dev: Any, dtype: 
     ``warm_start=False``, seeded Gaussian (PyTorch's draw protocol) then orthonormalized."""
     import torch
 
-    from xpmat import orthonormalize
 
     mem = state.q_memory_dict
     if state.warm_start and all(k in mem for g in groups for k in g.keys):
         for g in groups:
             Q = torch.stack([mem[k] for k in g.keys]).to(device=dev, dtype=dtype)
-            nrm = torch.linalg.vector_norm(Q, dim=1, keepdim=True)
-            g.Q0 = Q / torch.where(nrm > 0, nrm, torch.ones_like(nrm))
+            g.Q0 = _array.normalize_columns(Q, state._xp)
         return
     gen = torch.Generator().manual_seed(int(state.rng.randint(1_000_000_000)))
     for g in groups:

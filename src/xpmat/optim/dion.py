@@ -120,12 +120,6 @@ def orthonormalize_rcqr(Y: Any, S: Any, xp: Any) -> Any:
     return _array.solve_triangular(_array.mT(L, xp), Y1, upper=True, left=False, xp=xp)
 
 
-def _column_normalize(R: Any, xp: Any) -> Any:
-    """``R`` with unit columns (zero columns stay zero): the next ``Q``."""
-    nrm = xp.linalg.vector_norm(R, axis=-2, keepdims=True)
-    return R / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
-
-
 def _orth_p(Y: Any, s: DionState, xp: Any, method: str) -> Any:
     """``P = orth(Y)`` of ``Y = B Q`` (m, r): :func:`xpmat.orthonormalize`, or ``rcqr`` with
     the state's sketch (the data-parallel Dion calls this between its two all-reduces)."""
@@ -141,7 +135,7 @@ def _power_step(B: Any, s: DionState, xp: Any, method: str) -> tuple[Any, Any, A
         return power_iter1(B, s.Q, method=method, xp=xp)
     P = _orth_p(B @ s.Q, s, xp, method)
     R = _array.mT(B, xp) @ P
-    return P, R, _column_normalize(R, xp)
+    return P, R, _array.normalize_columns(R, xp)
 
 
 def _finish(B: Any, P: Any, R: Any, Qn: Any, s: DionState, p: Any, h: dict[str, Any],

@@ -108,8 +108,7 @@ def _svd_compress(D: Any, r: int, xp: Any, how: str, seed: int) -> tuple[Any, An
 
         P, _, _ = randomized_svd(D, r, seed=seed, xp=xp)
     R = _array.mT(D, xp) @ P
-    nrm = xp.linalg.vector_norm(R, axis=-2, keepdims=True)
-    return P, R, R / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
+    return P, R, _array.normalize_columns(R, xp)
 
 
 def update(grads: list[Any], state: list[PowerSGDState], params: list[Any],
