@@ -114,6 +114,20 @@ def host_steps(state: list[Any], xp: Any) -> list[int]:
     return [int(v) for v in (s.tolist() if hasattr(s, "tolist") else [s[j] for j in range(len(state))])]
 
 
+def init_params(params: list[Any], hyper: dict[str, Any], defaults: dict[str, Any], name: str,
+                validate: Callable[[dict[str, Any]], None]) -> tuple[dict[str, Any], list[tuple]]:
+    """The common start of every ``init``: checked hyper-parameters ``h`` and, per parameter,
+    ``(i, p, xp, device, state dtype)``."""
+    h = check_hyper(defaults, hyper, name)
+    validate(h)
+    _check_lists(params)
+    items = []
+    for i, p in enumerate(params):
+        xp = _array.array_namespace(p, names=(f"params[{i}]",))
+        items.append((i, p, xp, _array.device(p), state_dtype_for(p, xp, h["state_dtype"])))
+    return h, items
+
+
 def zeros_step(xp: Any, dev: Any) -> Any:
     """A 0-d step counter (float64 where the device has it, else float32), value 0."""
     dt = xp.float64 if _array.supports_float64(xp, dev) else xp.float32

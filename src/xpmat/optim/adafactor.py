@@ -24,7 +24,14 @@ from typing import Any, NamedTuple
 
 from xpmat import _array
 from xpmat.nmf import AdafactorFactors, adafactor_factors, adafactor_second_moment
-from xpmat.optim._base import Transform, _check_lists, bind, check_hyper, state_dtype_for, zeros_step
+from xpmat.optim._base import (
+    Transform,
+    _check_lists,
+    bind,
+    check_hyper,
+    init_params,
+    zeros_step,
+)
 
 __all__ = ["DEFAULTS", "AdafactorState", "State", "init", "transform", "update"]
 
@@ -78,14 +85,9 @@ def _view(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def init(params: list[Any], **hyper: Any) -> list[AdafactorState]:
     """Zero factors (matrices), zero ``v`` (1-D), ``weight = 0``, ``step = 0``."""
-    h = check_hyper(DEFAULTS, hyper, "adafactor")
-    _validate(h)
-    _check_lists(params)
+    h, items = init_params(params, hyper, DEFAULTS, "adafactor", _validate)
     out = []
-    for i, p in enumerate(params):
-        xp = _array.array_namespace(p, names=(f"params[{i}]",))
-        dev = _array.device(p)
-        dt = state_dtype_for(p, xp, h["state_dtype"])
+    for _, p, xp, dev, dt in items:
         shape = _view(tuple(p.shape))
         z = xp.zeros((), dtype=dt, device=dev)
         m1 = xp.zeros(shape, dtype=dt, device=dev) if h["beta1"] is not None else None

@@ -27,9 +27,9 @@ from xpmat.optim._base import (
     _check_lists,
     bind,
     check_hyper,
+    init_params,
     matrix_shape,
     resolve_rank,
-    state_dtype_for,
     zeros_step,
 )
 
@@ -77,15 +77,10 @@ def _validate(h: dict[str, Any]) -> None:
 
 def init(params: list[Any], **hyper: Any) -> list[AdamNMFState]:
     """Random ``U(0, init_scale)`` factors (host draw, seed ``seed + i`` for ``params[i]``)."""
-    h = check_hyper(DEFAULTS, hyper, "adamnmf")
-    _validate(h)
-    _check_lists(params)
+    h, items = init_params(params, hyper, DEFAULTS, "adamnmf", _validate)
     out = []
-    for i, p in enumerate(params):
-        xp = _array.array_namespace(p, names=(f"params[{i}]",))
-        dev = _array.device(p)
+    for i, p, xp, dev, dt in items:
         m, n = matrix_shape(p.shape, f"params[{i}]")
-        dt = state_dtype_for(p, xp, h["state_dtype"])
         r = resolve_rank(h["rank"], 1, m, n)
         ref = xp.zeros((m, n), dtype=dt, device=dev)
         A, B = nmf_online_init(ref, r, scale=h["init_scale"], seed=int(h["seed"]) + i, xp=xp)

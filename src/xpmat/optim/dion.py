@@ -24,9 +24,9 @@ from xpmat.optim._base import (
     _check_lists,
     bind,
     check_hyper,
+    init_params,
     matrix_shape,
     resolve_rank,
-    state_dtype_for,
     zeros_step,
 )
 from xpmat.orthogonalize import orthonormalize
@@ -81,14 +81,9 @@ def init(params: list[Any], **hyper: Any) -> list[DionState]:
 
     ``Q`` of parameter ``i`` is drawn on the host from ``seed + i`` (same on every backend).
     """
-    h = check_hyper(DEFAULTS, hyper, "dion")
-    _validate(h)
-    _check_lists(params)
+    h, items = init_params(params, hyper, DEFAULTS, "dion", _validate)
     out = []
-    for i, p in enumerate(params):
-        xp = _array.array_namespace(p, names=(f"params[{i}]",))
-        dev = _array.device(p)
-        dt = state_dtype_for(p, xp, h["state_dtype"])
+    for i, p, xp, dev, dt in items:
         m, n = matrix_shape(p.shape, f"params[{i}]")
         r = resolve_rank(h["rank"], h["rank_multiple_of"], m, n)
         Q = _array.random_normal((n, r), seed=h["seed"] + i, xp=xp, dtype=dt, dev=dev)

@@ -45,7 +45,7 @@ from xpmat.optim._base import (
     bind,
     check_hyper,
     host_steps,
-    state_dtype_for,
+    init_params,
     zeros_step,
 )
 from xpmat.orthogonalize import orthonormalize
@@ -158,14 +158,9 @@ def init(params: list[Any], **hyper: Any) -> list[LREState]:
     block-diagonal with exact zero rows, on which LAPACK's float32 ``syevd`` (torch CPU) was
     measured to fail to converge (n = 2048, r = 64, third step).
     """
-    h = check_hyper(DEFAULTS, hyper, "lre")
-    _validate(h)
-    _check_lists(params)
+    h, items = init_params(params, hyper, DEFAULTS, "lre", _validate)
     out = []
-    for i, p in enumerate(params):
-        xp = _array.array_namespace(p, names=(f"params[{i}]",))
-        dev = _array.device(p)
-        dt = state_dtype_for(p, xp, h["state_dtype"])
+    for i, p, xp, dev, dt in items:
         nb, bs = block_layout(math.prod(tuple(p.shape)), h["max_dim"])
         r = _rank(h, bs)
         L = xp.zeros((nb, r), dtype=dt, device=dev)

@@ -32,8 +32,8 @@ from xpmat.optim._base import (
     _check_lists,
     bind,
     check_hyper,
+    init_params,
     matrix_shape,
-    state_dtype_for,
     zeros_step,
 )
 from xpmat.orthogonalize import msign
@@ -89,14 +89,9 @@ def _tall(shape: tuple[int, ...], name: str) -> tuple[int, int, bool]:
 
 def init(params: list[Any], **hyper: Any) -> list[ManifoldMuonState]:
     """Zero dual (``(k, k)`` with ``k = min`` side, or a scalar) and zero momentum."""
-    h = check_hyper(DEFAULTS, hyper, "manifold_muon")
-    _validate(h)
-    _check_lists(params)
+    h, items = init_params(params, hyper, DEFAULTS, "manifold_muon", _validate)
     out = []
-    for i, p in enumerate(params):
-        xp = _array.array_namespace(p, names=(f"params[{i}]",))
-        dev = _array.device(p)
-        dt = state_dtype_for(p, xp, h["state_dtype"])
+    for i, p, xp, dev, dt in items:
         n, m, _ = _tall(tuple(p.shape), f"params[{i}]")
         dual = xp.zeros((m, m) if h["manifold"] == "stiefel" else (), dtype=dt, device=dev)
         out.append(ManifoldMuonState(zeros_step(xp, dev), dual, xp.zeros((n, m), dtype=dt, device=dev)))

@@ -26,8 +26,8 @@ from xpmat.optim._base import (
     bind,
     check_hyper,
     group_by_shape,
+    init_params,
     matrix_shape,
-    state_dtype_for,
     zeros_step,
 )
 from xpmat.orthogonalize import msign
@@ -83,15 +83,10 @@ def _validate(h: dict[str, Any]) -> None:
 
 def init(params: list[Any], **hyper: Any) -> list[MuonState]:
     """Zero momentum (in the matrix view) for each matrix parameter."""
-    h = check_hyper(DEFAULTS, hyper, "muon")
-    _validate(h)
-    _check_lists(params)
+    _, items = init_params(params, hyper, DEFAULTS, "muon", _validate)
     out = []
-    for i, p in enumerate(params):
-        xp = _array.array_namespace(p, names=(f"params[{i}]",))
-        dev = _array.device(p)
+    for i, p, xp, dev, dt in items:
         m, n = matrix_shape(p.shape, f"params[{i}]")
-        dt = state_dtype_for(p, xp, h["state_dtype"])
         out.append(MuonState(zeros_step(xp, dev), xp.zeros((m, n), dtype=dt, device=dev)))
     return out
 

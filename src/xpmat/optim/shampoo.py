@@ -36,8 +36,8 @@ from xpmat.optim._base import (
     bind,
     check_hyper,
     host_steps,
+    init_params,
     matrix_shape,
-    state_dtype_for,
     zeros_step,
 )
 
@@ -150,15 +150,10 @@ def _eyes(k: int, d: int, xp: Any, dt: Any, dev: Any) -> Any:
 
 def init(params: list[Any], **hyper: Any) -> list[ShampooState]:
     """Zero factors, identity roots (and bases), zero moments for each matrix parameter."""
-    h = check_hyper(DEFAULTS, hyper, "shampoo")
-    _validate(h)
-    _check_lists(params)
+    h, items = init_params(params, hyper, DEFAULTS, "shampoo", _validate)
     out = []
-    for i, p in enumerate(params):
-        xp = _array.array_namespace(p, names=(f"params[{i}]",))
-        dev = _array.device(p)
+    for i, p, xp, dev, dt in items:
         m, n = matrix_shape(p.shape, f"params[{i}]")
-        dt = state_dtype_for(p, xp, h["state_dtype"])
         bm, bn, gm, gn = block_layout(m, n, h["max_preconditioner_dim"])
         k = gm * gn
         basis = h["root_method"] == "orthogonal_iteration"
