@@ -209,3 +209,45 @@ def test_eigh_float32_retry_in_float64(monkeypatch):
     monkeypatch.setattr(xp.linalg, "eigh", lambda a: flaky(a.float()))
     with pytest.raises(torch.linalg.LinAlgError):  # a float64 failure is not retried
         _array.eigh(a.double(), xp)
+
+
+def test_elementwise_helpers_equal_their_formulas(backend, xp):
+    """lerp / add_scaled / matmul_add: the torch fast paths (torch.lerp, torch.add(alpha=),
+    addmm / baddbmm) give the Array API formula on every backend, 2-D and batched."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((2, 4, 5))
+    A, B = (backend.asarray(v) for v in (a, b))
+    assert_close(_array.lerp(A, B, 0.3, xp), a + 0.3 * (b - a), backend, rtol=1e-14, atol=1e-15)
+    assert_close(_array.lerp(A, B, 0.9, xp), a + 0.9 * (b - a), backend, rtol=1e-14, atol=1e-15)
+    low = _array.lerp(A, B, 0.3, xp, "float32")
+    assert_array(low, backend, shape=(4, 5), dtype="float32")
+    assert_close(low, a + 0.3 * (b - a), backend, rtol=TOL["float32"])
+    assert_close(_array.add_scaled(A, -0.25, B, xp), a - 0.25 * b, backend, rtol=1e-14, atol=1e-15)
+    for shape in ((4, 4), (3, 4, 4)):
+        c, m1, m2 = (rng.standard_normal(shape) for _ in range(3))
+        got = _array.matmul_add(*(backend.asarray(v) for v in (c, m1, m2)), beta=2.0, alpha=-0.5, xp=xp)
+        assert_close(got, 2.0 * c - 0.5 * (m1 @ m2), backend, rtol=1e-13, atol=1e-14)
+
+
+def test_lerp_out_writes_in_place_on_torch_only(backend, xp):
+    """``out=`` is honoured on torch (the buffer itself is returned, updated); elsewhere a new
+    array comes back and ``out`` is left as it was."""
+    a, b = np.zeros((3, 3)), np.ones((3, 3))
+    A, B = backend.asarray(a), backend.asarray(b)
+    got = _array.lerp(A, B, 0.5, xp, out=A)
+    assert_close(got, np.full((3, 3), 0.5), backend, rtol=0)
+    if backend.lib == "torch":
+        assert got is A
+    else:
+        assert_close(A, a, backend, rtol=0)
+
+
+def test_add_scaled_promotes_bfloat16_to_float32():
+    torch = pytest.importorskip("torch")
+    import array_api_compat.torch as xp
+
+    y = torch.ones(2, 3, dtype=torch.bfloat16)
+    x = torch.full((2, 3), 4.0)
+    got = _array.add_scaled(y, -0.5, x, xp)
+    assert got.dtype == torch.float32
+    assert torch.equal(got, torch.full((2, 3), -1.0))

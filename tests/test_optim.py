@@ -566,6 +566,49 @@ def test_muon_direction_and_scale(backend):
         muon.init([backend.asarray(np.ones(3))])
 
 
+def test_muon_reuse_state(backend):
+    """``reuse_state`` (momentum written into the old buffers, torch only) changes memory
+    traffic, not results; without it the caller's state is left untouched."""
+    from xpmat.optim import muon
+
+    rng = np.random.default_rng(9)
+    shapes = [(8, 5), (8, 5), (5, 8), (8, 5)]
+    params = [backend.asarray(rng.standard_normal(s)) for s in shapes]
+    grads = [backend.asarray(rng.standard_normal(s)) for s in shapes]
+    hyper = {"lr": 0.1, "weight_decay": 0.01}
+    st0 = muon.update(grads, muon.init(params), params, **hyper)[1]  # non-zero momentum
+    before = [backend.to_numpy(s.momentum_buffer) for s in st0]
+    ref_u, ref_s = muon.update(grads, st0, params, **hyper)
+    for s, b in zip(st0, before, strict=True):
+        assert_close(s.momentum_buffer, b, backend, rtol=0)  # untouched
+    u, s = muon.transform(reuse_state=True, **hyper).update(grads, st0, params)
+    for i in range(len(shapes)):
+        assert_close(u[i], backend.to_numpy(ref_u[i]), backend, rtol=1e-12, atol=1e-14)
+        assert_close(s[i].momentum_buffer, backend.to_numpy(ref_s[i].momentum_buffer), backend,
+                     rtol=1e-14)
+        if backend.lib == "torch":
+            assert s[i].momentum_buffer is st0[i].momentum_buffer
+    with pytest.raises(ValueError, match="ns_normalize"):
+        muon.update(grads, st0, params, ns_normalize="max")
+
+
+def test_torch_load_state_dict_copies_state():
+    """A state_dict taken from a live optimizer is copied on load: the loaded optimizer's
+    in-place momentum updates (Muon) do not reach the optimizer it came from."""
+    gen = torch.Generator().manual_seed(3)
+    a = [torch.randn(6, 4, generator=gen).requires_grad_()]
+    b = [a[0].detach().clone().requires_grad_()]
+    oa, ob = xo.Muon(a, lr=0.1), xo.Muon(b, lr=0.1)
+    a[0].grad = torch.randn(6, 4, generator=gen)
+    b[0].grad = a[0].grad.clone()
+    oa.step()
+    ob.load_state_dict(oa.state_dict())
+    saved = oa.state[a[0]]["momentum_buffer"].clone()
+    ob.step()
+    assert torch.equal(oa.state[a[0]]["momentum_buffer"], saved)
+    assert not torch.equal(ob.state[b[0]]["momentum_buffer"], saved)
+
+
 BF16_STEP_RTOL = 0.08  # measured up to 0.057 with the real msign (5 steps, 3 shapes)
 
 

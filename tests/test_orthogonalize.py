@@ -232,6 +232,33 @@ def test_msign_nan_and_bad_input(backend):
         orth.msign(backend.asarray(np.ones((3, 3))), schedule="nope")
 
 
+@pytest.mark.parametrize("shape", [(1, 40, 24), (24, 40), (1, 1, 24, 40)])
+def test_newton_schulz_scale_and_batch_of_one(backend, dtype, shape):
+    """The loop behind msign: ``scale`` (folded into the last step) gives scale · msign, and a
+    batch of one matrix (run as a 2-D product) equals the plain matrix."""
+    A, U, _s, Vt = matrix_with_spectrum(*shape[-2:], np.geomspace(1, 1e-2, 24), seed=21)
+    A = A.reshape(shape)
+    X = backend.asarray(A, dtype)
+    coeffs = orth.ns_schedule("polar_express", 10)
+    got = orth._newton_schulz(X, coeffs, normalize="fro", eps=1e-7, xp=backend.xp, scale=-0.03)
+    assert_array(got, backend, shape=shape, dtype=dtype)
+    assert rel_err(got, -0.03 * (U @ Vt).reshape(shape), backend) <= 30 * TOL[dtype]
+    plain = orth.msign(backend.asarray(A.reshape(shape[-2:]), dtype), steps=10)
+    assert rel_err(got, -0.03 * backend.to_numpy(plain).reshape(shape), backend) <= 10 * TOL[dtype]
+
+
+@pytest.mark.skip_xp_backends("numpy", "array_api_strict", "cupy",
+                              reason="memory layout (strides) checked on PyTorch")
+def test_msign_tall_result_has_the_input_layout(backend):
+    """A tall input is iterated transposed, but the result comes back laid out as the input
+    (contiguous), not as a transposed view that makes every later pass over it strided."""
+    A = np.random.default_rng(22).standard_normal((96, 32))
+    O = orth.msign(backend.asarray(A, "float32"), steps=3)
+    assert O.is_contiguous() and tuple(O.stride()) == (32, 1)
+    B = orth.msign(backend.asarray(np.stack([A, A]), "float32"), steps=3)
+    assert B.is_contiguous()
+
+
 @pytest.mark.skip_xp_backends("numpy", "array_api_strict", "cupy",
                               reason="bfloat16 exists on PyTorch only")
 def test_msign_bf16_compute(backend):

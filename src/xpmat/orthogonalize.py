@@ -8,6 +8,7 @@ the 1e-3 the Polar Express coefficients are designed for).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from xpmat import _array
@@ -341,18 +342,47 @@ def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normali
         X = _array.cast(X, compute_dtype, xp)
     if 0 in tuple(G.shape):
         return xp.zeros(G.shape, dtype=dt, device=_array.device(G))
-    tall = G.shape[-2] > G.shape[-1]
+    X = _newton_schulz(X, coeffs, normalize=normalize, eps=eps, xp=xp)
+    return xp.astype(X, dt) if X.dtype != dt else X
+
+
+def _newton_schulz(X: Any, coeffs: list[tuple[float, float, float]], *, normalize: str, eps: float,
+                  xp: Any, scale: float = 1.0) -> Any:
+    """``scale · msign(X)`` computed in ``X``'s own dtype (no checks, no casts): the loop of
+    :func:`msign` for callers that validated their input (Muon).
+
+    ``scale`` is folded into the last step's ``(a, b, c)`` (saving a pass over the result).  A batch
+    of one matrix runs as a 2-D product: on CPU PyTorch a batched ``X Xᵀ`` of one matrix was
+    measured 1.4x (bf16) to 1.6x (float32) slower than the plain one (768 × 3072, 2 threads).
+    A tall ``X`` is iterated as ``Xᵀ`` but its last step is written as ``a Xᵀ + Xᵀ B``, so the
+    result is laid out as ``X`` (not a transposed view, which made every later elementwise pass
+    over it strided: measured 10x slower for a 1024 × 256 add on CPU).
+    """
+    shape = tuple(X.shape)
+    if len(shape) > 2 and math.prod(shape[:-2]) == 1:
+        X = xp.reshape(X, shape[-2:])
+    tall = shape[-2] > shape[-1]
     if tall:
         X = mT(X, xp)
     X, A = _scale(X, normalize, eps, xp)
-    for a, b, c in coeffs:
+    for k, (a, b, c) in enumerate(coeffs):
+        last = k == len(coeffs) - 1
+        if last:
+            a, b, c = a * scale, b * scale, c * scale
         if A is None:
             A = X @ mT(X, xp)
-        X = a * X + (b * A + c * (A @ A)) @ X
+        B = _array.matmul_add(A, A, A, beta=b, alpha=c, xp=xp)  # b A + c A², symmetric
+        if tall and last:  # (a X + B X)ᵀ = a Xᵀ + Xᵀ B comes out in G's own layout, not as
+            X = _array.matmul_add(mT(X, xp), mT(X, xp), B, beta=a, xp=xp)  # a transposed view
+            tall = False
+        else:
+            X = _array.matmul_add(X, B, X, beta=a, xp=xp)  # a X + B X
         A = None
+    if not coeffs:
+        X = scale * X
     if tall:
         X = mT(X, xp)
-    return xp.astype(X, dt) if X.dtype != dt else X
+    return xp.reshape(X, shape) if X.ndim != len(shape) else X
 
 
 # ----------------------------------------------------------------------------- polar

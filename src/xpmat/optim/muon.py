@@ -9,13 +9,17 @@ Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), 
 
 ``a(m, n)`` (``adjust_lr_fn``): ``"original"`` √max(1, m/n) (Keller Jordan), ``"match_rms_adamw"``
 0.2·√max(m, n) (Moonshot), ``"none"`` 1 — the same choices as ``torch.optim.Muon``.  All the
-parameters of one call that share a shape (and dtype) are stacked and go through the momentum
-arithmetic and ONE batched ``msign`` call together (``torch.optim.Muon`` loops over parameters);
-the new momentum buffers are views into the stacked result.
+parameters of one call that share a shape (and dtype) go through ONE batched Newton–Schulz call
+(``torch.optim.Muon`` loops over parameters).  The elementwise work stays per matrix, because
+passes over memory bound a CPU step: on PyTorch the two momentum lines are one ``torch.lerp``
+each (the second writes the compute dtype directly), the factor ``−η a(m, n)`` rides in the last
+Newton–Schulz step, and the decay is one ``torch.add`` that reads the compute-dtype result as is
+— no more passes than ``torch.optim.Muon`` takes, plus the stack of ``U`` when a shape repeats.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -30,9 +34,9 @@ from xpmat.optim._base import (
     matrix_shape,
     zeros_step,
 )
-from xpmat.orthogonalize import msign
+from xpmat.orthogonalize import _NORMALIZE, _newton_schulz, ns_schedule
 
-__all__ = ["DEFAULTS", "MuonState", "State", "adjust_lr", "init", "msign_stacked", "transform", "update"]
+__all__ = ["DEFAULTS", "MuonState", "State", "adjust_lr", "init", "transform", "update"]
 
 DEFAULTS: dict[str, Any] = {
     "lr": 0.02,
@@ -79,6 +83,9 @@ def _validate(h: dict[str, Any]) -> None:
     if h["lr"] < 0 or h["weight_decay"] < 0:
         raise ValueError(f"lr and weight_decay must be >= 0, got {h['lr']}, {h['weight_decay']}")
     adjust_lr(h["adjust_lr_fn"], 1, 1)
+    ns_schedule(h["ns_schedule"], h["ns_steps"])
+    if h["ns_normalize"] not in _NORMALIZE:
+        raise ValueError(f"ns_normalize must be one of {_NORMALIZE}, got {h['ns_normalize']!r}")
 
 
 def init(params: list[Any], **hyper: Any) -> list[MuonState]:
@@ -91,13 +98,7 @@ def init(params: list[Any], **hyper: Any) -> list[MuonState]:
     return out
 
 
-def msign_stacked(U: Any, xp: Any, h: dict[str, Any]) -> Any:
-    """``xpmat.msign`` of a stack ``(k, m, n)`` of same-shaped matrices: ONE batched call."""
-    return msign(U, steps=h["ns_steps"], schedule=h["ns_schedule"], normalize=h["ns_normalize"],
-                 compute_dtype=h["compute_dtype"], eps=h["eps"], xp=xp)
-
-
-def update(grads: list[Any], state: list[MuonState], params: list[Any],
+def update(grads: list[Any], state: list[MuonState], params: list[Any], *, reuse_state: bool = False,
            **hyper: Any) -> tuple[list[Any], list[MuonState]]:
     """One Muon step: ``(updates, new_state)``, ``new_params = params + updates``.
 
@@ -107,11 +108,14 @@ def update(grads: list[Any], state: list[MuonState], params: list[Any],
         Matrix parameters (ndim ≥ 2; conv kernels viewed as ``(out, in·k·k)``); 1-D ones raise
         ``ValueError`` (use :func:`xpmat.optim.route` or the torch class's AdamW fallback).
     state : list of MuonState
+    reuse_state : bool
+        Write the new momentum into the buffers of ``state`` (PyTorch only; the caller gives
+        ``state`` up, as the torch class does).  Default False: ``state`` is left untouched.
     **hyper
         ``lr`` (η), ``momentum`` (μ), ``nesterov``, ``weight_decay`` (λ, decoupled, times η
         as torch), ``schedule`` (s multiplies η), ``adjust_lr_fn``, and the ``msign`` options
         ``ns_steps``, ``ns_schedule`` (``"polar_express"``, ``"jordan"``, ...), ``ns_normalize``,
-        ``compute_dtype`` (``"bfloat16"`` on GPUs), ``eps``; ``state_dtype``.
+        ``compute_dtype`` (``"bfloat16"`` on GPUs and bf16-capable CPUs), ``eps``; ``state_dtype``.
 
     Returns
     -------
@@ -125,7 +129,9 @@ def update(grads: list[Any], state: list[MuonState], params: list[Any],
     ``compute_dtype="bfloat16"``, ``eps=1e-7`` it is ``torch.optim.Muon`` (tested to bf16
     precision).  A zero gradient gives a zero direction (msign of 0 is 0).
 
-    Backends: standard Array API; the orthogonalization is :func:`xpmat.msign` (batched).
+    Backends: standard Array API; the orthogonalization is the loop of :func:`xpmat.msign`
+    (batched); on PyTorch the elementwise steps and products take the one-pass forms of
+    ``xpmat._array`` (``lerp``, ``add_scaled``, ``matmul_add``).
 
     Examples
     --------
@@ -142,7 +148,8 @@ def update(grads: list[Any], state: list[MuonState], params: list[Any],
     _validate(h)
     _check_lists(params, grads, state)
     lr_t = float(h["schedule"]) * float(h["lr"])
-    mu, wd = h["momentum"], h["weight_decay"]
+    mu, decay = h["momentum"], lr_t * h["weight_decay"]
+    coeffs = ns_schedule(h["ns_schedule"], h["ns_steps"])
     ups: list[Any] = [None] * len(params)
     new: list[Any] = [None] * len(params)
     for idx in group_by_shape(params).values():
@@ -152,24 +159,31 @@ def update(grads: list[Any], state: list[MuonState], params: list[Any],
         shape = tuple(params[i0].shape)
         m, n = matrix_shape(shape, f"params[{i0}]")
         dt = state[i0].momentum_buffer.dtype
-
-        def stack(xs, xp=xp):  # one matrix: a view, no copy
-            return xs[0][None, ...] if len(xs) == 1 else xp.stack(xs, axis=0)
-
-        G = stack([xp.reshape(_array.as_float(grads[i], xp, dt), (m, n)) for i in idx])
-        B0 = stack([state[i].momentum_buffer for i in idx])
-        buf = B0 + (1.0 - mu) * (G - B0)
-        U = G + mu * (buf - G) if h["nesterov"] else buf
-        u = (-lr_t * adjust_lr(h["adjust_lr_fn"], m, n)) * msign_stacked(U, xp, h)
-        if wd:
-            u = u - (lr_t * wd) * stack([xp.reshape(_array.as_float(params[i], xp, dt), (m, n))
-                                         for i in idx])
+        bufs, Us = [], []
+        for i in idx:  # per matrix: torch.lerp is one pass; stacking first would add two
+            g = xp.reshape(_array.as_float(grads[i], xp, dt), (m, n))
+            B0 = state[i].momentum_buffer
+            buf = _array.lerp(B0, g, 1.0 - mu, xp, out=B0 if reuse_state else None)
+            cd = h["compute_dtype"]  # U is written in it directly (torch: no separate cast pass)
+            U = _array.lerp(g, buf, mu, xp, cd) if h["nesterov"] else _array.cast(buf, cd, xp)
+            bufs.append(buf)
+            Us.append(U)
+        U = Us[0][None, ...] if len(Us) == 1 else xp.stack(Us, axis=0)
+        # −η a(m, n) msign(U) in the compute dtype: ONE batched Newton–Schulz call per shape
+        O = _newton_schulz(U, coeffs, normalize=h["ns_normalize"], eps=h["eps"], xp=xp,
+                           scale=-lr_t * adjust_lr(h["adjust_lr_fn"], m, n))
         for j, i in enumerate(idx):
-            ups[i] = xp.reshape(u[j, ...], shape)
-            new[i] = MuonState(state[i].step + 1, buf[j, ...])
+            u = O[j, ...]
+            if decay:  # decoupled weight decay, added without casting O first
+                p = xp.reshape(_array.as_float(params[i], xp, dt), (m, n))
+                u = _array.add_scaled(u, -decay, p, xp)
+            ups[i] = xp.reshape(_array.as_float(u, xp, dt), shape)
+            new[i] = MuonState(state[i].step + 1, bufs[j])
     return ups, new
 
 
-def transform(**hyper: Any) -> Transform:
-    """:class:`~xpmat.optim.Transform` with these hyper-parameters bound."""
-    return bind(DEFAULTS, hyper, "muon", _validate, init, update)
+def transform(*, reuse_state: bool = False, **hyper: Any) -> Transform:
+    """:class:`~xpmat.optim.Transform` with these hyper-parameters bound (``reuse_state``: see
+    :func:`update`)."""
+    return bind(DEFAULTS, hyper, "muon", _validate, init,
+                functools.partial(update, reuse_state=reuse_state) if reuse_state else update)

@@ -63,6 +63,9 @@ class XpmatOptimizer(torch.optim.Optimizer):
 
     method: ClassVar[Any] = None
     matrix_only: ClassVar[bool] = False
+    # the core's update may overwrite the state's buffers (its transform takes reuse_state):
+    # this class never reads a state again after handing it to update
+    reuse_state: ClassVar[bool] = False
 
     def __init__(self, params: Any, **hyper: Any) -> None:
         if self.method is None:
@@ -97,7 +100,8 @@ class XpmatOptimizer(torch.optim.Optimizer):
                 "schedule": group.get("schedule", 1.0)}
 
     def _transform(self, group: dict) -> Transform:
-        main = self.method.transform(**self._hyper(group))
+        kw = {"reuse_state": True} if self.reuse_state else {}
+        main = self.method.transform(**kw, **self._hyper(group))
         if not self.matrix_only or group["fallback"] is None:
             return main
         return route(main, _adamw.transform(**self._fallback_hyper(group)))
@@ -146,7 +150,10 @@ class XpmatOptimizer(torch.optim.Optimizer):
         return loss
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Load state; floating state keeps its saved dtype (torch's loader would cast it)."""
+        """Load state; floating state keeps its saved dtype (torch's loader would cast it).
+
+        The tensors are copied, so a state_dict taken from a live optimizer is never shared
+        with this one (whose steps may update its buffers in place)."""
         saved = {k: dict(v) for k, v in state_dict["state"].items()}
         ids = {}
         for g_saved, g in zip(state_dict["param_groups"], self.param_groups, strict=True):
@@ -156,7 +163,7 @@ class XpmatOptimizer(torch.optim.Optimizer):
             p = ids[k]
             for key, v in st.items():
                 if torch.is_tensor(v):
-                    self.state[p][key] = v.to(device=p.device)
+                    self.state[p][key] = v.to(device=p.device, copy=True)
 
 
 class AdamW(XpmatOptimizer):
@@ -175,6 +182,7 @@ class Muon(XpmatOptimizer):
 
     method = _muon
     matrix_only = True
+    reuse_state = True  # momentum updated in place (torch.lerp(out=)), as torch.optim.Muon
 
 
 class ManifoldMuon(XpmatOptimizer):
