@@ -227,6 +227,7 @@ def test_elementwise_helpers_equal_their_formulas(backend, xp):
         c, m1, m2 = (rng.standard_normal(shape) for _ in range(3))
         got = _array.matmul_add(*(backend.asarray(v) for v in (c, m1, m2)), beta=2.0, alpha=-0.5, xp=xp)
         assert_close(got, 2.0 * c - 0.5 * (m1 @ m2), backend, rtol=1e-13, atol=1e-14)
+    assert _array.is_cpu(A) == (backend.name not in ("torch:cuda", "cupy"))
 
 
 def test_lerp_out_writes_in_place_on_torch_only(backend, xp):

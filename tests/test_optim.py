@@ -592,6 +592,52 @@ def test_muon_reuse_state(backend):
         muon.update(grads, st0, params, ns_normalize="max")
 
 
+def test_muon_cpu_stacks_are_chunked(backend, monkeypatch):
+    """On a CPU a shape's stack is split into Newton–Schulz calls of at most _CPU_STACK_BYTES
+    (on a GPU it is one call); the updates do not depend on the split."""
+    from xpmat.optim import muon
+
+    rng = np.random.default_rng(10)
+    params = [backend.asarray(rng.standard_normal((8, 5))) for _ in range(5)]
+    grads = [backend.asarray(rng.standard_normal((8, 5))) for _ in range(5)]
+    whole, _ = muon.update(grads, muon.init(params), params, weight_decay=0.1)
+    calls = []
+    real = muon._newton_schulz
+
+    def counted(U, *a, **k):
+        calls.append(U.shape[0])
+        return real(U, *a, **k)
+
+    monkeypatch.setattr(muon, "_newton_schulz", counted)
+    monkeypatch.setattr(muon, "_CPU_STACK_BYTES", 2 * 8 * 5 * 8)  # two float64 8 × 5 matrices
+    split, _ = muon.update(grads, muon.init(params), params, weight_decay=0.1)
+    assert calls == ([5] if backend.name in ("torch:cuda", "cupy") else [2, 2, 1])
+    for a, b in zip(split, whole, strict=True):
+        assert_close(a, backend.to_numpy(b), backend, rtol=1e-13, atol=1e-15)
+
+
+def test_torch_muon_steps_chunk_by_chunk(monkeypatch):
+    """The torch class calls the core once per Newton–Schulz chunk (then 1-D parameters), and
+    the result is bitwise the core's single call."""
+    from xpmat.optim import adamw, muon
+
+    monkeypatch.setattr(muon, "_CPU_STACK_BYTES", 2 * 8 * 5 * 4)  # two float32 8 × 5 matrices
+    gen = torch.Generator().manual_seed(4)
+    ps = [torch.randn(8, 5, generator=gen) for _ in range(5)] + [torch.randn(5, generator=gen)]
+    gs = [torch.randn(p.shape, generator=gen) for p in ps]
+    leaves = [p.clone().requires_grad_() for p in ps]
+    for x, g in zip(leaves, gs, strict=True):
+        x.grad = g.clone()
+    opt = xo.Muon(leaves, lr=0.05, weight_decay=0.1, adamw_lr=0.01)
+    assert opt._calls(leaves, opt.param_groups[0]) == [[0, 1], [2, 3], [4], [5]]
+    opt.step()
+    t = xo.route(muon.transform(lr=0.05, weight_decay=0.1),
+                 adamw.transform(lr=0.01, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0))
+    want = xo.apply_updates(ps, t.update(gs, t.init(ps), ps)[0])
+    for x, w in zip(leaves, want, strict=True):
+        assert torch.equal(x.detach(), w)
+
+
 def test_torch_load_state_dict_copies_state():
     """A state_dict taken from a live optimizer is copied on load: the loaded optimizer's
     in-place momentum updates (Muon) do not reach the optimizer it came from."""

@@ -2,8 +2,9 @@
 
 ``python docs/scripts/muon_step_timing.py D LAYERS REPS`` builds ``LAYERS × [D×4D, 4D×D, D×3D,
 D×D]`` float32 parameters with gradients and times ``step()`` of ``torch.optim.Muon`` (bf16
-Newton–Schulz, per parameter), ``xpmat.optim.Muon`` with float32 and bf16 NS (one batched msign
-per shape), and a plain per-parameter ``msign`` loop; prints min and median over REPS steps.
+Newton–Schulz, per parameter), ``xpmat.optim.Muon`` with float32 and bf16 NS (one batched
+Newton–Schulz call per shape), the same bf16 Muon with one param group per matrix (so nothing is
+batched), and a plain per-parameter ``msign`` loop; prints min and median over REPS steps.
 Same settings everywhere: lr 0.02, momentum 0.95 Nesterov, weight decay 0.1, 5 NS steps.
 """
 
@@ -30,6 +31,9 @@ def main(d=256, layers=1, reps=10):
         "torch.optim.Muon (bf16 NS)": torch.optim.Muon(params, ns_steps=5, **kw).step,
         "xpmat Muon, float32 NS": xo.Muon(params, ns_steps=5, **kw).step,
         "xpmat Muon, bf16 NS": xo.Muon(params, ns_steps=5, compute_dtype="bfloat16", **kw).step,
+        # one param group per matrix: the same code, one Newton–Schulz call per matrix
+        "xpmat Muon, bf16, unbatched": xo.Muon([{"params": [p]} for p in params], ns_steps=5,
+                                               compute_dtype="bfloat16", **kw).step,
     }
 
     def loop():
@@ -51,7 +55,7 @@ def main(d=256, layers=1, reps=10):
     print(f"d={d}, layers={layers}, {len(params)} matrices, torch {torch.__version__}, 2 threads")
     for name, ts in res.items():
         med = sorted(ts)[reps // 2]
-        print(f"  {name:<28} min {min(ts) * 1e3:8.1f} ms  median {med * 1e3:8.1f} ms  "
+        print(f"  {name:<29} min {min(ts) * 1e3:8.1f} ms  median {med * 1e3:8.1f} ms  "
               f"torch/this {base / med:5.2f}")
 
 

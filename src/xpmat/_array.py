@@ -27,6 +27,7 @@ __all__ = [
     "device",
     "eigh",
     "float_dtype",
+    "is_cpu",
     "is_cupy",
     "is_numpy",
     "is_strict",
@@ -322,6 +323,16 @@ def lerp(start: Any, end: Any, weight: float, xp: Any, dtype: Any = None, out: A
             out = torch.empty(start.shape, dtype=dtype, device=start.device)
         return torch.lerp(start, end, weight) if out is None else torch.lerp(start, end, weight, out=out)
     return cast(start + weight * (end - start), dtype, xp)
+
+
+def is_cpu(x: Any) -> bool:
+    """True when array ``x`` lives in host memory (NumPy, array-api-strict, CPU torch / JAX)."""
+    xp = _compat.array_namespace(x)
+    if is_numpy(xp) or is_strict(xp):
+        return True
+    dev = device(x)  # torch.device has .type, a JAX device .platform; CuPy's is a CUDA device
+    kind = getattr(dev, "type", None) or getattr(dev, "platform", None) or str(dev)
+    return str(kind).lower() == "cpu"
 
 
 def add_scaled(y: Any, alpha: float, x: Any, xp: Any) -> Any:

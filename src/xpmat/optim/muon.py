@@ -10,11 +10,12 @@ Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), 
 ``a(m, n)`` (``adjust_lr_fn``): ``"original"`` √max(1, m/n) (Keller Jordan), ``"match_rms_adamw"``
 0.2·√max(m, n) (Moonshot), ``"none"`` 1 — the same choices as ``torch.optim.Muon``.  All the
 parameters of one call that share a shape (and dtype) go through ONE batched Newton–Schulz call
-(``torch.optim.Muon`` loops over parameters).  The elementwise work stays per matrix, because
-passes over memory bound a CPU step: on PyTorch the two momentum lines are one ``torch.lerp``
-each (the second writes the compute dtype directly), the factor ``−η a(m, n)`` rides in the last
-Newton–Schulz step, and the decay is one ``torch.add`` that reads the compute-dtype result as is
-— no more passes than ``torch.optim.Muon`` takes, plus the stack of ``U`` when a shape repeats.
+(``torch.optim.Muon`` loops over parameters); on a CPU, in stacks of at most 8 MiB.  The
+elementwise work stays per matrix, because passes over memory bound a CPU step: on PyTorch the
+two momentum lines are one ``torch.lerp`` each (the second writes the compute dtype directly),
+the factor ``−η a(m, n)`` rides in the last Newton–Schulz step, and the decay is one
+``torch.add`` that reads the compute-dtype result as is — no more passes than
+``torch.optim.Muon`` takes, plus the stack of ``U`` when a shape repeats.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from xpmat.optim._base import (
 )
 from xpmat.orthogonalize import _NORMALIZE, _newton_schulz, ns_schedule
 
-__all__ = ["DEFAULTS", "MuonState", "State", "adjust_lr", "init", "transform", "update"]
+__all__ = ["DEFAULTS", "MuonState", "State", "adjust_lr", "chunks", "init", "transform", "update"]
 
 DEFAULTS: dict[str, Any] = {
     "lr": 0.02,
@@ -86,6 +87,37 @@ def _validate(h: dict[str, Any]) -> None:
     ns_schedule(h["ns_schedule"], h["ns_steps"])
     if h["ns_normalize"] not in _NORMALIZE:
         raise ValueError(f"ns_normalize must be one of {_NORMALIZE}, got {h['ns_normalize']!r}")
+
+
+# On a CPU a stack of same-shaped matrices goes through one Newton–Schulz call only while it
+# stays this small (bytes in the compute dtype).  Measured (bf16, 2 cores, docs/optim.md Speed):
+# batching wins on small matrices (12 × 64×256: 9.2 vs 32 ms unbatched; 12 × 256×1024, 6 MiB:
+# 169 vs 188 ms) and loses on big ones (12 × 768×3072 in stacks of 3, 14 MiB: 5.35 vs 4.57 s),
+# because glibc hands large blocks back to the system and every step page-faults them in again
+# (with MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ raised the two were equal, 4.41 vs 4.57 s).
+# Accelerators take the whole stack: there one launch per shape is the point.
+_CPU_STACK_BYTES = 8 << 20
+
+
+def chunks(params: list[Any], compute_dtype: Any = None) -> list[list[int]]:
+    """Index lists of ``params`` that :func:`update` orthogonalizes in one Newton–Schulz call.
+
+    Same-shaped (and -dtype) matrices, in first-seen order; on an accelerator all of one shape,
+    on a CPU split so a stack stays within 8 MiB in ``compute_dtype`` (the parameter's dtype
+    when None).  The torch class steps chunk by chunk, so only one chunk's updates are alive at
+    a time; a call per chunk gives the same result as one call on all of them.
+    """
+    out = []
+    for idx in group_by_shape(params).values():
+        p = params[idx[0]]
+        per = len(idx)
+        if _array.is_cpu(p):
+            xp = _array.array_namespace(p, names=(f"params[{idx[0]}]",))
+            dtype = _array.resolve_dtype(xp, compute_dtype) if compute_dtype else _array.float_dtype(xp, p)
+            m, n = matrix_shape(tuple(p.shape), f"params[{idx[0]}]")
+            per = max(1, min(per, _CPU_STACK_BYTES // (m * n * (xp.finfo(dtype).bits // 8))))
+        out.extend(idx[c:c + per] for c in range(0, len(idx), per))
+    return out
 
 
 def init(params: list[Any], **hyper: Any) -> list[MuonState]:
@@ -150,29 +182,29 @@ def update(grads: list[Any], state: list[MuonState], params: list[Any], *, reuse
     lr_t = float(h["schedule"]) * float(h["lr"])
     mu, decay = h["momentum"], lr_t * h["weight_decay"]
     coeffs = ns_schedule(h["ns_schedule"], h["ns_steps"])
+    cd = h["compute_dtype"]  # U is written in it directly (torch: no separate cast pass)
     ups: list[Any] = [None] * len(params)
     new: list[Any] = [None] * len(params)
-    for idx in group_by_shape(params).values():
-        i0 = idx[0]
-        xp = _array.array_namespace(*[grads[i] for i in idx], *[params[i] for i in idx],
-                                    names=[f"grads[{i}]" for i in idx] + [f"params[{i}]" for i in idx])
+    for chunk in chunks(params, cd):
+        i0 = chunk[0]
+        xp = _array.array_namespace(*[grads[i] for i in chunk], *[params[i] for i in chunk],
+                                    names=[f"grads[{i}]" for i in chunk] + [f"params[{i}]" for i in chunk])
         shape = tuple(params[i0].shape)
         m, n = matrix_shape(shape, f"params[{i0}]")
         dt = state[i0].momentum_buffer.dtype
         bufs, Us = [], []
-        for i in idx:  # per matrix: torch.lerp is one pass; stacking first would add two
+        for i in chunk:  # per matrix: torch.lerp is one pass; stacking first would add two
             g = xp.reshape(_array.as_float(grads[i], xp, dt), (m, n))
             B0 = state[i].momentum_buffer
             buf = _array.lerp(B0, g, 1.0 - mu, xp, out=B0 if reuse_state else None)
-            cd = h["compute_dtype"]  # U is written in it directly (torch: no separate cast pass)
             U = _array.lerp(g, buf, mu, xp, cd) if h["nesterov"] else _array.cast(buf, cd, xp)
             bufs.append(buf)
             Us.append(U)
         U = Us[0][None, ...] if len(Us) == 1 else xp.stack(Us, axis=0)
-        # −η a(m, n) msign(U) in the compute dtype: ONE batched Newton–Schulz call per shape
+        # −η a(m, n) msign(U) in the compute dtype: one batched Newton–Schulz call per chunk
         O = _newton_schulz(U, coeffs, normalize=h["ns_normalize"], eps=h["eps"], xp=xp,
                            scale=-lr_t * adjust_lr(h["adjust_lr_fn"], m, n))
-        for j, i in enumerate(idx):
+        for j, i in enumerate(chunk):
             u = O[j, ...]
             if decay:  # decoupled weight decay, added without casting O first
                 p = xp.reshape(_array.as_float(params[i], xp, dt), (m, n))

@@ -21,7 +21,8 @@ functional core module (``method``) and whether it is matrix-only; the base clas
   parameter's device only).
 
 Each class equals its functional core on the same inputs: the step is literally
-``core.update`` followed by ``p.add_(u)``.
+``core.update`` followed by ``p.add_(u)`` (Muon makes one such call per Newton–Schulz chunk,
+which the core would form the same way).
 """
 
 from __future__ import annotations
@@ -142,12 +143,18 @@ class XpmatOptimizer(torch.optim.Optimizer):
             if fresh:
                 for p, s in zip(fresh, t.init(fresh), strict=True):
                     self._put(p, s)
-            states = [self._get(p) for p in params]
-            updates, new = t.update(grads, states, params)
-            for p, u, s in zip(params, updates, new, strict=True):
-                p.add_(u)
-                self._put(p, s)
+            for call in self._calls(params, group):
+                ps = [params[i] for i in call]
+                updates, new = t.update([grads[i] for i in call], [self._get(p) for p in ps], ps)
+                for p, u, s in zip(ps, updates, new, strict=True):
+                    p.add_(u)
+                    self._put(p, s)
         return loss
+
+    def _calls(self, params: list[torch.Tensor], group: dict) -> list[list[int]]:
+        """Index lists of ``params`` handed to the core's ``update`` one after another (each
+        call's updates are applied before the next): all of them in one call by default."""
+        return [list(range(len(params)))]
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Load state; floating state keeps its saved dtype (torch's loader would cast it).
@@ -183,6 +190,15 @@ class Muon(XpmatOptimizer):
     method = _muon
     matrix_only = True
     reuse_state = True  # momentum updated in place (torch.lerp(out=)), as torch.optim.Muon
+
+    def _calls(self, params: list[torch.Tensor], group: dict) -> list[list[int]]:
+        """One core call per Newton–Schulz chunk (:func:`xpmat.optim.muon.chunks`), 1-D
+        parameters (AdamW) in a last call: only one chunk's updates are alive at a time."""
+        mats = [i for i, p in enumerate(params) if p.ndim >= 2]
+        rest = [i for i, p in enumerate(params) if p.ndim < 2]
+        calls = [[mats[j] for j in c]
+                 for c in _muon.chunks([params[i] for i in mats], group["compute_dtype"])]
+        return calls + ([rest] if rest else [])
 
 
 class ManifoldMuon(XpmatOptimizer):
