@@ -228,6 +228,10 @@ def test_elementwise_helpers_equal_their_formulas(backend, xp):
         got = _array.matmul_add(*(backend.asarray(v) for v in (c, m1, m2)), beta=2.0, alpha=-0.5, xp=xp)
         assert_close(got, 2.0 * c - 0.5 * (m1 @ m2), backend, rtol=1e-13, atol=1e-14)
     assert _array.is_cpu(A) == (backend.name not in ("torch:cuda", "cupy"))
+    assert _array.itemsize(A) == 8 and _array.itemsize(low) == 4
+    assert _array.itemsize(A, "bfloat16") == 2 and _array.itemsize(A, backend.dtype("float32")) == 4
+    with pytest.raises(ValueError, match="dtype name"):
+        _array.itemsize(A, "bf16")
 
 
 def test_lerp_out_writes_in_place_on_torch_only(backend, xp):

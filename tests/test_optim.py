@@ -617,19 +617,22 @@ def test_muon_cpu_stacks_are_chunked(backend, monkeypatch):
 
 
 def test_torch_muon_steps_chunk_by_chunk(monkeypatch):
-    """The torch class calls the core once per Newton–Schulz chunk (then 1-D parameters), and
-    the result is bitwise the core's single call."""
+    """The torch class calls the core once per group of Newton–Schulz chunks that fits the CPU
+    budget (small chunks merge; 1-D parameters join the first call), and the result is
+    bitwise the core's single call."""
     from xpmat.optim import adamw, muon
 
     monkeypatch.setattr(muon, "_CPU_STACK_BYTES", 2 * 8 * 5 * 4)  # two float32 8 × 5 matrices
     gen = torch.Generator().manual_seed(4)
-    ps = [torch.randn(8, 5, generator=gen) for _ in range(5)] + [torch.randn(5, generator=gen)]
+    shapes = [(8, 5)] * 5 + [(5, 8), (5,)]
+    ps = [torch.randn(s, generator=gen) for s in shapes]
     gs = [torch.randn(p.shape, generator=gen) for p in ps]
     leaves = [p.clone().requires_grad_() for p in ps]
     for x, g in zip(leaves, gs, strict=True):
         x.grad = g.clone()
     opt = xo.Muon(leaves, lr=0.05, weight_decay=0.1, adamw_lr=0.01)
-    assert opt._calls(leaves, opt.param_groups[0]) == [[0, 1], [2, 3], [4], [5]]
+    assert muon.chunks(ps[:6]) == [[0, 1], [2, 3], [4], [5]]
+    assert opt._calls(leaves, opt.param_groups[0]) == [[0, 1, 6], [2, 3], [4, 5]]
     opt.step()
     t = xo.route(muon.transform(lr=0.05, weight_decay=0.1),
                  adamw.transform(lr=0.01, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0))

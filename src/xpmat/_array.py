@@ -32,6 +32,7 @@ __all__ = [
     "is_numpy",
     "is_strict",
     "is_torch",
+    "itemsize",
     "lerp",
     "library_name",
     "mT",
@@ -327,12 +328,31 @@ def lerp(start: Any, end: Any, weight: float, xp: Any, dtype: Any = None, out: A
 
 def is_cpu(x: Any) -> bool:
     """True when array ``x`` lives in host memory (NumPy, array-api-strict, CPU torch / JAX)."""
+    kind = getattr(getattr(x, "device", None), "type", None)  # torch: no namespace lookup
+    if kind is not None:
+        return kind == "cpu"
     xp = _compat.array_namespace(x)
     if is_numpy(xp) or is_strict(xp):
         return True
-    dev = device(x)  # torch.device has .type, a JAX device .platform; CuPy's is a CUDA device
-    kind = getattr(dev, "type", None) or getattr(dev, "platform", None) or str(dev)
+    dev = device(x)  # a JAX device has .platform; CuPy's is a CUDA device
+    kind = getattr(dev, "platform", None) or str(dev)
     return str(kind).lower() == "cpu"
+
+
+_ITEMSIZE = {"bfloat16": 2, "float16": 2, "float32": 4, "float64": 8}
+
+
+def itemsize(x: Any, dtype: Any = None) -> int:
+    """Bytes per entry of ``dtype`` (a name or dtype object; ``x``'s dtype when None)."""
+    if isinstance(dtype, str):
+        if dtype not in _ITEMSIZE:
+            raise ValueError(f"unknown dtype name {dtype!r}; use one of {tuple(_ITEMSIZE)}")
+        return _ITEMSIZE[dtype]
+    dt = x.dtype if dtype is None else dtype
+    size = getattr(dt, "itemsize", None)  # np.dtype and torch.dtype instances
+    if not isinstance(size, int):  # e.g. the class numpy.float32, array-api-strict dtypes
+        size = _compat.array_namespace(x).finfo(dt).bits // 8
+    return size
 
 
 def add_scaled(y: Any, alpha: float, x: Any, xp: Any) -> Any:

@@ -37,7 +37,7 @@ from xpmat.optim._base import (
 )
 from xpmat.orthogonalize import _NORMALIZE, _newton_schulz, ns_schedule
 
-__all__ = ["DEFAULTS", "MuonState", "State", "adjust_lr", "chunks", "init", "transform", "update"]
+__all__ = ["DEFAULTS", "MuonState", "State", "adjust_lr", "calls", "chunks", "init", "transform", "update"]
 
 DEFAULTS: dict[str, Any] = {
     "lr": 0.02,
@@ -99,24 +99,46 @@ def _validate(h: dict[str, Any]) -> None:
 _CPU_STACK_BYTES = 8 << 20
 
 
+def _sized_chunks(params: list[Any], compute_dtype: Any) -> list[tuple[list[int], int | None]]:
+    """:func:`chunks` with the bytes of one of their matrices (None off-CPU: no cap)."""
+    out = []
+    for idx in group_by_shape(params).values():
+        p = params[idx[0]]
+        size, per = None, len(idx)
+        if _array.is_cpu(p):
+            m, n = matrix_shape(tuple(p.shape), f"params[{idx[0]}]")
+            size = m * n * _array.itemsize(p, compute_dtype)
+            per = max(1, min(per, _CPU_STACK_BYTES // size))
+        out.extend((idx[c:c + per], size) for c in range(0, len(idx), per))
+    return out
+
+
 def chunks(params: list[Any], compute_dtype: Any = None) -> list[list[int]]:
     """Index lists of ``params`` that :func:`update` orthogonalizes in one Newton–Schulz call.
 
     Same-shaped (and -dtype) matrices, in first-seen order; on an accelerator all of one shape,
     on a CPU split so a stack stays within 8 MiB in ``compute_dtype`` (the parameter's dtype
-    when None).  The torch class steps chunk by chunk, so only one chunk's updates are alive at
-    a time; a call per chunk gives the same result as one call on all of them.
+    when None).
     """
-    out = []
-    for idx in group_by_shape(params).values():
-        p = params[idx[0]]
-        per = len(idx)
-        if _array.is_cpu(p):
-            xp = _array.array_namespace(p, names=(f"params[{idx[0]}]",))
-            dtype = _array.resolve_dtype(xp, compute_dtype) if compute_dtype else _array.float_dtype(xp, p)
-            m, n = matrix_shape(tuple(p.shape), f"params[{idx[0]}]")
-            per = max(1, min(per, _CPU_STACK_BYTES // (m * n * (xp.finfo(dtype).bits // 8))))
-        out.extend(idx[c:c + per] for c in range(0, len(idx), per))
+    return [c for c, _ in _sized_chunks(params, compute_dtype)]
+
+
+def calls(params: list[Any], compute_dtype: Any = None) -> list[list[int]]:
+    """Index lists for successive :func:`update` calls, as the torch class steps: on a CPU,
+    :func:`chunks` merged while their matrices stay within 8 MiB (so a big model never holds
+    more than one chunk's updates, and a small one makes one call); elsewhere one call.  Any
+    split gives the same result as one call on all of them.
+    """
+    out: list[list[int]] = []
+    room = 0
+    for c, size in _sized_chunks(params, compute_dtype):
+        need = 0 if size is None else size * len(c)
+        if out and need <= room:
+            out[-1].extend(c)
+            room -= need
+        else:
+            out.append(list(c))
+            room = _CPU_STACK_BYTES - need
     return out
 
 

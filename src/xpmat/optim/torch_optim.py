@@ -192,13 +192,14 @@ class Muon(XpmatOptimizer):
     reuse_state = True  # momentum updated in place (torch.lerp(out=)), as torch.optim.Muon
 
     def _calls(self, params: list[torch.Tensor], group: dict) -> list[list[int]]:
-        """One core call per Newton–Schulz chunk (:func:`xpmat.optim.muon.chunks`), 1-D
-        parameters (AdamW) in a last call: only one chunk's updates are alive at a time."""
+        """The core calls of :func:`xpmat.optim.muon.calls` (on a CPU at most 8 MiB of
+        matrices each, so only one chunk's updates are alive at a time); 1-D parameters (AdamW)
+        join the first call."""
         mats = [i for i, p in enumerate(params) if p.ndim >= 2]
         rest = [i for i, p in enumerate(params) if p.ndim < 2]
-        calls = [[mats[j] for j in c]
-                 for c in _muon.chunks([params[i] for i in mats], group["compute_dtype"])]
-        return calls + ([rest] if rest else [])
+        out = [[mats[j] for j in c]
+               for c in _muon.calls([params[i] for i in mats], group["compute_dtype"])]
+        return [out[0] + rest, *out[1:]] if out else [rest]
 
 
 class ManifoldMuon(XpmatOptimizer):
