@@ -21,8 +21,8 @@ functional core module (``method``) and whether it is matrix-only; the base clas
   parameter's device only).
 
 Each class equals its functional core on the same inputs: the step is literally
-``core.update`` followed by ``p.add_(u)`` (Muon makes one such call per Newton–Schulz chunk,
-which the core would form the same way).
+``core.update`` followed by ``p.add_(u)`` (on a CPU Muon makes one such call per 8 MiB of
+matrices, :func:`xpmat.optim.muon.calls`; any split gives the same result).
 """
 
 from __future__ import annotations
