@@ -6,6 +6,8 @@ Newton–Schulz, per parameter), ``xpmat.optim.Muon`` with float32 and bf16 NS (
 Newton–Schulz call per shape), the same bf16 Muon with one param group per matrix (so nothing is
 batched), and a plain per-parameter ``msign`` loop; prints min and median over REPS steps.
 Same settings everywhere: lr 0.02, momentum 0.95 Nesterov, weight decay 0.1, 5 NS steps.
+An optional fourth argument DEVICE (``cuda``) runs on that device, timing each step between
+``torch.cuda.synchronize()`` calls (CPU runs use 2 threads).
 """
 
 import sys
@@ -17,14 +19,21 @@ import xpmat.optim as xo
 from xpmat import msign
 
 
-def main(d=256, layers=1, reps=10):
-    torch.set_num_threads(2)
+def main(d=256, layers=1, reps=10, device="cpu"):
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        torch.set_num_threads(2)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
     gen = torch.Generator().manual_seed(0)
     params = []
     for _ in range(layers):
         for s in ((d, 4 * d), (4 * d, d), (d, 3 * d), (d, d)):
-            p = (torch.randn(s, generator=gen) * 0.02).requires_grad_()
-            p.grad = torch.randn(s, generator=gen)
+            p = (torch.randn(s, generator=gen) * 0.02).to(dev).requires_grad_()
+            p.grad = torch.randn(s, generator=gen).to(dev)
             params.append(p)
     kw = {"lr": 0.02, "weight_decay": 0.1, "momentum": 0.95, "nesterov": True}
     runs = {
@@ -48,11 +57,14 @@ def main(d=256, layers=1, reps=10):
             f()
     for _ in range(reps):  # interleaved, so load changes hit every variant alike
         for name, f in runs.items():
+            sync()
             t = time.perf_counter()
             f()
+            sync()
             res.setdefault(name, []).append(time.perf_counter() - t)
     base = sorted(res["torch.optim.Muon (bf16 NS)"])[reps // 2]
-    print(f"d={d}, layers={layers}, {len(params)} matrices, torch {torch.__version__}, 2 threads")
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU, 2 threads"
+    print(f"d={d}, layers={layers}, {len(params)} matrices, torch {torch.__version__}, {where}")
     for name, ts in res.items():
         med = sorted(ts)[reps // 2]
         print(f"  {name:<29} min {min(ts) * 1e3:8.1f} ms  median {med * 1e3:8.1f} ms  "
@@ -60,4 +72,4 @@ def main(d=256, layers=1, reps=10):
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:]))
+    main(*(int(a) for a in sys.argv[1:4]), *sys.argv[4:5])

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Everything this project measures on a GPU, in one device call of under 10 minutes.
+#
+# Here (once per session; the wheels stay out of git through .git/info/exclude):
+#   echo /.whl/ >> .git/info/exclude
+#   for w in array-api-compat array-api-extra array-api-strict asv asv-runner; do
+#     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --implementation cp --platform manylinux2014_x86_64 --platform any -d .whl "$w"; done
+# Then one device call: run(command="bash tools/gpu_session.sh", carry=[".whl"]).
+# It writes to $OUT (or the folder given as $1): device.txt, tests.txt, muon.txt,
+# shampoo.txt, bench/bench.md, bench/bench.png. Record the figures in docs/performance.md
+# ("GPU results") with the device named.
+#
+# DEVICE (default cuda), MUON_ARGS (default "768 12 20": GPT-2 small, 20 steps) and
+# SHAMPOO_SET (default "layer") can be overridden; DEVICE=cpu checks the script here.
+set -uo pipefail
+out=${1:-${OUT:-gpu-out}}
+mkdir -p "$out/bench"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+device=${DEVICE:-cuda}
+py=${PYTHON:-python3}
+
+step() { echo "== $1 ($(date +%T))"; }
+
+step "device"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true
+  $py -m xpmat info; } > "$out/device.txt" 2>&1
+
+step "the suite's GPU cases"
+if [ "$device" = cuda ]; then sel="cuda or cupy"; backends="torch:cuda,cupy"; else sel="torch"; backends="torch"; fi
+XPMAT_TEST_BACKENDS=$backends timeout 240 $py -m pytest -q -p no:cacheprovider tests -k "$sel" \
+  > "$out/tests.txt" 2>&1
+tail -3 "$out/tests.txt"
+
+step "Muon step: ours vs torch.optim.Muon"
+# shellcheck disable=SC2086
+timeout 150 $py docs/scripts/muon_step_timing.py ${MUON_ARGS:-768 12 20} "$device" > "$out/muon.txt" 2>&1
+cat "$out/muon.txt"
+
+step "Shampoo step: coupled Newton vs eigh vs tracked eigenbasis"
+timeout 90 $py docs/scripts/shampoo_step_timing.py "torch:$device" "${SHAMPOO_SET:-layer}" 5 \
+  > "$out/shampoo.txt" 2>&1
+cat "$out/shampoo.txt"
+
+step "every primitive against its anchor"
+timeout 150 $py -m xpmat bench --backend "torch:$device" --out "$out/bench" > /dev/null 2>&1
+head -40 "$out/bench/bench.md" 2>/dev/null
+step "done"
