@@ -3,7 +3,7 @@
 #
 # Here (once per session; the wheels stay out of git through .git/info/exclude):
 #   echo /.whl/ >> .git/info/exclude
-#   for w in array-api-compat array-api-extra array-api-strict asv asv-runner; do
+#   for w in array-api-compat array-api-extra array-api-strict; do
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --implementation cp --platform manylinux2014_x86_64 --platform any -d .whl "$w"; done
 # Then one device call: run(command="bash tools/gpu_session.sh", carry=[".whl"]).
