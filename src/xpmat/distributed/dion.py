@@ -181,14 +181,9 @@ class DistributedDion(Dion):
         work = []  # (param group, its parameters that have a gradient)
         device = None
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("DistributedDion does not support sparse gradients")
-                if torch.is_complex(p):
-                    raise RuntimeError("DistributedDion does not support complex parameters")
-                if device is None:
-                    device = p.device
+            params = self._with_grad(group)
+            if device is None and params:
+                device = params[0].device
             work.append((group, params))
         if device is None:
             device = next((p.device for g in self.param_groups for p in g["params"]),
@@ -201,10 +196,7 @@ class DistributedDion(Dion):
             if not params:
                 continue
             t = self._transform(group)
-            fresh = [p for p in params if not self.state[p]]
-            if fresh:
-                for p, s in zip(fresh, t.init(fresh), strict=True):
-                    self._put(p, s)
+            self._init_fresh(t, params)
             for p in params:
                 s = self._get(p)
                 g = -p.grad if group["maximize"] else p.grad

@@ -129,20 +129,12 @@ class XpmatOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params = self._with_grad(group)
             if not params:
                 continue
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-                if torch.is_complex(p):
-                    raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
             grads = [-p.grad if group["maximize"] else p.grad for p in params]
             t = self._transform(group)
-            fresh = [p for p in params if not self.state[p]]
-            if fresh:
-                for p, s in zip(fresh, t.init(fresh), strict=True):
-                    self._put(p, s)
+            self._init_fresh(t, params)
             for call in self._calls(params, group):
                 ps = [params[i] for i in call]
                 updates, new = t.update([grads[i] for i in call], [self._get(p) for p in ps], ps)
@@ -150,6 +142,23 @@ class XpmatOptimizer(torch.optim.Optimizer):
                     p.add_(u)
                     self._put(p, s)
         return loss
+
+    def _with_grad(self, group: dict) -> list[torch.Tensor]:
+        """The group's parameters that have a gradient (sparse / complex ones are refused)."""
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            if torch.is_complex(p):
+                raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
+        return params
+
+    def _init_fresh(self, t: Transform, params: list[torch.Tensor]) -> None:
+        """State for the parameters that have none yet (one ``init`` call for all of them)."""
+        fresh = [p for p in params if not self.state[p]]
+        if fresh:
+            for p, s in zip(fresh, t.init(fresh), strict=True):
+                self._put(p, s)
 
     def _calls(self, params: list[torch.Tensor], group: dict) -> list[list[int]]:
         """Index lists of ``params`` handed to the core's ``update`` one after another (each
