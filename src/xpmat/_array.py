@@ -26,9 +26,11 @@ __all__ = [
     "cast",
     "device",
     "eigh",
+    "fixed_loop",
     "float_dtype",
     "is_cpu",
     "is_cupy",
+    "is_lazy",
     "is_numpy",
     "is_strict",
     "is_torch",
@@ -67,6 +69,41 @@ def library_name(xp: Any) -> str:
         if test(xp):
             return name
     return getattr(xp, "__name__", repr(xp))
+
+
+def is_lazy(x: Any) -> bool:
+    """True when the values of array ``x`` cannot be read on the host now.
+
+    A primitive asks this before a host read (``bool(xp.all(ok))``, ``float(err)``) that exists
+    for speed or for a check, and takes its trace-safe path instead when the answer is yes
+    (a per-matrix ``where``, a fixed iteration count, a skipped check; each docstring says).
+
+    - JAX: ``True`` for a tracer (inside ``jax.jit``, ``jax.vmap``, ``jax.grad``), ``False``
+      for a concrete (eager) ``jax.Array``, which reads like any host array.
+    - Everything else: ``array_api_compat.is_lazy_array`` (``True`` for Dask and other
+      deferred libraries; ``False`` for NumPy, CuPy, PyTorch and array-api-strict).
+
+    PyTorch ``meta`` tensors count as readable on purpose: any host read on them raises, which
+    is how the test suite proves the primitives documented as synchronisation-free are so.
+    """
+    if _compat.is_jax_array(x):
+        return isinstance(x, _sys.modules["jax"].core.Tracer)
+    return bool(_compat.is_lazy_array(x))
+
+
+def fixed_loop(steps: int, body: Any, state: tuple) -> tuple:
+    """``state = body(state)`` repeated ``steps`` times (``state`` a tuple of arrays).
+
+    The loop of a primitive's trace-safe path (see :func:`is_lazy`).  JAX, when an array of
+    ``state`` is a tracer: ``jax.lax.fori_loop``, so the body is traced once and compile time
+    does not grow with ``steps`` (an unrolled 100-step Newton loop took 10 s to compile on a
+    CPU); its static trip count keeps it differentiable.  Elsewhere a Python loop.
+    """
+    if any(_compat.is_jax_array(a) and is_lazy(a) for a in state):
+        return _sys.modules["jax"].lax.fori_loop(0, steps, lambda _, s: body(s), state)
+    for _ in range(steps):
+        state = body(state)
+    return state
 
 
 def _describe(x: Any) -> str:
@@ -157,7 +194,7 @@ _DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
 def resolve_dtype(xp: Any, dtype: Any) -> Any:
     """Turn a dtype name (``"bfloat16"``, ``"float32"``, ...) or object into ``xp``'s dtype.
 
-    ``"bfloat16"`` exists on PyTorch only (NumPy, CuPy and array-api-strict have no
+    ``"bfloat16"`` exists on PyTorch and JAX (NumPy, CuPy and array-api-strict have no
     bf16): elsewhere a ``ValueError`` says so rather than silently computing in
     another precision.
     """
@@ -167,7 +204,7 @@ def resolve_dtype(xp: Any, dtype: Any) -> Any:
         raise ValueError(f"compute_dtype must be one of {_DTYPE_NAMES} or a dtype, got {dtype!r}")
     if dtype == "bfloat16" and not supports_bfloat16(xp):
         raise ValueError(
-            f"compute_dtype='bfloat16' needs PyTorch; {library_name(xp)} has no bfloat16 "
+            f"compute_dtype='bfloat16' needs PyTorch or JAX; {library_name(xp)} has no bfloat16 "
             "(use 'float16' on CuPy, or 'float32')"
         )
     if not hasattr(xp, dtype):
@@ -184,8 +221,8 @@ def cast(x: Any, dtype: Any, xp: Any) -> Any:
 
 
 def supports_bfloat16(xp: Any) -> bool:
-    """True where ``xp`` has a bfloat16 dtype (PyTorch)."""
-    return is_torch(xp)
+    """True where ``xp`` has a bfloat16 dtype (PyTorch, JAX)."""
+    return is_torch(xp) or _compat.is_jax_namespace(xp)
 
 
 def supports_float64(xp: Any, dev: Any = None) -> bool:
@@ -241,11 +278,15 @@ def solve_triangular(a: Any, b: Any, *, upper: bool, left: bool = True, xp: Any)
 
     Fast paths: ``torch.linalg.solve_triangular``; ``scipy.linalg.solve_triangular``
     for NumPy when SciPy is installed (batched from SciPy 1.15); ``cupyx.scipy.linalg.solve_triangular``
-    for CuPy 2-D input.  Fallback (array-api-strict, batched CuPy, others): the
-    standard's general ``xp.linalg.solve``.
+    for CuPy 2-D input; ``jax.scipy.linalg.solve_triangular`` for JAX (batched, traceable).
+    Fallback (array-api-strict, batched CuPy, others): the standard's general ``xp.linalg.solve``.
     """
     if is_torch(xp):
         return xp.linalg.solve_triangular(a, b, upper=upper, left=left)
+    if _compat.is_jax_namespace(xp) and left:
+        import jax.scipy.linalg  # jax itself is already imported: it made the arrays
+
+        return jax.scipy.linalg.solve_triangular(a, b, lower=not upper)
     if not left:  # x a = b  <=>  aᵀ xᵀ = bᵀ
         return mT(solve_triangular(mT(a, xp), mT(b, xp), upper=not upper, xp=xp), xp)
     if is_numpy(xp) and _scipy_solve_triangular(a.ndim) is not None:

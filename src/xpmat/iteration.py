@@ -173,7 +173,8 @@ def power_iteration(A: Any | Callable, /, *, x0: Any = None, iters: int = 100, t
     tol : float or None
         Stop when ``||A v - λ v|| <= tol · ||A v||`` for every batch member.  Checked on the
         host only every ``check_every`` steps (one synchronisation per check); ``None``
-        runs all ``iters`` steps without any host round trip.
+        runs all ``iters`` steps without any host round trip, and so does any ``tol``
+        where the residual cannot be read (a JAX tracer under ``jax.jit``, a lazy array).
     seed : int or numpy.random.Generator, optional
         Seed of the default start vector.
     check_every : int
@@ -202,7 +203,9 @@ def power_iteration(A: Any | Callable, /, *, x0: Any = None, iters: int = 100, t
     results (the convergence check never passes, so all ``iters`` steps run).
 
     Backends: standard Array API only (matmul, vector_norm); the check uses ``bool()`` of a
-    0-D array every ``check_every`` steps.
+    0-D array every ``check_every`` steps on eager arrays.  Under ``jax.jit`` (or with
+    ``tol=None``) the steps run as one traced loop body (``_array.fixed_loop``), no host read;
+    ``jax.jit`` therefore returns the ``tol=None`` result, at least as converged as eager's.
 
     Examples
     --------
@@ -228,14 +231,21 @@ def power_iteration(A: Any | Callable, /, *, x0: Any = None, iters: int = 100, t
             v = xp.broadcast_to(v, (*batch, n)) if v.ndim <= len(batch) + 1 else v
     v = _unit(v, xp)
     w = apply(v)
-    for k in range(1, iters + 1):
-        v = _unit(w, xp)
-        w = apply(v)
-        if tol is not None and k % check_every == 0 and k < iters:
-            lam = xp.sum(v * w, axis=-1)
-            res = xp.linalg.vector_norm(w - lam[..., None] * v, axis=-1)
-            if bool(xp.all(res <= tol * xp.linalg.vector_norm(w, axis=-1))):
-                break
+
+    def step(state: tuple) -> tuple:
+        v = _unit(state[1], xp)
+        return v, apply(v)
+
+    if tol is None or _array.is_lazy(w):  # no host read: all `iters` steps
+        v, w = _array.fixed_loop(iters, step, (v, w))
+    else:
+        for k in range(1, iters + 1):
+            v, w = step((v, w))
+            if k % check_every == 0 and k < iters:
+                lam = xp.sum(v * w, axis=-1)
+                res = xp.linalg.vector_norm(w - lam[..., None] * v, axis=-1)
+                if bool(xp.all(res <= tol * xp.linalg.vector_norm(w, axis=-1))):
+                    break
     lam = xp.sum(v * w, axis=-1)
     s = _max_abs_signs(v[..., None], xp)
     return lam, v * s

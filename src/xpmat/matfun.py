@@ -32,7 +32,8 @@ class InvRootInfo(NamedTuple):
     error : array, shape ``(...)``
         The final residual ``max|M − I|`` (0 for ``method="eigh"``).
     iters : int
-        Newton steps taken (0 for ``method="eigh"``).
+        Newton steps taken (0 for ``method="eigh"``; always the ``iters`` argument when the
+        residual cannot be read, e.g. under ``jax.jit``).
     """
 
     converged: Any
@@ -82,7 +83,9 @@ def inv_root(
     check_every : int
         The host looks at the residual every ``check_every`` steps (one device sync
         each time) to stop early; converged batch items are frozen on the device
-        at every step, so extra steps never change them.
+        at every step, so extra steps never change them.  Where the residual cannot be
+        read (a JAX tracer under ``jax.jit``, a lazy array) all ``iters`` steps run
+        without a check, and return the same ``X`` (the frozen items do not move).
     return_info : bool
         Return ``(X, InvRootInfo)`` instead of ``X``; no warning is raised then.
     xp : namespace, optional
@@ -101,6 +104,8 @@ def inv_root(
         ``"newton"`` did not reach ``tol`` in ``iters`` steps for some batch item
         (singular or indefinite ``A`` with ``eps = 0``, too few ``iters``, a too
         strict ``tol``).  Those items hold the last iterate, which is unreliable.
+        Not raised where the flags cannot be read (under ``jax.jit``): ask for
+        ``return_info=True`` and look at ``info.converged`` there.
 
     Notes
     -----
@@ -129,6 +134,11 @@ def inv_root(
     Seed: ``adaptive-learning-methods.md`` section 5, eq. (53) and section 6.2, eq. (63).
 
     Backends: standard Array API only (``xp.linalg.eigh``, ``@``) on every library.
+    Host reads: none for ``"eigh"``; ``"newton"`` reads the residual every
+    ``check_every`` steps and the convergence flags once after the loop (for the
+    warning), on eager arrays only; under ``jax.jit`` it runs ``iters`` steps and reads
+    nothing (the Python loop is unrolled into the traced program: compile time grows
+    with ``iters``).
 
     Examples
     --------
@@ -170,6 +180,8 @@ def inv_root(
     converged = done | zero
     if return_info:
         return X, InvRootInfo(converged, err, k)
+    if _array.is_lazy(converged):  # under jax.jit: no warning (return_info=True reports)
+        return X
     if not bool(xp.all(converged)):  # host check once, after the loop
         bad = int(xp.sum(xp.astype(~converged, xp.int32)))
         worst = float(xp.max(xp.where(converged, xp.zeros_like(err), err)))
@@ -220,6 +232,22 @@ def _matpow(T: Any, p: int) -> Any:
         base = base @ base
 
 
+def _newton_step(state: tuple, p: int, tol: float, eye: Any, xp: Any) -> tuple:
+    """One coupled Newton step on ``(X, M, err, done, stop)``; stopped items stay frozen."""
+    X, M, err, done, stop = state
+    T = ((p + 1) * eye - M) / p
+    X_new = X @ T
+    M_new = _matpow(T, p) @ M
+    sb = stop[..., None, None]
+    X = xp.where(sb, X, X_new)
+    M = xp.where(sb, M, M_new)
+    err = xp.where(stop, err, xp.max(xp.abs(M_new - eye), axis=(-2, -1)))
+    done = done | (err <= tol)
+    # eigenvalues of M leave (0, p + 1): a negative one (singular or indefinite A) grows
+    # without bound; M so far from I never comes back
+    return X, M, err, done, done | ~(err <= _DIVERGED)
+
+
 def _inv_root_newton(A: Any, p: int, eps: float, iters: int, tol: float, check_every: int, xp: Any):
     n = A.shape[-1]
     dev = _array.device(A)
@@ -230,28 +258,23 @@ def _inv_root_newton(A: Any, p: int, eps: float, iters: int, tol: float, check_e
     zero = nrm == 0
     z = (p + 1) / (2 * xp.where(zero, xp.ones_like(nrm), nrm))
     zb = z[..., None, None]
-    X = zb ** (1.0 / p) * eye
     M = zb * A
     err = xp.max(xp.abs(M - eye), axis=(-2, -1))
     done = (err <= tol) | zero
-    stop = done  # converged, or diverged (frozen so that they never overflow)
-    k = 0
-    while k < iters:
-        k += 1
-        T = ((p + 1) * eye - M) / p
-        X_new = X @ T
-        M_new = _matpow(T, p) @ M
-        sb = stop[..., None, None]
-        X = xp.where(sb, X, X_new)
-        M = xp.where(sb, M, M_new)
-        err_new = xp.max(xp.abs(M_new - eye), axis=(-2, -1))
-        err = xp.where(stop, err, err_new)
-        done = done | (err <= tol)
-        # eigenvalues of M leave (0, p + 1): a negative one (singular or indefinite A) grows
-        # without bound; M so far from I never comes back
-        stop = done | ~(err <= _DIVERGED)
-        if k % check_every == 0 and bool(xp.all(stop)):
-            break
+    # stop: converged, or diverged (frozen so that they never overflow)
+    state = (zb ** (1.0 / p) * eye, M, err, done, done)
+
+    def step(state: tuple) -> tuple:
+        return _newton_step(state, p, tol, eye, xp)
+
+    if _array.is_lazy(done):  # jax.jit: all `iters` steps, no host read, one traced body
+        state, k = _array.fixed_loop(iters, step, state), iters
+    else:
+        for k in range(1, iters + 1):  # noqa: B007 (k is the step count reported)
+            state = step(state)
+            if k % check_every == 0 and bool(xp.all(state[4])):
+                break
+    X, _, err, done, _ = state
     X = xp.where(zero[..., None, None], xp.zeros_like(X), X)
     X = (X + _array.mT(X, xp)) / 2
     err = xp.where(zero, xp.zeros_like(err), err)

@@ -41,7 +41,13 @@ def _check_matrix(x: Any, name: str) -> None:
 
 
 def _check_nonneg(C: Any, xp: Any, name: str = "C") -> None:
-    """One host sync: refuse negative or non-finite entries."""
+    """One host sync: refuse negative or non-finite entries.
+
+    Skipped where ``C`` cannot be read (a JAX tracer under ``jax.jit``, a lazy array): the
+    check would need the values on the host, which a traced program does not have.
+    """
+    if _array.is_lazy(C):
+        return
     if bool(xp.any(C < 0)):
         raise ValueError(f"`{name}` must be nonnegative (shape {tuple(C.shape)} has negative entries)")
     if not bool(xp.all(xp.isfinite(C))):
@@ -321,8 +327,13 @@ def nmf(
     four ``m n r`` matmuls and two ``m × n`` ratio passes.
 
     Backends: NumPy fast path with a reused private buffer; Array API form elsewhere
-    (PyTorch, CuPy, array-api-strict).  One host sync at entry (input check), plus one per
-    ``tol`` check.
+    (PyTorch, CuPy, array-api-strict, JAX).  One host sync at entry (input check), plus one
+    per ``tol`` check.  Where ``C`` cannot be read (a JAX tracer under ``jax.jit``, a lazy
+    array) there is none: the input check is skipped (negative or non-finite ``C`` then gives
+    meaningless factors, as :func:`nmf_em_step`), ``tol`` does not stop early (all ``iters``
+    steps run, ``n_iter = iters``), and without ``history`` / ``callback`` / ``progress`` the
+    steps run as one traced loop body (with them, the Python loop is unrolled into the
+    traced program and compile time grows with ``iters``).
 
     Examples
     --------
@@ -360,16 +371,39 @@ def nmf(
         A, B = _array.as_float(A, xp, C.dtype), _array.as_float(B, xp, C.dtype)
         _check_nonneg(A, xp, "init[0]")
         _check_nonneg(B, xp, "init[1]")
+    divergence = _Divergence(C, xp)
+    if (_array.is_lazy(A) or _array.is_lazy(C)) and not (history or progress or callback is not None):
+        # trace-safe path: all `iters` steps in one traced loop body, no host read (no tol)
+        A, B = _array.fixed_loop(int(iters), lambda s: _em_step_generic(C, *s, eps, xp), (A, B))
+        divs, it = [], int(iters)
+    else:
+        A, B, divs, it = _em_loop(C, A, B, divergence, iters=int(iters), tol=tol, eps=eps,
+                                  history=history, check_every=check_every,
+                                  callback=callback, progress=progress, xp=xp)
+    if history:
+        div = xp.stack(divs, axis=-1)
+    else:
+        div = xp.stack([divergence(A, B)], axis=-1)
+    return NMFResult(A, B, div, it)
+
+
+def _em_loop(C: Any, A: Any, B: Any, divergence: _Divergence, *, iters: int, tol: float | None,
+             eps: float, history: bool, check_every: int, callback: Any, progress: bool,
+             xp: Any) -> tuple[Any, Any, list, int]:
+    """The EM steps of :func:`nmf` as a Python loop: ``(A, B, divergences, steps run)``.
+
+    The ``tol`` test reads the divergence on the host every ``check_every`` steps, unless it
+    cannot be read (under ``jax.jit``: all ``iters`` steps run).
+    """
     fast = _array.is_numpy(xp)
     buf = None
     need = history or callback is not None or tol is not None
-    divergence = _Divergence(C, xp)
     divs = [divergence(A, B)] if need else []
-    d_init = divs[0] if need else None
-    d_check = d_init
-    every = max(1, int(iters) // 20)
+    d_init = d_check = divs[0] if need else None
+    readable = need and not _array.is_lazy(d_init)
+    every = max(1, iters // 20)
     it = 0
-    for it in range(1, int(iters) + 1):
+    for it in range(1, iters + 1):
         if fast:
             A, B, buf = _em_step_numpy(C, A, B, eps, buf)
         else:
@@ -382,18 +416,14 @@ def nmf(
                 callback(it, A, B, d)
         if progress and (it % every == 0 or it == iters):
             print(f"\rnmf: step {it}/{iters}", end="\n" if it == iters else "", file=sys.stderr, flush=True)
-        if tol is not None and it % max(1, int(check_every)) == 0:
+        if tol is not None and readable and it % max(1, int(check_every)) == 0:
             scale = xp.where(d_init > 0, d_init, xp.ones_like(d_init))
             if bool(xp.all((d_check - d) / scale < tol)):
                 break
             d_check = d
-    if history:
-        div = xp.stack(divs, axis=-1)
-    else:
-        div = xp.stack([divergence(A, B)], axis=-1)
     if progress and it < iters:
         print(f"\rnmf: stopped at step {it}/{iters} (tol)", file=sys.stderr, flush=True)
-    return NMFResult(A, B, div, it)
+    return A, B, divs if history else [], it
 
 
 def nmf_rank1(C: Any, /, *, xp: Any = None) -> tuple[Any, Any]:
@@ -417,7 +447,8 @@ def nmf_rank1(C: Any, /, *, xp: Any = None) -> tuple[Any, Any]:
     ``B = 1ᵀ C / 1ᵀ A`` are solved in closed form; it is also the fixed point of
     :func:`nmf_em_step` (one step from here returns it).
 
-    Backends: Array API everywhere.
+    Backends: Array API everywhere.  One host sync (the input check), skipped where ``C``
+    cannot be read (under ``jax.jit``, lazy arrays).
 
     Examples
     --------

@@ -61,14 +61,17 @@ def _cholesky_qr(X: Any, xp: Any) -> tuple[Any, Any]:
     return Q, ok
 
 
-def _cholesky_qr2(X: Any, xp: Any) -> Any | None:
-    """CholeskyQR2, or ``None`` when the Gram is numerically singular / too ill-conditioned.
+def _cholesky_qr2(X: Any, xp: Any) -> tuple[Any, Any]:
+    """CholeskyQR2 ``Q`` and its per-matrix acceptance flag ``ok`` ``(...,)``, both on the device.
 
-    One host synchronisation per call (the acceptance test ``bool(xp.all(ok))``).
+    ``ok`` is false where the Gram is numerically singular or too ill-conditioned (the first
+    pass leaves ``Q1ᵀQ1`` more than ``_CQR2_TOL`` from I, or a Cholesky factorization failed or
+    returned NaN, as JAX's does instead of raising).  ``(None, None)`` when a library's
+    Cholesky raised, which fails the whole batch.  No host read here: see :func:`_accept`.
     """
     Q1, ok1 = _cholesky_qr(X, xp)
     if Q1 is None:
-        return None
+        return None, None
     G2 = mT(Q1, xp) @ Q1
     r = X.shape[-1]
     eye = xp.eye(r, dtype=X.dtype, device=_array.device(X))
@@ -78,12 +81,26 @@ def _cholesky_qr2(X: Any, xp: Any) -> Any | None:
         ok = xp.logical_and(ok, ok1)
     L2, ok2 = _cholesky(G2, xp)
     if L2 is None:
-        return None
-    if ok2 is not None:
-        ok = xp.logical_and(ok, ok2)
-    if not bool(xp.all(ok)):  # the one host sync of the call
-        return None
-    return _array.solve_triangular(mT(L2, xp), Q1, upper=True, left=False, xp=xp)
+        return None, None
+    if ok2 is None:  # a library that returns NaN for a non-PD matrix instead of raising
+        ok2 = xp.all(xp.isfinite(L2), axis=(-2, -1))
+    Q = _array.solve_triangular(mT(L2, xp), Q1, upper=True, left=False, xp=xp)
+    return Q, xp.logical_and(ok, ok2)
+
+
+def _accept(Q: Any, ok: Any, X: Any, xp: Any) -> Any:
+    """CholeskyQR2's ``Q`` where ``ok`` holds, Householder's QR of ``X`` elsewhere.
+
+    Readable ``ok`` (eager arrays): one host read ``bool(xp.all(ok))``; all accepted returns
+    ``Q``, otherwise Householder runs for the whole call.  Lazy ``ok`` (a JAX tracer under
+    ``jit`` / ``vmap`` / ``grad``, a Dask array; see :func:`xpmat._array.is_lazy`): no host
+    read, both results are computed and picked per matrix with ``xp.where``.
+    """
+    if Q is None:
+        return _householder(X, xp)
+    if _array.is_lazy(ok):
+        return xp.where(ok[..., None, None], Q, _householder(X, xp))
+    return Q if bool(xp.all(ok)) else _householder(X, xp)  # the one host read of the call
 
 
 def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
@@ -118,7 +135,11 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     when ``κ(X)² u ≲ 1`` (κ ≲ 1e7 in float64, ≲ 3e3 in float32): after the first pass the
     Gram ``Q1ᵀQ1`` must be within 0.1 of the identity entry-wise and both Cholesky
     factorizations must succeed, else the call recomputes with Householder.  That acceptance
-    test costs **one host synchronisation per call** (none on the Householder path).
+    test costs **one host synchronisation per call** (none on the Householder path).  Where
+    the flag cannot be read (a JAX tracer under ``jax.jit`` / ``vmap`` / ``grad``, a lazy
+    array), the trace-safe path runs instead: CholeskyQR2 and Householder are both computed
+    and each matrix of the batch takes CholeskyQR2's ``Q`` if it passed the test, else
+    Householder's (no host read; the cost of both methods).
 
     Rank-deficient or zero ``X`` (and κ beyond the bound above): the Cholesky path falls
     back, and Householder returns an orthonormal ``Q`` whose columns beyond the rank complete
@@ -129,7 +150,8 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
 
     Backends: ``xp.linalg.qr`` / ``xp.linalg.cholesky`` everywhere; torch uses
     ``torch.linalg.cholesky_ex`` (no exception on failure); triangular solves through
-    ``_array.solve_triangular`` (torch / SciPy / CuPy fast paths, ``xp.linalg.solve`` elsewhere).
+    ``_array.solve_triangular`` (torch / SciPy / CuPy / JAX fast paths, ``xp.linalg.solve``
+    elsewhere).  Eager arrays: one host read (CholeskyQR2 only); under ``jax.jit``: none.
 
     Examples
     --------
@@ -157,8 +179,9 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
         return xp.zeros(X.shape, dtype=dt, device=_array.device(X))
     if method == "auto":
         method = "cholesky_qr2" if m >= _AUTO_RATIO * r else "householder"
-    Q = _cholesky_qr2(Xc, xp) if method == "cholesky_qr2" else None
-    if Q is None:
+    if method == "cholesky_qr2":
+        Q = _accept(*_cholesky_qr2(Xc, xp), Xc, xp)
+    else:
         Q = _householder(Xc, xp)
     return xp.astype(Q, dt) if low else Q
 
