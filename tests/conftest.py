@@ -1,8 +1,10 @@
 """Test matrix: one `backend` / `xp` fixture over every array library importable here.
 
 Backends: ``numpy``, ``numpy:readonly`` (inputs with the write flag off, catches
-in-place mutation), ``array_api_strict``, ``torch`` (CPU), ``torch:cuda`` and ``cupy``
-(GPU only, skipped otherwise).  ``XPMAT_TEST_BACKENDS=torch,cupy`` selects a subset.
+in-place mutation), ``array_api_strict`` (on its default device and on ``Device("device1")``:
+results must stay on the input's device), ``torch`` (CPU), ``jax`` (CPU, float64 enabled:
+``jax_enable_x64``), ``torch:cuda`` and ``cupy`` (GPU only, skipped otherwise).
+``XPMAT_TEST_BACKENDS=torch,cupy`` selects a subset.
 
 Markers (reasons also stand in ``backends/<lib>.md``)::
 
@@ -23,7 +25,8 @@ import array_api_compat
 import numpy as np
 import pytest
 
-ALL_BACKENDS = ("numpy", "numpy:readonly", "array_api_strict", "torch", "torch:cuda", "cupy")
+ALL_BACKENDS = ("numpy", "numpy:readonly", "array_api_strict", "array_api_strict:device1", "torch",
+                "torch:cuda", "cupy", "jax")
 
 # Relative tolerance of a well-conditioned primitive, per dtype the *result* is in.
 # float64: near machine precision times a modest growth; float32: ~1e3 ulp;
@@ -54,6 +57,11 @@ class Backend:
     @property
     def lib(self) -> str:
         return self.name.split(":")[0]
+
+    @property
+    def has_bfloat16(self) -> bool:
+        """PyTorch and JAX have bfloat16; NumPy, CuPy and array-api-strict do not."""
+        return self.lib in ("torch", "jax")
 
     def dtype(self, name: str) -> Any:
         """The backend's dtype object for ``"float64"``, ``"float32"``, ``"bfloat16"``."""
@@ -87,6 +95,8 @@ class Backend:
 
             x = xps.asarray(x, device=xps.Device("CPU_DEVICE"))
             return np.asarray(x)
+        if self.lib == "jax" and x.dtype == self.xp.bfloat16:  # ml_dtypes' bfloat16 on the host
+            return np.asarray(x.astype(self.xp.float64))
         return np.asarray(x)
 
 
@@ -94,12 +104,21 @@ def _make_backend(name: str) -> Backend | None:
     if name in ("numpy", "numpy:readonly"):
         return Backend(name, array_api_compat.array_namespace(np.zeros(1)), "cpu",
                        readonly=name == "numpy:readonly")
-    if name == "array_api_strict":
+    if name.startswith("array_api_strict"):
         if importlib.util.find_spec("array_api_strict") is None:
             return None
         import array_api_strict as xps
 
-        return Backend(name, xps, xps.Device("CPU_DEVICE"))
+        return Backend(name, xps, xps.Device("device1" if name.endswith(":device1") else "CPU_DEVICE"))
+    if name == "jax":
+        if importlib.util.find_spec("jax") is None:
+            return None
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # float64 references, as every backend here
+        import jax.numpy as jnp
+
+        return Backend(name, array_api_compat.array_namespace(jnp.zeros(1)), jax.devices("cpu")[0])
     if name.startswith("torch"):
         if importlib.util.find_spec("torch") is None:
             return None

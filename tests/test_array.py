@@ -76,9 +76,9 @@ def test_seed_type_checked():
         _array.rng("abc")
 
 
-def test_bfloat16_only_on_torch(backend, xp):
+def test_bfloat16_on_torch_and_jax_only(backend, xp):
     a = backend.asarray(np.linspace(0, 1, 5), dtype="float32")
-    if backend.lib == "torch":
+    if backend.has_bfloat16:
         b = _array.cast(a, "bfloat16", xp)
         assert b.dtype == xp.bfloat16
         assert_close(_array.cast(b, xp.float32, xp), np.linspace(0, 1, 5), backend,

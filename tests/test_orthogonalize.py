@@ -88,7 +88,7 @@ def test_orthonormalize_low_precision_and_int(backend):
     Q = orth.orthonormalize(backend.xp.asarray(X, device=backend.device) if not backend.readonly
                             else backend.asarray(X, "float64"))
     assert _orth_err(backend.to_numpy(Q)) <= 1e-5
-    if backend.lib == "torch":
+    if backend.has_bfloat16:
         Qb = orth.orthonormalize(backend.asarray(X, "bfloat16"))
         assert Qb.dtype == backend.xp.bfloat16
         assert _orth_err(backend.to_numpy(Qb)) <= 3e-2
@@ -247,7 +247,7 @@ def test_newton_schulz_scale_and_batch_of_one(backend, dtype, shape):
     assert rel_err(got, -0.03 * backend.to_numpy(plain).reshape(shape), backend) <= 10 * TOL[dtype]
 
 
-@pytest.mark.skip_xp_backends("numpy", "array_api_strict", "cupy",
+@pytest.mark.skip_xp_backends("numpy", "array_api_strict", "cupy", "jax",
                               reason="memory layout (strides) checked on PyTorch")
 def test_msign_tall_result_has_the_input_layout(backend):
     """A tall input is iterated transposed, but the result comes back laid out as the input
@@ -260,7 +260,7 @@ def test_msign_tall_result_has_the_input_layout(backend):
 
 
 @pytest.mark.skip_xp_backends("numpy", "array_api_strict", "cupy",
-                              reason="bfloat16 exists on PyTorch only")
+                              reason="bfloat16 exists on PyTorch and JAX only")
 def test_msign_bf16_compute(backend):
     A, U, _s, Vt = matrix_with_spectrum(64, 96, np.geomspace(1, 1e-2, 64), seed=13)
     O = orth.msign(backend.asarray(A, "float32"), steps=8, compute_dtype="bfloat16")
@@ -272,8 +272,8 @@ def test_msign_bf16_compute(backend):
 
 
 def test_msign_bf16_refused_elsewhere(backend):
-    if backend.lib == "torch":
-        pytest.skip("torch has bfloat16 (tested above)")
+    if backend.has_bfloat16:
+        pytest.skip("torch and jax have bfloat16 (tested above)")
     with pytest.raises(ValueError, match="bfloat16"):
         orth.msign(backend.asarray(np.ones((3, 3))), compute_dtype="bfloat16")
 

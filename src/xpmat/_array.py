@@ -30,6 +30,7 @@ __all__ = [
     "float_dtype",
     "is_cpu",
     "is_cupy",
+    "is_jax",
     "is_lazy",
     "is_numpy",
     "is_strict",
@@ -54,6 +55,7 @@ is_torch = _compat.is_torch_namespace
 is_cupy = _compat.is_cupy_namespace
 is_numpy = _compat.is_numpy_namespace
 is_strict = _compat.is_array_api_strict_namespace
+is_jax = _compat.is_jax_namespace
 device = _compat.device
 
 
@@ -64,7 +66,7 @@ def library_name(xp: Any) -> str:
         ("torch", is_torch),
         ("cupy", is_cupy),
         ("array_api_strict", is_strict),
-        ("jax", _compat.is_jax_namespace),
+        ("jax", is_jax),
     ):
         if test(xp):
             return name
@@ -222,7 +224,7 @@ def cast(x: Any, dtype: Any, xp: Any) -> Any:
 
 def supports_bfloat16(xp: Any) -> bool:
     """True where ``xp`` has a bfloat16 dtype (PyTorch, JAX)."""
-    return is_torch(xp) or _compat.is_jax_namespace(xp)
+    return is_torch(xp) or is_jax(xp)
 
 
 def supports_float64(xp: Any, dev: Any = None) -> bool:
@@ -283,7 +285,7 @@ def solve_triangular(a: Any, b: Any, *, upper: bool, left: bool = True, xp: Any)
     """
     if is_torch(xp):
         return xp.linalg.solve_triangular(a, b, upper=upper, left=left)
-    if _compat.is_jax_namespace(xp) and left:
+    if is_jax(xp) and left:
         import jax.scipy.linalg  # jax itself is already imported: it made the arrays
 
         return jax.scipy.linalg.solve_triangular(a, b, lower=not upper)

@@ -578,6 +578,27 @@ def randomized_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, po
     return L, V * _max_abs_signs(V, xp)[..., None, :]
 
 
+def _nystrom_cholesky(G: Any, xp: Any) -> tuple[Any, Any]:
+    """Cholesky factor of Nyström's core ``G`` and a per-matrix failure flag ``(...,)``.
+
+    NumPy, PyTorch and array-api-strict raise on a matrix that is not positive definite: that
+    becomes our ``ValueError``.  JAX returns NaN instead: an eager JAX array is read once
+    (one host sync) to raise the same error; a tracer (``jax.jit``) cannot be, so the failed
+    batch members are flagged and come back NaN.
+    """
+    try:
+        C = xp.linalg.cholesky(G)
+    except Exception as exc:  # numpy LinAlgError, torch LinAlgError (a RuntimeError), ...
+        raise ValueError(f"nystrom_eigh: Cholesky of Ωᵀ(AΩ + νΩ) failed ({type(exc).__name__}): `A` "
+                         "is not positive semi-definite; use randomized_eigh "
+                         "for indefinite A") from exc
+    failed = xp.logical_not(xp.all(xp.isfinite(C), axis=(-2, -1)))
+    if _array.is_jax(xp) and not _array.is_lazy(failed) and bool(xp.any(failed)):
+        raise ValueError("nystrom_eigh: Cholesky of Ωᵀ(AΩ + νΩ) returned NaN: `A` is not positive "
+                         "semi-definite; use randomized_eigh for indefinite A")
+    return C, failed
+
+
 def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power_iters: int = 0,
                  shift: float | None = None, seed: Any = None, shape: Any = None, like: Any = None,
                  method: str = "auto", xp: Any = None) -> tuple[Any, Any]:
@@ -616,7 +637,9 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     ------
     ValueError
         If the Cholesky factorization of ``Ωᵀ (A Ω + ν Ω)`` fails (``A`` is not PSD).  On
-        torch the Cholesky's error check synchronizes with the device.
+        torch the Cholesky's error check synchronizes with the device; on eager JAX (whose
+        Cholesky returns NaN) one host read finds it.  Under ``jax.jit`` nothing can be
+        raised: the batch members whose Cholesky failed get NaN ``L`` and ``Q``.
 
     Notes
     -----
@@ -656,12 +679,8 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
         live, nu = None, shift
     Ynu = Y + nu * Om
     G, bad = _screen(_sym(mT(Om, xp) @ Ynu, xp), xp, fill=xp.eye(l, dtype=dtype, device=dev))
-    try:
-        C = xp.linalg.cholesky(G)
-    except Exception as exc:  # numpy LinAlgError, torch LinAlgError (a RuntimeError), ...
-        raise ValueError(f"nystrom_eigh: Cholesky of Ωᵀ(AΩ + νΩ) failed ({type(exc).__name__}): `A` "
-                         "is not positive semi-definite; use randomized_eigh "
-                         "for indefinite A") from exc
+    C, failed = _nystrom_cholesky(G, xp)
+    bad = xp.logical_or(bad, failed)
     Bm = _array.solve_triangular(mT(C, xp), Ynu, upper=True, left=False, xp=xp)
     U, Sig, _ = _array.svd(xp.where(bad[..., None, None], xp.zeros_like(Bm), Bm), xp)
     U, Sig = _poison(U, bad, xp, 2), _poison(Sig, bad, xp, 1)

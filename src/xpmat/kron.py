@@ -218,7 +218,8 @@ def nearest_kron(
     propagate to the result.
 
     Backends: ``xp.linalg.svd`` (``"svd"``) or Array API matmuls (``"power"``) everywhere;
-    the power start is drawn on the host once.
+    the power start is drawn on the host once (under ``jax.jit``: at trace time, so it is a
+    constant of the compiled function; pass ``seed`` or ``init``).  No host read.
 
     Examples
     --------
@@ -278,11 +279,19 @@ def nearest_kron(
 
 
 def _power(matvec: Callable, rmatvec: Callable, V: Any, iters: int, a_shape, b_shape, xp: Any):
-    """Power rounds on the rearranged operator, in matrix form; returns the scaled (A, B)."""
-    V, _ = _normalize(V, xp)
-    for _ in range(int(iters)):
-        U, _ = _normalize(matvec(V), xp)
+    """Power rounds on the rearranged operator, in matrix form; returns the scaled (A, B).
+
+    The rounds after the first run through ``_array.fixed_loop`` (one traced body under
+    ``jax.jit``, a Python loop elsewhere).
+    """
+
+    def step(state: tuple) -> tuple:
+        U, _ = _normalize(matvec(state[1]), xp)
         V, s1 = _normalize(rmatvec(U), xp)  # ‖Rᵀ u‖ -> σ₁
+        return U, V, s1
+
+    V, _ = _normalize(V, xp)
+    U, V, s1 = _array.fixed_loop(int(iters) - 1, step, step((None, V, None)))
     root = xp.sqrt(s1)
     return _fix_sign(U * root, V * root, xp)
 

@@ -270,7 +270,7 @@ def _inv_root_newton(A: Any, p: int, eps: float, iters: int, tol: float, check_e
     if _array.is_lazy(done):  # jax.jit: all `iters` steps, no host read, one traced body
         state, k = _array.fixed_loop(iters, step, state), iters
     else:
-        for k in range(1, iters + 1):  # noqa: B007 (k is the step count reported)
+        for k in range(1, iters + 1):
             state = step(state)
             if k % check_every == 0 and bool(xp.all(state[4])):
                 break
