@@ -320,6 +320,9 @@ def orthogonal_iteration(A: Any | Callable, Q0: Any, /, *, iters: int = 1, align
 
     Backends: standard Array API (matmul, eigh, argmax); orthonormalization via
     :func:`xpmat.orthonormalize` (CholeskyQR2 / Householder).
+    Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
+    eager arrays (``method="householder"``: none); under ``jax.jit`` none (per-matrix
+    fallback, see :func:`xpmat.orthonormalize`).
 
     Examples
     --------
@@ -393,6 +396,9 @@ def power_iter1(B: Any, Q: Any, /, *, method: str = "auto", xp: Any = None) -> t
     ``R = Q_new = 0`` (no NaN).
 
     Backends: standard Array API; orthonormalization via :func:`xpmat.orthonormalize`.
+    Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
+    eager arrays (``method="householder"``: none); under ``jax.jit`` none (per-matrix
+    fallback, see :func:`xpmat.orthonormalize`).
 
     Examples
     --------
@@ -466,8 +472,12 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
     (``powersgd-plus.md`` eq. 8).  Zero ``A`` gives ``S = 0`` (finite ``U``, ``Vh``).  NaN/Inf
     in a batch member make its results NaN (no exception from the small SVD).
 
-    Backends: standard Array API (matmul, svd of an ``l × l`` matrix); host NumPy draw of Ω;
+    Backends: standard Array API (matmul, svd of an ``l × l`` matrix); host NumPy draw of Ω
+    (under ``jax.jit``: at trace time, a constant of the compiled function);
     orthonormalization via :func:`xpmat.orthonormalize`.
+    Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
+    eager arrays (``method="householder"``: none); under ``jax.jit`` none (per-matrix
+    fallback, see :func:`xpmat.orthonormalize`).
 
     Examples
     --------
@@ -545,8 +555,12 @@ def randomized_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, po
     indefinite ``A`` the sketch captures the eigenvalues of largest magnitude.  Zero ``A``
     gives ``L = 0``; NaN/Inf in a batch member make its ``L`` and ``Q`` NaN (no exception).
 
-    Backends: standard Array API (matmul, eigh of ``l × l``); host NumPy draw of Ω;
+    Backends: standard Array API (matmul, eigh of ``l × l``); host NumPy draw of Ω
+    (under ``jax.jit``: at trace time, a constant of the compiled function);
     orthonormalization via :func:`xpmat.orthonormalize`.
+    Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
+    eager arrays (``method="householder"``: none); under ``jax.jit`` none (per-matrix
+    fallback, see :func:`xpmat.orthonormalize`).
 
     Examples
     --------
@@ -650,7 +664,11 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     ``A`` gives ``L = 0``; NaN/Inf in a batch member make its ``L`` and ``Q`` NaN (no exception).
 
     Backends: standard Array API (cholesky, triangular solve via ``_array.solve_triangular``:
-    SciPy / torch fast paths, ``xp.linalg.solve`` elsewhere, svd of ``n × l``).
+    SciPy / torch / JAX fast paths, ``xp.linalg.solve`` elsewhere, svd of ``n × l``).
+    Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
+    eager arrays (``method="householder"``: none); under ``jax.jit`` none (per-matrix
+    fallback, see :func:`xpmat.orthonormalize`).
+    Eager JAX reads once more (its Cholesky returns NaN instead of raising; see Raises).
 
     Examples
     --------

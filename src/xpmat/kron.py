@@ -66,7 +66,8 @@ def kron_rearrange(H: Any, a_shape: Sequence[int], b_shape: Sequence[int], /, *,
     (m, n), (d, l))`` returns ``H`` exactly (eq. 103; for square factors ``m = d``, ``n = l``
     the second call takes ``(m, n), (m, n)``).
 
-    Backends: Array API ``reshape`` / ``permute_dims`` everywhere.
+    Backends: Array API ``reshape`` / ``permute_dims`` everywhere.  No host read: the same
+    path runs eager and under ``jax.jit``.
 
     Examples
     --------
@@ -116,7 +117,7 @@ def kron_matmul(A: Any, B: Any, X: Any, /, *, xp: Any = None) -> Any:
     Seed appendix G, eq. (99).  Cost ``O(m d l + m l n)`` instead of ``O(m n d l)``; the
     product is taken in the cheaper order.
 
-    Backends: Array API ``matmul`` everywhere.
+    Backends: Array API ``matmul`` everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
     --------
@@ -335,7 +336,7 @@ def shampoo_factors(G: Any, state: ShampooFactors | None = None, /, *, beta: flo
     Seed §6.2: one power step from ``vec(I)`` on ``E[G ⊗ G] = rearrange(E[g gᵀ])`` gives
     ``vec(E[G Gᵀ])`` and ``vec(E[Gᵀ G])``.
 
-    Backends: Array API matmuls everywhere.
+    Backends: Array API matmuls everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
     --------
@@ -389,7 +390,7 @@ def shampoo_kron(state: ShampooFactors, /, *, xp: Any = None) -> tuple[Any, Any]
     equals the empirical Fisher ``E[g gᵀ]`` exactly (``g = vec(G)``, row-major); otherwise
     it is the one-step power-method approximation of :func:`nearest_kron`.
 
-    Backends: Array API everywhere.
+    Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
     --------

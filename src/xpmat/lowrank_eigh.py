@@ -168,7 +168,8 @@ def lowrank_eigh_update(
 
     Backends: standard Array API only (``xpmat.orthonormalize`` Householder, i.e.
     ``xp.linalg.qr``; ``xp.linalg.eigh``; ``@``); ``"randomized"`` draws its test
-    matrix on the host (NumPy) and moves it once.
+    matrix on the host (NumPy) and moves it once.  Host reads: none for ``"direct"``;
+    ``"randomized"`` has those of :func:`xpmat.randomized_eigh` (none under ``jax.jit``).
 
     Examples
     --------
@@ -341,7 +342,7 @@ def lowrank_eigh_truncate(
     :func:`lowrank_eigh_update` fills it first (it keeps the largest ``|λ|``).  The
     static ``rank`` cap does shrink the arrays.
 
-    Backends: standard Array API only.
+    Backends: standard Array API only.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
     --------
@@ -405,7 +406,7 @@ def reproject_moments(
     Seed: ``lre-low-rank-eigenbasis.md``, "The algorithm" step 5.  ``C`` costs
     ``O(n r_new r_old)``; ``v_new`` stays non-negative for ``v ≥ 0``.
 
-    Backends: standard Array API only.
+    Backends: standard Array API only.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
     --------
@@ -481,7 +482,7 @@ def lowrank_inv_root_apply(
     result, not Inf.  ``eps`` damps the positive ones: ``(λ + eps)^(-1/p)``.
     Cost ``O(n r j)``.
 
-    Backends: standard Array API only.
+    Backends: standard Array API only.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
     --------
@@ -543,7 +544,7 @@ def ggt_eigh(H: Any, /, *, rank: int | None = None, rtol: float | None = None, x
     Cost ``O(n k²)``.  The Gram squares the condition number: eigenvalues below about
     ``u · L_max`` are not resolved (``rtol`` zeroes them rather than returning noise).
 
-    Backends: standard Array API only.
+    Backends: standard Array API only.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
     --------

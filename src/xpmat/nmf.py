@@ -110,7 +110,7 @@ def i_divergence(C: Any, M: Any, /, *, xp: Any = None) -> Any:
     Seed appendix L, eq. (119); it equals KL when both are distributions.  No input check
     (no host sync): negative entries give NaN.
 
-    Backends: Array API everywhere.
+    Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
     --------
@@ -220,7 +220,8 @@ def nmf_em_step(C: Any, A: Any, B: Any, /, *, eps: float = EPS, xp: Any = None) 
 
     Backends: NumPy runs a fast path that reuses one private ``m × n`` buffer in place and
     skips the ``eps`` clamp pass when a cheap lower bound shows it changes nothing; every
-    other library runs the Array API form (a handful of ``m × n`` temporaries).
+    other library runs the Array API form (a handful of ``m × n`` temporaries).  No host
+    read: the same path runs eager and under ``jax.jit``.
 
     Examples
     --------
@@ -486,7 +487,8 @@ def nmf_online_init(G: Any, rank: int, /, *, scale: float = 1e-3, seed: Any = No
     -------
     A0, B0 : arrays, shapes (..., m, r) and (..., r, n), strictly positive almost surely.
 
-    Backends: host NumPy draw, one ``xp.asarray`` to the device.
+    Backends: host NumPy draw, one ``xp.asarray`` to the device (under ``jax.jit``: at trace
+    time, a constant of the compiled function).  No host read.
 
     Examples
     --------
@@ -596,7 +598,7 @@ def adafactor_factors(G: Any, state: AdafactorFactors | None = None, /, *, beta2
     the rank-1 I-divergence NMF (:func:`nmf_rank1`).  Read ``V̂`` with
     :func:`adafactor_second_moment`.
 
-    Backends: Array API everywhere.
+    Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
     --------
@@ -638,7 +640,7 @@ def adafactor_second_moment(state: AdafactorFactors, /, *, xp: Any = None) -> An
     array, shape (..., m, n)
         Nonnegative; zeros where ``1ᵀ a = 0`` (all-zero gradients).
 
-    Backends: Array API everywhere.
+    Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
     --------

@@ -320,7 +320,7 @@ def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normali
         ``msign(D G)`` — a Turbo-Muon-style approximation of ``msign(G)``, exact only when
         the rows (of the small side) are orthogonal.
     compute_dtype : dtype or name, optional
-        Internal precision (e.g. ``"bfloat16"`` on torch); the result is cast back to G's dtype.
+        Internal precision (e.g. ``"bfloat16"`` on torch or JAX); the result is cast back to G's dtype.
     eps : float
         Floor of the Frobenius norm: ``G = 0`` returns zeros.
     xp : namespace, optional
@@ -342,7 +342,8 @@ def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normali
     ``normalize="spectral_estimate"`` close the gap (figures in docs/orthogonalize.md).
     NaN/Inf input gives NaN output.
 
-    Backends: standard Array API matmuls everywhere; bf16 compute on torch only.
+    Backends: standard Array API matmuls everywhere; bf16 compute on PyTorch and JAX.
+    No host read: the same path runs eager, under ``jax.jit``, ``vmap`` and ``grad``.
 
     Examples
     --------
@@ -442,6 +443,7 @@ def polar(G: Any, /, *, method: str = "svd", steps: int = 10, schedule: Any = "p
     (SVD picks one completion; Newton–Schulz gives ``U_r V_rᵀ``), ``H`` is unique.
 
     Backends: ``xp.linalg.svd`` for "svd"; standard matmuls for "newton_schulz".
+    No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
     --------
