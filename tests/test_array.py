@@ -256,3 +256,21 @@ def test_add_scaled_promotes_bfloat16_to_float32():
     got = _array.add_scaled(y, -0.5, x, xp)
     assert got.dtype == torch.float32
     assert torch.equal(got, torch.full((2, 3), -1.0))
+
+
+def test_is_lazy_only_for_deferred_libraries(backend):
+    """Eager arrays of every backend are readable (JAX tracers: tests/test_jax.py)."""
+    x = backend.asarray(np.ones((2, 2)))
+    assert _array.is_lazy(x) == (backend.lib == "dask")
+
+
+def test_is_lazy_false_for_torch_meta():
+    """A meta tensor counts as readable, so a host read on it raises (tests/test_meta.py)."""
+    torch = pytest.importorskip("torch")
+    assert not _array.is_lazy(torch.empty(2, device="meta"))
+
+
+def test_fixed_loop_runs_the_body_steps_times(backend, xp):
+    x = backend.asarray(np.ones(3))
+    (y,) = _array.fixed_loop(4, lambda s: (s[0] * 2,), (x,))
+    assert_close(y, np.full(3, 16.0), backend, rtol=0)

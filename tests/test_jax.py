@@ -13,14 +13,14 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import require_backend
 from primitive_calls import CALLS, NOT_ARRAY_FUNCTIONS
 
 import xpmat as xm
 from xpmat import _array
 
-jax = pytest.importorskip("jax")
-jax.config.update("jax_enable_x64", True)
-jnp = jax.numpy
+jnp = require_backend("jax").xp  # float64 enabled
+import jax  # noqa: E402  (after require_backend: skipped cleanly where JAX is absent)
 
 # Calls that stop early on the host when eager: under jit they run every step, so they agree
 # to the stopping tolerance, not to rounding (``power_iteration``'s default tol is 1e-6).

@@ -12,9 +12,11 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import require_backend
 from primitive_calls import CALLS
 
-torch = pytest.importorskip("torch")
+require_backend("torch")
+import torch  # noqa: E402  (after require_backend: skipped cleanly where torch is absent)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "backends.md"
 
