@@ -13,6 +13,10 @@ from conftest import assert_array, assert_close, sym_with_spectrum
 import xpmat.optim as xo
 from xpmat.optim import lre
 
+pytestmark = pytest.mark.skip_xp_backends(
+    "jax", reason="slow on eager JAX (every new shape compiles: minutes of CPU for this module); "
+                  "the primitives it composes run on JAX in their own tests")
+
 
 def _principal_angle(A, B):
     """sin of the largest principal angle between span(A) and span(B) (equal dimensions):

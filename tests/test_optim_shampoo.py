@@ -9,6 +9,10 @@ from conftest import TOL, assert_array, assert_close, matrix_with_spectrum
 import xpmat.optim as xo
 from xpmat.optim import adamw, shampoo
 
+pytestmark = pytest.mark.skip_xp_backends(
+    "jax", reason="slow on eager JAX (every new shape compiles: minutes of CPU for this module); "
+                  "the primitives it composes run on JAX in their own tests")
+
 
 # --------------------------------------------------------------------------------------------
 # an independent NumPy float64 reference: §5.1 written out with np.linalg.eigh

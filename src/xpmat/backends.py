@@ -47,8 +47,20 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
+def _jax_backend() -> BackendInfo:
+    """JAX on its default device (where ``jax.numpy`` places new arrays): ``jax:cpu``,
+    ``jax:gpu``...; float64 only with ``jax_enable_x64`` (JAX computes in float32 otherwise)."""
+    import jax
+    import jax.numpy as jnp
+
+    x64 = bool(jax.config.jax_enable_x64)
+    dev = jax.devices()[0]
+    detail = "x64 on" if x64 else "x64 off: jax.config.update('jax_enable_x64', True)"
+    return BackendInfo(f"jax:{dev.platform}", jnp, dev, x64, True, detail)
+
+
 def available_backends() -> list[BackendInfo]:
-    """Every backend usable here: NumPy and array-api-strict, torch CPU/CUDA, CuPy."""
+    """Every backend usable here: NumPy and array-api-strict, torch CPU/CUDA, JAX, CuPy."""
     import array_api_compat
 
     found: list[BackendInfo] = []
@@ -73,6 +85,8 @@ def available_backends() -> list[BackendInfo]:
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             found.append(BackendInfo("torch:mps", xpt, torch.device("mps"), False, True))
+    if importlib.util.find_spec("jax"):
+        found.append(_jax_backend())
     if importlib.util.find_spec("cupy"):
         try:
             import cupy

@@ -247,7 +247,8 @@ def run_bench(backend: str | None = None, quick: bool = False, out: Any = "bench
     ----------
     backend : str, optional
         A name from :func:`xpmat.backends.available_backends` (``"numpy"``, ``"torch:cpu"``, ...).
-        ``array_api_strict`` is skipped unless named.
+        ``array_api_strict`` and JAX (eager: every call dispatches op by op) are skipped
+        unless named.
     quick : bool
         Small sizes (under a minute on 2 CPU cores).
     out : path
@@ -267,7 +268,7 @@ def run_bench(backend: str | None = None, quick: bool = False, out: Any = "bench
     cfg.update(sizes or {})
     found = available_backends()
     if backend is None:
-        chosen = [b for b in found if b.name != "array_api_strict"]
+        chosen = [b for b in found if b.name != "array_api_strict" and not b.name.startswith("jax")]
     else:
         chosen = [b for b in found if b.name == backend]
         if not chosen:
