@@ -2,7 +2,7 @@
 
 Two routes: an eigendecomposition (exact up to rounding, any real ``p > 0``) and the
 coupled Newton iteration (matmuls only, integer ``p``), which is what GPU Shampoo
-implementations run.  Seed: ``adaptive-learning-methods.md`` section 5 (Shampoo's
+implementations run.  [Stratos 2026][stratos-2026] §5 (Shampoo's
 ``L^(-1/4) G R^(-1/4)``, eq. 53) and section 6.2 (``E[GGᵀ]^(-1/2)``, eq. 63).
 """
 
@@ -108,7 +108,7 @@ def inv_root(
     ``n·u·max(w + eps)`` (zero, rounding noise, or negative: ``A`` not PSD) map to 0,
     so a zero matrix gives a zero matrix, never Inf or NaN.
 
-    ``"newton"`` is the coupled iteration of Guo & Higham (2006), as run by
+    ``"newton"`` is the coupled iteration of [Guo & Higham 2006][guo-higham-2006], as run by
     Distributed Shampoo: with ``z = (p + 1) / (2‖A‖_F)``,
     ``X₀ = z^(1/p) I``, ``M₀ = z A`` and
 
@@ -126,7 +126,7 @@ def inv_root(
     Measured for ``κ(A) = 1e4``: float32 relative error ≈ 8e-5 (p = 2), 3e-5 (p = 4)
     in 16 steps; float64 ≈ 2e-13 in 18 steps.
 
-    Seed: ``adaptive-learning-methods.md`` section 5, eq. (53) and section 6.2, eq. (63).
+    [Stratos 2026, §5, eq. 53 and §6.2, eq. 63][stratos-2026].
 
     Backends: standard Array API only (``xp.linalg.eigh``, ``@``) on every library.
 

@@ -11,9 +11,9 @@ gradient ``G_i`` (plain ``loss.backward()``, no DDP averaging).  Per matrix para
     M_i  = B_i − (1 − μ) P Rᵀ                          local
     X    = X − s η √(m/n) P Qᵀ − s η λ X               identical on every rank
 
-This is the communication pattern of powersgd-plus.md Algorithm 1 (SSP-Comp: all-reduce
-``P``, QR, all-reduce ``Q``) applied to Dion (dion-vs-powersgd.md).  Only the two reduced
-quantities enter the nonlinear steps (orthonormalization, column normalization), and the
+This is the communication pattern of [Xie et al. 2025][xie-chen-yuan-2025] Algorithm 1
+(SSP-Comp: all-reduce ``P``, QR, all-reduce ``Q``) applied to Dion ([Pethick 2025][pethick-2025]).
+Only the two reduced quantities enter the nonlinear steps (orthonormalization, column normalization), and the
 buffers enter linearly, so by induction ``mean_i M_i`` is the single-process buffer and every
 step equals single-process :class:`xpmat.optim.Dion` fed the averaged gradient (in exact
 arithmetic; tested to float64 rounding).  1-D parameters (and matrices where

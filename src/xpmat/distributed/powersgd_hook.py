@@ -1,6 +1,6 @@
 """PowerSGD+ communication hook for ``torch.nn.parallel.DistributedDataParallel``.
 
-powersgd-plus.md Algorithm 1 (SSP-Comp, SVD-Comp), Algorithm 2, eq. (7a)–(9)::
+[Xie, Chen, Yuan 2025][xie-chen-yuan-2025] Algorithm 1 (SSP-Comp, SVD-Comp), Algorithm 2, eq. (7a)–(9)::
 
     ddp.register_comm_hook(PowerSGDPlusState(None, 4, start_powerSGD_iter=10), powersgd_plus_hook)
 
@@ -319,7 +319,7 @@ def powersgd_plus_hook(state: PowerSGDPlusState, bucket):  # DDP checks: no anno
 
     Notes
     -----
-    powersgd-plus.md Algorithm 1 (SSP-Comp; SVD-Comp without its redundant second
+    [Xie, Chen, Yuan 2025][xie-chen-yuan-2025] Algorithm 1 (SSP-Comp; SVD-Comp without its redundant second
     all-reduce), Algorithm 2 (``t mod τ = 0`` restarts counted from ``start_powerSGD_iter``),
     eq. (7a)–(9).  Communication per step and compressed ``m × n`` matrix: ``(m + n) r``
     numbers (one fused all-reduce of the uncompressed tensors with the ``P``'s, one of the

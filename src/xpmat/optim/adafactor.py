@@ -1,4 +1,4 @@
-"""Adafactor (adaptive-learning-methods §4.7, eq. 52, and §4.7.1): factored second moment.
+"""Adafactor ([Stratos 2026, §4.7, eq. 52, and §4.7.1][stratos-2026]): factored second moment.
 
 Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), gradient ``G``::
 
@@ -11,8 +11,9 @@ Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), 
     W ← W − s η · max(ε₂, RMS(W)) · M − s η λ W   (relative step / parameter scaling, item 4)
 
 1-D (and 0-d) parameters keep an unfactored second moment ``v`` (same EMA on ``G² + ε₁``,
-``V̂ = v / w``), as Shazeer & Stern do; so this method is NOT matrix-only and needs no AdamW
-fallback.  With a fixed β₂ the factors are folded by :func:`xpmat.adafactor_factors`; with the
+``V̂ = v / w``), as [Shazeer & Stern 2018][shazeer-stern-2018] do; so this method is NOT
+matrix-only and needs no AdamW fallback.
+With a fixed β₂ the factors are folded by :func:`xpmat.adafactor_factors`; with the
 ``1 − t^(−c)`` schedule β₂ₜ is a 0-d array computed from the step counter (no host read) and
 the same eq. (52) fold is written out here.
 """
@@ -128,7 +129,7 @@ def update(grads: list[Any], state: list[AdafactorState], params: list[Any],
 
     Notes
     -----
-    adaptive-learning-methods §4.7 eq. (52) and §4.7.1 items 1–5.  Memory: ``m + n`` numbers
+    [Stratos 2026][stratos-2026] §4.7 eq. (52) and §4.7.1 items 1–5.  Memory: ``m + n`` numbers
     per matrix instead of ``m n`` (plus ``m n`` for the optional first moment).  A zero
     gradient gives a zero update (``ε₁ > 0`` keeps V̂ positive; with ``eps1=0`` entries with
     V̂ = 0 give 0, not NaN).  NaN/Inf gradients propagate into the update and state.

@@ -1,16 +1,16 @@
-"""AdamNMF (adaptive-learning-methods appendix L.2, with the ERRATA fixes): rank-r NMF second moment.
+"""AdamNMF ([Stratos 2026, App. L.2][stratos-2026], two fixes): rank-r NMF second moment.
 
 Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), gradient ``G``::
 
     A₀ ~ U(0, ε)^{m×r},  B₀ ~ U(0, ε)^{r×n}                  (step 1, xpmat.nmf_online_init)
     A, B ← one blockwise EM step on G² from (A, B)            (step (b), xpmat.nmf_online_step;
-                                                                G ∈ R^{m×n}, eq. 124, ERRATA)
+                                                                G ∈ R^{m×n}, footnote 22)
     A, B ← max(A, floor), max(B, floor)                        (keeps the factors strictly positive)
-    M ← β₁ M + (1 − β₁) G,  M̄ = M / (1 − β₁ᵗ)                 (only if beta1 > 0; the seed has G)
+    M ← β₁ M + (1 − β₁) G,  M̄ = M / (1 − β₁ᵗ)                 (only if beta1 > 0; published: G)
     W ← W − s η M̄ / (√(A B) + ε) − s η λ W                    (step (c))
 
 Memory for the second moment: ``(m + n) r`` numbers instead of Adam's ``m n``.  ``beta`` (not in
-the seed) makes the EM target the EMA ``β A B + (1 − β) G²`` instead of ``G²``.  The factor
+the notes) makes the EM target the EMA ``β A B + (1 − β) G²`` instead of ``G²``.  The factor
 floor is our addition: a multiplicative EM update cannot leave 0, so a gradient row that is
 exactly zero once would otherwise pin that row of ``A B`` at 0 for good.  Matrix-only: 1-D
 parameters go to AdamW (the torch class does it, or :func:`xpmat.optim.route`).
@@ -99,7 +99,7 @@ def update(grads: list[Any], state: list[AdamNMFState], params: list[Any],
     state : list of AdamNMFState
     **hyper
         ``lr`` (η), ``rank`` (r: int, or a fraction of min(m, n)), ``beta1`` (momentum, 0 =
-        the seed's raw gradient), ``beta`` (None = EM target G², else the EMA target),
+        the raw gradient, as published), ``beta`` (None = EM target G², else the EMA target),
         ``eps`` (ε in the denominator), ``init_scale`` (ε of step 1), ``factor_floor``,
         ``nmf_eps`` (floor of ``A B`` inside the EM ratio), ``weight_decay`` (λ, decoupled,
         times s η), ``schedule`` (s), ``seed``, ``state_dtype``.
@@ -111,9 +111,10 @@ def update(grads: list[Any], state: list[AdamNMFState], params: list[Any],
 
     Notes
     -----
-    adaptive-learning-methods appendix L.2 (AdamNMF), eq. (124) and footnote 22 (blockwise
-    EM, ERRATA).  The factors stay nonnegative (≥ ``factor_floor``); with rank 1 a single EM
-    step already gives the rank-1 I-divergence optimum ``G² 1 1ᵀ G² / (1ᵀ G² 1)`` of §4.7.
+    [Stratos 2026, App. L.2][stratos-2026] (AdamNMF), eq. (124) and footnote 22 (blockwise
+    EM, [References][departure-nmf-blockwise]).  The factors stay nonnegative
+    (≥ ``factor_floor``); with rank 1 a single EM step already gives the rank-1
+    I-divergence optimum ``G² 1 1ᵀ G² / (1ᵀ G² 1)`` of §4.7.
     A zero gradient gives a zero update.  NaN/Inf gradients propagate.
 
     Backends: standard Array API (the EM step has a NumPy fast path in :mod:`xpmat.nmf`).

@@ -1,4 +1,4 @@
-"""AdamW (adaptive-learning-methods §4, Fig. 1): a pure functional core on any Array API library.
+"""AdamW ([Stratos 2026, §4, Fig. 1][stratos-2026]): a pure functional core on any Array API library.
 
 Per parameter, with gradient :math:`g_t` and step :math:`t = 1, 2, \\dots`::
 
@@ -10,8 +10,9 @@ Per parameter, with gradient :math:`g_t` and step :math:`t = 1, 2, \\dots`::
     w_{t+1} = w_t − s_t η o_t − decay                                  (§4.4)
 
 Weight decay (``weight_decay_mode``), with schedule multiplier ``s = schedule``:
-``"lr"`` (default, PyTorch's AdamW) decay ``s η λ w``; ``"decoupled"`` (Wortsman et al., §4.4)
-decay ``s λ w`` independent of η; ``"l2"`` (classic Adam) adds ``λ w`` to the gradient.
+``"lr"`` (default, PyTorch's AdamW) decay ``s η λ w``; ``"decoupled"``
+([Wortsman et al. 2024][wortsman-2024], §4.4) decay ``s λ w`` independent of η;
+``"l2"`` (classic Adam) adds ``λ w`` to the gradient.
 With default flags the step equals ``torch.optim.AdamW`` to float precision.
 """
 
@@ -142,8 +143,8 @@ def update(grads: list[Any], state: list[AdamWState], params: list[Any],
 
     Notes
     -----
-    adaptive-learning-methods §4 (eq. 46), §4.1.1 (ε), §4.1.2 (atan2), §4.2 (AMSGrad max after
-    bias correction), §4.3 (Nesterov, Dozat), §4.4 (weight decay), Fig. 1.  NaN or Inf in a
+    [Stratos 2026][stratos-2026] §4 (eq. 46), §4.1.1 (ε), §4.1.2 (atan2), §4.2 (AMSGrad max after
+    bias correction), §4.3 (Nesterov, [Dozat 2016][dozat-2016]), §4.4 (weight decay), Fig. 1.  NaN or Inf in a
     gradient propagate into that parameter's update and state (no silent skipping).
 
     Backends: standard Array API only (``atan2``, ``sqrt``, ``maximum``); runs everywhere.

@@ -1,4 +1,4 @@
-"""Dion (dion-vs-powersgd.md): low-rank orthonormal updates with error feedback.
+"""Dion ([Pethick 2025][pethick-2025]; [Ahn et al. 2025][ahn-2025]): low-rank orthonormal updates.
 
 Per matrix parameter ``X`` (viewed as ``m × n``; conv kernels ``(out, in·k·k)``), with momentum
 buffer ``M`` (the error-feedback residual), warm-started right factor ``Q`` ``(n, r)``::
@@ -8,7 +8,7 @@ buffer ``M`` (the error-feedback residual), warm-started right factor ``Q`` ``(n
     M        = B − (1 − μ) P Rᵀ                    (decayed error feedback; μ = 0: e ← Δ − P Rᵀ)
     X        = X − s η √(m/n) P Qᵀ − s η λ X       (singular values set to 1; decoupled decay)
 
-With ``mu=0`` this is the seed's algorithm exactly (Δ ← g + e, e ← Δ − P Rᵀ, x ← x − γ P Qᵀ);
+With ``mu=0`` this is Pethick's algorithm exactly (Δ ← g + e, e ← Δ − P Rᵀ, x ← x − γ P Qᵀ);
 ``mu > 0`` is the decayed form of microsoft/dion.  ``P Rᵀ`` is the rank-``r`` approximation
 (singular values kept), so the residual only holds what the update has not yet used.
 """
@@ -171,7 +171,7 @@ def update(grads: list[Any], state: list[DionState], params: list[Any],
 
     Notes
     -----
-    dion-vs-powersgd.md (the Dion loop and PowerIter1).  Fed the same gradient of rank ≤ r
+    [Pethick 2025][pethick-2025] (the Dion loop and PowerIter1).  Fed the same gradient of rank ≤ r
     repeatedly with ``mu=0``, the residual ``M`` goes to zero (tested).  Zero gradients give
     zero updates (no NaN).
 

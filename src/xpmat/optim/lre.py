@@ -1,4 +1,4 @@
-"""LRE, low-rank eigenbasis (lre-low-rank-eigenbasis.md): curvature kept as ``Q diag(L) Qᵀ``.
+"""LRE, low-rank eigenbasis ([LRE 2025][lre-2025]): curvature kept as ``Q diag(L) Qᵀ``.
 
 Per parameter, flattened to a vector ``x ∈ Rⁿ`` (split into blocks of at most ``max_dim``
 entries, see *Granularity*), with gradient ``g`` and step ``t`` ("The algorithm", steps 1-5)::
@@ -18,7 +18,7 @@ entries, see *Granularity*), with gradient ``g`` and step ``t`` ("The algorithm"
     inner="precondition":  u = −s η Q (L̂ + ε)^(−1/p) Qᵀ g   (p = 2 covariance, 1 Hessian ones)
     u ← u − s η λ x                                             (decoupled weight decay)
 
-*Granularity.* The seed runs LRE on the whole model flattened to one vector.  Here each
+*Granularity.* LRE 2025 runs on the whole model flattened to one vector.  Here each
 parameter is its own vector (so the state is per parameter, as ``torch.optim`` expects), and
 a parameter with more than ``max_dim`` entries is cut into ``nb = ceil(n / max_dim)``
 contiguous blocks of equal size ``bs = ceil(n / nb)`` (the last one zero-padded), each with
@@ -28,7 +28,7 @@ the total rank to ``nb·r`` and keeps each eigenproblem small.  Parameters with 
 a full (``n × n``) basis.  Nothing is routed to another optimizer.
 
 The update lives in ``span(Q)``: the part of ``g`` outside the kept basis is dropped, as in
-the seed (the preconditioner is the pseudo-inverse root of the low-rank curvature).
+LRE 2025 (the preconditioner is the pseudo-inverse root of the low-rank curvature).
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
         ``betas`` (Adam's β₁, β₂ in the basis); ``beta`` (EMA factor of the covariance and
         Hutchinson curvature, ``None`` = plain sum; bfgs / sr1 always sum); ``eps`` (Adam's ε,
         or the damping of ``L`` in ``"precondition"``); ``eig_rtol`` (eigenvalues
-        ``≤ eig_rtol·max|L|`` are removed: the seed's ``eig_tol``); ``history_size`` (GGT
+        ``≤ eig_rtol·max|L|`` are removed: LRE's ``eig_tol``); ``history_size`` (GGT
         window); ``max_dim`` (largest block); ``update_freq`` (the basis is updated every k
         steps); ``weight_decay`` (λ, decoupled, times s η); ``schedule`` (s); ``seed``
         (Hutchinson / quasi-Newton probes, randomized sketch); ``state_dtype``.
@@ -260,7 +260,7 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
 
     Notes
     -----
-    lre-low-rank-eigenbasis.md, "The algorithm" steps 2-5, "Curvatures" 1-4 and "Basis
+    [LRE 2025][lre-2025], "The algorithm" steps 2-5, "Curvatures" 1-4 and "Basis
     algorithms" 1-3; the primitives are :func:`xpmat.lowrank_eigh_update`,
     :func:`xpmat.ggt_eigh`, :func:`xpmat.reproject_moments` and
     :func:`xpmat.lowrank_inv_root_apply`.
@@ -274,7 +274,7 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
     - Hessian curvatures draw a Rademacher ``z`` per parameter from ``(seed, i, t)`` on the
       host: these read the step counter (one host sync per step); so does
       ``update_freq > 1``.  BFGS / SR1 use the probe as the step ``s = z`` and ``y = H z``
-      (the seed's Hessian-vector products in place of gradient differences).  One ``hvp``
+      (LRE's Hessian-vector products in place of gradient differences).  One ``hvp``
       call covers all parameters, so the block ``(Hz)_b`` also holds ``Σ_{c≠b} H_bc z_c``:
       zero-mean noise for Hutchinson (the estimate stays unbiased for the diagonal block
       ``H_bb``), but exact secant pairs for BFGS / SR1 only where the Hessian is

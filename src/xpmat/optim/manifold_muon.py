@@ -1,4 +1,4 @@
-"""Manifold Muon (manifold-dual-gradient-descent.md; adaptive-learning-methods §8.2).
+"""Manifold Muon ([Su 2025][su-2025]; [Bernstein 2025][bernstein-2025]; [Stratos 2026, §8.2][stratos-2026]).
 
 Weights live on the Stiefel manifold ``{W : Wᵀ W = I}`` (``W`` ``n × m`` tall; a wide parameter
 is handled through its transpose).  The steepest descent direction under the spectral norm
@@ -6,16 +6,16 @@ restricted to the tangent space (eq. 78–79) is ``Φ = msign(G + W X)`` with a 
 ``X`` chosen so that ``Wᵀ Φ + Φᵀ W = 0``; ``X`` is found by (sub)gradient descent on the
 dual objective ``‖G + W X‖_*``, whose gradient is ``Wᵀ Φ + Φᵀ W``::
 
-    mode="dual_ascent" (Thinking Machines reference, per step):
+    mode="dual_ascent" (Bernstein 2025, per step):
         X = −¼ (Wᵀ G + Gᵀ W);  for k < K:  Φ = msign(G + W X);  H = Wᵀ Φ + Φᵀ W
             stop when RMS(H) < tol;  X ← X − α (1 − k/K) H
-    mode="online" (the seed's cheap form, "synchronous update"):
+    mode="online" (Su 2025's cheap form, "synchronous update"):
         X kept in state;  Φ = msign(G + W X);  X ← X − α (Wᵀ Φ + Φᵀ W)   (one dual step per step)
     then  W ← retract(W − η Φ) = msign(W − η Φ)                          (eq. 77)
 
 ``radius=R`` scales the manifold: ``Wᵀ W = R² I`` (the step is taken on ``W / R``).
 ``manifold="spectral_sphere"``: ``‖W‖₂ = R`` instead, ``Φ = msign(G + λ W)``, the scalar dual
-``λ ← λ − α tr(Wᵀ Φ)`` (the seed's "Muon + spectral sphere"), retraction ``W ← R W / ‖W‖₂``.
+``λ ← λ − α tr(Wᵀ Φ)`` (Su 2025's "Muon + Spectral Sphere"), retraction ``W ← R W / ‖W‖₂``.
 
 The gradient is divided by its Frobenius norm first (``Φ`` only depends on ``(G, X)`` up to
 a joint scale), so ``dual_lr`` does not depend on the gradient's scale.  The first step also
@@ -168,9 +168,9 @@ def update(grads: list[Any], state: list[ManifoldMuonState], params: list[Any],
 
     Notes
     -----
-    manifold-dual-gradient-descent.md ("Stiefel Manifold": dual gradient descent and the
-    synchronous update; "Muon + Spectral Sphere": λ ← λ − η₂ tr(ΘᵀΦ)); adaptive-learning-methods
-    §8.2 eq. (77)–(79).  A zero gradient gives ``Φ = 0`` and only the retraction.
+    [Su 2025][su-2025] ("Stiefel Manifold": dual gradient descent and the synchronous update;
+    "Muon + Spectral Sphere": λ ← λ − η₂ tr(ΘᵀΦ)); [Stratos 2026, §8.2 eqs. 77–79][stratos-2026].
+    A zero gradient gives ``Φ = 0`` and only the retraction.
 
     Backends: standard Array API; :func:`xpmat.msign`; ``matrix_norm(ord=2)`` (SVD) for the
     spectral-sphere retraction.

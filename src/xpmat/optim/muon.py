@@ -1,4 +1,4 @@
-"""Muon (adaptive-learning-methods §7, Q.3): momentum → msign → scaled update, batched by shape.
+"""Muon ([Stratos 2026, §7, App. Q.3][stratos-2026]): momentum → msign → scaled update, batched by shape.
 
 Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), gradient ``G``::
 
@@ -7,8 +7,9 @@ Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), 
     O = msign(U) ≈ U_svd V_svdᵀ                 (xpmat.msign: Newton–Schulz, §Q.3.1)
     W = W − s η λ W − s η a(m, n) O             (decoupled weight decay, §4.4)
 
-``a(m, n)`` (``adjust_lr_fn``): ``"original"`` √max(1, m/n) (Keller Jordan), ``"match_rms_adamw"``
-0.2·√max(m, n) (Moonshot), ``"none"`` 1 — the same choices as ``torch.optim.Muon``.  All the
+``a(m, n)`` (``adjust_lr_fn``): ``"original"`` √max(1, m/n) ([Jordan et al. 2024][jordan-2024]),
+``"match_rms_adamw"`` 0.2·√max(m, n) ([Liu et al. 2025][liu-2025]), ``"none"`` 1 —
+the same choices as ``torch.optim.Muon``.  All the
 parameters of one call that share a shape (and dtype) go through ONE batched Newton–Schulz call
 (``torch.optim.Muon`` loops over parameters); on a CPU, in stacks of at most 8 MiB.  The
 elementwise work stays per matrix, because passes over memory bound a CPU step: on PyTorch the
@@ -178,7 +179,7 @@ def update(grads: list[Any], state: list[MuonState], params: list[Any], *, reuse
 
     Notes
     -----
-    adaptive-learning-methods §7 (eq. 67–69: the spectral-norm steepest descent direction
+    [Stratos 2026][stratos-2026] §7 (eq. 67–69: the spectral-norm steepest descent direction
     U Vᵀ) and Q.3.1 (Newton–Schulz).  With ``ns_schedule="jordan"``, ``ns_normalize="fro"``,
     ``compute_dtype="bfloat16"``, ``eps=1e-7`` it is ``torch.optim.Muon`` (tested to bf16
     precision).  A zero gradient gives a zero direction (msign of 0 is 0).

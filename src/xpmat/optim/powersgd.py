@@ -1,4 +1,4 @@
-"""PowerSGD and PowerSGD+ (powersgd-plus.md §3–4, eq. 7a–7c, Alg. 2), in one process.
+"""PowerSGD and PowerSGD+ ([Xie et al. 2025][xie-chen-yuan-2025] §3–4, eq. 7a–7c, Alg. 2), in one process.
 
 Per matrix parameter ``X`` (``m × n`` view) with error ``e``, warm-started ``Q`` ``(n, r)``::
 
@@ -130,7 +130,7 @@ def update(grads: list[Any], state: list[PowerSGDState], params: list[Any],
 
     Notes
     -----
-    powersgd-plus.md eq. (7a)–(7c), (9), Algorithm 2.  Theorem 1 (eq. 10): on the 2×2
+    [Xie et al. 2025][xie-chen-yuan-2025] eq. (7a)–(7c), (9), Algorithm 2.  Theorem 1 (eq. 10): on the 2×2
     counterexample PowerSGD's updates stay in span(B) in exact arithmetic while PowerSGD+'s
     SVD restarts escape; see ``docs/optim.md`` for what floating point does here.
 

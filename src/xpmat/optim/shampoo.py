@@ -1,4 +1,4 @@
-"""Shampoo (adaptive-learning-methods §5, §5.1, §6.2): Kronecker-factored preconditioning.
+"""Shampoo ([Stratos 2026, §5, §5.1, §6.2][stratos-2026]): Kronecker-factored preconditioning.
 
 Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), gradient ``G``,
 step ``t = 1, 2, …``::
@@ -266,7 +266,7 @@ def update(grads: list[Any], state: list[ShampooState], params: list[Any],
 
     Notes
     -----
-    adaptive-learning-methods §5 eq. (53) (Shampoo), §5.1 (EMA factors), §6.2 eq. (63) (the
+    [Stratos 2026][stratos-2026] §5 eq. (53) (Shampoo), §5.1 (EMA factors), §6.2 eq. (63) (the
     squared preconditioner, ``root=2``).  The factors are folded by
     :func:`xpmat.shampoo_factors`; the roots come from :func:`xpmat.inv_root` (``"eigh"``: a
     pseudo-inverse root; ``"newton"``: the coupled iteration, a block keeps its previous root

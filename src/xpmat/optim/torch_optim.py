@@ -212,7 +212,7 @@ class Muon(XpmatOptimizer):
 
 
 class ManifoldMuon(XpmatOptimizer):
-    """Manifold Muon (manifold-dual-gradient-descent, §8.2) over
+    """Manifold Muon ([Su 2025][su-2025], [Stratos 2026, §8.2][stratos-2026]) over
     :mod:`xpmat.optim.manifold_muon`: matrices stay on the Stiefel manifold (or a spectral
     sphere); 1-D parameters go to AdamW."""
 
@@ -221,15 +221,15 @@ class ManifoldMuon(XpmatOptimizer):
 
 
 class Dion(XpmatOptimizer):
-    """Dion (dion-vs-powersgd) over :mod:`xpmat.optim.dion`; 1-D parameters go to AdamW."""
+    """Dion ([Pethick 2025][pethick-2025]) over :mod:`xpmat.optim.dion`; 1-D parameters go to AdamW."""
 
     method = _dion
     matrix_only = True
 
 
 class PowerSGD(XpmatOptimizer):
-    """PowerSGD / PowerSGD+ (powersgd-plus §3–4, Alg. 2) over :mod:`xpmat.optim.powersgd`
-    (single process); ``restart_every=τ`` turns on PowerSGD+'s SVD restarts."""
+    """PowerSGD / PowerSGD+ ([Xie et al. 2025][xie-chen-yuan-2025] §3–4, Alg. 2) over
+    :mod:`xpmat.optim.powersgd` (single process); ``restart_every=τ`` turns on PowerSGD+'s SVD restarts."""
 
     method = _powersgd
     matrix_only = True
@@ -260,7 +260,7 @@ class AdamNMF(XpmatOptimizer):
 
 
 class LRE(XpmatOptimizer):
-    """LRE, low-rank eigenbasis (lre-low-rank-eigenbasis) over :mod:`xpmat.optim.lre`: each
+    """LRE, low-rank eigenbasis ([LRE 2025][lre-2025]) over :mod:`xpmat.optim.lre`: each
     parameter (flattened, blocks of at most ``max_dim``) keeps its curvature as ``Q diag(L) Qᵀ``
     and runs Adam in the rank-``r`` basis (or preconditions by ``Q L^(-1/p) Qᵀ``).
 
@@ -331,7 +331,7 @@ class LRE(XpmatOptimizer):
 
 
 class Shampoo(XpmatOptimizer):
-    """Shampoo (adaptive-learning-methods §5, §5.1, §6.2) over :mod:`xpmat.optim.shampoo`:
+    """Shampoo ([Stratos 2026, §5, §5.1, §6.2][stratos-2026]) over :mod:`xpmat.optim.shampoo`:
     EMA Kronecker factors, ``L^(-1/4) G R^(-1/4)`` (``root=2``: ``L^(-1/2) G R^(-1/2)``) by
     ``eigh``, coupled Newton or a warm-started eigenbasis, refreshed every
     ``precondition_every`` steps, blocks above ``max_preconditioner_dim``, step size grafted
