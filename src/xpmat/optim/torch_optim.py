@@ -29,8 +29,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
-
+from xpmat._optional import require
 from xpmat.optim import adafactor as _adafactor
 from xpmat.optim import adamnmf as _adamnmf
 from xpmat.optim import adamw as _adamw
@@ -41,6 +40,8 @@ from xpmat.optim import muon as _muon
 from xpmat.optim import powersgd as _powersgd
 from xpmat.optim import shampoo as _shampoo
 from xpmat.optim._base import Transform, route
+
+torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
 __all__ = ["LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon",
            "Muon", "PowerSGD", "PowerSGDPlus", "Shampoo", "XpmatOptimizer"]
