@@ -48,7 +48,7 @@ def _display_math(match: re.Match) -> str:
     return "".join(f"{indent}{line}\n" for line in ["$$", *lines, "$$"])
 
 
-class SphinxRoles(griffe.Extension):
+class SphinxMarkup(griffe.Extension):
     def on_object(self, *, obj, **kwargs) -> None:
         if obj.docstring is not None and ":" in obj.docstring.value:
             obj.docstring.value = convert(MATH.sub(_display_math, obj.docstring.value), obj)
