@@ -25,7 +25,15 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from xpmat.optim._base import check_choice, check_common, resolve_hyper, run_init, run_update
+from xpmat.optim._base import (
+    check_betas,
+    check_choice,
+    check_common,
+    check_real,
+    resolve_hyper,
+    run_init,
+    run_update,
+)
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -89,6 +97,9 @@ def transform(**hyper: Any) -> Transform:
     h = resolve_hyper(DEFAULTS, hyper, "powersgd")
     check_common(h)
     check_choice("base", h["base"], ("sgd", "adamw"))
+    check_real("momentum", h["momentum"], 0.0, 1.0, high_open=True)
+    check_betas("betas", h["betas"])
+    check_real("eps", h["eps"])
     sd = h["state_dtype"]
     compress = powersgd_compress(h["rank"], rank_multiple_of=h["rank_multiple_of"],
                                  restart_every=h["restart_every"], svd=h["svd"],

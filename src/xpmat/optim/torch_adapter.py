@@ -86,7 +86,8 @@ class XpmatOptimizer(torch.optim.Optimizer):
         if self.matrix_only:
             defaults["algorithm"] = self.algorithm
         for k in self._unused_keys(defaults):
-            defaults.pop(k, None)
+            if defaults.pop(k) != self.method.DEFAULTS[k]:
+                raise TypeError(f"{type(self).__name__}: {k} has no effect with base={defaults['base']!r}")
         super().__init__(params, defaults)
 
     # -- param groups ------------------------------------------------------------------------

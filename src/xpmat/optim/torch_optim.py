@@ -44,21 +44,6 @@ from xpmat.optim.transforms import Transform
 __all__ = ["LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon",
            "Muon", "PowerSGD", "PowerSGDPlus", "Shampoo", "XpmatOptimizer"]
 
-_FALLBACK = """
-    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
-        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
-        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then
-        :class:`AdamW`'s ``betas``, ``eps``, ``weight_decay``."""
-
-_COMMON = """
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay) — a functional-core knob; with torch, schedule ``lr``.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 parameters).
-    maximize : bool
-        Ascend instead of descend."""
-
-
 class AdamW(XpmatOptimizer):
     """AdamW (adaptive-learning-methods §4, Fig. 1) over :mod:`xpmat.optim.adamw`.
 
@@ -82,7 +67,13 @@ class AdamW(XpmatOptimizer):
         to the gradient.
     nesterov, atan2 : bool
         Dozat's Nesterov momentum (§4.3); ``atan2(m̂, √v̂)`` instead of the ε division (§4.1.2).
-    """ + _COMMON
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
 
     method = _adamw
     algorithm = "adamw"
@@ -122,7 +113,17 @@ class Muon(XpmatOptimizer):
         Newton–Schulz precision (``"bfloat16"`` on GPUs and bf16-capable CPUs).
     eps : float >= 0
         Floor of the Frobenius norm in the Newton–Schulz normalization.
-    """ + _COMMON + _FALLBACK
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
+        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
+        ``betas``, ``eps``, ``weight_decay``.
+    """
 
     method = _muon
     algorithm = "muon"
@@ -173,7 +174,17 @@ class ManifoldMuon(XpmatOptimizer):
     radius : float > 0
     ns_steps, ns_schedule, polish_steps
         The msign of Φ and of the retraction, and the cubic polishing steps after it.
-    """ + _COMMON + _FALLBACK
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
+        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
+        ``betas``, ``eps``, ``weight_decay``.
+    """
 
     method = _manifold_muon
     algorithm = "manifold_muon"
@@ -214,7 +225,17 @@ class Dion(XpmatOptimizer):
         Rows of the rcqr sketch per rank.
     seed : int >= 0
         The initial ``Q`` (parameter ``i`` from ``seed + i``).
-    """ + _COMMON + _FALLBACK
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
+        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
+        ``betas``, ``eps``, ``weight_decay``.
+    """
 
     method = _dion
     algorithm = "dion"
@@ -258,7 +279,17 @@ class PowerSGD(XpmatOptimizer):
     weight_decay : float >= 0
     orthogonalize : {"auto", "householder", "cholesky_qr2"}
     seed : int >= 0
-    """ + _COMMON + _FALLBACK
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
+        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
+        ``betas``, ``eps``, ``weight_decay``.
+    """
 
     method = _powersgd
     algorithm = "powersgd"
@@ -313,7 +344,13 @@ class Adafactor(XpmatOptimizer):
     scale_parameter : bool
         Relative step size ``max(ε₂, RMS(W))``.
     weight_decay : float >= 0
-    """ + _COMMON
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
 
     method = _adafactor
     algorithm = "adafactor"
@@ -347,7 +384,17 @@ class AdamNMF(XpmatOptimizer):
     factor_floor, nmf_eps : float >= 0
     weight_decay : float >= 0
     seed : int >= 0
-    """ + _COMMON + _FALLBACK
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
+        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
+        ``betas``, ``eps``, ``weight_decay``.
+    """
 
     method = _adamnmf
     algorithm = "adamnmf"
@@ -394,7 +441,13 @@ class LRE(XpmatOptimizer):
     history_size, max_dim, update_freq : int >= 1
     weight_decay : float >= 0
     seed : int >= 0
-    """ + _COMMON
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
 
     method = _lre
     algorithm = "lre"
@@ -488,7 +541,17 @@ class Shampoo(XpmatOptimizer):
     newton_tol : float > 0 or None
     basis_iters : int >= 1
     weight_decay : float >= 0
-    """ + _COMMON + _FALLBACK
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
+        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
+        ``betas``, ``eps``, ``weight_decay``.
+    """
 
     method = _shampoo
     algorithm = "shampoo"
