@@ -208,8 +208,8 @@ def route(main: Transform, other: Transform, is_main: Callable[[Any], bool] | No
     is_main = is_main or (lambda p: p.ndim >= 2)
 
     def split(params):
-        mi = [i for i, p in enumerate(params) if is_main(p)]
-        return mi, [i for i in range(len(params)) if i not in set(mi)]
+        owner = [bool(is_main(p)) for p in params]
+        return [i for i, m in enumerate(owner) if m], [i for i, m in enumerate(owner) if not m]
 
     def init(params):
         out: list[Any] = [None] * len(params)
