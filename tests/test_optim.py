@@ -348,6 +348,12 @@ def test_resolve_rank():
         resolve_rank(1.5, 1, 4, 4)
     with pytest.raises(ValueError, match="rank_multiple_of"):
         resolve_rank(2, 0, 4, 4)
+    from xpmat.optim import dion, powersgd
+
+    for core in (dion, powersgd):  # an int rank that fits no matrix is refused, one that fits some is capped
+        with pytest.raises(ValueError, match="rank=100 exceeds"):
+            core.init([np.zeros((6, 4))], rank=100)
+        assert core.init([np.zeros((6, 4)), np.zeros((9, 8))], rank=5)[0].Q.shape == (4, 4)
 
 
 @pytest.mark.parametrize("orth", ["auto", "householder", "cholesky_qr2", "rcqr"])

@@ -188,6 +188,10 @@ def test_bad_values_raise_value_error_at_construction(name):
                 cls(_params(), **{key: v})
             tried += 1
     assert tried >= 3
+    if "rank" in keys and name != "lre":  # an int rank that fits no matrix (6×4, 5×4 here)
+        with pytest.raises(ValueError, match="rank=100 exceeds min"):
+            cls(_params(), rank=100)
+        cls(_params(shapes=((6, 4), (8, 6))), rank=5)  # fits the 8×6; capped at 4 for the 6×4
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -222,7 +226,8 @@ def test_odd_shapes(name):
     """Zero-size, 1×1, 1×n and n×1 parameters (and 0-d / empty vectors) step without error."""
     shapes = [(0, 4), (4, 0), (1, 1), (1, 5), (5, 1), (3, 0, 2), (0,), (2,)]
     ps = _params(shapes=shapes)
-    opt = _make(name, ps)
+    rank = xo.REGISTRY[name].demo.get("rank")
+    opt = _make(name, ps, **({"rank": 1} if isinstance(rank, int) and name != "lre" else {}))
     for k in range(3):
         _grads(ps, k)
         opt.step()

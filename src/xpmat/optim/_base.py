@@ -36,6 +36,7 @@ __all__ = [
     "check_int",
     "check_lists",
     "check_rank",
+    "check_rank_fits",
     "check_real",
     "group_by_shape",
     "host_steps",
@@ -231,6 +232,16 @@ def resolve_rank(rank: int | float, multiple: int, m: int, n: int) -> int:
     r = math.ceil(rank * k) if isinstance(rank, float) else rank
     r = -(-r // multiple) * multiple
     return max(1, min(r, k))
+
+
+def check_rank_fits(rank: int | float, shapes: Sequence[tuple[int, int]]) -> None:
+    """An int ``rank`` above ``min(m, n)`` of EVERY matrix ``(m, n)`` in ``shapes`` is a
+    ``ValueError`` (a rank that fits no matrix is a mistake, not a request for full rank); one
+    that fits some is capped per matrix by :func:`resolve_rank`."""
+    sizes = [min(s) for s in shapes if min(s) > 0]
+    if isinstance(rank, int) and sizes and rank > max(sizes):
+        raise ValueError(f"rank={rank} exceeds min(m, n) of every matrix (largest {max(sizes)}): "
+                         f"use rank <= {max(sizes)}, or a fraction in (0, 1]")
 
 
 def group_by_shape(arrays: Sequence[Any]) -> dict[tuple[int, ...], list[int]]:

@@ -30,6 +30,7 @@ from xpmat.optim._base import (
     check_common,
     check_int,
     check_rank,
+    check_rank_fits,
     check_real,
     resolve_hyper,
     resolve_rank,
@@ -100,6 +101,7 @@ def scale_by_nmf(rank: int | float = 1, betas: tuple[float, float | None] = (0.0
     b1, beta = betas
 
     def init(params):
+        check_rank_fits(rank, [tuple(p.shape) for p in params])
         out = []
         for i, p in enumerate(params):
             xp, dev = _array.array_namespace(p), _array.device(p)

@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 import torch
 
 from xpmat.optim import adamw as _adamw
-from xpmat.optim._base import check_bool, check_real, unknown_argument
+from xpmat.optim._base import check_bool, check_rank_fits, check_real, matrix_shape, unknown_argument
 from xpmat.optim.transforms import Transform, route
 
 __all__ = ["FALLBACK_RENAMED", "XpmatOptimizer", "collect_arguments"]
@@ -130,6 +130,8 @@ class XpmatOptimizer(torch.optim.Optimizer):
         for k in [k for k in group if k not in allowed and k not in _GROUP_ONLY]:
             del group[k]  # torch filled in every default; keep those of this group's algorithm
         self._transforms(group)  # validates the hyper-parameters now, not at the first step
+        if self.matrix_only and "rank" in group and not self._is_fallback_group(group):
+            check_rank_fits(group["rank"], [matrix_shape(p.shape) for p in group["params"] if p.ndim >= 2])
 
     def _fill_fallback(self, group: dict[str, Any]) -> None:
         d = self.defaults

@@ -55,6 +55,7 @@ from xpmat.optim._base import (
     check_betas,
     check_choice,
     check_int,
+    check_rank_fits,
     check_real,
     group_by_shape,
     host_steps,
@@ -697,6 +698,7 @@ def dion_direction(rank: int | float = 0.25, *, momentum: float = 0.95, rank_mul
     check_real("oversample", oversample, 1.0)
 
     def init(params):
+        check_rank_fits(rank, [tuple(p.shape) for p in params])
         out = []
         for i, p in enumerate(params):
             xp, dt, dev, (m, n), r, Q = _seeded_q(p, i, rank, rank_multiple_of, seed, state_dtype)
@@ -769,6 +771,7 @@ def powersgd_compress(rank: int | float = 4, *, rank_multiple_of: int = 1,
                          "or 'cholesky_qr2'")
 
     def init(params):
+        check_rank_fits(rank, [tuple(p.shape) for p in params])
         out = []
         for i, p in enumerate(params):
             xp, dt, dev, (m, n), _, Q = _seeded_q(p, i, rank, rank_multiple_of, seed, state_dtype)
