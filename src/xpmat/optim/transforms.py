@@ -16,20 +16,17 @@ one's updates to the next as its gradients, so a method is a short composition, 
 and the final updates are *added* to the parameters (:func:`xpmat.optim.apply_updates`):
 :func:`scale_by_lr` carries the sign.  Blocks, in the order a method usually chains them:
 
-====================================  ========================================================
-guards                                :func:`skip_nonfinite` (the non-finite policy, zero-size
-                                      parameters), :func:`as_matrix` (conv kernels as matrices)
-momentum                              :func:`momentum` (``momentum_buffer``: EMA or heavy ball,
-                                      Nesterov), :func:`ema` (``exp_avg``, bias-corrected)
-adaptive scaling                      :func:`scale_by_adam` (the one Adam: ``exp_avg``,
-                                      ``exp_avg_sq``), with :func:`adam_direction` for methods
-                                      that need its arithmetic inside a larger block
-matrix directions                     :func:`msign_direction` (Muon), :func:`dion_direction`
-                                      and :func:`powersgd_compress` (low rank, error feedback)
-decay, step size                      :func:`add_decayed_weights`, :func:`scale_by_shape`,
-                                      :func:`scale_by_lr`
-composition                           :func:`chain`, :func:`route` (per-parameter partition)
-====================================  ========================================================
+- guards: :func:`skip_nonfinite` (the non-finite policy, zero-size parameters),
+  :func:`as_matrix` (conv kernels as matrices);
+- momentum: :func:`momentum` (``momentum_buffer``: EMA or heavy ball, Nesterov), :func:`ema`
+  (``exp_avg``, optionally bias-corrected);
+- adaptive scaling: :func:`scale_by_adam` (the one Adam: ``exp_avg``, ``exp_avg_sq``), with
+  :func:`adam_direction` for methods that need its arithmetic inside a larger block;
+- matrix directions: :func:`msign_direction` (Muon), :func:`dion_direction` and
+  :func:`powersgd_compress` (low rank, error feedback);
+- decay and step size: :func:`add_decayed_weights`, :func:`scale_by_shape`, :func:`scale_by_lr`;
+- composition: :func:`chain`, :func:`route` (a per-parameter partition), :func:`per_parameter`
+  (a new block from one-parameter functions).
 
 Preconditioners with a state of their own live with their method (Shampoo's Kronecker
 factors, LRE's eigenbasis, Adafactor's and AdamNMF's factored second moments).
@@ -67,6 +64,7 @@ from xpmat.optim._base import (
 from xpmat.orthogonalize import newton_schulz, ns_schedule, orthonormalize
 
 __all__ = [
+    "MSIGN_CPU_STACK_BYTES",
     "AdamState",
     "DionDirectionState",
     "EmaState",
@@ -87,7 +85,11 @@ __all__ = [
     "momentum",
     "msign_chunks",
     "msign_direction",
+    "msign_sized_chunks",
+    "msign_stack",
+    "ns_schedule_checked",
     "per_parameter",
+    "power_step",
     "powersgd_compress",
     "rcqr",
     "route",
@@ -382,6 +384,8 @@ def momentum(beta: float, *, nesterov: bool = False, kind: str = "ema",
     def update_one(g, s, p, xp):
         B = s.momentum_buffer
         g = _array.as_float(g, xp, B.dtype)
+        if not beta:
+            return g, s
         if kind == "ema":
             U, B = ema_momentum(B, g, beta, xp, nesterov=nesterov)
         else:
