@@ -25,7 +25,7 @@ NAMES = sorted(xo.REGISTRY)
 FALLBACK = ("adamw_lr_ratio", "adamw_betas", "adamw_eps", "adamw_weight_decay")
 
 
-def _params(seed=0, shapes=((6, 4), (5, 2, 2), (4,))):
+def _params(seed=0, shapes=((10, 8), (5, 2, 2), (4,))):
     gen = torch.Generator().manual_seed(seed)
     return [torch.randn(s, generator=gen, dtype=torch.float64).requires_grad_() for s in shapes]
 
@@ -237,9 +237,9 @@ def test_odd_shapes(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_sparse_gradients_refused(name):
-    ps = _params(shapes=((4, 3),))
+    ps = _params(shapes=((10, 8),))
     opt = _make(name, ps)
-    ps[0].grad = torch.zeros(4, 3, dtype=torch.float64).to_sparse()
+    ps[0].grad = torch.zeros(10, 8, dtype=torch.float64).to_sparse()
     with pytest.raises(RuntimeError, match="sparse"):
         opt.step()
 
@@ -291,7 +291,7 @@ def test_compile_without_graph_breaks(name):
     import torch._dynamo.testing
 
     kw = {"shampoo": {"precondition_every": 2}, "powersgd+": {"restart_every": 2}}.get(name, {})
-    ps, ref = _params(shapes=((8, 6), (6,))), _params(shapes=((8, 6), (6,)))
+    ps, ref = _params(shapes=((10, 8), (8,))), _params(shapes=((10, 8), (8,)))
     opt, ref_opt = _make(name, ps, **kw), _make(name, ref, **kw)
     for o, q in ((opt, ps), (ref_opt, ref)):
         _grads(q, 0)
