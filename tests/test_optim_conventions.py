@@ -172,7 +172,7 @@ def test_all_and_dir_list_the_classes():
 _BAD = {"lr": [float("nan"), -1.0], "weight_decay": [-1.0], "momentum": [1.0, -0.1, float("nan")],
         "betas": [(1.5, 0.999), (0.9, float("nan"))], "eps": [-1.0], "rank": [0, -2, 1.5],
         "radius": [0.0], "precondition_every": [0], "d": [0.0], "beta2_decay": [0.5],
-        "adamw_lr_ratio": [-1.0]}
+        "adamw_lr_ratio": [-1.0], "state_dtype": ["bogus", 3], "compute_dtype": ["float8"]}
 
 
 @pytest.mark.parametrize("name", NAMES)

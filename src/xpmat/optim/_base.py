@@ -33,6 +33,7 @@ __all__ = [
     "check_bool",
     "check_choice",
     "check_common",
+    "check_dtype",
     "check_int",
     "check_lists",
     "check_rank",
@@ -72,6 +73,7 @@ def check_common(h: dict[str, Any]) -> None:
     if "weight_decay" in h:
         check_real("weight_decay", h["weight_decay"])
     check_real("schedule", h["schedule"])
+    check_dtype("state_dtype", h.get("state_dtype"))
 
 
 def run_init(t: Any, params: Sequence[Any]) -> list[Any]:
@@ -141,6 +143,17 @@ def check_betas(name: str, value: Any, n: int = 2, *, none: Sequence[int] = ()) 
         raise ValueError(f"{name} must be a tuple of {n} numbers in [0, 1), got {value!r}")
     for i, b in enumerate(value):
         check_real(f"{name}[{i}]", b, 0.0, 1.0, high_open=True, none=i in none)
+
+
+_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+
+
+def check_dtype(name: str, value: Any) -> None:
+    """``None``, a dtype name (``"bfloat16"``, ``"float32"``, ...) or a dtype object."""
+    if value is None or (isinstance(value, str) and value in _DTYPE_NAMES):
+        return
+    if isinstance(value, (str, bool, int, float, tuple, list)):
+        raise ValueError(f"{name} must be None, one of {_DTYPE_NAMES} or a dtype, got {value!r}")
 
 
 def check_rank(value: Any, name: str = "rank") -> None:

@@ -34,6 +34,7 @@ from xpmat.optim._base import (
     check_bool,
     check_choice,
     check_common,
+    check_dtype,
     check_real,
     matrix_shape,
     resolve_hyper,
@@ -110,6 +111,7 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
     check_choice("ns_normalize", h["ns_normalize"], NORMALIZATIONS)
     check_real("eps", h["eps"])
+    check_dtype("compute_dtype", h["compute_dtype"])
     return h
 
 
