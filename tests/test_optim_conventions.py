@@ -140,6 +140,11 @@ def test_renamed_names_of_the_issue():
                           (xo.AdamNMF, "beta", "betas"), (xo.Muon, "adamw_lr", "adamw_lr_ratio")):
         with pytest.raises(TypeError, match=new):
             cls(p, **{old: 0.5})
+    # PowerSGD keeps only the keys its base reads (so schedulers cycle the right one)
+    assert "momentum" in xo.PowerSGD(p).defaults and "betas" not in xo.PowerSGD(p).defaults
+    assert "betas" in xo.PowerSGD(p, base="adamw").defaults
+    with pytest.raises(TypeError, match="momentum has no effect with base='adamw'"):
+        xo.PowerSGD(p, base="adamw", momentum=0.5)
 
 
 @pytest.mark.parametrize("name", NAMES)
