@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from xpmat import _array
 
-__all__ = ["ConvergenceWarning", "InvRootInfo", "inv_root"]
+__all__ = ["ConvergenceWarning", "InvRootInfo", "inv_root", "inv_root_from_eig"]
 
 
 class ConvergenceWarning(RuntimeWarning):
@@ -256,3 +256,39 @@ def _inv_root_newton(A: Any, p: int, eps: float, iters: int, tol: float, check_e
     X = (X + _array.mT(X, xp)) / 2
     err = xp.where(zero, xp.zeros_like(err), err)
     return X, err, done & ~zero, zero, k
+
+
+def inv_root_from_eig(w: Any, V: Any, p: float, /, *, xp: Any = None) -> Any:
+    """The pseudo-inverse ``p``-th root ``V diag(w^(-1/p)) Vᵀ`` of ``A = V diag(w) Vᵀ``.
+
+    Parameters
+    ----------
+    w : array (..., n)
+        Eigenvalues (any order).
+    V : array (..., n, n)
+        Orthonormal eigenvectors in the columns, matching ``w``.
+    p : float > 0
+    xp : namespace, optional
+
+    Returns
+    -------
+    array (..., n, n)
+        Symmetrized; eigenvalues ``<= n·u·max(w)`` (``u`` the unit roundoff) map to 0, as
+        :func:`inv_root` with ``method="eigh"`` does.
+
+    Notes
+    -----
+    For callers that already hold an eigendecomposition (Shampoo's tracked eigenbasis,
+    ``[Stratos 2026][stratos-2026]`` Q.2.1).
+
+    Backends: standard Array API.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat.matfun import inv_root_from_eig
+    >>> np.round(inv_root_from_eig(np.array([4.0, 16.0]), np.eye(2), 2), 6).tolist()
+    [[0.5, 0.0], [0.0, 0.25]]
+    """
+    xp = _array.array_namespace(w, V, names=("w", "V"), xp=xp)
+    return _inv_root_from_eig(w, V, p, xp)

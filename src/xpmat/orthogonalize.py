@@ -14,7 +14,7 @@ from typing import Any
 from xpmat import _array
 from xpmat._array import mT
 
-__all__ = ["msign", "ns_schedule", "orthonormalize", "polar"]
+__all__ = ["NORMALIZATIONS", "msign", "newton_schulz", "ns_schedule", "orthonormalize", "polar"]
 
 _ORTH_METHODS = ("auto", "householder", "cholesky_qr2")
 # CholeskyQR2 is accepted when the first pass leaves ‖Q1ᵀQ1 − I‖_max below this; the second
@@ -446,3 +446,51 @@ def polar(G: Any, /, *, method: str = "svd", steps: int = 10, schedule: Any = "p
                   compute_dtype=compute_dtype, eps=eps, xp=xp)
         H = mT(U, xp) @ Gf
     return U, (H + mT(H, xp)) / 2
+
+
+NORMALIZATIONS = _NORMALIZE  # the ``normalize`` choices of msign / newton_schulz
+
+
+def newton_schulz(X: Any, coeffs: Any, /, *, normalize: str = "fro", eps: float = 1e-7,
+                  scale: float = 1.0, xp: Any = None) -> Any:
+    """``scale · msign(X)`` by the Newton–Schulz loop of :func:`msign`, in ``X``'s own dtype.
+
+    For callers that validated their input and chose their precision (Muon's batched step):
+    no dtype promotion, no zero-size check, no copy of ``X``.
+
+    Parameters
+    ----------
+    X : array (..., m, n), m, n >= 1
+        Real floating, already in the compute dtype.
+    coeffs : list of (a, b, c)
+        Per-step coefficients, e.g. ``ns_schedule("polar_express", 5)``.
+    normalize : {"fro", "spectral_estimate", "aol"}
+        As :func:`msign` (see :data:`NORMALIZATIONS`).
+    eps : float
+        Floor of the Frobenius norm (zero ``X`` gives zeros).
+    scale : float
+        Folded into the last step's coefficients, so ``scale · msign(X)`` costs no extra pass
+        over the result.
+    xp : namespace, optional
+
+    Returns
+    -------
+    array (..., m, n)
+        ``X``'s namespace, dtype and layout.
+
+    Notes
+    -----
+    ``[Stratos 2026][stratos-2026]`` Q.3.1 eq. (147), as :func:`msign`.
+
+    Backends: standard Array API matmuls; PyTorch fuses the steps (``addmm`` / ``baddbmm``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat.orthogonalize import newton_schulz, ns_schedule
+    >>> X = np.diag([2.0, 1.0])
+    >>> np.round(newton_schulz(X, ns_schedule("polar_express", 8), scale=-0.5), 4).tolist()
+    [[-0.5, 0.0], [0.0, -0.5]]
+    """
+    xp = _array.array_namespace(X, names=("X",), xp=xp)
+    return _newton_schulz(X, list(coeffs), normalize=normalize, eps=eps, xp=xp, scale=scale)
