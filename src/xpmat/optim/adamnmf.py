@@ -175,7 +175,8 @@ def update(grads: list[Any], state: list[AdamNMFState], params: list[Any],
     -----
     [Stratos 2026, App. L.2][stratos-2026] (AdamNMF), eq. (124) and footnote 22 (blockwise
     EM, [References][departure-nmf-blockwise]).  The factors stay nonnegative
-    (≥ ``factor_floor``); with rank 1 a single EM step already gives the rank-1 I-divergence optimum ``G² 1 1ᵀ G² / (1ᵀ G² 1)`` of §4.7.
+    (≥ ``factor_floor``); with rank 1 a single EM step already gives the rank-1 I-divergence
+    optimum ``G² 1 1ᵀ G² / (1ᵀ G² 1)`` of §4.7.
     A zero gradient gives a zero update; a gradient with a NaN or ±Inf entry is skipped
     (``nonfinite_count``).
 

@@ -18,8 +18,9 @@ directly; the first in place when the caller gives its state up), the factor ``�
 rides in the last Newton–Schulz step, and the decay is one ``torch.add`` that reads the
 compute-dtype result as is.  ``a(m, n)`` (``adjust_lr_fn``): ``"original"`` √max(1, m/n)
 ([Jordan et al. 2024][jordan-2024]), ``"match_rms_adamw"`` 0.2·√max(m, n)
-([Liu et al. 2025][liu-2025]), ``"none"`` 1 — the choices of ``torch.optim.Muon``.  All the matrices of one call that share a shape (and dtype) go through ONE
-batched Newton–Schulz call (on a CPU in stacks of at most 8 MiB,
+([Liu et al. 2025][liu-2025]), ``"none"`` 1 — the choices of ``torch.optim.Muon``.
+All the matrices of one call that share a shape (and dtype) go through ONE batched
+Newton–Schulz call (on a CPU in stacks of at most 8 MiB,
 :data:`~xpmat.optim.transforms.MSIGN_CPU_STACK_BYTES`).
 """
 

@@ -253,7 +253,8 @@ class Dion(XpmatOptimizer):
 
 
 class PowerSGD(XpmatOptimizer):
-    """PowerSGD / PowerSGD+ ([Xie, Chen, Yuan 2025][xie-chen-yuan-2025] §3–4, Alg. 2) over :mod:`xpmat.optim.powersgd`, in
+    """PowerSGD / PowerSGD+ ([Xie, Chen, Yuan 2025][xie-chen-yuan-2025] §3–4, Alg. 2)
+    over :mod:`xpmat.optim.powersgd`, in
     one process::
 
         Δ = G + e;  P̃, Q = PowerIter1(Δ; Q)  (PowerSGD+: SVD when t mod τ = 0);  Δ̂ = P̃ Qᵀ

@@ -646,7 +646,8 @@ def _orth(Y: Any, method: str, sketch: Any, xp: Any) -> Any:
 
 
 def power_step(B: Any, Q: Any, xp: Any, method: str = "auto", sketch: Any = None) -> tuple[Any, Any, Any]:
-    """PowerIter1 ([Pethick 2025][pethick-2025]; [Xie, Chen, Yuan 2025][xie-chen-yuan-2025] eq. 9): ``P = orth(B Q)``, ``R = Bᵀ P``,
+    """PowerIter1 ([Pethick 2025][pethick-2025]; [Xie, Chen, Yuan 2025][xie-chen-yuan-2025] eq. 9):
+    ``P = orth(B Q)``, ``R = Bᵀ P``,
     ``Q_new = colnorm(R)``; ``P Rᵀ`` is the rank-r approximation, ``P Q_newᵀ`` Dion's
     direction (singular values set to 1)."""
     P = _orth(B @ Q, method, sketch, xp)
@@ -757,7 +758,8 @@ def powersgd_compress(rank: int | float = 4, *, rank_multiple_of: int = 1,
                       restart_every: int | None = None, svd: str = "full",
                       orthogonalize: str = "auto", seed: int = 0,
                       state_dtype: Any = None) -> Transform:
-    """PowerSGD's rank-r compression with error feedback ([Xie, Chen, Yuan 2025][xie-chen-yuan-2025] eq. 7a–7b, 9, Alg. 2)::
+    """PowerSGD's rank-r compression with error feedback
+    ([Xie, Chen, Yuan 2025][xie-chen-yuan-2025] eq. 7a–7b, 9, Alg. 2)::
 
         Δ = G + e;  P, R, Q = PowerIter1(Δ; Q);  Δ̂ = P Rᵀ;  e ← Δ − Δ̂;  output Δ̂
 
