@@ -193,7 +193,7 @@ def test_bad_values_raise_value_error_at_construction(name):
                 cls(_params(), **{key: v})
             tried += 1
     assert tried >= 3
-    if "rank" in keys and name != "lre":  # an int rank that fits no matrix (6×4, 5×4 here)
+    if "rank" in keys and xo.REGISTRY[name].matrix_only:  # an int rank that fits no matrix (6×4, 5×4)
         with pytest.raises(ValueError, match="rank=100 exceeds min"):
             cls(_params(), rank=100)
         cls(_params(shapes=((6, 4), (8, 6))), rank=5)  # fits the 8×6; capped at 4 for the 6×4

@@ -31,20 +31,26 @@ from xpmat.optim.transforms import Transform, chain, route
 
 _TORCH_NAMES = ("LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon", "Muon", "PowerSGD",
                 "PowerSGDPlus", "Shampoo", "XpmatOptimizer")
+_TORCH_NAMES += ("SGD", "AdaGrad", "ExponentiatedGradient", "SphereSGD", "SteepestDescent")
 
 __all__ = [
     "LRE",
     "REGISTRY",
+    "SGD",
+    "AdaGrad",
     "Adafactor",
     "AdamNMF",
     "AdamW",
     "Dion",
+    "ExponentiatedGradient",
     "ManifoldMuon",
     "MethodInfo",
     "Muon",
     "PowerSGD",
     "PowerSGDPlus",
     "Shampoo",
+    "SphereSGD",
+    "SteepestDescent",
     "Transform",
     "XpmatOptimizer",
     "apply_updates",
@@ -118,6 +124,23 @@ register(MethodInfo("lre", "xpmat.optim.lre", "LRE", demo={"lr": 0.03, "rank": 1
 register(MethodInfo("shampoo", "xpmat.optim.shampoo", "Shampoo", matrix_only=True,
                     demo={"lr": 3e-3, "precondition_every": 10, "adamw_lr_ratio": 1.0},
                     doc="Shampoo (§5, 5.1, 6.2): EMA factors, L^(-1/4) G R^(-1/4), AdamW grafting"))
+
+register(MethodInfo("sgd", "xpmat.optim.sgd", "SGD", demo={"lr": 0.1, "momentum": 0.9, "nesterov": True},
+                    doc="SGD (§2.2–2.3.1): heavy-ball momentum, Nesterov as double momentum (torch.optim.SGD)"))
+register(MethodInfo("adagrad", "xpmat.optim.adagrad", "AdaGrad", demo={"lr": 0.05},
+                    doc="AdaGrad (§3.1, eq. 44): diagonal, as torch.optim.Adagrad"))
+register(MethodInfo("adagrad_full", "xpmat.optim.adagrad", "AdaGrad",
+                    demo={"lr": 0.2, "preconditioner": "full", "rank": 16, "max_dim": 512},
+                    doc="full-matrix AdaGrad (§3.2.1): O^(-1/2) g per block, rank-r eigenbasis"))
+register(MethodInfo("exponentiated_gradient", "xpmat.optim.exponentiated_gradient", "ExponentiatedGradient",
+                    demo={"lr": 10.0, "mirror": "hypentropy", "scale": 0.1, "momentum": 0.9},
+                    doc="exponentiated gradient (§1.1, App. D): mirror descent; the demo: hypentropy (EGU±)"))
+register(MethodInfo("steepest_descent", "xpmat.optim.steepest_descent", "SteepestDescent",
+                    demo={"lr": 0.02, "momentum": 0.95, "nesterov": True},
+                    doc="steepest descent under a norm (§7, eq. 69); the demo: spectral, trust region"))
+register(MethodInfo("sphere_sgd", "xpmat.optim.sphere_sgd", "SphereSGD",
+                    demo={"lr": 0.1, "momentum": 0.9, "radius": 2.0},
+                    doc="SGD on the sphere (§8.1): each unit at radius r, classical retraction (eq. 72)"))
 
 
 def __getattr__(name: str) -> Any:

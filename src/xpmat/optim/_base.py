@@ -14,6 +14,8 @@ Lists
 Shapes
     Matrix methods view a parameter ``(out, d1, d2, ...)`` as ``(out, d1·d2·...)``
     (:func:`matrix_shape`); :func:`resolve_rank` turns ``rank`` into an integer per matrix.
+    Methods that precondition a flattened parameter cut it into equal blocks
+    (:func:`block_layout`, :func:`to_blocks`, :func:`from_blocks`).
 Dtypes
     State is kept in the parameter's dtype, float32 for float16 / bfloat16 parameters
     (:func:`state_dtype_for`); counters are 0-d arrays (:func:`zeros_step`).
@@ -29,6 +31,7 @@ from xpmat import _array
 
 __all__ = [
     "apply_updates",
+    "block_layout",
     "check_betas",
     "check_bool",
     "check_choice",
@@ -39,6 +42,7 @@ __all__ = [
     "check_rank",
     "check_rank_fits",
     "check_real",
+    "from_blocks",
     "group_by_shape",
     "host_steps",
     "matrix_shape",
@@ -47,6 +51,7 @@ __all__ = [
     "run_init",
     "run_update",
     "state_dtype_for",
+    "to_blocks",
     "zeros_step",
 ]
 
@@ -263,3 +268,26 @@ def group_by_shape(arrays: Sequence[Any]) -> dict[tuple[int, ...], list[int]]:
     for i, a in enumerate(arrays):
         groups.setdefault((tuple(a.shape), str(a.dtype)), []).append(i)
     return groups
+
+
+def block_layout(n: int, max_dim: int) -> tuple[int, int]:
+    """``(nb, bs)``: ``n`` entries cut into ``nb = ceil(n / max_dim)`` blocks of
+    ``bs = ceil(n / nb)`` entries (the last one zero-padded)."""
+    nb = max(1, -(-n // max_dim))
+    return nb, max(1, -(-n // nb))
+
+
+def to_blocks(x: Any, nb: int, bs: int, xp: Any, dtype: Any) -> Any:
+    """A parameter-shaped array, flattened (row-major) and zero-padded, as ``(nb, bs)`` in ``dtype``."""
+    v = xp.reshape(_array.as_float(x, xp, dtype), (-1,))
+    pad = nb * bs - v.shape[0]
+    if pad:
+        v = xp.concat([v, xp.zeros((pad,), dtype=dtype, device=_array.device(v))])
+    return xp.reshape(v, (nb, bs))
+
+
+def from_blocks(u: Any, shape: Sequence[int], xp: Any) -> Any:
+    """The inverse of :func:`to_blocks`: ``(nb, bs)`` blocks back to ``shape`` (padding dropped)."""
+    n = math.prod(shape)
+    v = xp.reshape(u, (-1,))
+    return xp.reshape(v[:n] if v.shape[0] != n else v, tuple(shape))

@@ -9,8 +9,11 @@ Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), 
 
 As a composition of transforms (:func:`composed`)::
 
-    skip_nonfinite(as_matrix(chain(momentum(μ, nesterov), msign_direction(ns_*),
+    skip_nonfinite(as_matrix(chain(momentum(μ, nesterov), steepest_direction("spectral", "tr", ns_*),
                                    scale_by_shape(a), add_decayed_weights(λ), scale_by_lr(s η))))
+
+that is, steepest descent under the spectral norm with trust-region scaling (eq. 69, the block
+:mod:`xpmat.optim.steepest_descent` is made of) plus momentum and the shape factor.
 
 :func:`transform` is the same method as one fused pass per matrix (what the torch class runs):
 the two momentum lines are one ``torch.lerp`` each (the second writes the compute dtype
@@ -53,13 +56,13 @@ from xpmat.optim.transforms import (
     finite,
     momentum,
     msign_chunks,
-    msign_direction,
     msign_sized_chunks,
     msign_stack,
     ns_schedule_checked,
     scale_by_lr,
     scale_by_shape,
     skip_nonfinite,
+    steepest_direction,
 )
 from xpmat.orthogonalize import NORMALIZATIONS
 
@@ -122,8 +125,8 @@ def composed(**hyper: Any) -> Transform:
     h = _checked(hyper)
     return skip_nonfinite(as_matrix(chain(
         momentum(h["momentum"], nesterov=h["nesterov"], state_dtype=h["state_dtype"]),
-        msign_direction(ns_steps=h["ns_steps"], ns_schedule=h["ns_schedule"], eps=h["eps"],
-                        ns_normalize=h["ns_normalize"], compute_dtype=h["compute_dtype"]),
+        steepest_direction("spectral", "tr", ns_steps=h["ns_steps"], ns_schedule=h["ns_schedule"],
+                           eps=h["eps"], ns_normalize=h["ns_normalize"], compute_dtype=h["compute_dtype"]),
         scale_by_shape(lambda m, n: adjust_lr(h["adjust_lr_fn"], m, n)),
         add_decayed_weights(h["weight_decay"]),
         scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=MuonState)))

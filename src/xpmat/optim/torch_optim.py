@@ -29,21 +29,27 @@ from typing import Any
 
 from xpmat._optional import require
 from xpmat.optim import adafactor as _adafactor
+from xpmat.optim import adagrad as _adagrad
 from xpmat.optim import adamnmf as _adamnmf
 from xpmat.optim import adamw as _adamw
 from xpmat.optim import dion as _dion
+from xpmat.optim import exponentiated_gradient as _exponentiated_gradient
 from xpmat.optim import lre as _lre
 from xpmat.optim import manifold_muon as _manifold_muon
 from xpmat.optim import muon as _muon
 from xpmat.optim import powersgd as _powersgd
+from xpmat.optim import sgd as _sgd
 from xpmat.optim import shampoo as _shampoo
+from xpmat.optim import sphere_sgd as _sphere_sgd
+from xpmat.optim import steepest_descent as _steepest_descent
 from xpmat.optim.torch_adapter import XpmatOptimizer, collect_arguments
 from xpmat.optim.transforms import Transform
 
 torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
-__all__ = ["LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon",
-           "Muon", "PowerSGD", "PowerSGDPlus", "Shampoo", "XpmatOptimizer"]
+__all__ = ["LRE", "SGD", "AdaGrad", "Adafactor", "AdamNMF", "AdamW", "Dion", "ExponentiatedGradient",
+           "ManifoldMuon", "Muon", "PowerSGD", "PowerSGDPlus", "Shampoo", "SphereSGD", "SteepestDescent",
+           "XpmatOptimizer"]
 
 class AdamW(XpmatOptimizer):
     """AdamW ([Stratos 2026, §4, Fig. 1][stratos-2026]) over :mod:`xpmat.optim.adamw`.
@@ -569,4 +575,217 @@ class Shampoo(XpmatOptimizer):
                  schedule: float = 1.0, state_dtype: Any = None, maximize: bool = False,
                  adamw_lr_ratio: float = 1.0, adamw_betas: tuple[float, float] = (0.9, 0.95),
                  adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
+
+
+class SGD(XpmatOptimizer):
+    """SGD with Polyak or Nesterov momentum ([Stratos 2026, §2.2–2.3.1][stratos-2026]) over
+    :mod:`xpmat.optim.sgd`::
+
+        d = g + λ w;  v ← μ v + d;  w ← w − s η v      (nesterov: w ← w − s η (d + μ v))
+
+    ``torch.optim.SGD`` with ``dampening=0`` (tested equal, Nesterov included); ``dampening``
+    is not supported (torch's first step ignores it, so a zero buffer cannot reproduce it).
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    momentum : float in [0, 1)
+        μ of eq. 25 (0: plain SGD; the buffer is kept, at zero).
+    weight_decay : float >= 0
+        λ, added to the gradient (as torch).
+    nesterov : bool
+        The double-momentum form of §2.3.1 (needs μ > 0).
+    schedule : float >= 0
+        Multiplies ``lr``; with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
+
+    method = _sgd
+    algorithm = "sgd"
+
+    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False, *, schedule: float = 1.0, state_dtype: Any = None,
+                 maximize: bool = False, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
+
+
+class AdaGrad(XpmatOptimizer):
+    """AdaGrad ([Stratos 2026, §3][stratos-2026]) over :mod:`xpmat.optim.adagrad`::
+
+        d = g + λ w;  diagonal: S ← S + d²,  u = d / (√S + ε)            (eq. 44)
+                      full: O ← O + d dᵀ per block,  u = O^{-1/2} d    (§3.2.1; exact or rank r)
+                      norm: s ← s + ‖d‖²,  u = d / (√s + ε)            (eq. 33)
+        m ← μ m + (1 − μ) u  (μ > 0);  w ← w − s η m / (1 + (t − 1) lr_decay)
+
+    With the defaults it is ``torch.optim.Adagrad`` (same names; tested equal).
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+        η, the scale D of the regret bounds (§3.1.1, §3.2.1).
+    lr_decay : float >= 0
+    weight_decay : float >= 0
+        λ, added to the gradient (as torch).
+    initial_accumulator_value : float >= 0
+        ``S₀`` (full: ``v I``).
+    eps : float >= 0
+        Added to the square roots.
+    momentum : float in [0, 1)
+        μ, an average of the preconditioned direction (0: none, as torch).
+    preconditioner : {"diagonal", "full", "norm"}
+    rank : int >= 1 or None
+        ``"full"``: None keeps each block's ``O`` exactly; an int r keeps the blocks larger
+        than r at rank r (:func:`xpmat.lowrank_eigh_update`).
+    max_dim : int >= 1
+        ``"full"``: the flattened parameter is cut into blocks of at most this many entries.
+    schedule : float >= 0
+        Multiplies ``lr``; with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
+
+    method = _adagrad
+    algorithm = "adagrad"
+
+    def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, momentum: float = 0.0,
+                 preconditioner: str = "diagonal", rank: int | None = None, max_dim: int = 256,
+                 schedule: float = 1.0, state_dtype: Any = None, maximize: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
+
+
+class ExponentiatedGradient(XpmatOptimizer):
+    """Exponentiated gradient, mirror descent on the simplex ([Stratos 2026, §1.1, App. D][stratos-2026])
+    over :mod:`xpmat.optim.exponentiated_gradient`::
+
+        entropy:     w ← w ⊙ exp(−s η m) / Σ w ⊙ exp(−s η m)   (each row on the simplex; eq. 91)
+        euclidean:   w ← Π_Δ(w − s η m)                         (projected SGD; eq. 2–3)
+        hypentropy:  w ← β sinh(asinh(w / β) − s η m)          (any sign; EGU±)
+
+    ``m`` is the gradient, or its average ``m ← μ m + (1 − μ) g``.  With ``"entropy"`` /
+    ``"euclidean"`` every row (last axis) of every parameter must be a probability vector
+    (``ValueError`` at the first step otherwise).
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    mirror : {"entropy", "euclidean", "hypentropy"}
+    scale : float > 0
+        β of ``"hypentropy"``: entries with ``|w| ≪ β`` move as gradient descent with step
+        ``η β``, larger ones multiplicatively.
+    momentum : float in [0, 1)
+        μ (0: the gradient itself).
+    schedule : float >= 0
+        Multiplies ``lr``; with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
+
+    method = _exponentiated_gradient
+    algorithm = "exponentiated_gradient"
+
+    def __init__(self, params: Any, lr: float = 0.1, *, mirror: str = "entropy", scale: float = 1.0,
+                 momentum: float = 0.0, schedule: float = 1.0, state_dtype: Any = None,
+                 maximize: bool = False, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
+
+
+class SteepestDescent(XpmatOptimizer):
+    """Steepest descent under a norm ([Stratos 2026, §7 eq. 65–69][stratos-2026]) over
+    :mod:`xpmat.optim.steepest_descent`::
+
+        B ← B + (1 − μ)(G − B);  U = G + μ (B − G) (nesterov) or B  (U = G when μ = 0)
+        W ← W − s η λ W − s η dir(U)
+        dir: fro  U/‖U‖_F | U;  linf  sign U | ‖U‖₁ sign U;  spectral  msign(U) | ‖U‖_nuc msign(U)
+             (scaling "tr" | "mm")
+
+    ``norm="spectral", scaling="tr"`` with momentum is Muon without its shape factor
+    (:class:`Muon` with ``adjust_lr_fn="none"``).  Every parameter follows the norm: a 1-D
+    parameter is a column vector under ``"spectral"``.
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    norm : {"fro", "linf", "spectral"}
+    scaling : {"tr", "mm"}
+        Trust region (eq. 67) or majorization-minimization (eq. 68).
+    momentum : float in [0, 1)
+    nesterov : bool
+    weight_decay : float >= 0
+        Decoupled, times ``lr`` (as Muon).
+    ns_steps : int >= 0
+    ns_schedule : {"polar_express", "jordan", "quintic", "cubic"} or sequence of (a, b, c)
+    ns_normalize : {"fro", "spectral_estimate", "aol"}
+    compute_dtype : dtype or name, optional
+        Newton–Schulz precision of ``"spectral"``.
+    eps : float >= 0
+        Floor of the Frobenius norm in the Newton–Schulz normalization.
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
+
+    method = _steepest_descent
+    algorithm = "steepest_descent"
+
+    def __init__(self, params: Any, lr: float = 0.02, *, norm: str = "spectral", scaling: str = "tr",
+                 momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 schedule: float = 1.0, ns_steps: int = 5, ns_schedule: Any = "polar_express",
+                 ns_normalize: str = "fro", compute_dtype: Any = None, eps: float = 1e-7,
+                 state_dtype: Any = None, maximize: bool = False, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
+
+
+class SphereSGD(XpmatOptimizer):
+    """SGD with each unit on the sphere ([Stratos 2026, §8.1][stratos-2026]) over
+    :mod:`xpmat.optim.sphere_sgd`: every row of a parameter's matrix view (a 1-D parameter:
+    the vector) is kept at norm ``radius``::
+
+        v ← μ v + g;  w̄ = r w / ‖w‖;  v⊥ = v − w̄ (w̄ᵀ v) / r²
+        pin: x = w̄ − s η v;  classical: x = w̄ − s η v⊥;  trust_region: x = w̄ − s η z (‖z‖ ≤ 1, z ⟂ w̄)
+        w ← r x / ‖x‖
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    method : {"pin", "classical", "trust_region"}
+        Eq. 70, 72, 73.
+    norm : {"l2", "linf"}
+        The trust region's norm (``"linf"``: the duality of Lemma S.21).
+    radius : float > 0
+    momentum : float in [0, 1)
+        Heavy ball on the gradient (0: none).
+    nesterov : bool
+    schedule : float >= 0
+        Multiplies ``lr``; with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
+
+    method = _sphere_sgd
+    algorithm = "sphere_sgd"
+
+    def __init__(self, params: Any, lr: float = 0.05, *, method: str = "classical", norm: str = "l2",
+                 radius: float = 1.0, momentum: float = 0.0, nesterov: bool = False,
+                 schedule: float = 1.0, state_dtype: Any = None, maximize: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(params, collect_arguments(type(self), locals()))

@@ -22,8 +22,9 @@ and the final updates are *added* to the parameters (:func:`xpmat.optim.apply_up
   (``exp_avg``, optionally bias-corrected);
 - adaptive scaling: :func:`scale_by_adam` (the one Adam: ``exp_avg``, ``exp_avg_sq``), with
   :func:`adam_direction` for methods that need its arithmetic inside a larger block;
-- matrix directions: :func:`msign_direction` (Muon), :func:`dion_direction` and
-  :func:`powersgd_compress` (low rank, error feedback);
+- directions: :func:`steepest_direction` (steepest descent under the Frobenius, ℓ∞ or
+  spectral norm, trust-region or majorization-minimization scaling), :func:`msign_direction`
+  (Muon), :func:`dion_direction` and :func:`powersgd_compress` (low rank, error feedback);
 - decay and step size: :func:`add_decayed_weights`, :func:`scale_by_shape`, :func:`scale_by_lr`;
 - composition: :func:`chain`, :func:`route` (a per-parameter partition), :func:`per_parameter`
   (a new block from one-parameter functions).
@@ -65,6 +66,8 @@ from xpmat.orthogonalize import newton_schulz, ns_schedule, orthonormalize
 
 __all__ = [
     "MSIGN_CPU_STACK_BYTES",
+    "STEEPEST_NORMS",
+    "STEEPEST_SCALINGS",
     "AdamState",
     "DionDirectionState",
     "EmaState",
@@ -97,6 +100,7 @@ __all__ = [
     "scale_by_lr",
     "scale_by_shape",
     "skip_nonfinite",
+    "steepest_direction",
 ]
 
 
@@ -612,6 +616,67 @@ def ns_schedule_checked(schedule: Any, steps: Any) -> list[tuple[float, float, f
         return ns_schedule(schedule, steps)
     except ValueError as exc:
         raise ValueError(f"ns_schedule: {exc}") from None
+
+
+# ----------------------------------------------------------------------------- steepest descent
+STEEPEST_NORMS = ("fro", "linf", "spectral")
+STEEPEST_SCALINGS = ("tr", "mm")
+
+
+def steepest_direction(norm: str = "spectral", scaling: str = "tr", *, ns_steps: int = 5,
+                       ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
+                       compute_dtype: Any = None, eps: float = 1e-7) -> Transform:
+    """The steepest descent direction under a norm ([Stratos 2026, §7 eq. 69][stratos-2026]),
+    without the step size (:func:`scale_by_lr` adds ``−η``)::
+
+        norm        scaling="tr" (trust region, eq. 67)   scaling="mm" (majorization-minimization, eq. 68)
+        "fro"       G / ‖G‖_F                              G
+        "linf"      sign(G)                                ‖G‖₁ sign(G)       (elementwise norms)
+        "spectral"  U Vᵀ = msign(G)                        ‖G‖_nuc U Vᵀ,  ‖G‖_nuc = ⟨G, msign(G)⟩
+
+    ``"fro"`` and ``"linf"`` act on a parameter of any shape as one vector (the elementwise
+    norms of eq. 69, footnote 12).  ``"spectral"`` acts on the matrix view ``(out, prod(rest))``
+    of a parameter of ndim ≥ 2 through :func:`msign_direction` (same-shaped matrices in one
+    batched Newton–Schulz call; options ``ns_*``, ``compute_dtype``, ``eps`` as there), and on
+    a parameter of ndim ≤ 1 as a column ``(n, 1)``, whose spectral norm is ``‖g‖₂``: ``g / ‖g‖₂``
+    (TR) and ``g`` (MM), exactly.  The nuclear norm of MM costs one elementwise product and a
+    sum (no extra matrix product); with an inexact ``msign`` it is a lower estimate.  A zero
+    gradient gives a zero direction.  Stateless.
+    """
+    check_choice("norm", norm, STEEPEST_NORMS)
+    check_choice("scaling", scaling, STEEPEST_SCALINGS)
+    msign_t = msign_direction(ns_steps=ns_steps, ns_schedule=ns_schedule, ns_normalize=ns_normalize,
+                              compute_dtype=compute_dtype, eps=eps) if norm == "spectral" else None
+    empty = EmptyState()
+
+    def update(grads, states, params):
+        out = list(grads)
+        mats = [i for i, g in enumerate(grads) if msign_t is not None and g.ndim >= 2 and math.prod(g.shape)]
+        if mats:
+            views = [_ns(grads[i]).reshape(grads[i], matrix_shape(grads[i].shape)) for i in mats]
+            Os, _ = msign_t.update(views, [empty] * len(views), views)
+            for i, v, O in zip(mats, views, Os, strict=True):
+                xp = _ns(O)
+                O = xp.reshape(O, tuple(grads[i].shape))
+                out[i] = xp.sum(v * xp.reshape(O, v.shape)) * O if scaling == "mm" else O
+        done = set(mats)
+        for i in (i for i in range(len(grads)) if i not in done):
+            out[i] = _elementwise_steepest(grads[i], "fro" if norm == "spectral" else norm, scaling)
+        return out, [empty] * len(grads)
+
+    return Transform(lambda params: [empty] * len(params), update, EmptyState)
+
+
+def _elementwise_steepest(g: Any, norm: str, scaling: str) -> Any:
+    """Eq. 69 for the Frobenius (ℓ2) and elementwise ℓ∞ norms, on ``g`` as one vector."""
+    xp = _ns(g)
+    if norm == "linf":
+        s = xp.sign(g)
+        return xp.sum(xp.abs(g)) * s if scaling == "mm" else s
+    if scaling == "mm":
+        return g
+    nrm = xp.linalg.vector_norm(g)
+    return g / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
 
 
 # ----------------------------------------------------------------------------- low rank
