@@ -126,7 +126,7 @@ register(MethodInfo("shampoo", "xpmat.optim.shampoo", "Shampoo", matrix_only=Tru
                     doc="Shampoo (§5, 5.1, 6.2): EMA factors, L^(-1/4) G R^(-1/4), AdamW grafting"))
 
 register(MethodInfo("sgd", "xpmat.optim.sgd", "SGD", demo={"lr": 0.1, "momentum": 0.9, "nesterov": True},
-                    doc="SGD (§2.2–2.3.1): heavy-ball momentum, Nesterov as double momentum (torch.optim.SGD)"))
+                    doc="SGD (§2.2–2.3.1): heavy ball, Nesterov as double momentum (torch.optim.SGD)"))
 register(MethodInfo("adagrad", "xpmat.optim.adagrad", "AdaGrad", demo={"lr": 0.05},
                     doc="AdaGrad (§3.1, eq. 44): diagonal, as torch.optim.Adagrad"))
 register(MethodInfo("adagrad_full", "xpmat.optim.adagrad", "AdaGrad",

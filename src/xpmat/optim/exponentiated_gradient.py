@@ -1,4 +1,4 @@
-"""Exponentiated gradient: mirror descent on the probability simplex ([Stratos 2026, §1.1, App. D][stratos-2026]).
+"""Exponentiated gradient, mirror descent on the simplex ([Stratos 2026, §1.1, App. D][stratos-2026]).
 
 Mirror descent (eq. 1–3) maps ``w`` to the dual ``∇ψ(w)``, takes a gradient step there and
 maps back, then projects onto the feasible set.  ``mirror`` picks ``ψ``; for a parameter whose

@@ -23,7 +23,14 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from xpmat.optim._base import check_bool, check_common, check_real, resolve_hyper, run_init, run_update
-from xpmat.optim.transforms import Transform, add_decayed_weights, chain, momentum, scale_by_lr, skip_nonfinite
+from xpmat.optim.transforms import (
+    Transform,
+    add_decayed_weights,
+    chain,
+    momentum,
+    scale_by_lr,
+    skip_nonfinite,
+)
 
 __all__ = ["DEFAULTS", "SGDState", "State", "init", "transform", "update"]
 
