@@ -168,7 +168,8 @@ def test_signature_matches_core_defaults_and_is_documented(name):
 
 def test_all_and_dir_list_the_classes():
     for n in ("Muon", "AdamW", "Dion", "PowerSGD", "PowerSGDPlus", "Shampoo", "LRE", "Adafactor",
-              "AdamNMF", "ManifoldMuon"):
+              "AdamNMF", "ManifoldMuon", "SGD", "AdaGrad", "ExponentiatedGradient", "SteepestDescent",
+              "SphereSGD"):
         assert n in xo.__all__ and n in dir(xo)
 
 
@@ -285,6 +286,7 @@ def test_skip_nonfinite_functional(backend):
 # --------------------------------------------------------------------------------------------
 # torch.compile
 COMPILED = ["adamw", "muon", "dion", "powersgd", "powersgd+", "shampoo"]
+COMPILED += ["adagrad_full", "exponentiated_gradient", "sphere_sgd"]  # SGD, AdaGrad, SteepestDescent: checked by hand
 
 
 @pytest.mark.slow  # about 6 s each on 2 CPU cores (dynamo tracing twice)
