@@ -286,7 +286,7 @@ def test_skip_nonfinite_functional(backend):
 # --------------------------------------------------------------------------------------------
 # torch.compile
 COMPILED = ["adamw", "muon", "dion", "powersgd", "powersgd+", "shampoo"]
-COMPILED += ["adagrad_full", "exponentiated_gradient", "sphere_sgd"]  # SGD, AdaGrad, SteepestDescent: checked by hand
+COMPILED += ["adagrad_full", "exponentiated_gradient", "sphere_sgd"]  # SGD, SteepestDescent: by hand
 
 
 @pytest.mark.slow  # about 6 s each on 2 CPU cores (dynamo tracing twice)

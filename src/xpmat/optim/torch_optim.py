@@ -585,7 +585,9 @@ class SGD(XpmatOptimizer):
         d = g + λ w;  v ← μ v + d;  w ← w − s η v      (nesterov: w ← w − s η (d + μ v))
 
     ``torch.optim.SGD`` with ``dampening=0`` (tested equal, Nesterov included); ``dampening``
-    is not supported (torch's first step ignores it, so a zero buffer cannot reproduce it).
+    is not supported (torch's first step ignores it, so a zero buffer cannot reproduce it), and
+    the arguments after ``momentum`` are keyword-only (torch's fourth positional one is
+    ``dampening``).
 
     Parameters
     ----------
@@ -608,8 +610,8 @@ class SGD(XpmatOptimizer):
     method = _sgd
     algorithm = "sgd"
 
-    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, weight_decay: float = 0.0,
-                 nesterov: bool = False, *, schedule: float = 1.0, state_dtype: Any = None,
+    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, *, weight_decay: float = 0.0,
+                 nesterov: bool = False, schedule: float = 1.0, state_dtype: Any = None,
                  maximize: bool = False, **kwargs: Any) -> None:
         super().__init__(params, collect_arguments(type(self), locals()))
 

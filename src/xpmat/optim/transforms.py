@@ -657,8 +657,7 @@ def steepest_direction(norm: str = "spectral", scaling: str = "tr", *, ns_steps:
             Os, _ = msign_t.update(views, [empty] * len(views), views)
             for i, v, O in zip(mats, views, Os, strict=True):
                 xp = _ns(O)
-                O = xp.reshape(O, tuple(grads[i].shape))
-                out[i] = xp.sum(v * xp.reshape(O, v.shape)) * O if scaling == "mm" else O
+                out[i] = xp.reshape(xp.sum(v * O) * O if scaling == "mm" else O, tuple(grads[i].shape))
         done = set(mats)
         for i in (i for i in range(len(grads)) if i not in done):
             out[i] = _elementwise_steepest(grads[i], "fro" if norm == "spectral" else norm, scaling)
