@@ -640,7 +640,8 @@ def steepest_direction(norm: str = "spectral", scaling: str = "tr", *, ns_steps:
     batched Newton–Schulz call; options ``ns_*``, ``compute_dtype``, ``eps`` as there), and on
     a parameter of ndim ≤ 1 as a column ``(n, 1)``, whose spectral norm is ``‖g‖₂``: ``g / ‖g‖₂``
     (TR) and ``g`` (MM), exactly.  The nuclear norm of MM costs one elementwise product and a
-    sum (no extra matrix product); with an inexact ``msign`` it is a lower estimate.  A zero
+    sum (no extra matrix product); with an inexact ``msign = U f(Σ) Vᵀ`` it is ``Σᵢ σᵢ f(σᵢ)``,
+    as close to ``‖G‖_nuc`` as ``f`` is to 1 on the spectrum.  A zero
     gradient gives a zero direction.  Stateless.
     """
     check_choice("norm", norm, STEEPEST_NORMS)
