@@ -40,7 +40,7 @@ def _groups(dtype):
 
 
 def _settings():
-    return dict(lr=0.05, adamw_lr=0.01, mu=0.9), dict(rank=2, mu=0.0, weight_decay=0.1,
+    return dict(lr=0.05, adamw_lr_ratio=0.2, momentum=0.9), dict(rank=2, momentum=0.0, weight_decay=0.1,
                                                       orthogonalize="rcqr", lr_scale=None)
 
 
@@ -141,7 +141,8 @@ def _check_errors(group):
         opt.step()
     except ValueError as e:
         out["missing_grad"] = str(e)
-    for bad, exc in (({"rank": 0}, ValueError), ({"mu": 1.5}, ValueError), ({"nonsense": 1}, TypeError),
+    for bad, exc in (({"rank": 0}, ValueError), ({"momentum": 1.5}, ValueError), ({"nonsense": 1}, TypeError),
+                     ({"mu": 0.9}, TypeError),
                      ({"process_group": "world"}, TypeError), ({"check_consistency": 1}, TypeError)):
         try:
             DistributedDion([torch.nn.Parameter(torch.zeros(3, 3))], **bad)
@@ -163,7 +164,7 @@ def _digits_mlp(group, steps=40):
     models = [torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10))
               .double() for _ in range(2)]
     models[1].load_state_dict(models[0].state_dict())
-    kw = dict(lr=0.2, rank=8, adamw_lr=0.01)
+    kw = dict(lr=0.2, rank=8, adamw_lr_ratio=0.05)
     opt = DistributedDion(models[0].parameters(), process_group=group, **kw)
     ref = Dion(models[1].parameters(), **kw)
     shard = slice(rank * 600 // world_size, (rank + 1) * 600 // world_size)
@@ -240,10 +241,13 @@ def test_bytes_per_step_equal_formula(results, dtype):
     for r in res:
         assert r[dtype]["bytes"] == [low] * STEPS
         assert r[dtype]["plain_bytes"] == [dense] * STEPS
-        assert r[dtype]["collectives"] == [3] * STEPS  # consistency check + two rounds
+        # the consistency check (with the non-finite flags), the AdamW gradients, two rounds per
+        # param group with Dion matrices (two groups here)
+        assert r[dtype]["collectives"] == [1 + 1 + 2 * 2] * STEPS
         st = r[dtype]["stats"]
         assert st["steps"] == STEPS and st["bytes_total"] == STEPS * low
-        assert st["plain_bytes_total"] == STEPS * dense and st["control_bytes_last_step"] == 6 * 10 * 8
+        assert st["plain_bytes_total"] == STEPS * dense
+        assert st["control_bytes_last_step"] == 6 * 11 * 8  # 5 integers twice and a flag each
         assert st["compression"] == pytest.approx(dense / low)
 
 
@@ -266,8 +270,9 @@ def test_inconsistent_ranks_and_bad_arguments_raise(results):
         e = r["errors"]
         assert "parameter 0 of param group 0" in e["missing_grad"]
         assert "gradient on some ranks and none on others" in e["missing_grad"]
-        assert "rank must be >= 1" in e["rank"]
-        assert "mu must lie in [0, 1)" in e["mu"]
+        assert "rank must be an int >= 1" in e["rank"]
+        assert "momentum must lie in [0, 1)" in e["momentum"]
+        assert "`mu` was renamed: momentum" in e["mu"]
         assert "nonsense" in e["nonsense"]
         assert "process_group must be" in e["process_group"]
         assert "check_consistency" in e["check_consistency"]

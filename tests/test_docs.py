@@ -29,3 +29,54 @@ def test_doc_example_runs(code, tmp_path):
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, f"example failed:\n{code}\n--- stderr ---\n{res.stderr[-3000:]}"
+
+
+# Internal notes are not part of the project: user-facing text cites public sources instead
+# (docs/writing-docs.md).  These are the notes' names and the words that pointed at them.
+INTERNAL = re.compile(
+    r"adaptive-learning-methods|powersgd-plus|lre-low-rank-eigenbasis|dion-vs-powersgd"
+    r"|manifold-dual-gradient-descent|ERRATA|\bseeds?/|\b[Ss]eed\s+(?:documents?|sections?|notes?)\b"
+    r"|\b[Ss]eed['’]s\b|\bSeed:|\b[Tt]he\s+seed\b")
+USER_FACING = ["src", "docs", "README.md", "asv_benchmarks", "backends"]
+TEXT_SUFFIXES = {".py", ".md", ".yml", ".yaml", ".json", ".js", ".txt", ".toml", ".cfg"}
+
+
+def _user_facing_files():
+    for name in USER_FACING:
+        path = ROOT / name
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        yield from (f for f in files if f.suffix in TEXT_SUFFIXES and "results" not in f.parts)
+
+
+def test_no_internal_note_names_in_user_facing_text():
+    found = []
+    for f in _user_facing_files():
+        text = f.read_text(errors="replace")
+        found += [f"{f.relative_to(ROOT)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)!r}"
+                  for m in INTERNAL.finditer(text)]
+    assert not found, "cite the public source (docs/references.md) instead:\n" + "\n".join(found)
+
+
+def _load_hook(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / "hooks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sphinx_markup_becomes_links_and_math():
+    pytest.importorskip("griffe", reason="the docs extra is not installed: pip install 'xpmat[docs]'")
+    markup = _load_hook("sphinx_markup")
+
+    class Obj:  # the two attributes the conversion reads from a griffe object
+        path, is_class = "xpmat.optim.muon.update", False
+        module = type("M", (), {"path": "xpmat.optim.muon"})
+
+    text = markup.convert(":func:`~xpmat.msign` and :data:`DEFAULTS`", Obj)
+    assert text == ('<autoref identifier="xpmat.msign" optional><code>msign</code></autoref> and '
+                    '<autoref identifier="xpmat.optim.muon.DEFAULTS" optional><code>DEFAULTS</code>'
+                    '</autoref>')
+    doc = "Notes\n-----\n.. math:: a = b,\n          c = d\n\nafter"
+    assert markup.MATH.sub(markup._display_math, doc) == "Notes\n-----\n$$\na = b,\nc = d\n$$\n\nafter"

@@ -9,7 +9,7 @@ import pytest
 from conftest import TOL, assert_array, assert_close
 
 import xpmat.optim as xo
-from xpmat.optim import adamw
+from xpmat.optim import adamw, transforms
 
 torch = pytest.importorskip("torch")
 
@@ -62,7 +62,7 @@ def run_core(core, backend, params_np, grad_seq, dtype="float64", **hyper):
 # framework
 def test_unknown_hyper_and_bad_lists():
     p = [np.zeros((2, 2))]
-    with pytest.raises(TypeError, match="unknown hyper-parameter"):
+    with pytest.raises(TypeError, match="unknown argument"):
         adamw.init(p, learning_rate=1.0)
     st = adamw.init(p)
     with pytest.raises(ValueError, match="grads has 2 entries"):
@@ -78,19 +78,27 @@ def test_unknown_hyper_and_bad_lists():
 
 
 def test_chain_and_route_compose(backend):
+    """chain: momentum, then Adam with β = 0, ε = 0 (the sign), then the step size: every entry
+    moves by exactly η per step; the chained state is one flat NamedTuple (the torch state keys).
+    route: matrices to one transform, vectors to another."""
+    T = transforms
     shapes = [(4, 3), (3,)]
     seq = _seq(shapes, 3)
     params0 = [np.ones(s) for s in shapes]
-    t = xo.chain(adamw.transform(lr=0.1, weight_decay=0.0), adamw.transform(lr=1.0, betas=(0.0, 0.0),
-                                                                             eps=0.0, weight_decay=0.0))
+    t = xo.chain(T.momentum(0.9), T.scale_by_adam(betas=(0.0, 0.0), eps=0.0), T.scale_by_lr(0.25))
     params = [backend.asarray(p) for p in params0]
     st = t.init(params)
+    assert st[0]._fields == ("momentum_buffer", "step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
     for grads in seq:
+        before = [backend.to_numpy(p) for p in params]
         ups, st = t.update([backend.asarray(g) for g in grads], st, params)
         params = xo.apply_updates(params, ups)
-    # second stage with β = 0, ε = 0 is sign(u₁)·1: every coordinate moves by exactly −sign(g)·1
+        for b, p in zip(before, params, strict=True):
+            np.testing.assert_allclose(np.abs(backend.to_numpy(p) - b), 0.25, rtol=1e-12)
     assert_array(params[0], backend, shape=(4, 3), dtype="float64")
-    assert np.all(np.abs(np.abs(backend.to_numpy(params[0]) - 1.0) - 0.0) <= 3.0 + 1e-12)
+    assert backend.to_numpy(st[0].step) == 3
+    with pytest.raises(ValueError, match="'exp_avg' appears in two chained transforms"):
+        xo.chain(T.scale_by_adam(), T.scale_by_adam())
     r = xo.route(adamw.transform(lr=0.1), adamw.transform(lr=0.0))
     params = [backend.asarray(p) for p in params0]
     st = r.init(params)
@@ -248,7 +256,7 @@ def test_torch_class_equals_functional_core(name):
     # functional: matrix-only methods route 1-D to AdamW with the class's fallback settings
     t = core.transform(**{k: v for k, v in hyper.items() if k in core.DEFAULTS})
     if info.matrix_only:
-        fb = {"lr": opt.defaults["adamw_lr"], "betas": opt.defaults["adamw_betas"],
+        fb = {"lr": opt.defaults["lr"] * opt.defaults["adamw_lr_ratio"], "betas": opt.defaults["adamw_betas"],
               "eps": opt.defaults["adamw_eps"], "weight_decay": opt.defaults["adamw_weight_decay"],
               "schedule": hyper.get("schedule", 1.0)}
         t = xo.route(t, adamw.transform(**fb))
@@ -336,10 +344,16 @@ def test_resolve_rank():
     assert resolve_rank(0.25, 1, 10, 8) == 2
     assert resolve_rank(0.3, 4, 64, 32) == 12
     assert resolve_rank(50, 1, 10, 8) == 8
-    with pytest.raises(ValueError, match="fractional rank"):
+    with pytest.raises(ValueError, match=r"rank must lie in \(0, 1\]"):
         resolve_rank(1.5, 1, 4, 4)
     with pytest.raises(ValueError, match="rank_multiple_of"):
         resolve_rank(2, 0, 4, 4)
+    from xpmat.optim import dion, powersgd
+
+    for core in (dion, powersgd):  # an int rank that fits no matrix is refused, one that fits some is capped
+        with pytest.raises(ValueError, match="rank=100 exceeds"):
+            core.init([np.zeros((6, 4))], rank=100)
+        assert core.init([np.zeros((6, 4)), np.zeros((9, 8))], rank=5)[0].Q.shape == (4, 4)
 
 
 @pytest.mark.parametrize("orth", ["auto", "householder", "cholesky_qr2", "rcqr"])
@@ -351,13 +365,13 @@ def test_dion_residual_vanishes_on_repeated_gradient(backend, orth):
     rng = np.random.default_rng(4)
     G, _, _, _ = _lowrank(24, 16, 3, rng)
     p = [backend.asarray(np.zeros((24, 16)))]
-    hyper = {"rank": 3, "mu": 0.0, "lr": 1.0, "lr_scale": None, "orthogonalize": orth}
+    hyper = {"rank": 3, "momentum": 0.0, "lr": 1.0, "lr_scale": None, "orthogonalize": orth}
     st = dion.init(p, **hyper)
     res = []
     g = [backend.asarray(G)]
     for _ in range(40):
         u, st = dion.update(g, st, p, **hyper)
-        res.append(np.linalg.norm(backend.to_numpy(st[0].momentum)) / np.linalg.norm(G))
+        res.append(np.linalg.norm(backend.to_numpy(st[0].momentum_buffer)) / np.linalg.norm(G))
     assert_array(u[0], backend, shape=(24, 16), dtype="float64")
     assert_array(st[0].Q, backend, shape=(16, 3), dtype="float64")
     assert max(res) < 1e-10, res
@@ -381,7 +395,7 @@ def test_dion_decayed_error_feedback_and_scale(backend):
     rng = np.random.default_rng(5)
     X0 = rng.standard_normal((12, 6))
     gs = [rng.standard_normal((12, 6)) for _ in range(3)]
-    hyper = {"rank": 2, "mu": 0.9, "lr": 0.1, "weight_decay": 0.5}
+    hyper = {"rank": 2, "momentum": 0.9, "lr": 0.1, "weight_decay": 0.5}
     p = [backend.asarray(X0)]
     st = dion.init(p, **hyper)
     M, Q = np.zeros((12, 6)), backend.to_numpy(st[0].Q)
@@ -395,7 +409,7 @@ def test_dion_decayed_error_feedback_and_scale(backend):
         M = B - 0.1 * P @ R.T
         Q = R / np.linalg.norm(R, axis=0)
         X = X - 0.1 * np.sqrt(12 / 6) * P @ Q.T - 0.1 * 0.5 * X
-    assert_close(st[0].momentum, M, backend, rtol=1e-9, atol=1e-12)
+    assert_close(st[0].momentum_buffer, M, backend, rtol=1e-9, atol=1e-12)
     assert_close(p[0], X, backend, rtol=1e-9, atol=1e-12)
 
 
@@ -407,7 +421,7 @@ def test_dion_conv_and_zero_gradient(backend):
     u, st = dion.update([backend.asarray(np.zeros((4, 2, 3, 3)))], st, p, rank=2)
     assert_array(u[0], backend, shape=(4, 2, 3, 3), dtype="float64")
     assert_close(u[0], np.zeros((4, 2, 3, 3)), backend, rtol=0, atol=0)
-    assert tuple(st[0].momentum.shape) == (4, 18)
+    assert tuple(st[0].momentum_buffer.shape) == (4, 18)
     with pytest.raises(ValueError, match="not a matrix"):
         dion.init([backend.asarray(np.ones(3))])
 
@@ -490,7 +504,7 @@ def _counterexample(backend, *, restart_every, steps, momentum=0.9, sigma=1.0, e
         u, st = powersgd.update([backend.asarray(g)], st, X, lr=eta0 / np.sqrt(t + 1), **h)
         X = xo.apply_updates(X, u)
         q = backend.to_numpy(st[0].Q)[:, 0]
-        e, m = backend.to_numpy(st[0].error), backend.to_numpy(st[0].exp_avg)
+        e, m = backend.to_numpy(st[0].error), backend.to_numpy(st[0].momentum_buffer)
         dX = backend.to_numpy(X[0]) - X0
         log.append({"grad_norm": np.linalg.norm(grad_f),
                     "Q_off_C": abs(q[0] - q[1]) / np.linalg.norm(q),     # Q ∈ span(C)
@@ -593,7 +607,7 @@ def test_muon_reuse_state(backend):
 
 
 def test_muon_cpu_stacks_are_chunked(backend, monkeypatch):
-    """On a CPU a shape's stack is split into Newton–Schulz calls of at most _CPU_STACK_BYTES
+    """On a CPU a shape's stack is split into Newton–Schulz calls of at most MSIGN_CPU_STACK_BYTES
     (on a GPU it is one call); the updates do not depend on the split."""
     from xpmat.optim import muon
 
@@ -602,14 +616,14 @@ def test_muon_cpu_stacks_are_chunked(backend, monkeypatch):
     grads = [backend.asarray(rng.standard_normal((8, 5))) for _ in range(5)]
     whole, _ = muon.update(grads, muon.init(params), params, weight_decay=0.1)
     calls = []
-    real = muon._newton_schulz
+    real = transforms.newton_schulz
 
     def counted(U, *a, **k):
         calls.append(U.shape[0])
         return real(U, *a, **k)
 
-    monkeypatch.setattr(muon, "_newton_schulz", counted)
-    monkeypatch.setattr(muon, "_CPU_STACK_BYTES", 2 * 8 * 5 * 8)  # two float64 8 × 5 matrices
+    monkeypatch.setattr(transforms, "newton_schulz", counted)
+    monkeypatch.setattr(transforms, "MSIGN_CPU_STACK_BYTES", 2 * 8 * 5 * 8)  # two float64 8 × 5 matrices
     split, _ = muon.update(grads, muon.init(params), params, weight_decay=0.1)
     assert calls == ([5] if backend.name in ("torch:cuda", "cupy") else [2, 2, 1])
     for a, b in zip(split, whole, strict=True):
@@ -622,7 +636,7 @@ def test_torch_muon_steps_chunk_by_chunk(monkeypatch):
     bitwise the core's single call."""
     from xpmat.optim import adamw, muon
 
-    monkeypatch.setattr(muon, "_CPU_STACK_BYTES", 2 * 8 * 5 * 4)  # two float32 8 × 5 matrices
+    monkeypatch.setattr(transforms, "MSIGN_CPU_STACK_BYTES", 2 * 8 * 5 * 4)  # two float32 8 × 5 matrices
     gen = torch.Generator().manual_seed(4)
     shapes = [(8, 5)] * 5 + [(5, 8), (5,)]
     ps = [torch.randn(s, generator=gen) for s in shapes]
@@ -630,12 +644,12 @@ def test_torch_muon_steps_chunk_by_chunk(monkeypatch):
     leaves = [p.clone().requires_grad_() for p in ps]
     for x, g in zip(leaves, gs, strict=True):
         x.grad = g.clone()
-    opt = xo.Muon(leaves, lr=0.05, weight_decay=0.1, adamw_lr=0.01)
+    opt = xo.Muon(leaves, lr=0.05, weight_decay=0.1, adamw_lr_ratio=0.2)
     assert muon.chunks(ps[:6]) == [[0, 1], [2, 3], [4], [5]]
     assert opt._calls(leaves, opt.param_groups[0]) == [[0, 1, 6], [2, 3], [4, 5]]
     opt.step()
     t = xo.route(muon.transform(lr=0.05, weight_decay=0.1),
-                 adamw.transform(lr=0.01, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0))
+                 adamw.transform(lr=0.05 * 0.2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0))
     want = xo.apply_updates(ps, t.update(gs, t.init(ps), ps)[0])
     for x, w in zip(leaves, want, strict=True):
         assert torch.equal(x.detach(), w)

@@ -42,8 +42,8 @@ def adafactor_reference(W0, gs, *, lr, beta1=None, beta2=0.999, c=None, eps1=1e-
     return W, a, s
 
 
-@pytest.mark.parametrize("flags", [{}, {"decay_rate": None, "beta2": 0.9}, {"beta1": 0.8},
-                                   {"scale_parameter": False, "clip_threshold": 0.5}],
+@pytest.mark.parametrize("flags", [{}, {"beta2_decay": None, "betas": (0.0, 0.9)}, {"betas": (0.8, 0.999)},
+                                   {"scale_parameter": False, "d": 0.5}],
                          ids=["default", "fixed_beta2", "beta1", "noscale_clip"])
 def test_adafactor_matches_eq52_reference(backend, dtype, flags):
     rng = np.random.default_rng(0)
@@ -56,8 +56,9 @@ def test_adafactor_matches_eq52_reference(backend, dtype, flags):
     for gs in seq:
         ups, st = adafactor.update([backend.asarray(g, dtype) for g in gs], st, params, **hyper)
         params = xo.apply_updates(params, ups)
-    kw = {"lr": 0.05, "beta1": flags.get("beta1"), "beta2": flags.get("beta2", 0.999),
-          "c": None if "decay_rate" in flags else 0.8, "d": flags.get("clip_threshold", 1.0),
+    b1, b2 = flags.get("betas", (0.0, 0.999))
+    kw = {"lr": 0.05, "beta1": b1 or None, "beta2": b2,
+          "c": None if "beta2_decay" in flags else 0.8, "d": flags.get("d", 1.0),
           "scale": flags.get("scale_parameter", True)}
     for i, s in enumerate(shapes):
         W, a, c = adafactor_reference(W0[i], [g[i] for g in seq], **kw)
@@ -81,15 +82,17 @@ def test_adafactor_clipping_zero_grad_conv_and_errors(backend):
     assert_array(u[0], backend, shape=(4, 2, 3, 3), dtype="float64")
     z, _ = adafactor.update([backend.asarray(np.zeros((4, 2, 3, 3)))], adafactor.init(p), p)
     assert_close(z[0], np.zeros((4, 2, 3, 3)), backend, rtol=0, atol=0)
-    z, _ = adafactor.update([backend.asarray(np.zeros((4, 2, 3, 3)))], adafactor.init(p, eps1=0.0), p,
-                            eps1=0.0)
+    z, _ = adafactor.update([backend.asarray(np.zeros((4, 2, 3, 3)))], adafactor.init(p, eps=(0.0, 1e-3)),
+                            p, eps=(0.0, 1e-3))
     assert_close(z[0], np.zeros((4, 2, 3, 3)), backend, rtol=0, atol=0)   # no NaN
-    with pytest.raises(ValueError, match="decay_rate"):
-        adafactor.init(p, decay_rate=0.8)
-    with pytest.raises(ValueError, match="beta1"):
-        adafactor.init(p, beta1=1.0)
-    with pytest.raises(TypeError, match="unknown hyper"):
+    with pytest.raises(ValueError, match="beta2_decay"):
+        adafactor.init(p, beta2_decay=0.8)
+    with pytest.raises(ValueError, match=r"betas\[0\]"):
+        adafactor.init(p, betas=(1.0, 0.999))
+    with pytest.raises(TypeError, match="unknown argument"):
         adafactor.init(p, beta3=0.5)
+    with pytest.raises(TypeError, match="`decay_rate` was renamed: beta2_decay"):
+        adafactor.init(p, decay_rate=-0.8)
 
 
 def _em_step(C, A, B):
@@ -107,7 +110,7 @@ def test_adamnmf_matches_em_reference(backend, dtype):
     rng = np.random.default_rng(2)
     W0 = rng.standard_normal((7, 5))
     gs = [rng.standard_normal((7, 5)) for _ in range(6)]
-    hyper = {"lr": 0.01, "rank": 2, "beta1": 0.5}
+    hyper = {"lr": 0.01, "rank": 2, "betas": (0.5, None)}
     p = [backend.asarray(W0, dtype)]
     st = adamnmf.init(p, **hyper)
     A, B = (backend.to_numpy(x) for x in (st[0].A, st[0].B))
@@ -136,8 +139,8 @@ def test_adamnmf_rank1_is_adafactor_optimum_and_full_rank_fits(backend):
     _, st = adamnmf.update([backend.asarray(G)], st, p, rank=1)
     want = V.sum(1, keepdims=True) * V.sum(0) / V.sum()
     assert_close(st[0].A @ st[0].B, want, backend, rtol=1e-10, atol=1e-14)
-    fst = adafactor.init(p, eps1=0.0)
-    fst = adafactor.update([backend.asarray(G)], fst, p, eps1=0.0)[1][0]
+    fst = adafactor.init(p, eps=(0.0, 1e-3))
+    fst = adafactor.update([backend.asarray(G)], fst, p, eps=(0.0, 1e-3))[1][0]
     from xpmat import adafactor_second_moment
     from xpmat.nmf import AdafactorFactors
 
@@ -169,8 +172,8 @@ def test_adamnmf_zero_gradient_floor_and_errors(backend):
     assert np.all(np.isfinite(un)) and np.abs(un).max() < 1e3
     with pytest.raises(ValueError, match="not a matrix"):
         adamnmf.init([backend.asarray(np.ones(3))])
-    with pytest.raises(ValueError, match="beta1"):
-        adamnmf.init(p, beta1=1.5)
+    with pytest.raises(ValueError, match=r"betas\[0\]"):
+        adamnmf.init(p, betas=(1.5, None))
     r = xo.route(adamnmf.transform(lr=0.1), xo.core("adamw").transform(lr=0.0))
     q = [p[0], backend.asarray(np.ones(3))]
     ups, _ = r.update([backend.asarray(np.ones((5, 3))), backend.asarray(np.ones(3))], r.init(q), q)

@@ -68,7 +68,7 @@ def test_update_matches_eigh_reference(backend, dtype, root):
     """u = −s η L̂^(−1/p) M̄ R̂^(−1/p) − s η λ W against NumPy eigh (eq. 53 / eq. 63, §5.1)."""
     W0 = np.random.default_rng(1).standard_normal((9, 6))
     gs = _grads((9, 6), 6, seed=2)
-    hyper = {"lr": 0.1, "beta1": 0.9, "beta2": 0.95, "eps": 1e-2, "root": root, "grafting": None,
+    hyper = {"lr": 0.1, "betas": (0.9, 0.95), "eps": 1e-2, "root": root, "grafting": None,
              "precondition_every": 2, "start_preconditioning_step": 1, "weight_decay": 0.1,
              "schedule": 0.5}
     _, ups, states = run(backend, [W0], [[g] for g in gs], dtype, **hyper)
@@ -92,7 +92,7 @@ def test_single_gradient_gives_polar_direction(backend, rank):
     U, s, Vt = U[:, :rank], s[:rank], Vt[:rank]
     p = [backend.asarray(np.zeros((7, 4)))]
     for root, want in ((4, U @ Vt), (2, (U / s) @ Vt)):
-        h = {"lr": 1.0, "beta1": 0.0, "beta2": 0.9, "eps": 0.0, "root": root, "grafting": None,
+        h = {"lr": 1.0, "betas": (0.0, 0.9), "eps": 0.0, "root": root, "grafting": None,
              "precondition_every": 1}
         u, _ = shampoo.update([backend.asarray(G)], shampoo.init(p, **h), p, **h)
         assert_close(u[0], -want, backend, rtol=0, atol=1e-9 * np.abs(want).max())
@@ -105,7 +105,7 @@ def test_half_root_is_idealized_newton_step_lemma_6_1(backend):
     rng = np.random.default_rng(0)
     P, Q = rng.standard_normal((3, 3)), rng.standard_normal((2, 2))
     gs = [P @ np.eye(6)[k].reshape(3, 2) @ Q.T for k in range(6)]
-    h = {"lr": 1.0, "beta1": 0.0, "beta2": None, "eps": 0.0, "root": 2, "grafting": None,
+    h = {"lr": 1.0, "betas": (0.0, None), "eps": 0.0, "root": 2, "grafting": None,
          "precondition_every": 1, "start_preconditioning_step": 6}
     p = [backend.asarray(np.zeros((3, 2)))]
     st = shampoo.init(p, **h)
@@ -124,7 +124,7 @@ def test_root_methods_agree(backend):
     slowly drifting factor to 1e-2 with one step per refresh (measured: ≈ 1e-3 here)."""
     G0, _, _, _ = matrix_with_spectrum(10, 6, np.array([6.0, 4.0, 2.5, 1.5, 1.0, 0.6]), seed=3)
     gs = [[g] for g in _grads((10, 6), 10, seed=1, base=G0, noise=0.01)]
-    base = {"lr": 1.0, "beta1": 0.0, "beta2": 0.9, "eps": 1e-3, "grafting": None,
+    base = {"lr": 1.0, "betas": (0.0, 0.9), "eps": 1e-3, "grafting": None,
             "precondition_every": 1}
     out = {}
     for method in ("eigh", "newton", "orthogonal_iteration"):
@@ -147,7 +147,7 @@ def test_newton_keeps_previous_root_when_it_fails(backend):
     inv_root); that block keeps its previous root (the identity before the first refresh)."""
     G = np.zeros((5, 4))
     G[:2] = np.random.default_rng(0).standard_normal((2, 4))          # L has rank 2
-    h = {"beta1": 0.0, "eps": 0.0, "grafting": None, "precondition_every": 1,
+    h = {"betas": (0.0, 0.999), "eps": 0.0, "grafting": None, "precondition_every": 1,
          "root_method": "newton", "newton_iters": 30}
     p = [backend.asarray(np.zeros((5, 4)))]
     _, st = shampoo.update([backend.asarray(G)], shampoo.init(p, **h), p, **h)
@@ -186,7 +186,7 @@ def test_blocking_equals_shampoo_on_each_block(backend, method):
     the six sub-matrices as separate parameters (factors, roots and grafting are per block)."""
     W0 = np.random.default_rng(3).standard_normal((10, 7))
     gs = _grads((10, 7), 5, seed=4)
-    h = {"lr": 0.1, "beta2": 0.9, "eps": 1e-3, "precondition_every": 2, "weight_decay": 0.01,
+    h = {"lr": 0.1, "betas": (0.9, 0.9), "eps": 1e-3, "precondition_every": 2, "weight_decay": 0.01,
          "root_method": method}
     _, ups, states = run(backend, [W0], [[g] for g in gs], max_preconditioner_dim=4, **h)
     assert tuple(states[0][0].L.shape) == (6, 4, 4) and tuple(states[0][0].R.shape) == (6, 4, 4)
@@ -207,7 +207,7 @@ def test_precondition_every_keeps_roots_stale(backend):
     in between, the update uses the stale roots with the current momentum; before step s the
     update is AdamW's (grafting direction)."""
     gs = _grads((6, 5), 9, seed=7)
-    h = {"lr": 0.1, "beta1": 0.5, "beta2": 0.9, "eps": 1e-3, "precondition_every": 3,
+    h = {"lr": 0.1, "betas": (0.5, 0.9), "eps": 1e-3, "precondition_every": 3,
          "start_preconditioning_step": 2}
     _, ups, states = run(backend, [np.zeros((6, 5))], [[g] for g in gs], **h)
     roots = [backend.to_numpy(st[0].L_root[0, ...]) for st in states]
@@ -233,7 +233,7 @@ def test_grafting_norm_equals_adamw(backend, max_dim):
     """Grafting: each block of the update has the Frobenius norm of AdamW's update on that block
     (same β₁, β₂ = graft_beta2, ε = graft_eps), at every step, with or without fresh roots."""
     gs = _grads((7, 5), 6, seed=8)
-    h = {"lr": 0.05, "beta1": 0.9, "graft_beta2": 0.99, "graft_eps": 1e-8, "precondition_every": 2,
+    h = {"lr": 0.05, "betas": (0.9, 0.999), "graft_beta2": 0.99, "graft_eps": 1e-8, "precondition_every": 2,
          "start_preconditioning_step": 1, "max_preconditioner_dim": max_dim}
     _, ups, _ = run(backend, [np.zeros((7, 5))], [[g] for g in gs], **h)
     pa = [backend.asarray(np.zeros((7, 5)))]
@@ -252,7 +252,7 @@ def test_grafting_norm_equals_adamw(backend, max_dim):
 
 def test_zero_gradient_conv_and_beta2_none(backend):
     p = [backend.asarray(np.ones((4, 2, 3, 3)))]
-    for h in ({"precondition_every": 1}, {"precondition_every": 1, "beta2": None, "grafting": None},
+    for h in ({"precondition_every": 1}, {"precondition_every": 1, "betas": (0.9, None), "grafting": None},
               {"precondition_every": 1, "root_method": "newton"},
               {"precondition_every": 1, "root_method": "orthogonal_iteration", "eps_mode": "relative"}):
         st = shampoo.init(p, **h)
@@ -265,7 +265,8 @@ def test_zero_gradient_conv_and_beta2_none(backend):
 
 def test_bad_hyper_parameters_and_inputs():
     p = [np.zeros((4, 3))]
-    bad = [({"beta1": 1.0}, "beta1"), ({"beta2": -0.1}, "beta2"), ({"eps": -1.0}, "eps"),
+    bad = [({"betas": (1.0, 0.9)}, r"betas\[0\]"), ({"betas": (0.9, -0.1)}, r"betas\[1\]"),
+           ({"eps": -1.0}, "eps"),
            ({"root": 0}, "root"), ({"root": 2.5}, "root"), ({"root_method": "svd"}, "root_method"),
            ({"precondition_every": 0}, "precondition_every"),
            ({"start_preconditioning_step": 0}, "start_preconditioning_step"),
@@ -278,8 +279,10 @@ def test_bad_hyper_parameters_and_inputs():
             shampoo.init(p, **hyper)
         with pytest.raises(ValueError, match=name):
             shampoo.transform(**hyper)
-    with pytest.raises(TypeError, match="unknown hyper-parameter"):
+    with pytest.raises(TypeError, match="unknown argument"):
         shampoo.init(p, precondition_frequency=3)
+    with pytest.raises(TypeError, match="`beta1` was renamed: betas"):
+        shampoo.init(p, beta1=0.9)
     with pytest.raises(ValueError, match="not a matrix"):
         shampoo.init([np.zeros(3)])
     st = shampoo.init(p)
@@ -294,7 +297,7 @@ def test_torch_class_routes_vectors_and_trains():
     b = torch.zeros(8, dtype=torch.float64, requires_grad=True)
     X, Y = torch.randn(64, 5, generator=gen, dtype=torch.float64), torch.randn(64, 8, generator=gen,
                                                                               dtype=torch.float64)
-    opt = xo.Shampoo([W, b], lr=0.05, precondition_every=2, adamw_lr=0.05)
+    opt = xo.Shampoo([W, b], lr=0.05, precondition_every=2, adamw_lr_ratio=1.0)
     losses = []
     for _ in range(30):
         opt.zero_grad()
@@ -304,7 +307,7 @@ def test_torch_class_routes_vectors_and_trains():
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.7 * losses[0]
     assert set(opt.state[W]) >= {"step", "L", "R", "L_root", "R_root", "exp_avg", "exp_avg_sq"}
-    assert set(opt.state[b]) == {"step", "exp_avg", "exp_avg_sq"}          # AdamW fallback
+    assert set(opt.state[b]) == {"step", "exp_avg", "exp_avg_sq", "nonfinite_count"}  # AdamW fallback
 
 
 @pytest.mark.parametrize("method", ["orthogonal_iteration", "newton"])

@@ -1,4 +1,4 @@
-"""One LRE optimizer step (lre-low-rank-eigenbasis) vs ``eigh`` of the explicit covariance.
+"""One LRE optimizer step (LRE 2025, the low-rank eigenbasis) vs ``eigh`` of the explicit covariance.
 
 One parameter of ``n`` entries (one block), rank 64, Adam in the basis, covariance curvature
 (EMA 0.99), float32.  The state is warmed up by 64 steps so every slot is filled.  Ours: the

@@ -3,7 +3,7 @@
 ``OptimizerStep`` is ``backend × size × method``; the method list is read from the registry at
 import, so a method registered later is benchmarked without editing this file.  Each method
 runs with its registry ``demo`` hyper-parameters (the ones the digits demo uses; the torch
-classes' AdamW-fallback settings such as ``adamw_lr`` are dropped: every parameter here is a
+classes' AdamW-fallback settings such as ``adamw_lr_ratio`` are dropped: every parameter here is a
 matrix).
 
 Parameter sets, GPT-2-small shaped (``layers × [d×4d, 4d×d, d×3d, d×d]``; the 1-D LayerNorm and

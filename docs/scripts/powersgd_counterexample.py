@@ -1,4 +1,4 @@
-"""PowerSGD vs PowerSGD+ on the 2×2 counterexample of powersgd-plus.md (Theorem 1, eq. 10).
+"""PowerSGD vs PowerSGD+ on the 2×2 counterexample of Xie, Chen, Yuan (2025), Theorem 1, eq. 10.
 
 f(X) = ψ(Dᵀ X D), D = (1, −1), ψ(x) = x² for |x| ≤ 1 else 2|x| − 1; stochastic gradient
 g = ∇f + ξ (σ B − ∇f) with B the all-ones matrix, σ = 1, ξ₀ = 1 then ξ_t = ±1 at random.

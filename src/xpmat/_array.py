@@ -24,10 +24,12 @@ __all__ = [
     "array_namespace",
     "as_float",
     "cast",
+    "cond",
     "device",
     "eigh",
     "fixed_loop",
     "float_dtype",
+    "is_compiling",
     "is_cpu",
     "is_cupy",
     "is_jax",
@@ -440,3 +442,26 @@ def synchronize(x: Any) -> None:
         import cupy
 
         cupy.cuda.get_current_stream().synchronize()
+
+
+def is_compiling(xp: Any) -> bool:
+    """True while ``torch.compile`` (TorchDynamo) traces the calling PyTorch code.
+
+    A host read of an array value (``bool(x)``, ``int(x)``, ``.tolist()``) breaks the graph
+    there; callers that must branch on array values use :func:`cond`.  False for every other
+    library.
+    """
+    return is_torch(xp) and bool(_torch().compiler.is_compiling())
+
+
+def cond(pred: Any, true_fn: Any, false_fn: Any, operands: Sequence[Any], *, xp: Any) -> Any:
+    """``true_fn(*operands)`` when the 0-d boolean array ``pred`` is true, else ``false_fn(*operands)``.
+
+    Under ``torch.compile``: ``torch.cond`` (both branches are traced into the graph and only one
+    runs; no graph break, no host read).  Otherwise ``pred`` is read on the host (one
+    synchronisation) and only the chosen branch runs.  Both branches must return an array or a
+    tuple of arrays of the same shapes and dtypes, and must not modify their operands.
+    """
+    if is_compiling(xp):
+        return _torch().cond(pred, true_fn, false_fn, tuple(operands))
+    return true_fn(*operands) if bool(pred) else false_fn(*operands)

@@ -11,11 +11,16 @@ import argparse
 import os
 import sys
 
+from xpmat._optional import install_message, missing
 from xpmat.backends import available_backends, library_versions
 
+# What each command imports beyond the runtime requirements (see xpmat._optional).
+NEEDS = {"bench": ("sklearn", "matplotlib"), "demo": ("torch", "sklearn", "matplotlib")}
 
-def info(out=sys.stdout) -> None:
-    """Print library versions and every usable backend."""
+
+def info(out=None) -> None:
+    """Print library versions and every usable backend (to ``out``, default stdout)."""
+    out = sys.stdout if out is None else out
     print("xpmat environment", file=out)
     print("libraries:", file=out)
     for name, ver in library_versions().items():
@@ -38,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--quick", action="store_true", help="small sizes (< 60 s on 2 CPU cores)")
     bench.add_argument("--out", default="bench-out", help="folder for bench.md and bench.png")
     args = parser.parse_args(argv)
+    absent = missing(NEEDS.get(args.command, ()))
+    if absent:
+        print(f"error: {install_message(f'xpmat {args.command}', absent)}", file=sys.stderr)
+        return 2
     if args.command == "bench":
         # NumPy and torch timed in one process: spinning OpenMP workers would starve OpenBLAS
         # (and back) on a few cores, see docs/performance.md.  Must precede importing torch.

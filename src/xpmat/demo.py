@@ -105,11 +105,12 @@ def run_demo(out_dir: str = "demo-out", *, steps: int = 300, names: list[str] | 
     results = []
     print_fn(f"digits MLP (64-128-128-10), {steps} steps of batch 128, "
              f"torch {torch.__version__} CPU, 1 thread")
-    print_fn(f"{'optimizer':<16} {'final loss':>10} {'test acc':>9} {'ms/step':>8}")
+    width = max([16, *(len(n) for n in names)])
+    print_fn(f"{'optimizer':<{width}} {'final loss':>10} {'test acc':>9} {'ms/step':>8}")
     for name in names:
         r = train_digits(name, steps=steps)
         results.append(r)
-        print_fn(f"{name:<16} {r['final_loss']:>10.4f} {r['test_accuracy']:>9.3f} "
+        print_fn(f"{name:<{width}} {r['final_loss']:>10.4f} {r['test_accuracy']:>9.3f} "
                  f"{1e3 * r['time_per_step']:>8.2f}")
     os.makedirs(out_dir, exist_ok=True)
     import matplotlib

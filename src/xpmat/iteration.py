@@ -1,9 +1,9 @@
 """Subspace iteration: power and orthogonal iteration, PowerIter1, randomized SVD/eigh, Nyström.
 
-Math: ``adaptive-learning-methods.md`` appendix Q.1 (power iteration), Q.2 (orthogonal
+Math: [Stratos 2026][stratos-2026] App. Q.1 (power iteration), Q.2 (orthogonal
 iteration, eqs. 142–143), Q.2.1 (online version, eqs. 144–145, sign and order consistency);
-``dion-vs-powersgd.md`` (PowerIter1); ``powersgd-plus.md`` section 3 eqs. (8)–(9)
-(single-step power iteration); ``lre-low-rank-eigenbasis.md`` "Basis algorithms" 3–4
+[Pethick 2025][pethick-2025] (PowerIter1); [Xie, Chen, Yuan 2025][xie-chen-yuan-2025] §3 eqs.
+(8)–(9) (single-step power iteration); [LRE 2025][lre-2025] "Basis algorithms" 3–4
 (randomized eigendecomposition, Nyström).
 
 Operators.  Wherever a symmetric ``A`` is accepted it may be an array ``(..., n, n)`` or a
@@ -391,7 +391,7 @@ def power_iter1(B: Any, Q: Any, /, *, method: str = "auto", xp: Any = None) -> t
 
     Notes
     -----
-    ``dion-vs-powersgd.md`` (algorithm PowerIter1) and ``powersgd-plus.md`` eq. (9):
+    [Pethick 2025][pethick-2025] (PowerIter1) and [Xie, Chen, Yuan 2025, eq. 9][xie-chen-yuan-2025]:
     ``P̃ = QR(Δ Q_{t-1})``, ``Q_t = Δᵀ P̃``, ``Δ̂ = P̃ Q_tᵀ = P̃ P̃ᵀ Δ``.  Zero ``B`` gives
     ``R = Q_new = 0`` (no NaN).
 
@@ -435,7 +435,7 @@ def _sketch_size(rank: int, oversample: int, limit: int) -> int:
 
 def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: int = 2, seed: Any = None,
                    method: str = "auto", xp: Any = None) -> tuple[Any, Any, Any]:
-    """Rank-``rank`` truncated SVD by the randomized range finder (Halko–Martinsson–Tropp).
+    """Rank-``rank`` truncated SVD by the randomized range finder ([Halko et al. 2011][halko-2011]).
 
     Parameters
     ----------
@@ -468,9 +468,10 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
     orthonormalized subspace iteration, then the SVD of the small ``l × n`` matrix
     ``Qᵀ A`` (computed as ``R2ᵀ`` from ``Aᵀ Q = Q2 R2``, so only an ``l × l`` SVD runs).
     ``2 + 2·power_iters`` products with ``A``.  The same idea is
-    ``lre-low-rank-eigenbasis.md`` "Basis algorithms" 3 and PowerSGD's power step
-    (``powersgd-plus.md`` eq. 8).  Zero ``A`` gives ``S = 0`` (finite ``U``, ``Vh``).  NaN/Inf
-    in a batch member make its results NaN (no exception from the small SVD).
+    [LRE 2025][lre-2025] "Basis algorithms" 3 and PowerSGD's power step
+    ([Xie et al. 2025, eq. 8][xie-chen-yuan-2025]); [Halko et al. 2011][halko-2011].  Zero ``A``
+    gives ``S = 0`` (finite ``U``, ``Vh``).  NaN/Inf in a batch member make its results NaN
+    (no exception from the small SVD).
 
     Backends: standard Array API (matmul, svd of an ``l × l`` matrix); host NumPy draw of Ω
     (under ``jax.jit``: at trace time, a constant of the compiled function);
@@ -550,7 +551,7 @@ def randomized_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, po
 
     Notes
     -----
-    ``lre-low-rank-eigenbasis.md``, "Basis algorithms" 3: ``Q = orth(A Ω)``, then the
+    [LRE 2025][lre-2025], "Basis algorithms" 3: ``Q = orth(A Ω)``, then the
     eigendecomposition of the small ``Qᵀ A Q``.  Operator calls: ``2 + power_iters``.  For
     indefinite ``A`` the sketch captures the eigenvalues of largest magnitude.  Zero ``A``
     gives ``L = 0``; NaN/Inf in a batch member make its ``L`` and ``Q`` NaN (no exception).
@@ -657,8 +658,8 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
 
     Notes
     -----
-    ``lre-low-rank-eigenbasis.md``, "Basis algorithms" 4, in the numerically stable form of
-    Tropp, Yurtsever, Udell & Cevher (2017, Alg. 3): ``Ω`` orthonormal, ``Y_ν = A Ω + ν Ω``,
+    [LRE 2025][lre-2025], "Basis algorithms" 4, in the numerically stable form of
+    [Tropp, Yurtsever, Udell & Cevher 2017, Alg. 3][tropp-2017]: ``Ω`` orthonormal, ``Y_ν = A Ω + ν Ω``,
     ``C = chol(Ωᵀ Y_ν)``, ``B = Y_ν C⁻ᵀ``, ``B = U Σ Vᵀ``, ``L = max(Σ² − ν, 0)``.  One
     operator call (plus ``power_iters``).  Exact (up to ``ν``) when ``rank(A) <= l``.  Zero
     ``A`` gives ``L = 0``; NaN/Inf in a batch member make its ``L`` and ``Q`` NaN (no exception).

@@ -1,7 +1,7 @@
 """Kronecker products: rearrangement, nearest Kronecker product, Kronecker matmul, Shampoo factors.
 
-Row-major vectorization throughout, as in the seed (``adaptive-learning-methods.md``,
-appendix G): ``vec([[a, b], [c, d]]) = (a, b, c, d)``, so ``vec(A X Bᵀ) = (A ⊗ B) vec(X)``
+Row-major vectorization throughout, as in [Stratos 2026][stratos-2026]
+(App. G): ``vec([[a, b], [c, d]]) = (a, b, c, d)``, so ``vec(A X Bᵀ) = (A ⊗ B) vec(X)``
 (eq. 99) and ``numpy.reshape`` is ``vec``.  For ``A`` of shape ``(m, d)`` and ``B`` of shape
 ``(n, l)``, ``A ⊗ B`` has shape ``(m n, d l)``.
 """
@@ -59,8 +59,9 @@ def kron_rearrange(H: Any, a_shape: Sequence[int], b_shape: Sequence[int], /, *,
 
     Notes
     -----
-    Seed appendix G.1, eq. (101)–(103).  The map reads ``H`` as a 4-index array
-    ``(i1, j1, i2, j2)`` of shape ``(m, n, d, l)`` and swaps the two middle axes: one
+    [Stratos 2026][stratos-2026] App. G.1, eq. (101)–(103);
+    [Van Loan & Pitsianis 1993][van-loan-pitsianis-1993].  The map reads ``H`` as a 4-index
+    array ``(i1, j1, i2, j2)`` of shape ``(m, n, d, l)`` and swaps the two middle axes: one
     reshape, one ``permute_dims``, one reshape (one copy).  It is an involution once the
     shapes are swapped accordingly: ``kron_rearrange(kron_rearrange(H, (m, d), (n, l)),
     (m, n), (d, l))`` returns ``H`` exactly (eq. 103; for square factors ``m = d``, ``n = l``
@@ -114,7 +115,7 @@ def kron_matmul(A: Any, B: Any, X: Any, /, *, xp: Any = None) -> Any:
 
     Notes
     -----
-    Seed appendix G, eq. (99).  Cost ``O(m d l + m l n)`` instead of ``O(m n d l)``; the
+    [Stratos 2026][stratos-2026] App. G, eq. (99).  Cost ``O(m d l + m l n)`` instead of ``O(m n d l)``; the
     product is taken in the cheaper order.
 
     Backends: Array API ``matmul`` everywhere.  No host read: the same path runs eager and under ``jax.jit``.
@@ -212,7 +213,7 @@ def nearest_kron(
 
     Notes
     -----
-    Seed appendix G.1, Lemma G.1 and Corollary G.2: ``‖C − A ⊗ B‖_F =
+    [Stratos 2026][stratos-2026] App. G.1, Lemma G.1 and Corollary G.2: ``‖C − A ⊗ B‖_F =
     ‖rearrange(C) − vec(A) vec(B)ᵀ‖_F``, so the optimum is the rank-1 SVD truncation
     ``A = a view(u₁, m, d)``, ``B = b view(v₁, n, l)``, ``a b = σ₁``.  Section 6.2 uses it
     with ``C = E[g gᵀ]``, ``a_shape = (m, m)``, ``b_shape = (n, n)``.  NaN/Inf in ``C``
@@ -333,8 +334,8 @@ def shampoo_factors(G: Any, state: ShampooFactors | None = None, /, *, beta: flo
 
     Notes
     -----
-    Seed §6.2: one power step from ``vec(I)`` on ``E[G ⊗ G] = rearrange(E[g gᵀ])`` gives
-    ``vec(E[G Gᵀ])`` and ``vec(E[Gᵀ G])``.
+    [Stratos 2026][stratos-2026] §6.2: one power step from ``vec(I)`` on
+    ``E[G ⊗ G] = rearrange(E[g gᵀ])`` gives ``vec(E[G Gᵀ])`` and ``vec(E[Gᵀ G])``.
 
     Backends: Array API matmuls everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 

@@ -1,7 +1,7 @@
 """Curvature kept as a truncated eigendecomposition ``Q diag(L) Qᵀ``: updates, truncation, reprojection.
 
 The whole of the low-rank eigenbasis (LRE) algorithm of
-``lre-low-rank-eigenbasis.md`` ("The algorithm", steps 2-5 and "Basis algorithms"),
+[LRE 2025][lre-2025] ("The algorithm", steps 2-5 and "Basis algorithms"),
 plus GGT's history eigendecomposition.  ``Q`` is ``(..., n, r)`` with orthonormal
 columns, ``L`` is ``(..., r)`` in descending order.  No ``n × n`` matrix is formed:
 every function costs ``O(n r²)`` or less.
@@ -132,7 +132,7 @@ def lowrank_eigh_update(
 
     Notes
     -----
-    Seed: ``lre-low-rank-eigenbasis.md``, "The algorithm" step 3 and "Basis algorithms"
+    [LRE 2025][lre-2025], "The algorithm" step 3 and "Basis algorithms"
     2 (direct) and 3 (randomized).  With ``A = d·Q L Qᵀ + (1−d)·C S Cᵀ``, write
     ``C = Q P + W B`` with ``P = Qᵀ C`` and ``W`` orthonormal, ``W ⟂ Q`` (two passes
     of projection, then QR).  Then ``A = [Q W] K [Q W]ᵀ`` with the core
@@ -270,7 +270,7 @@ def _batch_shape(*arrays: Any, core: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def _update_randomized(L, Q, C, S, a, b, rank, seed, return_discarded, xp):
-    """Seed "Basis algorithms" 3: randomized eigh of the implicit ``a Q L Qᵀ + b C S Cᵀ``."""
+    """LRE 2025, "Basis algorithms" 3: randomized eigh of the implicit ``a Q L Qᵀ + b C S Cᵀ``."""
     from xpmat.iteration import randomized_eigh
 
     n = Q.shape[-2]
@@ -320,7 +320,7 @@ def lowrank_eigh_truncate(
         **negative** ones.  ``rtol = 0`` removes exactly the non-positive ones.
         Default ``None``: no threshold.
     shift : float
-        Added to every kept eigenvalue (the seed's "add constant value").
+        Added to every kept eigenvalue (LRE's "add constant value").
     xp : namespace, optional
 
     Returns
@@ -332,7 +332,7 @@ def lowrank_eigh_truncate(
 
     Notes
     -----
-    Seed: ``lre-low-rank-eigenbasis.md``, "The algorithm" step 4.
+    [LRE 2025][lre-2025], "The algorithm" step 4.
 
     **Removed means zeroed, not dropped.**  The ``rtol`` cut would give every matrix of
     a batch its own rank (ragged shapes) and would need a host round trip to learn
@@ -403,7 +403,7 @@ def reproject_moments(
 
     Notes
     -----
-    Seed: ``lre-low-rank-eigenbasis.md``, "The algorithm" step 5.  ``C`` costs
+    [LRE 2025][lre-2025], "The algorithm" step 5.  ``C`` costs
     ``O(n r_new r_old)``; ``v_new`` stays non-negative for ``v ≥ 0``.
 
     Backends: standard Array API only.  No host read: the same path runs eager and under ``jax.jit``.
@@ -470,12 +470,12 @@ def lowrank_inv_root_apply(
 
     Notes
     -----
-    Seed: ``lre-low-rank-eigenbasis.md``, "The algorithm", last step ("precondition the
+    [LRE 2025][lre-2025], "The algorithm", last step ("precondition the
     gradient by computing ``Q L^(-1/2) Qᵀ g`` ... or ``Q L^(-1) Qᵀ g``"); full-matrix
-    AdaGrad is ``adaptive-learning-methods.md`` section 3.2.
+    AdaGrad is [Stratos 2026, §3.2][stratos-2026].
 
     The **orthogonal complement** of ``span(Q)`` is projected out: the part
-    ``g − Q Qᵀ g`` contributes nothing, as in the seed (the preconditioner is the
+    ``g − Q Qᵀ g`` contributes nothing, as in LRE (the preconditioner is the
     pseudo-inverse root of the low-rank curvature).  Eigenvalues ``λ ≤ 0`` (empty
     slots left by :func:`lowrank_eigh_truncate`, negative curvature that was not
     truncated) are skipped likewise, never inverted; so zero ``L`` gives a zero
@@ -539,7 +539,7 @@ def ggt_eigh(H: Any, /, *, rank: int | None = None, rtol: float | None = None, x
 
     Notes
     -----
-    GGT (Agarwal et al., 2019) and ``lre-low-rank-eigenbasis.md``, "Basis algorithms" 1:
+    GGT ([Agarwal et al. 2019][agarwal-2019]) and [LRE 2025][lre-2025], "Basis algorithms" 1:
     ``Hᵀ H = V diag(L) Vᵀ`` (``k × k``) gives ``H Hᵀ = (H V L^(-1/2)) diag(L) (…)ᵀ``.
     Cost ``O(n k²)``.  The Gram squares the condition number: eigenvalues below about
     ``u · L_max`` are not resolved (``rtol`` zeroes them rather than returning noise).

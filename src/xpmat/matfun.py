@@ -2,7 +2,7 @@
 
 Two routes: an eigendecomposition (exact up to rounding, any real ``p > 0``) and the
 coupled Newton iteration (matmuls only, integer ``p``), which is what GPU Shampoo
-implementations run.  Seed: ``adaptive-learning-methods.md`` section 5 (Shampoo's
+implementations run.  [Stratos 2026][stratos-2026] §5 (Shampoo's
 ``L^(-1/4) G R^(-1/4)``, eq. 53) and section 6.2 (``E[GGᵀ]^(-1/2)``, eq. 63).
 """
 
@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from xpmat import _array
 
-__all__ = ["ConvergenceWarning", "InvRootInfo", "inv_root"]
+__all__ = ["ConvergenceWarning", "InvRootInfo", "inv_root", "inv_root_from_eig"]
 
 
 class ConvergenceWarning(RuntimeWarning):
@@ -113,7 +113,7 @@ def inv_root(
     ``n·u·max(w + eps)`` (zero, rounding noise, or negative: ``A`` not PSD) map to 0,
     so a zero matrix gives a zero matrix, never Inf or NaN.
 
-    ``"newton"`` is the coupled iteration of Guo & Higham (2006), as run by
+    ``"newton"`` is the coupled iteration of [Guo & Higham 2006][guo-higham-2006], as run by
     Distributed Shampoo: with ``z = (p + 1) / (2‖A‖_F)``,
     ``X₀ = z^(1/p) I``, ``M₀ = z A`` and
 
@@ -131,7 +131,7 @@ def inv_root(
     Measured for ``κ(A) = 1e4``: float32 relative error ≈ 8e-5 (p = 2), 3e-5 (p = 4)
     in 16 steps; float64 ≈ 2e-13 in 18 steps.
 
-    Seed: ``adaptive-learning-methods.md`` section 5, eq. (53) and section 6.2, eq. (63).
+    [Stratos 2026, §5, eq. 53 and §6.2, eq. 63][stratos-2026].
 
     Backends: standard Array API only (``xp.linalg.eigh``, ``@``) on every library.
     Host reads: none for ``"eigh"``; ``"newton"`` reads the residual every
@@ -279,3 +279,39 @@ def _inv_root_newton(A: Any, p: int, eps: float, iters: int, tol: float, check_e
     X = (X + _array.mT(X, xp)) / 2
     err = xp.where(zero, xp.zeros_like(err), err)
     return X, err, done & ~zero, zero, k
+
+
+def inv_root_from_eig(w: Any, V: Any, p: float, /, *, xp: Any = None) -> Any:
+    """The pseudo-inverse ``p``-th root ``V diag(w^(-1/p)) Vᵀ`` of ``A = V diag(w) Vᵀ``.
+
+    Parameters
+    ----------
+    w : array (..., n)
+        Eigenvalues (any order).
+    V : array (..., n, n)
+        Orthonormal eigenvectors in the columns, matching ``w``.
+    p : float > 0
+    xp : namespace, optional
+
+    Returns
+    -------
+    array (..., n, n)
+        Symmetrized; eigenvalues ``<= n·u·max(w)`` (``u`` the unit roundoff) map to 0, as
+        :func:`inv_root` with ``method="eigh"`` does.
+
+    Notes
+    -----
+    For callers that already hold an eigendecomposition (Shampoo's tracked eigenbasis,
+    ``[Stratos 2026][stratos-2026]`` Q.2.1).
+
+    Backends: standard Array API.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat.matfun import inv_root_from_eig
+    >>> np.round(inv_root_from_eig(np.array([4.0, 16.0]), np.eye(2), 2), 6).tolist()
+    [[0.5, 0.0], [0.0, 0.25]]
+    """
+    xp = _array.array_namespace(w, V, names=("w", "V"), xp=xp)
+    return _inv_root_from_eig(w, V, p, xp)

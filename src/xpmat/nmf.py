@@ -1,12 +1,13 @@
 """Nonnegative matrix factorization under the I-divergence, by (generalized) EM.
 
-Seed ``adaptive-learning-methods.md`` appendix L (NMF, EM, rank one, AdamNMF) and
-section 4.7 (Adafactor, eq. 52).  ``C ≈ A B`` with ``C (..., m, n) ≥ 0``, ``A (..., m, r)``,
+[Stratos 2026, App. L][stratos-2026] (NMF, EM, rank one, AdamNMF) and
+§4.7 (Adafactor, eq. 52).  ``C ≈ A B`` with ``C (..., m, n) ≥ 0``, ``A (..., m, r)``,
 ``B (..., r, n)``.
 
-The EM step is the *blockwise* form of footnote 22 (ERRATA): update ``A`` from
+The EM step is the *blockwise* form of footnote 22: update ``A`` from
 ``R = C ⊘ A B``, recompute ``R`` with the new ``A``, then update ``B`` from the new ``A``.
-The simultaneous form printed as eq. (124) is not offered (it ends far worse, see ERRATA).
+The simultaneous form printed as eq. (124) is not offered (it ends far worse, see
+[References][departure-nmf-blockwise]).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def i_divergence(C: Any, M: Any, /, *, xp: Any = None) -> Any:
 
     Notes
     -----
-    Seed appendix L, eq. (119); it equals KL when both are distributions.  No input check
+    [Stratos 2026, App. L, eq. 119][stratos-2026]; it equals KL when both are distributions.  No input check
     (no host sync): negative entries give NaN.
 
     Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.
@@ -214,8 +215,8 @@ def nmf_em_step(C: Any, A: Any, B: Any, /, *, eps: float = EPS, xp: Any = None) 
 
     Notes
     -----
-    Seed appendix L, eq. (123) in the blockwise form of footnote 22 (ERRATA: eq. (124) as
-    printed updates ``B`` from the old ``A`` and writes ``A Rᵀ`` for ``Aᵀ R``).  Each half is
+    [Stratos 2026, App. L, eq. 123][stratos-2026] in the blockwise form of footnote 22 (eq. 124
+    as printed updates ``B`` from the old ``A`` and writes ``A Rᵀ`` for ``Aᵀ R``).  Each half is
     an exact EM M-step for its block, so ``IDiv(C, A B)`` is non-increasing.
 
     Backends: NumPy runs a fast path that reuses one private ``m × n`` buffer in place and
@@ -323,9 +324,9 @@ def nmf(
 
     Notes
     -----
-    Seed appendix L: generalized EM for the Poisson model of L.1, blockwise update (123)
-    (footnote 22, ERRATA), so the divergence is monotone non-increasing.  Each step costs
-    four ``m n r`` matmuls and two ``m × n`` ratio passes.
+    [Stratos 2026, App. L][stratos-2026]: generalized EM for the Poisson model of L.1, blockwise
+    update (123) (footnote 22, [References][departure-nmf-blockwise]), so the divergence is
+    monotone non-increasing.  Each step costs four ``m n r`` matmuls and two ``m × n`` ratio passes.
 
     Backends: NumPy fast path with a reused private buffer; Array API form elsewhere
     (PyTorch, CuPy, array-api-strict, JAX).  One host sync at entry (input check), plus one
@@ -444,7 +445,7 @@ def nmf_rank1(C: Any, /, *, xp: Any = None) -> tuple[Any, Any]:
 
     Notes
     -----
-    Seed appendix L, "Rank one": the stationary conditions ``A = C 1 / B 1`` and
+    [Stratos 2026, App. L][stratos-2026], "Rank one": the stationary conditions ``A = C 1 / B 1`` and
     ``B = 1ᵀ C / 1ᵀ A`` are solved in closed form; it is also the fixed point of
     :func:`nmf_em_step` (one step from here returns it).
 
@@ -519,11 +520,11 @@ def nmf_online_step(G: Any, A: Any, B: Any, /, *, beta: float | None = None, eps
     Parameters
     ----------
     G : array, shape (..., m, n)
-        The new gradient (AdamNMF step (a); the seed's ``m × r`` is a typo, see ERRATA).
+        The new gradient (AdamNMF step (a); ``m × n``, see [References][departure-adamnmf-shape]).
     A, B : arrays, shapes (..., m, r), (..., r, n)
         The previous factors (warm start), nonnegative.
     beta : float in [0, 1), optional
-        ``None`` (the seed's AdamNMF): the EM target is ``G²``.  Otherwise the target is the
+        ``None`` (AdamNMF as published): the EM target is ``G²``.  Otherwise the target is the
         EMA ``β A B + (1 − β) G²``, an extension that smooths the estimate over steps.
     eps : float
         See :func:`nmf_em_step`.
@@ -536,7 +537,7 @@ def nmf_online_step(G: Any, A: Any, B: Any, /, *, beta: float | None = None, eps
 
     Notes
     -----
-    Seed appendix L.2 (AdamNMF step (b)), with the blockwise update of footnote 22 (ERRATA).
+    [Stratos 2026, App. L.2][stratos-2026] (AdamNMF step (b)), with the blockwise update of footnote 22.
     No input check (hot path).
 
     Backends: as :func:`nmf_em_step`.
@@ -584,7 +585,7 @@ def adafactor_factors(G: Any, state: AdafactorFactors | None = None, /, *, beta2
         Previous factors; ``None`` starts from ``a₀ = 0``, ``s₀ = 0`` (seed convention).
     beta2 : float in [0, 1)
     eps : float
-        Added to ``G²`` before the sums (Adafactor's ``ε₁``; 0 as in the seed).
+        Added to ``G²`` before the sums (Adafactor's ``ε₁``; 0 as in §4.7).
 
     Returns
     -------
@@ -594,8 +595,8 @@ def adafactor_factors(G: Any, state: AdafactorFactors | None = None, /, *, beta2
 
     Notes
     -----
-    Seed §4.7, eq. (52): the EMAs of the row and column sums of ``G²``, the online form of
-    the rank-1 I-divergence NMF (:func:`nmf_rank1`).  Read ``V̂`` with
+    [Stratos 2026, §4.7, eq. 52][stratos-2026]: the EMAs of the row and column sums of
+    ``G²``, the online form of the rank-1 I-divergence NMF (:func:`nmf_rank1`).  Read ``V̂`` with
     :func:`adafactor_second_moment`.
 
     Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.

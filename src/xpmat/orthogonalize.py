@@ -1,9 +1,9 @@
 """Orthogonalization: orthonormal bases (Householder QR, CholeskyQR2), msign, polar.
 
-Math: ``adaptive-learning-methods.md`` section 7 (Muon, msign) and appendix Q.3 / Q.3.1
-(Newton–Schulz, eqs. 146–147); ``dion-vs-powersgd.md`` (QR / CholeskyQR of the power step);
-``ERRATA.md`` on Q.3 (Frobenius normalization leaves the smallest singular value far below
-the 1e-3 the Polar Express coefficients are designed for).
+Math: [Stratos 2026, §7 and App. Q.3 / Q.3.1][stratos-2026] (Muon, msign; Newton–Schulz,
+eqs. 146–147); [Pethick 2025][pethick-2025] (QR / CholeskyQR of the power step); departure:
+Frobenius normalization leaves the smallest singular value far below the 1e-3 the Polar
+Express coefficients are designed for ([References][departure-polar-express-range]).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from xpmat import _array
 from xpmat._array import mT
 
-__all__ = ["msign", "ns_schedule", "orthonormalize", "polar"]
+__all__ = ["NORMALIZATIONS", "msign", "newton_schulz", "ns_schedule", "orthonormalize", "polar"]
 
 _ORTH_METHODS = ("auto", "householder", "cholesky_qr2")
 # CholeskyQR2 is accepted when the first pass leaves ‖Q1ᵀQ1 − I‖_max below this; the second
@@ -131,7 +131,7 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     Notes
     -----
     For full-column-rank ``X`` the factor with positive diag(R) is unique, so every method
-    returns the same ``Q`` (to rounding).  CholeskyQR2 (Yamamoto et al. 2015) is accurate
+    returns the same ``Q`` (to rounding).  CholeskyQR2 ([Yamamoto et al. 2015][yamamoto-2015]) is accurate
     when ``κ(X)² u ≲ 1`` (κ ≲ 1e7 in float64, ≲ 3e3 in float32): after the first pass the
     Gram ``Q1ᵀQ1`` must be within 0.1 of the identity entry-wise and both Cholesky
     factorizations must succeed, else the call recomputes with Householder.  That acceptance
@@ -145,8 +145,8 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     back, and Householder returns an orthonormal ``Q`` whose columns beyond the rank complete
     the basis arbitrarily (no NaN; zero ``X`` gives an orthonormal ``Q``, not zeros).
     NaN/Inf input gives non-finite output.  Used for the QR of orthogonal / power iteration
-    (``adaptive-learning-methods.md`` Q.2, eqs. 142–145) and Dion's / PowerSGD's power step
-    (``dion-vs-powersgd.md``).
+    ([Stratos 2026, App. Q.2, eqs. 142–145][stratos-2026]) and Dion's / PowerSGD's power step
+    ([Pethick 2025][pethick-2025]).
 
     Backends: ``xp.linalg.qr`` / ``xp.linalg.cholesky`` everywhere; torch uses
     ``torch.linalg.cholesky_ex`` (no exception on failure); triangular solves through
@@ -215,9 +215,9 @@ def ns_schedule(name: Any, steps: int) -> list[tuple[float, float, float]]:
     name : {"polar_express", "jordan", "quintic", "cubic"} or sequence of (a, b, c)
         ``"cubic"`` (3/2, −1/2, 0) and ``"quintic"`` (15/8, −5/4, 3/8) are the osculating
         polynomials of Q.3.1 (φ(1) = 1, φ'(1) = 0, and φ''(1) = 0 for the quintic);
-        ``"jordan"`` (3.4445, −4.7750, 2.0315) is Jordan et al.'s (2024) fixed quintic;
+        ``"jordan"`` (3.4445, −4.7750, 2.0315) is [Jordan et al. 2024][jordan-2024]'s fixed quintic;
         ``"polar_express"`` is a per-step minimax schedule designed here
-        (``tools/design_polar_express.py``, following Amsel et al. 2025, "The Polar
+        (``tools/design_polar_express.py``, following [Amsel et al. 2025][amsel-2025], "The Polar
         Express"; data in ``xpmat/data/polar_express.json``).  A user sequence of
         ``(a, b, c)`` tuples is accepted as is.
     steps : int >= 0
@@ -234,7 +234,7 @@ def ns_schedule(name: Any, steps: int) -> list[tuple[float, float, float]]:
     (Remez exchange), then ``[l, u] ← [min p_t, max p_t]``, starting from ``[1e-3, 1]``;
     each step is evaluated at ``x / 1.01`` (coefficients ``a/1.01, b/1.01³, c/1.01⁵``) for
     robustness to rounding, and once the interval is within 1e-4 of 1 the schedule ends at
-    (15/8, −5/4, 3/8).  ``adaptive-learning-methods.md`` Q.3 (eq. 146) and Q.3.1 (eq. 147).
+    (15/8, −5/4, 3/8).  [Stratos 2026, App. Q.3 eq. 146, Q.3.1 eq. 147][stratos-2026].
 
     Backends: pure Python (host floats).
 
@@ -315,8 +315,9 @@ def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normali
         ``max(‖G‖_F, eps)``; ``"spectral_estimate"`` then divides by the upper bound
         ``‖(X Xᵀ)⁸‖_F^{1/16}`` of σ_max (three extra small-side squarings; over-estimates
         σ_max by at most ``min(m, n)^{1/32}``, e.g. 1.19 at 256); ``"aol"`` multiplies the
-        small side by ``D = diag(Σ_j |X Xᵀ|_ij)^{-1/2}`` (Prach & Lampert's AOL rescaling,
-        σ_max(D X) ≤ 1 guaranteed).  AOL changes the matrix, so the result is
+        small side by ``D = diag(Σ_j |X Xᵀ|_ij)^{-1/2}`` (the AOL rescaling of
+        [Prach & Lampert 2022][prach-lampert-2022], σ_max(D X) ≤ 1 guaranteed).
+        AOL changes the matrix, so the result is
         ``msign(D G)`` — a Turbo-Muon-style approximation of ``msign(G)``, exact only when
         the rows (of the small side) are orthogonal.
     compute_dtype : dtype or name, optional
@@ -332,12 +333,12 @@ def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normali
 
     Notes
     -----
-    ``adaptive-learning-methods.md`` section 7 (Muon) and Q.3.1 eq. (147): with
+    [Stratos 2026, §7 (Muon) and App. Q.3.1 eq. 147][stratos-2026]: with
     ``X₀ = G / ‖G‖`` and ``A = X Xᵀ`` on the smaller side (``G`` is transposed when
     ``m > n``), each step is ``X ← a X + (b A + c A²) X`` — one Gram product, one square
     product, one multiply — which applies ``p(σ) = a σ + b σ³ + c σ⁵`` to every singular
     value.  Rank-deficient ``G``: zero singular values stay zero (the result is
-    ``U_r V_rᵀ`` on the range).  ERRATA (Q.3): Frobenius scaling puts σ_min/σ_max = 1e-3
+    ``U_r V_rᵀ`` on the range).  Departure (App. Q.3): Frobenius scaling puts σ_min/σ_max = 1e-3
     near 1e-4 for n ≈ 256, below the 1e-3 the designed schedule targets; more steps or
     ``normalize="spectral_estimate"`` close the gap (figures in docs/orthogonalize.md).
     NaN/Inf input gives NaN output.
@@ -439,7 +440,7 @@ def polar(G: Any, /, *, method: str = "svd", steps: int = 10, schedule: Any = "p
     Notes
     -----
     ``U = msign(G)`` is the nearest matrix with orthonormal columns (rows when m < n) to
-    G (``adaptive-learning-methods.md`` Q.3.1).  For rank-deficient G, ``U`` is not unique
+    G ([Stratos 2026, App. Q.3.1][stratos-2026]).  For rank-deficient G, ``U`` is not unique
     (SVD picks one completion; Newton–Schulz gives ``U_r V_rᵀ``), ``H`` is unique.
 
     Backends: ``xp.linalg.svd`` for "svd"; standard matmuls for "newton_schulz".
@@ -470,3 +471,51 @@ def polar(G: Any, /, *, method: str = "svd", steps: int = 10, schedule: Any = "p
                   compute_dtype=compute_dtype, eps=eps, xp=xp)
         H = mT(U, xp) @ Gf
     return U, (H + mT(H, xp)) / 2
+
+
+NORMALIZATIONS = _NORMALIZE  # the ``normalize`` choices of msign / newton_schulz
+
+
+def newton_schulz(X: Any, coeffs: Any, /, *, normalize: str = "fro", eps: float = 1e-7,
+                  scale: float = 1.0, xp: Any = None) -> Any:
+    """``scale · msign(X)`` by the Newton–Schulz loop of :func:`msign`, in ``X``'s own dtype.
+
+    For callers that validated their input and chose their precision (Muon's batched step):
+    no dtype promotion, no zero-size check, no copy of ``X``.
+
+    Parameters
+    ----------
+    X : array (..., m, n), m, n >= 1
+        Real floating, already in the compute dtype.
+    coeffs : list of (a, b, c)
+        Per-step coefficients, e.g. ``ns_schedule("polar_express", 5)``.
+    normalize : {"fro", "spectral_estimate", "aol"}
+        As :func:`msign` (see :data:`NORMALIZATIONS`).
+    eps : float
+        Floor of the Frobenius norm (zero ``X`` gives zeros).
+    scale : float
+        Folded into the last step's coefficients, so ``scale · msign(X)`` costs no extra pass
+        over the result.
+    xp : namespace, optional
+
+    Returns
+    -------
+    array (..., m, n)
+        ``X``'s namespace, dtype and layout.
+
+    Notes
+    -----
+    ``[Stratos 2026][stratos-2026]`` Q.3.1 eq. (147), as :func:`msign`.
+
+    Backends: standard Array API matmuls; PyTorch fuses the steps (``addmm`` / ``baddbmm``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat.orthogonalize import newton_schulz, ns_schedule
+    >>> X = np.diag([2.0, 1.0])
+    >>> np.round(newton_schulz(X, ns_schedule("polar_express", 8), scale=-0.5), 4).tolist()
+    [[-0.5, 0.0], [0.0, -0.5]]
+    """
+    xp = _array.array_namespace(X, names=("X",), xp=xp)
+    return _newton_schulz(X, list(coeffs), normalize=normalize, eps=eps, xp=xp, scale=scale)

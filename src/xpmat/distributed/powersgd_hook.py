@@ -1,6 +1,6 @@
 """PowerSGD+ communication hook for ``torch.nn.parallel.DistributedDataParallel``.
 
-powersgd-plus.md Algorithm 1 (SSP-Comp, SVD-Comp), Algorithm 2, eq. (7a)–(9)::
+[Xie, Chen, Yuan 2025][xie-chen-yuan-2025] Algorithm 1 (SSP-Comp, SVD-Comp), Algorithm 2, eq. (7a)–(9)::
 
     ddp.register_comm_hook(PowerSGDPlusState(None, 4, start_powerSGD_iter=10), powersgd_plus_hook)
 
@@ -319,7 +319,7 @@ def powersgd_plus_hook(state: PowerSGDPlusState, bucket):  # DDP checks: no anno
 
     Notes
     -----
-    powersgd-plus.md Algorithm 1 (SSP-Comp; SVD-Comp without its redundant second
+    [Xie, Chen, Yuan 2025][xie-chen-yuan-2025] Algorithm 1 (SSP-Comp; SVD-Comp without its redundant second
     all-reduce), Algorithm 2 (``t mod τ = 0`` restarts counted from ``start_powerSGD_iter``),
     eq. (7a)–(9).  Communication per step and compressed ``m × n`` matrix: ``(m + n) r``
     numbers (one fused all-reduce of the uncompressed tensors with the ``P``'s, one of the
@@ -337,9 +337,7 @@ def powersgd_plus_hook(state: PowerSGDPlusState, bucket):  # DDP checks: no anno
     >>> state.stats()["restarts"]
     0
     """
-    import torch
     import torch.distributed as dist
-
 
     if not isinstance(state, PowerSGDPlusState):
         raise TypeError(f"state must be a PowerSGDPlusState, got {type(state).__name__}")
@@ -366,24 +364,35 @@ def powersgd_plus_hook(state: PowerSGDPlusState, bucket):  # DDP checks: no anno
 
     if state._xp is None:
         state._xp = _array.array_namespace(buf)
-    ef = state.use_error_feedback
-    dev, dtype = buf.device, buf.dtype
-    for g in groups:  # (7a): Δ = g + e, in the bucket
-        if ef:
-            for k, v in zip(g.keys, g.views, strict=True):
-                e = state.error_dict.get(k)
-                if e is not None:
-                    v.add_(e.to(device=dev, dtype=dtype))
-        g.stack()
-
+    _add_error(state, groups, buf.device, buf.dtype)
     if restart:
         state._account(bucket, plain, plain, True)
         return _restart(state, buf, groups, group, world, step)
     n_unc = sum(t.numel() for t in uncompressed)
     n_pq = sum(len(g.keys) * (g.m + g.n) * g.r for g in groups)
     state._account(bucket, (n_unc + n_pq) * item, plain, False)
+    return _ssp_compress(state, buf, groups, uncompressed, group, world)
 
-    _initial_q(state, groups, dev, dtype)
+
+def _add_error(state: PowerSGDPlusState, groups: list[_Group], dev: Any, dtype: Any) -> None:
+    """(7a): ``Δ = g + e`` in the bucket (with error feedback), then each group's stack."""
+    for g in groups:
+        if state.use_error_feedback:
+            for k, v in zip(g.keys, g.views, strict=True):
+                e = state.error_dict.get(k)
+                if e is not None:
+                    v.add_(e.to(device=dev, dtype=dtype))
+        g.stack()
+
+
+def _ssp_compress(state: PowerSGDPlusState, buf: Any, groups: list[_Group], uncompressed: list[Any],
+                  group: Any, world: int) -> Any:
+    """SSP-Comp: all-reduce ``P = Δ Q`` (with the uncompressed tensors), ``P̃ = orth(P)``,
+    all-reduce ``Q = Δᵀ P̃``; the future resolves to the bucket holding ``P̃ Qᵀ``."""
+    import torch
+    import torch.distributed as dist
+
+    _initial_q(state, groups, buf.device, buf.dtype)
     for g in groups:
         g.P = torch.bmm(g.M, g.Q0)
     flat = torch.cat([t.reshape(-1) for t in uncompressed] + [g.P.reshape(-1) for g in groups])
@@ -394,7 +403,7 @@ def powersgd_plus_hook(state: PowerSGDPlusState, bucket):  # DDP checks: no anno
     # block all of gloo's threads, and hang.
     dist.all_reduce(flat, group=group)
     _unpack_into(flat, uncompressed, world)
-    off = n_unc
+    off = sum(t.numel() for t in uncompressed)
     for g in groups:
         size = g.P.numel()
         g.P = orthonormalize(flat[off:off + size].view(g.P.shape), method=state.orthogonalize,
@@ -410,7 +419,7 @@ def powersgd_plus_hook(state: PowerSGDPlusState, bucket):  # DDP checks: no anno
             size = g.Q.numel()
             Q = qflat[off:off + size].view(g.Q.shape)
             off += size
-            _finish(state, g, torch.bmm(g.P, Q.transpose(1, 2)), Q, ef)
+            _finish(state, g, torch.bmm(g.P, Q.transpose(1, 2)), Q, state.use_error_feedback)
         return buf
 
     return _allreduce(qflat, group).then(decompress)

@@ -1,82 +1,180 @@
-"""The functional optimizer framework: transforms, ``chain``, hyper-parameters, helpers.
+"""Internal helpers shared by the optimizer modules: hyper-parameter checks, lists, shapes, dtypes.
 
-Every method in :mod:`xpmat.optim` is a module with the same four names::
+Documented here once; the building blocks of :mod:`xpmat.optim.transforms` and every method
+module use them.  Nothing here knows an optimizer.
 
-    DEFAULTS                       # dict: hyper-parameter -> default value
-    init(params, **hyper)          # -> state: a list with one NamedTuple of arrays per parameter
-    update(grads, state, params, **hyper)   # -> (updates, new_state)
-    transform(**hyper)             # -> Transform(init, update) with the hyper-parameters bound
-
-Conventions (optax style, see ``CONVENTIONS.md``):
-
-- ``params`` and ``grads`` are *lists* (or tuples) of arrays from one Array API library
-  (NumPy, PyTorch, CuPy, array-api-strict, ...).  Dicts / pytrees are not walked: pass
-  ``list(d.values())``.  The state is a list of the same length.
-- ``updates`` are *added* to the parameters: ``new_p = p + u`` (:func:`apply_updates`).
-  An update carries the learning rate and the sign, so it is a descent step.
-- Pure functions: nothing is written into ``grads``, ``state`` or ``params``; new arrays are
-  returned.  The step counter is a 0-d array in each parameter's state (``step``), so the
-  functions can be traced or captured (no host read of the counter unless a method says so).
-- State dtype: the parameter's dtype, except float16/bfloat16 parameters which keep float32
-  state (``state_dtype=`` overrides); updates come back in the state dtype and
-  :func:`apply_updates` casts the sum back to the parameter dtype.
-- Matrix methods (Muon, Dion, ...) view a parameter of shape ``(out, d1, d2, ...)`` as the
-  matrix ``(out, d1·d2·...)`` (conv kernels) and refuse 1-D parameters; :func:`route` sends
-  those to another transform (AdamW by default in the torch classes).
+Hyper-parameters
+    :func:`resolve_hyper` merges a method's ``DEFAULTS`` with the caller's values: an unknown
+    name is a ``TypeError`` listing the known ones, a renamed one a ``TypeError`` naming its new
+    name.  ``check_*`` raise a ``ValueError`` that names the argument and its allowed range
+    (``TypeError`` for a value of the wrong kind), and accept no NaN.
+Lists
+    ``params``, ``grads`` and states are lists (or tuples) of equal length
+    (:func:`check_lists`).
+Shapes
+    Matrix methods view a parameter ``(out, d1, d2, ...)`` as ``(out, d1·d2·...)``
+    (:func:`matrix_shape`); :func:`resolve_rank` turns ``rank`` into an integer per matrix.
+    Methods that precondition a flattened parameter cut it into equal blocks
+    (:func:`block_layout`, :func:`to_blocks`, :func:`from_blocks`).
+Dtypes
+    State is kept in the parameter's dtype, float32 for float16 / bfloat16 parameters
+    (:func:`state_dtype_for`); counters are 0-d arrays (:func:`zeros_step`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 from xpmat import _array
 
 __all__ = [
-    "Transform",
     "apply_updates",
-    "chain",
-    "check_hyper",
+    "block_layout",
+    "check_betas",
+    "check_bool",
+    "check_choice",
+    "check_common",
+    "check_dtype",
+    "check_int",
+    "check_lists",
+    "check_rank",
+    "check_rank_fits",
+    "check_real",
+    "from_blocks",
     "group_by_shape",
+    "host_steps",
     "matrix_shape",
+    "resolve_hyper",
     "resolve_rank",
-    "route",
+    "run_init",
+    "run_update",
     "state_dtype_for",
+    "to_blocks",
     "zeros_step",
 ]
 
 
-class Transform(NamedTuple):
-    """A pair of pure functions ``init(params) -> state`` and
-    ``update(grads, state, params) -> (updates, state)`` with hyper-parameters bound."""
+# ----------------------------------------------------------------------------- hyper-parameters
+def resolve_hyper(defaults: dict[str, Any], hyper: dict[str, Any], method: str,
+                  renamed: dict[str, str] | None = None) -> dict[str, Any]:
+    """``defaults`` updated by ``hyper``.
 
-    init: Callable[[Sequence[Any]], Any]
-    update: Callable[[Sequence[Any], Any, Sequence[Any]], tuple[list[Any], Any]]
-
-
-def check_hyper(defaults: dict[str, Any], hyper: dict[str, Any], method: str) -> dict[str, Any]:
-    """``defaults`` updated by ``hyper``; an unknown name is a ``TypeError`` listing the known ones."""
-    unknown = set(hyper) - set(defaults)
+    A name in ``renamed`` (old -> new) raises a ``TypeError`` naming the new one; any other
+    unknown name a ``TypeError`` listing the known ones.
+    """
+    unknown = [k for k in hyper if k not in defaults]
     if unknown:
-        raise TypeError(f"{method}: unknown hyper-parameter(s) {sorted(unknown)}; "
-                        f"known: {sorted(defaults)}")
+        raise unknown_argument(unknown, defaults, method, renamed)
     out = dict(defaults)
     out.update(hyper)
     return out
 
 
-def bind(defaults: dict[str, Any], hyper: dict[str, Any], method: str, validate: Any,
-         init: Any, update: Any) -> Transform:
-    """A :class:`Transform` for a method's ``init``/``update`` with checked ``hyper`` bound."""
-    h = check_hyper(defaults, hyper, method)
-    validate(h)
-    return Transform(lambda params: init(params, **h),
-                     lambda grads, state, params: update(grads, state, params, **h))
+def check_common(h: dict[str, Any]) -> None:
+    """The hyper-parameters every method has: ``lr``, ``weight_decay`` (if any), ``schedule``."""
+    check_real("lr", h["lr"])
+    if "weight_decay" in h:
+        check_real("weight_decay", h["weight_decay"])
+    check_real("schedule", h["schedule"])
+    check_dtype("state_dtype", h.get("state_dtype"))
 
 
-def _check_lists(params: Sequence[Any], grads: Sequence[Any] | None = None,
-                 state: Sequence[Any] | None = None) -> None:
+def run_init(t: Any, params: Sequence[Any]) -> list[Any]:
+    """``t.init(params)`` after checking ``params`` is a list (the module-level ``init``)."""
+    check_lists(params)
+    return t.init(list(params))
+
+
+def run_update(t: Any, grads: Sequence[Any], state: Sequence[Any], params: Sequence[Any]):
+    """``t.update(grads, state, params)`` after checking the lists (the module-level ``update``)."""
+    check_lists(params, grads, state)
+    return t.update(list(grads), list(state), list(params))
+
+
+def unknown_argument(names: Sequence[str], known: Any, method: str,
+                     renamed: dict[str, str] | None = None) -> TypeError:
+    """The ``TypeError`` for unknown argument ``names`` (renamed ones name their successor)."""
+    renamed = renamed or {}
+    old = [k for k in names if k in renamed]
+    if old:
+        return TypeError(f"{method}: " + "; ".join(f"`{k}` was renamed: {renamed[k]}" for k in old)
+                         + " (see 'Migration' in docs/optim.md)")
+    return TypeError(f"{method}: unknown argument(s) {sorted(names)}; known: {sorted(known)}")
+
+
+def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
+    lo = "(" if low_open or low == -math.inf else "["
+    hi = ")" if high_open or high == math.inf else "]"
+    return f"{lo}{low:g}, {'inf' if high == math.inf else f'{high:g}'}{hi}"
+
+
+def check_real(name: str, value: Any, low: float = 0.0, high: float = math.inf, *,
+               low_open: bool = False, high_open: bool = False, none: bool = False) -> None:
+    """``value`` is a real number in the interval (``None`` too when ``none``)."""
+    if value is None and none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number{' or None' if none else ''}, got {value!r}")
+    ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:  # NaN fails both comparisons
+        raise ValueError(f"{name} must lie in {_interval(low, high, low_open, high_open)}"
+                         f"{' or be None' if none else ''}, got {value!r}")
+
+
+def check_int(name: str, value: Any, low: int = 1, *, none: bool = False) -> None:
+    """``value`` is an ``int >= low`` (``None`` too when ``none``)."""
+    if value is None and none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}{' or None' if none else ''}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    """``value`` is one of ``choices``."""
+    if not any(value is c or (isinstance(value, str) and value == c) for c in choices):
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+
+
+def check_betas(name: str, value: Any, n: int = 2, *, none: Sequence[int] = ()) -> None:
+    """``value`` is a tuple of ``n`` coefficients in [0, 1) (entries in ``none`` may be None)."""
+    if not isinstance(value, (tuple, list)) or len(value) != n:
+        raise ValueError(f"{name} must be a tuple of {n} numbers in [0, 1), got {value!r}")
+    for i, b in enumerate(value):
+        check_real(f"{name}[{i}]", b, 0.0, 1.0, high_open=True, none=i in none)
+
+
+_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
+
+
+def check_dtype(name: str, value: Any) -> None:
+    """``None``, a dtype name (``"bfloat16"``, ``"float32"``, ...) or a dtype object."""
+    if value is None or (isinstance(value, str) and value in _DTYPE_NAMES):
+        return
+    if isinstance(value, (str, bool, int, float, tuple, list)):
+        raise ValueError(f"{name} must be None, one of {_DTYPE_NAMES} or a dtype, got {value!r}")
+
+
+def check_rank(value: Any, name: str = "rank") -> None:
+    """An ``int >= 1`` or a ``float`` fraction in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be an int >= 1 or a float in (0, 1], got {value!r}")
+    if isinstance(value, int):
+        check_int(name, value, 1)
+    else:
+        check_real(name, value, 0.0, 1.0, low_open=True)
+
+
+# ----------------------------------------------------------------------------- lists
+def check_lists(params: Sequence[Any], grads: Sequence[Any] | None = None,
+                state: Sequence[Any] | None = None) -> None:
+    """``params`` is a list or tuple; ``grads`` / ``state`` have its length (and shapes)."""
     if isinstance(params, dict) or not isinstance(params, (list, tuple)):
         raise TypeError(f"params must be a list or tuple of arrays, got {type(params).__name__} "
                         "(for a dict pass list(d.values()))")
@@ -90,6 +188,18 @@ def _check_lists(params: Sequence[Any], grads: Sequence[Any] | None = None,
                                  f"shape {tuple(p.shape)}")
 
 
+def apply_updates(params: Sequence[Any], updates: Sequence[Any]) -> list[Any]:
+    """``[p + u]`` cast back to each parameter's dtype (new arrays; inputs untouched)."""
+    check_lists(params, updates)
+    out = []
+    for p, u in zip(params, updates, strict=True):
+        xp = _array.array_namespace(p, u, names=("params", "updates"))
+        s = xp.astype(p, u.dtype) + u if u.dtype != p.dtype else p + u
+        out.append(s if s.dtype == p.dtype else xp.astype(s, p.dtype))
+    return out
+
+
+# ----------------------------------------------------------------------------- dtypes, counters
 def state_dtype_for(p: Any, xp: Any, state_dtype: Any = None) -> Any:
     """The dtype optimizer state of parameter ``p`` is kept in.
 
@@ -103,37 +213,24 @@ def state_dtype_for(p: Any, xp: Any, state_dtype: Any = None) -> Any:
     return xp.float32 if dt in low else dt
 
 
-def host_steps(state: list[Any], xp: Any) -> list[int]:
-    """The ``step`` counters of a list of states on the host: ONE transfer for the whole list
-    (one per device when the states live on several)."""
-    if not state:
-        return []
-    if len({str(_array.device(st.step)) for st in state}) > 1:  # model parallel: one read each
-        return [int(st.step) for st in state]
-    s = xp.stack([st.step for st in state]) if len(state) > 1 else state[0].step[None]
-    return [int(v) for v in (s.tolist() if hasattr(s, "tolist") else [s[j] for j in range(len(state))])]
-
-
-def init_params(params: list[Any], hyper: dict[str, Any], defaults: dict[str, Any], name: str,
-                validate: Callable[[dict[str, Any]], None]) -> tuple[dict[str, Any], list[tuple]]:
-    """The common start of every ``init``: checked hyper-parameters ``h`` and, per parameter,
-    ``(i, p, xp, device, state dtype)``."""
-    h = check_hyper(defaults, hyper, name)
-    validate(h)
-    _check_lists(params)
-    items = []
-    for i, p in enumerate(params):
-        xp = _array.array_namespace(p, names=(f"params[{i}]",))
-        items.append((i, p, xp, _array.device(p), state_dtype_for(p, xp, h["state_dtype"])))
-    return h, items
-
-
 def zeros_step(xp: Any, dev: Any) -> Any:
-    """A 0-d step counter (float64 where the device has it, else float32), value 0."""
+    """A 0-d counter (float64 where the device has it, else float32), value 0."""
     dt = xp.float64 if _array.supports_float64(xp, dev) else xp.float32
     return xp.zeros((), dtype=dt, device=dev)
 
 
+def host_steps(steps: Sequence[Any], xp: Any) -> list[int]:
+    """0-d counters on the host: ONE transfer for the whole list (one per device when they
+    live on several)."""
+    if not steps:
+        return []
+    if len({str(_array.device(s)) for s in steps}) > 1:  # model parallel: one read each
+        return [int(s) for s in steps]
+    s = xp.stack(list(steps)) if len(steps) > 1 else steps[0][None]
+    return [int(v) for v in (s.tolist() if hasattr(s, "tolist") else [s[j] for j in range(len(steps))])]
+
+
+# ----------------------------------------------------------------------------- shapes
 def matrix_shape(shape: Sequence[int], name: str = "parameter") -> tuple[int, int]:
     """The matrix view ``(out, prod(rest))`` of a parameter of ndim ≥ 2 (conv: ``(out, in·k·k)``)."""
     shape = tuple(shape)
@@ -146,22 +243,23 @@ def matrix_shape(shape: Sequence[int], name: str = "parameter") -> tuple[int, in
 def resolve_rank(rank: int | float, multiple: int, m: int, n: int) -> int:
     """Rank for an ``m × n`` matrix: an int ≥ 1 as given, a float in (0, 1] as that fraction
     of ``min(m, n)`` (rounded up); then rounded up to a multiple of ``multiple``; at most
-    ``min(m, n)``."""
+    ``min(m, n)`` (an int rank above it means full rank), at least 1."""
+    check_rank(rank)
+    check_int("rank_multiple_of", multiple, 1)
     k = min(m, n)
-    if isinstance(rank, bool) or not isinstance(rank, (int, float)):
-        raise TypeError(f"rank must be an int or a float fraction, got {rank!r}")
-    if isinstance(rank, float):
-        if not 0.0 < rank <= 1.0:
-            raise ValueError(f"a fractional rank must lie in (0, 1], got {rank}")
-        r = math.ceil(rank * k)
-    else:
-        if rank < 1:
-            raise ValueError(f"rank must be >= 1, got {rank}")
-        r = rank
-    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
-        raise ValueError(f"rank_multiple_of must be an int >= 1, got {multiple!r}")
+    r = math.ceil(rank * k) if isinstance(rank, float) else rank
     r = -(-r // multiple) * multiple
     return max(1, min(r, k))
+
+
+def check_rank_fits(rank: int | float, shapes: Sequence[tuple[int, int]]) -> None:
+    """An int ``rank`` above ``min(m, n)`` of EVERY matrix ``(m, n)`` in ``shapes`` is a
+    ``ValueError`` (a rank that fits no matrix is a mistake, not a request for full rank); one
+    that fits some is capped per matrix by :func:`resolve_rank`."""
+    sizes = [min(s) for s in shapes if min(s) > 0]
+    if isinstance(rank, int) and sizes and rank > max(sizes):
+        raise ValueError(f"rank={rank} exceeds min(m, n) of every matrix (largest {max(sizes)}): "
+                         f"use rank <= {max(sizes)}, or a fraction in (0, 1]")
 
 
 def group_by_shape(arrays: Sequence[Any]) -> dict[tuple[int, ...], list[int]]:
@@ -172,79 +270,24 @@ def group_by_shape(arrays: Sequence[Any]) -> dict[tuple[int, ...], list[int]]:
     return groups
 
 
-def apply_updates(params: Sequence[Any], updates: Sequence[Any]) -> list[Any]:
-    """``[p + u]`` cast back to each parameter's dtype (new arrays; inputs untouched)."""
-    _check_lists(params, updates)
-    out = []
-    for p, u in zip(params, updates, strict=True):
-        xp = _array.array_namespace(p, u, names=("params", "updates"))
-        s = xp.astype(p, u.dtype) + u if u.dtype != p.dtype else p + u
-        out.append(s if s.dtype == p.dtype else xp.astype(s, p.dtype))
-    return out
+def block_layout(n: int, max_dim: int) -> tuple[int, int]:
+    """``(nb, bs)``: ``n`` entries cut into ``nb = ceil(n / max_dim)`` blocks of
+    ``bs = ceil(n / nb)`` entries (the last one zero-padded)."""
+    nb = max(1, -(-n // max_dim))
+    return nb, max(1, -(-n // nb))
 
 
-class ChainState(NamedTuple):
-    """State of :func:`chain`: one inner state per chained transform."""
-
-    inner: tuple
-
-
-def chain(*transforms: Transform) -> Transform:
-    """Compose transforms: each one's updates are the next one's gradients (optax's ``chain``).
-
-    Example: clip-free momentum SGD followed by a scale would be ``chain(a, b)``; the state is
-    a :class:`ChainState` holding the inner states in order.
-    """
-    if not transforms:
-        raise ValueError("chain() needs at least one transform")
-
-    def init(params):
-        return ChainState(tuple(t.init(params) for t in transforms))
-
-    def update(grads, state, params):
-        new = []
-        for t, s in zip(transforms, state.inner, strict=True):
-            grads, s = t.update(grads, s, params)
-            new.append(s)
-        return grads, ChainState(tuple(new))
-
-    return Transform(init, update)
+def to_blocks(x: Any, nb: int, bs: int, xp: Any, dtype: Any) -> Any:
+    """A parameter-shaped array, flattened (row-major) and zero-padded, as ``(nb, bs)`` in ``dtype``."""
+    v = xp.reshape(_array.as_float(x, xp, dtype), (-1,))
+    pad = nb * bs - v.shape[0]
+    if pad:
+        v = xp.concat([v, xp.zeros((pad,), dtype=dtype, device=_array.device(v))])
+    return xp.reshape(v, (nb, bs))
 
 
-def route(matrix: Transform, other: Transform,
-          is_matrix: Callable[[Any], bool] | None = None) -> Transform:
-    """Send matrix parameters (ndim ≥ 2 by default) to ``matrix`` and the rest to ``other``.
-
-    The state is a list aligned with ``params`` (each entry is the state of whichever
-    transform owns that parameter), so it can be saved per parameter.
-    """
-    is_matrix = is_matrix or (lambda p: p.ndim >= 2)
-
-    def split(params):
-        mi = [i for i, p in enumerate(params) if is_matrix(p)]
-        oi = [i for i, p in enumerate(params) if not is_matrix(p)]
-        return mi, oi
-
-    def init(params):
-        mi, oi = split(params)
-        out: list[Any] = [None] * len(params)
-        for idx, t in ((mi, matrix), (oi, other)):
-            if idx:
-                for i, s in zip(idx, t.init([params[i] for i in idx]), strict=True):
-                    out[i] = s
-        return out
-
-    def update(grads, state, params):
-        _check_lists(params, grads, state)
-        mi, oi = split(params)
-        ups: list[Any] = [None] * len(params)
-        new: list[Any] = [None] * len(params)
-        for idx, t in ((mi, matrix), (oi, other)):
-            if idx:
-                u, s = t.update([grads[i] for i in idx], [state[i] for i in idx],
-                                [params[i] for i in idx])
-                for j, i in enumerate(idx):
-                    ups[i], new[i] = u[j], s[j]
-        return ups, new
-
-    return Transform(init, update)
+def from_blocks(u: Any, shape: Sequence[int], xp: Any) -> Any:
+    """The inverse of :func:`to_blocks`: ``(nb, bs)`` blocks back to ``shape`` (padding dropped)."""
+    n = math.prod(shape)
+    v = xp.reshape(u, (-1,))
+    return xp.reshape(v[:n] if v.shape[0] != n else v, tuple(shape))

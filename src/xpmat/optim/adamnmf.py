@@ -1,19 +1,22 @@
-"""AdamNMF (adaptive-learning-methods appendix L.2, with the ERRATA fixes): rank-r NMF second moment.
+"""AdamNMF ([Stratos 2026, App. L.2][stratos-2026], two fixes): rank-r NMF second moment.
 
 Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), gradient ``G``::
 
     A₀ ~ U(0, ε)^{m×r},  B₀ ~ U(0, ε)^{r×n}                  (step 1, xpmat.nmf_online_init)
     A, B ← one blockwise EM step on G² from (A, B)            (step (b), xpmat.nmf_online_step;
-                                                                G ∈ R^{m×n}, eq. 124, ERRATA)
+                                                                G ∈ R^{m×n}, footnote 22)
     A, B ← max(A, floor), max(B, floor)                        (keeps the factors strictly positive)
-    M ← β₁ M + (1 − β₁) G,  M̄ = M / (1 − β₁ᵗ)                 (only if beta1 > 0; the seed has G)
+    M ← β₁ M + (1 − β₁) G,  M̄ = M / (1 − β₁ᵗ)                 (only if β₁ > 0; published: G)
     W ← W − s η M̄ / (√(A B) + ε) − s η λ W                    (step (c))
 
-Memory for the second moment: ``(m + n) r`` numbers instead of Adam's ``m n``.  ``beta`` (not in
-the seed) makes the EM target the EMA ``β A B + (1 − β) G²`` instead of ``G²``.  The factor
+Memory for the second moment: ``(m + n) r`` numbers instead of Adam's ``m n``.  ``betas[1] = β``
+(not in the published method; None there) makes the EM target the EMA ``β A B + (1 − β) G²`` instead of
+``G²``.  The factor
 floor is our addition: a multiplicative EM update cannot leave 0, so a gradient row that is
 exactly zero once would otherwise pin that row of ``A B`` at 0 for good.  Matrix-only: 1-D
-parameters go to AdamW (the torch class does it, or :func:`xpmat.optim.route`).
+parameters go to AdamW (the torch class does it, or :func:`xpmat.optim.route`).  As a
+composition: ``skip_nonfinite(as_matrix(chain(scale_by_nmf(rank, betas, eps),
+add_decayed_weights(λ), scale_by_lr(s η))))``.
 """
 
 from __future__ import annotations
@@ -23,23 +26,35 @@ from typing import Any, NamedTuple
 from xpmat import _array
 from xpmat.nmf import nmf_online_init, nmf_online_step
 from xpmat.optim._base import (
-    Transform,
-    _check_lists,
-    bind,
-    check_hyper,
-    init_params,
-    matrix_shape,
+    check_betas,
+    check_common,
+    check_int,
+    check_rank,
+    check_rank_fits,
+    check_real,
+    resolve_hyper,
     resolve_rank,
+    run_init,
+    run_update,
+    state_dtype_for,
     zeros_step,
 )
+from xpmat.optim.transforms import (
+    Transform,
+    add_decayed_weights,
+    as_matrix,
+    chain,
+    ema_update,
+    scale_by_lr,
+    skip_nonfinite,
+)
 
-__all__ = ["DEFAULTS", "AdamNMFState", "State", "init", "transform", "update"]
+__all__ = ["DEFAULTS", "RENAMED", "AdamNMFState", "State", "init", "scale_by_nmf", "transform", "update"]
 
 DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "rank": 1,
-    "beta1": 0.0,
-    "beta": None,
+    "betas": (0.0, None),
     "eps": 1e-8,
     "init_scale": 1e-3,
     "factor_floor": 1e-12,
@@ -50,9 +65,22 @@ DEFAULTS: dict[str, Any] = {
     "state_dtype": None,
 }
 
+RENAMED = {"beta1": "betas=(beta1, beta)", "beta": "betas=(beta1, beta)"}
+
 
 class AdamNMFState(NamedTuple):
-    """Per-parameter AdamNMF state: factors ``A`` (m, r), ``B`` (r, n), optional momentum."""
+    """Per-parameter AdamNMF state: factors ``A`` (m, r), ``B`` (r, n), ``step``, the optional
+    momentum ``exp_avg`` (β₁ > 0) and the non-finite counter."""
+
+    step: Any = None
+    A: Any = None
+    B: Any = None
+    exp_avg: Any = None
+    nonfinite_count: Any = None
+
+
+class NMFState(NamedTuple):
+    """The state of :func:`scale_by_nmf`."""
 
     step: Any
     A: Any
@@ -63,29 +91,62 @@ class AdamNMFState(NamedTuple):
 State = AdamNMFState
 
 
-def _validate(h: dict[str, Any]) -> None:
-    if not 0.0 <= h["beta1"] < 1.0:
-        raise ValueError(f"beta1 must lie in [0, 1), got {h['beta1']}")
-    if h["beta"] is not None and not 0.0 <= h["beta"] < 1.0:
-        raise ValueError(f"beta must be None or lie in [0, 1), got {h['beta']}")
-    if h["lr"] < 0 or h["eps"] < 0 or h["weight_decay"] < 0 or h["factor_floor"] < 0:
-        raise ValueError("lr, eps, weight_decay and factor_floor must be >= 0")
-    if not h["init_scale"] > 0:
-        raise ValueError(f"init_scale must be > 0, got {h['init_scale']}")
-    resolve_rank(h["rank"], 1, 1, 1)
+def scale_by_nmf(rank: int | float = 1, betas: tuple[float, float | None] = (0.0, None),
+                 eps: float = 1e-8, *, init_scale: float = 1e-3, factor_floor: float = 1e-12,
+                 nmf_eps: float = 1e-30, seed: int = 0, state_dtype: Any = None) -> Transform:
+    """``M̄ / (√(A B) + ε)`` on matrices: the second moment a rank-r NMF ``A B`` of ``G²``
+    refreshed by one warm-started EM step (:func:`xpmat.nmf_online_step`), ``M̄`` the
+    bias-corrected momentum (β₁ > 0) or ``G``; state :class:`NMFState` (factors drawn
+    ``U(0, init_scale)`` from ``seed + i``)."""
+    b1, beta = betas
+
+    def init(params):
+        check_rank_fits(rank, [tuple(p.shape) for p in params])
+        out = []
+        for i, p in enumerate(params):
+            xp, dev = _array.array_namespace(p), _array.device(p)
+            ref = xp.zeros(tuple(p.shape), dtype=state_dtype_for(p, xp, state_dtype), device=dev)
+            r = resolve_rank(rank, 1, *p.shape)
+            A, B = nmf_online_init(ref, r, scale=init_scale, seed=int(seed) + i, xp=xp)
+            out.append(NMFState(zeros_step(xp, dev), A, B, ref if b1 else None))
+        return out
+
+    def update(grads, states, params):
+        ups, new = [], []
+        for g, s in zip(grads, states, strict=True):
+            xp = _array.array_namespace(g)
+            G, step = _array.as_float(g, xp, s.A.dtype), s.step + 1
+            A, B = nmf_online_step(G, s.A, s.B, beta=beta, eps=nmf_eps, xp=xp)
+            if factor_floor:
+                A, B = xp.clip(A, min=factor_floor), xp.clip(B, min=factor_floor)
+            num, M = ema_update(s.exp_avg, G, b1, step, xp) if b1 else (G, None)
+            ups.append(num / (xp.sqrt(A @ B) + eps))
+            new.append(NMFState(step, A, B, M))
+        return ups, new
+
+    return Transform(init, update, NMFState)
+
+
+def transform(**hyper: Any) -> Transform:
+    """AdamNMF as a :class:`~xpmat.optim.transforms.Transform` (hyper-parameters: :func:`update`)."""
+    h = resolve_hyper(DEFAULTS, hyper, "adamnmf", RENAMED)
+    check_common(h)
+    check_betas("betas", h["betas"], none=(1,))
+    check_rank(h["rank"])
+    for k in ("eps", "factor_floor", "nmf_eps"):
+        check_real(k, h[k])
+    check_real("init_scale", h["init_scale"], low_open=True)
+    check_int("seed", h["seed"], 0)
+    nmf = scale_by_nmf(h["rank"], h["betas"], h["eps"], init_scale=h["init_scale"], seed=h["seed"],
+                       factor_floor=h["factor_floor"], nmf_eps=h["nmf_eps"], state_dtype=h["state_dtype"])
+    return skip_nonfinite(as_matrix(chain(nmf, add_decayed_weights(h["weight_decay"]),
+                                          scale_by_lr(float(h["schedule"]) * float(h["lr"])),
+                                          state=AdamNMFState)))
 
 
 def init(params: list[Any], **hyper: Any) -> list[AdamNMFState]:
     """Random ``U(0, init_scale)`` factors (host draw, seed ``seed + i`` for ``params[i]``)."""
-    h, items = init_params(params, hyper, DEFAULTS, "adamnmf", _validate)
-    out = []
-    for i, p, xp, dev, dt in items:
-        m, n = matrix_shape(p.shape, f"params[{i}]")
-        r = resolve_rank(h["rank"], 1, m, n)
-        ref = xp.zeros((m, n), dtype=dt, device=dev)
-        A, B = nmf_online_init(ref, r, scale=h["init_scale"], seed=int(h["seed"]) + i, xp=xp)
-        out.append(AdamNMFState(zeros_step(xp, dev), A, B, xp.zeros_like(ref) if h["beta1"] else None))
-    return out
+    return run_init(transform(**hyper), params)
 
 
 def update(grads: list[Any], state: list[AdamNMFState], params: list[Any],
@@ -98,9 +159,10 @@ def update(grads: list[Any], state: list[AdamNMFState], params: list[Any],
         Matrix parameters (ndim ≥ 2); 1-D ones raise ``ValueError`` (route them to AdamW).
     state : list of AdamNMFState
     **hyper
-        ``lr`` (η), ``rank`` (r: int, or a fraction of min(m, n)), ``beta1`` (momentum, 0 =
-        the seed's raw gradient), ``beta`` (None = EM target G², else the EMA target),
-        ``eps`` (ε in the denominator), ``init_scale`` (ε of step 1), ``factor_floor``,
+        ``lr`` (η ≥ 0), ``rank`` (r: int ≥ 1, or a fraction in (0, 1] of min(m, n)),
+        ``betas`` (β₁: momentum in [0, 1), 0 = the raw gradient, as published; β: None = EM target G²,
+        else the EMA target), ``eps`` (ε ≥ 0 in the denominator), ``init_scale`` (ε of step 1,
+        > 0), ``factor_floor``,
         ``nmf_eps`` (floor of ``A B`` inside the EM ratio), ``weight_decay`` (λ, decoupled,
         times s η), ``schedule`` (s), ``seed``, ``state_dtype``.
 
@@ -111,10 +173,12 @@ def update(grads: list[Any], state: list[AdamNMFState], params: list[Any],
 
     Notes
     -----
-    adaptive-learning-methods appendix L.2 (AdamNMF), eq. (124) and footnote 22 (blockwise
-    EM, ERRATA).  The factors stay nonnegative (≥ ``factor_floor``); with rank 1 a single EM
-    step already gives the rank-1 I-divergence optimum ``G² 1 1ᵀ G² / (1ᵀ G² 1)`` of §4.7.
-    A zero gradient gives a zero update.  NaN/Inf gradients propagate.
+    [Stratos 2026, App. L.2][stratos-2026] (AdamNMF), eq. (124) and footnote 22 (blockwise
+    EM, [References][departure-nmf-blockwise]).  The factors stay nonnegative
+    (≥ ``factor_floor``); with rank 1 a single EM step already gives the rank-1 I-divergence
+    optimum ``G² 1 1ᵀ G² / (1ᵀ G² 1)`` of §4.7.
+    A zero gradient gives a zero update; a gradient with a NaN or ±Inf entry is skipped
+    (``nonfinite_count``).
 
     Backends: standard Array API (the EM step has a NumPy fast path in :mod:`xpmat.nmf`).
 
@@ -130,35 +194,4 @@ def update(grads: list[Any], state: list[AdamNMFState], params: list[Any],
     >>> bool(np.allclose(st[0].A @ st[0].B, V.sum(1, keepdims=True) * V.sum(0) / V.sum()))
     True
     """
-    h = check_hyper(DEFAULTS, hyper, "adamnmf")
-    _validate(h)
-    _check_lists(params, grads, state)
-    lr_t = float(h["schedule"]) * float(h["lr"])
-    b1, wd, floor = h["beta1"], h["weight_decay"], h["factor_floor"]
-    ups, new = [], []
-    for i, (g, s, p) in enumerate(zip(grads, state, params, strict=True)):
-        xp = _array.array_namespace(g, p, names=(f"grads[{i}]", f"params[{i}]"))
-        dt = s.A.dtype
-        shape = matrix_shape(p.shape, f"params[{i}]")
-        G = xp.reshape(_array.as_float(g, xp, dt), shape)
-        step = s.step + 1
-        A, B = nmf_online_step(G, s.A, s.B, beta=h["beta"], eps=h["nmf_eps"], xp=xp)
-        if floor:
-            A, B = xp.clip(A, min=floor), xp.clip(B, min=floor)
-        M = None
-        if b1:
-            M = s.exp_avg + (1.0 - b1) * (G - s.exp_avg)
-            num = M / xp.astype(1.0 - b1 ** step, dt)
-        else:
-            num = G
-        u = -lr_t * (num / (xp.sqrt(A @ B) + h["eps"]))
-        if wd:
-            u = u - (lr_t * wd) * xp.reshape(_array.as_float(p, xp, dt), shape)
-        ups.append(xp.reshape(u, tuple(p.shape)))
-        new.append(AdamNMFState(step, A, B, M))
-    return ups, new
-
-
-def transform(**hyper: Any) -> Transform:
-    """:class:`~xpmat.optim.Transform` with these hyper-parameters bound."""
-    return bind(DEFAULTS, hyper, "adamnmf", _validate, init, update)
+    return run_update(transform(**hyper), grads, state, params)

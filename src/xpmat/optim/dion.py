@@ -1,4 +1,4 @@
-"""Dion (dion-vs-powersgd.md): low-rank orthonormal updates with error feedback.
+"""Dion ([Pethick 2025][pethick-2025]; [Ahn et al. 2025][ahn-2025]): low-rank orthonormal updates.
 
 Per matrix parameter ``X`` (viewed as ``m × n``; conv kernels ``(out, in·k·k)``), with momentum
 buffer ``M`` (the error-feedback residual), warm-started right factor ``Q`` ``(n, r)``::
@@ -8,34 +8,40 @@ buffer ``M`` (the error-feedback residual), warm-started right factor ``Q`` ``(n
     M        = B − (1 − μ) P Rᵀ                    (decayed error feedback; μ = 0: e ← Δ − P Rᵀ)
     X        = X − s η √(m/n) P Qᵀ − s η λ X       (singular values set to 1; decoupled decay)
 
-With ``mu=0`` this is the seed's algorithm exactly (Δ ← g + e, e ← Δ − P Rᵀ, x ← x − γ P Qᵀ);
-``mu > 0`` is the decayed form of microsoft/dion.  ``P Rᵀ`` is the rank-``r`` approximation
-(singular values kept), so the residual only holds what the update has not yet used.
+As a composition::
+
+    skip_nonfinite(as_matrix(chain(dion_direction(rank, momentum=μ), scale_by_shape(√(m/n)),
+                                   add_decayed_weights(λ), scale_by_lr(s η))))
+
+With ``momentum=0`` this is Pethick's algorithm exactly (Δ ← g + e, e ← Δ − P Rᵀ,
+x ← x − γ P Qᵀ); ``momentum > 0`` is the decayed form of microsoft/dion.  ``P Rᵀ`` is the rank-r
+approximation (singular values kept), so the residual only holds what the update has not yet
+used.  :class:`xpmat.distributed.DistributedDion` is this transform with a ``reduce`` hook.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from xpmat import _array
-from xpmat.optim._base import (
+from xpmat.optim._base import check_choice, check_common, resolve_hyper, run_init, run_update
+from xpmat.optim.transforms import (
     Transform,
-    _check_lists,
-    bind,
-    check_hyper,
-    init_params,
-    matrix_shape,
-    resolve_rank,
-    zeros_step,
+    add_decayed_weights,
+    as_matrix,
+    chain,
+    dion_direction,
+    scale_by_lr,
+    scale_by_shape,
+    skip_nonfinite,
 )
-from xpmat.orthogonalize import orthonormalize
 
-__all__ = ["DEFAULTS", "DionState", "State", "init", "orthonormalize_rcqr", "transform", "update"]
+__all__ = ["DEFAULTS", "RENAMED", "DionState", "State", "init", "transform", "update"]
 
 DEFAULTS: dict[str, Any] = {
     "lr": 0.01,
-    "mu": 0.95,
+    "momentum": 0.95,
     "rank": 0.25,
     "rank_multiple_of": 1,
     "weight_decay": 0.0,
@@ -47,33 +53,43 @@ DEFAULTS: dict[str, Any] = {
     "state_dtype": None,
 }
 
-_ORTH = ("auto", "householder", "cholesky_qr2", "rcqr")
+RENAMED = {"mu": "momentum"}
 
 
 class DionState(NamedTuple):
-    """Per-parameter Dion state: error/momentum ``M`` (matrix view), right factor ``Q``
-    ``(n, r)``, and for ``orthogonalize="rcqr"`` the fixed Gaussian ``sketch`` ``(k, m)``."""
+    """Per-parameter Dion state: ``momentum_buffer`` M (matrix view; momentum and error
+    feedback), right factor ``Q`` ``(n, r)``, for ``orthogonalize="rcqr"`` the fixed Gaussian
+    ``sketch`` ``(k, m)``, and the non-finite counter."""
 
-    step: Any
-    momentum: Any
-    Q: Any
+    momentum_buffer: Any = None
+    Q: Any = None
     sketch: Any = None
+    nonfinite_count: Any = None
 
 
 State = DionState
 
 
-def _validate(h: dict[str, Any]) -> None:
-    if not 0.0 <= h["mu"] < 1.0:
-        raise ValueError(f"mu must lie in [0, 1), got {h['mu']}")
-    if h["lr"] < 0 or h["weight_decay"] < 0:
-        raise ValueError(f"lr and weight_decay must be >= 0, got {h['lr']}, {h['weight_decay']}")
-    if h["lr_scale"] not in ("fan", None):
-        raise ValueError(f"lr_scale must be 'fan' or None, got {h['lr_scale']!r}")
-    if h["orthogonalize"] not in _ORTH:
-        raise ValueError(f"orthogonalize must be one of {_ORTH}, got {h['orthogonalize']!r}")
-    if h["oversample"] < 1.0:
-        raise ValueError(f"oversample must be >= 1, got {h['oversample']}")
+def transform(*, reduce: Callable[[list[Any]], list[Any]] | None = None,
+              flags: Callable[[list[Any], list[Any]], list[Any]] | None = None,
+              **hyper: Any) -> Transform:
+    """Dion as a :class:`~xpmat.optim.transforms.Transform` (hyper-parameters: :func:`update`).
+
+    ``reduce`` (mean over data-parallel ranks) and ``flags`` (non-finite flags agreed over the
+    ranks) are the hooks of :class:`xpmat.distributed.DistributedDion`; see
+    :func:`~xpmat.optim.transforms.dion_direction` and
+    :func:`~xpmat.optim.transforms.skip_nonfinite`.
+    """
+    h = resolve_hyper(DEFAULTS, hyper, "dion", RENAMED)
+    check_common(h)
+    check_choice("lr_scale", h["lr_scale"], ("fan", None))
+    steps = [dion_direction(h["rank"], momentum=h["momentum"], rank_multiple_of=h["rank_multiple_of"],
+                            orthogonalize=h["orthogonalize"], oversample=h["oversample"],
+                            seed=h["seed"], state_dtype=h["state_dtype"], reduce=reduce)]
+    if h["lr_scale"] == "fan":
+        steps.append(scale_by_shape(lambda m, n: math.sqrt(m / n)))
+    steps += [add_decayed_weights(h["weight_decay"]), scale_by_lr(float(h["schedule"]) * float(h["lr"]))]
+    return skip_nonfinite(as_matrix(chain(*steps, state=DionState)), flags=flags)
 
 
 def init(params: list[Any], **hyper: Any) -> list[DionState]:
@@ -81,70 +97,7 @@ def init(params: list[Any], **hyper: Any) -> list[DionState]:
 
     ``Q`` of parameter ``i`` is drawn on the host from ``seed + i`` (same on every backend).
     """
-    h, items = init_params(params, hyper, DEFAULTS, "dion", _validate)
-    out = []
-    for i, p, xp, dev, dt in items:
-        m, n = matrix_shape(p.shape, f"params[{i}]")
-        r = resolve_rank(h["rank"], h["rank_multiple_of"], m, n)
-        Q = _array.random_normal((n, r), seed=h["seed"] + i, xp=xp, dtype=dt, dev=dev)
-        Q = Q / xp.linalg.vector_norm(Q, axis=0, keepdims=True)
-        sketch = None
-        if h["orthogonalize"] == "rcqr":
-            k = min(m, max(r, math.ceil(h["oversample"] * r)))
-            sketch = _array.random_normal((k, m), seed=h["seed"] + 7919 + i, xp=xp, dtype=dt,
-                                          dev=dev) / math.sqrt(k)
-        out.append(DionState(zeros_step(xp, dev), xp.zeros((m, n), dtype=dt, device=dev), Q, sketch))
-    return out
-
-
-def orthonormalize_rcqr(Y: Any, S: Any, xp: Any) -> Any:
-    """Randomized Cholesky QR of ``Y`` ``(m, r)`` with sketch ``S`` ``(k, m)``, k ≥ r.
-
-    ``R₁`` from a Householder QR of the small ``S Y``, ``Y₁ = Y R₁⁻¹`` (well conditioned with
-    high probability), then one CholeskyQR step ``Y₁ = P R₂`` for orthonormality to precision.
-    Zero columns are handled by a small diagonal shift.
-    """
-    _, R1 = xp.linalg.qr(S @ Y)
-    d = xp.linalg.diagonal(R1)
-    tiny = xp.finfo(Y.dtype).eps * (xp.max(xp.abs(d)) + xp.finfo(Y.dtype).smallest_normal)
-    eye = xp.eye(R1.shape[-1], dtype=Y.dtype, device=_array.device(Y))
-    R1 = R1 + eye * xp.where(xp.abs(d) < tiny, tiny, xp.zeros_like(d))
-    Y1 = _array.solve_triangular(R1, Y, upper=True, left=False, xp=xp)
-    G = _array.mT(Y1, xp) @ Y1
-    L = xp.linalg.cholesky(G + eye * tiny)
-    return _array.solve_triangular(_array.mT(L, xp), Y1, upper=True, left=False, xp=xp)
-
-
-def _orth_p(Y: Any, s: DionState, xp: Any, method: str) -> Any:
-    """``P = orth(Y)`` of ``Y = B Q`` (m, r): :func:`xpmat.orthonormalize`, or ``rcqr`` with
-    the state's sketch (the data-parallel Dion calls this between its two all-reduces)."""
-    if method == "rcqr":
-        return orthonormalize_rcqr(Y, s.sketch, xp)
-    return orthonormalize(Y, method=method, xp=xp)
-
-
-def _power_step(B: Any, s: DionState, xp: Any, method: str) -> tuple[Any, Any, Any]:
-    if method != "rcqr":
-        from xpmat.iteration import power_iter1
-
-        return power_iter1(B, s.Q, method=method, xp=xp)
-    P = _orth_p(B @ s.Q, s, xp, method)
-    R = _array.mT(B, xp) @ P
-    return P, R, _array.normalize_columns(R, xp)
-
-
-def _finish(B: Any, P: Any, R: Any, Qn: Any, s: DionState, p: Any, h: dict[str, Any],
-            xp: Any) -> tuple[Any, DionState]:
-    """After the power step: error feedback ``M = B − (1 − μ) P Rᵀ`` and the update
-    ``−s η scale P Qₙᵀ − s η λ W`` (parameter-shaped), with the new state."""
-    m, n = B.shape[-2], B.shape[-1]
-    lr_t = float(h["schedule"]) * float(h["lr"])
-    M = B - (1.0 - h["mu"]) * (P @ _array.mT(R, xp))
-    scale = math.sqrt(m / n) if h["lr_scale"] == "fan" else 1.0
-    u = xp.reshape((-lr_t * scale) * (P @ _array.mT(Qn, xp)), tuple(p.shape))
-    if h["weight_decay"]:
-        u = u - (lr_t * h["weight_decay"]) * _array.as_float(p, xp, s.momentum.dtype)
-    return u, DionState(s.step + 1, M, Qn, s.sketch)
+    return run_init(transform(**hyper), params)
 
 
 def update(grads: list[Any], state: list[DionState], params: list[Any],
@@ -157,12 +110,14 @@ def update(grads: list[Any], state: list[DionState], params: list[Any],
         Matrix parameters (ndim ≥ 2; conv kernels are viewed as ``(out, in·k·k)``).
     state : list of DionState
     **hyper
-        ``lr`` (η), ``mu`` (μ, 0 = plain error feedback), ``rank`` (int, or float fraction of
-        ``min(m, n)``), ``rank_multiple_of``, ``weight_decay`` (λ, decoupled, times η),
-        ``schedule`` (s), ``lr_scale`` (``"fan"``: √(fan_out / fan_in) = √(m/n); ``None``: 1),
-        ``orthogonalize`` (``"auto"``, ``"householder"``, ``"cholesky_qr2"`` through
-        :func:`xpmat.power_iter1`, or ``"rcqr"``: randomized Cholesky QR with a fixed Gaussian
-        sketch of ``ceil(oversample·r)`` rows), ``seed`` (initial ``Q``), ``state_dtype``.
+        ``lr`` (η ≥ 0), ``momentum`` (μ in [0, 1); 0 = plain error feedback), ``rank`` (int
+        ≥ 1, or a float fraction in (0, 1] of ``min(m, n)``; capped at ``min(m, n)``),
+        ``rank_multiple_of``, ``weight_decay`` (λ ≥ 0, decoupled, times η), ``schedule`` (s),
+        ``lr_scale`` (``"fan"``: √(fan_out / fan_in) = √(m/n); ``None``: 1), ``orthogonalize``
+        (``"auto"``, ``"householder"``, ``"cholesky_qr2"`` through
+        :func:`xpmat.orthonormalize`, or ``"rcqr"``: randomized Cholesky QR with a fixed
+        Gaussian sketch of ``ceil(oversample·r)`` rows), ``seed`` (initial ``Q``),
+        ``state_dtype``.
 
     Returns
     -------
@@ -171,12 +126,13 @@ def update(grads: list[Any], state: list[DionState], params: list[Any],
 
     Notes
     -----
-    dion-vs-powersgd.md (the Dion loop and PowerIter1).  Fed the same gradient of rank ≤ r
-    repeatedly with ``mu=0``, the residual ``M`` goes to zero (tested).  Zero gradients give
-    zero updates (no NaN).
+    [Pethick 2025][pethick-2025] (the Dion loop and PowerIter1).  Fed the same gradient of rank ≤ r
+    repeatedly with ``momentum=0``, the residual ``M`` goes to zero (tested).  Zero gradients
+    give zero updates (no NaN); a gradient with a NaN or ±Inf entry is skipped
+    (``nonfinite_count``).
 
     Backends: standard Array API; QR / CholeskyQR2 through :func:`xpmat.orthonormalize`,
-    ``rcqr`` uses ``xp.linalg.qr``, ``cholesky`` and :func:`xpmat._array.solve_triangular`.
+    ``rcqr`` uses ``xp.linalg.qr``, ``cholesky`` and a triangular solve.
 
     Examples
     --------
@@ -185,25 +141,8 @@ def update(grads: list[Any], state: list[DionState], params: list[Any],
     >>> p = [np.zeros((4, 3))]
     >>> g = [np.outer([1.0, 2, 0, 0], [1.0, 0, 1])]         # rank 1
     >>> st = dion.init(p, rank=1)
-    >>> u, st = dion.update(g, st, p, rank=1, mu=0.0, lr=1.0, lr_scale=None)
-    >>> print(np.round(np.linalg.svd(u[0], compute_uv=False), 6), np.abs(st[0].momentum).max() < 1e-12)
+    >>> u, st = dion.update(g, st, p, rank=1, momentum=0.0, lr=1.0, lr_scale=None)
+    >>> print(np.round(np.linalg.svd(u[0], compute_uv=False), 6), np.abs(st[0].momentum_buffer).max() < 1e-12)
     [1. 0. 0.] True
     """
-    h = check_hyper(DEFAULTS, hyper, "dion")
-    _validate(h)
-    _check_lists(params, grads, state)
-    ups, new = [], []
-    for i, (g, s, p) in enumerate(zip(grads, state, params, strict=True)):
-        xp = _array.array_namespace(g, p, names=(f"grads[{i}]", f"params[{i}]"))
-        m, n = matrix_shape(p.shape, f"params[{i}]")
-        B = s.momentum + xp.reshape(_array.as_float(g, xp, s.momentum.dtype), (m, n))
-        P, R, Qn = _power_step(B, s, xp, h["orthogonalize"])
-        u, st = _finish(B, P, R, Qn, s, p, h, xp)
-        ups.append(u)
-        new.append(st)
-    return ups, new
-
-
-def transform(**hyper: Any) -> Transform:
-    """:class:`~xpmat.optim.Transform` with these hyper-parameters bound."""
-    return bind(DEFAULTS, hyper, "dion", _validate, init, update)
+    return run_update(transform(**hyper), grads, state, params)

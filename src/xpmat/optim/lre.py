@@ -1,4 +1,4 @@
-"""LRE, low-rank eigenbasis (lre-low-rank-eigenbasis.md): curvature kept as ``Q diag(L) Qᵀ``.
+"""LRE, low-rank eigenbasis ([LRE 2025][lre-2025]): curvature kept as ``Q diag(L) Qᵀ``.
 
 Per parameter, flattened to a vector ``x ∈ Rⁿ`` (split into blocks of at most ``max_dim``
 entries, see *Granularity*), with gradient ``g`` and step ``t`` ("The algorithm", steps 1-5)::
@@ -18,7 +18,7 @@ entries, see *Granularity*), with gradient ``g`` and step ``t`` ("The algorithm"
     inner="precondition":  u = −s η Q (L̂ + ε)^(−1/p) Qᵀ g   (p = 2 covariance, 1 Hessian ones)
     u ← u − s η λ x                                             (decoupled weight decay)
 
-*Granularity.* The seed runs LRE on the whole model flattened to one vector.  Here each
+*Granularity.* LRE 2025 runs on the whole model flattened to one vector.  Here each
 parameter is its own vector (so the state is per parameter, as ``torch.optim`` expects), and
 a parameter with more than ``max_dim`` entries is cut into ``nb = ceil(n / max_dim)``
 contiguous blocks of equal size ``bs = ceil(n / nb)`` (the last one zero-padded), each with
@@ -28,7 +28,12 @@ the total rank to ``nb·r`` and keeps each eigenproblem small.  Parameters with 
 a full (``n × n``) basis.  Nothing is routed to another optimizer.
 
 The update lives in ``span(Q)``: the part of ``g`` outside the kept basis is dropped, as in
-the seed (the preconditioner is the pseudo-inverse root of the low-rank curvature).
+[LRE 2025][lre-2025] (the preconditioner is the pseudo-inverse root of the low-rank curvature).  As a
+composition::
+
+    skip_nonfinite(chain(eigenbasis_direction(...), add_decayed_weights(λ), scale_by_lr(s η)))
+
+where the inner Adam is :func:`~xpmat.optim.transforms.adam_direction` in the basis.
 """
 
 from __future__ import annotations
@@ -40,17 +45,31 @@ from typing import Any, NamedTuple
 from xpmat import _array
 from xpmat.lowrank_eigh import ggt_eigh, lowrank_eigh_update, lowrank_inv_root_apply, reproject_moments
 from xpmat.optim._base import (
-    Transform,
-    _check_lists,
-    bind,
-    check_hyper,
+    check_betas,
+    check_choice,
+    check_common,
+    check_int,
+    check_real,
     host_steps,
-    init_params,
+    resolve_hyper,
+    run_init,
+    run_update,
+    state_dtype_for,
     zeros_step,
+)
+from xpmat.optim.transforms import (
+    AdamState,
+    Transform,
+    adam_direction,
+    add_decayed_weights,
+    chain,
+    scale_by_lr,
+    skip_nonfinite,
 )
 from xpmat.orthogonalize import orthonormalize
 
-__all__ = ["DEFAULTS", "LREState", "State", "block_layout", "init", "transform", "update"]
+__all__ = ["BASES", "CURVATURES", "DEFAULTS", "HESSIAN_CURVATURES", "INNERS", "LREState", "State",
+           "block_layout", "eigenbasis_direction", "init", "transform", "update"]
 
 DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
@@ -79,7 +98,8 @@ _QN_TOL = 1e-8  # a secant pair is skipped when |denominator| <= _QN_TOL · ‖a
 
 
 class LREState(NamedTuple):
-    """Per-parameter LRE state (``nb`` blocks of ``bs`` entries, rank ``r``).
+    """Per-parameter LRE state (``nb`` blocks of ``bs`` entries, rank ``r``), with ``step`` and
+    the non-finite counter.
 
     ``L`` (nb, r) eigenvalues, descending; ``Q`` (nb, bs, r) orthonormal eigenvectors (``L = 0``
     marks an empty slot); ``exp_avg``, ``exp_avg_sq`` (nb, r) Adam's moments in ``Q``'s
@@ -87,6 +107,19 @@ class LREState(NamedTuple):
     (``basis="ggt"``), newest column last; ``sigma`` (nb,) the BFGS base ``σ`` (the curvature
     is ``σ I + Q diag(L) Qᵀ``; 0 until the first pair sets ``σ = yᵀy / yᵀs``).
     """
+
+    step: Any = None
+    L: Any = None
+    Q: Any = None
+    exp_avg: Any = None
+    exp_avg_sq: Any = None
+    history: Any = None
+    sigma: Any = None
+    nonfinite_count: Any = None
+
+
+class BasisState(NamedTuple):
+    """The state of :func:`eigenbasis_direction` (the fields of :class:`LREState`)."""
 
     step: Any
     L: Any
@@ -100,28 +133,39 @@ class LREState(NamedTuple):
 State = LREState
 
 
-def _validate(h: dict[str, Any]) -> None:
-    if h["curvature"] not in CURVATURES:
-        raise ValueError(f"curvature must be one of {CURVATURES}, got {h['curvature']!r}")
-    if h["basis"] not in BASES:
-        raise ValueError(f"basis must be one of {BASES}, got {h['basis']!r}")
-    if h["inner"] not in INNERS:
-        raise ValueError(f"inner must be one of {INNERS}, got {h['inner']!r}")
+def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
+    h = resolve_hyper(DEFAULTS, hyper, "lre")
+    check_common(h)
+    check_choice("curvature", h["curvature"], CURVATURES)
+    check_choice("basis", h["basis"], BASES)
+    check_choice("inner", h["inner"], INNERS)
     if h["basis"] == "ggt" and h["curvature"] != "covariance":
         raise ValueError(f"basis='ggt' keeps a history of gradients (a PSD Gram): it needs "
                          f"curvature='covariance', got {h['curvature']!r}")
-    b1, b2 = h["betas"]
-    if not (0.0 <= b1 < 1.0 and 0.0 <= b2 < 1.0):
-        raise ValueError(f"betas must lie in [0, 1), got {h['betas']}")
-    if h["beta"] is not None and not 0.0 <= h["beta"] < 1.0:
-        raise ValueError(f"beta (curvature EMA) must be None or lie in [0, 1), got {h['beta']}")
-    for name in ("lr", "eps", "weight_decay", "eig_rtol"):
-        if not h[name] >= 0:
-            raise ValueError(f"{name} must be >= 0, got {h[name]}")
+    check_betas("betas", h["betas"])
+    check_real("beta", h["beta"], 0.0, 1.0, high_open=True, none=True)
+    for name in ("eps", "eig_rtol"):
+        check_real(name, h[name])
     for name in ("rank", "history_size", "max_dim", "update_freq"):
-        v = h[name]
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        check_int(name, h[name], 1)
+    check_int("seed", h["seed"], 0)
+    return h
+
+
+def _init_one(p: Any, i: int, h: dict[str, Any]) -> BasisState:
+    """Empty curvature ``L = 0`` on a random orthonormal ``Q`` (see :func:`init`)."""
+    xp, dev = _array.array_namespace(p), _array.device(p)
+    dt = state_dtype_for(p, xp, h["state_dtype"])
+    nb, bs = block_layout(math.prod(tuple(p.shape)), h["max_dim"])
+    r = _rank(h, bs)
+    L = xp.zeros((nb, r), dtype=dt, device=dev)
+    Q = orthonormalize(_array.random_normal((nb, bs, r), seed=int(h["seed"]) + i, xp=xp,
+                                            dtype=dt, dev=dev), method="householder", xp=xp)
+    adam = h["inner"] == "adam"
+    hist = xp.zeros((nb, bs, h["history_size"]), dtype=dt, device=dev) if h["basis"] == "ggt" else None
+    sigma = xp.zeros((nb,), dtype=dt, device=dev) if h["curvature"] == "bfgs" else None
+    return BasisState(zeros_step(xp, dev), L, Q, xp.zeros_like(L) if adam else None,
+                      xp.zeros_like(L) if adam else None, hist, sigma)
 
 
 def block_layout(n: int, max_dim: int) -> tuple[int, int]:
@@ -150,30 +194,6 @@ def _unblock(u: Any, shape: tuple[int, ...], xp: Any) -> Any:
     return xp.reshape(v[:n] if v.shape[0] != n else v, shape)
 
 
-def init(params: list[Any], **hyper: Any) -> list[LREState]:
-    """Empty curvature: ``L = 0`` (every slot empty) on a random orthonormal ``Q`` (host draw,
-    seed ``seed + i`` for ``params[i]``, the same on every backend); zero moments / history.
-
-    ``Q`` is random rather than zero because an all-zero start makes the first eigenproblems
-    block-diagonal with exact zero rows, on which LAPACK's float32 ``syevd`` (torch CPU) was
-    measured to fail to converge (n = 2048, r = 64, third step).
-    """
-    h, items = init_params(params, hyper, DEFAULTS, "lre", _validate)
-    out = []
-    for i, p, xp, dev, dt in items:
-        nb, bs = block_layout(math.prod(tuple(p.shape)), h["max_dim"])
-        r = _rank(h, bs)
-        L = xp.zeros((nb, r), dtype=dt, device=dev)
-        Q = orthonormalize(_array.random_normal((nb, bs, r), seed=int(h["seed"]) + i, xp=xp,
-                                                dtype=dt, dev=dev), method="householder", xp=xp)
-        adam = h["inner"] == "adam"
-        hist = xp.zeros((nb, bs, h["history_size"]), dtype=dt, device=dev) if h["basis"] == "ggt" else None
-        sigma = xp.zeros((nb,), dtype=dt, device=dev) if h["curvature"] == "bfgs" else None
-        out.append(LREState(zeros_step(xp, dev), L, Q, xp.zeros_like(L) if adam else None,
-                            xp.zeros_like(L) if adam else None, hist, sigma))
-    return out
-
-
 def _probe_seed(seed: int, i: int, t: int) -> int:
     """One int per (seed, parameter, step): ``(A² seed + A i + t) mod 2⁶⁴``, A odd (golden ratio)."""
     a, mask = 0x9E3779B97F4A7C15, (1 << 64) - 1
@@ -186,7 +206,7 @@ def _rademacher(shape: tuple[int, ...], seed: int, xp: Any, dt: Any, dev: Any) -
     return xp.asarray(host, dtype=dt, device=dev)
 
 
-def _correction(h: dict[str, Any], G: Any, s: LREState, Z: Any, HZ: Any, xp: Any):
+def _correction(h: dict[str, Any], G: Any, s: BasisState, Z: Any, HZ: Any, xp: Any):
     """Step 2: correction vectors ``C`` (nb, bs, k), weights (nb, k), the EMA factor, ``σ``."""
     curv = h["curvature"]
     if curv == "covariance":
@@ -226,6 +246,150 @@ def _debias(h: dict[str, Any], step: Any, dt: Any, xp: Any) -> Any:
     return xp.astype(1.0 - h["beta"] ** t, dt)
 
 
+def _basis(G: Any, s: BasisState, Z: Any, HZ: Any, due: bool, i: int, h: dict[str, Any], xp: Any):
+    """Steps 2-3: ``(L, Q, history, sigma)`` after folding this step's correction (when ``due``)."""
+    L, Q, hist, sigma = s.L, s.Q, s.history, s.sigma
+    if h["basis"] == "ggt":
+        b = h["beta"]
+        old = hist[..., 1:] if b is None else math.sqrt(b) * hist[..., 1:]
+        hist = xp.concat([old, (G if b is None else math.sqrt(1.0 - b) * G)[..., None]], axis=-1)
+    if not due:
+        return L, Q, hist, sigma
+    if h["basis"] == "ggt":
+        L, Q = ggt_eigh(hist, rank=Q.shape[-1], xp=xp)
+        return L, Q, hist, sigma
+    C, w, decay, sig = _correction(h, G, s, Z, HZ, xp)
+    seed = int(h["seed"]) + i if h["basis"] == "randomized" else None
+    L, Q = lowrank_eigh_update(L, Q, C, signs=w, decay=decay, rank=Q.shape[-1], method=h["basis"],
+                               seed=seed, xp=xp)
+    return L, Q, hist, sigma if sig is None else sig
+
+
+def _kept(L: Any, sigma: Any, step: Any, Q: Any, h: dict[str, Any], xp: Any) -> tuple[Any, Any]:
+    """Step 4: the debiased eigenvalues ``L̂`` (plus σ for BFGS) and the mask of kept slots."""
+    bc = _debias(h, step, L.dtype, xp)
+    Lh = L if bc is None else L / bc
+    if sigma is not None:  # BFGS: eigenvalues of σ I + Q L Qᵀ along Q
+        Lh = Lh + sigma[:, None]
+    top = xp.max(xp.abs(Lh), axis=-1, keepdims=True)
+    # eigenvalues at rounding level of the (r + k)-sized eigenproblem are noise, not curvature:
+    # Adam in the basis would blow their ~eps·top gradient components up to full-size steps
+    rtol = max(h["eig_rtol"], Q.shape[-1] * float(xp.finfo(L.dtype).eps))
+    return Lh, Lh > rtol * top
+
+
+def _inner_adam(G: Any, s: BasisState, Q: Any, keep: Any, due: bool, h: dict[str, Any], xp: Any):
+    """Step 5, ``inner="adam"``: Adam (:func:`~xpmat.optim.transforms.adam_direction`) on
+    ``keep ∘ Qᵀ g``, its moments reprojected when the basis moved; ``(U, m, v)``."""
+    m, v = s.exp_avg, s.exp_avg_sq
+    if due:
+        m, v = reproject_moments(Q, s.Q, m, v, xp=xp)
+    gp = (_array.matmul_t(Q, G[..., None], xp))[..., 0]  # (nb, r)
+    gp = xp.where(keep, gp, xp.zeros_like(gp))  # removed / empty slots see nothing
+    o, a = adam_direction(gp, AdamState(s.step, m, v), xp, betas=h["betas"], eps=h["eps"])
+    o = xp.where(keep, o, xp.zeros_like(o))
+    return (Q @ o[..., None])[..., 0], a.exp_avg, a.exp_avg_sq
+
+
+def _inner_precondition(G: Any, Lh: Any, keep: Any, Q: Any, sigma: Any, h: dict[str, Any], xp: Any) -> Any:
+    """Step 5, ``inner="precondition"``: ``Q (L̂ + ε)^(−1/p) Qᵀ g`` (+ ``(g − Q Qᵀ g)/σ`` for BFGS)."""
+    p_root = 2 if h["curvature"] == "covariance" else 1
+    Lk = xp.where(keep, Lh, xp.zeros_like(Lh))
+    U = lowrank_inv_root_apply(Lk, Q, G[..., None], p=p_root, eps=h["eps"], xp=xp)[..., 0]
+    if sigma is not None:  # BFGS: the complement of span(Q) has curvature σ
+        rest = G - (Q @ _array.matmul_t(Q, G[..., None], xp))[..., 0]
+        pos = sigma > 0
+        safe = xp.where(pos, sigma, xp.ones_like(sigma))
+        inv = xp.where(pos, 1.0 / (safe + h["eps"]), xp.zeros_like(sigma))
+        U = U + inv[:, None] * rest
+    return U
+
+
+def _probes(params: list[Any], states: list[BasisState], ts: list[Any], due: list[bool],
+            hvp: Any, h: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """Rademacher probes ``z`` (host draws from ``(seed, i, t)``) and ``H z`` (one ``hvp`` call)."""
+    n = len(params)
+    if h["curvature"] not in HESSIAN_CURVATURES or not any(due):
+        return [None] * n, [None] * n
+    Zs = [_rademacher(tuple(p.shape), _probe_seed(h["seed"], i, ts[i]), _array.array_namespace(p),
+                      s.Q.dtype, _array.device(p))
+          for i, (p, s) in enumerate(zip(params, states, strict=True))]
+    HZs = list(hvp(list(Zs)))
+    if len(HZs) != n:
+        raise ValueError(f"hvp returned {len(HZs)} arrays for {n} parameters")
+    return Zs, HZs
+
+
+def _schedule(states: list[BasisState], params: list[Any], h: dict[str, Any]) -> tuple[list[Any], list[bool]]:
+    """Host step counts (after this step) where the method needs them (probes, ``update_freq``:
+    one transfer), and which parameters update their basis now."""
+    hess, freq = h["curvature"] in HESSIAN_CURVATURES, h["update_freq"]
+    ts: list[Any] = [None] * len(states)
+    if (hess or freq > 1) and params:
+        ts = [t + 1 for t in host_steps([s.step for s in states], _array.array_namespace(*params))]
+    return ts, [t is None or (t - 1) % freq == 0 for t in ts]
+
+
+def eigenbasis_direction(h: dict[str, Any], hvp: Callable[[list[Any]], list[Any]] | None = None) -> Transform:
+    """LRE's direction (steps 2-5 of the module doc) on parameters of any shape, flattened into
+    blocks; ``h``: checked hyper-parameters; ``hvp``: Hessian-vector products for the Hessian
+    curvatures.  State :class:`BasisState`."""
+
+    def update(grads, states, params):
+        ts, due = _schedule(states, params, h)
+        Zs, HZs = _probes(params, states, ts, due, hvp, h)
+        ups, new = [], []
+        for i, (g, s, p) in enumerate(zip(grads, states, params, strict=True)):
+            xp = _array.array_namespace(g, p)
+            nb, bs = s.Q.shape[0], s.Q.shape[1]
+            if (nb, bs) != block_layout(math.prod(tuple(p.shape)), h["max_dim"]):
+                raise ValueError(f"state[{i}] (blocks {nb}×{bs}) does not fit params[{i}] of shape "
+                                 f"{tuple(p.shape)}: was it made with other max_dim?")
+            G = _blocks(g, nb, bs, xp, s.Q.dtype)
+            Z, HZ = (None, None) if Zs[i] is None else (_blocks(Zs[i], nb, bs, xp, s.Q.dtype),
+                                                        _blocks(HZs[i], nb, bs, xp, s.Q.dtype))
+            L, Q, hist, sigma = _basis(G, s, Z, HZ, due[i], i, h, xp)
+            Lh, keep = _kept(L, sigma, s.step + 1, Q, h, xp)
+            m = v = None
+            if h["inner"] == "adam":
+                U, m, v = _inner_adam(G, s, Q, keep, due[i], h, xp)
+            else:
+                U = _inner_precondition(G, Lh, keep, Q, sigma, h, xp)
+            ups.append(_unblock(U, tuple(p.shape), xp))
+            new.append(BasisState(s.step + 1, L, Q, m, v, hist, sigma))
+        return ups, new
+
+    return Transform(lambda params: [_init_one(p, i, h) for i, p in enumerate(params)], update, BasisState)
+
+
+def transform(*, hvp: Callable[[list[Any]], list[Any]] | None = None, **hyper: Any) -> Transform:
+    """LRE as a :class:`~xpmat.optim.transforms.Transform` (hyper-parameters: :func:`update`;
+    ``hvp`` bound for the Hessian curvatures)."""
+    h = _checked(hyper)
+    if h["curvature"] in HESSIAN_CURVATURES and hvp is None:
+        raise ValueError(f"curvature={h['curvature']!r} needs Hessian-vector products: pass "
+                         "hvp=callable (torch class: step(closure) with a closure(backward=True))")
+    if hvp is not None and not callable(hvp):
+        raise TypeError(f"hvp must be a callable vs -> H vs, got {type(hvp).__name__}")
+    return _build(h, hvp)
+
+
+def _build(h: dict[str, Any], hvp: Any) -> Transform:
+    return skip_nonfinite(chain(eigenbasis_direction(h, hvp), add_decayed_weights(h["weight_decay"]),
+                                scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=LREState))
+
+
+def init(params: list[Any], **hyper: Any) -> list[LREState]:
+    """Empty curvature: ``L = 0`` (every slot empty) on a random orthonormal ``Q`` (host draw,
+    seed ``seed + i`` for ``params[i]``, the same on every backend); zero moments / history.
+
+    ``Q`` is random rather than zero because an all-zero start makes the first eigenproblems
+    block-diagonal with exact zero rows, on which LAPACK's float32 ``syevd`` (torch CPU) was
+    measured to fail to converge (n = 2048, r = 64, third step).
+    """
+    return run_init(_build(_checked(hyper), None), params)
+
+
 def update(grads: list[Any], state: list[LREState], params: list[Any], *,
            hvp: Callable[[list[Any]], list[Any]] | None = None,
            **hyper: Any) -> tuple[list[Any], list[LREState]]:
@@ -242,13 +406,13 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
         shapes.  Needed by the Hessian curvatures (``"hutchinson"``, ``"bfgs"``, ``"sr1"``),
         called once per step where the basis is updated; ignored for ``"covariance"``.
     **hyper
-        ``lr`` (η); ``rank`` (r per block); ``curvature`` (``"covariance"`` | ``"hutchinson"``
+        ``lr`` (η ≥ 0); ``rank`` (r per block, an int ≥ 1); ``curvature`` (``"covariance"`` | ``"hutchinson"``
         | ``"bfgs"`` | ``"sr1"``); ``basis`` (``"direct"`` | ``"ggt"`` | ``"randomized"``);
         ``inner`` (``"adam"``: Adam in the basis, ``"precondition"``: ``Q L^(-1/p) Qᵀ g``);
         ``betas`` (Adam's β₁, β₂ in the basis); ``beta`` (EMA factor of the covariance and
         Hutchinson curvature, ``None`` = plain sum; bfgs / sr1 always sum); ``eps`` (Adam's ε,
         or the damping of ``L`` in ``"precondition"``); ``eig_rtol`` (eigenvalues
-        ``≤ eig_rtol·max|L|`` are removed: the seed's ``eig_tol``); ``history_size`` (GGT
+        ``≤ eig_rtol·max|L|`` are removed: LRE's ``eig_tol``); ``history_size`` (GGT
         window); ``max_dim`` (largest block); ``update_freq`` (the basis is updated every k
         steps); ``weight_decay`` (λ, decoupled, times s η); ``schedule`` (s); ``seed``
         (Hutchinson / quasi-Newton probes, randomized sketch); ``state_dtype``.
@@ -260,7 +424,7 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
 
     Notes
     -----
-    lre-low-rank-eigenbasis.md, "The algorithm" steps 2-5, "Curvatures" 1-4 and "Basis
+    [LRE 2025][lre-2025], "The algorithm" steps 2-5, "Curvatures" 1-4 and "Basis
     algorithms" 1-3; the primitives are :func:`xpmat.lowrank_eigh_update`,
     :func:`xpmat.ggt_eigh`, :func:`xpmat.reproject_moments` and
     :func:`xpmat.lowrank_inv_root_apply`.
@@ -274,7 +438,7 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
     - Hessian curvatures draw a Rademacher ``z`` per parameter from ``(seed, i, t)`` on the
       host: these read the step counter (one host sync per step); so does
       ``update_freq > 1``.  BFGS / SR1 use the probe as the step ``s = z`` and ``y = H z``
-      (the seed's Hessian-vector products in place of gradient differences).  One ``hvp``
+      (LRE's Hessian-vector products in place of gradient differences).  One ``hvp``
       call covers all parameters, so the block ``(Hz)_b`` also holds ``Σ_{c≠b} H_bc z_c``:
       zero-mean noise for Hutchinson (the estimate stays unbiased for the diagonal block
       ``H_bb``), but exact secant pairs for BFGS / SR1 only where the Hessian is
@@ -283,9 +447,8 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
     - With ``update_freq = k > 1`` the curvature is updated only every k-th step (the
       corrections of the other steps are dropped, except the GGT window, which records every
       gradient); between updates the basis and the moments are not rotated.
-    - A NaN / Inf gradient is not skipped: the basis update's ``eigh`` fails on it (NumPy
-      ``LinAlgError``, torch ``torch.linalg.LinAlgError``), so a bad step stops training
-      instead of silently poisoning ``Q``.
+    - A gradient with a NaN or ±Inf entry is skipped
+      (:func:`~xpmat.optim.transforms.skip_nonfinite`): the basis update never sees it.
     - ``basis="randomized"`` sketches with a fixed test matrix per parameter (seed
       ``seed + i``), so no host read is needed; it equals ``"direct"`` up to rounding while
       ``r + k ≤ r + 10``.
@@ -304,104 +467,4 @@ def update(grads: list[Any], state: list[LREState], params: list[Any], *,
     >>> print(st[0].L, np.round(u[0], 6))          # L = ‖g‖², u = −Q L^(-1/2) Qᵀ g = −g/‖g‖
     [[25.]] [-0.  -0.6 -0.8]
     """
-    h = check_hyper(DEFAULTS, hyper, "lre")
-    _validate(h)
-    _check_lists(params, grads, state)
-    lr_t = float(h["schedule"]) * float(h["lr"])
-    hess = h["curvature"] in HESSIAN_CURVATURES
-    if hess and hvp is None:
-        raise ValueError(f"curvature={h['curvature']!r} needs Hessian-vector products: pass "
-                         "hvp=callable (torch class: step(closure) with a closure(backward=True))")
-    if hvp is not None and not callable(hvp):
-        raise TypeError(f"hvp must be a callable vs -> H vs, got {type(hvp).__name__}")
-    freq = h["update_freq"]
-    # host read of the counters only where the method needs them (probes, update_freq)
-    if (hess or freq > 1) and params:  # one host transfer for all counters
-        xp0 = _array.array_namespace(*params, names=[f"params[{i}]" for i in range(len(params))])
-        ts = [t + 1 for t in host_steps(state, xp0)]
-    else:
-        ts = [None] * len(state)
-    due = [t is None or (t - 1) % freq == 0 for t in ts]
-    Zs: list[Any] = [None] * len(params)
-    HZs: list[Any] = [None] * len(params)
-    if hess and any(due):
-        for i, (p, s) in enumerate(zip(params, state, strict=True)):
-            xp = _array.array_namespace(p, names=(f"params[{i}]",))
-            Zs[i] = _rademacher(tuple(p.shape), _probe_seed(h["seed"], i, ts[i]), xp, s.Q.dtype,
-                                _array.device(p))
-        HZs = list(hvp(list(Zs)))
-        if len(HZs) != len(params):
-            raise ValueError(f"hvp returned {len(HZs)} arrays for {len(params)} parameters")
-    ups, new = [], []
-    for i, (g, s, p) in enumerate(zip(grads, state, params, strict=True)):
-        xp = _array.array_namespace(g, p, names=(f"grads[{i}]", f"params[{i}]"))
-        dt = s.Q.dtype
-        nb, bs = s.Q.shape[0], s.Q.shape[1]
-        if (nb, bs) != block_layout(math.prod(tuple(p.shape)), h["max_dim"]):
-            raise ValueError(f"state[{i}] (blocks {nb}×{bs}) does not fit params[{i}] of shape "
-                             f"{tuple(p.shape)}: was it made with other max_dim?")
-        G = _blocks(g, nb, bs, xp, dt)
-        step = s.step + 1
-        L, Q, hist, sigma = s.L, s.Q, s.history, s.sigma
-        if h["basis"] == "ggt":
-            b = h["beta"]
-            old = hist[..., 1:] if b is None else math.sqrt(b) * hist[..., 1:]
-            hist = xp.concat([old, (G if b is None else math.sqrt(1.0 - b) * G)[..., None]], axis=-1)
-        if due[i]:
-            if h["basis"] == "ggt":
-                L, Q = ggt_eigh(hist, rank=Q.shape[-1], xp=xp)
-            else:
-                Z = HZ = None
-                if hess:
-                    Z = _blocks(Zs[i], nb, bs, xp, dt)
-                    HZ = _blocks(HZs[i], nb, bs, xp, dt)
-                C, w, decay, sig = _correction(h, G, s, Z, HZ, xp)
-                sigma = sigma if sig is None else sig
-                seed = int(h["seed"]) + i if h["basis"] == "randomized" else None
-                L, Q = lowrank_eigh_update(L, Q, C, signs=w, decay=decay, rank=Q.shape[-1],
-                                           method=h["basis"], seed=seed, xp=xp)
-        bc = _debias(h, step, dt, xp)
-        Lh = L if bc is None else L / bc
-        if sigma is not None:  # BFGS: eigenvalues of σ I + Q L Qᵀ along Q
-            Lh = Lh + sigma[:, None]
-        top = xp.max(xp.abs(Lh), axis=-1, keepdims=True)
-        # eigenvalues at rounding level of the (r + k)-sized eigenproblem are noise, not curvature:
-        # Adam in the basis would blow their ~eps·top gradient components up to full-size steps
-        rtol = max(h["eig_rtol"], Q.shape[-1] * float(xp.finfo(dt).eps))
-        keep = Lh > rtol * top
-        m = v = None
-        if h["inner"] == "adam":
-            m, v = s.exp_avg, s.exp_avg_sq
-            if due[i]:
-                m, v = reproject_moments(Q, s.Q, m, v, xp=xp)
-            b1, b2 = h["betas"]
-            gp = (_array.matmul_t(Q, G[..., None], xp))[..., 0]  # (nb, r)
-            gp = xp.where(keep, gp, xp.zeros_like(gp))  # removed / empty slots see nothing
-            m = m + (1.0 - b1) * (gp - m)
-            v = b2 * v + (1.0 - b2) * (gp * gp)
-            mh = m / xp.astype(1.0 - b1 ** step, dt)
-            vh = v / xp.astype(1.0 - b2 ** step, dt)
-            o = xp.where(keep, mh / (xp.sqrt(vh) + h["eps"]), xp.zeros_like(mh))
-            U = (Q @ o[..., None])[..., 0]
-        else:
-            p_root = 2 if h["curvature"] == "covariance" else 1
-            Lk = xp.where(keep, Lh, xp.zeros_like(Lh))
-            U = lowrank_inv_root_apply(Lk, Q, G[..., None], p=p_root, eps=h["eps"], xp=xp)[..., 0]
-            if sigma is not None:  # BFGS: the complement of span(Q) has curvature σ
-                rest = G - (Q @ _array.matmul_t(Q, G[..., None], xp))[..., 0]
-                pos = sigma > 0
-                inv = xp.where(pos, 1.0 / (xp.where(pos, sigma, xp.ones_like(sigma)) + h["eps"]),
-                               xp.zeros_like(sigma))
-                U = U + inv[:, None] * rest
-        u = -lr_t * _unblock(U, tuple(p.shape), xp)
-        if h["weight_decay"]:
-            u = u - (lr_t * h["weight_decay"]) * _array.as_float(p, xp, dt)
-        ups.append(u)
-        new.append(LREState(step, L, Q, m, v, hist, sigma))
-    return ups, new
-
-
-def transform(**hyper: Any) -> Transform:
-    """:class:`~xpmat.optim.Transform` with these hyper-parameters bound (no ``hvp``: use
-    :func:`update` directly for the Hessian curvatures)."""
-    return bind(DEFAULTS, hyper, "lre", _validate, init, update)
+    return run_update(transform(hvp=hvp, **hyper), grads, state, params)

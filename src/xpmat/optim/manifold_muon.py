@@ -1,4 +1,4 @@
-"""Manifold Muon (manifold-dual-gradient-descent.md; adaptive-learning-methods §8.2).
+"""Manifold Muon ([Su 2025][su-2025]; [Bernstein 2025][bernstein-2025]; [Stratos 2026, §8.2][stratos-2026]).
 
 Weights live on the Stiefel manifold ``{W : Wᵀ W = I}`` (``W`` ``n × m`` tall; a wide parameter
 is handled through its transpose).  The steepest descent direction under the spectral norm
@@ -6,20 +6,21 @@ restricted to the tangent space (eq. 78–79) is ``Φ = msign(G + W X)`` with a 
 ``X`` chosen so that ``Wᵀ Φ + Φᵀ W = 0``; ``X`` is found by (sub)gradient descent on the
 dual objective ``‖G + W X‖_*``, whose gradient is ``Wᵀ Φ + Φᵀ W``::
 
-    mode="dual_ascent" (Thinking Machines reference, per step):
+    mode="dual_ascent" (Bernstein 2025, per step):
         X = −¼ (Wᵀ G + Gᵀ W);  for k < K:  Φ = msign(G + W X);  H = Wᵀ Φ + Φᵀ W
             stop when RMS(H) < tol;  X ← X − α (1 − k/K) H
-    mode="online" (the seed's cheap form, "synchronous update"):
+    mode="online" (Su 2025's cheap form, "synchronous update"):
         X kept in state;  Φ = msign(G + W X);  X ← X − α (Wᵀ Φ + Φᵀ W)   (one dual step per step)
     then  W ← retract(W − η Φ) = msign(W − η Φ)                          (eq. 77)
 
 ``radius=R`` scales the manifold: ``Wᵀ W = R² I`` (the step is taken on ``W / R``).
 ``manifold="spectral_sphere"``: ``‖W‖₂ = R`` instead, ``Φ = msign(G + λ W)``, the scalar dual
-``λ ← λ − α tr(Wᵀ Φ)`` (the seed's "Muon + spectral sphere"), retraction ``W ← R W / ‖W‖₂``.
+``λ ← λ − α tr(Wᵀ Φ)`` (Su 2025's "Muon + Spectral Sphere"), retraction ``W ← R W / ‖W‖₂``.
 
 The gradient is divided by its Frobenius norm first (``Φ`` only depends on ``(G, X)`` up to
-a joint scale), so ``dual_lr`` does not depend on the gradient's scale.  The first step also
-retracts a parameter that does not start on the manifold.
+a joint scale), so ``dual_lr`` does not depend on the gradient's scale.  The first step with
+``lr > 0`` also retracts a parameter that does not start on the manifold; ``lr = 0`` moves
+nothing.  As a composition: ``skip_nonfinite(as_matrix(chain(momentum(μ), manifold_step)))``.
 """
 
 from __future__ import annotations
@@ -28,22 +29,25 @@ from typing import Any, NamedTuple
 
 from xpmat import _array
 from xpmat.optim._base import (
-    Transform,
-    _check_lists,
-    bind,
-    check_hyper,
-    init_params,
-    matrix_shape,
-    zeros_step,
+    check_choice,
+    check_common,
+    check_int,
+    check_real,
+    resolve_hyper,
+    run_init,
+    run_update,
+    state_dtype_for,
 )
+from xpmat.optim.transforms import Transform, as_matrix, chain, momentum, ns_schedule_checked, skip_nonfinite
 from xpmat.orthogonalize import msign
 
-__all__ = ["DEFAULTS", "ManifoldMuonState", "State", "dual_ascent", "init", "retract_stiefel",
-           "transform", "update"]
+__all__ = ["DEFAULTS", "ManifoldMuonState", "State", "dual_ascent", "init", "manifold_step",
+           "retract_stiefel", "transform", "update"]
 
 DEFAULTS: dict[str, Any] = {
     "lr": 0.05,
     "momentum": 0.0,
+    "schedule": 1.0,
     "mode": "online",
     "manifold": "stiefel",
     "dual_lr": 0.1,
@@ -59,43 +63,37 @@ DEFAULTS: dict[str, Any] = {
 
 
 class ManifoldMuonState(NamedTuple):
-    """Per-parameter state (tall orientation): ``dual`` X ``(m, m)`` for the Stiefel manifold or
-    λ ``()`` for the spectral sphere, ``momentum_buffer`` (matrix view)."""
+    """Per-parameter state: ``dual`` X ``(k, k)`` (k = min(m, n)) for the Stiefel manifold or λ
+    ``()`` for the spectral sphere, ``momentum_buffer`` (matrix view), the non-finite counter."""
 
-    step: Any
+    momentum_buffer: Any = None
+    dual: Any = None
+    nonfinite_count: Any = None
+
+
+class DualState(NamedTuple):
+    """The state of :func:`manifold_step`: the dual variable."""
+
     dual: Any
-    momentum_buffer: Any
 
 
 State = ManifoldMuonState
 
 
-def _validate(h: dict[str, Any]) -> None:
-    if h["mode"] not in ("online", "dual_ascent"):
-        raise ValueError(f"mode must be 'online' or 'dual_ascent', got {h['mode']!r}")
-    if h["manifold"] not in ("stiefel", "spectral_sphere"):
-        raise ValueError(f"manifold must be 'stiefel' or 'spectral_sphere', got {h['manifold']!r}")
-    if not 0.0 <= h["momentum"] < 1.0:
-        raise ValueError(f"momentum must lie in [0, 1), got {h['momentum']}")
+def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
+    h = resolve_hyper(DEFAULTS, hyper, "manifold_muon")
+    check_common(h)
+    check_real("momentum", h["momentum"], 0.0, 1.0, high_open=True)
+    check_choice("mode", h["mode"], ("online", "dual_ascent"))
+    check_choice("manifold", h["manifold"], ("stiefel", "spectral_sphere"))
+    check_real("dual_lr", h["dual_lr"])
+    check_real("tol", h["tol"])
+    check_real("radius", h["radius"], low_open=True)
     for k in ("dual_steps", "check_every"):
-        if not isinstance(h[k], int) or h[k] < 1:
-            raise ValueError(f"{k} must be an int >= 1, got {h[k]!r}")
-
-
-def _tall(shape: tuple[int, ...], name: str) -> tuple[int, int, bool]:
-    m, n = matrix_shape(shape, name)
-    return (m, n, False) if m >= n else (n, m, True)
-
-
-def init(params: list[Any], **hyper: Any) -> list[ManifoldMuonState]:
-    """Zero dual (``(k, k)`` with ``k = min`` side, or a scalar) and zero momentum."""
-    h, items = init_params(params, hyper, DEFAULTS, "manifold_muon", _validate)
-    out = []
-    for i, p, xp, dev, dt in items:
-        n, m, _ = _tall(tuple(p.shape), f"params[{i}]")
-        dual = xp.zeros((m, m) if h["manifold"] == "stiefel" else (), dtype=dt, device=dev)
-        out.append(ManifoldMuonState(zeros_step(xp, dev), dual, xp.zeros((n, m), dtype=dt, device=dev)))
-    return out
+        check_int(k, h[k], 1)
+    check_int("polish_steps", h["polish_steps"], 0)
+    ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
+    return h
 
 
 def _msign(A: Any, xp: Any, h: dict[str, Any]) -> Any:
@@ -153,7 +151,9 @@ def update(grads: list[Any], state: list[ManifoldMuonState], params: list[Any],
         through their transpose).
     state : list of ManifoldMuonState
     **hyper
-        ``lr`` (η), ``momentum`` (EMA of the gradient, 0 = off), ``mode`` (``"online"`` |
+        ``lr`` (η ≥ 0; 0 leaves the parameter where it is, while the dual still moves),
+        ``schedule`` (s multiplies η), ``momentum`` (EMA of the gradient in [0, 1), 0 = off),
+        ``mode`` (``"online"`` |
         ``"dual_ascent"``), ``manifold`` (``"stiefel"`` | ``"spectral_sphere"``), ``dual_lr``
         (α, or η₂), ``dual_steps`` (K), ``tol`` and ``check_every`` (dual ascent stopping rule),
         ``radius`` (R: ``Wᵀ W = R² I`` on the scaled Stiefel manifold, ``‖W‖₂ = R`` on the
@@ -168,9 +168,10 @@ def update(grads: list[Any], state: list[ManifoldMuonState], params: list[Any],
 
     Notes
     -----
-    manifold-dual-gradient-descent.md ("Stiefel Manifold": dual gradient descent and the
-    synchronous update; "Muon + Spectral Sphere": λ ← λ − η₂ tr(ΘᵀΦ)); adaptive-learning-methods
-    §8.2 eq. (77)–(79).  A zero gradient gives ``Φ = 0`` and only the retraction.
+    [Su 2025][su-2025] ("Stiefel Manifold": dual gradient descent and the
+    synchronous update; "Muon + Spectral Sphere": λ ← λ − η₂ tr(ΘᵀΦ)); [Stratos 2026][stratos-2026]
+    §8.2 eq. (77)–(79).  A zero gradient gives ``Φ = 0`` and only the retraction; a gradient
+    with a NaN or ±Inf entry is skipped (``nonfinite_count``).
 
     Backends: standard Array API; :func:`xpmat.msign`; ``matrix_norm(ord=2)`` (SVD) for the
     spectral-sphere retraction.
@@ -187,53 +188,74 @@ def update(grads: list[Any], state: list[ManifoldMuonState], params: list[Any],
     >>> print(np.allclose(W1.T @ W1, np.eye(3), atol=1e-12))
     True
     """
-    h = check_hyper(DEFAULTS, hyper, "manifold_muon")
-    _validate(h)
-    _check_lists(params, grads, state)
-    lr, mu, alpha = float(h["lr"]), h["momentum"], float(h["dual_lr"])
-    ups, new = [], []
-    for i, (g, s, p) in enumerate(zip(grads, state, params, strict=True)):
-        xp = _array.array_namespace(g, p, names=(f"grads[{i}]", f"params[{i}]"))
-        _, _, flip = _tall(tuple(p.shape), f"params[{i}]")
-        dt = s.momentum_buffer.dtype
+    return run_update(transform(**hyper), grads, state, params)
 
-        def view(a, rows=p.shape[0], flip=flip, xp=xp, dt=dt):
-            a = xp.reshape(_array.as_float(a, xp, dt), (rows, -1))
-            return _array.mT(a, xp) if flip else a
 
-        G, W = view(g), view(p)
-        R = float(h["radius"])
-        buf = s.momentum_buffer + (1.0 - mu) * (G - s.momentum_buffer) if mu else G
-        nrm = xp.linalg.vector_norm(buf)
-        Gn = buf / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
-        if h["manifold"] == "stiefel":
-            W = W / R if R != 1.0 else W  # scaled Stiefel: Wᵀ W = R² I
-            if h["mode"] == "dual_ascent":
-                Phi, X, _ = dual_ascent(W, Gn, xp, dual_lr=alpha, dual_steps=h["dual_steps"],
-                                        tol=h["tol"], check_every=h["check_every"],
-                                        ns_steps=h["ns_steps"], ns_schedule=h["ns_schedule"])
-            else:
-                Phi = _msign(Gn + W @ s.dual, xp, h)
-                X = s.dual - alpha * _tangency(W, Phi, xp)
-            W_new = retract_stiefel(W - lr * Phi, xp, ns_steps=h["ns_steps"],
-                                    ns_schedule=h["ns_schedule"], polish_steps=h["polish_steps"])
-            dual = X
-            if R != 1.0:
-                W, W_new = W * R, W_new * R
-        else:
-            Phi = _msign(Gn + s.dual * W, xp, h)
-            dual = s.dual - alpha * xp.sum(W * Phi)  # tr(Wᵀ Φ)
-            A = W - lr * Phi
-            sig = xp.linalg.matrix_norm(A, ord=2)
-            W_new = A * (R / xp.where(sig > 0, sig, xp.ones_like(sig)))
-        u = W_new - W
-        if flip:
-            u = _array.mT(u, xp)
-        ups.append(xp.reshape(u, tuple(p.shape)))
-        new.append(ManifoldMuonState(s.step + 1, dual, buf if mu else s.momentum_buffer))
-    return ups, new
+def _step(G: Any, dual: Any, W: Any, h: dict[str, Any], xp: Any) -> tuple[Any, Any]:
+    """One step on a tall ``W``: ``(W_new − W, new dual)``; ``W_new = W`` when ``lr = 0``."""
+    lr, alpha, R = float(h["schedule"]) * float(h["lr"]), float(h["dual_lr"]), float(h["radius"])
+    nrm = xp.linalg.vector_norm(G)
+    Gn = G / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
+    if h["manifold"] == "spectral_sphere":
+        Phi = _msign(Gn + dual * W, xp, h)
+        dual = dual - alpha * xp.sum(W * Phi)  # tr(Wᵀ Φ)
+        A = W - lr * Phi
+        sig = xp.linalg.matrix_norm(A, ord=2)
+        return (A * (R / xp.where(sig > 0, sig, xp.ones_like(sig))) - W if lr else xp.zeros_like(W)), dual
+    Ws = W / R if R != 1.0 else W  # scaled Stiefel: Wᵀ W = R² I
+    if h["mode"] == "dual_ascent":
+        Phi, dual, _ = dual_ascent(Ws, Gn, xp, dual_lr=alpha, dual_steps=h["dual_steps"], tol=h["tol"],
+                                   check_every=h["check_every"], ns_steps=h["ns_steps"],
+                                   ns_schedule=h["ns_schedule"])
+    else:
+        Phi = _msign(Gn + Ws @ dual, xp, h)
+        dual = dual - alpha * _tangency(Ws, Phi, xp)
+    if not lr:
+        return xp.zeros_like(W), dual
+    W_new = retract_stiefel(Ws - lr * Phi, xp, ns_steps=h["ns_steps"], ns_schedule=h["ns_schedule"],
+                            polish_steps=h["polish_steps"])
+    return (W_new * R if R != 1.0 else W_new) - W, dual
+
+
+def manifold_step(h: dict[str, Any]) -> Transform:
+    """The manifold part of Manifold Muon as a transform on matrices (state ``dual``): input the
+    (momentum-averaged) gradient, output ``W_new − W``.  ``h``: checked hyper-parameters."""
+
+    def init(params):
+        out = []
+        for p in params:
+            xp, k = _array.array_namespace(p), min(p.shape)
+            shape = (k, k) if h["manifold"] == "stiefel" else ()
+            out.append(DualState(xp.zeros(shape, device=_array.device(p),
+                                          dtype=state_dtype_for(p, xp, h["state_dtype"]))))
+        return out
+
+    def update(grads, states, params):
+        ups, new = [], []
+        for g, s, p in zip(grads, states, params, strict=True):
+            xp = _array.array_namespace(g, p)
+            wide = p.shape[0] < p.shape[1]  # a wide matrix is handled through its transpose
+
+            def tall(a, xp=xp, wide=wide, dt=s.dual.dtype):
+                a = _array.as_float(a, xp, dt)
+                return _array.mT(a, xp) if wide else a
+
+            u, dual = _step(tall(g), s.dual, tall(p), h, xp)
+            ups.append(_array.mT(u, xp) if wide else u)
+            new.append(DualState(dual))
+        return ups, new
+
+    return Transform(init, update, DualState)
 
 
 def transform(**hyper: Any) -> Transform:
-    """:class:`~xpmat.optim.Transform` with these hyper-parameters bound."""
-    return bind(DEFAULTS, hyper, "manifold_muon", _validate, init, update)
+    """Manifold Muon as a :class:`~xpmat.optim.transforms.Transform` (hyper-parameters:
+    :func:`update`): ``skip_nonfinite(as_matrix(chain(momentum(μ), manifold_step)))``."""
+    h = _checked(hyper)
+    return skip_nonfinite(as_matrix(chain(momentum(h["momentum"], state_dtype=h["state_dtype"]),
+                                          manifold_step(h), state=ManifoldMuonState)))
+
+
+def init(params: list[Any], **hyper: Any) -> list[ManifoldMuonState]:
+    """Zero dual (``(k, k)`` with ``k = min(m, n)``, or a scalar) and zero momentum."""
+    return run_init(transform(**hyper), params)

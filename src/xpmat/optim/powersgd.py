@@ -1,4 +1,4 @@
-"""PowerSGD and PowerSGD+ (powersgd-plus.md §3–4, eq. 7a–7c, Alg. 2), in one process.
+"""PowerSGD and PowerSGD+ ([Xie et al. 2025][xie-chen-yuan-2025] §3–4, eq. 7a–7c, Alg. 2), in one process.
 
 Per matrix parameter ``X`` (``m × n`` view) with error ``e``, warm-started ``Q`` ``(n, r)``::
 
@@ -7,31 +7,46 @@ Per matrix parameter ``X`` (``m × n`` view) with error ``e``, warm-started ``Q`
       PowerSGD+ (``restart_every=τ``), when t mod τ = 0:  P̃_t = U[:, :r] of SVD(Δ_t)   (Alg. 2)
     e_{t+1} = Δ_t − Δ̂_t
     m_t = μ m_{t−1} + Δ̂_t,  X_{t+1} = X_t − η m_t                 (7c, base="sgd")
-    or Δ̂_t fed to the AdamW direction as its gradient              (base="adamw")
+    or Δ̂_t fed to Adam as its gradient                             (base="adamw")
+
+As a composition::
+
+    skip_nonfinite(as_matrix(chain(powersgd_compress(rank, restart_every),
+                                   momentum(μ, kind="heavy_ball")  |  scale_by_adam(betas, eps),
+                                   add_decayed_weights(λ), scale_by_lr(s η))))
 
 ``t`` counts from 0, so PowerSGD+ starts with an SVD step.  The restart decision reads the
-step counter on the host once per step (one scalar copy; nothing else leaves the device).
-The multi-process form (all-reduce of P and Q) belongs to :mod:`xpmat.distributed`.
+step counters on the host (one transfer per step for all matrices); under ``torch.compile`` it
+is a ``torch.cond`` on the device instead.  The multi-process form (all-reduce of P and Q)
+belongs to :mod:`xpmat.distributed`.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from xpmat import _array
 from xpmat.optim._base import (
-    Transform,
-    _check_lists,
-    bind,
-    check_hyper,
-    init_params,
-    matrix_shape,
-    resolve_rank,
-    zeros_step,
+    check_betas,
+    check_choice,
+    check_common,
+    check_real,
+    resolve_hyper,
+    run_init,
+    run_update,
 )
-from xpmat.optim.adamw import AdamWState, adam_direction
+from xpmat.optim.transforms import (
+    Transform,
+    add_decayed_weights,
+    as_matrix,
+    chain,
+    momentum,
+    powersgd_compress,
+    scale_by_adam,
+    scale_by_lr,
+    skip_nonfinite,
+)
 
-__all__ = ["DEFAULTS", "PowerSGDState", "State", "init", "transform", "update"]
+__all__ = ["DEFAULTS", "PowerSGDState", "State", "init", "transform", "unused_keys", "update"]
 
 DEFAULTS: dict[str, Any] = {
     "lr": 0.01,
@@ -52,58 +67,53 @@ DEFAULTS: dict[str, Any] = {
 
 
 class PowerSGDState(NamedTuple):
-    """Per-parameter state: ``error`` e and ``exp_avg`` (momentum m, or Adam's first moment)
-    in the matrix view, ``Q`` ``(n, r)``, and ``exp_avg_sq`` for ``base="adamw"``."""
+    """Per-parameter state (matrix view): ``step``, ``error`` e, ``Q`` ``(n, r)``; the base's
+    ``momentum_buffer`` (``base="sgd"``) or ``exp_avg``, ``exp_avg_sq`` (``base="adamw"``);
+    the non-finite counter."""
 
-    step: Any
-    error: Any
-    Q: Any
-    exp_avg: Any
+    step: Any = None
+    error: Any = None
+    Q: Any = None
+    momentum_buffer: Any = None
+    exp_avg: Any = None
     exp_avg_sq: Any = None
+    max_exp_avg_sq: Any = None
+    nonfinite_count: Any = None
 
 
 State = PowerSGDState
 
 
-def _validate(h: dict[str, Any]) -> None:
-    if not 0.0 <= h["momentum"] < 1.0:
-        raise ValueError(f"momentum must lie in [0, 1), got {h['momentum']}")
-    if h["base"] not in ("sgd", "adamw"):
-        raise ValueError(f"base must be 'sgd' or 'adamw', got {h['base']!r}")
-    if h["svd"] not in ("full", "randomized"):
-        raise ValueError(f"svd must be 'full' or 'randomized', got {h['svd']!r}")
-    tau = h["restart_every"]
-    if tau is not None and (isinstance(tau, bool) or not isinstance(tau, int) or tau < 1):
-        raise ValueError(f"restart_every must be None or an int >= 1, got {tau!r}")
-    if h["lr"] < 0 or h["weight_decay"] < 0:
-        raise ValueError(f"lr and weight_decay must be >= 0, got {h['lr']}, {h['weight_decay']}")
+def unused_keys(base: str) -> tuple[str, ...]:
+    """The hyper-parameters ``base`` does not read (``momentum`` for Adam, ``betas``, ``eps``
+    for SGD): the torch classes leave them out of their ``defaults``, so learning-rate
+    schedulers that cycle momentum find the right key."""
+    return ("betas", "eps") if base == "sgd" else ("momentum",)
+
+
+def transform(**hyper: Any) -> Transform:
+    """PowerSGD / PowerSGD+ as a :class:`~xpmat.optim.transforms.Transform` (hyper-parameters:
+    :func:`update`)."""
+    h = resolve_hyper(DEFAULTS, hyper, "powersgd")
+    check_common(h)
+    check_choice("base", h["base"], ("sgd", "adamw"))
+    check_real("momentum", h["momentum"], 0.0, 1.0, high_open=True)
+    check_betas("betas", h["betas"])
+    check_real("eps", h["eps"])
+    sd = h["state_dtype"]
+    compress = powersgd_compress(h["rank"], rank_multiple_of=h["rank_multiple_of"],
+                                 restart_every=h["restart_every"], svd=h["svd"],
+                                 orthogonalize=h["orthogonalize"], seed=h["seed"], state_dtype=sd)
+    base = (momentum(h["momentum"], kind="heavy_ball", state_dtype=sd) if h["base"] == "sgd"
+            else scale_by_adam(h["betas"], h["eps"], state_dtype=sd))
+    return skip_nonfinite(as_matrix(chain(compress, base, add_decayed_weights(h["weight_decay"]),
+                                          scale_by_lr(float(h["schedule"]) * float(h["lr"])),
+                                          state=PowerSGDState)))
 
 
 def init(params: list[Any], **hyper: Any) -> list[PowerSGDState]:
     """Zero error and momentum, seeded Gaussian ``Q`` (parameter ``i`` from ``seed + i``)."""
-    h, items = init_params(params, hyper, DEFAULTS, "powersgd", _validate)
-    out = []
-    for i, p, xp, dev, dt in items:
-        m, n = matrix_shape(p.shape, f"params[{i}]")
-        r = resolve_rank(h["rank"], h["rank_multiple_of"], m, n)
-        Q = _array.random_normal((n, r), seed=h["seed"] + i, xp=xp, dtype=dt, dev=dev)
-        z = xp.zeros((m, n), dtype=dt, device=dev)
-        out.append(PowerSGDState(zeros_step(xp, dev), z, Q, xp.zeros_like(z),
-                                 xp.zeros_like(z) if h["base"] == "adamw" else None))
-    return out
-
-
-def _svd_compress(D: Any, r: int, xp: Any, how: str, seed: int) -> tuple[Any, Any, Any]:
-    """SVD-Comp of Alg. 1: ``P̃ = U[:, :r]``, ``R = Δᵀ P̃``, ``Q = colnorm(R)``."""
-    if how == "full":
-        U, _, _ = _array.svd(D, xp)
-        P = U[:, :r]
-    else:
-        from xpmat.iteration import randomized_svd
-
-        P, _, _ = randomized_svd(D, r, seed=seed, xp=xp)
-    R = _array.mT(D, xp) @ P
-    return P, R, _array.normalize_columns(R, xp)
+    return run_init(transform(**hyper), params)
 
 
 def update(grads: list[Any], state: list[PowerSGDState], params: list[Any],
@@ -116,12 +126,12 @@ def update(grads: list[Any], state: list[PowerSGDState], params: list[Any],
         Matrix parameters (ndim ≥ 2; conv kernels viewed as ``(out, in·k·k)``).
     state : list of PowerSGDState
     **hyper
-        ``lr`` (η), ``momentum`` (μ of eq. 7c), ``rank`` (int or float fraction),
-        ``rank_multiple_of``, ``restart_every`` (τ: ``None`` = PowerSGD, int = PowerSGD+),
-        ``svd`` (``"full"`` or ``"randomized"`` for the restart), ``base`` (``"sgd"`` or
-        ``"adamw"``; ``betas``, ``eps`` for the latter), ``weight_decay`` (decoupled, times η),
-        ``schedule`` (s multiplies η), ``orthogonalize`` (passed to
-        :func:`xpmat.power_iter1`), ``seed``, ``state_dtype``.
+        ``lr`` (η ≥ 0), ``momentum`` (μ in [0, 1) of eq. 7c), ``rank`` (int ≥ 1 or a float
+        fraction in (0, 1]), ``rank_multiple_of``, ``restart_every`` (τ: ``None`` = PowerSGD,
+        int ≥ 1 = PowerSGD+), ``svd`` (``"full"`` or ``"randomized"`` for the restart), ``base``
+        (``"sgd"`` or ``"adamw"``; ``betas``, ``eps`` for the latter), ``weight_decay``
+        (decoupled, times η), ``schedule`` (s multiplies η), ``orthogonalize`` (for
+        :func:`xpmat.orthonormalize`), ``seed``, ``state_dtype``.
 
     Returns
     -------
@@ -130,12 +140,13 @@ def update(grads: list[Any], state: list[PowerSGDState], params: list[Any],
 
     Notes
     -----
-    powersgd-plus.md eq. (7a)–(7c), (9), Algorithm 2.  Theorem 1 (eq. 10): on the 2×2
+    [Xie et al. 2025][xie-chen-yuan-2025] eq. (7a)–(7c), (9), Algorithm 2.  Theorem 1 (eq. 10): on the 2×2
     counterexample PowerSGD's updates stay in span(B) in exact arithmetic while PowerSGD+'s
-    SVD restarts escape; see ``docs/optim.md`` for what floating point does here.
+    SVD restarts escape; see ``docs/optim.md`` for what floating point does here.  A gradient
+    with a NaN or ±Inf entry is skipped (``nonfinite_count``).
 
     Backends: standard Array API; ``xp.linalg.svd`` for the restart (or
-    :func:`xpmat.randomized_svd`), :func:`xpmat.power_iter1` otherwise.
+    :func:`xpmat.randomized_svd`), :func:`xpmat.orthonormalize` otherwise.
 
     Examples
     --------
@@ -148,46 +159,4 @@ def update(grads: list[Any], state: list[PowerSGDState], params: list[Any],
     >>> np.round(-u[0], 6).tolist(), np.round(st[0].error, 6).tolist()[1]
     ([[3.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]], [0.0, 2.0, 0.0])
     """
-    h = check_hyper(DEFAULTS, hyper, "powersgd")
-    _validate(h)
-    _check_lists(params, grads, state)
-    lr_t = float(h["schedule"]) * float(h["lr"])
-    tau = h["restart_every"]
-    ups, new = [], []
-    for i, (g, s, p) in enumerate(zip(grads, state, params, strict=True)):
-        xp = _array.array_namespace(g, p, names=(f"grads[{i}]", f"params[{i}]"))
-        m, n = matrix_shape(p.shape, f"params[{i}]")
-        dt = s.error.dtype
-        D = s.error + xp.reshape(_array.as_float(g, xp, dt), (m, n))  # (7a)
-        t = None
-        if tau is not None:
-            t = int(s.step)  # host read: the SVD branch of Alg. 2 is a Python branch
-        if t is not None and t % tau == 0:
-            P, R, Qn = _svd_compress(D, s.Q.shape[-1], xp, h["svd"], h["seed"] + t)
-        else:
-            from xpmat.iteration import power_iter1
-
-            P, R, Qn = power_iter1(D, s.Q, method=h["orthogonalize"], xp=xp)
-        D_hat = P @ _array.mT(R, xp)  # (7b)
-        err = D - D_hat
-        if h["base"] == "sgd":
-            mom = h["momentum"] * s.exp_avg + D_hat  # (7c)
-            u = -lr_t * mom
-            st = PowerSGDState(s.step + 1, err, Qn, mom, None)
-        else:
-            o, a = adam_direction(D_hat, AdamWState(s.step, s.exp_avg, s.exp_avg_sq), xp,
-                                  betas=h["betas"], eps=h["eps"], amsgrad=False, nesterov=False,
-                                  atan2=False)
-            u = -lr_t * o
-            st = PowerSGDState(a.step, err, Qn, a.exp_avg, a.exp_avg_sq)
-        u = xp.reshape(u, tuple(p.shape))
-        if h["weight_decay"]:
-            u = u - (lr_t * h["weight_decay"]) * _array.as_float(p, xp, dt)
-        ups.append(u)
-        new.append(st)
-    return ups, new
-
-
-def transform(**hyper: Any) -> Transform:
-    """:class:`~xpmat.optim.Transform` with these hyper-parameters bound."""
-    return bind(DEFAULTS, hyper, "powersgd", _validate, init, update)
+    return run_update(transform(**hyper), grads, state, params)

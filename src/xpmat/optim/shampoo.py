@@ -1,4 +1,4 @@
-"""Shampoo (adaptive-learning-methods §5, §5.1, §6.2): Kronecker-factored preconditioning.
+"""Shampoo ([Stratos 2026, §5, §5.1, §6.2][stratos-2026]): Kronecker-factored preconditioning.
 
 Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), gradient ``G``,
 step ``t = 1, 2, …``::
@@ -18,36 +18,55 @@ stacked arrays); the padded rows of a factor get the block's mean eigenvalue on 
 before the root, so they change nothing in the real rows (the root of a block-diagonal matrix
 is block-diagonal) and do not spoil the conditioning.  Matrix-only: 1-D parameters go to
 AdamW (the torch class does it, or :func:`xpmat.optim.route`); with grafting, Shampoo on a
-vector would only rescale AdamW's step anyway.
+vector would only rescale AdamW's step anyway.  As a composition::
+
+    skip_nonfinite(as_matrix(chain(kron_precondition(...), add_decayed_weights(λ), scale_by_lr(s η))))
+
+where :func:`kron_precondition` holds the momentum, the factors, the roots and the grafting
+(whose arithmetic is :func:`~xpmat.optim.transforms.adam_direction`).  The refresh decision
+reads the step counters on the host (one transfer per step); under ``torch.compile`` it is a
+``torch.cond`` on the device instead (``root_method="eigh"`` or ``"newton"``).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 from xpmat import _array
 from xpmat.iteration import orthogonal_iteration
 from xpmat.kron import ShampooFactors, shampoo_factors
-from xpmat.matfun import _inv_root_from_eig, inv_root
+from xpmat.matfun import inv_root, inv_root_from_eig
 from xpmat.optim._base import (
-    Transform,
-    _check_lists,
-    bind,
-    check_hyper,
+    check_betas,
+    check_choice,
+    check_common,
+    check_int,
+    check_real,
     host_steps,
-    init_params,
-    matrix_shape,
+    resolve_hyper,
+    run_init,
+    run_update,
+    state_dtype_for,
     zeros_step,
 )
+from xpmat.optim.transforms import (
+    AdamState,
+    Transform,
+    adam_direction,
+    add_decayed_weights,
+    as_matrix,
+    chain,
+    ema_update,
+    scale_by_lr,
+    skip_nonfinite,
+)
 
-__all__ = ["DEFAULTS", "ROOT_METHODS", "ShampooState", "State", "block_layout", "init",
-           "transform", "update"]
+__all__ = ["DEFAULTS", "RENAMED", "ROOT_METHODS", "ShampooState", "State", "block_layout", "init",
+           "kron_precondition", "transform", "update"]
 
 DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
-    "beta1": 0.9,
-    "beta2": 0.999,
+    "betas": (0.9, 0.999),
     "eps": 1e-12,
     "eps_mode": "absolute",
     "root": 4,
@@ -77,9 +96,24 @@ class ShampooState(NamedTuple):
     ``L`` (k, bm, bm), ``R`` (k, bn, bn): EMA factors (not bias-corrected); ``L_root``,
     ``R_root``: the inverse roots of the last refresh (identity before the first);
     ``L_basis``, ``R_basis``: eigenbases (``root_method="orthogonal_iteration"`` only);
-    ``exp_avg`` (m, n): momentum (``beta1 > 0`` only); ``exp_avg_sq`` (m, n): the AdamW
-    second moment of the grafting (``grafting="adamw"`` only).
+    ``exp_avg`` (m, n): momentum (β₁ > 0 only); ``exp_avg_sq`` (m, n): the AdamW second moment
+    of the grafting (``grafting="adamw"`` only); ``step``; the non-finite counter.
     """
+
+    step: Any = None
+    L: Any = None
+    R: Any = None
+    L_root: Any = None
+    R_root: Any = None
+    L_basis: Any = None
+    R_basis: Any = None
+    exp_avg: Any = None
+    exp_avg_sq: Any = None
+    nonfinite_count: Any = None
+
+
+class KronState(NamedTuple):
+    """The state of :func:`kron_precondition` (the fields of :class:`ShampooState`)."""
 
     step: Any
     L: Any
@@ -93,39 +127,27 @@ class ShampooState(NamedTuple):
 
 
 State = ShampooState
+RENAMED = {"beta1": "betas=(beta1, beta2)", "beta2": "betas=(beta1, beta2)"}
 
 
-def _is_int(x: Any, minimum: int) -> bool:
-    return not isinstance(x, bool) and isinstance(x, int) and x >= minimum
-
-
-def _validate(h: dict[str, Any]) -> None:
-    if not 0.0 <= h["beta1"] < 1.0:
-        raise ValueError(f"beta1 must lie in [0, 1), got {h['beta1']}")
-    if h["beta2"] is not None and not 0.0 <= h["beta2"] < 1.0:
-        raise ValueError(f"beta2 must be None (running mean) or lie in [0, 1), got {h['beta2']}")
-    if not 0.0 <= h["graft_beta2"] < 1.0:
-        raise ValueError(f"graft_beta2 must lie in [0, 1), got {h['graft_beta2']}")
-    for k in ("lr", "eps", "graft_eps", "weight_decay"):
-        if not h[k] >= 0:
-            raise ValueError(f"{k} must be >= 0, got {h[k]!r}")
-    if h["eps_mode"] not in _EPS_MODES:
-        raise ValueError(f"eps_mode must be one of {_EPS_MODES}, got {h['eps_mode']!r}")
-    if not _is_int(h["root"], 1):
+def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
+    h = resolve_hyper(DEFAULTS, hyper, "shampoo", RENAMED)
+    check_common(h)
+    check_betas("betas", h["betas"], none=(1,))
+    check_real("graft_beta2", h["graft_beta2"], 0.0, 1.0, high_open=True)
+    for k in ("eps", "graft_eps"):
+        check_real(k, h[k])
+    check_choice("eps_mode", h["eps_mode"], _EPS_MODES)
+    if not isinstance(h["root"], int) or isinstance(h["root"], bool) or h["root"] < 1:
         raise ValueError(f"root must be an int >= 1 (4: L^(-1/4) G R^(-1/4); 2: the squared "
                          f"preconditioner of §6.2), got {h['root']!r}")
-    if h["root_method"] not in ROOT_METHODS:
-        raise ValueError(f"root_method must be one of {ROOT_METHODS}, got {h['root_method']!r}")
+    check_choice("root_method", h["root_method"], ROOT_METHODS)
     for k in ("precondition_every", "max_preconditioner_dim", "newton_iters", "basis_iters"):
-        if not _is_int(h[k], 1):
-            raise ValueError(f"{k} must be an int >= 1, got {h[k]!r}")
-    s = h["start_preconditioning_step"]
-    if s is not None and not _is_int(s, 1):
-        raise ValueError(f"start_preconditioning_step must be None or an int >= 1, got {s!r}")
-    if h["grafting"] not in ("adamw", None):
-        raise ValueError(f"grafting must be 'adamw' or None, got {h['grafting']!r}")
-    if h["newton_tol"] is not None and not h["newton_tol"] > 0:
-        raise ValueError(f"newton_tol must be None or > 0, got {h['newton_tol']!r}")
+        check_int(k, h[k], 1)
+    check_int("start_preconditioning_step", h["start_preconditioning_step"], 1, none=True)
+    check_choice("grafting", h["grafting"], ("adamw", None))
+    check_real("newton_tol", h["newton_tol"], low_open=True, none=True)
+    return h
 
 
 def block_layout(m: int, n: int, max_dim: int) -> tuple[int, int, int, int]:
@@ -148,23 +170,38 @@ def _eyes(k: int, d: int, xp: Any, dt: Any, dev: Any) -> Any:
     return xp.zeros((k, d, d), dtype=dt, device=dev) + xp.eye(d, dtype=dt, device=dev)
 
 
-def init(params: list[Any], **hyper: Any) -> list[ShampooState]:
-    """Zero factors, identity roots (and bases), zero moments for each matrix parameter."""
-    h, items = init_params(params, hyper, DEFAULTS, "shampoo", _validate)
-    out = []
-    for i, p, xp, dev, dt in items:
-        m, n = matrix_shape(p.shape, f"params[{i}]")
-        bm, bn, gm, gn = block_layout(m, n, h["max_preconditioner_dim"])
-        k = gm * gn
-        basis = h["root_method"] == "orthogonal_iteration"
-        z = xp.zeros((m, n), dtype=dt, device=dev)
-        out.append(ShampooState(
-            zeros_step(xp, dev), xp.zeros((k, bm, bm), dtype=dt, device=dev),
-            xp.zeros((k, bn, bn), dtype=dt, device=dev), _eyes(k, bm, xp, dt, dev),
-            _eyes(k, bn, xp, dt, dev), _eyes(k, bm, xp, dt, dev) if basis else None,
-            _eyes(k, bn, xp, dt, dev) if basis else None,
-            z if h["beta1"] else None, xp.zeros_like(z) if h["grafting"] else None))
-    return out
+def _init_one(p: Any, h: dict[str, Any]) -> KronState:
+    xp, dev = _array.array_namespace(p), _array.device(p)
+    dt = state_dtype_for(p, xp, h["state_dtype"])
+    m, n = p.shape
+    bm, bn, gm, gn = block_layout(m, n, h["max_preconditioner_dim"])
+    k = gm * gn
+    basis = h["root_method"] == "orthogonal_iteration"
+    z = xp.zeros((m, n), dtype=dt, device=dev)
+    return KronState(zeros_step(xp, dev), xp.zeros((k, bm, bm), dtype=dt, device=dev),
+                     xp.zeros((k, bn, bn), dtype=dt, device=dev), _eyes(k, bm, xp, dt, dev),
+                     _eyes(k, bn, xp, dt, dev), _eyes(k, bm, xp, dt, dev) if basis else None,
+                     _eyes(k, bn, xp, dt, dev) if basis else None,
+                     z if h["betas"][0] else None, xp.zeros_like(z) if h["grafting"] else None)
+
+
+def _moments(G: Any, s: KronState, h: dict[str, Any], xp: Any) -> tuple[Any, Any, KronState]:
+    """``(M̄, O, state)``: the momentum M̄ (G when β₁ = 0), the grafting direction ``O`` (AdamW's,
+    :func:`~xpmat.optim.transforms.adam_direction`; None without grafting), the factors folded."""
+    b1, b2 = h["betas"]
+    step = s.step + 1
+    O = V = None
+    if h["grafting"]:
+        O, a = adam_direction(G, AdamState(s.step, s.exp_avg if b1 else G, s.exp_avg_sq), xp,
+                              betas=(b1, h["graft_beta2"]), eps=h["graft_eps"])
+        M, V = (a.exp_avg if b1 else None), a.exp_avg_sq
+        Mbar = M / xp.astype(1.0 - b1 ** step, G.dtype) if b1 else G
+    else:
+        Mbar, M = ema_update(s.exp_avg, G, b1, step, xp) if b1 else (G, None)
+    w_prev = xp.astype(s.step if b2 is None else 1.0 - b2 ** s.step, G.dtype)
+    lay = block_layout(*G.shape, h["max_preconditioner_dim"])
+    f = shampoo_factors(_to_blocks(G, lay, xp), ShampooFactors(s.L, s.R, w_prev), beta=b2, xp=xp)
+    return Mbar, O, s._replace(step=step, L=f.L, R=f.R, exp_avg=M, exp_avg_sq=V)
 
 
 def _to_blocks(X: Any, lay: tuple[int, int, int, int], xp: Any) -> Any:
@@ -231,7 +268,145 @@ def _roots(A: Any, X_old: Any, Q_old: Any, first: bool, h: dict[str, Any], xp: A
     else:
         Q, lam = orthogonal_iteration(A, Q_old, iters=h["basis_iters"], align_to=Q_old,
                                       ritz=False, xp=xp)
-    return _inv_root_from_eig(lam, Q, p, xp), Q
+    return inv_root_from_eig(lam, Q, p, xp=xp), Q
+
+
+def _host_steps(states: list[KronState], h: dict[str, Any], xp: Any) -> list[int] | None:
+    """The step counts (after this step) on the host, one transfer; None while torch.compile
+    traces with ``root_method="eigh"`` (the refresh decision then stays on the device)."""
+    if _array.is_compiling(xp) and h["root_method"] == "eigh":
+        return None
+    return host_steps([s.step for s in states], xp)
+
+
+def _factors(s: KronState, lay: tuple[int, int, int, int], m: int, n: int, h: dict[str, Any], xp: Any):
+    """``(side, A)`` for L and R: the bias-corrected factors with ε and the padding regularized
+    (see :func:`_regularize`), ready for the inverse root."""
+    b2 = h["betas"][1]
+    weight = xp.astype(s.step if b2 is None else 1.0 - b2 ** s.step, s.L.dtype)
+    bm, bn, gm, gn = lay
+    out = []
+    for side, F, b, size, by_row in (("L", s.L, bm, m, True), ("R", s.R, bn, n, False)):
+        mask = None
+        if (gm * bm if by_row else gn * bn) != size:
+            mask = _real_mask(gm * gn, b, gn, size, by_row, xp, F.dtype, _array.device(F))
+        out.append((side, _regularize(F / weight, mask, h["eps"], h["eps_mode"], xp)))
+    return out
+
+
+def _refresh(work: list[dict[str, Any]], host: list[int] | None, h: dict[str, Any]) -> None:
+    """New inverse roots for the parameters due a refresh: ONE batched root call per factor size
+    (over blocks and parameters).  Eager: only the due ones, decided on the host.  Traced: all of
+    them inside a ``torch.cond`` on "any due", each block keeping its old root unless due."""
+    start = _start(h)
+    queue: dict[tuple, list[tuple[int, str, Any]]] = {}
+    for i, w in enumerate(work):
+        s, t = w["state"], None if host is None else host[i]
+        if t is not None and not (t >= start and (t - start) % h["precondition_every"] == 0):
+            continue
+        for side, A in _factors(s, w["lay"], w["m"], w["n"], h, w["xp"]):
+            first = h["root_method"] == "orthogonal_iteration" and (
+                t == start or getattr(s, f"{side}_basis") is None)
+            key = (A.shape[-1], str(A.dtype), str(_array.device(A)), first)
+            queue.setdefault(key, []).append((i, side, A))
+    for (_, _, _, first), jobs in queue.items():
+        xp = work[jobs[0][0]]["xp"]
+        olds = [work[i]["state"] for i, _, _ in jobs]
+        A = _cat([a for _, _, a in jobs], xp)
+        sides = [side for _, side, _ in jobs]
+        X_old = _cat([getattr(o, f"{side}_root") for o, side in zip(olds, sides, strict=True)], xp)
+        Q_old = None
+        if h["root_method"] == "orthogonal_iteration" and not first:
+            Q_old = _cat([getattr(o, f"{side}_basis") for o, side in zip(olds, sides, strict=True)], xp)
+        if host is None:
+            due = _cat([xp.broadcast_to(_due(o.step, h)[0], (a.shape[0],))
+                        for o, (_, _, a) in zip(olds, jobs, strict=True)], xp)
+            X, Q = _traced_roots(A, X_old, due, h, xp), None
+        else:
+            X, Q = _roots(A, X_old, Q_old, first, h, xp)
+        off = 0
+        for i, side, a in jobs:
+            upd = {f"{side}_root": X[off:off + a.shape[0], ...]}
+            if Q is not None:
+                upd[f"{side}_basis"] = Q[off:off + a.shape[0], ...]
+            work[i]["state"] = work[i]["state"]._replace(**upd)
+            off += a.shape[0]
+
+
+def _cat(xs: list[Any], xp: Any) -> Any:
+    return xs[0] if len(xs) == 1 else xp.concat(xs, axis=0)
+
+
+def _traced_roots(A: Any, X_old: Any, due: Any, h: dict[str, Any], xp: Any) -> Any:
+    """The refresh under torch.compile: roots of every block when any is due (``torch.cond``),
+    kept where not due."""
+
+    def fresh(A, X_old, due):
+        return xp.where(due[:, None, None], _roots(A, X_old, None, False, h, xp)[0], X_old)
+
+    return _array.cond(xp.any(due), fresh, lambda A, X_old, due: X_old * 1, (A, X_old, due), xp=xp)
+
+
+def _due(step: Any, h: dict[str, Any]) -> tuple[Any, Any]:
+    """``(refresh now, Shampoo direction in use)`` for the step count ``step`` (after this
+    step): refresh at ``s, s + k, s + 2k, …``, the direction from ``s`` on."""
+    start = _start(h)
+    return (step >= start) & ((step - start) % h["precondition_every"] == 0), step >= start
+
+
+def _direction(w: dict[str, Any], t: int | None, h: dict[str, Any]) -> Any:
+    """``L_root M̄ R_root`` per block, grafted to AdamW's block norms; the grafting direction
+    (or M̄) before the first refresh."""
+    xp, s, lay = w["xp"], w["state"], w["lay"]
+    before = w["O"] if w["O"] is not None else w["Mbar"]
+    if t is not None and t < _start(h):
+        return before
+    D = s.L_root @ _to_blocks(w["Mbar"], lay, xp) @ s.R_root
+    if w["O"] is not None:  # grafting: each block takes the AdamW block's norm
+        Ob = _to_blocks(w["O"], lay, xp)
+        nd = xp.linalg.vector_norm(D, axis=(-2, -1), keepdims=True)
+        no = xp.linalg.vector_norm(Ob, axis=(-2, -1), keepdims=True)
+        D = D * xp.where(nd > 0, no / xp.where(nd > 0, nd, xp.ones_like(nd)), xp.zeros_like(nd))
+    D = _from_blocks(D, lay, w["m"], w["n"], xp)
+    return D if t is not None else xp.where(_due(s.step, h)[1], D, before)
+
+
+def kron_precondition(h: dict[str, Any]) -> Transform:
+    """Shampoo's direction on matrices (see the module doc): momentum, EMA Kronecker factors in
+    blocks, inverse roots refreshed every ``precondition_every`` steps (batched over
+    parameters), AdamW grafting.  ``h``: checked hyper-parameters; state :class:`KronState`."""
+
+    def update(grads, states, params):
+        work = []
+        for i, (g, s) in enumerate(zip(grads, states, strict=True)):
+            xp = _array.array_namespace(g)
+            m, n = g.shape
+            lay = block_layout(m, n, h["max_preconditioner_dim"])
+            if tuple(s.L.shape) != (lay[2] * lay[3], lay[0], lay[0]):
+                raise ValueError(f"state[{i}].L has shape {tuple(s.L.shape)}; a {m}×{n} matrix with "
+                                 f"max_preconditioner_dim={h['max_preconditioner_dim']} needs "
+                                 f"{(lay[2] * lay[3], lay[0], lay[0])}")
+            Mbar, O, s = _moments(_array.as_float(g, xp, s.L.dtype), s, h, xp)
+            work.append({"xp": xp, "m": m, "n": n, "lay": lay, "Mbar": Mbar, "O": O, "state": s})
+        host = _host_steps([w["state"] for w in work], h, work[0]["xp"]) if work else None
+        _refresh(work, host, h)
+        ups = [_direction(w, None if host is None else host[i], h) for i, w in enumerate(work)]
+        return ups, [w["state"] for w in work]
+
+    return Transform(lambda params: [_init_one(p, h) for p in params], update, KronState)
+
+
+def transform(**hyper: Any) -> Transform:
+    """Shampoo as a :class:`~xpmat.optim.transforms.Transform` (hyper-parameters: :func:`update`)."""
+    h = _checked(hyper)
+    return skip_nonfinite(as_matrix(chain(kron_precondition(h), add_decayed_weights(h["weight_decay"]),
+                                          scale_by_lr(float(h["schedule"]) * float(h["lr"])),
+                                          state=ShampooState)))
+
+
+def init(params: list[Any], **hyper: Any) -> list[ShampooState]:
+    """Zero factors, identity roots (and bases), zero moments for each matrix parameter."""
+    return run_init(transform(**hyper), params)
 
 
 def update(grads: list[Any], state: list[ShampooState], params: list[Any],
@@ -245,9 +420,9 @@ def update(grads: list[Any], state: list[ShampooState], params: list[Any],
         ``ValueError`` (route them to AdamW).
     state : list of ShampooState
     **hyper
-        ``lr`` (η); ``beta1`` (momentum on G, bias-corrected; 0: none); ``beta2`` (EMA of the
-        factors, bias-corrected; ``None``: equal-weight running mean, the sum of eq. 53 over
-        ``t``); ``eps`` (ε) and ``eps_mode`` (``"absolute"``: ``L̂ + ε I``; ``"relative"``:
+        ``lr`` (η ≥ 0); ``betas`` (β₁: momentum on G, bias-corrected, 0: none; β₂: EMA of
+        the factors, bias-corrected, ``None``: equal-weight running mean, the sum of eq. 53
+        over ``t``); ``eps`` (ε) and ``eps_mode`` (``"absolute"``: ``L̂ + ε I``; ``"relative"``:
         ``L̂ + ε·(tr L̂ / d) I``); ``root`` (p: 4 for ``L^(-1/4) G R^(-1/4)``, 2 for the squared
         preconditioner ``L^(-1/2) G R^(-1/2)`` of §6.2); ``root_method`` (``"eigh"``,
         ``"newton"`` coupled Newton, ``"orthogonal_iteration"`` warm-started eigenbasis);
@@ -266,7 +441,7 @@ def update(grads: list[Any], state: list[ShampooState], params: list[Any],
 
     Notes
     -----
-    adaptive-learning-methods §5 eq. (53) (Shampoo), §5.1 (EMA factors), §6.2 eq. (63) (the
+    [Stratos 2026][stratos-2026] §5 eq. (53) (Shampoo), §5.1 (EMA factors), §6.2 eq. (63) (the
     squared preconditioner, ``root=2``).  The factors are folded by
     :func:`xpmat.shampoo_factors`; the roots come from :func:`xpmat.inv_root` (``"eigh"``: a
     pseudo-inverse root; ``"newton"``: the coupled iteration, a block keeps its previous root
@@ -276,10 +451,11 @@ def update(grads: list[Any], state: list[ShampooState], params: list[Any],
     eigenvalues.  All the factors of one size (over blocks and parameters) go through ONE
     batched root call.  With one gradient, ``β₁ = 0``, ``ε = 0`` and no grafting the update is
     ``−η U Vᵀ`` (``G = U Σ Vᵀ``; the polar factor) for ``root=4`` and ``−η U Σ⁻¹ Vᵀ`` for
-    ``root=2``.  A zero gradient gives a zero update.  NaN/Inf gradients propagate.
+    ``root=2``.  A zero gradient gives a zero update; a gradient with a NaN or ±Inf entry is
+    skipped (``nonfinite_count``), so no factorization ever sees it.
 
     The step counters are read on the host once per call (one transfer) to decide which
-    parameters refresh their roots.
+    parameters refresh their roots; under ``torch.compile`` the decision is a ``torch.cond``.
 
     Backends: standard Array API (eigh, matmul); orthonormalization via
     :func:`xpmat.orthonormalize`.
@@ -290,111 +466,11 @@ def update(grads: list[Any], state: list[ShampooState], params: list[Any],
     >>> from xpmat.optim import shampoo
     >>> G = np.array([[3.0, 0.0], [0.0, 0.5], [0.0, 0.0]])
     >>> p = [np.zeros((3, 2))]
-    >>> h = dict(lr=1.0, beta1=0.0, eps=0.0, grafting=None, precondition_every=1)
+    >>> h = dict(lr=1.0, betas=(0.0, 0.999), eps=0.0, grafting=None, precondition_every=1)
     >>> u, st = shampoo.update([G], shampoo.init(p, **h), p, **h)
     >>> print(np.round(-u[0], 6))     # one gradient: the polar factor U Vᵀ
     [[1. 0.]
      [0. 1.]
      [0. 0.]]
     """
-    h = check_hyper(DEFAULTS, hyper, "shampoo")
-    _validate(h)
-    _check_lists(params, grads, state)
-    if not params:
-        return [], []
-    lr_t = float(h["schedule"]) * float(h["lr"])
-    b1, b2, gb2, wd = h["beta1"], h["beta2"], h["graft_beta2"], h["weight_decay"]
-    k_every, start = h["precondition_every"], _start(h)
-    xp0 = _array.array_namespace(*params, names=[f"params[{i}]" for i in range(len(params))])
-    steps = host_steps(state, xp0)
-
-    work = []  # per parameter: everything phase 3 needs
-    queue: dict[tuple, list[tuple[int, str, Any]]] = {}  # (d, dtype, device, first) -> jobs
-    for i, (g, s, p) in enumerate(zip(grads, state, params, strict=True)):
-        xp = _array.array_namespace(g, p, names=(f"grads[{i}]", f"params[{i}]"))
-        dt = s.L.dtype
-        dev = _array.device(p)
-        m, n = matrix_shape(p.shape, f"params[{i}]")
-        lay = block_layout(m, n, h["max_preconditioner_dim"])
-        if tuple(s.L.shape) != (lay[2] * lay[3], lay[0], lay[0]):
-            raise ValueError(f"state[{i}].L has shape {tuple(s.L.shape)}; params[{i}] of shape "
-                             f"{tuple(p.shape)} with max_preconditioner_dim="
-                             f"{h['max_preconditioner_dim']} needs {(lay[2] * lay[3], lay[0], lay[0])}")
-        t = steps[i] + 1
-        G = xp.reshape(_array.as_float(g, xp, dt), (m, n))
-        M = None
-        if b1:
-            M = s.exp_avg + (1.0 - b1) * (G - s.exp_avg)
-            Mbar = M / (1.0 - b1 ** t)
-        else:
-            Mbar = G
-        V = O = None
-        if h["grafting"]:
-            V = s.exp_avg_sq * gb2 + (1.0 - gb2) * (G * G)
-            O = Mbar / (xp.sqrt(V) / math.sqrt(1.0 - gb2 ** t) + h["graft_eps"])
-        w_prev = float(t - 1) if b2 is None else 1.0 - b2 ** (t - 1)
-        f = shampoo_factors(_to_blocks(G, lay, xp), ShampooFactors(s.L, s.R, w_prev), beta=b2, xp=xp)
-        item = {"xp": xp, "m": m, "n": n, "lay": lay, "t": t, "Mbar": Mbar, "O": O,
-                "new": s._replace(step=s.step + 1, L=f.L, R=f.R, exp_avg=M, exp_avg_sq=V)}
-        work.append(item)
-        if t >= start and (t - start) % k_every == 0:  # refresh this parameter's roots
-            bm, bn, gm, gn = lay
-            kb = gm * gn
-            for side, F, b, size, by_row in (("L", f.L, bm, m, True), ("R", f.R, bn, n, False)):
-                mask = None
-                if (gm * bm if by_row else gn * bn) != size:
-                    mask = _real_mask(kb, b, gn, size, by_row, xp, dt, dev)
-                A = _regularize(F / f.weight, mask, h["eps"], h["eps_mode"], xp)
-                # the tracked basis starts from an eigh at the first refresh (or when the state
-                # comes from another root_method and has no basis)
-                first = h["root_method"] == "orthogonal_iteration" and (
-                    t == start or getattr(s, f"{side}_basis") is None)
-                key = (b, str(dt), str(dev), first)
-                queue.setdefault(key, []).append((i, side, A))
-
-    for (_, _, _, first), jobs in queue.items():  # ONE batched root call per factor size
-        xp = work[jobs[0][0]]["xp"]
-
-        def cat(xs, xp=xp):
-            return xs[0] if len(xs) == 1 else xp.concat(xs, axis=0)
-
-        A = cat([a for _, _, a in jobs])
-        olds = [work[i]["new"] for i, _, _ in jobs]
-        X_old = cat([getattr(o, f"{side}_root") for o, (_, side, _) in zip(olds, jobs, strict=True)])
-        Q_old = None
-        if h["root_method"] == "orthogonal_iteration" and not first:
-            Q_old = cat([getattr(o, f"{side}_basis") for o, (_, side, _) in zip(olds, jobs, strict=True)])
-        X, Q = _roots(A, X_old, Q_old, first, h, xp)
-        off = 0
-        for i, side, a in jobs:
-            kb = a.shape[0]
-            upd = {f"{side}_root": X[off:off + kb, ...]}
-            if Q is not None:
-                upd[f"{side}_basis"] = Q[off:off + kb, ...]
-            work[i]["new"] = work[i]["new"]._replace(**upd)
-            off += kb
-
-    ups, new = [], []
-    for item, p in zip(work, params, strict=True):
-        xp, s_new, lay, m, n = item["xp"], item["new"], item["lay"], item["m"], item["n"]
-        if item["t"] >= start:
-            D = s_new.L_root @ _to_blocks(item["Mbar"], lay, xp) @ s_new.R_root
-            if item["O"] is not None:  # grafting: each block takes the AdamW block's norm
-                Ob = _to_blocks(item["O"], lay, xp)
-                nd = xp.linalg.vector_norm(D, axis=(-2, -1), keepdims=True)
-                no = xp.linalg.vector_norm(Ob, axis=(-2, -1), keepdims=True)
-                D = D * xp.where(nd > 0, no / xp.where(nd > 0, nd, xp.ones_like(nd)), xp.zeros_like(nd))
-            D = _from_blocks(D, lay, m, n, xp)
-        else:
-            D = item["O"] if item["O"] is not None else item["Mbar"]
-        u = -lr_t * D
-        if wd:
-            u = u - (lr_t * wd) * xp.reshape(_array.as_float(p, xp, s_new.L.dtype), (m, n))
-        ups.append(xp.reshape(u, tuple(p.shape)))
-        new.append(s_new)
-    return ups, new
-
-
-def transform(**hyper: Any) -> Transform:
-    """:class:`~xpmat.optim.Transform` with these hyper-parameters bound."""
-    return bind(DEFAULTS, hyper, "shampoo", _validate, init, update)
+    return run_update(transform(**hyper), grads, state, params)

@@ -1,24 +1,21 @@
-"""``torch.optim.Optimizer`` adapters over the functional cores (imports torch; load it lazily).
+"""The ``torch.optim.Optimizer`` classes of :mod:`xpmat.optim` (imports torch; load it lazily).
 
-:class:`XpmatOptimizer` is the one base class every method plugs into.  A subclass names its
-functional core module (``method``) and whether it is matrix-only; the base class does the rest:
+Every class is the one adapter :class:`~xpmat.optim.torch_adapter.XpmatOptimizer` over a
+functional core: explicit keyword arguments (torch's names: ``lr``, ``momentum``, ``betas``,
+``eps``, ``weight_decay``, ``maximize``), each a ``defaults`` entry a param group may override;
+state keys are the core's field names (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ...).
 
-- hyper-parameters: ``defaults`` = the core's ``DEFAULTS`` + ``maximize`` (+ the AdamW
-  fallback settings ``fallback``, ``adamw_lr``, ``adamw_betas``, ``adamw_eps``,
-  ``adamw_weight_decay`` for matrix-only methods); param groups override any of them;
-- ``step(closure=None)`` runs under ``torch.no_grad()`` and evaluates the closure under
-  ``torch.enable_grad()``; it calls the core's ``update`` once per param group on the list of
-  parameters that have a gradient (so a core can batch same-shaped matrices), then adds the
-  updates in place;
-- state: ``self.state[p]`` holds the core's per-parameter NamedTuple as a dict with stable keys
-  (the field names; ``None`` fields are left out);
-- matrix-only methods send parameters with ``ndim < 2`` to the AdamW core (``fallback="adamw"``,
-  the default; ``fallback=None`` refuses them) and see conv kernels ``(out, in, kh, kw)`` as
-  ``(out, in·kh·kw)`` matrices (done by the core);
-- ``load_state_dict`` keeps the saved state dtypes: torch's loader casts floating state to
-  the parameter's dtype, which would turn the float32 state of a bf16 parameter into bf16 and
-  change the next step; here the saved tensors are restored as they were (moved to the
-  parameter's device only).
+Matrix methods (:class:`Muon`, :class:`Dion`, :class:`PowerSGD`, :class:`PowerSGDPlus`,
+:class:`ManifoldMuon`, :class:`AdamNMF`, :class:`Shampoo`) take four more arguments for their
+AdamW fallback — ``adamw_lr_ratio`` (its lr is the group's ``lr`` times this),
+``adamw_betas``, ``adamw_eps``, ``adamw_weight_decay`` — and a param-group key ``algorithm``:
+the method's name (default) or ``"adamw"``, which runs that whole group on AdamW (embeddings,
+output heads), as ``use_muon=False`` does in the reference Muon code.  Parameters with
+``ndim < 2`` always go to AdamW.
+
+Non-finite gradients: a parameter whose gradient has a NaN or ±Inf entry is not moved and its
+state is not changed; ``state[p]["nonfinite_count"]`` counts such steps (on the device, no
+host synchronisation).
 
 Each class equals its functional core on the same inputs: the step is literally
 ``core.update`` followed by ``p.add_(u)`` (on a CPU Muon makes one such call per 8 MiB of
@@ -27,240 +24,403 @@ matrices, :func:`xpmat.optim.muon.calls`; any split gives the same result).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import inspect
+from typing import Any
 
-import torch
-
+from xpmat._optional import require
 from xpmat.optim import adafactor as _adafactor
+from xpmat.optim import adagrad as _adagrad
 from xpmat.optim import adamnmf as _adamnmf
 from xpmat.optim import adamw as _adamw
 from xpmat.optim import dion as _dion
+from xpmat.optim import exponentiated_gradient as _exponentiated_gradient
 from xpmat.optim import lre as _lre
 from xpmat.optim import manifold_muon as _manifold_muon
 from xpmat.optim import muon as _muon
 from xpmat.optim import powersgd as _powersgd
+from xpmat.optim import sgd as _sgd
 from xpmat.optim import shampoo as _shampoo
-from xpmat.optim._base import Transform, route
+from xpmat.optim import sphere_sgd as _sphere_sgd
+from xpmat.optim import steepest_descent as _steepest_descent
+from xpmat.optim.torch_adapter import XpmatOptimizer, collect_arguments
+from xpmat.optim.transforms import Transform
 
-__all__ = ["LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon",
-           "Muon", "PowerSGD", "PowerSGDPlus", "Shampoo", "XpmatOptimizer"]
+torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
-FALLBACK_DEFAULTS: dict[str, Any] = {
-    "fallback": "adamw",
-    "adamw_lr": 1e-3,
-    "adamw_betas": (0.9, 0.95),
-    "adamw_eps": 1e-8,
-    "adamw_weight_decay": 0.0,
-}
-
-
-class XpmatOptimizer(torch.optim.Optimizer):
-    """Base class: a ``torch.optim.Optimizer`` driven by a functional core (see module doc).
-
-    Subclasses set ``method`` (a module with ``DEFAULTS``, ``State``, ``transform``) and
-    ``matrix_only``.  Keyword arguments are the core's hyper-parameters (see ``DEFAULTS``),
-    ``maximize``, and for matrix-only methods the AdamW fallback settings.
-    """
-
-    method: ClassVar[Any] = None
-    matrix_only: ClassVar[bool] = False
-    # the core's update may overwrite the state's buffers (its transform takes reuse_state):
-    # this class never reads a state again after handing it to update
-    reuse_state: ClassVar[bool] = False
-
-    def __init__(self, params: Any, **hyper: Any) -> None:
-        if self.method is None:
-            raise TypeError("XpmatOptimizer is a base class: use a subclass that sets `method`")
-        defaults = dict(self.method.DEFAULTS)
-        defaults["maximize"] = False
-        if self.matrix_only:
-            defaults.update(FALLBACK_DEFAULTS)
-        unknown = set(hyper) - set(defaults)
-        if unknown:
-            raise TypeError(f"{type(self).__name__}: unknown argument(s) {sorted(unknown)}; "
-                            f"known: {sorted(defaults)}")
-        defaults.update(hyper)
-        super().__init__(params, defaults)
-        for group in self.param_groups:
-            self._transform(group)  # validates the hyper-parameters now, not at the first step
-            if self.matrix_only and group["fallback"] is None:
-                for p in group["params"]:
-                    if p.ndim < 2:
-                        raise ValueError(f"{type(self).__name__}: parameter of shape {tuple(p.shape)} "
-                                         "is not a matrix and fallback=None; use fallback='adamw'")
-            elif self.matrix_only and group["fallback"] != "adamw":
-                raise ValueError(f"fallback must be 'adamw' or None, got {group['fallback']!r}")
-
-    # -- the functional transform of a param group ---------------------------------------
-    def _hyper(self, group: dict) -> dict[str, Any]:
-        return {k: group[k] for k in self.method.DEFAULTS}
-
-    def _fallback_hyper(self, group: dict) -> dict[str, Any]:
-        return {"lr": group["adamw_lr"], "betas": group["adamw_betas"], "eps": group["adamw_eps"],
-                "weight_decay": group["adamw_weight_decay"],
-                "schedule": group.get("schedule", 1.0)}
-
-    def _transform(self, group: dict) -> Transform:
-        kw = {"reuse_state": True} if self.reuse_state else {}
-        main = self.method.transform(**kw, **self._hyper(group))
-        if not self.matrix_only or group["fallback"] is None:
-            return main
-        return route(main, _adamw.transform(**self._fallback_hyper(group)))
-
-    def _state_type(self, p: torch.Tensor) -> Any:
-        if self.matrix_only and p.ndim < 2:
-            return _adamw.AdamWState
-        return self.method.State
-
-    def _get(self, p: torch.Tensor) -> Any:
-        st = self.state[p]
-        cls = self._state_type(p)
-        return cls(**{f: st.get(f) for f in cls._fields})
-
-    def _put(self, p: torch.Tensor, s: Any) -> None:
-        self.state[p] = {k: v for k, v in s._asdict().items() if v is not None}
-
-    # -- torch.optim.Optimizer API ----------------------------------------------------------
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        """One optimization step; ``closure`` (re-evaluates the loss) runs with grad enabled."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = self._with_grad(group)
-            if not params:
-                continue
-            grads = [-p.grad if group["maximize"] else p.grad for p in params]
-            t = self._transform(group)
-            self._init_fresh(t, params)
-            for call in self._calls(params, group):
-                ps = [params[i] for i in call]
-                updates, new = t.update([grads[i] for i in call], [self._get(p) for p in ps], ps)
-                for p, u, s in zip(ps, updates, new, strict=True):
-                    p.add_(u)
-                    self._put(p, s)
-        return loss
-
-    def _with_grad(self, group: dict) -> list[torch.Tensor]:
-        """The group's parameters that have a gradient (sparse / complex ones are refused)."""
-        params = [p for p in group["params"] if p.grad is not None]
-        for p in params:
-            if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            if torch.is_complex(p):
-                raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
-        return params
-
-    def _init_fresh(self, t: Transform, params: list[torch.Tensor]) -> None:
-        """State for the parameters that have none yet (one ``init`` call for all of them)."""
-        fresh = [p for p in params if not self.state[p]]
-        if fresh:
-            for p, s in zip(fresh, t.init(fresh), strict=True):
-                self._put(p, s)
-
-    def _calls(self, params: list[torch.Tensor], group: dict) -> list[list[int]]:
-        """Index lists of ``params`` handed to the core's ``update`` one after another (each
-        call's updates are applied before the next): all of them in one call by default."""
-        return [list(range(len(params)))]
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        """Load state; floating state keeps its saved dtype (torch's loader would cast it).
-
-        The tensors are copied, so a state_dict taken from a live optimizer is never shared
-        with this one (whose steps may update its buffers in place)."""
-        saved = {k: dict(v) for k, v in state_dict["state"].items()}
-        ids = {}
-        for g_saved, g in zip(state_dict["param_groups"], self.param_groups, strict=True):
-            ids.update(zip(g_saved["params"], g["params"], strict=True))
-        super().load_state_dict(state_dict)
-        for k, st in saved.items():
-            p = ids[k]
-            for key, v in st.items():
-                if torch.is_tensor(v):
-                    self.state[p][key] = v.to(device=p.device, copy=True)
-
+__all__ = ["LRE", "SGD", "AdaGrad", "Adafactor", "AdamNMF", "AdamW", "Dion", "ExponentiatedGradient",
+           "ManifoldMuon", "Muon", "PowerSGD", "PowerSGDPlus", "Shampoo", "SphereSGD", "SteepestDescent",
+           "XpmatOptimizer"]
 
 class AdamW(XpmatOptimizer):
-    """AdamW (§4, Fig. 1) over :mod:`xpmat.optim.adamw`; equals ``torch.optim.AdamW`` with
-    default flags, adds AMSGrad-after-bias-correction, Nesterov, atan2 and decay modes."""
+    """AdamW ([Stratos 2026, §4, Fig. 1][stratos-2026]) over :mod:`xpmat.optim.adamw`.
+
+    With the default flags it equals ``torch.optim.AdamW``; adds AMSGrad after the bias
+    correction, Nesterov (Dozat), Adam-atan2 and three weight-decay modes::
+
+        m ← β₁ m + (1 − β₁) g;  v ← β₂ v + (1 − β₂) g²;  m̂ = m / (1 − β₁ᵗ);  v̂ = v / (1 − β₂ᵗ)
+        p ← p − s η m̂ / (√v̂ + ε) − s η λ p
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    betas : (float, float) in [0, 1)
+    eps : float >= 0
+    weight_decay : float >= 0
+    amsgrad : bool
+        Running max of the bias-corrected ``v̂`` (§4.2).
+    weight_decay_mode : {"lr", "decoupled", "l2"}
+        ``"lr"``: decay ``s η λ p`` (torch); ``"decoupled"``: ``s λ p``; ``"l2"``: ``λ p`` added
+        to the gradient.
+    nesterov, atan2 : bool
+        Dozat's Nesterov momentum (§4.3); ``atan2(m̂, √v̂)`` instead of the ε division (§4.1.2).
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
 
     method = _adamw
+    algorithm = "adamw"
+
+    def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
+                 weight_decay_mode: str = "lr", schedule: float = 1.0, nesterov: bool = False,
+                 atan2: bool = False, state_dtype: Any = None, maximize: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
 
 
 class Muon(XpmatOptimizer):
-    """Muon (§7, Q.3) over :mod:`xpmat.optim.muon`: same-shaped matrices orthogonalized in one
-    batched ``msign`` call; 1-D parameters go to AdamW (``adamw_*`` settings).
+    """Muon ([Stratos 2026][stratos-2026] §7, Q.3) over :mod:`xpmat.optim.muon`::
 
-    ``Muon(params, ns_schedule="jordan", compute_dtype="bfloat16", adjust_lr_fn="original",
-    weight_decay=0.1, lr=1e-3)`` is ``torch.optim.Muon``'s default update."""
+        B ← B + (1 − μ)(G − B);  U = G + μ (B − G)  (Nesterov)  or  B
+        W ← W − s η λ W − s η a(m, n) msign(U)
+
+    Same-shaped matrices are orthogonalized in one batched ``msign`` call; 1-D parameters go to
+    AdamW.  ``Muon(params, ns_schedule="jordan", compute_dtype="bfloat16", weight_decay=0.1,
+    lr=1e-3)`` is ``torch.optim.Muon``'s default update.
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    momentum : float in [0, 1)
+    nesterov : bool
+    weight_decay : float >= 0
+        Decoupled, times ``lr`` (as torch).
+    adjust_lr_fn : {"original", "match_rms_adamw", "none"} or None
+        ``a(m, n)``: √max(1, m/n), 0.2·√max(m, n), or 1 (None: "original", as torch).
+    ns_steps : int >= 0
+    ns_schedule : {"polar_express", "jordan", "quintic", "cubic"} or sequence of (a, b, c)
+    ns_normalize : {"fro", "spectral_estimate", "aol"}
+    compute_dtype : dtype or name, optional
+        Newton–Schulz precision (``"bfloat16"`` on GPUs and bf16-capable CPUs).
+    eps : float >= 0
+        Floor of the Frobenius norm in the Newton–Schulz normalization.
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
+        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
+        ``betas``, ``eps``, ``weight_decay``.
+    """
 
     method = _muon
+    algorithm = "muon"
     matrix_only = True
     reuse_state = True  # momentum updated in place (torch.lerp(out=)), as torch.optim.Muon
+
+    def __init__(self, params: Any, lr: float = 0.02, *, momentum: float = 0.95, nesterov: bool = True,
+                 weight_decay: float = 0.0, schedule: float = 1.0, adjust_lr_fn: str | None = "original",
+                 ns_steps: int = 5, ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
+                 compute_dtype: Any = None, eps: float = 1e-7, state_dtype: Any = None,
+                 maximize: bool = False, adamw_lr_ratio: float = 0.05,
+                 adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
+                 adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
 
     def _calls(self, params: list[torch.Tensor], group: dict) -> list[list[int]]:
         """The core calls of :func:`xpmat.optim.muon.calls` (on a CPU at most 8 MiB of
         matrices each, so only one chunk's updates are alive at a time); 1-D parameters (AdamW)
         join the first call."""
+        if self._is_fallback_group(group):
+            return [list(range(len(params)))]
         mats = [i for i, p in enumerate(params) if p.ndim >= 2]
         rest = [i for i, p in enumerate(params) if p.ndim < 2]
-        out = [[mats[j] for j in c]
-               for c in _muon.calls([params[i] for i in mats], group["compute_dtype"])]
+        out = [[mats[j] for j in c] for c in _muon.calls([params[i] for i in mats], group["compute_dtype"])]
         return [out[0] + rest, *out[1:]] if out else [rest]
 
 
 class ManifoldMuon(XpmatOptimizer):
-    """Manifold Muon (manifold-dual-gradient-descent, §8.2) over
-    :mod:`xpmat.optim.manifold_muon`: matrices stay on the Stiefel manifold (or a spectral
-    sphere); 1-D parameters go to AdamW."""
+    """Manifold Muon ([Su 2025][su-2025], §8.2) over :mod:`xpmat.optim.manifold_muon`:
+    matrices stay on the Stiefel manifold ``Wᵀ W = R² I`` (or the spectral sphere ``‖W‖₂ = R``)::
+
+        Φ = msign(G + W X);  X ← X − α (Wᵀ Φ + Φᵀ W);  W ← msign(W − s η Φ)
+
+    1-D parameters go to AdamW.  ``lr = 0`` moves nothing (the dual still moves).
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    momentum : float in [0, 1)
+        EMA of the gradient (0: none).
+    mode : {"online", "dual_ascent"}
+    manifold : {"stiefel", "spectral_sphere"}
+    dual_lr : float >= 0
+    dual_steps, check_every : int >= 1
+    tol : float >= 0
+        Dual ascent stops when the tangency residual's RMS is below it.
+    radius : float > 0
+    ns_steps, ns_schedule, polish_steps
+        The msign of Φ and of the retraction, and the cubic polishing steps after it.
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
+        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
+        ``betas``, ``eps``, ``weight_decay``.
+    """
 
     method = _manifold_muon
+    algorithm = "manifold_muon"
     matrix_only = True
+
+    def __init__(self, params: Any, lr: float = 0.05, *, momentum: float = 0.0, schedule: float = 1.0,
+                 mode: str = "online", manifold: str = "stiefel", dual_lr: float = 0.1,
+                 dual_steps: int = 20, tol: float = 1e-6, check_every: int = 5, radius: float = 1.0,
+                 ns_steps: int = 8, ns_schedule: Any = "polar_express", polish_steps: int = 6,
+                 state_dtype: Any = None, maximize: bool = False, adamw_lr_ratio: float = 0.02,
+                 adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
+                 adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
 
 
 class Dion(XpmatOptimizer):
-    """Dion (dion-vs-powersgd) over :mod:`xpmat.optim.dion`; 1-D parameters go to AdamW."""
+    """Dion ([Pethick 2025][pethick-2025]) over :mod:`xpmat.optim.dion`::
+
+        B = M + G;  P, R, Q = PowerIter1(B; Q);  M ← B − (1 − μ) P Rᵀ
+        X ← X − s η √(m/n) P Qᵀ − s η λ X
+
+    1-D parameters go to AdamW.
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    momentum : float in [0, 1)
+        μ (was ``mu``); 0 is Pethick's plain error feedback.
+    rank : int >= 1 or float in (0, 1]
+        Absolute, or a fraction of ``min(m, n)`` (rounded up); capped at ``min(m, n)``.
+    rank_multiple_of : int >= 1
+    weight_decay : float >= 0
+    lr_scale : {"fan", None}
+        √(m/n), or 1.
+    orthogonalize : {"auto", "householder", "cholesky_qr2", "rcqr"}
+    oversample : float >= 1
+        Rows of the rcqr sketch per rank.
+    seed : int >= 0
+        The initial ``Q`` (parameter ``i`` from ``seed + i``).
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
+        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
+        ``betas``, ``eps``, ``weight_decay``.
+    """
 
     method = _dion
+    algorithm = "dion"
     matrix_only = True
+    renamed = _dion.RENAMED
+
+    def __init__(self, params: Any, lr: float = 0.01, *, momentum: float = 0.95, rank: float = 0.25,
+                 rank_multiple_of: int = 1, weight_decay: float = 0.0, schedule: float = 1.0,
+                 lr_scale: str | None = "fan", orthogonalize: str = "auto", oversample: float = 1.25,
+                 seed: int = 0, state_dtype: Any = None, maximize: bool = False,
+                 adamw_lr_ratio: float = 0.1, adamw_betas: tuple[float, float] = (0.9, 0.95),
+                 adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
 
 
 class PowerSGD(XpmatOptimizer):
-    """PowerSGD / PowerSGD+ (powersgd-plus §3–4, Alg. 2) over :mod:`xpmat.optim.powersgd`
-    (single process); ``restart_every=τ`` turns on PowerSGD+'s SVD restarts."""
+    """PowerSGD / PowerSGD+ ([Xie, Chen, Yuan 2025][xie-chen-yuan-2025] §3–4, Alg. 2)
+    over :mod:`xpmat.optim.powersgd`, in
+    one process::
+
+        Δ = G + e;  P̃, Q = PowerIter1(Δ; Q)  (PowerSGD+: SVD when t mod τ = 0);  Δ̂ = P̃ Qᵀ
+        e ← Δ − Δ̂;  m ← μ m + Δ̂;  X ← X − s η m − s η λ X     (base="adamw": Adam on Δ̂)
+
+    1-D parameters go to AdamW.
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    momentum : float in [0, 1)
+        μ of eq. (7c) (``base="sgd"``).
+    rank : int >= 1 or float in (0, 1]
+    rank_multiple_of : int >= 1
+    restart_every : int >= 1 or None
+        τ: None = PowerSGD, an int = PowerSGD+.
+    svd : {"full", "randomized"}
+        The restart's SVD.
+    base : {"sgd", "adamw"}
+    betas, eps
+        Adam's, for ``base="adamw"`` (the torch class then has no ``momentum``; with
+        ``base="sgd"`` no ``betas`` / ``eps``).
+    weight_decay : float >= 0
+    orthogonalize : {"auto", "householder", "cholesky_qr2"}
+    seed : int >= 0
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
+        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
+        ``betas``, ``eps``, ``weight_decay``.
+    """
 
     method = _powersgd
+    algorithm = "powersgd"
     matrix_only = True
+
+    def __init__(self, params: Any, lr: float = 0.01, *, momentum: float = 0.9, rank: float = 4,
+                 rank_multiple_of: int = 1, restart_every: int | None = None, svd: str = "full",
+                 base: str = "sgd", betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, schedule: float = 1.0, orthogonalize: str = "auto",
+                 seed: int = 0, state_dtype: Any = None, maximize: bool = False,
+                 adamw_lr_ratio: float = 0.1, adamw_betas: tuple[float, float] = (0.9, 0.95),
+                 adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
 
 
 class PowerSGDPlus(PowerSGD):
-    """PowerSGD+ : :class:`PowerSGD` with ``restart_every=100`` by default (an SVD every τ steps)."""
+    """PowerSGD+ : :class:`PowerSGD` with ``restart_every=100`` by default (an SVD every τ
+    steps); the same arguments."""
 
-    def __init__(self, params: Any, **hyper: Any) -> None:
-        hyper.setdefault("restart_every", 100)
-        super().__init__(params, **hyper)
+    algorithm = "powersgd+"
+
+    def __init__(self, params: Any, lr: float = 0.01, *, restart_every: int | None = 100,
+                 **kwargs: Any) -> None:
+        super().__init__(params, lr, restart_every=restart_every, **kwargs)
+
+
+PowerSGDPlus.__init__.__signature__ = inspect.signature(PowerSGD.__init__).replace(parameters=[  # type: ignore[attr-defined]
+    p.replace(default=100) if p.name == "restart_every" else p
+    for p in inspect.signature(PowerSGD.__init__).parameters.values()])
 
 
 class Adafactor(XpmatOptimizer):
-    """Adafactor (§4.7 eq. 52, §4.7.1) over :mod:`xpmat.optim.adafactor`: rank-1 factored
-    second moment for matrices, unfactored for 1-D parameters (no AdamW fallback), update
-    clipping, relative step RMS(W), β₂ = 1 − t^(−c), optional β₁."""
+    """Adafactor ([Stratos 2026][stratos-2026] §4.7 eq. 52, §4.7.1) over :mod:`xpmat.optim.adafactor`::
+
+        V̂ = rank-1 factored EMA of G² + ε₁ (β₂ₜ = 1 − t^beta2_decay);  O = G / √V̂
+        O ← O / max(1, RMS(O) / d);  [M ← β₁ M + (1 − β₁) O];  W ← W − s η max(ε₂, RMS(W)) O − s η λ W
+
+    1-D parameters keep an unfactored second moment (no AdamW fallback).  Names as
+    ``torch.optim.Adafactor`` (``beta2_decay``, ``eps``, ``d``).
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    betas : (float, float) in [0, 1)
+        β₁ (0: no first moment, the paper's default), β₂ (used when ``beta2_decay`` is None).
+    beta2_decay : float < 0 or None
+    eps : (float, float) >= 0
+        ε₁ added to G², ε₂ the floor of RMS(W).
+    d : float > 0
+        Update clipping threshold.
+    scale_parameter : bool
+        Relative step size ``max(ε₂, RMS(W))``.
+    weight_decay : float >= 0
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
 
     method = _adafactor
+    algorithm = "adafactor"
+    renamed = _adafactor.RENAMED
+
+    def __init__(self, params: Any, lr: float = 1e-2, *, betas: tuple[float, float] = (0.0, 0.999),
+                 beta2_decay: float | None = -0.8, eps: tuple[float, float] = (1e-30, 1e-3),
+                 d: float = 1.0, scale_parameter: bool = True, weight_decay: float = 0.0,
+                 schedule: float = 1.0, state_dtype: Any = None, maximize: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
 
 
 class AdamNMF(XpmatOptimizer):
-    """AdamNMF (appendix L.2) over :mod:`xpmat.optim.adamnmf`: rank-r NMF second moment kept
-    by one warm-started blockwise EM step per iteration; 1-D parameters go to AdamW."""
+    """AdamNMF ([Stratos 2026, App. L.2][stratos-2026]) over :mod:`xpmat.optim.adamnmf`::
+
+        A, B ← one warm-started EM step of the rank-r NMF of G² (or of β A B + (1 − β) G²)
+        W ← W − s η M̄ / (√(A B) + ε) − s η λ W       (M̄ = G, or bias-corrected momentum)
+
+    1-D parameters go to AdamW.
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    rank : int >= 1 or float in (0, 1]
+    betas : (float, float or None)
+        β₁ momentum in [0, 1) (0: the raw gradient); β the EMA of the EM target (None: G²).
+    eps : float >= 0
+    init_scale : float > 0
+    factor_floor, nmf_eps : float >= 0
+    weight_decay : float >= 0
+    seed : int >= 0
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
+        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
+        ``betas``, ``eps``, ``weight_decay``.
+    """
 
     method = _adamnmf
+    algorithm = "adamnmf"
     matrix_only = True
+    renamed = _adamnmf.RENAMED
+
+    def __init__(self, params: Any, lr: float = 1e-3, *, rank: float = 1,
+                 betas: tuple[float, float | None] = (0.0, None), eps: float = 1e-8,
+                 init_scale: float = 1e-3, factor_floor: float = 1e-12, nmf_eps: float = 1e-30,
+                 weight_decay: float = 0.0, schedule: float = 1.0, seed: int = 0,
+                 state_dtype: Any = None, maximize: bool = False, adamw_lr_ratio: float = 1.0,
+                 adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
+                 adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
 
 
 class LRE(XpmatOptimizer):
-    """LRE, low-rank eigenbasis (lre-low-rank-eigenbasis) over :mod:`xpmat.optim.lre`: each
+    """LRE, low-rank eigenbasis ([LRE 2025][lre-2025]) over :mod:`xpmat.optim.lre`: each
     parameter (flattened, blocks of at most ``max_dim``) keeps its curvature as ``Q diag(L) Qᵀ``
     and runs Adam in the rank-``r`` basis (or preconditions by ``Q L^(-1/p) Qᵀ``).
 
@@ -271,20 +431,55 @@ class LRE(XpmatOptimizer):
     ``p.grad``); a plain closure that calls ``loss.backward(create_graph=True)`` works too.
     One Hessian-vector product per param group and step (``torch.autograd.grad`` on the
     gradients), only on steps where the basis is updated.
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    rank : int >= 1
+        Per block.
+    curvature : {"covariance", "hutchinson", "bfgs", "sr1"}
+    basis : {"direct", "ggt", "randomized"}
+    inner : {"adam", "precondition"}
+    betas : (float, float) in [0, 1)
+        Adam in the basis.
+    beta : float in [0, 1) or None
+        EMA of the covariance / Hutchinson curvature (None: a sum).
+    eps, eig_rtol : float >= 0
+    history_size, max_dim, update_freq : int >= 1
+    weight_decay : float >= 0
+    seed : int >= 0
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
     """
 
     method = _lre
+    algorithm = "lre"
 
-    @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:
-        """One step; with a Hessian curvature the closure provides the graph for the HVPs."""
-        if not any(g["curvature"] in _lre.HESSIAN_CURVATURES for g in self.param_groups):
-            return super().step(closure)
+    def __init__(self, params: Any, lr: float = 1e-3, *, rank: int = 16, curvature: str = "covariance",
+                 basis: str = "direct", inner: str = "adam", betas: tuple[float, float] = (0.9, 0.999),
+                 beta: float | None = 0.99, eps: float = 1e-8, eig_rtol: float = 1e-7,
+                 history_size: int = 32, max_dim: int = 4096, update_freq: int = 1,
+                 weight_decay: float = 0.0, schedule: float = 1.0, seed: int = 0,
+                 state_dtype: Any = None, maximize: bool = False, **kwargs: Any) -> None:
+        self._graph: dict[torch.Tensor, torch.Tensor] | None = None
+        super().__init__(params, collect_arguments(type(self), locals()))
+
+    def _hessian(self) -> bool:
+        return any(g["curvature"] in _lre.HESSIAN_CURVATURES for g in self.param_groups)
+
+    def _evaluate(self, closure: Any) -> Any:
+        """With a Hessian curvature: the closure's loss differentiated with ``create_graph``
+        (the graph kept for this step's Hessian-vector products)."""
+        if not self._hessian():
+            return super()._evaluate(closure)
         if closure is None:
             raise ValueError("LRE: a Hessian curvature (hutchinson / bfgs / sr1) needs "
                              "step(closure) with closure(backward=True) -> loss")
-        import inspect
-
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
         with torch.enable_grad():
             if "backward" in inspect.signature(closure).parameters:
@@ -296,46 +491,303 @@ class LRE(XpmatOptimizer):
                 if any(g is not None and g.grad_fn is None for g in grads):
                     raise ValueError("LRE: a Hessian curvature needs a closure(backward=True) "
                                      "or loss.backward(create_graph=True) in the closure")
-        graph = {p: g for p, g in zip(params, grads, strict=True) if g is not None}
-        for p, g in graph.items():
+        self._graph = {p: g for p, g in zip(params, grads, strict=True) if g is not None}
+        for p, g in self._graph.items():
             p.grad = g.detach()
-        for group in self.param_groups:
-            ps = [p for p in group["params"] if p.grad is not None]
-            if not ps:
-                continue
-            sign = -1.0 if group["maximize"] else 1.0
-            gs = [sign * p.grad for p in ps]
-            hyper = self._hyper(group)
-            hess_ps = [p for p in ps if p in graph]
-
-            def hvp(vs, ps=ps, hess_ps=hess_ps, sign=sign):
-                if len(hess_ps) != len(ps):
-                    raise ValueError("LRE: every parameter of a Hessian-curvature group needs a "
-                                     "gradient from the closure")
-                with torch.enable_grad():
-                    out = torch.autograd.grad([graph[p] for p in ps], ps, grad_outputs=vs,
-                                              retain_graph=True, allow_unused=True)
-                return [torch.zeros_like(p) if h is None else sign * h.detach()
-                        for p, h in zip(ps, out, strict=True)]
-
-            fresh = [p for p in ps if not self.state[p]]
-            if fresh:
-                for p, s in zip(fresh, self.method.init(fresh, **hyper), strict=True):
-                    self._put(p, s)
-            states = [self._get(p) for p in ps]
-            updates, new = self.method.update(gs, states, ps, hvp=hvp, **hyper)
-            for p, u, s in zip(ps, updates, new, strict=True):
-                p.add_(u)
-                self._put(p, s)
         return loss.detach()  # the closure's loss holds the create_graph graph: release it
+
+    def _main_transform(self, group: dict[str, Any]) -> Transform:
+        hyper = self._hyper(group, _lre)
+        if group["curvature"] not in _lre.HESSIAN_CURVATURES:
+            return _lre.transform(**hyper)
+        graph, sign = self._graph, -1.0 if group["maximize"] else 1.0
+        ps = self._with_grad(group)
+
+        def hvp(vs: list[torch.Tensor]) -> list[torch.Tensor]:
+            if graph is None or any(p not in graph for p in ps):
+                raise ValueError("LRE: every parameter of a Hessian-curvature group needs a "
+                                 "gradient from the closure")
+            with torch.enable_grad():
+                out = torch.autograd.grad([graph[p] for p in ps], ps, grad_outputs=vs,
+                                          retain_graph=True, allow_unused=True)
+            return [torch.zeros_like(p) if h is None else sign * h.detach()
+                    for p, h in zip(ps, out, strict=True)]
+
+        return _lre.transform(hvp=hvp, **hyper)
+
+    def _finish(self) -> None:
+        self._graph = None  # release the create_graph graph
 
 
 class Shampoo(XpmatOptimizer):
-    """Shampoo (adaptive-learning-methods §5, §5.1, §6.2) over :mod:`xpmat.optim.shampoo`:
-    EMA Kronecker factors, ``L^(-1/4) G R^(-1/4)`` (``root=2``: ``L^(-1/2) G R^(-1/2)``) by
-    ``eigh``, coupled Newton or a warm-started eigenbasis, refreshed every
-    ``precondition_every`` steps, blocks above ``max_preconditioner_dim``, step size grafted
-    to AdamW's; 1-D parameters go to AdamW (``adamw_*`` settings)."""
+    """Shampoo ([Stratos 2026][stratos-2026] §5, §5.1, §6.2) over :mod:`xpmat.optim.shampoo`::
+
+        L ← β₂ L + (1 − β₂) G Gᵀ;  R ← β₂ R + (1 − β₂) Gᵀ G       (blocks, bias-corrected)
+        every k steps: P_L = (L̂ + ε I)^(−1/p), P_R = (R̂ + ε I)^(−1/p)
+        D = P_L M̄ P_R, grafted to AdamW's norm per block;  W ← W − s η D − s η λ W
+
+    1-D parameters go to AdamW.
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    betas : (float, float or None)
+        β₁ momentum on G (0: none), β₂ EMA of the factors (None: running mean).
+    eps : float >= 0
+    eps_mode : {"absolute", "relative"}
+    root : int >= 1
+        4: ``L^(-1/4) G R^(-1/4)``; 2: the squared preconditioner (§6.2).
+    root_method : {"eigh", "newton", "orthogonal_iteration"}
+    precondition_every : int >= 1
+    start_preconditioning_step : int >= 1 or None
+    max_preconditioner_dim : int >= 1
+    grafting : {"adamw", None}
+    graft_beta2 : float in [0, 1)
+    graft_eps : float >= 0
+    newton_iters : int >= 1
+    newton_tol : float > 0 or None
+    basis_iters : int >= 1
+    weight_decay : float >= 0
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
+        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
+        ``betas``, ``eps``, ``weight_decay``.
+    """
 
     method = _shampoo
+    algorithm = "shampoo"
     matrix_only = True
+    renamed = _shampoo.RENAMED
+
+    def __init__(self, params: Any, lr: float = 1e-3, *, betas: tuple[float, float | None] = (0.9, 0.999),
+                 eps: float = 1e-12, eps_mode: str = "absolute", root: int = 4, root_method: str = "eigh",
+                 precondition_every: int = 10, start_preconditioning_step: int | None = None,
+                 max_preconditioner_dim: int = 1024, grafting: str | None = "adamw",
+                 graft_beta2: float = 0.999, graft_eps: float = 1e-8, newton_iters: int = 100,
+                 newton_tol: float | None = None, basis_iters: int = 1, weight_decay: float = 0.0,
+                 schedule: float = 1.0, state_dtype: Any = None, maximize: bool = False,
+                 adamw_lr_ratio: float = 1.0, adamw_betas: tuple[float, float] = (0.9, 0.95),
+                 adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
+
+
+class SGD(XpmatOptimizer):
+    """SGD with Polyak or Nesterov momentum ([Stratos 2026, §2.2–2.3.1][stratos-2026]) over
+    :mod:`xpmat.optim.sgd`::
+
+        d = g + λ w;  v ← μ v + d;  w ← w − s η v      (nesterov: w ← w − s η (d + μ v))
+
+    ``torch.optim.SGD`` with ``dampening=0`` (tested equal, Nesterov included); ``dampening``
+    is not supported (torch's first step ignores it, so a zero buffer cannot reproduce it), and
+    the arguments after ``momentum`` are keyword-only (torch's fourth positional one is
+    ``dampening``).
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    momentum : float in [0, 1)
+        μ of eq. 25 (0: plain SGD; the buffer is kept, at zero).
+    weight_decay : float >= 0
+        λ, added to the gradient (as torch).
+    nesterov : bool
+        The double-momentum form of §2.3.1 (needs μ > 0).
+    schedule : float >= 0
+        Multiplies ``lr``; with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
+
+    method = _sgd
+    algorithm = "sgd"
+
+    def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, *, weight_decay: float = 0.0,
+                 nesterov: bool = False, schedule: float = 1.0, state_dtype: Any = None,
+                 maximize: bool = False, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
+
+
+class AdaGrad(XpmatOptimizer):
+    """AdaGrad ([Stratos 2026, §3][stratos-2026]) over :mod:`xpmat.optim.adagrad`::
+
+        d = g + λ w;  diagonal: S ← S + d²,  u = d / (√S + ε)            (eq. 44)
+                      full: O ← O + d dᵀ per block,  u = O^{-1/2} d    (§3.2.1; exact or rank r)
+                      norm: s ← s + ‖d‖²,  u = d / (√s + ε)            (eq. 33)
+        m ← μ m + (1 − μ) u  (μ > 0);  w ← w − s η m / (1 + (t − 1) lr_decay)
+
+    With the defaults it is ``torch.optim.Adagrad`` (same names; tested equal).
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+        η, the scale D of the regret bounds (§3.1.1, §3.2.1).
+    lr_decay : float >= 0
+    weight_decay : float >= 0
+        λ, added to the gradient (as torch).
+    initial_accumulator_value : float >= 0
+        ``S₀`` (full: ``v I``).
+    eps : float >= 0
+        Added to the square roots.
+    momentum : float in [0, 1)
+        μ, an average of the preconditioned direction (0: none, as torch).
+    preconditioner : {"diagonal", "full", "norm"}
+    rank : int >= 1 or None
+        ``"full"``: None keeps each block's ``O`` exactly; an int r keeps the blocks larger
+        than r at rank r (:func:`xpmat.lowrank_eigh_update`).
+    max_dim : int >= 1
+        ``"full"``: the flattened parameter is cut into blocks of at most this many entries.
+    schedule : float >= 0
+        Multiplies ``lr``; with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
+
+    method = _adagrad
+    algorithm = "adagrad"
+
+    def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, momentum: float = 0.0,
+                 preconditioner: str = "diagonal", rank: int | None = None, max_dim: int = 256,
+                 schedule: float = 1.0, state_dtype: Any = None, maximize: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
+
+
+class ExponentiatedGradient(XpmatOptimizer):
+    """Exponentiated gradient, mirror descent on the simplex ([Stratos 2026, §1.1, App. D][stratos-2026])
+    over :mod:`xpmat.optim.exponentiated_gradient`::
+
+        entropy:     w ← w ⊙ exp(−s η m) / Σ w ⊙ exp(−s η m)   (each row on the simplex; eq. 91)
+        euclidean:   w ← Π_Δ(w − s η m)                         (projected SGD; eq. 2–3)
+        hypentropy:  w ← β sinh(asinh(w / β) − s η m)          (any sign; EGU±)
+
+    ``m`` is the gradient, or its average ``m ← μ m + (1 − μ) g``.  With ``"entropy"`` /
+    ``"euclidean"`` every row (last axis) of every parameter must be a probability vector
+    (``ValueError`` at the first step otherwise).
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    mirror : {"entropy", "euclidean", "hypentropy"}
+    scale : float > 0
+        β of ``"hypentropy"``: entries with ``|w| ≪ β`` move as gradient descent with step
+        ``η β``, larger ones multiplicatively.
+    momentum : float in [0, 1)
+        μ (0: the gradient itself).
+    schedule : float >= 0
+        Multiplies ``lr``; with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
+
+    method = _exponentiated_gradient
+    algorithm = "exponentiated_gradient"
+
+    def __init__(self, params: Any, lr: float = 0.1, *, mirror: str = "entropy", scale: float = 1.0,
+                 momentum: float = 0.0, schedule: float = 1.0, state_dtype: Any = None,
+                 maximize: bool = False, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
+
+
+class SteepestDescent(XpmatOptimizer):
+    """Steepest descent under a norm ([Stratos 2026, §7 eq. 65–69][stratos-2026]) over
+    :mod:`xpmat.optim.steepest_descent`::
+
+        B ← B + (1 − μ)(G − B);  U = G + μ (B − G) (nesterov) or B  (U = G when μ = 0)
+        W ← W − s η λ W − s η dir(U)
+        dir: fro  U/‖U‖_F | U;  linf  sign U | ‖U‖₁ sign U;  spectral  msign(U) | ‖U‖_nuc msign(U)
+             (scaling "tr" | "mm")
+
+    ``norm="spectral", scaling="tr"`` with momentum is Muon without its shape factor
+    (:class:`Muon` with ``adjust_lr_fn="none"``).  Every parameter follows the norm: a 1-D
+    parameter is a column vector under ``"spectral"``.
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    norm : {"fro", "linf", "spectral"}
+    scaling : {"tr", "mm"}
+        Trust region (eq. 67) or majorization-minimization (eq. 68).
+    momentum : float in [0, 1)
+    nesterov : bool
+    weight_decay : float >= 0
+        Decoupled, times ``lr`` (as Muon).
+    ns_steps : int >= 0
+    ns_schedule : {"polar_express", "jordan", "quintic", "cubic"} or sequence of (a, b, c)
+    ns_normalize : {"fro", "spectral_estimate", "aol"}
+    compute_dtype : dtype or name, optional
+        Newton–Schulz precision of ``"spectral"``.
+    eps : float >= 0
+        Floor of the Frobenius norm in the Newton–Schulz normalization.
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
+
+    method = _steepest_descent
+    algorithm = "steepest_descent"
+
+    def __init__(self, params: Any, lr: float = 0.02, *, norm: str = "spectral", scaling: str = "tr",
+                 momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
+                 schedule: float = 1.0, ns_steps: int = 5, ns_schedule: Any = "polar_express",
+                 ns_normalize: str = "fro", compute_dtype: Any = None, eps: float = 1e-7,
+                 state_dtype: Any = None, maximize: bool = False, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
+
+
+class SphereSGD(XpmatOptimizer):
+    """SGD with each unit on the sphere ([Stratos 2026, §8.1][stratos-2026]) over
+    :mod:`xpmat.optim.sphere_sgd`: every row of a parameter's matrix view (a 1-D parameter:
+    the vector) is kept at norm ``radius``::
+
+        v ← μ v + g;  w̄ = r w / ‖w‖;  v⊥ = v − w̄ (w̄ᵀ v) / r²
+        pin: x = w̄ − s η v;  classical: x = w̄ − s η v⊥;  trust_region: x = w̄ − s η z (‖z‖ ≤ 1, z ⟂ w̄)
+        w ← r x / ‖x‖
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    method : {"pin", "classical", "trust_region"}
+        Eq. 70, 72, 73.
+    norm : {"l2", "linf"}
+        The trust region's norm (``"linf"``: the duality of Lemma S.21).
+    radius : float > 0
+    momentum : float in [0, 1)
+        Heavy ball on the gradient (0: none).
+    nesterov : bool
+    schedule : float >= 0
+        Multiplies ``lr``; with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    """
+
+    method = _sphere_sgd
+    algorithm = "sphere_sgd"
+
+    def __init__(self, params: Any, lr: float = 0.05, *, method: str = "classical", norm: str = "l2",
+                 radius: float = 1.0, momentum: float = 0.0, nesterov: bool = False,
+                 schedule: float = 1.0, state_dtype: Any = None, maximize: bool = False,
+                 **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))

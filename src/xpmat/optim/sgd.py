@@ -1,0 +1,121 @@
+"""SGD with Polyak or Nesterov momentum ([Stratos 2026, §2, §2.2–2.3.1][stratos-2026]).
+
+Per parameter ``w`` with gradient ``g``, momentum μ, L2 weight decay λ and step size s η::
+
+    d = g + λ w                                 (weight decay added to the gradient, as torch)
+    v ← μ v + d                                 (eq. 25; v₀ = 0)
+    w ← w − s η v                               (eq. 26, Polyak's heavy ball)
+    w ← w − s η (d + μ v)                       (nesterov=True: the double-momentum form of §2.3.1)
+
+As a composition of transforms::
+
+    skip_nonfinite(chain(add_decayed_weights(λ), momentum(μ, nesterov, kind="heavy_ball"),
+                         scale_by_lr(s η)))
+
+With μ = 0 it is plain SGD (eq. 21).  It equals ``torch.optim.SGD`` with ``dampening=0``
+(tested, with and without Nesterov).  The double-momentum form performs Nesterov's method
+(eq. 28–31) exactly for constant η and μ (Lemma S.10); with a changing η the exact form has the
+extra term ``(η_t μ − η_{t+1} μ) v_t``, which this form (like torch's) leaves out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from xpmat.optim._base import check_bool, check_common, check_real, resolve_hyper, run_init, run_update
+from xpmat.optim.transforms import (
+    Transform,
+    add_decayed_weights,
+    chain,
+    momentum,
+    scale_by_lr,
+    skip_nonfinite,
+)
+
+__all__ = ["DEFAULTS", "SGDState", "State", "init", "transform", "update"]
+
+DEFAULTS: dict[str, Any] = {
+    "lr": 1e-3,
+    "momentum": 0.0,
+    "nesterov": False,
+    "weight_decay": 0.0,
+    "schedule": 1.0,
+    "state_dtype": None,
+}
+
+
+class SGDState(NamedTuple):
+    """Per-parameter SGD state: ``momentum_buffer`` v (``torch.optim.SGD``'s key; kept, at
+    zero, when μ = 0) and the non-finite counter."""
+
+    momentum_buffer: Any = None
+    nonfinite_count: Any = None
+
+
+State = SGDState
+
+
+def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
+    h = resolve_hyper(DEFAULTS, hyper, "sgd")
+    check_common(h)
+    check_real("momentum", h["momentum"], 0.0, 1.0, high_open=True)
+    check_bool("nesterov", h["nesterov"])
+    if h["nesterov"] and not h["momentum"]:
+        raise ValueError("nesterov=True needs momentum > 0 (as torch.optim.SGD)")
+    return h
+
+
+def transform(**hyper: Any) -> Transform:
+    """SGD as a :class:`~xpmat.optim.transforms.Transform` (hyper-parameters: :func:`update`)."""
+    h = _checked(hyper)
+    return skip_nonfinite(chain(
+        add_decayed_weights(h["weight_decay"]),
+        momentum(h["momentum"], nesterov=h["nesterov"], kind="heavy_ball", state_dtype=h["state_dtype"]),
+        scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=SGDState), sanitize=False)
+
+
+def init(params: list[Any], **hyper: Any) -> list[SGDState]:
+    """Zero momentum for each parameter (any shape)."""
+    return run_init(transform(**hyper), params)
+
+
+def update(grads: list[Any], state: list[SGDState], params: list[Any],
+           **hyper: Any) -> tuple[list[Any], list[SGDState]]:
+    """One SGD step: ``(updates, new_state)``, ``new_params = params + updates``.
+
+    Parameters
+    ----------
+    grads, params : list of arrays
+        Any shapes, one Array API library and device.
+    state : list of SGDState
+    **hyper
+        ``lr`` (η ≥ 0), ``momentum`` (μ in [0, 1)), ``nesterov`` (needs μ > 0),
+        ``weight_decay`` (λ ≥ 0, added to the gradient), ``schedule`` (s ≥ 0, multiplies η),
+        ``state_dtype``.
+
+    Returns
+    -------
+    updates : list of arrays, in the state dtype
+    new_state : list of SGDState
+
+    Notes
+    -----
+    [Stratos 2026][stratos-2026] eq. 21 (SGD), 25–26 (Polyak momentum), §2.3.1 (Nesterov as
+    double momentum, Lemma S.10).  A gradient with a NaN or ±Inf entry leaves its parameter
+    and momentum unchanged and counts in ``nonfinite_count``.
+
+    Backends: standard Array API only.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat.optim import sgd
+    >>> p = [np.zeros(2)]
+    >>> st = sgd.init(p)
+    >>> for _ in range(2):
+    ...     u, st = sgd.update([np.ones(2)], st, p, lr=0.1, momentum=0.5)
+    ...     p = [p[0] + u[0]]
+    >>> p[0].tolist()                      # −0.1 · 1, then −0.1 · (1 + 0.5)
+    [-0.25, -0.25]
+    """
+    return run_update(transform(**hyper), grads, state, params)

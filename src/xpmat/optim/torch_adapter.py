@@ -1,0 +1,248 @@
+"""The one ``torch.optim.Optimizer`` adapter every xpmat optimizer class is (imports torch).
+
+:class:`XpmatOptimizer` turns a functional core (a module with ``DEFAULTS`` and ``transform``)
+into a torch optimizer; a subclass only names its core, writes its signature and docstring.
+
+Hyper-parameters
+    Every keyword argument of the class becomes a ``defaults`` entry and may be overridden per
+    param group.  Unknown keys (in the constructor or in a group) raise ``TypeError``; a renamed
+    one raises a ``TypeError`` naming its new name.  Values are validated when the group is
+    added (``ValueError`` naming the argument and its range), not at the first step.
+Routing (matrix methods)
+    A group's ``algorithm`` key is the method's name (the default) or ``"adamw"``: the whole
+    group then runs the AdamW core (missing keys come from the constructor's ``adamw_*``
+    settings, and ``lr`` from ``lr × adamw_lr_ratio``).  In a method group, parameters with
+    ``ndim < 2`` run AdamW with ``lr = group lr × adamw_lr_ratio`` and the ``adamw_*``
+    settings — so a learning-rate scheduler, which sets each group's ``lr``, drives every
+    parameter.
+Step
+    ``step(closure=None)`` runs under ``torch.no_grad()`` (the closure under
+    ``torch.enable_grad()``); per group it hands the parameters that have a gradient (sparse and
+    complex ones are refused; ``maximize`` negates) to the core's ``update`` and adds the
+    updates in place.  Each class equals its functional core bitwise.  Hooks for subclasses:
+    :meth:`~XpmatOptimizer._evaluate` (LRE's Hessian closure), :meth:`~XpmatOptimizer._prepare`
+    (DistributedDion's collectives), :meth:`~XpmatOptimizer._main_transform`,
+    :meth:`~XpmatOptimizer._calls` (Muon's chunked calls), :meth:`~XpmatOptimizer._finish`.
+State
+    ``self.state[p]`` holds the core's per-parameter NamedTuple as a dict (field names as keys,
+    ``None`` fields left out).  ``load_state_dict`` keeps the saved dtypes (torch's loader would
+    cast the float32 state of a bf16 parameter to bf16) and copies the tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from xpmat.optim import adamw as _adamw
+from xpmat.optim._base import check_bool, check_rank_fits, check_real, matrix_shape, unknown_argument
+from xpmat.optim.transforms import Transform, route
+
+__all__ = ["FALLBACK_RENAMED", "XpmatOptimizer", "collect_arguments"]
+
+FALLBACK_RENAMED = {
+    "adamw_lr": "adamw_lr_ratio (the AdamW fallback now runs at the group's lr × adamw_lr_ratio, "
+                "so learning-rate schedulers reach it; or give the 1-D parameters a group of "
+                "their own with algorithm='adamw' and its lr)",
+    "fallback": "algorithm, a param-group key (algorithm='adamw' runs a whole group on AdamW; "
+                "1-D parameters always go to AdamW)",
+}
+_FALLBACK_KEYS = ("adamw_lr_ratio", "adamw_betas", "adamw_eps", "adamw_weight_decay")
+_GROUP_ONLY = ("params", "param_names")
+
+
+def collect_arguments(cls: type, local: dict[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters of a constructor call, from its ``locals()``: ``**kwargs`` (kept
+    only to answer renamed arguments) must be empty."""
+    extra = local.get("kwargs") or {}
+    known = [k for k in local if k not in ("self", "params", "kwargs", "__class__")]
+    if extra:
+        renamed = {**cls.renamed, **(FALLBACK_RENAMED if cls.matrix_only else {})}
+        raise unknown_argument(list(extra), known, cls.__name__, renamed)
+    return {k: local[k] for k in known}
+
+
+class XpmatOptimizer(torch.optim.Optimizer):
+    """Base class: a ``torch.optim.Optimizer`` driven by a functional core (see the module doc).
+
+    Subclasses set ``method`` (a core module), ``algorithm`` (its name in param groups),
+    ``matrix_only``, ``renamed`` (old -> new argument names) and call
+    ``super().__init__(params, collect_arguments(type(self), locals()))``.
+    """
+
+    method: ClassVar[Any] = None
+    algorithm: ClassVar[str] = ""
+    matrix_only: ClassVar[bool] = False
+    renamed: ClassVar[dict[str, str]] = {}
+    # the core may overwrite the state's buffers (its transform takes reuse_state): this class
+    # never reads a state again after handing it to update
+    reuse_state: ClassVar[bool] = False
+
+    def __init__(self, params: Any, hyper: dict[str, Any]) -> None:
+        if self.method is None:
+            raise TypeError("XpmatOptimizer is a base class: use a subclass that sets `method`")
+        defaults = dict(hyper)
+        if self.matrix_only:
+            defaults["algorithm"] = self.algorithm
+        for k in self._unused_keys(defaults):
+            if defaults.pop(k) != self.method.DEFAULTS[k]:
+                raise TypeError(f"{type(self).__name__}: {k} has no effect with base={defaults['base']!r}")
+        super().__init__(params, defaults)
+
+    # -- param groups ------------------------------------------------------------------------
+    def _unused_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """Keys the group's settings make meaningless (left out of ``defaults``, so schedulers
+        that cycle ``momentum`` or ``betas`` find the one in use)."""
+        unused = getattr(self.method, "unused_keys", None)
+        if unused is None:
+            return ()
+        base = getattr(self, "defaults", {}).get("base", self.method.DEFAULTS.get("base"))
+        return unused(group.get("base", base))
+
+    def _allowed(self, group: dict[str, Any]) -> set[str]:
+        if self._is_fallback_group(group):
+            return set(_adamw.DEFAULTS) | {"maximize", "algorithm"}
+        keys = set(self.method.DEFAULTS) | {"maximize"}
+        if self.matrix_only:
+            keys |= {"algorithm", *_FALLBACK_KEYS}
+        return keys - set(self._unused_keys(group))
+
+    def _is_fallback_group(self, group: dict[str, Any]) -> bool:
+        return self.matrix_only and group.get("algorithm", self.algorithm) == "adamw"
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group; unknown keys raise ``TypeError``, bad values ``ValueError``."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, but got {type(param_group)}")
+        if self.matrix_only and param_group.get("algorithm", self.algorithm) not in (self.algorithm, "adamw"):
+            raise ValueError(f"algorithm must be {self.algorithm!r} or 'adamw', "
+                             f"got {param_group['algorithm']!r}")
+        allowed = self._allowed(param_group)
+        extra = [k for k in param_group if k not in allowed and k not in _GROUP_ONLY]
+        if extra:
+            raise unknown_argument(extra, allowed, type(self).__name__, {**self.renamed, **(
+                FALLBACK_RENAMED if self.matrix_only else {})})
+        if self._is_fallback_group(param_group):
+            self._fill_fallback(param_group)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for k in [k for k in group if k not in allowed and k not in _GROUP_ONLY]:
+            del group[k]  # torch filled in every default; keep those of this group's algorithm
+        self._transforms(group)  # validates the hyper-parameters now, not at the first step
+        if self.matrix_only and "rank" in group and not self._is_fallback_group(group):
+            check_rank_fits(group["rank"], [matrix_shape(p.shape) for p in group["params"] if p.ndim >= 2])
+
+    def _fill_fallback(self, group: dict[str, Any]) -> None:
+        d = self.defaults
+        group.setdefault("lr", d["lr"] * d["adamw_lr_ratio"])
+        for k in ("betas", "eps", "weight_decay"):
+            group.setdefault(k, d[f"adamw_{k}"])
+        for k in ("schedule", "state_dtype"):
+            group.setdefault(k, d[k])
+        for k, v in _adamw.DEFAULTS.items():
+            group.setdefault(k, v)
+
+    # -- the functional transforms of a group ---------------------------------------------------
+    def _hyper(self, group: dict[str, Any], module: Any) -> dict[str, Any]:
+        return {k: group[k] if k in group else v for k, v in module.DEFAULTS.items()}
+
+    def _main_transform(self, group: dict[str, Any]) -> Transform:
+        """The core's transform for a method group (subclasses bind hooks here)."""
+        kw = {"reuse_state": True} if self.reuse_state else {}
+        return self.method.transform(**kw, **self._hyper(group, self.method))
+
+    def _transforms(self, group: dict[str, Any]) -> tuple[Transform, Transform | None]:
+        """``(main, fallback)``: the fallback (AdamW) takes the parameters with ndim < 2."""
+        check_bool("maximize", group["maximize"])
+        if self._is_fallback_group(group):
+            return _adamw.transform(**self._hyper(group, _adamw)), None
+        main = self._main_transform(group)
+        if not self.matrix_only:
+            return main, None
+        check_real("adamw_lr_ratio", group["adamw_lr_ratio"])
+        return main, _adamw.transform(
+            lr=group["lr"] * group["adamw_lr_ratio"], betas=group["adamw_betas"],
+            eps=group["adamw_eps"], weight_decay=group["adamw_weight_decay"],
+            schedule=group["schedule"], state_dtype=group["state_dtype"])
+
+    # -- torch.optim.Optimizer API ----------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """One optimization step; ``closure`` (re-evaluates the loss) runs with grad enabled."""
+        loss = self._evaluate(closure)
+        work = []
+        for group in self.param_groups:
+            params = self._with_grad(group)
+            if params:
+                work.append((group, params, [-p.grad if group["maximize"] else p.grad for p in params]))
+        work = self._prepare(work)
+        for group, params, grads in work:
+            main, fallback = self._transforms(group)
+            t = main if fallback is None else route(main, fallback)
+            types = {id(p): (main if fallback is None or p.ndim >= 2 else fallback).state for p in params}
+            fresh = [p for p in params if not self.state[p]]
+            if fresh:
+                for p, s in zip(fresh, t.init(fresh), strict=True):
+                    self._put(p, s)
+            for call in self._calls(params, group):
+                ps = [params[i] for i in call]
+                states = [self._get(p, types[id(p)]) for p in ps]
+                updates, new = t.update([grads[i] for i in call], states, ps)
+                for p, u, s in zip(ps, updates, new, strict=True):
+                    p.add_(u)
+                    self._put(p, s)
+        self._finish()
+        return loss
+
+    def _evaluate(self, closure: Any) -> Any:
+        """The closure's loss (under ``torch.enable_grad()``), or None."""
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
+    def _prepare(self, work: list[tuple[dict, list, list]]) -> list[tuple[dict, list, list]]:
+        """``(group, params, grads)`` of the groups that step, before any update (hook)."""
+        return work
+
+    def _finish(self) -> None:
+        """After the updates of a step (hook)."""
+
+    def _with_grad(self, group: dict) -> list[torch.Tensor]:
+        """The group's parameters that have a gradient (sparse / complex ones are refused)."""
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            if torch.is_complex(p):
+                raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
+        return params
+
+    def _calls(self, params: list[torch.Tensor], group: dict) -> list[list[int]]:
+        """Index lists of ``params`` handed to the core's ``update`` one after another (each
+        call's updates are applied before the next): all of them in one call by default."""
+        return [list(range(len(params)))]
+
+    def _get(self, p: torch.Tensor, cls: type) -> Any:
+        st = self.state[p]
+        return cls(**{f: st.get(f) for f in cls._fields})
+
+    def _put(self, p: torch.Tensor, s: Any) -> None:
+        self.state[p] = {k: v for k, v in s._asdict().items() if v is not None}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load state; floating state keeps its saved dtype (torch's loader would cast it).
+
+        The tensors are copied, so a state_dict taken from a live optimizer is never shared
+        with this one (whose steps may update its buffers in place)."""
+        saved = {k: dict(v) for k, v in state_dict["state"].items()}
+        ids = {}
+        for g_saved, g in zip(state_dict["param_groups"], self.param_groups, strict=True):
+            ids.update(zip(g_saved["params"], g["params"], strict=True))
+        super().load_state_dict(state_dict)
+        for k, st in saved.items():
+            p = ids[k]
+            for key, v in st.items():
+                if torch.is_tensor(v):
+                    self.state[p][key] = v.to(device=p.device, copy=True)

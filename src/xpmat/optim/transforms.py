@@ -1,0 +1,894 @@
+"""Composable transforms: the building blocks every optimizer of :mod:`xpmat.optim` is made of.
+
+The model is optax's, in our Array-API form.  A :class:`Transform` is three things::
+
+    init(params) -> states                      # one NamedTuple of arrays per parameter
+    update(grads, states, params) -> (updates, states)
+    state                                       # that NamedTuple type (its fields are the keys
+                                                # of optimizer.state[p] in the torch classes)
+
+``params``, ``grads`` and ``updates`` are lists of arrays of one Array API library; nothing is
+written into the inputs.  A transform maps "gradients" to "updates"; :func:`chain` feeds each
+one's updates to the next as its gradients, so a method is a short composition, e.g. AdamW::
+
+    chain(scale_by_adam(betas, eps), add_decayed_weights(weight_decay), scale_by_lr(lr))
+
+and the final updates are *added* to the parameters (:func:`xpmat.optim.apply_updates`):
+:func:`scale_by_lr` carries the sign.  Blocks, in the order a method usually chains them:
+
+- guards: :func:`skip_nonfinite` (the non-finite policy, zero-size parameters),
+  :func:`as_matrix` (conv kernels as matrices);
+- momentum: :func:`momentum` (``momentum_buffer``: EMA or heavy ball, Nesterov), :func:`ema`
+  (``exp_avg``, optionally bias-corrected);
+- adaptive scaling: :func:`scale_by_adam` (the one Adam: ``exp_avg``, ``exp_avg_sq``), with
+  :func:`adam_direction` for methods that need its arithmetic inside a larger block;
+- directions: :func:`steepest_direction` (steepest descent under the Frobenius, ℓ∞ or
+  spectral norm, trust-region or majorization-minimization scaling), :func:`msign_direction`
+  (Muon), :func:`dion_direction` and :func:`powersgd_compress` (low rank, error feedback);
+- decay and step size: :func:`add_decayed_weights`, :func:`scale_by_shape`, :func:`scale_by_lr`;
+- composition: :func:`chain`, :func:`route` (a per-parameter partition), :func:`per_parameter`
+  (a new block from one-parameter functions).
+
+Preconditioners with a state of their own live with their method (Shampoo's Kronecker
+factors, LRE's eigenbasis, Adafactor's and AdamNMF's factored second moments).
+
+State: each block's per-parameter state is a NamedTuple (``EmptyState`` when it has none);
+:func:`chain` merges them into one flat NamedTuple, so a field name may appear once per chain
+— except ``step``: blocks that count steps share one counter (each sees the count before the
+step and returns it plus one).  State arrays are kept in the parameter's dtype (float32 for
+float16 / bfloat16 parameters; ``state_dtype`` overrides); each stateful block casts its input
+to that dtype.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections import namedtuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from xpmat import _array
+from xpmat.optim._base import (
+    check_betas,
+    check_choice,
+    check_int,
+    check_rank_fits,
+    check_real,
+    group_by_shape,
+    host_steps,
+    matrix_shape,
+    resolve_rank,
+    state_dtype_for,
+    zeros_step,
+)
+from xpmat.orthogonalize import newton_schulz, ns_schedule, orthonormalize
+
+__all__ = [
+    "MSIGN_CPU_STACK_BYTES",
+    "STEEPEST_NORMS",
+    "STEEPEST_SCALINGS",
+    "AdamState",
+    "DionDirectionState",
+    "EmaState",
+    "EmptyState",
+    "MomentumState",
+    "NonFiniteState",
+    "PowerSGDCompressState",
+    "Transform",
+    "adam_direction",
+    "add_decayed_weights",
+    "as_matrix",
+    "chain",
+    "dion_direction",
+    "ema",
+    "ema_momentum",
+    "ema_update",
+    "finite",
+    "momentum",
+    "msign_chunks",
+    "msign_direction",
+    "msign_sized_chunks",
+    "msign_stack",
+    "ns_schedule_checked",
+    "per_parameter",
+    "power_step",
+    "powersgd_compress",
+    "rcqr",
+    "route",
+    "scale_by_adam",
+    "scale_by_lr",
+    "scale_by_shape",
+    "skip_nonfinite",
+    "steepest_direction",
+]
+
+
+class EmptyState(NamedTuple):
+    """The state of a block that keeps none."""
+
+
+class Transform(NamedTuple):
+    """``init(params) -> states``, ``update(grads, states, params) -> (updates, states)`` and
+    the per-parameter ``state`` type (a NamedTuple class)."""
+
+    init: Callable[[Sequence[Any]], list[Any]]
+    update: Callable[[Sequence[Any], Sequence[Any], Sequence[Any]], tuple[list[Any], list[Any]]]
+    state: type = EmptyState
+
+
+def _ns(*arrays: Any) -> Any:
+    return _array.array_namespace(*arrays)
+
+
+def per_parameter(init_one: Callable[[Any, Any], Any] | None,
+                  update_one: Callable[[Any, Any, Any, Any], tuple[Any, Any]],
+                  state: type = EmptyState) -> Transform:
+    """A :class:`Transform` from one-parameter functions ``init_one(p, xp) -> state`` and
+    ``update_one(g, state, p, xp) -> (u, state)`` (``init_one=None``: stateless)."""
+    empty = EmptyState()
+
+    def init(params):
+        return [empty if init_one is None else init_one(p, _ns(p)) for p in params]
+
+    def update(grads, states, params):
+        out = [update_one(g, s, p, _ns(g, p)) for g, s, p in zip(grads, states, params, strict=True)]
+        return [u for u, _ in out], [s for _, s in out]
+
+    return Transform(init, update, state)
+
+
+# ----------------------------------------------------------------------------- composition
+def _merged_fields(types: Sequence[type]) -> list[str]:
+    fields: list[str] = []
+    for t in types:
+        for f in t._fields:
+            if f in fields and f != "step":
+                raise ValueError(f"state field {f!r} appears in two chained transforms "
+                                 "(only `step` may be shared)")
+            if f not in fields:
+                fields.append(f)
+    return fields
+
+
+def _state_type(fields: Sequence[str], state: type | None) -> type:
+    if state is None:
+        return namedtuple("ChainState", fields, defaults=(None,) * len(fields))
+    missing = set(fields) - set(state._fields)
+    if missing:
+        raise ValueError(f"state type {state.__name__} lacks the field(s) {sorted(missing)}")
+    return state
+
+
+def _getter(t: type) -> Callable[[Any], Any]:
+    """``s -> t(*fields of s)`` for a merged state ``s``."""
+    if not t._fields:
+        empty = t()
+        return lambda s: empty
+    get = operator.attrgetter(*t._fields)
+    if len(t._fields) == 1:
+        return lambda s: t(get(s))
+    return lambda s: t(*get(s))
+
+
+def chain(*transforms: Transform, state: type | None = None) -> Transform:
+    """Compose transforms: each one's updates are the next one's gradients (optax's ``chain``).
+
+    The per-parameter state is ONE flat NamedTuple holding every block's fields (``state``:
+    the type to use, which may have more fields, left ``None``; default: a new ``ChainState``
+    type).  A field may appear in one block only, except ``step`` (see the module doc).
+    """
+    if not transforms:
+        raise ValueError("chain() needs at least one transform")
+    types = [t.state for t in transforms]
+    fields = _merged_fields(types)
+    out_type = _state_type(fields, state)
+    getters = [_getter(t) for t in types]
+
+    def merge(parts):
+        kw: dict[str, Any] = {}
+        for p in parts:
+            kw.update(p._asdict())
+        return out_type(**kw)
+
+    def init(params):
+        per = [t.init(params) for t in transforms]
+        return [merge(parts) for parts in zip(*per, strict=True)] if params else []
+
+    def update(grads, states, params):
+        new = []
+        for t, get in zip(transforms, getters, strict=True):
+            grads, s = t.update(grads, [get(st) for st in states], params)
+            new.append(s)
+        return grads, [merge(parts) for parts in zip(*new, strict=True)] if params else []
+
+    return Transform(init, update, out_type)
+
+
+def route(main: Transform, other: Transform, is_main: Callable[[Any], bool] | None = None) -> Transform:
+    """Send the parameters ``is_main`` accepts (ndim ≥ 2 by default) to ``main``, the rest to
+    ``other``.
+
+    The states stay aligned with ``params`` (each is the state of the transform that owns the
+    parameter), so route is the outermost transform; its ``state`` is ``main``'s.
+    """
+    is_main = is_main or (lambda p: p.ndim >= 2)
+
+    def split(params):
+        owner = [bool(is_main(p)) for p in params]
+        return [i for i, m in enumerate(owner) if m], [i for i, m in enumerate(owner) if not m]
+
+    def init(params):
+        out: list[Any] = [None] * len(params)
+        for idx, t in zip(split(params), (main, other), strict=True):
+            for i, s in zip(idx, t.init([params[i] for i in idx]) if idx else [], strict=True):
+                out[i] = s
+        return out
+
+    def update(grads, states, params):
+        ups: list[Any] = [None] * len(params)
+        new: list[Any] = [None] * len(params)
+        for idx, t in zip(split(params), (main, other), strict=True):
+            if idx:
+                u, s = t.update([grads[i] for i in idx], [states[i] for i in idx],
+                                [params[i] for i in idx])
+                for k, i in enumerate(idx):
+                    ups[i], new[i] = u[k], s[k]
+        return ups, new
+
+    return Transform(init, update, main.state)
+
+
+# ----------------------------------------------------------------------------- guards
+class NonFiniteState(NamedTuple):
+    """``nonfinite_count`` (0-d): steps skipped because the gradient was not finite."""
+
+    nonfinite_count: Any
+
+
+def finite(g: Any, xp: Any) -> Any:
+    """0-d bool: every entry of ``g`` is finite (one reduction; low precision sums in float32).
+
+    A sum that overflows (|Σ g| above the float32 / float64 maximum) counts as non-finite."""
+    dt = g.dtype if g.dtype in (xp.float32, getattr(xp, "float64", None)) else xp.float32
+    return xp.isfinite(xp.sum(_array.as_float(g, xp, dt)))
+
+
+def _select(ok: Any, new: Any, old: Any, xp: Any) -> Any:
+    """``new`` where ``ok`` else ``old``, field by field (None fields stay None)."""
+    return type(new)(*(n if n is None else xp.where(ok, n, o) for n, o in zip(new, old, strict=True)))
+
+
+def skip_nonfinite(inner: Transform, *, sanitize: bool = True,
+                   flags: Callable[[list[Any], list[Any]], list[Any]] | None = None) -> Transform:
+    """The non-finite policy: a parameter whose gradient holds a NaN or ±Inf is not moved.
+
+    For such a parameter the update is zero, its state keeps its previous values (``step``
+    included), and its ``nonfinite_count`` grows by one; the others step as usual.  All of it
+    happens on the device with ``where``: no host synchronisation.  ``sanitize`` hands ``inner``
+    a zero gradient in place of the bad one (needed by blocks that factorize, which would raise
+    on NaN; purely elementwise ones may skip that pass).  ``flags(grads, params)`` overrides the
+    per-parameter 0-d flags (data-parallel optimizers agree on them across ranks).
+
+    Zero-size parameters get zero-size updates and no inner state (its fields are None).
+    """
+    out_type = _with_count(inner.state)
+    get_inner = _getter(inner.state)
+    none_inner = inner.state(*([None] * len(inner.state._fields)))
+
+    def join(s, count):
+        kw = s._asdict()
+        kw["nonfinite_count"] = count
+        return out_type(**kw)
+
+    def init(params):
+        live = [i for i, p in enumerate(params) if math.prod(p.shape)]
+        inner_states = dict(zip(live, inner.init([params[i] for i in live]) if live else [], strict=True))
+        return [join(inner_states.get(i, none_inner), zeros_step(_ns(p), _array.device(p)))
+                for i, p in enumerate(params)]
+
+    def update(grads, states, params):
+        live = [i for i, p in enumerate(params) if math.prod(p.shape)]
+        ups, out = list(grads), list(states)  # zero-size: the (empty) gradient is the update
+        if not live:
+            return ups, out
+        gs, ps = [grads[i] for i in live], [params[i] for i in live]
+        oks = flags(gs, ps) if flags is not None else [finite(g, _ns(g)) for g in gs]
+        if sanitize:
+            gs = [_ns(g).where(ok, g, _zero(g)) for g, ok in zip(gs, oks, strict=True)]
+        old = [get_inner(states[i]) for i in live]
+        u, new = inner.update(gs, old, ps)
+        for k, i in enumerate(live):
+            xp, ok, count = _ns(u[k]), oks[k], states[i].nonfinite_count
+            ups[i] = xp.where(ok, u[k], _zero(u[k]))
+            out[i] = join(_select(ok, new[k], old[k], xp),
+                          count + xp.astype(xp.logical_not(ok), count.dtype))
+        return ups, out
+
+    return Transform(init, update, out_type)
+
+
+def _zero(a: Any) -> Any:
+    """A 0-d zero of ``a``'s dtype and device."""
+    return _ns(a).zeros((), dtype=a.dtype, device=_array.device(a))
+
+
+_COUNTED: dict[type, type] = {}
+
+
+def _with_count(state: type) -> type:
+    """``state`` plus a ``nonfinite_count`` field: the type itself when it already has one."""
+    if "nonfinite_count" in state._fields:
+        return state
+    if state not in _COUNTED:
+        fields = (*state._fields, "nonfinite_count")
+        _COUNTED[state] = namedtuple(state.__name__, fields, defaults=(None,) * len(fields))
+    return _COUNTED[state]
+
+
+def as_matrix(inner: Transform) -> Transform:
+    """Run ``inner`` on the matrix views ``(out, prod(rest))`` of parameters of ndim ≥ 2 (conv
+    kernels ``(out, in·k·k)``); updates come back in the parameters' shapes.  A 1-D parameter
+    raises ``ValueError`` (route it elsewhere, :func:`route`)."""
+
+    def views(arrays, params):
+        return [_ns(a).reshape(a, matrix_shape(p.shape, f"params[{i}]"))
+                for i, (a, p) in enumerate(zip(arrays, params, strict=True))]
+
+    def init(params):
+        return inner.init(views(params, params))
+
+    def update(grads, states, params):
+        u, s = inner.update(views(grads, params), states, views(params, params))
+        return [_ns(x).reshape(x, tuple(p.shape)) for x, p in zip(u, params, strict=True)], s
+
+    return Transform(init, update, inner.state)
+
+
+# ----------------------------------------------------------------------------- momentum
+class MomentumState(NamedTuple):
+    """``momentum_buffer``: the momentum, shaped as the block's input (torch's name)."""
+
+    momentum_buffer: Any
+
+
+_KINDS = ("ema", "heavy_ball")
+
+
+def ema_momentum(buf: Any, g: Any, beta: float, xp: Any, *, nesterov: bool = False,
+                 dtype: Any = None, out: Any = None) -> tuple[Any, Any]:
+    """One EMA momentum step: ``B ← B + (1 − β)(G − B)``; returns ``(U, B)`` with
+    ``U = G + β (B − G)`` (Nesterov) or ``B``.
+
+    ``U`` comes in ``dtype`` (default the buffer's; on PyTorch ``torch.lerp`` writes it
+    directly); ``out`` receives the new buffer in place (PyTorch; may be ``buf`` itself).  This
+    is ``torch.optim.Muon``'s momentum (``momentum_buffer.lerp_(grad, 1 − momentum)``).
+    """
+    buf = _array.lerp(buf, g, 1.0 - beta, xp, out=out)
+    U = _array.lerp(g, buf, beta, xp, dtype) if nesterov else _array.cast(buf, dtype, xp)
+    return U, buf
+
+
+def momentum(beta: float, *, nesterov: bool = False, kind: str = "ema",
+             state_dtype: Any = None) -> Transform:
+    """Momentum on the gradient, state ``momentum_buffer`` ``B``.
+
+    ``kind="ema"`` (Muon, Manifold Muon): ``B ← B + (1 − β)(G − B)``, output
+    ``G + β (B − G)`` with ``nesterov`` else ``B``.  ``kind="heavy_ball"`` (``torch.optim.SGD``
+    with ``dampening=0``; PowerSGD eq. 7c): ``B ← β B + G``, output ``G + β B`` with ``nesterov``
+    else ``B``.  ``β = 0`` passes the gradient through (and keeps a zero buffer).
+    """
+    check_real("momentum", beta, 0.0, 1.0, high_open=True)
+    check_choice("kind", kind, _KINDS)
+
+    def init_one(p, xp):
+        return MomentumState(xp.zeros(tuple(p.shape), dtype=state_dtype_for(p, xp, state_dtype),
+                                      device=_array.device(p)))
+
+    def update_one(g, s, p, xp):
+        B = s.momentum_buffer
+        g = _array.as_float(g, xp, B.dtype)
+        if not beta:
+            return g, s
+        if kind == "ema":
+            U, B = ema_momentum(B, g, beta, xp, nesterov=nesterov)
+        else:
+            B = beta * B + g
+            U = g + beta * B if nesterov else B
+        return U, MomentumState(B)
+
+    return per_parameter(init_one, update_one, MomentumState)
+
+
+class EmaState(NamedTuple):
+    """``step`` and ``exp_avg``: an exponential moving average (Adam's first moment)."""
+
+    step: Any
+    exp_avg: Any
+
+
+def ema(beta: float, *, debias: bool = False, state_dtype: Any = None) -> Transform:
+    """``M ← M + (1 − β)(G − M)``, output ``M`` or, with ``debias``, ``M / (1 − βᵗ)``.
+
+    ``β = 0`` passes the gradient through unchanged (the state still counts steps).
+    """
+    check_real("beta", beta, 0.0, 1.0, high_open=True)
+
+    def init_one(p, xp):
+        dev = _array.device(p)
+        return EmaState(zeros_step(xp, dev), xp.zeros(tuple(p.shape), device=dev,
+                                                      dtype=state_dtype_for(p, xp, state_dtype)))
+
+    def update_one(g, s, p, xp):
+        if s.exp_avg is None:
+            raise ValueError("a first moment (beta > 0) needs `exp_avg` in the state, which was "
+                             "made with beta = 0: start with beta > 0 to change it later")
+        step = s.step + 1
+        g = _array.as_float(g, xp, s.exp_avg.dtype)
+        if not beta:
+            return g, EmaState(step, s.exp_avg)
+        out, M = ema_update(s.exp_avg, g, beta, step if debias else None, xp)
+        return out, EmaState(step, M)
+
+    return per_parameter(init_one, update_one, EmaState)
+
+
+def ema_update(M: Any, g: Any, beta: float, step: Any, xp: Any) -> tuple[Any, Any]:
+    """``M ← M + (1 − β)(g − M)``; returns ``(M / (1 − βᵗ), M)`` with ``t = step`` (the count
+    after this update; ``None``: no bias correction, ``(M, M)``)."""
+    M = M + (1.0 - beta) * (g - M)
+    return (M if step is None else M / xp.astype(1.0 - beta ** step, M.dtype)), M
+
+
+# ----------------------------------------------------------------------------- Adam
+class AdamState(NamedTuple):
+    """Adam's state (``torch.optim.AdamW``'s keys): ``step``, ``exp_avg`` m, ``exp_avg_sq`` v,
+    and ``max_exp_avg_sq`` (AMSGrad only, else None)."""
+
+    step: Any
+    exp_avg: Any
+    exp_avg_sq: Any
+    max_exp_avg_sq: Any = None
+
+
+def adam_direction(g: Any, s: AdamState, xp: Any, *, betas: tuple[float, float], eps: float,
+                   amsgrad: bool = False, nesterov: bool = False,
+                   atan2: bool = False) -> tuple[Any, AdamState]:
+    """One Adam step on ``g`` (already in the state dtype): the normalized direction and the
+    new state ([Stratos 2026, §4, Fig. 1][stratos-2026])::
+
+        m ← β₁ m + (1 − β₁) g,  v ← β₂ v + (1 − β₂) g²,  m̄ = m / (1 − β₁ᵗ)
+        (Nesterov, Dozat §4.3: m̄ = β₁ m / (1 − β₁ᵗ⁺¹) + (1 − β₁) g / (1 − β₁ᵗ))
+        v̄ = v / (1 − β₂ᵗ);  AMSGrad: v̄ ← max(v̄_prev, v̄)  (max AFTER bias correction, §4.2)
+        o = m̄ / (√v̄ + ε)   or   atan2(m̄, √v̄)   (§4.1.2, ε-free)
+
+    The arithmetic follows ``torch.optim.AdamW`` (``m`` by a lerp, ``√v / √(1 − β₂ᵗ) + ε``).
+    """
+    b1, b2 = betas
+    dt = s.exp_avg.dtype
+    step = s.step + 1
+    m = s.exp_avg + (1.0 - b1) * (g - s.exp_avg)  # = lerp(m, g, 1 − β₁), as torch
+    v = s.exp_avg_sq * b2 + (1.0 - b2) * (g * g)
+    bc1 = xp.astype(1.0 - b1 ** step, dt)
+    bc2_sqrt = xp.astype(xp.sqrt(1.0 - b2 ** step), dt)
+    if nesterov:
+        m_bar = (b1 * m) / xp.astype(1.0 - b1 ** (step + 1), dt) + ((1.0 - b1) * g) / bc1
+    else:
+        m_bar = m / bc1
+    vmax = None
+    if amsgrad:
+        vmax = xp.maximum(s.max_exp_avg_sq, v / (bc2_sqrt * bc2_sqrt))
+        root = xp.sqrt(vmax)
+    else:
+        root = xp.sqrt(v) / bc2_sqrt
+    o = xp.atan2(m_bar, root) if atan2 else m_bar / (root + eps)
+    return o, AdamState(step, m, v, vmax)
+
+
+def scale_by_adam(betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, *,
+                  amsgrad: bool = False, nesterov: bool = False, atan2: bool = False,
+                  state_dtype: Any = None) -> Transform:
+    """Adam's normalized direction :func:`adam_direction` (no learning rate, no decay); state
+    :class:`AdamState`.  The one Adam of AdamW, the AdamW fallback of the matrix methods and
+    PowerSGD's ``base="adamw"``."""
+    check_betas("betas", betas)
+    check_real("eps", eps)
+
+    def init_one(p, xp):
+        z = xp.zeros(tuple(p.shape), dtype=state_dtype_for(p, xp, state_dtype), device=_array.device(p))
+        return AdamState(zeros_step(xp, _array.device(p)), z, xp.zeros_like(z),
+                         xp.zeros_like(z) if amsgrad else None)
+
+    def update_one(g, s, p, xp):
+        return adam_direction(_array.as_float(g, xp, s.exp_avg.dtype), s, xp, betas=betas, eps=eps,
+                              amsgrad=amsgrad, nesterov=nesterov, atan2=atan2)
+
+    return per_parameter(init_one, update_one, AdamState)
+
+
+# ----------------------------------------------------------------------------- decay, scaling
+def add_decayed_weights(weight_decay: float) -> Transform:
+    """``u + λ p`` (in the wider of ``u``'s dtype and ``p``'s state dtype; λ = 0: the identity).
+
+    Before :func:`scale_by_lr` this is decoupled weight decay that follows the learning rate
+    (``−η (u + λ p)``, torch's AdamW); after it, a negative λ decays independently of η.
+    """
+    check_real("weight_decay", weight_decay, -math.inf)
+    if not weight_decay:
+        return per_parameter(None, lambda g, s, p, xp: (g, s))
+
+    def update_one(u, s, p, xp):
+        dt = xp.result_type(u.dtype, state_dtype_for(p, xp))
+        return _array.add_scaled(_array.as_float(u, xp, dt), weight_decay, _array.as_float(p, xp, dt), xp), s
+
+    return per_parameter(None, update_one)
+
+
+def scale_by_lr(lr: float) -> Transform:
+    """``−η u``: the step size, and the sign that makes ``params + updates`` a descent step."""
+    check_real("lr", lr)
+    return per_parameter(None, lambda u, s, p, xp: (-lr * u, s))
+
+
+def scale_by_shape(factor: Callable[[int, int], float]) -> Transform:
+    """``a(m, n) u`` for matrix updates ``u`` ``(m, n)`` (e.g. Muon's √max(1, m/n), Dion's
+    √(m/n)); ``factor(m, n)`` is a host float."""
+    return per_parameter(None, lambda u, s, p, xp: (factor(u.shape[-2], u.shape[-1]) * u, s))
+
+
+# ----------------------------------------------------------------------------- msign (Muon)
+# On a CPU a stack of same-shaped matrices goes through one Newton–Schulz call only while it
+# stays this small (bytes in the compute dtype).  Measured (bf16, 2 cores, docs/optim.md Speed):
+# batching wins on small matrices (12 × 64×256: 9.2 vs 32 ms unbatched; 12 × 256×1024, 6 MiB:
+# 169 vs 188 ms) and loses on big ones (12 × 768×3072 in stacks of 3, 14 MiB: 5.35 vs 4.57 s),
+# because glibc hands large blocks back to the system and every step page-faults them in again
+# (with MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ raised the two were equal, 4.41 vs 4.57 s).
+# Accelerators take the whole stack: there one launch per shape is the point.
+MSIGN_CPU_STACK_BYTES = 8 << 20
+
+
+def msign_sized_chunks(mats: Sequence[Any], compute_dtype: Any = None) -> list[tuple[list[int], int | None]]:
+    """:func:`msign_chunks` with the bytes of one of each chunk's matrices (None off-CPU)."""
+    out = []
+    for idx in group_by_shape(mats).values():
+        a = mats[idx[0]]
+        size, per = None, len(idx)
+        if _array.is_cpu(a):
+            m, n = matrix_shape(tuple(a.shape), f"params[{idx[0]}]")
+            size = max(1, m * n * _array.itemsize(a, compute_dtype))
+            per = max(1, min(per, MSIGN_CPU_STACK_BYTES // size))
+        out.extend((idx[c:c + per], size) for c in range(0, len(idx), per))
+    return out
+
+
+def msign_chunks(mats: Sequence[Any], compute_dtype: Any = None) -> list[list[int]]:
+    """Index lists of ``mats`` that :func:`msign_direction` orthogonalizes in one Newton–Schulz
+    call: same shape (and dtype), first-seen order; on a CPU split so a stack stays within
+    :data:`MSIGN_CPU_STACK_BYTES` in ``compute_dtype`` (default the arrays' dtype)."""
+    return [c for c, _ in msign_sized_chunks(mats, compute_dtype)]
+
+
+def msign_stack(Us: Sequence[Any], xp: Any, coeffs: Any, *, normalize: str, eps: float,
+                scale: float) -> list[Any]:
+    """``scale · msign`` of same-shaped matrices ``Us`` in ONE batched Newton–Schulz call."""
+    U = Us[0][None, ...] if len(Us) == 1 else xp.stack(list(Us), axis=0)
+    O = newton_schulz(U, coeffs, normalize=normalize, eps=eps, scale=scale, xp=xp)
+    return [O[j, ...] for j in range(len(Us))]
+
+
+def msign_direction(*, ns_steps: int = 5, ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
+                    compute_dtype: Any = None, eps: float = 1e-7,
+                    scale: Callable[[int, int], float] | None = None) -> Transform:
+    """``a(m, n) · msign(U)`` for matrices ``U`` (m, n): the spectral-norm steepest descent
+    direction ([Stratos 2026][stratos-2026] §7 eq. 69; Newton–Schulz, Q.3.1).
+
+    Same-shaped matrices go through one batched call (:func:`msign_chunks`), in
+    ``compute_dtype`` (e.g. ``"bfloat16"``); the result comes back in the input's dtype.
+    ``scale(m, n)`` (a host float, default 1) is folded into the last Newton–Schulz step.
+    Stateless.  Zero ``U`` gives zero (msign of 0 is 0).
+    """
+    from xpmat.orthogonalize import NORMALIZATIONS
+
+    coeffs = ns_schedule_checked(ns_schedule, ns_steps)
+    check_choice("ns_normalize", ns_normalize, NORMALIZATIONS)
+    check_real("eps", eps)
+    empty = EmptyState()
+
+    def update(grads, states, params):
+        out: list[Any] = [None] * len(grads)
+        for chunk in msign_chunks(grads, compute_dtype):
+            xp = _ns(*[grads[i] for i in chunk])
+            Us = [_array.cast(grads[i], compute_dtype, xp) for i in chunk]
+            m, n = Us[0].shape
+            a = 1.0 if scale is None else scale(m, n)
+            for i, O in zip(chunk, msign_stack(Us, xp, coeffs, normalize=ns_normalize, eps=eps,
+                                               scale=a), strict=True):
+                out[i] = _array.cast(O, grads[i].dtype, xp)
+        return out, [empty] * len(grads)
+
+    return Transform(lambda params: [empty] * len(params), update, EmptyState)
+
+
+def ns_schedule_checked(schedule: Any, steps: Any) -> list[tuple[float, float, float]]:
+    """:func:`xpmat.ns_schedule` with the errors naming ``ns_schedule`` / ``ns_steps``."""
+    check_int("ns_steps", steps, 0)
+    try:
+        return ns_schedule(schedule, steps)
+    except ValueError as exc:
+        raise ValueError(f"ns_schedule: {exc}") from None
+
+
+# ----------------------------------------------------------------------------- steepest descent
+STEEPEST_NORMS = ("fro", "linf", "spectral")
+STEEPEST_SCALINGS = ("tr", "mm")
+
+
+def steepest_direction(norm: str = "spectral", scaling: str = "tr", *, ns_steps: int = 5,
+                       ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
+                       compute_dtype: Any = None, eps: float = 1e-7) -> Transform:
+    """The steepest descent direction under a norm ([Stratos 2026, §7 eq. 69][stratos-2026]),
+    without the step size (:func:`scale_by_lr` adds ``−η``)::
+
+        norm        scaling="tr" (trust region, eq. 67)   scaling="mm" (majorization-minimization, eq. 68)
+        "fro"       G / ‖G‖_F                              G
+        "linf"      sign(G)                                ‖G‖₁ sign(G)       (elementwise norms)
+        "spectral"  U Vᵀ = msign(G)                        ‖G‖_nuc U Vᵀ,  ‖G‖_nuc = ⟨G, msign(G)⟩
+
+    ``"fro"`` and ``"linf"`` act on a parameter of any shape as one vector (the elementwise
+    norms of eq. 69, footnote 12).  ``"spectral"`` acts on the matrix view ``(out, prod(rest))``
+    of a parameter of ndim ≥ 2 through :func:`msign_direction` (same-shaped matrices in one
+    batched Newton–Schulz call; options ``ns_*``, ``compute_dtype``, ``eps`` as there), and on
+    a parameter of ndim ≤ 1 as a column ``(n, 1)``, whose spectral norm is ``‖g‖₂``: ``g / ‖g‖₂``
+    (TR) and ``g`` (MM), exactly.  The nuclear norm of MM costs one elementwise product and a
+    sum (no extra matrix product); with an inexact ``msign = U f(Σ) Vᵀ`` it is ``Σᵢ σᵢ f(σᵢ)``,
+    as close to ``‖G‖_nuc`` as ``f`` is to 1 on the spectrum.  A zero
+    gradient gives a zero direction.  Stateless.
+    """
+    check_choice("norm", norm, STEEPEST_NORMS)
+    check_choice("scaling", scaling, STEEPEST_SCALINGS)
+    msign_t = msign_direction(ns_steps=ns_steps, ns_schedule=ns_schedule, ns_normalize=ns_normalize,
+                              compute_dtype=compute_dtype, eps=eps) if norm == "spectral" else None
+    empty = EmptyState()
+
+    def update(grads, states, params):
+        out = list(grads)
+        mats = [i for i, g in enumerate(grads) if msign_t is not None and g.ndim >= 2 and math.prod(g.shape)]
+        if mats:
+            views = [_ns(grads[i]).reshape(grads[i], matrix_shape(grads[i].shape)) for i in mats]
+            Os, _ = msign_t.update(views, [empty] * len(views), views)
+            for i, v, O in zip(mats, views, Os, strict=True):
+                xp = _ns(O)
+                out[i] = xp.reshape(xp.sum(v * O) * O if scaling == "mm" else O, tuple(grads[i].shape))
+        done = set(mats)
+        for i in (i for i in range(len(grads)) if i not in done):
+            out[i] = _elementwise_steepest(grads[i], "fro" if norm == "spectral" else norm, scaling)
+        return out, [empty] * len(grads)
+
+    return Transform(lambda params: [empty] * len(params), update, EmptyState)
+
+
+def _elementwise_steepest(g: Any, norm: str, scaling: str) -> Any:
+    """Eq. 69 for the Frobenius (ℓ2) and elementwise ℓ∞ norms, on ``g`` as one vector."""
+    xp = _ns(g)
+    if norm == "linf":
+        s = xp.sign(g)
+        return xp.sum(xp.abs(g)) * s if scaling == "mm" else s
+    if scaling == "mm":
+        return g
+    nrm = xp.linalg.vector_norm(g)
+    return g / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
+
+
+# ----------------------------------------------------------------------------- low rank
+_ORTH = ("auto", "householder", "cholesky_qr2", "rcqr")
+
+
+def rcqr(Y: Any, S: Any, xp: Any) -> Any:
+    """Randomized Cholesky QR of ``Y`` ``(m, r)`` with sketch ``S`` ``(k, m)``, k ≥ r.
+
+    ``R₁`` from a Householder QR of the small ``S Y``, ``Y₁ = Y R₁⁻¹`` (well conditioned with
+    high probability), then one CholeskyQR step ``Y₁ = P R₂`` for orthonormality to precision.
+    Zero columns are handled by a small diagonal shift.
+    """
+    _, R1 = xp.linalg.qr(S @ Y)
+    d = xp.linalg.diagonal(R1)
+    tiny = xp.finfo(Y.dtype).eps * (xp.max(xp.abs(d)) + xp.finfo(Y.dtype).smallest_normal)
+    eye = xp.eye(R1.shape[-1], dtype=Y.dtype, device=_array.device(Y))
+    R1 = R1 + eye * xp.where(xp.abs(d) < tiny, tiny, xp.zeros_like(d))
+    Y1 = _array.solve_triangular(R1, Y, upper=True, left=False, xp=xp)
+    L = xp.linalg.cholesky(_array.mT(Y1, xp) @ Y1 + eye * tiny)
+    return _array.solve_triangular(_array.mT(L, xp), Y1, upper=True, left=False, xp=xp)
+
+
+def _orth(Y: Any, method: str, sketch: Any, xp: Any) -> Any:
+    """``orth(Y)``: rcqr with ``sketch``, else :func:`xpmat.orthonormalize` (``"auto"`` takes
+    Householder while ``torch.compile`` traces: CholeskyQR2's acceptance test reads the host)."""
+    if method == "rcqr":
+        return rcqr(Y, sketch, xp)
+    if method == "auto" and _array.is_compiling(xp):
+        method = "householder"
+    return orthonormalize(Y, method=method, xp=xp)
+
+
+def power_step(B: Any, Q: Any, xp: Any, method: str = "auto", sketch: Any = None) -> tuple[Any, Any, Any]:
+    """PowerIter1 ([Pethick 2025][pethick-2025]; [Xie, Chen, Yuan 2025][xie-chen-yuan-2025] eq. 9):
+    ``P = orth(B Q)``, ``R = Bᵀ P``,
+    ``Q_new = colnorm(R)``; ``P Rᵀ`` is the rank-r approximation, ``P Q_newᵀ`` Dion's
+    direction (singular values set to 1)."""
+    P = _orth(B @ Q, method, sketch, xp)
+    R = _array.mT(B, xp) @ P
+    return P, R, _array.normalize_columns(R, xp)
+
+
+def _seeded_q(p: Any, i: int, rank: Any, multiple: int, seed: int, state_dtype: Any):
+    """``(xp, dt, dev, (m, n), r, Q)``: a seeded Gaussian ``Q`` ``(n, r)`` for matrix ``p``
+    (host draw from ``seed + i``, the same on every backend)."""
+    xp, dev = _ns(p), _array.device(p)
+    dt = state_dtype_for(p, xp, state_dtype)
+    m, n = p.shape
+    r = resolve_rank(rank, multiple, m, n)
+    return xp, dt, dev, (m, n), r, _array.random_normal((n, r), seed=seed + i, xp=xp, dtype=dt, dev=dev)
+
+
+class DionDirectionState(NamedTuple):
+    """``momentum_buffer`` M (m, n) (momentum and error feedback), the right factor ``Q``
+    (n, r), and for ``orthogonalize="rcqr"`` the fixed Gaussian ``sketch`` (k, m)."""
+
+    momentum_buffer: Any
+    Q: Any
+    sketch: Any = None
+
+
+def _check_lowrank(rank: Any, rank_multiple_of: Any, orthogonalize: Any, seed: Any) -> None:
+    resolve_rank(rank, rank_multiple_of, 1, 1)
+    check_choice("orthogonalize", orthogonalize, _ORTH)
+    check_int("seed", seed, 0)
+
+
+def dion_direction(rank: int | float = 0.25, *, momentum: float = 0.95, rank_multiple_of: int = 1,
+                   orthogonalize: str = "auto", oversample: float = 1.25, seed: int = 0,
+                   state_dtype: Any = None,
+                   reduce: Callable[[list[Any]], list[Any]] | None = None) -> Transform:
+    """Dion's orthonormal low-rank direction with error feedback ([Pethick 2025][pethick-2025])::
+
+        B = M + G;  P, R, Q = PowerIter1(B; Q);  M ← B − (1 − μ) P Rᵀ;  output P Qᵀ
+
+    on matrices ``G`` (m, n), state :class:`DionDirectionState` (``Q`` drawn from
+    ``seed + i`` for the i-th matrix).  ``rank``: an int, or a float fraction of ``min(m, n)``
+    (rounded up, then to a multiple of ``rank_multiple_of``).  ``orthogonalize``:
+    ``"auto"``, ``"householder"``, ``"cholesky_qr2"`` (:func:`xpmat.orthonormalize`) or
+    ``"rcqr"`` (:func:`rcqr` with a sketch of ``ceil(oversample·r)`` rows).
+
+    ``reduce(arrays) -> arrays`` (data parallel: the mean over ranks) is applied to ``B Q`` and
+    ``Bᵀ P`` — two calls per update for all the matrices together; matrices for which
+    ``(m + n) r ≥ m n`` have their gradient reduced whole (in the first call) instead.
+    """
+    check_real("momentum", momentum, 0.0, 1.0, high_open=True)
+    _check_lowrank(rank, rank_multiple_of, orthogonalize, seed)
+    check_real("oversample", oversample, 1.0)
+
+    def init(params):
+        check_rank_fits(rank, [tuple(p.shape) for p in params])
+        out = []
+        for i, p in enumerate(params):
+            xp, dt, dev, (m, n), r, Q = _seeded_q(p, i, rank, rank_multiple_of, seed, state_dtype)
+            sketch = None
+            if orthogonalize == "rcqr":
+                k = min(m, max(r, math.ceil(oversample * r)))
+                sketch = _array.random_normal((k, m), seed=seed + 7919 + i, xp=xp, dtype=dt,
+                                              dev=dev) / math.sqrt(k)
+            Q = Q / xp.linalg.vector_norm(Q, axis=0, keepdims=True)
+            out.append(DionDirectionState(xp.zeros((m, n), dtype=dt, device=dev), Q, sketch))
+        return out
+
+    def update(grads, states, params):
+        xps = [_ns(g) for g in grads]
+        G = [_array.as_float(g, xp, s.momentum_buffer.dtype)
+             for g, s, xp in zip(grads, states, xps, strict=True)]
+        dense = [reduce is not None and (g.shape[0] + g.shape[1]) * s.Q.shape[-1] >= g.shape[0] * g.shape[1]
+                 for g, s in zip(G, states, strict=True)]
+        # round 1: B Q, or the whole gradient of a dense matrix (then B = M + mean G everywhere)
+        first = _reduced(reduce, [g if d else (s.momentum_buffer + g) @ s.Q
+                                  for g, s, d in zip(G, states, dense, strict=True)])
+        B = [s.momentum_buffer + (f if d else g) for g, f, s, d in zip(G, first, states, dense, strict=True)]
+        P = [_orth(b @ s.Q if d else f, orthogonalize, s.sketch, xp)
+             for b, f, s, d, xp in zip(B, first, states, dense, xps, strict=True)]
+        R = [_array.mT(b, xp) @ q for b, q, xp in zip(B, P, xps, strict=True)]
+        low = [i for i, d in enumerate(dense) if not d]  # round 2: Bᵀ P of the low-rank ones
+        for i, r in zip(low, _reduced(reduce, [R[i] for i in low]), strict=True):
+            R[i] = r
+        ups, new = [], []
+        for b, q, r, s, xp in zip(B, P, R, states, xps, strict=True):
+            Qn = _array.normalize_columns(r, xp)
+            ups.append(q @ _array.mT(Qn, xp))
+            new.append(DionDirectionState(b - (1.0 - momentum) * (q @ _array.mT(r, xp)), Qn, s.sketch))
+        return ups, new
+
+    return Transform(init, update, DionDirectionState)
+
+
+def _reduced(reduce: Any, arrays: list[Any]) -> list[Any]:
+    return list(reduce(arrays)) if reduce is not None and arrays else arrays
+
+
+class PowerSGDCompressState(NamedTuple):
+    """``step``, the error feedback ``error`` e (m, n) and the warm-started ``Q`` (n, r)."""
+
+    step: Any
+    error: Any
+    Q: Any
+
+
+def powersgd_compress(rank: int | float = 4, *, rank_multiple_of: int = 1,
+                      restart_every: int | None = None, svd: str = "full",
+                      orthogonalize: str = "auto", seed: int = 0,
+                      state_dtype: Any = None) -> Transform:
+    """PowerSGD's rank-r compression with error feedback
+    ([Xie, Chen, Yuan 2025][xie-chen-yuan-2025] eq. 7a–7b, 9, Alg. 2)::
+
+        Δ = G + e;  P, R, Q = PowerIter1(Δ; Q);  Δ̂ = P Rᵀ;  e ← Δ − Δ̂;  output Δ̂
+
+    PowerSGD+ (``restart_every=τ``): at steps ``t`` (counted from 0) with ``t mod τ = 0``,
+    ``P = U[:, :r]`` of ``SVD(Δ)`` (``svd="full"``, or ``"randomized"``:
+    :func:`xpmat.randomized_svd` seeded ``seed + t``).  The branch reads the step counters on
+    the host (one transfer for all matrices); under ``torch.compile`` it is a ``torch.cond``
+    (``svd="full"``) instead.  State :class:`PowerSGDCompressState`.
+    """
+    _check_lowrank(rank, rank_multiple_of, orthogonalize, seed)
+    check_int("restart_every", restart_every, 1, none=True)
+    check_choice("svd", svd, ("full", "randomized"))
+    if orthogonalize == "rcqr":
+        raise ValueError("orthogonalize='rcqr' is Dion's; PowerSGD takes 'auto', 'householder' "
+                         "or 'cholesky_qr2'")
+
+    def init(params):
+        check_rank_fits(rank, [tuple(p.shape) for p in params])
+        out = []
+        for i, p in enumerate(params):
+            xp, dt, dev, (m, n), _, Q = _seeded_q(p, i, rank, rank_multiple_of, seed, state_dtype)
+            out.append(PowerSGDCompressState(zeros_step(xp, dev), xp.zeros((m, n), dtype=dt, device=dev), Q))
+        return out
+
+    def restart(D, Q, t):
+        r = Q.shape[-1]
+        xp = _ns(D)
+        if svd == "full":
+            P = _array.svd(D, xp)[0][:, :r]
+        else:
+            from xpmat.iteration import randomized_svd
+
+            P = randomized_svd(D, r, seed=seed + t, xp=xp)[0]
+        R = _array.mT(D, xp) @ P
+        return P, R, _array.normalize_columns(R, xp)
+
+    def update(grads, states, params):
+        Ds = [s.error + _array.as_float(g, _ns(g), s.error.dtype) for g, s in zip(grads, states, strict=True)]
+        steps = _restart_steps(restart_every, svd, states, Ds)
+        ups, new = [], []
+        for D, s, t in zip(Ds, states, steps, strict=True):
+            xp = _ns(D)
+            if restart_every is None or (t is not None and t % restart_every):
+                P, R, Qn = power_step(D, s.Q, xp, orthogonalize)
+            elif t is not None:
+                P, R, Qn = restart(D, s.Q, t)
+            else:  # traced by torch.compile: both branches in the graph, one runs
+                P, R, Qn = _array.cond(s.step % restart_every == 0, lambda D, Q: restart(D, Q, 0),
+                                       lambda D, Q: power_step(D, Q, _ns(D), orthogonalize),
+                                       (D, s.Q), xp=xp)
+            Dh = P @ _array.mT(R, xp)
+            ups.append(Dh)
+            new.append(PowerSGDCompressState(s.step + 1, D - Dh, Qn))
+        return ups, new
+
+    return Transform(init, update, PowerSGDCompressState)
+
+
+def _restart_steps(tau: Any, svd: str, states: Sequence[Any], arrays: Sequence[Any]) -> list[Any]:
+    """Host step counters for the restart decision (one transfer), or ``None`` each while
+    ``torch.compile`` traces (the decision then stays on the device)."""
+    if tau is None or not states:
+        return [None] * len(states)
+    xp = _ns(arrays[0])
+    if _array.is_compiling(xp) and svd == "full":
+        return [None] * len(states)
+    return host_steps([s.step for s in states], xp)
