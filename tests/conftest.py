@@ -3,7 +3,9 @@
 Backends: ``numpy``, ``numpy:readonly`` (inputs with the write flag off, catches
 in-place mutation), ``array_api_strict`` (on its default device and on ``Device("device1")``:
 results must stay on the input's device), ``torch`` (CPU), ``jax`` (CPU, float64 enabled:
-``jax_enable_x64``), ``torch:cuda`` and ``cupy`` (GPU only, skipped otherwise).
+``jax_enable_x64``), ``torch:cuda`` and ``cupy`` (GPU only, skipped otherwise), ``dask``
+(NumPy chunks; a matrix of 4 rows or more is cut into 2 row chunks, so every test crosses a
+chunk boundary).
 ``XPMAT_TEST_BACKENDS=torch,cupy`` selects a subset.
 
 Markers (reasons also stand in ``backends/<lib>.md``)::
@@ -26,7 +28,7 @@ import numpy as np
 import pytest
 
 ALL_BACKENDS = ("numpy", "numpy:readonly", "array_api_strict", "array_api_strict:device1", "torch",
-                "torch:cuda", "cupy", "jax")
+                "torch:cuda", "cupy", "jax", "dask")
 
 # Relative tolerance of a well-conditioned primitive, per dtype the *result* is in.
 # float64: near machine precision times a modest growth; float32: ~1e3 ulp;
@@ -76,6 +78,8 @@ class Backend:
             out = self.xp.astype(self.xp.asarray(host.astype(np.float32), device=self.device), dtype)
         else:
             out = self.xp.asarray(host, dtype=dtype, device=self.device)
+        if self.lib == "dask":
+            out = out.rechunk(_dask_test_chunks(host.shape))
         if self.readonly:
             out = np.array(out)
             out.flags.writeable = False
@@ -90,6 +94,8 @@ class Backend:
             return x.numpy()
         if self.lib == "cupy":
             return x.get()
+        if self.lib == "dask":
+            return np.asarray(x.compute())
         if self.lib == "array_api_strict":
             import array_api_strict as xps
 
@@ -98,6 +104,15 @@ class Backend:
         if self.lib == "jax" and x.dtype == self.xp.bfloat16:  # ml_dtypes' bfloat16 on the host
             return np.asarray(x.astype(self.xp.float64))
         return np.asarray(x)
+
+
+def _dask_test_chunks(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Test chunks of a dask array: the rows of a matrix (axis -2) in 2 chunks when there are
+    4 or more, every other axis whole (small chunk counts keep dask's per-task overhead low)."""
+    chunks = list(shape)
+    if len(shape) >= 2 and shape[-2] >= 4:
+        chunks[-2] = -(-shape[-2] // 2)
+    return tuple(chunks)
 
 
 def _make_backend(name: str) -> Backend | None:
@@ -147,6 +162,13 @@ def _make_backend(name: str) -> Backend | None:
         except Exception:
             return None
         return Backend(name, array_api_compat.array_namespace(cupy.zeros(1)), cupy.cuda.Device(0))
+    if name == "dask":
+        if importlib.util.find_spec("dask") is None:
+            return None
+        import dask.array as da
+
+        xpd = array_api_compat.array_namespace(da.zeros(1))
+        return Backend(name, xpd, array_api_compat.device(da.zeros(1)))
     raise ValueError(name)
 
 

@@ -7,6 +7,12 @@ generic fallback; its docstring says which runs where.
 
 No function here imports torch, cupy or jax: libraries are *detected* through the
 namespace the caller's arrays already belong to.
+
+Dask: big operations (matmuls, elementwise, reductions) stay Dask's own, lazy and chunked.
+The small factorizations (Cholesky, eigh, SVD or QR of an r×r matrix, a triangular inverse)
+run per matrix on one chunk, by the chunk's own library (:func:`_dask_per_matrix`); the tall
+side of a QR / SVD goes through Dask's TSQR, which never puts the rows of a row-chunked matrix
+on one machine.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ __all__ = [
     "array_namespace",
     "as_float",
     "cast",
+    "cholesky",
     "cond",
     "device",
     "eigh",
@@ -32,6 +39,7 @@ __all__ = [
     "is_compiling",
     "is_cpu",
     "is_cupy",
+    "is_dask",
     "is_jax",
     "is_lazy",
     "is_numpy",
@@ -43,6 +51,7 @@ __all__ = [
     "mT",
     "matmul_add",
     "matmul_t",
+    "qr",
     "random_normal",
     "resolve_dtype",
     "rng",
@@ -58,6 +67,7 @@ is_cupy = _compat.is_cupy_namespace
 is_numpy = _compat.is_numpy_namespace
 is_strict = _compat.is_array_api_strict_namespace
 is_jax = _compat.is_jax_namespace
+is_dask = _compat.is_dask_namespace
 device = _compat.device
 
 
@@ -69,6 +79,7 @@ def library_name(xp: Any) -> str:
         ("cupy", is_cupy),
         ("array_api_strict", is_strict),
         ("jax", is_jax),
+        ("dask", is_dask),
     ):
         if test(xp):
             return name
@@ -283,8 +294,14 @@ def solve_triangular(a: Any, b: Any, *, upper: bool, left: bool = True, xp: Any)
     Fast paths: ``torch.linalg.solve_triangular``; ``scipy.linalg.solve_triangular``
     for NumPy when SciPy is installed (batched from SciPy 1.15); ``cupyx.scipy.linalg.solve_triangular``
     for CuPy 2-D input; ``jax.scipy.linalg.solve_triangular`` for JAX (batched, traceable).
+    Dask: the inverse of each (small) ``a`` on one chunk, by the chunk's library, then a Dask
+    matmul (``b`` stays chunked; its rows are never gathered).
     Fallback (array-api-strict, batched CuPy, others): the standard's general ``xp.linalg.solve``.
     """
+    if is_dask(xp):
+        n = a.shape[-1]
+        inv = _dask_per_matrix(lambda t, cxp: (_triangular_inverse(t, upper, cxp),), a, [(n, n)])[0]
+        return inv @ b if left else b @ inv
     if is_torch(xp):
         return xp.linalg.solve_triangular(a, b, upper=upper, left=left)
     if is_jax(xp) and left:
@@ -300,6 +317,12 @@ def solve_triangular(a: Any, b: Any, *, upper: bool, left: bool = True, xp: Any)
 
         return cupy_solve_triangular(a, b, lower=not upper)
     return xp.linalg.solve(a, b)
+
+
+def _triangular_inverse(t: Any, upper: bool, xp: Any) -> Any:
+    """``t⁻¹`` for triangular ``t`` (..., n, n): a triangular solve against the identity."""
+    eye = xp.eye(t.shape[-1], dtype=t.dtype, device=device(t))
+    return solve_triangular(t, xp.broadcast_to(eye, t.shape), upper=upper, xp=xp)
 
 
 def _scipy_solve_triangular(ndim: int) -> Any:
@@ -320,6 +343,7 @@ def eigh(a: Any, xp: Any, *, descending: bool = False) -> tuple[Any, Any]:
 
     ``xp.linalg.eigh`` (ascending order), optionally flipped to descending order.
     Raises ``NotImplementedError`` for a namespace without the ``linalg`` extension.
+    Dask (no ``eigh``): each matrix whole on one chunk, decomposed by the chunk's library.
 
     torch's float32 ``eigh`` (LAPACK ``ssyevd`` on CPU) can fail to converge on matrices with
     many repeated eigenvalues, e.g. the small projected matrices of a low-rank update whose
@@ -328,6 +352,10 @@ def eigh(a: Any, xp: Any, *, descending: bool = False) -> tuple[Any, Any]:
     """
     if not hasattr(xp, "linalg"):
         raise NotImplementedError(f"{library_name(xp)} has no linalg extension (eigh)")
+    if is_dask(xp):
+        n = a.shape[-1]
+        v, w = _dask_per_matrix(_chunk_eigh, a, [(n, n), (1, n)])
+        return _flip_if(w[..., 0, :], v, descending, xp)
     try:
         w, v = xp.linalg.eigh(a)
     except RuntimeError:  # torch.linalg.LinAlgError derives from RuntimeError
@@ -335,16 +363,114 @@ def eigh(a: Any, xp: Any, *, descending: bool = False) -> tuple[Any, Any]:
             raise
         w, v = xp.linalg.eigh(xp.astype(a, xp.float64))
         w, v = xp.astype(w, a.dtype), xp.astype(v, a.dtype)
+    return _flip_if(w, v, descending, xp)
+
+
+def _flip_if(w: Any, v: Any, descending: bool, xp: Any) -> tuple[Any, Any]:
     if descending:
         w, v = xp.flip(w, axis=-1), xp.flip(v, axis=-1)
     return w, v
 
 
+def _chunk_eigh(t: Any, xp: Any) -> tuple[Any, Any]:
+    w, v = eigh(t, xp)
+    return v, w[..., None, :]
+
+
 def svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
-    """Thin SVD ``(U, S, Vh)`` of ``a`` ``(..., m, n)``, S descending, via ``xp.linalg.svd``."""
+    """Thin SVD ``(U, S, Vh)`` of ``a`` ``(..., m, n)``, S descending, via ``xp.linalg.svd``.
+
+    Dask: a matrix goes through Dask's TSQR-based SVD with its short side in one chunk (the
+    long side keeps its chunks and is never gathered); a batch of matrices, each whole on one
+    chunk, by the chunk's library.
+    """
     if not hasattr(xp, "linalg"):
         raise NotImplementedError(f"{library_name(xp)} has no linalg extension (svd)")
+    if is_dask(xp):
+        m, n = a.shape[-2:]
+        if a.ndim == 2:
+            return xp.linalg.svd(a.rechunk({1: -1} if m >= n else {0: -1}), full_matrices=False)
+        k = min(m, n)
+        u, s, vh = _dask_per_matrix(_chunk_svd, a, [(m, k), (1, k), (k, n)])
+        return u, s[..., 0, :], vh
     return xp.linalg.svd(a, full_matrices=False)
+
+
+def _chunk_svd(t: Any, xp: Any) -> tuple[Any, Any, Any]:
+    u, s, vh = xp.linalg.svd(t, full_matrices=False)
+    return u, s[..., None, :], vh
+
+
+def qr(a: Any, xp: Any) -> tuple[Any, Any]:
+    """Thin QR ``(Q, R)`` of ``a`` ``(..., m, n)``, ``m >= n``, via ``xp.linalg.qr``.
+
+    Dask: a matrix goes through Dask's TSQR with its columns in one chunk (a column-chunked
+    input is rechunked to whole rows; its row chunks stay where they are); a batch of
+    matrices, each whole on one chunk, by the chunk's library.
+    """
+    if is_dask(xp):
+        m, n = a.shape[-2:]
+        if a.ndim == 2:
+            return xp.linalg.qr(a.rechunk({1: -1}))
+        return _dask_per_matrix(_chunk_qr, a, [(m, n), (n, n)])
+    return xp.linalg.qr(a)
+
+
+def _chunk_qr(t: Any, xp: Any) -> tuple[Any, Any]:
+    q, r = xp.linalg.qr(t)
+    return q, r
+
+
+def cholesky(a: Any, xp: Any) -> Any:
+    """Lower Cholesky factor ``L`` (``a = L Lᵀ``) of symmetric positive definite ``a`` (..., n, n).
+
+    ``xp.linalg.cholesky`` everywhere but Dask, where array-api-compat (1.16 and earlier)
+    returns the *upper* factor (its wrapper calls ``dask.array.linalg.cholesky``, whose
+    default is ``lower=False``; see ``backends/dask.md``).  Dask therefore factors each matrix
+    whole on one chunk with the chunk's own library, and a chunk holding a matrix that is not
+    positive definite gives NaN instead of raising later, inside the caller's computation
+    (as JAX's ``cholesky`` does).  Elsewhere failure raises the library's error.
+    """
+    if is_dask(xp):
+        n = a.shape[-1]
+        return _dask_per_matrix(_chunk_cholesky, a, [(n, n)])[0]
+    return xp.linalg.cholesky(a)
+
+
+def _chunk_cholesky(t: Any, xp: Any) -> tuple[Any]:
+    try:
+        return (xp.linalg.cholesky(t),)
+    except Exception:  # LinAlgError (NumPy, CuPy): not positive definite
+        return (xp.full(t.shape, float("nan"), dtype=t.dtype, device=device(t)),)
+
+
+def _dask_per_matrix(fn: Any, a: Any, shapes: Sequence[tuple[int, int]]) -> list[Any]:
+    """Run ``fn(t, chunk_xp)`` on the Dask array ``a`` (..., m, n), each matrix whole in one chunk.
+
+    ``fn`` gets a chunk (..., m, n) of the chunk's library (NumPy, CuPy) with that library's
+    namespace and returns one matrix per entry of ``shapes`` (..., rows, cols).  One task per
+    batch chunk computes them all: they travel packed side by side in one (..., Σ rows, max
+    cols) block, then come apart by lazy slicing.  Only for small matrices (the r×r steps):
+    a matrix's rows are brought together on one chunk.
+    """
+    nd, width = a.ndim, max(c for _, c in shapes)
+    a = a.rechunk({nd - 2: -1, nd - 1: -1})
+    cxp = _compat.array_namespace(a._meta)
+
+    def packed(t: Any) -> Any:
+        parts = fn(t, cxp)
+        pads = [cxp.zeros((*p.shape[:-1], width - p.shape[-1]), dtype=p.dtype, device=device(p))
+                for p in parts]
+        return cxp.concat([cxp.concat([p, z], axis=-1) for p, z in zip(parts, pads)], axis=-2)
+
+    rows = sum(r for r, _ in shapes)
+    block = a.map_blocks(packed, chunks=(*a.chunks[:-2], (rows,), (width,)), dtype=a.dtype,
+                         meta=a._meta)
+    out, start = [], 0
+    for r, c in shapes:
+        out.append(block[..., start:start + r, :c])
+        start += r
+    return out
 
 
 def normalize_columns(X: Any, xp: Any) -> Any:
