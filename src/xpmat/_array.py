@@ -30,12 +30,14 @@ __all__ = [
     "array_namespace",
     "as_float",
     "cast",
+    "chunk_like",
     "cholesky",
     "cond",
     "device",
     "eigh",
     "fixed_loop",
     "float_dtype",
+    "frobenius_norm",
     "is_compiling",
     "is_cpu",
     "is_cupy",
@@ -288,6 +290,21 @@ def random_normal(shape: Sequence[int], *, seed: Any, xp: Any, dtype: Any, dev: 
     return xp.asarray(host, dtype=dtype, device=dev)
 
 
+def chunk_like(x: Any, ref: Any, axis: int) -> Any:
+    """``x`` chunked as ``ref`` along the batch axes and ``axis`` (Dask); anything else as is.
+
+    A host draw moved to Dask (:func:`random_normal`) lands in one chunk; before it meets a
+    chunked argument (the ``m × r`` factor of an ``m × n`` NMF, ``axis=-2``) it takes that
+    argument's chunks, so that Dask never merges the argument's chunks to match it.
+    """
+    if not (_compat.is_dask_array(x) and _compat.is_dask_array(ref)):
+        return x
+    batch = x.ndim - 2
+    chunks = {i: ref.chunks[i - x.ndim + ref.ndim] for i in range(batch)}
+    chunks[axis % x.ndim] = ref.chunks[axis]
+    return x.rechunk(chunks)
+
+
 def solve_triangular(a: Any, b: Any, *, upper: bool, left: bool = True, xp: Any) -> Any:
     """Solve ``a x = b`` (``left``) or ``x a = b`` for triangular ``a`` ``(..., n, n)``.
 
@@ -471,6 +488,18 @@ def _dask_per_matrix(fn: Any, a: Any, shapes: Sequence[tuple[int, int]]) -> list
         out.append(block[..., start:start + r, :c])
         start += r
     return out
+
+
+def frobenius_norm(x: Any, xp: Any, *, keepdims: bool = False) -> Any:
+    """``‖x‖_F`` over the last two axes, shape ``(...)`` (``(..., 1, 1)`` with ``keepdims``).
+
+    ``xp.linalg.vector_norm(x, axis=(-2, -1))`` everywhere but Dask, where array-api-compat
+    reshapes the two axes into one, which merges all the chunks of a matrix into one: there
+    ``sqrt(sum(x²))``, a chunk-wise reduction (what NumPy computes too).
+    """
+    if is_dask(xp):
+        return xp.sqrt(xp.sum(x * x, axis=(-2, -1), keepdims=keepdims))
+    return xp.linalg.vector_norm(x, axis=(-2, -1), keepdims=keepdims)
 
 
 def normalize_columns(X: Any, xp: Any) -> Any:

@@ -599,10 +599,11 @@ def _nystrom_cholesky(G: Any, xp: Any) -> tuple[Any, Any]:
     NumPy, PyTorch and array-api-strict raise on a matrix that is not positive definite: that
     becomes our ``ValueError``.  JAX returns NaN instead: an eager JAX array is read once
     (one host sync) to raise the same error; a tracer (``jax.jit``) cannot be, so the failed
-    batch members are flagged and come back NaN.
+    batch members are flagged and come back NaN.  Dask (``_array.cholesky``: the lower factor,
+    NaN on failure) is lazy too: failed members come back NaN, no host read.
     """
     try:
-        C = xp.linalg.cholesky(G)
+        C = _array.cholesky(G, xp)
     except Exception as exc:  # numpy LinAlgError, torch LinAlgError (a RuntimeError), ...
         raise ValueError(f"nystrom_eigh: Cholesky of Ωᵀ(AΩ + νΩ) failed ({type(exc).__name__}): `A` "
                          "is not positive semi-definite; use randomized_eigh "

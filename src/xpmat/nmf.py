@@ -129,10 +129,13 @@ def i_divergence(C: Any, M: Any, /, *, xp: Any = None) -> Any:
 
 
 def _em_step_generic(C: Any, A: Any, B: Any, eps: float, xp: Any) -> tuple[Any, Any]:
-    R = C / xp.clip(A @ B, min=eps)
+    # max(A B, eps) by `maximum`, not `clip`: array-api-compat's clip on Dask fills a new,
+    # differently chunked array by masked assignment (a rechunk of every m × n product)
+    floor = xp.asarray(eps, dtype=C.dtype, device=_array.device(C))
+    R = C / xp.maximum(A @ B, floor)
     den = xp.sum(B, axis=-1)[..., None, :]  # 1ᵀ Bᵀ, shape (..., 1, r)
     A = A * ((R @ _array.mT(B, xp)) / xp.where(den == 0, xp.full_like(den, eps), den))
-    R = C / xp.clip(A @ B, min=eps)
+    R = C / xp.maximum(A @ B, floor)
     den = xp.sum(A, axis=-2)[..., :, None]  # Aᵀ 1, shape (..., r, 1)
     B = B * ((_array.mT(A, xp) @ R) / xp.where(den == 0, xp.full_like(den, eps), den))
     return A, B
@@ -264,8 +267,9 @@ def _random_init(C: Any, rank: int, seed: Any, xp: Any) -> tuple[Any, Any]:
     batch, (m, n) = tuple(C.shape[:-2]), tuple(C.shape[-2:])
     g = _array.rng(seed)
     dev = _array.device(C)
-    A = xp.abs(_array.random_normal((*batch, m, rank), seed=g, xp=xp, dtype=C.dtype, dev=dev))
-    B = xp.abs(_array.random_normal((*batch, rank, n), seed=g, xp=xp, dtype=C.dtype, dev=dev))
+    A = _array.random_normal((*batch, m, rank), seed=g, xp=xp, dtype=C.dtype, dev=dev)
+    B = _array.random_normal((*batch, rank, n), seed=g, xp=xp, dtype=C.dtype, dev=dev)
+    A, B = xp.abs(_array.chunk_like(A, C, -2)), xp.abs(_array.chunk_like(B, C, -1))  # Dask: C's chunks
     scale = xp.sqrt(xp.mean(C, axis=(-2, -1), keepdims=True) / rank)
     return A * scale, B * scale
 
@@ -510,6 +514,7 @@ def nmf_online_init(G: Any, rank: int, /, *, scale: float = 1e-3, seed: Any = No
     dev = _array.device(G)
     A = xp.asarray(g.uniform(0.0, scale, (*batch, m, r)), dtype=dt, device=dev)
     B = xp.asarray(g.uniform(0.0, scale, (*batch, r, n)), dtype=dt, device=dev)
+    A, B = _array.chunk_like(A, G, -2), _array.chunk_like(B, G, -1)  # Dask: G's chunks
     return A, B
 
 

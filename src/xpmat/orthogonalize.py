@@ -280,7 +280,7 @@ _SQUARINGS = 3  # spectral_estimate: σ_max ≤ ‖(X Xᵀ)^8‖_F^(1/16) ≤ n^
 
 
 def _fro(X: Any, xp: Any) -> Any:
-    return xp.linalg.vector_norm(X, axis=(-2, -1), keepdims=True)
+    return _array.frobenius_norm(X, xp, keepdims=True)
 
 
 def _scale(X: Any, normalize: str, eps: float, xp: Any) -> tuple[Any, Any]:
