@@ -49,6 +49,9 @@ def count_flips(Qs):
 # ----------------------------------------------------------------------------- power_iteration
 
 
+@pytest.mark.skip_xp_backends("dask", reason="long lazy loop: building a Dask graph costs time "
+                              "quadratic in its number of steps; the Dask path is tested in "
+                              "tests/test_dask.py")
 def test_power_iteration_geometric_spectrum(backend, xp, dtype):
     n = 60
     w = 0.7 ** np.arange(n)
@@ -64,6 +67,9 @@ def test_power_iteration_geometric_spectrum(backend, xp, dtype):
     assert vn[np.argmax(np.abs(vn))] > 0  # documented sign convention
 
 
+@pytest.mark.skip_xp_backends("dask", reason="long lazy loop: building a Dask graph costs time "
+                              "quadratic in its number of steps; the Dask path is tested in "
+                              "tests/test_dask.py")
 def test_power_iteration_batched_negative_and_early_stop(backend, xp):
     w1 = np.array([-3.0, 2.0, 1.0, 0.5, 0.1])  # dominant eigenvalue is negative
     w2 = np.array([4.0, 1.0, -1.0, 0.2, 0.0])
@@ -79,6 +85,9 @@ def test_power_iteration_batched_negative_and_early_stop(backend, xp):
     assert abs(abs(vn[1] @ V2[:, 0]) - 1) < 1e-10
 
 
+@pytest.mark.skip_xp_backends("dask", reason="long lazy loop: building a Dask graph costs time "
+                              "quadratic in its number of steps; the Dask path is tested in "
+                              "tests/test_dask.py")
 def test_power_iteration_tiny_gap(backend, xp):
     # λ1/λ2 = 1 + 1e-6: the direction does not converge inside span(v1, v2), λ does
     n = 40
@@ -90,6 +99,9 @@ def test_power_iteration_tiny_gap(backend, xp):
     assert np.linalg.norm(vn - V[:, :2] @ (V[:, :2].T @ vn)) < 1e-8  # in the top-2 eigenspace
 
 
+@pytest.mark.skip_xp_backends("dask", reason="long lazy loop: building a Dask graph costs time "
+                              "quadratic in its number of steps; the Dask path is tested in "
+                              "tests/test_dask.py")
 def test_power_iteration_callable_and_x0(backend, xp):
     n = 30
     w = np.linspace(2.0, 0.1, n)
@@ -134,6 +146,9 @@ def test_power_iteration_errors():
 # ----------------------------------------------------------------------------- orthogonal_iteration
 
 
+@pytest.mark.skip_xp_backends("dask", reason="long lazy loop: building a Dask graph costs time "
+                              "quadratic in its number of steps; the Dask path is tested in "
+                              "tests/test_dask.py")
 def test_orthogonal_iteration_gap(backend, xp, dtype):
     n, r = 50, 4
     w = np.concatenate([[5.0, 4.0, 3.0, 2.0], 1.0 * 0.9 ** np.arange(n - r)])  # ratio 0.5 at r
@@ -151,6 +166,8 @@ def test_orthogonal_iteration_gap(backend, xp, dtype):
     assert np.allclose(np.abs(np.sum(Qn * V[:, :r], axis=0)), 1, atol=tol)
 
 
+@pytest.mark.skip_xp_backends("dask", reason="a loop that reads every step on the host: one Dask "
+                              "computation per step; the Dask path is tested in tests/test_dask.py")
 @pytest.mark.parametrize("ratio", [0.5, 0.8])
 def test_orthogonal_iteration_rate(backend, xp, ratio):
     """Theory (Q.2): tan Θ(A^k Q0, V_r) <= (λ_{r+1}/λ_r)^k tan Θ(Q0, V_r)."""
@@ -257,6 +274,8 @@ def _rotating(n, r, steps, seed=0, eps=0.02):
     return out, w
 
 
+@pytest.mark.skip_xp_backends("dask", reason="a loop that reads every step on the host: one Dask "
+                              "computation per step; the Dask path is tested in tests/test_dask.py")
 @pytest.mark.parametrize("ritz", [True, False])
 def test_online_tracker_no_flips(backend, xp, ritz):
     """Q.2.1: one aligned step per drifting matrix, 200 steps: no sign or order flip."""
