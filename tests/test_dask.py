@@ -209,3 +209,43 @@ def test_cholesky_qr2_falls_back_per_matrix():
     np.testing.assert_allclose(np.swapaxes(Q, -1, -2) @ Q, np.broadcast_to(np.eye(4), (3, 4, 4)),
                                atol=1e-13)
     np.testing.assert_allclose(Q, xm.orthonormalize(X, method="cholesky_qr2"), atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- a cluster
+
+
+def _cluster_script():
+    """``docs/scripts/dask_cluster.py`` as a module, its functions shipped to the workers by value."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    import cloudpickle
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "scripts" / "dask_cluster.py"
+    spec = importlib.util.spec_from_file_location("xpmat_docs_dask_cluster", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # cloudpickle ships only modules it can find there
+    spec.loader.exec_module(module)
+    cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+@pytest.mark.slow
+def test_dask_cluster():
+    """The page ``docs/dask.md`` in small: orthonormalize, randomized_svd and nmf on a
+    ``LocalCluster`` of 2 worker processes (1 GiB each) against NumPy in this process, with the
+    accuracy the page reports (measured: about 25 s, most of it starting the processes and
+    building nmf's 20-step graph)."""
+    distributed = pytest.importorskip("distributed")
+    script = _cluster_script()
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  memory_limit="1GiB", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        rows = {row["call"]: row for row in script.compare(client, rows=20_000, chunk=2_500)}
+    orth, svd, nmf = rows["orthonormalize"], rows["randomized_svd"], rows["nmf"]
+    assert orth["max|QᵀQ − I|"] < 1e-13 and orth["‖R − R_numpy‖/‖R‖"] < 1e-12
+    assert svd["max|UᵀU − I|"] < 1e-13 and svd["max|S − S_numpy|/S₁"] < 1e-12
+    assert nmf["|D − D_numpy|/D_numpy"] < 1e-10
+    for row in rows.values():
+        assert row["dask_s"] > 0 and len(row["worker_peaks"].split(",")) == 2

@@ -27,6 +27,8 @@ def test_eigh_matches_reference(backend, dtype, p):
     assert rel_err(X, ref_inv_root(A, p), backend) < tol
 
 
+@pytest.mark.skip_xp_backends("dask", reason="stops early on a host read, which a lazy Dask "
+                              "array never makes (all iters steps run there, as documented)")
 @pytest.mark.parametrize("p", [2, 4])
 def test_newton_accuracy_kappa_1e4(backend, dtype, p):
     A, _ = sym_with_spectrum(48, np.logspace(0, -4, 48), seed=2)
@@ -79,6 +81,8 @@ def test_newton_divergence_frozen_before_overflow(backend):
     assert np.all(np.isfinite(backend.to_numpy(X)))
 
 
+@pytest.mark.skip_xp_backends("dask", reason="the warning needs a host read, which a lazy Dask "
+                              "array never makes (return_info=True reports instead, as documented)")
 def test_newton_nonconvergence_reported(backend):
     # singular matrix with eps = 0: the zero eigenvalue never converges
     A, _ = sym_with_spectrum(10, np.r_[np.ones(9), 0.0], seed=7)

@@ -360,7 +360,8 @@ def eigh(a: Any, xp: Any, *, descending: bool = False) -> tuple[Any, Any]:
 
     ``xp.linalg.eigh`` (ascending order), optionally flipped to descending order.
     Raises ``NotImplementedError`` for a namespace without the ``linalg`` extension.
-    Dask (no ``eigh``): each matrix whole on one chunk, decomposed by the chunk's library.
+    Dask (no ``eigh``): each matrix whole on one chunk, decomposed by the chunk's library; a
+    chunk the library refuses (NaN / Inf) gives NaN rather than failing the computation.
 
     torch's float32 ``eigh`` (LAPACK ``ssyevd`` on CPU) can fail to converge on matrices with
     many repeated eigenvalues, e.g. the small projected matrices of a low-rank update whose
@@ -390,8 +391,15 @@ def _flip_if(w: Any, v: Any, descending: bool, xp: Any) -> tuple[Any, Any]:
 
 
 def _chunk_eigh(t: Any, xp: Any) -> tuple[Any, Any]:
-    w, v = eigh(t, xp)
+    try:
+        w, v = eigh(t, xp)
+    except Exception:  # LinAlgError on NaN / Inf: NaN results, not a failed computation
+        return _nan_like(t, xp), _nan_like(t[..., :1, :], xp)
     return v, w[..., None, :]
+
+
+def _nan_like(t: Any, xp: Any) -> Any:
+    return xp.full(t.shape, float("nan"), dtype=t.dtype, device=device(t))
 
 
 def svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
@@ -399,7 +407,7 @@ def svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
 
     Dask: a matrix goes through Dask's TSQR-based SVD with its short side in one chunk (the
     long side keeps its chunks and is never gathered); a batch of matrices, each whole on one
-    chunk, by the chunk's library.
+    chunk, by the chunk's library (NaN for a chunk it refuses, as :func:`eigh`).
     """
     if not hasattr(xp, "linalg"):
         raise NotImplementedError(f"{library_name(xp)} has no linalg extension (svd)")
@@ -414,7 +422,11 @@ def svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
 
 
 def _chunk_svd(t: Any, xp: Any) -> tuple[Any, Any, Any]:
-    u, s, vh = xp.linalg.svd(t, full_matrices=False)
+    k = min(t.shape[-2:])
+    try:
+        u, s, vh = xp.linalg.svd(t, full_matrices=False)
+    except Exception:  # LinAlgError on NaN / Inf: NaN results, not a failed computation
+        return _nan_like(t[..., :k], xp), _nan_like(t[..., :1, :k], xp), _nan_like(t[..., :k, :], xp)
     return u, s[..., None, :], vh
 
 
@@ -458,7 +470,7 @@ def _chunk_cholesky(t: Any, xp: Any) -> tuple[Any]:
     try:
         return (xp.linalg.cholesky(t),)
     except Exception:  # LinAlgError (NumPy, CuPy): not positive definite
-        return (xp.full(t.shape, float("nan"), dtype=t.dtype, device=device(t)),)
+        return (_nan_like(t, xp),)
 
 
 def _dask_per_matrix(fn: Any, a: Any, shapes: Sequence[tuple[int, int]]) -> list[Any]:
