@@ -174,7 +174,7 @@ def power_iteration(A: Any | Callable, /, *, x0: Any = None, iters: int = 100, t
         Stop when ``||A v - λ v|| <= tol · ||A v||`` for every batch member.  Checked on the
         host only every ``check_every`` steps (one synchronisation per check); ``None``
         runs all ``iters`` steps without any host round trip, and so does any ``tol``
-        where the residual cannot be read (a JAX tracer under ``jax.jit``, a lazy array).
+        where the residual cannot be read (a JAX tracer under ``jax.jit``, a Dask array).
     seed : int or numpy.random.Generator, optional
         Seed of the default start vector.
     check_every : int
@@ -321,7 +321,7 @@ def orthogonal_iteration(A: Any | Callable, Q0: Any, /, *, iters: int = 1, align
     Backends: standard Array API (matmul, eigh, argmax); orthonormalization via
     :func:`xpmat.orthonormalize` (CholeskyQR2 / Householder).
     Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
-    eager arrays (``method="householder"``: none); under ``jax.jit`` none (per-matrix
+    eager arrays (``method="householder"``: none); under ``jax.jit`` and on Dask none (per-matrix
     fallback, see :func:`xpmat.orthonormalize`).
 
     Examples
@@ -397,7 +397,7 @@ def power_iter1(B: Any, Q: Any, /, *, method: str = "auto", xp: Any = None) -> t
 
     Backends: standard Array API; orthonormalization via :func:`xpmat.orthonormalize`.
     Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
-    eager arrays (``method="householder"``: none); under ``jax.jit`` none (per-matrix
+    eager arrays (``method="householder"``: none); under ``jax.jit`` and on Dask none (per-matrix
     fallback, see :func:`xpmat.orthonormalize`).
 
     Examples
@@ -477,7 +477,7 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
     (under ``jax.jit``: at trace time, a constant of the compiled function);
     orthonormalization via :func:`xpmat.orthonormalize`.
     Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
-    eager arrays (``method="householder"``: none); under ``jax.jit`` none (per-matrix
+    eager arrays (``method="householder"``: none); under ``jax.jit`` and on Dask none (per-matrix
     fallback, see :func:`xpmat.orthonormalize`).
 
     Examples
@@ -560,7 +560,7 @@ def randomized_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, po
     (under ``jax.jit``: at trace time, a constant of the compiled function);
     orthonormalization via :func:`xpmat.orthonormalize`.
     Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
-    eager arrays (``method="householder"``: none); under ``jax.jit`` none (per-matrix
+    eager arrays (``method="householder"``: none); under ``jax.jit`` and on Dask none (per-matrix
     fallback, see :func:`xpmat.orthonormalize`).
 
     Examples
@@ -668,7 +668,7 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     Backends: standard Array API (cholesky, triangular solve via ``_array.solve_triangular``:
     SciPy / torch / JAX fast paths, ``xp.linalg.solve`` elsewhere, svd of ``n × l``).
     Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
-    eager arrays (``method="householder"``: none); under ``jax.jit`` none (per-matrix
+    eager arrays (``method="householder"``: none); under ``jax.jit`` and on Dask none (per-matrix
     fallback, see :func:`xpmat.orthonormalize`).
     Eager JAX reads once more (its Cholesky returns NaN instead of raising; see Raises).
 

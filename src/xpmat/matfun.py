@@ -84,7 +84,7 @@ def inv_root(
         The host looks at the residual every ``check_every`` steps (one device sync
         each time) to stop early; converged batch items are frozen on the device
         at every step, so extra steps never change them.  Where the residual cannot be
-        read (a JAX tracer under ``jax.jit``, a lazy array) all ``iters`` steps run
+        read (a JAX tracer under ``jax.jit``, a Dask array) all ``iters`` steps run
         without a check, and return the same ``X`` (the frozen items do not move).
     return_info : bool
         Return ``(X, InvRootInfo)`` instead of ``X``; no warning is raised then.
@@ -136,7 +136,7 @@ def inv_root(
     Backends: standard Array API only (``xp.linalg.eigh``, ``@``) on every library.
     Host reads: none for ``"eigh"``; ``"newton"`` reads the residual every
     ``check_every`` steps and the convergence flags once after the loop (for the
-    warning), on eager arrays only; under ``jax.jit`` it runs ``iters`` steps and reads
+    warning), on eager arrays only; under ``jax.jit`` and on Dask it runs ``iters`` steps and reads
     nothing (the Python loop is unrolled into the traced program: compile time grows
     with ``iters``).
 

@@ -44,7 +44,7 @@ def _check_matrix(x: Any, name: str) -> None:
 def _check_nonneg(C: Any, xp: Any, name: str = "C") -> None:
     """One host sync: refuse negative or non-finite entries.
 
-    Skipped where ``C`` cannot be read (a JAX tracer under ``jax.jit``, a lazy array): the
+    Skipped where ``C`` cannot be read (a JAX tracer under ``jax.jit``, a Dask array): the
     check would need the values on the host, which a traced program does not have.
     """
     if _array.is_lazy(C):
@@ -334,12 +334,14 @@ def nmf(
 
     Backends: NumPy fast path with a reused private buffer; Array API form elsewhere
     (PyTorch, CuPy, array-api-strict, JAX).  One host sync at entry (input check), plus one
-    per ``tol`` check.  Where ``C`` cannot be read (a JAX tracer under ``jax.jit``, a lazy
+    per ``tol`` check.  Where ``C`` cannot be read (a JAX tracer under ``jax.jit``, a Dask
     array) there is none: the input check is skipped (negative or non-finite ``C`` then gives
     meaningless factors, as :func:`nmf_em_step`), ``tol`` does not stop early (all ``iters``
     steps run, ``n_iter = iters``), and without ``history`` / ``callback`` / ``progress`` the
     steps run as one traced loop body (with them, the Python loop is unrolled into the
     traced program and compile time grows with ``iters``).
+    Dask: ``init="random"`` draws on the client and the draws enter the graph in ``C``'s
+    chunks; for a very tall ``C`` pass ``init=(A0, B0)`` made on the workers.
 
     Examples
     --------

@@ -143,7 +143,7 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     Gram ``Q1ᵀQ1`` must be within 0.1 of the identity entry-wise and both Cholesky
     factorizations must succeed, else the call recomputes with Householder.  That acceptance
     test costs **one host synchronisation per call** (none on the Householder path).  Where
-    the flag cannot be read (a JAX tracer under ``jax.jit`` / ``vmap`` / ``grad``, a lazy
+    the flag cannot be read (a JAX tracer under ``jax.jit`` / ``vmap`` / ``grad``, a Dask
     array), the trace-safe path runs instead: CholeskyQR2 and Householder are both computed
     and each matrix of the batch takes CholeskyQR2's ``Q`` if it passed the test, else
     Householder's (no host read; the cost of both methods).
@@ -158,7 +158,8 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     Backends: ``xp.linalg.qr`` / ``xp.linalg.cholesky`` everywhere; torch uses
     ``torch.linalg.cholesky_ex`` (no exception on failure); triangular solves through
     ``_array.solve_triangular`` (torch / SciPy / CuPy / JAX fast paths, ``xp.linalg.solve``
-    elsewhere).  Eager arrays: one host read (CholeskyQR2 only); under ``jax.jit``: none.
+    elsewhere).  Eager arrays: one host read (CholeskyQR2 only); under ``jax.jit`` and on Dask:
+    none.
 
     Examples
     --------
