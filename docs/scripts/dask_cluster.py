@@ -141,6 +141,14 @@ def _mib(b: float) -> str:
     return f"{b / 2**20:,.0f} MiB"
 
 
+def to_client(X) -> np.ndarray:
+    """A row-chunked Dask matrix as one NumPy array in this process, chunk by chunk (a plain
+    ``X.compute()`` would first join the chunks on one worker, beyond its memory limit)."""
+    import dask
+
+    return np.concatenate(dask.compute(*X.to_delayed().ravel()), axis=0)
+
+
 def compare(client, rows: int, chunk: int) -> list[dict]:
     """Every call on the cluster and on NumPy; one row of results per call."""
     import dask
@@ -150,7 +158,7 @@ def compare(client, rows: int, chunk: int) -> list[dict]:
         X = tall_matrix(rows, chunk, nonnegative=case == "nmf")
         start = nmf_start(X) if case == "nmf" else None
         X, start = dask.persist(X, start)  # the data live on the workers, split by rows
-        Xn, start_n = dask.compute(X, start)  # ... and, for NumPy, all in this process
+        Xn, start_n = to_client(X), dask.compute(start)[0]  # ... and, for NumPy, all here
         t_np, mem_np, ref = run_numpy(case, Xn, start_n, sampler)
         t_dk, mem_dk, got = run_cluster(client, case, X, start)
         row = {"call": case, "data": _mib(Xn.nbytes), "numpy_s": t_np, "numpy_peak": _mib(mem_np),
