@@ -98,9 +98,10 @@ def _accept(Q: Any, ok: Any, X: Any, xp: Any) -> Any:
     ``jit`` / ``vmap`` / ``grad``, a Dask array; see :func:`xpmat._array.is_lazy`): no host
     read, both results are computed and picked per matrix with ``xp.where``.  Householder
     then runs on ``X`` with the accepted matrices zeroed, since LAPACK's QR of a zero block is
-    about twice as fast (measured on a Dask array of NumPy chunks, 200000 × 64 in 8 chunks, one
-    thread: the call takes 1.0 s of CPU, 1.6 s without the zeroing, CholeskyQR2 alone 0.27 s,
-    Dask's TSQR alone 1.5 s; ``docs/scripts/dask_cluster.py --orthonormalize-cost``).
+    about twice as fast (a Dask array of NumPy chunks, 200000 × 64 in 8 chunks, one thread,
+    three runs on a loaded machine: the call takes 1.0–1.2 s of CPU, 1.5–1.7 s without the
+    zeroing, CholeskyQR2 alone 0.3 s, Dask's TSQR alone 1.3–1.5 s;
+    ``docs/scripts/dask_cluster.py --orthonormalize-cost``).
     """
     if Q is None:
         return _householder(X, xp)
