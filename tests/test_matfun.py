@@ -9,6 +9,14 @@ from conftest import TOL, assert_array, rel_err, sym_with_spectrum
 from xpmat import inv_root
 from xpmat.matfun import ConvergenceWarning
 
+# Why the dask column skips some tests (the same words stand in backends/dask.md)
+_DASK_NO_EARLY_STOP = (
+    "stops early on a host read, which a lazy Dask array never makes (all iters steps run there, "
+    "as documented)")
+_DASK_NO_WARNING = (
+    "the warning needs a host read, which a lazy Dask array never makes (return_info=True reports"
+    " instead, as documented)")
+
 
 def ref_inv_root(A, p, eps=0.0):
     w, V = np.linalg.eigh(A)
@@ -27,8 +35,7 @@ def test_eigh_matches_reference(backend, dtype, p):
     assert rel_err(X, ref_inv_root(A, p), backend) < tol
 
 
-@pytest.mark.skip_xp_backends("dask", reason="stops early on a host read, which a lazy Dask "
-                              "array never makes (all iters steps run there, as documented)")
+@pytest.mark.skip_xp_backends("dask", reason=_DASK_NO_EARLY_STOP)
 @pytest.mark.parametrize("p", [2, 4])
 def test_newton_accuracy_kappa_1e4(backend, dtype, p):
     A, _ = sym_with_spectrum(48, np.logspace(0, -4, 48), seed=2)
@@ -81,8 +88,7 @@ def test_newton_divergence_frozen_before_overflow(backend):
     assert np.all(np.isfinite(backend.to_numpy(X)))
 
 
-@pytest.mark.skip_xp_backends("dask", reason="the warning needs a host read, which a lazy Dask "
-                              "array never makes (return_info=True reports instead, as documented)")
+@pytest.mark.skip_xp_backends("dask", reason=_DASK_NO_WARNING)
 def test_newton_nonconvergence_reported(backend):
     # singular matrix with eps = 0: the zero eigenvalue never converges
     A, _ = sym_with_spectrum(10, np.r_[np.ones(9), 0.0], seed=7)

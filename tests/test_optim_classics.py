@@ -154,9 +154,6 @@ def adagrad_reference(params, grad_seq, *, lr, eps, kind, max_dim=None, rank=Non
     return w
 
 
-_NO_DASK_EIGH = "full-matrix AdaGrad needs a batched eigh / QR, which Dask's linalg lacks"
-
-
 @pytest.mark.parametrize(("kind", "extra"), [
     ("diagonal", {"lr_decay": 0.1, "initial_accumulator_value": 0.1, "weight_decay": 0.01}),
     ("norm", {"initial_accumulator_value": 0.5}),
@@ -165,7 +162,6 @@ def test_adagrad_matches_reference(backend, kind, extra):
     _check_adagrad(backend, kind, extra)
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_NO_DASK_EIGH)
 @pytest.mark.parametrize("extra", [
     {"max_dim": 5},
     {"max_dim": 5, "initial_accumulator_value": 0.3},
@@ -188,7 +184,6 @@ def _check_adagrad(backend, kind, extra):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_NO_DASK_EIGH)
 def test_adagrad_full_is_inv_root_and_low_rank_is_exact_early(backend):
     """The exact full step with ε = 0 is ``xpmat.inv_root(O, 2) @ g`` (a pseudo-inverse root);
     while the number of steps is at most the rank, the rank-r form equals the exact one."""
