@@ -10,6 +10,9 @@ from xpmat import inv_root
 from xpmat.matfun import ConvergenceWarning
 
 # Why the dask column skips some tests (the same words stand in backends/dask.md)
+_DASK_LONG_LOOP = (
+    "long lazy loop: building a Dask graph costs time quadratic in its number of steps; the Dask "
+    "path is tested in tests/test_dask.py")
 _DASK_NO_EARLY_STOP = (
     "stops early on a host read, which a lazy Dask array never makes (all iters steps run there, "
     "as documented)")
@@ -77,6 +80,7 @@ def test_eigh_is_pseudo_inverse_root_on_singular(backend):
     np.testing.assert_allclose(X, A / 8.0, atol=1e-12)  # 4^(-1/2) on the range = A / 8
 
 
+@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
 def test_newton_divergence_frozen_before_overflow(backend):
     # indefinite A: an eigenvalue of M goes negative and grows; frozen, no overflow warnings
     A, _ = sym_with_spectrum(8, np.r_[np.ones(7), -0.5], seed=9)
@@ -106,6 +110,7 @@ def test_newton_nonconvergence_reported(backend):
         inv_root(backend.asarray(B), 2, method="newton")
 
 
+@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
 def test_newton_nan_input_reported(backend):
     A = np.eye(4)
     A[1, 2] = A[2, 1] = np.nan

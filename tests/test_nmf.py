@@ -230,6 +230,7 @@ def test_rank1_closed_form_is_em_fixed_point(backend, xp, dtype):
     assert_close(Bz, np.zeros((1, 2)), backend, rtol=0)
 
 
+@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
 def test_online_step_is_em_on_squared_gradient(backend, xp, dtype):
     rng = np.random.default_rng(7)
     G = rng.normal(size=(10, 8))
