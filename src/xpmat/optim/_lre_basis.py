@@ -100,10 +100,16 @@ def _mix(old: Any, new: Any, decay: float | None) -> Any:
 
 def _full(M: Any, C: Any, w: Any, decay: Any, xp: Any) -> tuple[Any, Any, Any]:
     """``basis="full"``: ``M ← decay·M + (1 − decay)·C diag(w) Cᵀ`` (bs × bs, stored) and its
-    ``eigh``, descending (LRE's full-matrix basis)."""
+    ``eigh``, descending (LRE's full-matrix basis).
+
+    The ``eigh`` sees ``M / max|M|``: torch's float32 ``eigh`` returned NaN on an unscaled
+    block whose entries were all below 4e-10 (a first-layer block of the digits MLP whose
+    input pixels are nearly always zero)."""
     M = _mix(M, _weighted(C, w) @ _array.mT(C, xp), decay)
-    L, Q = _array.eigh(M, xp, descending=True)
-    return L, Q, M
+    scale = xp.max(xp.abs(M), axis=(-2, -1), keepdims=True)
+    scale = xp.where(scale > 0, scale, xp.ones_like(scale))
+    L, Q = _array.eigh(M / scale, xp, descending=True)
+    return L * scale[..., 0], Q, M
 
 
 def _nystrom(L: Any, Q: Any, C: Any, w: Any, decay: Any, seed: int, xp: Any) -> tuple[Any, Any]:

@@ -329,6 +329,14 @@ def _bfgs_complement(G: Any, Q: Any, sigma: Any, eps: float, xp: Any) -> Any:
     return inv[:, None] * rest
 
 
+def _probe_blocks(probe: tuple[Any, Any], nb: int, bs: int, xp: Any, dt: Any) -> tuple[Any, Any]:
+    """``z`` and ``H z`` as (nb, bs) blocks; a non-finite ``H z`` (a diverging model) makes
+    both zero, so that no curvature pair is taken this step."""
+    Z, HZ = (_blocks(v, nb, bs, xp, dt) for v in probe)
+    ok = finite(HZ, xp)
+    return xp.where(ok, Z, xp.zeros_like(Z)), xp.where(ok, HZ, xp.zeros_like(HZ))
+
+
 def _project(Q: Any, V: Any, keep: Any, xp: Any) -> Any:
     """``keep ∘ Qᵀ v`` (nb, r) for blocks ``V`` (nb, bs); None stays None."""
     if V is None:
@@ -348,7 +356,7 @@ def _step_one(i: int, g: Any, s: BasisState, p: Any, probe: tuple[Any, Any], C: 
                          f"{tuple(p.shape)}: was it made with other max_dim?")
     dt = s.Q.dtype
     G = _blocks(g, nb, bs, xp, dt)
-    Z, HZ = (None, None) if probe[0] is None else (_blocks(v, nb, bs, xp, dt) for v in probe)
+    Z, HZ = (None, None) if probe[0] is None else _probe_blocks(probe, nb, bs, xp, dt)
     Cb = None if C is None else _column_blocks(C, i, n, nb, bs, xp, dt)
     b = fold(G, s, Z, HZ, Cb, due, i, h, xp)
     Q = b["Q"]
