@@ -167,7 +167,8 @@ def _ggt_window(hist: Any, G: Any, beta: Any, xp: Any) -> Any:
     return xp.concat([old, (G if beta is None else math.sqrt(1.0 - beta) * G)[..., None]], axis=-1)
 
 
-def fold(G: Any, s: Any, Z: Any, HZ: Any, Cb: Any, due: bool, i: int, h: dict[str, Any], xp: Any) -> dict[str, Any]:
+def fold(G: Any, s: Any, Z: Any, HZ: Any, Cb: Any, due: bool, i: int, h: dict[str, Any],
+         xp: Any) -> dict[str, Any]:
     """Steps 2-3: the basis fields after this step's correction (when ``due``): ``L``, ``Q``,
     ``history``, ``sigma``, ``curvature_matrix``, ``hebbian_momentum``, ``hebbian_sq``."""
     out = {"L": s.L, "Q": s.Q, "history": s.history, "sigma": s.sigma, "curvature_matrix": s.curvature_matrix,
@@ -185,8 +186,9 @@ def fold(G: Any, s: Any, Z: Any, HZ: Any, Cb: Any, due: bool, i: int, h: dict[st
         out["sigma"] = sigma
     seed = int(h["seed"]) + i
     if basis in ("direct", "randomized"):
-        out["L"], out["Q"] = lowrank_eigh_update(s.L, s.Q, C, signs=w, decay=decay, rank=s.Q.shape[-1],
-                                                 method=basis, seed=seed if basis == "randomized" else None, xp=xp)
+        out["L"], out["Q"] = lowrank_eigh_update(
+            s.L, s.Q, C, signs=w, decay=decay, rank=s.Q.shape[-1], method=basis,
+            seed=seed if basis == "randomized" else None, xp=xp)
     elif basis == "full":
         out["L"], out["Q"], out["curvature_matrix"] = _full(s.curvature_matrix, C, w, decay, xp)
     elif basis == "nystrom":

@@ -139,7 +139,8 @@ def _full_bfgs_adam(x, st, ctx, h, xp):
     B, sigma = st["bfgs_matrix"], st["bfgs_scale"]
     s, y = ctx.s, ctx.y
     ys = xp.sum(y * s, axis=-1)
-    first = (sigma == 0) & (ys > QN_TOL * xp.linalg.vector_norm(y, axis=-1) * xp.linalg.vector_norm(s, axis=-1))
+    nrm = xp.linalg.vector_norm
+    first = (sigma == 0) & (ys > QN_TOL * nrm(y, axis=-1) * nrm(s, axis=-1))
     sigma = xp.where(first, xp.sum(y * y, axis=-1) / xp.where(first, ys, xp.ones_like(ys)), sigma)
     eye = xp.eye(B.shape[-1], dtype=B.dtype, device=_array.device(B))
     B = xp.where(first[:, None, None], sigma[:, None, None] * eye, B)

@@ -58,7 +58,15 @@ from xpmat.optim._base import (
     zeros_step,
 )
 from xpmat.optim._lre_basis import EIGEN_BASES, PER_SAMPLE_CURVATURES, PSD_CURVATURES, fold, kept
-from xpmat.optim._lre_inner import HVP_STEPS, MOMENT_STEPS, ROOT_STEPS, STEPS, InnerContext, init_fields, run_chain
+from xpmat.optim._lre_inner import (
+    HVP_STEPS,
+    MOMENT_STEPS,
+    ROOT_STEPS,
+    STEPS,
+    InnerContext,
+    init_fields,
+    run_chain,
+)
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -69,9 +77,22 @@ from xpmat.optim.transforms import (
 )
 from xpmat.orthogonalize import orthonormalize
 
-__all__ = ["BASES", "CURVATURES", "DEFAULTS", "HESSIAN_CURVATURES", "INNERS", "PER_SAMPLE_CURVATURES",
-           "LREState", "State", "block_layout", "eigenbasis_direction", "inner_chain", "init", "transform",
-           "update"]
+__all__ = [
+    "BASES",
+    "CURVATURES",
+    "DEFAULTS",
+    "HESSIAN_CURVATURES",
+    "INNERS",
+    "PER_SAMPLE_CURVATURES",
+    "LREState",
+    "State",
+    "block_layout",
+    "eigenbasis_direction",
+    "init",
+    "inner_chain",
+    "transform",
+    "update",
+]
 
 DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
@@ -435,7 +456,8 @@ def _skip_nonfinite_corrections(t: Transform, corrections: Any, h: dict[str, Any
 
 
 def _build(h: dict[str, Any], hvp: Any, corrections: Any = None) -> Transform:
-    t = skip_nonfinite(chain(eigenbasis_direction(h, hvp, corrections), add_decayed_weights(h["weight_decay"]),
+    t = skip_nonfinite(chain(eigenbasis_direction(h, hvp, corrections),
+                             add_decayed_weights(h["weight_decay"]),
                              scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=LREState))
     return _skip_nonfinite_corrections(t, corrections, h) if corrections is not None else t
 
