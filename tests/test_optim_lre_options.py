@@ -31,6 +31,20 @@ def _load_options():
 OPTIONS = _load_options()
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny tensors: one thread is several times faster than two on a loaded 2-core machine."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _principal_angle(A, B):
     """sin of the largest principal angle between span(A) and span(B)."""
     qa, _ = np.linalg.qr(A)
