@@ -16,7 +16,7 @@ from typing import Any
 from xpmat import _array
 from xpmat.iteration import nystrom_eigh
 from xpmat.lowrank_eigh import ggt_eigh, lowrank_eigh_update
-from xpmat.optim._lre_inner import QN_TOL
+from xpmat.optim._lre_inner import qn_tol, reciprocal_where
 from xpmat.optim.transforms import ema_update
 from xpmat.orthogonalize import orthonormalize
 
@@ -39,25 +39,22 @@ def correction(h: dict[str, Any], G: Any, s: Any, Z: Any, HZ: Any, Cb: Any, xp: 
         C = xp.stack([HZ + Z, HZ - Z], axis=-1)
         w = xp.asarray([0.25, -0.25], dtype=G.dtype, device=_array.device(G))
         return C, xp.broadcast_to(w, (G.shape[0], 2)), h["beta"], None
+    tol = qn_tol(G.dtype, xp)
     Qt = _array.mT(s.Q, xp)
     BZ = (s.Q @ (s.L[..., :, None] * (Qt @ Z[..., None])))[..., 0]  # Q L Qᵀ s
     nz = xp.linalg.vector_norm(Z, axis=-1)
-    zero = xp.zeros_like(nz)
     if curv == "bfgs":  # B = σ I + Q L Qᵀ; the low-rank part holds B − σ I
         ys, yy = xp.sum(HZ * Z, axis=-1), xp.sum(HZ * HZ, axis=-1)
-        ok_y = ys > QN_TOL * xp.sqrt(yy) * nz
-        ys1 = xp.where(ok_y, ys, xp.ones_like(ys))
-        sigma = xp.where((s.sigma == 0) & ok_y, yy / ys1, s.sigma)
+        wy = reciprocal_where(ys, ys > tol * xp.sqrt(yy) * nz, xp)
+        ok_y = wy > 0
+        sigma = xp.where((s.sigma == 0) & ok_y, yy * wy, s.sigma)
         BZ = BZ + sigma[:, None] * Z
         sbs = xp.sum(BZ * Z, axis=-1)
-        ok_b = sbs > QN_TOL * xp.linalg.vector_norm(BZ, axis=-1) * nz
-        wy = xp.where(ok_y, 1.0 / ys1, zero)
-        wb = xp.where(ok_y & ok_b, -1.0 / xp.where(ok_b, sbs, xp.ones_like(sbs)), zero)
+        wb = -reciprocal_where(sbs, ok_y & (sbs > tol * xp.linalg.vector_norm(BZ, axis=-1) * nz), xp)
         return xp.stack([HZ, BZ], axis=-1), xp.stack([wy, wb], axis=-1), None, sigma
     R = HZ - BZ  # sr1
     rs = xp.sum(R * Z, axis=-1)
-    ok = xp.abs(rs) > QN_TOL * xp.linalg.vector_norm(R, axis=-1) * nz
-    w = xp.where(ok, 1.0 / xp.where(ok, rs, xp.ones_like(rs)), zero)
+    w = reciprocal_where(rs, xp.abs(rs) > tol * xp.linalg.vector_norm(R, axis=-1) * nz, xp)
     return R[..., None], w[..., None], None, None
 
 

@@ -22,16 +22,29 @@ The arithmetic of the EMAs is :func:`~xpmat.optim.transforms.ema_update` and Ada
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from xpmat import _array
 from xpmat.optim.transforms import AdamState, adam_direction, ema_update
 
-__all__ = ["CLIP_DEFAULTS", "HVP_STEPS", "MOMENT_STEPS", "QN_TOL", "ROOT_STEPS", "STEPS", "InnerContext",
-           "InnerStep", "init_fields", "rotate", "run_chain"]
+__all__ = ["CLIP_DEFAULTS", "HVP_STEPS", "MOMENT_STEPS", "ROOT_STEPS", "STEPS", "InnerContext", "InnerStep",
+           "init_fields", "qn_tol", "reciprocal_where", "rotate", "run_chain"]
 
-QN_TOL = 1e-8  # a secant pair is skipped when |denominator| <= QN_TOL · ‖a‖ ‖s‖
+def qn_tol(dtype: Any, xp: Any) -> float:
+    """A secant pair is skipped when ``|denominator| ≤ tol · ‖a‖ ‖s‖``: ``tol = max(1e-8, √eps)``
+    (1.5e-8 in float64, 3.5e-4 in float32, where smaller denominators are rounding noise:
+    LRE's SR1 on the digits MLP in float32 accepted one and its curvature overflowed)."""
+    return max(1e-8, math.sqrt(float(xp.finfo(dtype).eps)))
+
+
+def reciprocal_where(d: Any, ok: Any, xp: Any) -> Any:
+    """``1 / d`` where ``ok`` and finite, else 0 (a denormal ``d`` passes the tolerance test
+    when ``tol · ‖a‖ ‖s‖`` underflows to 0, and its reciprocal overflows)."""
+    inv = 1.0 / xp.where(ok, d, xp.ones_like(d))
+    return xp.where(ok & xp.isfinite(inv), inv, xp.zeros_like(inv))
+
 CLIP_DEFAULTS = {"clip_norm": 1.0, "clip_value": 0.2}  # LRE's ClipNorm / ClipValue defaults
 
 
@@ -118,14 +131,15 @@ def _hutchinson_adam(x, st, ctx, h, xp):
 def _bfgs_target(B: Any, s: Any, y: Any, xp: Any) -> tuple[Any, Any]:
     """``BFGS(B; s, y) = B + y yᵀ/yᵀs − (Bs)(Bs)ᵀ/sᵀBs`` (nb, r, r) and the mask of pairs
     with a positive ``yᵀs`` (the others leave ``B`` as it is)."""
+    tol = qn_tol(B.dtype, xp)
     ys = xp.sum(y * s, axis=-1)
     ns = xp.linalg.vector_norm(s, axis=-1)
-    ok = ys > QN_TOL * xp.linalg.vector_norm(y, axis=-1) * ns
+    ok = ys > tol * xp.linalg.vector_norm(y, axis=-1) * ns
     Bs = (B @ s[..., None])[..., 0]
     sbs = xp.sum(Bs * s, axis=-1)
-    ok_b = sbs > QN_TOL * xp.linalg.vector_norm(Bs, axis=-1) * ns
-    wy = xp.where(ok, 1.0 / xp.where(ok, ys, xp.ones_like(ys)), xp.zeros_like(ys))
-    wb = xp.where(ok & ok_b, 1.0 / xp.where(ok_b, sbs, xp.ones_like(sbs)), xp.zeros_like(sbs))
+    ok_b = sbs > tol * xp.linalg.vector_norm(Bs, axis=-1) * ns
+    wy = reciprocal_where(ys, ok, xp)
+    wb = reciprocal_where(sbs, ok & ok_b, xp)
     outer = lambda a, w: w[:, None, None] * (a[..., :, None] * a[..., None, :])  # noqa: E731
     return B + outer(y, wy) - outer(Bs, wb), ok
 
@@ -138,10 +152,10 @@ def _full_bfgs_adam(x, st, ctx, h, xp):
     b1, b2 = h["betas"]
     B, sigma = st["bfgs_matrix"], st["bfgs_scale"]
     s, y = ctx.s, ctx.y
-    ys = xp.sum(y * s, axis=-1)
-    nrm = xp.linalg.vector_norm
-    first = (sigma == 0) & (ys > QN_TOL * nrm(y, axis=-1) * nrm(s, axis=-1))
-    sigma = xp.where(first, xp.sum(y * y, axis=-1) / xp.where(first, ys, xp.ones_like(ys)), sigma)
+    ys, nrm = xp.sum(y * s, axis=-1), xp.linalg.vector_norm
+    inv = reciprocal_where(ys, ys > qn_tol(B.dtype, xp) * nrm(y, axis=-1) * nrm(s, axis=-1), xp)
+    first = (sigma == 0) & (inv > 0)
+    sigma = xp.where(first, xp.sum(y * y, axis=-1) * inv, sigma)
     eye = xp.eye(B.shape[-1], dtype=B.dtype, device=_array.device(B))
     B = xp.where(first[:, None, None], sigma[:, None, None] * eye, B)
     target, ok = _bfgs_target(B, s, y, xp)

@@ -4,19 +4,30 @@ Per parameter, flattened to a vector ``x ∈ Rⁿ`` (split into blocks of at mos
 entries, see *Granularity*), with gradient ``g`` and step ``t`` ("The algorithm", steps 1-5)::
 
     C, S   = correction vectors and weights           (step 2, "Curvatures")
-             covariance  C = g,                 S = 1
-             hutchinson  C = [Hz + z, Hz − z],  S = [¼, −¼]      (= sym(Hz zᵀ), z Rademacher)
-             bfgs        C = [y, B s],          S = [1/yᵀs, −1/sᵀBs]   (s = z, y = H s;
-                         B = σ I + Q L Qᵀ, the low-rank part holds B − σ I, σ = yᵀy/yᵀs once)
-             sr1         C = y − B s,           S = 1/((y − B s)ᵀ s)
-    L, Q   = lowrank_eigh_update(L, Q, C, signs=S, decay=β, rank=r, method=basis)   (step 3)
-             basis="ggt": H ← [√β H[:, 1:], √(1−β) g] (a window of history_size), L, Q = ggt_eigh(H)
+             covariance    C = g,                 S = 1
+             hutchinson    C = [Hz + z, Hz − z],  S = [¼, −¼]      (= sym(Hz zᵀ), z Rademacher)
+             bfgs          C = [y, B s],          S = [1/yᵀs, −1/sᵀBs]   (s = z, y = H s;
+                           B = σ I + Q L Qᵀ, the low-rank part holds B − σ I, σ = yᵀy/yᵀs once)
+             sr1           C = y − B s,           S = 1/((y − B s)ᵀ s)
+             fisher        C = Gᵀ (the k per-sample gradients; g = their sum),  S = 1
+             gauss_newton  C = Jᵀ (the k residuals' gradients; g = Jᵀ r),       S = 1
+    L, Q   = fold C diag(S) Cᵀ into (L, Q)                                   (step 3, "Basis algorithms")
+             direct / randomized  lowrank_eigh_update(L, Q, C, signs=S, decay=β, rank=r)
+             nystrom              nystrom_eigh(β Q L Qᵀ + (1−β) C S Cᵀ, r)    (applied, not formed)
+             ggt                  H ← [√β H[:, 1:], √(1−β) g] (a window), L, Q = ggt_eigh(H)
+             full                 M ← β M + (1−β) C S Cᵀ (bs × bs, stored), L, Q = eigh(M)
+             hebbian              Q ← Sanger's rule, AdamG steps, QR retraction; L = Rayleigh EMA
+             random               Q fixed;                                  L = Rayleigh EMA
     keep   = L̂ > max(eig_rtol, r·eps) · max|L̂|,  L̂ = L / (1 − βᵗ)   (step 4: small/negative removed)
-    inner="adam":          m, v ← C m, (C∘C) v  with C = Q_newᵀ Q_old       (step 5, reprojection)
-                           ĝ = keep ∘ Qᵀ g;  m ← β₁ m + (1−β₁) ĝ;  v ← β₂ v + (1−β₂) ĝ²
-                           u = −s η Q (keep ∘ m̂ / (√v̂ + ε))
-    inner="precondition":  u = −s η Q (L̂ + ε)^(−1/p) Qᵀ g   (p = 2 covariance, 1 Hessian ones)
-    u ← u − s η λ x                                             (decoupled weight decay)
+    x      = inner chain on ĝ = keep ∘ Qᵀ g, its state carried to the new basis by
+             C = Q_newᵀ Q_old                                          (step 5, "Inner optimizers")
+             e.g. "adam": m, v ← C m, (C∘C) v;  m ← β₁ m + (1−β₁) ĝ;  v ← β₂ v + (1−β₂) ĝ²;
+                          x = m̂ / (√v̂ + ε)
+                  "precondition": x = (L̂ + ε)^(−1/p) ĝ  (p = 2 covariance / fisher, 1 the others)
+    u      = −s η Q (keep ∘ x) − s η λ x_param                        (decoupled weight decay)
+
+The inner steps (:mod:`xpmat.optim._lre_inner`) and the bases
+(:mod:`xpmat.optim._lre_basis`) live in internal modules; :func:`update` lists them all.
 
 *Granularity.* LRE 2025 runs on the whole model flattened to one vector.  Here each
 parameter is its own vector (so the state is per parameter, as ``torch.optim`` expects), and
