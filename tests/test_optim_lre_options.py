@@ -480,6 +480,11 @@ def test_option_names_and_combinations_are_validated():
             lre.init(p, **hyper)
         with pytest.raises(ValueError, match=msg):
             xo.LRE([torch.zeros(4, requires_grad=True)], **hyper)
+    st = lre.init(p)  # a state made for other settings
+    with pytest.raises(ValueError, match=r"lacks \['exp_avg_outer'\]"):
+        lre.update([np.ones(4)], st, p, inner="full_adam")
+    with pytest.raises(ValueError, match=r"lacks \['curvature_matrix'\]"):
+        lre.update([np.ones(4)], st, p, basis="full")
 
 
 # --------------------------------------------------------------------------------------------

@@ -377,15 +377,32 @@ def _project(Q: Any, V: Any, keep: Any, xp: Any) -> Any:
     return xp.where(keep, vp, xp.zeros_like(vp))
 
 
+_BASIS_FIELDS_NEEDED = {"ggt": ("history",), "full": ("curvature_matrix",),
+                        "hebbian": ("hebbian_momentum", "hebbian_sq")}
+
+
+def _check_state(i: int, s: BasisState, p: Any, h: dict[str, Any]) -> None:
+    """``state[i]`` fits ``params[i]`` and holds every field these settings use."""
+    nb, bs = s.Q.shape[0], s.Q.shape[1]
+    if (nb, bs) != block_layout(math.prod(tuple(p.shape)), h["max_dim"]):
+        raise ValueError(f"state[{i}] (blocks {nb}×{bs}) does not fit params[{i}] of shape "
+                         f"{tuple(p.shape)}: was it made with other max_dim?")
+    names = inner_chain(h)
+    need = [*_BASIS_FIELDS_NEEDED.get(h["basis"], ()), *(("sigma",) if h["curvature"] == "bfgs" else ()),
+            *(f for name in names for f in STEPS[name].fields)]
+    missing = [f for f in need if getattr(s, f) is None]
+    if missing:
+        raise ValueError(f"state[{i}] lacks {missing} (basis={h['basis']!r}, curvature="
+                         f"{h['curvature']!r}, inner={list(names)}): was it made with other settings?")
+
+
 def _step_one(i: int, g: Any, s: BasisState, p: Any, probe: tuple[Any, Any], C: Any, due: bool,
               h: dict[str, Any]) -> tuple[Any, BasisState]:
     """Steps 2-5 for ``params[i]``: the update (parameter-shaped) and the new state."""
     xp = _array.array_namespace(g, p)
+    _check_state(i, s, p, h)
     nb, bs = s.Q.shape[0], s.Q.shape[1]
     n = math.prod(tuple(p.shape))
-    if (nb, bs) != block_layout(n, h["max_dim"]):
-        raise ValueError(f"state[{i}] (blocks {nb}×{bs}) does not fit params[{i}] of shape "
-                         f"{tuple(p.shape)}: was it made with other max_dim?")
     dt = s.Q.dtype
     G = _blocks(g, nb, bs, xp, dt)
     Z, HZ = (None, None) if probe[0] is None else _probe_blocks(probe, nb, bs, xp, dt)
@@ -406,7 +423,7 @@ def _step_one(i: int, g: Any, s: BasisState, p: Any, probe: tuple[Any, Any], C: 
     return _unblock(U, tuple(p.shape), xp), s._replace(step=s.step + 1, **b, **inner)
 
 
-def _per_parameter(source: Any, params: list[Any], h: dict[str, Any]) -> list[Any]:
+def _step_corrections(source: Any, params: list[Any], h: dict[str, Any]) -> list[Any]:
     """The correction blocks of this step (per-sample curvatures), one per parameter."""
     if h["curvature"] not in PER_SAMPLE_CURVATURES:
         return [None] * len(params)
@@ -426,7 +443,7 @@ def eigenbasis_direction(h: dict[str, Any], hvp: Callable[[list[Any]], list[Any]
     def update(grads, states, params):
         ts, due = _schedule(states, params, h)
         Zs, HZs = _probes(params, states, ts, due, hvp, h)
-        Cs = _per_parameter(corrections, params, h)
+        Cs = _step_corrections(corrections, params, h)
         out = [_step_one(i, g, s, p, (Zs[i], HZs[i]), Cs[i], due[i], h)
                for i, (g, s, p) in enumerate(zip(grads, states, params, strict=True))]
         return [u for u, _ in out], [st for _, st in out]
@@ -457,7 +474,7 @@ def _skip_nonfinite_corrections(t: Transform, corrections: Any, h: dict[str, Any
     that :func:`~xpmat.optim.transforms.skip_nonfinite` skips its step."""
 
     def update(grads, states, params):
-        Cs = _per_parameter(corrections, params, h)
+        Cs = _step_corrections(corrections, params, h)
         gs = [g if C is None else _array.array_namespace(g).where(
               finite(C, _array.array_namespace(C)), g, _array.array_namespace(g).full_like(g, math.nan))
               for g, C in zip(grads, Cs, strict=True)]
