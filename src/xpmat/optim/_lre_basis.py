@@ -99,14 +99,16 @@ def _full(M: Any, C: Any, w: Any, decay: Any, xp: Any) -> tuple[Any, Any, Any]:
     """``basis="full"``: ``M ← decay·M + (1 − decay)·C diag(w) Cᵀ`` (bs × bs, stored) and its
     ``eigh``, descending (LRE's full-matrix basis).
 
-    The ``eigh`` sees ``M / max|M|``: torch's float32 ``eigh`` returned NaN on an unscaled
-    block whose entries were all below 4e-10 (a first-layer block of the digits MLP whose
-    input pixels are nearly always zero)."""
+    The ``eigh`` sees ``M / max|M|``, in float64 where the device has it: torch's float32
+    ``eigh`` returned NaN, without raising, on first-layer blocks of the digits MLP (pixels
+    that are nearly always zero): one block whose entries were all below 4e-10, and, scaled,
+    a 64 × 64 block of rank ~1 with 47 zero rows."""
     M = _mix(M, _weighted(C, w) @ _array.mT(C, xp), decay)
     scale = xp.max(xp.abs(M), axis=(-2, -1), keepdims=True)
     scale = xp.where(scale > 0, scale, xp.ones_like(scale))
-    L, Q = _array.eigh(M / scale, xp, descending=True)
-    return L * scale[..., 0], Q, M
+    wide = xp.float64 if _array.supports_float64(xp, _array.device(M)) else M.dtype
+    L, Q = _array.eigh(xp.astype(M / scale, wide), xp, descending=True)
+    return xp.astype(L, M.dtype) * scale[..., 0], xp.astype(Q, M.dtype), M
 
 
 def _nystrom(L: Any, Q: Any, C: Any, w: Any, decay: Any, seed: int, xp: Any) -> tuple[Any, Any]:
