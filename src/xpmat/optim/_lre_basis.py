@@ -102,7 +102,7 @@ def _full(M: Any, C: Any, w: Any, decay: Any, xp: Any) -> tuple[Any, Any, Any]:
     The ``eigh`` sees ``M / max|M|``, in float64 where the device has it: torch's float32
     ``eigh`` returned NaN, without raising, on first-layer blocks of the digits MLP (pixels
     that are nearly always zero): one block whose entries were all below 4e-10, and, scaled,
-    a 64 × 64 block of rank ~1 with 47 zero rows."""
+    a 64 × 64 block of numerical rank 1 with 31 zero rows."""
     M = _mix(M, _weighted(C, w) @ _array.mT(C, xp), decay)
     scale = xp.max(xp.abs(M), axis=(-2, -1), keepdims=True)
     scale = xp.where(scale > 0, scale, xp.ones_like(scale))
