@@ -59,10 +59,10 @@ def train_digits(name: str, *, steps: int = 300, batch: int = 128, hidden: int =
     """
     import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: one thread is fastest, and fair on a shared machine
     if loss not in _LOSSES:
         raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is fastest, and fair on a shared machine
     try:
         return _train(name, steps=steps, batch=batch, hidden=hidden, seed=seed, hyper=hyper, loss=loss)
     finally:

@@ -32,6 +32,7 @@ from xpmat.optim.transforms import AdamState, adam_direction, ema_update
 __all__ = ["CLIP_DEFAULTS", "HVP_STEPS", "MOMENT_STEPS", "ROOT_STEPS", "STEPS", "InnerContext", "InnerStep",
            "init_fields", "qn_tol", "reciprocal_where", "rotate", "run_chain"]
 
+
 def qn_tol(dtype: Any, xp: Any) -> float:
     """A secant pair is skipped when ``|denominator| ≤ tol · ‖a‖ ‖s‖``: ``tol = max(1e-8, √eps)``
     (1.5e-8 in float64, 3.5e-4 in float32, where smaller denominators are rounding noise:
@@ -44,6 +45,7 @@ def reciprocal_where(d: Any, ok: Any, xp: Any) -> Any:
     when ``tol · ‖a‖ ‖s‖`` underflows to 0, and its reciprocal overflows)."""
     inv = 1.0 / xp.where(ok, d, xp.ones_like(d))
     return xp.where(ok & xp.isfinite(inv), inv, xp.zeros_like(inv))
+
 
 CLIP_DEFAULTS = {"clip_norm": 1.0, "clip_value": 0.2}  # LRE's ClipNorm / ClipValue defaults
 
