@@ -335,9 +335,9 @@ def test_zero_gradient_and_small_parameters(backend):
 
 def test_bad_hyper_parameters():
     p = [np.zeros(4)]
-    cases = [({"curvature": "fisher"}, "curvature must be one of"),
-             ({"basis": "nystrom"}, "basis must be one of"),
-             ({"inner": "lion"}, "inner must be one of"),
+    cases = [({"curvature": "fischer"}, "curvature must be one of"),
+             ({"basis": "nystroem"}, "basis must be one of"),
+             ({"inner": "lions"}, "inner must be one of"),
              ({"basis": "ggt", "curvature": "sr1"}, "needs curvature='covariance'"),
              ({"betas": (1.0, 0.9)}, "betas"),
              ({"beta": 1.0}, "beta"),
@@ -362,7 +362,7 @@ def test_bad_hyper_parameters():
         lre.update([np.ones(4)], st, p, max_dim=2)
     torch = pytest.importorskip("torch")
     with pytest.raises(ValueError, match="basis must be one of"):
-        xo.LRE([torch.zeros(3, requires_grad=True)], basis="hebbian")
+        xo.LRE([torch.zeros(3, requires_grad=True)], basis="hebb")
 
 
 def test_nonfinite_gradient_is_skipped():

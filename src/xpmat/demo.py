@@ -44,24 +44,52 @@ def make_mlp(hidden: int = 128, seed: int = 0):
 
 
 def train_digits(name: str, *, steps: int = 300, batch: int = 128, hidden: int = 128,
-                 seed: int = 0, hyper: dict[str, Any] | None = None) -> dict[str, Any]:
+                 seed: int = 0, hyper: dict[str, Any] | None = None, loss: str = "mean") -> dict[str, Any]:
     """Train the digits MLP with registered optimizer ``name`` (its ``demo`` settings, updated
     by ``hyper``) for ``steps`` minibatch steps.
+
+    ``loss`` is what the closure hands the optimizer: ``"mean"`` (the batch's mean
+    cross-entropy, after ``backward()`` unless called with ``backward=False``, as LRE's Hessian
+    curvatures do), ``"per_sample"`` (the per-sample cross-entropies
+    ``ℓ_j``, no backward: LRE's ``curvature="fisher"``) or ``"residuals"`` (``r_j = √(2 ℓ_j)``,
+    so that ``½ Σ r_j²`` is the summed cross-entropy: LRE's ``"gauss_newton"``).
 
     Returns a dict: ``name``, ``losses`` (per step), ``final_loss`` (mean of the last 20
     steps), ``test_accuracy``, ``time_per_step`` (seconds, optimizer + forward/backward).
     """
     import torch
 
+    if loss not in _LOSSES:
+        raise ValueError(f"loss must be one of {_LOSSES}, got {loss!r}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: one thread is fastest, and fair on a shared machine
     try:
-        return _train(name, steps=steps, batch=batch, hidden=hidden, seed=seed, hyper=hyper)
+        return _train(name, steps=steps, batch=batch, hidden=hidden, seed=seed, hyper=hyper, loss=loss)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(name, *, steps, batch, hidden, seed, hyper):
+_LOSSES = ("mean", "per_sample", "residuals")
+
+
+def _closure(opt, model, x, y, loss):
+    """The step's closure; it returns what ``loss`` names (see :func:`train_digits`)."""
+    import torch
+
+    def closure(backward=True):
+        if loss == "mean":
+            out = torch.nn.functional.cross_entropy(model(x), y)
+            if backward:
+                opt.zero_grad()
+                out.backward()
+            return out
+        ce = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+        return ce if loss == "per_sample" else torch.sqrt(2.0 * ce.clamp_min(1e-12))
+
+    return closure
+
+
+def _train(name, *, steps, batch, hidden, seed, hyper, loss):
     import torch
 
     from xpmat.optim import REGISTRY, torch_class
@@ -77,14 +105,8 @@ def _train(name, *, steps, batch, hidden, seed, hyper):
     t0 = time.perf_counter()
     for _ in range(steps):
         idx = torch.randint(0, len(ytr), (batch,), generator=gen)
-
-        def closure(idx=idx):
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
-            loss.backward()
-            return loss
-
-        losses.append(float(opt.step(closure).detach()))
+        value = float(opt.step(_closure(opt, model, xtr[idx], ytr[idx], loss)).detach())
+        losses.append(value if loss == "mean" else value / batch)  # the mean cross-entropy
     dt = (time.perf_counter() - t0) / steps
     with torch.no_grad():
         acc = float((model(xte).argmax(1) == yte).float().mean())

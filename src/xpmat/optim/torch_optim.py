@@ -421,32 +421,55 @@ class AdamNMF(XpmatOptimizer):
 
 class LRE(XpmatOptimizer):
     """LRE, low-rank eigenbasis ([LRE 2025][lre-2025]) over :mod:`xpmat.optim.lre`: each
-    parameter (flattened, blocks of at most ``max_dim``) keeps its curvature as ``Q diag(L) Qᵀ``
-    and runs Adam in the rank-``r`` basis (or preconditions by ``Q L^(-1/p) Qᵀ``).
+    parameter (flattened, blocks of at most ``max_dim``) keeps a curvature as ``Q diag(L) Qᵀ``
+    and runs an inner optimizer (a chain, Adam by default) on the rank-``r`` projected gradient
+    ``Qᵀ g``, or preconditions by ``Q L^(-1/p) Qᵀ``.
 
-    The default ``curvature="covariance"`` uses gradients only.  The Hessian curvatures
-    (``"hutchinson"``, ``"bfgs"``, ``"sr1"``) need ``step(closure)`` with a closure that takes
-    ``backward``: ``closure(backward=False)`` must return the loss without calling
-    ``backward`` (the optimizer differentiates it with ``create_graph=True`` and sets
-    ``p.grad``); a plain closure that calls ``loss.backward(create_graph=True)`` works too.
-    One Hessian-vector product per param group and step (``torch.autograd.grad`` on the
-    gradients), only on steps where the basis is updated.
+    Closures.  ``curvature="covariance"`` uses gradients only (``step()`` after
+    ``backward()``).  The Hessian curvatures (``"hutchinson"``, ``"bfgs"``, ``"sr1"``) need
+    ``step(closure)`` with a closure that takes ``backward``: ``closure(backward=False)``
+    must return the loss without calling ``backward`` (the optimizer differentiates it with
+    ``create_graph=True`` and sets ``p.grad``); a plain closure that calls
+    ``loss.backward(create_graph=True)`` works too.  One Hessian-vector product per param
+    group and step (``torch.autograd.grad`` on the gradients), on steps where the basis is
+    updated (every step with ``"hutchinson_adam"`` / ``"full_bfgs_adam"``).  The per-sample
+    curvatures need ``step(closure)`` with a closure that returns a tensor of ``k``
+    per-sample values built from the parameters, without calling ``backward`` (it is called
+    as ``closure(backward=False)`` when it takes ``backward``, else ``closure()``):
+    ``"fisher"``: the per-sample losses ``ℓ_j`` (``reduction="none"``); the objective is
+    ``Σ_j ℓ_j``, ``p.grad`` = ``Σ_j ∇ℓ_j``, the correction ``GᵀG``.  ``"gauss_newton"``: the
+    residuals ``r_j``; the objective is ``½ Σ_j r_j²``, ``p.grad`` = ``Jᵀ r``, the correction
+    ``JᵀJ``.  The rows of ``G`` / ``J`` (one per sample, over every parameter) come from one
+    vectorized backward pass (``torch.autograd.grad(..., is_grads_batched=True)``, torch's
+    ``vmap`` over the backward, as LRE computes them); they cost ``k`` times a gradient in
+    memory.  ``step`` returns the objective (detached).  One closure serves every group, so
+    Hessian and per-sample curvatures, or fisher and gauss_newton, cannot be mixed.
 
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
     lr : float >= 0
     rank : int >= 1
-        Per block.
-    curvature : {"covariance", "hutchinson", "bfgs", "sr1"}
-    basis : {"direct", "ggt", "randomized"}
-    inner : {"adam", "precondition"}
+        Per block (``basis="full"``: the block size).
+    curvature : {"covariance", "hutchinson", "bfgs", "sr1", "fisher", "gauss_newton"}
+    basis : {"direct", "ggt", "randomized", "nystrom", "hebbian", "random", "full"}
+    inner : str or list of str
+        A chain run in order: ``"adam"``, ``"lion"``, ``"full_adam"``, ``"hutchinson_adam"``,
+        ``"full_bfgs_adam"``, ``"precondition"``, ``"inverse"``, ``"ema"``,
+        ``"normalize_by_ema"``, ``"cautious"``, ``"clip_norm"``, ``"clip_value"``.
     betas : (float, float) in [0, 1)
-        Adam in the basis.
+        The inner adam / lion / full_adam / hutchinson_adam / full_bfgs_adam.
     beta : float in [0, 1) or None
-        EMA of the covariance / Hutchinson curvature (None: a sum).
+        EMA of the curvature (None: a sum; bfgs / sr1 always sum).
     eps, eig_rtol : float >= 0
     history_size, max_dim, update_freq : int >= 1
+    ema_beta, norm_beta : float in [0, 1)
+        The inner ``"ema"`` and ``"normalize_by_ema"``.
+    clip_norm, clip_value : float > 0 or None
+        Clip the inner update (appended to the chain when set and not named in it).
+    hebbian_lr : float >= 0
+    hebbian_betas : (float, float) in [0, 1)
+        ``basis="hebbian"``: step size and AdamG moments of the basis update.
     weight_decay : float >= 0
     seed : int >= 0
     schedule : float >= 0
@@ -461,32 +484,46 @@ class LRE(XpmatOptimizer):
     algorithm = "lre"
 
     def __init__(self, params: Any, lr: float = 1e-3, *, rank: int = 16, curvature: str = "covariance",
-                 basis: str = "direct", inner: str = "adam", betas: tuple[float, float] = (0.9, 0.999),
-                 beta: float | None = 0.99, eps: float = 1e-8, eig_rtol: float = 1e-7,
-                 history_size: int = 32, max_dim: int = 4096, update_freq: int = 1,
-                 weight_decay: float = 0.0, schedule: float = 1.0, seed: int = 0,
-                 state_dtype: Any = None, maximize: bool = False, **kwargs: Any) -> None:
+                 basis: str = "direct", inner: str | list[str] = "adam",
+                 betas: tuple[float, float] = (0.9, 0.999), beta: float | None = 0.99, eps: float = 1e-8,
+                 eig_rtol: float = 1e-7, history_size: int = 32, max_dim: int = 4096, update_freq: int = 1,
+                 ema_beta: float = 0.9, norm_beta: float = 0.99, clip_norm: float | None = None,
+                 clip_value: float | None = None, hebbian_lr: float = 0.05,
+                 hebbian_betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0,
+                 schedule: float = 1.0, seed: int = 0, state_dtype: Any = None, maximize: bool = False,
+                 **kwargs: Any) -> None:
         self._graph: dict[torch.Tensor, torch.Tensor] | None = None
+        self._jac: dict[torch.Tensor, torch.Tensor] | None = None
         super().__init__(params, collect_arguments(type(self), locals()))
 
-    def _hessian(self) -> bool:
-        return any(g["curvature"] in _lre.HESSIAN_CURVATURES for g in self.param_groups)
+    def _closure_kind(self) -> str | None:
+        """``"hessian"``, ``"fisher"``, ``"gauss_newton"`` or None: what the closure provides."""
+        curvs = {g["curvature"] for g in self.param_groups}
+        hess = curvs & set(_lre.HESSIAN_CURVATURES)
+        per = sorted(curvs & set(_lre.PER_SAMPLE_CURVATURES))
+        if per and (hess or len(per) > 1):
+            raise ValueError(f"LRE: param groups with curvatures {sorted(curvs)} need different "
+                             "closures; one closure serves every group")
+        return "hessian" if hess else (per[0] if per else None)
 
     def _evaluate(self, closure: Any) -> Any:
         """With a Hessian curvature: the closure's loss differentiated with ``create_graph``
-        (the graph kept for this step's Hessian-vector products)."""
-        if not self._hessian():
+        (the graph kept for this step's Hessian-vector products); with a per-sample one: the
+        per-sample gradients of the closure's vector (kept for the corrections)."""
+        kind = self._closure_kind()
+        if kind is None:
             return super()._evaluate(closure)
         if closure is None:
-            raise ValueError("LRE: a Hessian curvature (hutchinson / bfgs / sr1) needs "
-                             "step(closure) with closure(backward=True) -> loss")
+            raise ValueError(f"LRE: curvature {kind!r} needs step(closure) (see the class doc)")
         params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        takes_backward = "backward" in inspect.signature(closure).parameters
         with torch.enable_grad():
-            if "backward" in inspect.signature(closure).parameters:
-                loss = closure(backward=False)
-                grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+            out = closure(backward=False) if takes_backward else closure()
+            if kind != "hessian":
+                return self._per_sample(out, params, kind)
+            if takes_backward:
+                grads = torch.autograd.grad(out, params, create_graph=True, allow_unused=True)
             else:
-                loss = closure()
                 grads = tuple(p.grad for p in params)
                 if any(g is not None and g.grad_fn is None for g in grads):
                     raise ValueError("LRE: a Hessian curvature needs a closure(backward=True) "
@@ -494,14 +531,44 @@ class LRE(XpmatOptimizer):
         self._graph = {p: g for p, g in zip(params, grads, strict=True) if g is not None}
         for p, g in self._graph.items():
             p.grad = g.detach()
-        return loss.detach()  # the closure's loss holds the create_graph graph: release it
+        return out.detach()  # the closure's loss holds the create_graph graph: release it
+
+    def _per_sample(self, out: Any, params: list[torch.Tensor], kind: str) -> torch.Tensor:
+        """Rows of the Jacobian of ``out`` (k values) in one vmapped backward; sets ``p.grad``
+        (``Σ ∇ℓ_j`` or ``Jᵀ r``) and keeps ``Jᵀ`` (n, k) per parameter; returns the objective."""
+        if not torch.is_tensor(out) or out.numel() == 0:
+            raise ValueError(f"LRE: curvature={kind!r} needs a closure returning a tensor of "
+                             f"per-sample {'losses' if kind == 'fisher' else 'residuals'}, got {out!r}")
+        v = out.reshape(-1)
+        eye = torch.eye(v.numel(), dtype=v.dtype, device=v.device)
+        jacs = torch.autograd.grad(v, params, grad_outputs=eye, is_grads_batched=True, allow_unused=True)
+        r = v.detach()
+        self._jac = {}
+        for p, J in zip(params, jacs, strict=True):
+            if J is None:
+                continue
+            J = J.reshape(v.numel(), -1)
+            g = J.sum(0) if kind == "fisher" else r.to(J.dtype) @ J
+            p.grad = g.reshape(p.shape)
+            self._jac[p] = J.mT
+        return r.sum() if kind == "fisher" else 0.5 * (r * r).sum()
 
     def _main_transform(self, group: dict[str, Any]) -> Transform:
         hyper = self._hyper(group, _lre)
-        if group["curvature"] not in _lre.HESSIAN_CURVATURES:
+        curv, ps = group["curvature"], self._with_grad(group)
+        if curv in _lre.PER_SAMPLE_CURVATURES:
+            jac = self._jac
+
+            def corrections() -> list[torch.Tensor]:
+                if jac is None or any(p not in jac for p in ps):
+                    raise ValueError(f"LRE: curvature={curv!r} needs step(closure) with a closure "
+                                     "returning per-sample values that depend on every parameter")
+                return [jac[p] for p in ps]
+
+            return _lre.transform(corrections=corrections, **hyper)
+        if curv not in _lre.HESSIAN_CURVATURES:
             return _lre.transform(**hyper)
         graph, sign = self._graph, -1.0 if group["maximize"] else 1.0
-        ps = self._with_grad(group)
 
         def hvp(vs: list[torch.Tensor]) -> list[torch.Tensor]:
             if graph is None or any(p not in graph for p in ps):
@@ -516,7 +583,7 @@ class LRE(XpmatOptimizer):
         return _lre.transform(hvp=hvp, **hyper)
 
     def _finish(self) -> None:
-        self._graph = None  # release the create_graph graph
+        self._graph = self._jac = None  # release the create_graph graph and the Jacobians
 
 
 class Shampoo(XpmatOptimizer):
