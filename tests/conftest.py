@@ -147,7 +147,8 @@ def _make_backend(name: str) -> Backend | None:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
             torch.set_float32_matmul_precision("highest")
-            dev = torch.device("cuda")
+            # With its index: results report ``cuda:0``, and ``cuda`` (no index) != ``cuda:0``.
+            dev = torch.device("cuda", torch.cuda.current_device())
         else:
             dev = torch.device("cpu")
         return Backend(name, array_api_compat.array_namespace(torch.zeros(1)), dev)
