@@ -75,7 +75,7 @@ def gemm_rates(dev: torch.device, n: int) -> dict:
     for dt in (torch.bfloat16, torch.float32):
         a = torch.randn(n, n, device=dev, dtype=dt)
         b = torch.randn(n, n, device=dev, dtype=dt)
-        t, _ = interleaved({"mm": lambda: a @ b}, dev)
+        t, _ = interleaved({"mm": lambda a=a, b=b: a @ b}, dev)
         rates[str(dt)] = 2 * n**3 / t["mm"]
         print(f"GEMM {dt} {n}^3: {rates[str(dt)] / 1e12:.1f} TFLOP/s", flush=True)
     return rates
