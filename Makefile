@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml backends/requirements-cpu.txt
 demo: $(STAMP)
 	$(PY) -m xpmat demo
 
+# One worker per core (pytest-xdist); TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(PY) -m pip install -q ruff && $(PY) -m ruff check src tests asv_benchmarks

@@ -70,7 +70,9 @@ def report(name: str, fn, dev) -> None:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         fn()
         _sync(dev)
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    # device-side events, less the user annotations (``Optimizer.step#…``) that span kernels
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+               and not getattr(e, "is_user_annotation", False) and "#" not in e.name]
     busy = sum(e.device_time for e in kernels) / 1e3
     syncs = sum(1 for e in prof.events() if "Synchronize" in e.name or e.name == "aten::item"
                 or e.name == "aten::_local_scalar_dense")
