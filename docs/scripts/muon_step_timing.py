@@ -7,7 +7,9 @@ Newton–Schulz call per shape), the same bf16 Muon with one param group per mat
 batched), and a plain per-parameter ``msign`` loop; prints min and median over REPS steps.
 Same settings everywhere: lr 0.02, momentum 0.95 Nesterov, weight decay 0.1, 5 NS steps.
 An optional fourth argument DEVICE (``cuda``) runs on that device, timing each step between
-``torch.cuda.synchronize()`` calls (CPU runs use 2 threads).
+``torch.cuda.synchronize()`` calls (CPU runs use 2 threads).  A fifth argument ``compile`` times
+``torch.compile(step)`` of both optimizers instead (``mode="reduce-overhead"``, i.e. CUDA graphs,
+on a GPU); the compile time of the first call is printed.
 """
 
 import sys
@@ -19,7 +21,23 @@ import xpmat.optim as xo
 from xpmat import msign
 
 
-def main(d=256, layers=1, reps=10, device="cpu"):
+def _compiled(runs, dev):
+    """The two optimizer steps under ``torch.compile``; prints each one's first-call time."""
+    mode = "reduce-overhead" if dev.type == "cuda" else "default"
+    out = {}
+    for name in ("torch.optim.Muon (bf16 NS)", "xpmat Muon, bf16 NS"):
+        f = torch.compile(runs[name], mode=mode)
+        t = time.perf_counter()
+        f()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        print(f"  compile {name}: {time.perf_counter() - t:.1f} s (mode={mode})", flush=True)
+        out[name + ", compiled"] = f
+    out["torch.optim.Muon (bf16 NS)"] = runs["torch.optim.Muon (bf16 NS)"]
+    return out
+
+
+def main(d=256, layers=1, reps=10, device="cpu", compiled=""):
     dev = torch.device(device)
     if dev.type == "cpu":
         torch.set_num_threads(2)
@@ -51,6 +69,8 @@ def main(d=256, layers=1, reps=10, device="cpu"):
                 p.add_(msign(p.grad, steps=5), alpha=-0.02)
 
     runs["per-parameter msign loop"] = loop
+    if compiled == "compile":
+        runs = _compiled(runs, dev)
     res = {}
     for _ in range(2):  # warm up
         for f in runs.values():
@@ -72,4 +92,4 @@ def main(d=256, layers=1, reps=10, device="cpu"):
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:4]), *sys.argv[4:5])
+    main(*(int(a) for a in sys.argv[1:4]), *sys.argv[4:6])
