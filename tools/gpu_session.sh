@@ -8,7 +8,7 @@
 #       --implementation cp --platform manylinux2014_x86_64 --platform any -d .whl "$w"; done
 # Then one device call: run(command="bash tools/gpu_session.sh", carry=[".whl"]).
 # It writes to $OUT (or the folder given as $1): device.txt, goals.txt/.md/.json, muon.txt,
-# tests.txt, shampoo.txt (7 files). Record the figures in docs/performance-gpu.md with the
+# profile.txt, tests.txt, shampoo.txt (8 files: the most a device call brings back). Record the figures in docs/performance-gpu.md with the
 # device named.
 #
 # DEVICE (default cuda), MUON_ARGS (default "768 12 20": GPT-2 small, 20 steps) and
@@ -42,7 +42,17 @@ cat "$out/goals.md" 2>/dev/null || tail -5 "$out/goals.txt"
 step "Muon step: ours vs torch.optim.Muon"
 # shellcheck disable=SC2086
 timeout 90 $py docs/scripts/muon_step_timing.py ${MUON_ARGS:-768 12 20} "$device" > "$out/muon.txt" 2>&1
+step "Muon step under torch.compile (CUDA graphs on a GPU)"
+# shellcheck disable=SC2086
+timeout "${COMPILE_TIMEOUT:-150}" $py docs/scripts/muon_step_timing.py ${MUON_ARGS:-768 12 20} "$device" \
+  compile 2>&1 | grep -E "^(d=| )" >> "$out/muon.txt"
 cat "$out/muon.txt"
+
+step "where the time goes: GPU busy vs wall, launches (tools/gpu_profile.py)"
+if [ "$device" = cuda ]; then
+  timeout 60 $py tools/gpu_profile.py cuda 2>&1 | grep -E "^(==| )" > "$out/profile.txt"
+  cat "$out/profile.txt"
+fi
 
 step "the suite's GPU cases"
 if [ "$device" = cuda ]; then sel="cuda or cupy"; backends="torch:cuda,cupy"; else sel="torch"; backends="torch"; fi
