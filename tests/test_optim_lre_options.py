@@ -30,6 +30,18 @@ def _load_options():
 
 OPTIONS = _load_options()
 
+# Why the jax and dask columns skip this module (the same words stand in backends/*.md)
+_DASK_OPTIMIZER_LOOP = (
+    "optimizer runs of many steps: a long lazy loop on Dask (graph building quadratic in the "
+    "steps); the primitives they compose run on Dask in their own tests")
+
+pytestmark = [
+    pytest.mark.skip_xp_backends(
+        "jax", reason="slow on eager JAX (every new shape compiles: minutes of CPU for this module); "
+                      "the primitives it composes run on JAX in their own tests"),
+    pytest.mark.skip_xp_backends("dask", reason=_DASK_OPTIMIZER_LOOP),
+]
+
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
