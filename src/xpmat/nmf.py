@@ -663,5 +663,6 @@ def adafactor_second_moment(state: AdafactorFactors, /, *, xp: Any = None) -> An
     """
     xp = _array.array_namespace(state.a, state.s, names=("state.a", "state.s"), xp=xp)
     tot = xp.sum(state.a, axis=-1) * state.weight
-    tot = xp.where(tot > 0, tot, xp.ones_like(tot))[..., None, None]
-    return state.a[..., :, None] * state.s[..., None, :] / tot
+    tot = xp.where(tot == 0, xp.ones_like(tot), tot)[..., None, None]  # NaN stays NaN
+    # (a / tot) sᵀ, not (a sᵀ) / tot: a sᵀ overflows (1e150 · 1e150) where V̂ does not
+    return (state.a[..., :, None] / tot) * state.s[..., None, :]
