@@ -55,7 +55,7 @@ class Draw:
             return np.zeros(0)
         if self.spectrum == "zero":
             return np.zeros(k)
-        s = np.sort(rng.uniform(0.1, 1.0, k))[::-1]
+        s = np.sort(rng.uniform(0.1, 1.0, k))[::-1].copy()
         if self.spectrum == "rank_deficient":
             s[max(1, k // 2):] = 0.0
         elif self.spectrum == "repeated":
@@ -142,7 +142,7 @@ def _specs() -> list[Spec]:
           (1,), (0, 1)),
         s("orthonormalize", lambda d: (d.matrix(*_tall(d)),), lambda X: xm.orthonormalize(X),
           "member", "empty", (1,), (0,)),
-        s("power_iteration", lambda d: (d.sym(d.n),), lambda A: xm.power_iteration(A, seed=0),
+        s("power_iteration", lambda d: (d.sym(d.n),), lambda A: xm.power_iteration(A, iters=20, seed=0),
           "member", "error", (1,), (1, 0)),
         s("orthogonal_iteration",
           lambda d: (d.sym(d.n), d.orthonormal(d.n, min(d.n, 2))),

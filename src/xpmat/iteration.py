@@ -675,7 +675,7 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
         Om = orthonormalize(apply(Om), method=method, xp=xp)
     Y = apply(Om)
     if shift is None:
-        nu = math.sqrt(n) * xp.finfo(dtype).eps * _array.frobenius_norm(Y, xp)
+        nu = math.sqrt(n) * float(xp.finfo(dtype).eps) * _array.frobenius_norm(Y, xp)
         live = nu > 0
         nu = xp.where(live, nu, xp.ones_like(nu))[..., None, None]
     else:

@@ -53,6 +53,8 @@ def _sort_desc(w: Any, xp: Any) -> Any:
 
 def _fix_signs(V: Any, xp: Any) -> Any:
     """Flip each column of ``V`` so that its entry of largest magnitude is positive."""
+    if V.shape[-2] == 0 or V.shape[-1] == 0:  # no entries: nothing to flip (max of nothing)
+        return V
     a = xp.abs(V)
     pick = a == xp.max(a, axis=-2, keepdims=True)
     # first row index attaining the max, via the largest weighted flag
