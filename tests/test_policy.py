@@ -15,6 +15,7 @@ backend.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,7 @@ def with_bad(args: tuple[np.ndarray, ...], i: int, value: float) -> tuple[np.nda
 
 # ----------------------------------------------------------------------------- NaN / Inf
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NumPy's "invalid value" on Inf - Inf
 @pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
 @pytest.mark.parametrize("name", NAMES)
 def test_nonfinite_input(backend: Backend, name: str, value: float) -> None:
@@ -174,3 +176,25 @@ def test_inv_root_inf_diagonal_is_nan(backend: Backend) -> None:
     for method in ("newton", "eigh"):
         X = backend.to_numpy(xm.inv_root(backend.asarray(A), 2, method=method))
         assert np.all(np.isnan(X)), method
+
+
+# ----------------------------------------------------------------------------- the documented table
+
+_NAN_WORDS = {"member": "NaN (the matrix)", "ieee": "NaN (as arithmetic)", "error": "`ValueError` (eager)",
+              "unread": "values not read"}
+_EMPTY_WORDS = {"empty": "empty result", "error": "`ValueError`"}
+
+
+def test_docs_policy_table_matches_specs() -> None:
+    """Each row of the table "Input policy" in docs/backends.md says what the tests hold."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "backends.md").read_text(encoding="utf-8")
+    section = page.split("## Input policy", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| `") and len(cells) == 4:
+            rows[cells[0].strip("`")] = cells[1:3]
+    assert sorted(rows) == NAMES
+    for name, (nan, empty) in rows.items():
+        assert nan == _NAN_WORDS[SPECS[name].nan], name
+        assert empty == _EMPTY_WORDS[SPECS[name].empty], name
