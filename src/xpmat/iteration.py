@@ -183,8 +183,10 @@ def power_iteration(A: Any | Callable, /, *, x0: Any = None, iters: int = 100, t
     ``(|λ_2| / |λ_1|)^k``.  Without a gap the iterate converges to the normalised projection
     of ``x0`` on the top eigenspace (footnote 27), and ``λ`` still converges.  If
     ``λ_1 = -λ_2`` the direction does not converge.  Zero ``A`` (or a start vector in its
-    null space) gives ``λ = 0`` and ``v = 0``, not NaN.  NaN/Inf in ``A`` propagate to the
-    results (the convergence check never passes, so all ``iters`` steps run).
+    null space) gives ``λ = 0`` and ``v = 0``, not NaN.  With ``tol``, each matrix of a batch
+    is frozen once it has converged, so its result does not depend on its batch mates.
+    Input policy (``docs/backends.md``): NaN/Inf in a matrix of ``A`` give that matrix NaN
+    ``λ`` and ``v`` (and do not hold back the others' stop); a 0 × 0 ``A`` raises ``ValueError``.
 
     Backends: standard Array API only (matmul, vector_norm); the check uses ``bool()`` of a
     0-D array every ``check_every`` steps on eager arrays.  Under ``jax.jit`` (or with
@@ -225,16 +227,32 @@ def power_iteration(A: Any | Callable, /, *, x0: Any = None, iters: int = 100, t
     if tol is None or _array.is_lazy(w):  # no host read: all `iters` steps
         v, w = _array.fixed_loop(iters, step, (v, w))
     else:
-        for k in range(1, iters + 1):
-            v, w = step((v, w))
-            if k % check_every == 0 and k < iters:
-                lam = xp.sum(v * w, axis=-1)
-                res = _array.vector_norm(w - lam[..., None] * v, xp)
-                if bool(xp.all(res <= tol * _array.vector_norm(w, xp))):
-                    break
+        v, w = _power_loop(step, v, w, iters, tol, check_every, xp)
     lam = xp.sum(v * w, axis=-1)
     s = _max_abs_signs(v[..., None], xp)
     return lam, v * s
+
+
+def _power_loop(step: Callable, v: Any, w: Any, iters: int, tol: float, check_every: int,
+                xp: Any) -> tuple[Any, Any]:
+    """Power steps until every matrix of the batch has converged (one host read per check).
+
+    A converged matrix is frozen (``where``), so its result does not depend on its batch
+    mates; a matrix whose residual is NaN (NaN/Inf in ``A``) counts as done: it cannot
+    converge, and must not keep the others iterating.
+    """
+    done = None
+    for k in range(1, iters + 1):
+        v1, w1 = step((v, w))
+        if done is not None:
+            v1, w1 = xp.where(done[..., None], v, v1), xp.where(done[..., None], w, w1)
+        v, w = v1, w1
+        if k % check_every == 0 and k < iters:
+            res = _array.vector_norm(w - xp.sum(v * w, axis=-1)[..., None] * v, xp)
+            done = xp.logical_or(res <= tol * _array.vector_norm(w, xp), xp.isnan(res))
+            if bool(xp.all(done)):
+                break
+    return v, w
 
 
 # ----------------------------------------------------------------------------- orthogonal iteration
