@@ -159,17 +159,24 @@ def _em_step_generic(C: Any, A: Any, B: Any, eps: float, xp: Any) -> tuple[Any, 
     return A, B
 
 
-#: Entries of ``C`` per row block of the NumPy step (256 KiB of float64: the block of ``C``,
+#: Entries of ``C`` per row block of the NumPy step (1 MiB of float64: the block of ``C``,
 #: of ``A B`` and of the ratio stay in a core's L2 cache between the two halves of a step).
-_BLOCK_ENTRIES = 32768
+_BLOCK_ENTRIES = 131072
 
 
-def _ratio_numpy(C: Any, A: Any, B: Any, floor: Any, out: Any) -> Any:
-    """``C ⊘ max(A B, floor)`` for a block of rows, written into ``out``."""
+def _ratio_numpy(C: Any, A: Any, B: Any, floor: Any, b_low: tuple, out: Any) -> Any:
+    """``C ⊘ max(A B, floor)`` for a block of rows, written into ``out``.
+
+    The clamp pass is skipped when a cheap per-row lower bound already shows ``A B >= floor``:
+    ``(A B)_ij >= max(min_k A_ik · min_j Σ_k B_kj, Σ_k A_ik · min_kj B_kj)`` for ``A, B >= 0``
+    (``b_low``: the two minima of ``B``), so the result is the same.
+    """
     import numpy as np
 
     np.matmul(A, B, out=out)
-    np.maximum(out, floor, out=out)
+    lb = np.maximum(A.min(axis=-1, initial=np.inf) * b_low[0], A.sum(axis=-1) * b_low[1])
+    if not (lb >= 2.0 * floor[..., 0]).all():
+        np.maximum(out, floor, out=out)
     return np.divide(C, out, out=out)
 
 
@@ -191,17 +198,21 @@ def _em_step_numpy(C: Any, A: Any, B: Any, eps: float, buf: Any = None) -> tuple
     if buf is None or buf.shape != shape or buf.dtype != C.dtype:
         buf = np.empty(shape, dtype=C.dtype)
     floor = _model_floor(A, B, eps, np)
+    b_low = (B.sum(axis=-2).min(axis=-1, initial=np.inf)[..., None],
+             B.min(axis=(-2, -1), initial=np.inf)[..., None])
     Bt = np.ascontiguousarray(np.swapaxes(B, -1, -2))
     den_b = _safe_den(B.sum(axis=-1), np)[..., None, :]
     A_new, acc = np.empty_like(A), np.zeros_like(B)
     for i in range(0, m, rows):
-        Ci, Ai = C[..., i:i + rows, :], A[..., i:i + rows, :]
+        Ci, Ai, Ai_new = C[..., i:i + rows, :], A[..., i:i + rows, :], A_new[..., i:i + rows, :]
         out = buf[..., :Ci.shape[-2], :]
-        Ai = Ai * (_ratio_numpy(Ci, Ai, B, floor, out) @ Bt) / den_b
-        A_new[..., i:i + rows, :] = Ai
-        acc += np.swapaxes(Ai, -1, -2) @ _ratio_numpy(Ci, Ai, B, floor, out)
-    B_new = B * acc / _safe_den(A_new.sum(axis=-2), np)[..., :, None]
-    return A_new, B_new, buf
+        np.matmul(_ratio_numpy(Ci, Ai, B, floor, b_low, out), Bt, out=Ai_new)
+        Ai_new /= den_b
+        Ai_new *= Ai
+        acc += np.swapaxes(Ai_new, -1, -2) @ _ratio_numpy(Ci, Ai_new, B, floor, b_low, out)
+    acc /= _safe_den(A_new.sum(axis=-2), np)[..., :, None]
+    acc *= B
+    return A_new, acc, buf
 
 
 def _check_factors(C: Any, A: Any, B: Any) -> None:
@@ -226,8 +237,12 @@ def nmf_em_step(C: Any, A: Any, B: Any, /, *, eps: float = EPS, xp: Any = None) 
     B : array, shape (..., r, n)
         Nonnegative current factors (floating dtypes; integers promoted).
     eps : float
-        Floor of ``A B`` in the ratio and of the zero column/row sums in the denominators,
-        so nothing is divided by zero (default: float32 epsilon, as scikit-learn).
+        Relative floor of ``A B`` in the ratio: entries below ``eps · mean(A B)`` (taken at
+        the start of the step) count as that, so nothing is divided by zero.  Relative, so
+        the step is scale-equivariant (``t C, √t A, √t B`` give ``√t`` times the factors,
+        from 1e-30 to 1e30); scikit-learn's absolute floor (float32 epsilon, the default
+        here) collapsed a 1e-8-scaled matrix to zero factors.  Zero column / row sums in the
+        denominators come with zero numerators and leave the factor's zeros as they are.
 
     Returns
     -------
@@ -242,10 +257,15 @@ def nmf_em_step(C: Any, A: Any, B: Any, /, *, eps: float = EPS, xp: Any = None) 
     as printed updates ``B`` from the old ``A`` and writes ``A Rᵀ`` for ``Aᵀ R``).  Each half is
     an exact EM M-step for its block, so ``IDiv(C, A B)`` is non-increasing.
 
-    Backends: NumPy runs a fast path that reuses one private ``m × n`` buffer in place and
-    skips the ``eps`` clamp pass when a cheap lower bound shows it changes nothing; every
-    other library runs the Array API form (a handful of ``m × n`` temporaries).  No host
-    read: the same path runs eager and under ``jax.jit``.
+    Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic does; empty input
+    gives empty factors; float16 / bfloat16 run in their own dtype.
+
+    Backends: NumPy runs a fast path that reads ``C`` once per step, by blocks of rows whose
+    products and ratios stay in cache (both halves of the step per block: the ``A`` half is
+    row-local, the ``B`` half a sum over the blocks), and skips the clamp pass when a cheap
+    lower bound shows it changes nothing; every other library runs the Array API form (a
+    handful of ``m × n`` temporaries).  No host read: the same path runs eager and under
+    ``jax.jit``.
 
     Examples
     --------
@@ -353,7 +373,12 @@ def nmf(
     update (123) (footnote 22, [References][departure-nmf-blockwise]), so the divergence is
     monotone non-increasing.  Each step costs four ``m n r`` matmuls and two ``m × n`` ratio passes.
 
-    Backends: NumPy fast path with a reused private buffer; Array API form elsewhere
+    Input policy (``docs/backends.md``): NaN/Inf in ``C`` raise the input check's ``ValueError``
+    (on readable arrays); empty ``C`` gives empty factors and a zero divergence; float16 /
+    bfloat16 ``C`` is factored in float32 and the results come back in its dtype; the
+    factors scale as ``√t`` and the divergence as ``t`` for ``t C`` (relative ``eps``).
+
+    Backends: NumPy fast path (one pass over ``C`` per step, see :func:`nmf_em_step`); Array API form elsewhere
     (PyTorch, CuPy, array-api-strict, JAX).  One host sync at entry (input check), plus one
     per ``tol`` check.  Where ``C`` cannot be read (a JAX tracer under ``jax.jit``, a Dask
     array) there is none: the input check is skipped (negative or non-finite ``C`` then gives
