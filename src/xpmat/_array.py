@@ -357,8 +357,9 @@ def triangular_inverse(t: Any, *, upper: bool, xp: Any) -> Any:
     """
     if is_numpy(xp) and upper and not is_low_precision(t.dtype, xp):
         # NumPy's own LAPACK (the pivoted LU of an upper triangular matrix is the matrix
-        # itself, so this is the triangular inverse), not SciPy's: SciPy ships a second OpenBLAS whose threads fight
-        # NumPy's on few cores (docs/performance.md, "Thread pools in one process")
+        # itself, so this is the triangular inverse), not SciPy's: SciPy ships a second
+        # OpenBLAS whose threads fight NumPy's on few cores (docs/performance.md, "Thread
+        # pools in one process")
         return xp.linalg.inv(t)
     eye = xp.eye(t.shape[-1], dtype=t.dtype, device=device(t))
     return solve_triangular(t, xp.broadcast_to(eye, t.shape), upper=upper, xp=xp)

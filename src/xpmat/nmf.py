@@ -378,8 +378,8 @@ def nmf(
     bfloat16 ``C`` is factored in float32 and the results come back in its dtype; the
     factors scale as ``√t`` and the divergence as ``t`` for ``t C`` (relative ``eps``).
 
-    Backends: NumPy fast path (one pass over ``C`` per step, see :func:`nmf_em_step`); Array API form elsewhere
-    (PyTorch, CuPy, array-api-strict, JAX).  One host sync at entry (input check), plus one
+    Backends: NumPy fast path (one pass over ``C`` per step, see :func:`nmf_em_step`); Array
+    API form elsewhere (PyTorch, CuPy, array-api-strict, JAX).  One host sync at entry (input check), plus one
     per ``tol`` check.  Where ``C`` cannot be read (a JAX tracer under ``jax.jit``, a Dask
     array) there is none: the input check is skipped (negative or non-finite ``C`` then gives
     meaningless factors, as :func:`nmf_em_step`), ``tol`` does not stop early (all ``iters``
