@@ -44,6 +44,7 @@ __all__ = [
     "is_dask",
     "is_jax",
     "is_lazy",
+    "is_low_precision",
     "is_numpy",
     "is_strict",
     "is_torch",
@@ -53,6 +54,9 @@ __all__ = [
     "mT",
     "matmul_add",
     "matmul_t",
+    "nonfinite_members",
+    "normalize_columns",
+    "poison",
     "qr",
     "random_normal",
     "resolve_dtype",
@@ -62,6 +66,8 @@ __all__ = [
     "supports_float64",
     "svd",
     "synchronize",
+    "triangular_inverse",
+    "vector_norm",
 ]
 
 is_torch = _compat.is_torch_namespace
@@ -314,7 +320,14 @@ def solve_triangular(a: Any, b: Any, *, upper: bool, left: bool = True, xp: Any)
     Dask: the inverse of each (small) ``a`` on one chunk, by the chunk's library, then a Dask
     matmul (``b`` stays chunked; its rows are never gathered).
     Fallback (array-api-strict, batched CuPy, others): the standard's general ``xp.linalg.solve``.
+    float16 / bfloat16 (no library has half-precision triangular solves on the CPU): computed in
+    float32, returned in the inputs' dtype.
     """
+    if is_low_precision(xp.result_type(a, b), xp):
+        dt = xp.result_type(a, b)
+        x = solve_triangular(xp.astype(a, xp.float32), xp.astype(b, xp.float32), upper=upper,
+                             left=left, xp=xp)
+        return xp.astype(x, dt)
     if is_dask(xp):
         n = a.shape[-1]
         inv = _dask_per_matrix(lambda t, cxp: (_triangular_inverse(t, upper, cxp),), a, [(n, n)])[0]
@@ -336,10 +349,24 @@ def solve_triangular(a: Any, b: Any, *, upper: bool, left: bool = True, xp: Any)
     return xp.linalg.solve(a, b)
 
 
-def _triangular_inverse(t: Any, upper: bool, xp: Any) -> Any:
-    """``t⁻¹`` for triangular ``t`` (..., n, n): a triangular solve against the identity."""
+def triangular_inverse(t: Any, *, upper: bool, xp: Any) -> Any:
+    """``t⁻¹`` for triangular ``t`` (..., n, n): a triangular solve against the identity.
+
+    For a small ``t`` and a tall ``b``, ``b @ triangular_inverse(t)`` runs at GEMM speed,
+    where a triangular solve with ``b`` (``trsm``) does not; the inverse costs ``O(n³)``.
+    """
+    if is_numpy(xp) and upper and not is_low_precision(t.dtype, xp):
+        # NumPy's own LAPACK (the pivoted LU of an upper triangular matrix is the matrix
+        # itself, so this is the triangular inverse), not SciPy's: SciPy ships a second
+        # OpenBLAS whose threads fight NumPy's on few cores (docs/performance.md, "Thread
+        # pools in one process")
+        return xp.linalg.inv(t)
     eye = xp.eye(t.shape[-1], dtype=t.dtype, device=device(t))
     return solve_triangular(t, xp.broadcast_to(eye, t.shape), upper=upper, xp=xp)
+
+
+def _triangular_inverse(t: Any, upper: bool, xp: Any) -> Any:
+    return triangular_inverse(t, upper=upper, xp=xp)
 
 
 def _scipy_solve_triangular(ndim: int) -> Any:
@@ -355,13 +382,66 @@ def _scipy_solve_triangular(ndim: int) -> Any:
     return scipy.linalg.solve_triangular
 
 
+# ----------------------------------------------------------------------------- factorizations
+#
+# One policy for eigh / svd / qr / cholesky (the "Input policy" table of docs/backends.md):
+# - A matrix of a batch holding NaN or Inf gets NaN factors, and only that matrix: LAPACK raises
+#   on NaN ("did not converge"), returns finite garbage for Inf (PyTorch's svd gives zeros) or
+#   never returns (NumPy's svd of a matrix holding Inf loops forever).  Such matrices are
+#   replaced by a harmless one before the call and their factors by NaN after it, with `where`
+#   (no host read, so the same code runs under jax.jit, on Dask and on `meta` tensors).
+# - float16 / bfloat16: no library here factors in half precision (NumPy, PyTorch's CPU kernels
+#   and JAX refuse), so the factorization runs in float32 and its factors come back in the
+#   input's dtype.
+
+_LOW_PRECISION = ("float16", "bfloat16")
+
+
+def is_low_precision(dtype: Any, xp: Any) -> bool:
+    """True for ``xp``'s float16 and bfloat16 (where it has them)."""
+    return any(dtype == getattr(xp, name) for name in _LOW_PRECISION if hasattr(xp, name))
+
+
+def nonfinite_members(a: Any, xp: Any) -> Any:
+    """Boolean ``(...)``: which matrices of ``a`` ``(..., m, n)`` hold a NaN or an Inf."""
+    return xp.logical_not(xp.all(xp.isfinite(a), axis=(-2, -1)))
+
+
+def poison(x: Any, bad: Any, xp: Any, ndim: int) -> Any:
+    """``x`` with NaN in the batch members flagged by ``bad`` ``(...)``; ``x`` has ``ndim``
+    trailing axes beyond the batch (2 for a matrix, 1 for a vector).  No host read."""
+    return xp.where(bad[(..., *([None] * ndim))], xp.full_like(x, float("nan")), x)
+
+
+def _factor_input(a: Any, xp: Any, *, identity: bool = False) -> tuple[Any, Any, Any]:
+    """``(a_safe, bad, dtype)``: ``a`` in a dtype every library factors (float32 for half
+    precision), with its non-finite matrices replaced by zeros (by ``I`` with ``identity``,
+    which Cholesky accepts); ``bad`` flags them; ``dtype`` is ``a``'s own."""
+    dt = a.dtype
+    if is_low_precision(dt, xp):
+        a = xp.astype(a, xp.float32)
+    bad = nonfinite_members(a, xp)
+    if identity:
+        fill = xp.broadcast_to(xp.eye(a.shape[-1], dtype=a.dtype, device=device(a)), a.shape)
+    else:
+        fill = xp.zeros_like(a)
+    return xp.where(bad[..., None, None], fill, a), bad, dt
+
+
+def _factor_output(parts: Sequence[Any], ndims: Sequence[int], bad: Any, dt: Any, xp: Any) -> tuple:
+    """The factors ``parts`` with NaN for the ``bad`` matrices, cast back to ``dt``."""
+    out = (poison(p, bad, xp, k) for p, k in zip(parts, ndims, strict=True))
+    return tuple(p if p.dtype == dt else xp.astype(p, dt) for p in out)
+
+
 def eigh(a: Any, xp: Any, *, descending: bool = False) -> tuple[Any, Any]:
     """Symmetric eigendecomposition ``(w, V)`` with ``a = V diag(w) Vᵀ``.
 
     ``xp.linalg.eigh`` (ascending order), optionally flipped to descending order.
     Raises ``NotImplementedError`` for a namespace without the ``linalg`` extension.
-    Dask (no ``eigh``): each matrix whole on one chunk, decomposed by the chunk's library; a
-    chunk the library refuses (NaN / Inf) gives NaN rather than failing the computation.
+    A matrix holding NaN/Inf gets NaN ``w`` and ``V``; float16 / bfloat16 run in float32 (see
+    the policy above).  Dask (no ``eigh``): each matrix whole on one chunk, decomposed by the
+    chunk's library.
 
     torch's float32 ``eigh`` (LAPACK ``ssyevd`` on CPU) can fail to converge on matrices with
     many repeated eigenvalues, e.g. the small projected matrices of a low-rank update whose
@@ -370,30 +450,33 @@ def eigh(a: Any, xp: Any, *, descending: bool = False) -> tuple[Any, Any]:
     """
     if not hasattr(xp, "linalg"):
         raise NotImplementedError(f"{library_name(xp)} has no linalg extension (eigh)")
+    a, bad, dt = _factor_input(a, xp)
     if is_dask(xp):
         n = a.shape[-1]
         v, w = _dask_per_matrix(_chunk_eigh, a, [(n, n), (1, n)])
-        return _flip_if(w[..., 0, :], v, descending, xp)
-    try:
-        w, v = xp.linalg.eigh(a)
-    except RuntimeError:  # torch.linalg.LinAlgError derives from RuntimeError
-        if not (_compat.is_torch_array(a) and a.dtype != xp.float64):
-            raise
-        w, v = xp.linalg.eigh(xp.astype(a, xp.float64))
-        w, v = xp.astype(w, a.dtype), xp.astype(v, a.dtype)
-    return _flip_if(w, v, descending, xp)
-
-
-def _flip_if(w: Any, v: Any, descending: bool, xp: Any) -> tuple[Any, Any]:
+        w = w[..., 0, :]
+    else:
+        w, v = _eigh(a, xp)
+    w, v = _factor_output((w, v), (1, 2), bad, dt, xp)
     if descending:
         w, v = xp.flip(w, axis=-1), xp.flip(v, axis=-1)
     return w, v
 
 
+def _eigh(a: Any, xp: Any) -> tuple[Any, Any]:
+    try:
+        return xp.linalg.eigh(a)
+    except RuntimeError:  # torch.linalg.LinAlgError derives from RuntimeError
+        if not (_compat.is_torch_array(a) and a.dtype != xp.float64):
+            raise
+        w, v = xp.linalg.eigh(xp.astype(a, xp.float64))
+        return xp.astype(w, a.dtype), xp.astype(v, a.dtype)
+
+
 def _chunk_eigh(t: Any, xp: Any) -> tuple[Any, Any]:
     try:
-        w, v = eigh(t, xp)
-    except Exception:  # LinAlgError on NaN / Inf: NaN results, not a failed computation
+        w, v = _eigh(t, xp)
+    except Exception:  # LinAlgError: NaN results, not a failed computation
         return _nan_like(t, xp), _nan_like(t[..., :1, :], xp)
     return v, w[..., None, :]
 
@@ -405,27 +488,31 @@ def _nan_like(t: Any, xp: Any) -> Any:
 def svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
     """Thin SVD ``(U, S, Vh)`` of ``a`` ``(..., m, n)``, S descending, via ``xp.linalg.svd``.
 
-    Dask: a matrix goes through Dask's TSQR-based SVD with its short side in one chunk (the
-    long side keeps its chunks and is never gathered); a batch of matrices, each whole on one
-    chunk, by the chunk's library (NaN for a chunk it refuses, as :func:`eigh`).
+    A matrix holding NaN/Inf gets NaN factors; float16 / bfloat16 run in float32 (see the
+    policy above).  Dask: a matrix goes through Dask's TSQR-based SVD with its short side in one
+    chunk (the long side keeps its chunks and is never gathered); a batch of matrices, each
+    whole on one chunk, by the chunk's library.
     """
     if not hasattr(xp, "linalg"):
         raise NotImplementedError(f"{library_name(xp)} has no linalg extension (svd)")
-    if is_dask(xp):
-        m, n = a.shape[-2:]
-        if a.ndim == 2:
-            return xp.linalg.svd(a.rechunk({1: -1} if m >= n else {0: -1}), full_matrices=False)
+    a, bad, dt = _factor_input(a, xp)
+    m, n = a.shape[-2:]
+    if is_dask(xp) and a.ndim == 2:
+        parts = xp.linalg.svd(a.rechunk({1: -1} if m >= n else {0: -1}), full_matrices=False)
+    elif is_dask(xp):
         k = min(m, n)
         u, s, vh = _dask_per_matrix(_chunk_svd, a, [(m, k), (1, k), (k, n)])
-        return u, s[..., 0, :], vh
-    return xp.linalg.svd(a, full_matrices=False)
+        parts = u, s[..., 0, :], vh
+    else:
+        parts = xp.linalg.svd(a, full_matrices=False)
+    return _factor_output(parts, (2, 1, 2), bad, dt, xp)
 
 
 def _chunk_svd(t: Any, xp: Any) -> tuple[Any, Any, Any]:
     k = min(t.shape[-2:])
     try:
         u, s, vh = xp.linalg.svd(t, full_matrices=False)
-    except Exception:  # LinAlgError on NaN / Inf: NaN results, not a failed computation
+    except Exception:  # LinAlgError: NaN results, not a failed computation
         return _nan_like(t[..., :k], xp), _nan_like(t[..., :1, :k], xp), _nan_like(t[..., :k, :], xp)
     return u, s[..., None, :], vh
 
@@ -433,16 +520,19 @@ def _chunk_svd(t: Any, xp: Any) -> tuple[Any, Any, Any]:
 def qr(a: Any, xp: Any) -> tuple[Any, Any]:
     """Thin QR ``(Q, R)`` of ``a`` ``(..., m, n)``, ``m >= n``, via ``xp.linalg.qr``.
 
-    Dask: a matrix goes through Dask's TSQR with its columns in one chunk (a column-chunked
-    input is rechunked to whole rows; its row chunks stay where they are); a batch of
-    matrices, each whole on one chunk, by the chunk's library.
+    A matrix holding NaN/Inf gets NaN factors; float16 / bfloat16 run in float32 (see the policy
+    above).  Dask: a matrix goes through Dask's TSQR with its columns in one chunk (a
+    column-chunked input is rechunked to whole rows; its row chunks stay where they are); a
+    batch of matrices, each whole on one chunk, by the chunk's library.
     """
+    a, bad, dt = _factor_input(a, xp)
     if is_dask(xp):
         m, n = a.shape[-2:]
-        if a.ndim == 2:
-            return xp.linalg.qr(a.rechunk({1: -1}))
-        return _dask_per_matrix(_chunk_qr, a, [(m, n), (n, n)])
-    return xp.linalg.qr(a)
+        parts = (xp.linalg.qr(a.rechunk({1: -1})) if a.ndim == 2
+                 else _dask_per_matrix(_chunk_qr, a, [(m, n), (n, n)]))
+    else:
+        parts = xp.linalg.qr(a)
+    return _factor_output(parts, (2, 2), bad, dt, xp)
 
 
 def _chunk_qr(t: Any, xp: Any) -> tuple[Any, Any]:
@@ -458,12 +548,17 @@ def cholesky(a: Any, xp: Any) -> Any:
     default is ``lower=False``; see ``backends/dask.md``).  Dask therefore factors each matrix
     whole on one chunk with the chunk's own library, and a chunk holding a matrix that is not
     positive definite gives NaN instead of raising later, inside the caller's computation
-    (as JAX's ``cholesky`` does).  Elsewhere failure raises the library's error.
+    (as JAX's ``cholesky`` does).  Elsewhere a finite matrix that is not positive definite
+    raises the library's error; a matrix holding NaN/Inf gets a NaN factor and float16 /
+    bfloat16 run in float32 (see the policy above).
     """
+    a, bad, dt = _factor_input(a, xp, identity=True)
     if is_dask(xp):
         n = a.shape[-1]
-        return _dask_per_matrix(_chunk_cholesky, a, [(n, n)])[0]
-    return xp.linalg.cholesky(a)
+        L = _dask_per_matrix(_chunk_cholesky, a, [(n, n)])[0]
+    else:
+        L = xp.linalg.cholesky(a)
+    return _factor_output((L,), (2,), bad, dt, xp)[0]
 
 
 def _chunk_cholesky(t: Any, xp: Any) -> tuple[Any]:
@@ -502,21 +597,37 @@ def _dask_per_matrix(fn: Any, a: Any, shapes: Sequence[tuple[int, int]]) -> list
     return out
 
 
-def frobenius_norm(x: Any, xp: Any, *, keepdims: bool = False) -> Any:
-    """``‖x‖_F`` over the last two axes, shape ``(...)`` (``(..., 1, 1)`` with ``keepdims``).
+def vector_norm(x: Any, xp: Any, *, axis: int | tuple[int, ...] = -1, keepdims: bool = False) -> Any:
+    """Euclidean norm of ``x`` over ``axis`` (an int or a tuple), free of overflow and underflow.
 
-    ``xp.linalg.vector_norm(x, axis=(-2, -1))`` everywhere but Dask, where array-api-compat
-    reshapes the two axes into one, which merges all the chunks of a matrix into one: there
-    ``sqrt(sum(x²))``, a chunk-wise reduction (what NumPy computes too).
+    Computed as ``μ ‖x / μ‖`` with ``μ = max |x|`` over the same axes (zero stays zero, Inf
+    gives Inf, NaN gives NaN): the plain ``sqrt(Σ x²)`` (``numpy.linalg.norm``, array-api-compat's
+    ``vector_norm``) squares the entries first, so in float32 a vector of entries above about
+    1.8e19 has norm Inf and one of entries below about 1e-23 has norm 0 (float64: 1.3e154 and
+    1e-162), which breaks every normalization that divides by it.  One max pass and one scaling
+    pass more than the plain sum of squares.  The sum of squares is a chunk-wise reduction on
+    Dask too (array-api-compat's Dask ``vector_norm`` over two axes reshapes them into one,
+    which merges a matrix's chunks).
     """
-    if is_dask(xp):
-        return xp.sqrt(xp.sum(x * x, axis=(-2, -1), keepdims=keepdims))
-    return xp.linalg.vector_norm(x, axis=(-2, -1), keepdims=keepdims)
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    if any(x.shape[a] == 0 for a in axes):  # max over nothing is undefined; the norm is 0
+        return xp.sum(xp.zeros_like(x), axis=axes, keepdims=keepdims)
+    mu = xp.max(xp.abs(x), axis=axes, keepdims=True)
+    mu = xp.where(xp.logical_and(mu > 0, xp.isfinite(mu)), mu, xp.ones_like(mu))
+    y = x / mu
+    nrm = xp.sqrt(xp.sum(y * y, axis=axes, keepdims=True)) * mu
+    return nrm if keepdims else xp.squeeze(nrm, axis=axes)
+
+
+def frobenius_norm(x: Any, xp: Any, *, keepdims: bool = False) -> Any:
+    """``‖x‖_F`` over the last two axes, shape ``(...)`` (``(..., 1, 1)`` with ``keepdims``):
+    :func:`vector_norm` over ``(-2, -1)`` (no overflow or underflow, chunk-wise on Dask)."""
+    return vector_norm(x, xp, axis=(-2, -1), keepdims=keepdims)
 
 
 def normalize_columns(X: Any, xp: Any) -> Any:
-    """``X`` (..., n, r) with unit-norm columns; zero columns stay zero (no NaN)."""
-    nrm = xp.linalg.vector_norm(X, axis=-2, keepdims=True)
+    """``X`` (..., n, r) with unit-norm columns; zero columns stay zero (no NaN), at any scale."""
+    nrm = vector_norm(X, xp, axis=-2, keepdims=True)
     return X / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
 
 

@@ -76,22 +76,6 @@ def _sym(H: Any, xp: Any) -> Any:
     return (H + mT(H, xp)) / 2
 
 
-def _screen(M: Any, xp: Any, fill: Any = None) -> tuple[Any, Any]:
-    """``(M_safe, bad)``: batch members of ``M`` holding NaN/Inf replaced by ``fill`` (default 0).
-
-    Lets a small ``eigh``/``svd``/``cholesky`` run on every backend (LAPACK raises on NaN);
-    :func:`_poison` then turns those members' results into NaN.  Device-side, no host sync.
-    """
-    bad = xp.logical_not(xp.all(xp.isfinite(M), axis=(-2, -1)))
-    fill = xp.zeros_like(M) if fill is None else fill
-    return xp.where(bad[..., None, None], fill, M), bad
-
-
-def _poison(x: Any, bad: Any, xp: Any, ndim: int) -> Any:
-    """NaN where ``bad`` (shape of the batch) for an output with ``ndim`` trailing axes."""
-    return xp.where(bad[(..., *([None] * ndim))], xp.full_like(x, float("nan")), x)
-
-
 def _block_operator(A: Any, *, shape: Any, like: Any, xp: Any, names: tuple, others: tuple,
                     vector: bool = False) -> tuple:
     """Resolve an array-or-callable symmetric operator.
@@ -147,7 +131,7 @@ def _block_operator(A: Any, *, shape: Any, like: Any, xp: Any, names: tuple, oth
 
 
 def _unit(v: Any, xp: Any) -> Any:
-    nrm = xp.linalg.vector_norm(v, axis=-1, keepdims=True)
+    nrm = _array.vector_norm(v, xp, axis=-1, keepdims=True)
     return v / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
 
 
@@ -199,8 +183,10 @@ def power_iteration(A: Any | Callable, /, *, x0: Any = None, iters: int = 100, t
     ``(|λ_2| / |λ_1|)^k``.  Without a gap the iterate converges to the normalised projection
     of ``x0`` on the top eigenspace (footnote 27), and ``λ`` still converges.  If
     ``λ_1 = -λ_2`` the direction does not converge.  Zero ``A`` (or a start vector in its
-    null space) gives ``λ = 0`` and ``v = 0``, not NaN.  NaN/Inf in ``A`` propagate to the
-    results (the convergence check never passes, so all ``iters`` steps run).
+    null space) gives ``λ = 0`` and ``v = 0``, not NaN.  With ``tol``, each matrix of a batch
+    is frozen once it has converged, so its result does not depend on its batch mates.
+    Input policy (``docs/backends.md``): NaN/Inf in a matrix of ``A`` give that matrix NaN
+    ``λ`` and ``v`` (and do not hold back the others' stop); a 0 × 0 ``A`` raises ``ValueError``.
 
     Backends: standard Array API only (matmul, vector_norm); the check uses ``bool()`` of a
     0-D array every ``check_every`` steps on eager arrays.  Under ``jax.jit`` (or with
@@ -221,6 +207,8 @@ def power_iteration(A: Any | Callable, /, *, x0: Any = None, iters: int = 100, t
         raise ValueError(f"`tol` must be >= 0 or None, got {tol!r}")
     apply, xp, n, batch, dtype, dev = _block_operator(
         A, shape=shape, like=like, xp=xp, names=("A", "x0"), others=(x0,), vector=True)
+    if n == 0:
+        raise ValueError("`A` is 0 x 0: a matrix without rows has no eigenpair")
     if x0 is None:
         v = _array.random_normal((*batch, n), seed=seed, xp=xp, dtype=dtype, dev=dev)
     else:
@@ -239,16 +227,32 @@ def power_iteration(A: Any | Callable, /, *, x0: Any = None, iters: int = 100, t
     if tol is None or _array.is_lazy(w):  # no host read: all `iters` steps
         v, w = _array.fixed_loop(iters, step, (v, w))
     else:
-        for k in range(1, iters + 1):
-            v, w = step((v, w))
-            if k % check_every == 0 and k < iters:
-                lam = xp.sum(v * w, axis=-1)
-                res = xp.linalg.vector_norm(w - lam[..., None] * v, axis=-1)
-                if bool(xp.all(res <= tol * xp.linalg.vector_norm(w, axis=-1))):
-                    break
+        v, w = _power_loop(step, v, w, iters, tol, check_every, xp)
     lam = xp.sum(v * w, axis=-1)
     s = _max_abs_signs(v[..., None], xp)
     return lam, v * s
+
+
+def _power_loop(step: Callable, v: Any, w: Any, iters: int, tol: float, check_every: int,
+                xp: Any) -> tuple[Any, Any]:
+    """Power steps until every matrix of the batch has converged (one host read per check).
+
+    A converged matrix is frozen (``where``), so its result does not depend on its batch
+    mates; a matrix whose residual is NaN (NaN/Inf in ``A``) counts as done: it cannot
+    converge, and must not keep the others iterating.
+    """
+    done = None
+    for k in range(1, iters + 1):
+        v1, w1 = step((v, w))
+        if done is not None:
+            v1, w1 = xp.where(done[..., None], v, v1), xp.where(done[..., None], w, w1)
+        v, w = v1, w1
+        if k % check_every == 0 and k < iters:
+            res = _array.vector_norm(w - xp.sum(v * w, axis=-1)[..., None] * v, xp)
+            done = xp.logical_or(res <= tol * _array.vector_norm(w, xp), xp.isnan(res))
+            if bool(xp.all(done)):
+                break
+    return v, w
 
 
 # ----------------------------------------------------------------------------- orthogonal iteration
@@ -347,11 +351,9 @@ def orthogonal_iteration(A: Any | Callable, Q0: Any, /, *, iters: int = 1, align
         Q = orthonormalize(apply(Q), method=method, xp=xp)
     Y = apply(Q)
     H = mT(Q, xp) @ Y
-    if ritz:
-        H, bad = _screen(_sym(H, xp), xp)
-        lam, W = _array.eigh(H, xp, descending=True)
-        W = _poison(W * _signs(xp.linalg.diagonal(W), xp)[..., None, :], bad, xp, 2)
-        lam = _poison(lam, bad, xp, 1)
+    if ritz:  # a member holding NaN/Inf gets NaN lam and W from _array.eigh
+        lam, W = _array.eigh(_sym(H, xp), xp, descending=True)
+        W = W * _signs(xp.linalg.diagonal(W), xp)[..., None, :]
     else:
         rq = xp.linalg.diagonal(H)
         W = _selector(xp.argsort(rq, axis=-1, descending=True, stable=True), r, dtype, xp)
@@ -428,6 +430,9 @@ def power_iter1(B: Any, Q: Any, /, *, method: str = "auto", xp: Any = None) -> t
 def _sketch_size(rank: int, oversample: int, limit: int) -> int:
     _check_int("rank", rank, 1)
     _check_int("oversample", oversample, 0)
+    if limit == 0:
+        raise ValueError("`A` has an empty side: it has no singular triplets or eigenpairs "
+                         f"(rank = {rank} requested)")
     if rank > limit:
         raise ValueError(f"`rank` = {rank} exceeds the matrix size limit {limit}")
     return min(rank + oversample, limit)
@@ -505,9 +510,7 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
     # l × l SVD, much faster than LAPACK's SVD of a wide matrix and as accurate as the QR
     Bt = At @ Q
     Q2 = orthonormalize(Bt, method=method, xp=xp)
-    M, bad = _screen(mT(mT(Q2, xp) @ Bt, xp), xp)
-    Ur, S, Wh = _array.svd(M, xp)
-    Ur, S, Wh = _poison(Ur, bad, xp, 2), _poison(S, bad, xp, 1), _poison(Wh, bad, xp, 2)
+    Ur, S, Wh = _array.svd(mT(mT(Q2, xp) @ Bt, xp), xp)  # NaN for a member holding NaN/Inf
     U, S, Vh = Q @ Ur[..., :rank], S[..., :rank], Wh[..., :rank, :] @ mT(Q2, xp)
     s = _max_abs_signs(U, xp)
     return U * s[..., None, :], S, Vh * s[..., :, None]
@@ -582,9 +585,7 @@ def randomized_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, po
     Q = orthonormalize(apply(Om), method=method, xp=xp)
     for _ in range(power_iters):
         Q = orthonormalize(apply(Q), method=method, xp=xp)
-    T, bad = _screen(_sym(mT(Q, xp) @ apply(Q), xp), xp)
-    theta, W = _array.eigh(T, xp)
-    theta, W = _poison(theta, bad, xp, 1), _poison(W, bad, xp, 2)
+    theta, W = _array.eigh(_sym(mT(Q, xp) @ apply(Q), xp), xp)  # NaN for a member holding NaN/Inf
     top = xp.argsort(xp.abs(theta), axis=-1, descending=True, stable=True)[..., :rank]
     S1 = _selector(top, l, dtype, xp)
     L = _gather(theta, S1)
@@ -693,21 +694,22 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
         Om = orthonormalize(apply(Om), method=method, xp=xp)
     Y = apply(Om)
     if shift is None:
-        nu = math.sqrt(n) * xp.finfo(dtype).eps * xp.linalg.matrix_norm(Y, ord="fro")
+        nu = math.sqrt(n) * float(xp.finfo(dtype).eps) * _array.frobenius_norm(Y, xp)
         live = nu > 0
         nu = xp.where(live, nu, xp.ones_like(nu))[..., None, None]
     else:
         live, nu = None, shift
     Ynu = Y + nu * Om
-    G, bad = _screen(_sym(mT(Om, xp) @ Ynu, xp), xp, fill=xp.eye(l, dtype=dtype, device=dev))
-    C, failed = _nystrom_cholesky(G, xp)
+    G = _sym(mT(Om, xp) @ Ynu, xp)
+    bad = _array.nonfinite_members(G, xp)  # NaN/Inf in A: NaN results, never "not PSD"
+    C, failed = _nystrom_cholesky(xp.where(bad[..., None, None], xp.eye(l, dtype=dtype, device=dev), G),
+                                  xp)
     bad = xp.logical_or(bad, failed)
     Bm = _array.solve_triangular(mT(C, xp), Ynu, upper=True, left=False, xp=xp)
     U, Sig, _ = _array.svd(xp.where(bad[..., None, None], xp.zeros_like(Bm), Bm), xp)
-    U, Sig = _poison(U, bad, xp, 2), _poison(Sig, bad, xp, 1)
-    U, Sig = U[..., :rank], Sig[..., :rank]
+    U, Sig = _array.poison(U, bad, xp, 2)[..., :rank], _array.poison(Sig, bad, xp, 1)[..., :rank]
     nu_v = nu[..., 0] if live is not None else nu
     L = xp.maximum(Sig * Sig - nu_v, xp.zeros_like(Sig))
     if live is not None:
         L = xp.where(live[..., None], L, xp.zeros_like(L))
-    return _poison(L, bad, xp, 1), U * _max_abs_signs(U, xp)[..., None, :]
+    return _array.poison(L, bad, xp, 1), U * _max_abs_signs(U, xp)[..., None, :]

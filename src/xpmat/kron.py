@@ -150,7 +150,7 @@ def kron_matmul(A: Any, B: Any, X: Any, /, *, xp: Any = None) -> Any:
 
 def _normalize(x: Any, xp: Any) -> tuple[Any, Any]:
     """``x / ‖x‖_F`` over the last two axes (zero stays zero) and the norm ``(..., 1, 1)``."""
-    nrm = xp.sqrt(xp.sum(x * x, axis=(-2, -1), keepdims=True))
+    nrm = _array.frobenius_norm(x, xp, keepdims=True)
     safe = xp.where(nrm > 0, nrm, xp.ones_like(nrm))
     return x / safe, nrm
 

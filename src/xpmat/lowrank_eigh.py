@@ -53,6 +53,8 @@ def _sort_desc(w: Any, xp: Any) -> Any:
 
 def _fix_signs(V: Any, xp: Any) -> Any:
     """Flip each column of ``V`` so that its entry of largest magnitude is positive."""
+    if V.shape[-2] == 0 or V.shape[-1] == 0:  # no entries: nothing to flip (max of nothing)
+        return V
     a = xp.abs(V)
     pick = a == xp.max(a, axis=-2, keepdims=True)
     # first row index attaining the max, via the largest weighted flag
@@ -372,7 +374,10 @@ def lowrank_eigh_truncate(
         top = xp.max(xp.abs(L), axis=-1, keepdims=True) if r else xp.zeros_like(Ls)
         keep = Ls > rtol * top
     L_out = xp.where(keep, Ls + shift, xp.zeros_like(Ls))
-    return L_out, Qs
+    # NaN/Inf in L or Q: the member's L and Q are NaN (a NaN compares False above, which
+    # would otherwise turn it into a finite-looking empty slot)
+    bad = xp.logical_or(_array.nonfinite_members(L[..., None, :], xp), _array.nonfinite_members(Q, xp))
+    return _array.poison(L_out, bad, xp, 1), _array.poison(Qs, bad, xp, 2)
 
 
 # ----------------------------------------------------------------------------- reproject
@@ -507,6 +512,7 @@ def lowrank_inv_root_apply(
     G = g[:, None] if vec else g
     pos = L > 0
     f = xp.where(pos, xp.where(pos, L + eps, xp.ones_like(L)) ** (-1.0 / p), xp.zeros_like(L))
+    f = xp.where(xp.isfinite(L), f, xp.full_like(f, float("nan")))  # NaN/Inf in L: NaN, not skipped
     U = Q @ (f[..., :, None] * _array.matmul_t(Q, G, xp))
     return U[..., 0] if vec else U
 
@@ -575,4 +581,5 @@ def ggt_eigh(H: Any, /, *, rank: int | None = None, rtol: float | None = None, x
     inv = xp.where(keep, 1.0 / xp.sqrt(xp.where(keep, w, xp.ones_like(w))), xp.zeros_like(w))
     V = _fix_signs(V, xp)
     Q = (H @ V) * inv[..., None, :]
-    return wk, Q
+    bad = xp.isnan(top[..., 0])  # NaN/Inf in H: _array.eigh gave NaN; NaN compares False above
+    return _array.poison(wk, bad, xp, 1), _array.poison(Q, bad, xp, 2)

@@ -125,9 +125,12 @@ def inv_root(
     converged); a singular one (``eps = 0``) does not converge and is reported.
     A matrix whose residual exceeds 1e3 (an eigenvalue of ``M`` left ``(0, p + 1)``:
     indefinite or singular ``A``, where rounding makes a zero eigenvalue negative) is
-    frozen as divergent, before anything overflows.  NaN/Inf in ``A``: ``"newton"``
-    reports non-convergence (the result holds NaN); with ``"eigh"`` the NaN propagates
-    to the result (NumPy, PyTorch and array-api-strict ``eigh`` return NaN).
+    frozen as divergent, before anything overflows.  Input policy (``docs/backends.md``):
+    a matrix holding NaN/Inf gives a NaN matrix with either method (``"newton"`` also reports
+    it not converged), never the backend's ``LinAlgError`` nor zeros; a 0 × 0 matrix gives
+    a 0 × 0 result; float16 / bfloat16 ``"eigh"`` runs in float32; ``inv_root(t A, p) =
+    t^(-1/p) inv_root(A, p)`` across the whole normal range (the Newton scaling uses an
+    overflow-free Frobenius norm; the pseudo-inverse cut is relative).
     Measured for ``κ(A) = 1e4``: float32 relative error ≈ 8e-5 (p = 2), 3e-5 (p = 4)
     in 16 steps; float64 ≈ 2e-13 in 18 steps.
 
@@ -163,6 +166,13 @@ def inv_root(
         raise ValueError(f"eps must be >= 0, got {eps!r}")
     n = A.shape[-1]
     dev = _array.device(A)
+    if n == 0:  # the root of a 0 x 0 matrix is 0 x 0
+        empty = xp.zeros(A.shape, dtype=A.dtype, device=dev)
+        if not return_info:
+            return empty
+        batch = tuple(A.shape[:-2])
+        return empty, InvRootInfo(xp.ones(batch, dtype=xp.bool, device=dev),
+                                  xp.zeros(batch, dtype=A.dtype, device=dev), 0)
     if method == "eigh":
         X = _inv_root_eigh(A, p, eps, xp)
         if return_info:
@@ -254,7 +264,7 @@ def _inv_root_newton(A: Any, p: int, eps: float, iters: int, tol: float, check_e
     eye = xp.eye(n, dtype=A.dtype, device=dev)
     if eps:
         A = A + eps * eye
-    nrm = xp.sqrt(xp.sum(A * A, axis=(-2, -1)))  # Frobenius norm bounds the spectral norm
+    nrm = _array.frobenius_norm(A, xp)  # bounds the spectral norm; no overflow of the squares
     zero = nrm == 0
     z = (p + 1) / (2 * xp.where(zero, xp.ones_like(nrm), nrm))
     zb = z[..., None, None]
@@ -276,6 +286,7 @@ def _inv_root_newton(A: Any, p: int, eps: float, iters: int, tol: float, check_e
                 break
     X, _, err, done, _ = state
     X = xp.where(zero[..., None, None], xp.zeros_like(X), X)
+    X = _array.poison(X, _array.nonfinite_members(A, xp), xp, 2)  # an Inf would leave zeros
     X = (X + _array.mT(X, xp)) / 2
     err = xp.where(zero, xp.zeros_like(err), err)
     return X, err, done & ~zero, zero, k

@@ -31,9 +31,27 @@ __all__ = [
     "nmf_rank1",
 ]
 
-#: Default floor of ``A B`` and of the column/row sums in a step: float32 machine epsilon,
-#: the value scikit-learn's KL multiplicative updates use (so both agree to rounding).
+#: Default relative floor of ``A B`` in a step: float32 machine epsilon times the mean entry
+#: of ``A B`` (scikit-learn's KL multiplicative updates floor at the absolute float32 epsilon;
+#: both agree to rounding on data of unit scale, and the relative floor keeps the EM step
+#: scale-equivariant: ``t C`` gives ``√t A, √t B`` for any ``t > 0``).
 EPS = 1.1920928955078125e-07
+
+
+def _model_floor(A: Any, B: Any, eps: float, xp: Any) -> Any:
+    """``eps · mean(A B)`` per matrix, shape ``(..., 1, 1)``, from the factor sums alone
+    (``Σ A B = Σ_k (1ᵀA)_k (B1)_k``); 1 where ``A B = 0`` (then ``A`` or ``B`` is zero
+    wherever it matters and any finite floor gives the same step)."""
+    m, n = A.shape[-2], B.shape[-1]
+    mean = xp.sum(xp.sum(A, axis=-2) * xp.sum(B, axis=-1), axis=-1) / max(m * n, 1)
+    floor = eps * mean
+    return xp.where(floor > 0, floor, xp.ones_like(floor))[..., None, None]
+
+
+def _safe_den(den: Any, xp: Any) -> Any:
+    """A factor's column / row sums with 0 replaced by 1: a zero sum comes with a zero
+    numerator (the factor's column / row is zero), and any nonzero divisor keeps it 0."""
+    return xp.where(den == 0, xp.ones_like(den), den)
 
 
 def _check_matrix(x: Any, name: str) -> None:
@@ -129,59 +147,72 @@ def i_divergence(C: Any, M: Any, /, *, xp: Any = None) -> Any:
 
 
 def _em_step_generic(C: Any, A: Any, B: Any, eps: float, xp: Any) -> tuple[Any, Any]:
-    # max(A B, eps) by `maximum`, not `clip`: array-api-compat's clip on Dask fills a new,
+    # max(A B, floor) by `maximum`, not `clip`: array-api-compat's clip on Dask fills a new,
     # differently chunked array by masked assignment (a rechunk of every m × n product)
-    floor = xp.asarray(eps, dtype=C.dtype, device=_array.device(C))
+    floor = _model_floor(A, B, eps, xp)
     R = C / xp.maximum(A @ B, floor)
     den = xp.sum(B, axis=-1)[..., None, :]  # 1ᵀ Bᵀ, shape (..., 1, r)
-    A = A * ((R @ _array.mT(B, xp)) / xp.where(den == 0, xp.full_like(den, eps), den))
+    A = A * ((R @ _array.mT(B, xp)) / _safe_den(den, xp))
     R = C / xp.maximum(A @ B, floor)
     den = xp.sum(A, axis=-2)[..., :, None]  # Aᵀ 1, shape (..., r, 1)
-    B = B * ((_array.mT(A, xp) @ R) / xp.where(den == 0, xp.full_like(den, eps), den))
+    B = B * ((_array.mT(A, xp) @ R) / _safe_den(den, xp))
     return A, B
 
 
-def _ratio_numpy(C: Any, A: Any, B: Any, buf: Any, eps: float) -> Any:
-    """``C ⊘ max(A B, eps)`` into the private buffer ``buf`` (NumPy fast path).
+#: Entries of ``C`` per row block of the NumPy step (1 MiB of float64: the block of ``C``,
+#: of ``A B`` and of the ratio stay in a core's L2 cache between the two halves of a step).
+_BLOCK_ENTRIES = 131072
 
-    The clamp pass is skipped when a cheap per-row lower bound already shows ``A B >= eps``:
+
+def _ratio_numpy(C: Any, A: Any, B: Any, floor: Any, b_low: tuple, out: Any) -> Any:
+    """``C ⊘ max(A B, floor)`` for a block of rows, written into ``out``.
+
+    The clamp pass is skipped when a cheap per-row lower bound already shows ``A B >= floor``:
     ``(A B)_ij >= max(min_k A_ik · min_j Σ_k B_kj, Σ_k A_ik · min_kj B_kj)`` for ``A, B >= 0``
-    (then the clamp would change nothing, so the result is the same).
+    (``b_low``: the two minima of ``B``), so the result is the same.
     """
     import numpy as np
 
-    np.matmul(A, B, out=buf)
-    lb = np.maximum(A.min(axis=-1) * B.sum(axis=-2).min(axis=-1)[..., None],
-                    A.sum(axis=-1) * B.min(axis=(-2, -1))[..., None])
-    if not (lb >= 2.0 * eps).all():
-        np.maximum(buf, eps, out=buf)
-    np.divide(C, buf, out=buf)
-    return buf
+    np.matmul(A, B, out=out)
+    lb = np.maximum(A.min(axis=-1, initial=np.inf) * b_low[0], A.sum(axis=-1) * b_low[1])
+    if not (lb >= 2.0 * floor[..., 0]).all():
+        np.maximum(out, floor, out=out)
+    return np.divide(C, out, out=out)
 
 
 def _em_step_numpy(C: Any, A: Any, B: Any, eps: float, buf: Any = None) -> tuple[Any, Any, Any]:
-    """NumPy fast path: the ``m × n`` ratio lives in one private buffer, reused in place.
+    """NumPy fast path: the blockwise EM step in ONE pass over ``C``, by blocks of rows.
 
-    Only arrays created here are written to (``buf``, the numerators); ``C``, ``A``, ``B`` are
-    never touched.  Returns ``(A, B, buf)`` so a loop can pass the buffer back in.
+    The ``A`` half is row-local: for rows ``i``, ``A'_i = A_i ⊙ (C_i ⊘ A_i B) Bᵀ ⊘ 1ᵀBᵀ``.
+    The ``B`` half needs ``A'ᵀ (C ⊘ A' B) = Σ_i A'_iᵀ (C_i ⊘ A'_i B)``, a sum over the same
+    row blocks, so it is accumulated while block ``i`` of ``C`` is still in cache.  The same
+    arithmetic as :func:`_em_step_generic`; ``C`` is read once from memory instead of
+    twice, and the ``m × n`` products and ratios never leave the cache.  Only arrays created
+    here are written to; returns ``(A, B, buf)`` so a loop can pass the block buffer back in.
     """
     import numpy as np
 
-    shape = (*C.shape[:-2], A.shape[-2], B.shape[-1])
+    m, n = C.shape[-2:]
+    rows = max(1, min(m, _BLOCK_ENTRIES // max(n, 1)))
+    shape = (*C.shape[:-2], rows, n)
     if buf is None or buf.shape != shape or buf.dtype != C.dtype:
         buf = np.empty(shape, dtype=C.dtype)
-    R = _ratio_numpy(C, A, B, buf, eps)
-    num = np.matmul(R, np.ascontiguousarray(np.swapaxes(B, -1, -2)))
-    den = B.sum(axis=-1)[..., None, :]
-    num /= np.where(den == 0, eps, den)
-    num *= A
-    A = num
-    R = _ratio_numpy(C, A, B, buf, eps)
-    num = np.matmul(np.swapaxes(A, -1, -2), R)
-    den = A.sum(axis=-2)[..., :, None]
-    num /= np.where(den == 0, eps, den)
-    num *= B
-    return A, num, buf
+    floor = _model_floor(A, B, eps, np)
+    b_low = (B.sum(axis=-2).min(axis=-1, initial=np.inf)[..., None],
+             B.min(axis=(-2, -1), initial=np.inf)[..., None])
+    Bt = np.ascontiguousarray(np.swapaxes(B, -1, -2))
+    den_b = _safe_den(B.sum(axis=-1), np)[..., None, :]
+    A_new, acc = np.empty_like(A), np.zeros_like(B)
+    for i in range(0, m, rows):
+        Ci, Ai, Ai_new = C[..., i:i + rows, :], A[..., i:i + rows, :], A_new[..., i:i + rows, :]
+        out = buf[..., :Ci.shape[-2], :]
+        np.matmul(_ratio_numpy(Ci, Ai, B, floor, b_low, out), Bt, out=Ai_new)
+        Ai_new /= den_b
+        Ai_new *= Ai
+        acc += np.swapaxes(Ai_new, -1, -2) @ _ratio_numpy(Ci, Ai_new, B, floor, b_low, out)
+    acc /= _safe_den(A_new.sum(axis=-2), np)[..., :, None]
+    acc *= B
+    return A_new, acc, buf
 
 
 def _check_factors(C: Any, A: Any, B: Any) -> None:
@@ -206,8 +237,12 @@ def nmf_em_step(C: Any, A: Any, B: Any, /, *, eps: float = EPS, xp: Any = None) 
     B : array, shape (..., r, n)
         Nonnegative current factors (floating dtypes; integers promoted).
     eps : float
-        Floor of ``A B`` in the ratio and of the zero column/row sums in the denominators,
-        so nothing is divided by zero (default: float32 epsilon, as scikit-learn).
+        Relative floor of ``A B`` in the ratio: entries below ``eps · mean(A B)`` (taken at
+        the start of the step) count as that, so nothing is divided by zero.  Relative, so
+        the step is scale-equivariant (``t C, √t A, √t B`` give ``√t`` times the factors,
+        from 1e-30 to 1e30); scikit-learn's absolute floor (float32 epsilon, the default
+        here) collapsed a 1e-8-scaled matrix to zero factors.  Zero column / row sums in the
+        denominators come with zero numerators and leave the factor's zeros as they are.
 
     Returns
     -------
@@ -222,10 +257,15 @@ def nmf_em_step(C: Any, A: Any, B: Any, /, *, eps: float = EPS, xp: Any = None) 
     as printed updates ``B`` from the old ``A`` and writes ``A Rᵀ`` for ``Aᵀ R``).  Each half is
     an exact EM M-step for its block, so ``IDiv(C, A B)`` is non-increasing.
 
-    Backends: NumPy runs a fast path that reuses one private ``m × n`` buffer in place and
-    skips the ``eps`` clamp pass when a cheap lower bound shows it changes nothing; every
-    other library runs the Array API form (a handful of ``m × n`` temporaries).  No host
-    read: the same path runs eager and under ``jax.jit``.
+    Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic does; empty input
+    gives empty factors; float16 / bfloat16 run in their own dtype.
+
+    Backends: NumPy runs a fast path that reads ``C`` once per step, by blocks of rows whose
+    products and ratios stay in cache (both halves of the step per block: the ``A`` half is
+    row-local, the ``B`` half a sum over the blocks), and skips the clamp pass when a cheap
+    lower bound shows it changes nothing; every other library runs the Array API form (a
+    handful of ``m × n`` temporaries).  No host read: the same path runs eager and under
+    ``jax.jit``.
 
     Examples
     --------
@@ -270,7 +310,8 @@ def _random_init(C: Any, rank: int, seed: Any, xp: Any) -> tuple[Any, Any]:
     A = _array.random_normal((*batch, m, rank), seed=g, xp=xp, dtype=C.dtype, dev=dev)
     B = _array.random_normal((*batch, rank, n), seed=g, xp=xp, dtype=C.dtype, dev=dev)
     A, B = xp.abs(_array.chunk_like(A, C, -2)), xp.abs(_array.chunk_like(B, C, -1))  # Dask: C's chunks
-    scale = xp.sqrt(xp.mean(C, axis=(-2, -1), keepdims=True) / rank)
+    mean = xp.sum(C, axis=(-2, -1), keepdims=True) / max(m * n, 1)  # 0 for an empty C
+    scale = xp.sqrt(mean / rank)
     return A * scale, B * scale
 
 
@@ -332,8 +373,13 @@ def nmf(
     update (123) (footnote 22, [References][departure-nmf-blockwise]), so the divergence is
     monotone non-increasing.  Each step costs four ``m n r`` matmuls and two ``m × n`` ratio passes.
 
-    Backends: NumPy fast path with a reused private buffer; Array API form elsewhere
-    (PyTorch, CuPy, array-api-strict, JAX).  One host sync at entry (input check), plus one
+    Input policy (``docs/backends.md``): NaN/Inf in ``C`` raise the input check's ``ValueError``
+    (on readable arrays); empty ``C`` gives empty factors and a zero divergence; float16 /
+    bfloat16 ``C`` is factored in float32 and the results come back in its dtype; the
+    factors scale as ``√t`` and the divergence as ``t`` for ``t C`` (relative ``eps``).
+
+    Backends: NumPy fast path (one pass over ``C`` per step, see :func:`nmf_em_step`); Array
+    API form elsewhere (PyTorch, CuPy, array-api-strict, JAX).  One host sync at entry (input check), plus one
     per ``tol`` check.  Where ``C`` cannot be read (a JAX tracer under ``jax.jit``, a Dask
     array) there is none: the input check is skipped (negative or non-finite ``C`` then gives
     meaningless factors, as :func:`nmf_em_step`), ``tol`` does not stop early (all ``iters``
@@ -357,6 +403,9 @@ def nmf(
     xp = _array.array_namespace(C, names=("C",), xp=xp)
     _check_matrix(C, "C")
     C = _array.as_float(C, xp)
+    out_dtype = C.dtype
+    if _array.is_low_precision(out_dtype, xp):  # EM and the divergence's sums need float32
+        C = xp.astype(C, xp.float32)
     r = int(rank)
     if r < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
@@ -392,6 +441,8 @@ def nmf(
         div = xp.stack(divs, axis=-1)
     else:
         div = xp.stack([divergence(A, B)], axis=-1)
+    if out_dtype != C.dtype:
+        A, B, div = (xp.astype(x, out_dtype) for x in (A, B, div))
     return NMFResult(A, B, div, it)
 
 
@@ -663,5 +714,6 @@ def adafactor_second_moment(state: AdafactorFactors, /, *, xp: Any = None) -> An
     """
     xp = _array.array_namespace(state.a, state.s, names=("state.a", "state.s"), xp=xp)
     tot = xp.sum(state.a, axis=-1) * state.weight
-    tot = xp.where(tot > 0, tot, xp.ones_like(tot))[..., None, None]
-    return state.a[..., :, None] * state.s[..., None, :] / tot
+    tot = xp.where(tot == 0, xp.ones_like(tot), tot)[..., None, None]  # NaN stays NaN
+    # (a / tot) sᵀ, not (a sᵀ) / tot: a sᵀ overflows (1e150 · 1e150) where V̂ does not
+    return (state.a[..., :, None] / tot) * state.s[..., None, :]

@@ -54,39 +54,45 @@ def _cholesky(G: Any, xp: Any) -> tuple[Any, Any]:
     return L, None
 
 
-def _cholesky_qr(X: Any, xp: Any) -> tuple[Any, Any]:
-    """One Cholesky-QR pass: ``Q = X R⁻¹`` with ``RᵀR = XᵀX``; returns ``(Q, ok)``."""
-    L, ok = _cholesky(mT(X, xp) @ X, xp)
+def _cholesky_qr(X: Any, G: Any, xp: Any) -> tuple[Any, Any]:
+    """One Cholesky-QR pass: ``Q = X R⁻¹`` with ``RᵀR = G = XᵀX``; returns ``(Q, ok)``.
+
+    ``R⁻¹`` is formed (an ``r × r`` triangular solve) and applied as a GEMM: a triangular
+    solve with the ``m × r`` block (``trsm``) runs several times below GEMM speed (NumPy +
+    SciPy, 65536 × 128 float32: 160 ms against 40 ms), and CholeskyQR2's second pass restores
+    orthogonality either way.  ``ok`` ``(...,)`` flags the factors that exist (a failed one,
+    from torch's ``cholesky_ex`` or NaN from JAX / Dask, is replaced by ``I`` so that its
+    inverse exists; its matrix falls back to Householder).  ``(None, None)`` when the
+    library's Cholesky raised.
+    """
+    L, ok = _cholesky(G, xp)
     if L is None:
         return None, None
-    Q = _array.solve_triangular(mT(L, xp), X, upper=True, left=False, xp=xp)
-    return Q, ok
+    if ok is None:  # raised on failure (NumPy), or NaN instead of raising (JAX, Dask)
+        ok = xp.all(xp.isfinite(L), axis=(-2, -1))
+    eye = xp.eye(L.shape[-1], dtype=L.dtype, device=_array.device(L))
+    L = xp.where(ok[..., None, None], L, eye)
+    return X @ _array.triangular_inverse(mT(L, xp), upper=True, xp=xp), ok
 
 
 def _cholesky_qr2(X: Any, xp: Any) -> tuple[Any, Any]:
     """CholeskyQR2 ``Q`` and its per-matrix acceptance flag ``ok`` ``(...,)``, both on the device.
 
     ``ok`` is false where the Gram is numerically singular or too ill-conditioned (the first
-    pass leaves ``Q1ᵀQ1`` more than ``_CQR2_TOL`` from I, or a Cholesky factorization failed or
-    returned NaN, as JAX's does instead of raising).  ``(None, None)`` when a library's
-    Cholesky raised, which fails the whole batch.  No host read here: see :func:`_accept`.
+    pass leaves ``Q1ᵀQ1`` more than ``_CQR2_TOL`` from I, or a Cholesky factorization failed).
+    ``(None, None)`` when a library's Cholesky raised, which fails the whole batch.  No host
+    read here: see :func:`_accept`.
     """
-    Q1, ok1 = _cholesky_qr(X, xp)
+    Q1, ok1 = _cholesky_qr(X, mT(X, xp) @ X, xp)
     if Q1 is None:
         return None, None
     G2 = mT(Q1, xp) @ Q1
-    r = X.shape[-1]
-    eye = xp.eye(r, dtype=X.dtype, device=_array.device(X))
+    eye = xp.eye(X.shape[-1], dtype=X.dtype, device=_array.device(X))
     # NaN/Inf from a failed first pass compare False, so they fail the test too.
-    ok = xp.all(xp.abs(G2 - eye) <= _CQR2_TOL, axis=(-2, -1))
-    if ok1 is not None:
-        ok = xp.logical_and(ok, ok1)
-    L2, ok2 = _cholesky(G2, xp)
-    if L2 is None:
+    ok = xp.logical_and(ok1, xp.all(xp.abs(G2 - eye) <= _CQR2_TOL, axis=(-2, -1)))
+    Q, ok2 = _cholesky_qr(Q1, G2, xp)
+    if Q is None:
         return None, None
-    if ok2 is None:  # a library that returns NaN for a non-PD matrix instead of raising
-        ok2 = xp.all(xp.isfinite(L2), axis=(-2, -1))
-    Q = _array.solve_triangular(mT(L2, xp), Q1, upper=True, left=False, xp=xp)
     return Q, xp.logical_and(ok, ok2)
 
 
@@ -180,7 +186,7 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
         raise ValueError(f"`X` must be (..., m, r) with m >= r, got shape {tuple(X.shape)}")
     dt = _array.float_dtype(xp, X)
     Xc = _array.as_float(X, xp, dt)
-    low = dt in tuple(getattr(xp, n) for n in ("float16", "bfloat16") if hasattr(xp, n))
+    low = _array.is_low_precision(dt, xp)
     if low:
         Xc = xp.astype(Xc, xp.float32)
     m, r = X.shape[-2], X.shape[-1]
@@ -285,10 +291,20 @@ def _fro(X: Any, xp: Any) -> Any:
     return _array.frobenius_norm(X, xp, keepdims=True)
 
 
+def _floored(d: Any, eps: float, xp: Any) -> Any:
+    """``d`` (non-negative) floored at ``eps``; zeros become 1 when ``eps = 0`` (no division by 0)."""
+    if eps > 0:
+        return xp.maximum(d, xp.asarray(eps, dtype=d.dtype, device=_array.device(d)))
+    return xp.where(d > 0, d, xp.ones_like(d))
+
+
 def _scale(X: Any, normalize: str, eps: float, xp: Any) -> tuple[Any, Any]:
-    """``X`` scaled so its singular values are at most 1, and the Gram ``A = X Xᵀ`` (or None)."""
-    nrm = _fro(X, xp)
-    X = X / xp.maximum(nrm, xp.asarray(eps, dtype=X.dtype, device=_array.device(X)))
+    """``X`` scaled so its singular values are at most 1, and the Gram ``A = X Xᵀ`` (or None).
+
+    Scale-invariant for ``eps = 0``: ``‖X‖_F`` comes from :func:`xpmat._array.frobenius_norm`
+    (no overflow or underflow of the squares) and only a zero ``X`` is floored (to zeros).
+    """
+    X = X / _floored(_fro(X, xp), eps, xp)
     if normalize == "fro":
         return X, None
     if normalize == "spectral_estimate":
@@ -300,15 +316,15 @@ def _scale(X: Any, normalize: str, eps: float, xp: Any) -> tuple[Any, Any]:
         s = _fro(B, xp) ** (1.0 / k)  # ≥ σ_max(X), ≤ n^(1/2k) σ_max(X); 0 for zero X
         s = xp.where(s > 0, s, xp.ones_like(s))
         return X / s, A / (s * s)
-    # "aol": X D with D = diag(1 / sqrt(row sums of |X Xᵀ|)) on the small (row) side
+    # "aol": X D with D = diag(1 / sqrt(row sums of |X Xᵀ|)) on the small (row) side; a zero
+    # row (sum 0) keeps its zeros
     A = X @ mT(X, xp)
-    d = xp.sum(xp.abs(A), axis=-1)
-    d = 1.0 / xp.sqrt(xp.maximum(d, xp.asarray(eps * eps, dtype=X.dtype, device=_array.device(X))))
+    d = 1.0 / xp.sqrt(_floored(xp.sum(xp.abs(A), axis=-1), eps * eps, xp))
     return d[..., :, None] * X, None
 
 
 def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normalize: str = "fro",
-          compute_dtype: Any = None, eps: float = 1e-7, xp: Any = None) -> Any:
+          compute_dtype: Any = None, eps: float = 0.0, xp: Any = None) -> Any:
     """Matrix sign ``msign(G) ≈ U Vᵀ`` (``G = U Σ Vᵀ``) by a Newton–Schulz schedule.
 
     Parameters
@@ -321,7 +337,7 @@ def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normali
         See :func:`ns_schedule` (default ``"polar_express"``).
     normalize : {"fro", "spectral_estimate", "aol"}
         Initial scaling that puts the singular values in (0, 1]: ``"fro"`` divides by
-        ``max(‖G‖_F, eps)``; ``"spectral_estimate"`` then divides by the upper bound
+        ``‖G‖_F``; ``"spectral_estimate"`` then divides by the upper bound
         ``‖(X Xᵀ)⁸‖_F^{1/16}`` of σ_max (three extra small-side squarings; over-estimates
         σ_max by at most ``min(m, n)^{1/32}``, e.g. 1.19 at 256); ``"aol"`` multiplies the
         small side by ``D = diag(Σ_j |X Xᵀ|_ij)^{-1/2}`` (the AOL rescaling of
@@ -332,13 +348,16 @@ def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normali
     compute_dtype : dtype or name, optional
         Internal precision (e.g. ``"bfloat16"`` on torch or JAX); the result is cast back to G's dtype.
     eps : float
-        Floor of the Frobenius norm: ``G = 0`` returns zeros.
+        Absolute floor of ``‖G‖_F`` (and ``eps²`` of AOL's row sums).  The default 0 floors
+        nothing but zero (``G = 0`` returns zeros), so ``msign(t G) = msign(G)`` for every
+        ``t > 0``; a positive ``eps`` shrinks the result of a ``G`` with ``‖G‖_F < eps``, as
+        ``torch.optim.Muon``'s ``X / (‖X‖ + eps)``.
     xp : namespace, optional
 
     Returns
     -------
     O : array (..., m, n)
-        G's namespace, device and floating dtype.
+        G's namespace, device and floating dtype (float16 / bfloat16 stay so: matmuls only).
 
     Notes
     -----
@@ -350,7 +369,9 @@ def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normali
     ``U_r V_rᵀ`` on the range).  Departure (App. Q.3): Frobenius scaling puts σ_min/σ_max = 1e-3
     near 1e-4 for n ≈ 256, below the 1e-3 the designed schedule targets; more steps or
     ``normalize="spectral_estimate"`` close the gap (figures in docs/orthogonalize.md).
-    NaN/Inf input gives NaN output.
+    Input policy (``docs/backends.md``): a matrix holding NaN/Inf gives a NaN matrix; empty
+    input gives an empty result; scale-invariant from the smallest to the largest normal
+    number (the norm is computed without squaring overflow).
 
     Backends: standard Array API matmuls everywhere; bf16 compute on PyTorch and JAX.
     No host read: the same path runs eager, under ``jax.jit``, ``vmap`` and ``grad``.
@@ -423,7 +444,7 @@ def _newton_schulz(X: Any, coeffs: list[tuple[float, float, float]], *, normaliz
 
 
 def polar(G: Any, /, *, method: str = "svd", steps: int = 10, schedule: Any = "polar_express",
-          normalize: str = "spectral_estimate", compute_dtype: Any = None, eps: float = 1e-7,
+          normalize: str = "spectral_estimate", compute_dtype: Any = None, eps: float = 0.0,
           xp: Any = None) -> tuple[Any, Any]:
     """Polar decomposition ``G = U H``: ``U`` with orthonormal rows/columns, ``H`` symmetric PSD.
 
@@ -451,6 +472,10 @@ def polar(G: Any, /, *, method: str = "svd", steps: int = 10, schedule: Any = "p
     ``U = msign(G)`` is the nearest matrix with orthonormal columns (rows when m < n) to
     G ([Stratos 2026, App. Q.3.1][stratos-2026]).  For rank-deficient G, ``U`` is not unique
     (SVD picks one completion; Newton–Schulz gives ``U_r V_rᵀ``), ``H`` is unique.
+    Input policy (``docs/backends.md``): a matrix holding NaN/Inf gives NaN ``U`` and ``H``
+    (never the backend's ``LinAlgError``); empty input gives empty ``U`` and zero ``H``;
+    float16 / bfloat16 are factored in float32 and returned in their own dtype; ``U`` is
+    scale-invariant and ``H`` scale-covariant.
 
     Backends: ``xp.linalg.svd`` for "svd"; standard matmuls for "newton_schulz".
     No host read: the same path runs eager and under ``jax.jit``.
