@@ -34,26 +34,6 @@ step "device"
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || true
   $py -m xpmat info; } > "$out/device.txt" 2>&1
 
-step "the GPU goals, each against its anchor (tools/gpu_goals.py)"
-timeout "${GOALS_TIMEOUT:-220}" $py tools/gpu_goals.py "$out" "$device" "${GOALS_SCALE:-1}" \
-  > "$out/goals.txt" 2>&1
-cat "$out/goals.md" 2>/dev/null || tail -5 "$out/goals.txt"
-
-step "Muon step: ours vs torch.optim.Muon"
-# shellcheck disable=SC2086
-timeout 90 $py docs/scripts/muon_step_timing.py ${MUON_ARGS:-768 12 20} "$device" > "$out/muon.txt" 2>&1
-step "Muon step under torch.compile (CUDA graphs on a GPU)"
-# shellcheck disable=SC2086
-timeout "${COMPILE_TIMEOUT:-150}" $py docs/scripts/muon_step_timing.py ${MUON_ARGS:-768 12 20} "$device" \
-  compile 2>&1 | grep -E "^(d=| )" >> "$out/muon.txt"
-cat "$out/muon.txt"
-
-step "where the time goes: GPU busy vs wall, launches (tools/gpu_profile.py)"
-if [ "$device" = cuda ]; then
-  timeout 60 $py tools/gpu_profile.py cuda 2>&1 | grep -E "^(==| )" > "$out/profile.txt"
-  cat "$out/profile.txt"
-fi
-
 step "the suite's GPU cases"
 if [ "$device" = cuda ]; then sel="cuda or cupy"; backends="torch:cuda,cupy"; else sel="torch"; backends="torch"; fi
 par=(); $py -c "import xdist" 2>/dev/null && par=(-n "${WORKERS:-8}")
@@ -62,8 +42,28 @@ XPMAT_TEST_BACKENDS=$backends timeout "${TESTS_TIMEOUT:-200}" $py -m pytest -q -
   -rfE "${par[@]}" "${tmo[@]}" tests -k "$sel" > "$out/tests.txt" 2>&1
 tail -25 "$out/tests.txt"
 
+step "the GPU goals, each against its anchor (tools/gpu_goals.py)"
+timeout "${GOALS_TIMEOUT:-220}" $py tools/gpu_goals.py "$out" "$device" "${GOALS_SCALE:-1}" \
+  > "$out/goals.txt" 2>&1
+cat "$out/goals.md" 2>/dev/null || tail -5 "$out/goals.txt"
+
+step "Muon step: ours vs torch.optim.Muon"
+# shellcheck disable=SC2086
+timeout 90 $py docs/scripts/muon_step_timing.py ${MUON_ARGS:-768 12 20} "$device" > "$out/muon.txt" 2>&1
+step "where the time goes: GPU busy vs wall, launches (tools/gpu_profile.py)"
+if [ "$device" = cuda ]; then
+  timeout 60 $py tools/gpu_profile.py cuda 2>&1 | grep -E "^(==| )" > "$out/profile.txt"
+  cat "$out/profile.txt"
+fi
+
 step "Shampoo step: coupled Newton vs eigh vs tracked eigenbasis"
 timeout 45 $py docs/scripts/shampoo_step_timing.py "torch:$device" "${SHAMPOO_SET:-layer}" 5 \
   > "$out/shampoo.txt" 2>&1
 cat "$out/shampoo.txt"
+step "Muon step under torch.compile (CUDA graphs on a GPU)"
+# shellcheck disable=SC2086
+timeout "${COMPILE_TIMEOUT:-150}" $py docs/scripts/muon_step_timing.py ${MUON_ARGS:-768 12 20} "$device" \
+  compile 2>&1 | grep -E "^(d=| )" >> "$out/muon.txt"
+cat "$out/muon.txt"
+
 step "done"
