@@ -35,6 +35,19 @@ ALL_BACKENDS = ("numpy", "numpy:readonly", "array_api_strict", "array_api_strict
 # bfloat16 compute (result cast back to float32): a few bf16 ulp (2^-8 = 3.9e-3).
 TOL = {"float64": 1e-10, "float32": 2e-4, "bfloat16": 3e-2}
 
+# Skip reasons shared by the optimizer test modules (the same words stand in backends/*.md)
+DASK_OPTIMIZER_LOOP = (
+    "optimizer runs of many steps: a long lazy loop on Dask (graph building quadratic in the "
+    "steps); the primitives they compose run on Dask in their own tests")
+JAX_SLOW_OPTIMIZER_MODULE = (
+    "slow on eager JAX (every new shape compiles: minutes of CPU for this module); "
+    "the primitives it composes run on JAX in their own tests")
+#: ``pytestmark`` of a module of long optimizer runs: skipped on eager JAX and on Dask
+SLOW_OPTIMIZER_MODULE = [
+    pytest.mark.skip_xp_backends("jax", reason=JAX_SLOW_OPTIMIZER_MODULE),
+    pytest.mark.skip_xp_backends("dask", reason=DASK_OPTIMIZER_LOOP),
+]
+
 
 def _selected() -> tuple[str, ...]:
     env = os.environ.get("XPMAT_TEST_BACKENDS")

@@ -26,12 +26,19 @@ def _reason(node: ast.Call, constants: dict[str, str]) -> str:
     return ""
 
 
+def _string_constants(tree: ast.Module) -> dict[str, str]:
+    return {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+            and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
+            for t in n.targets if isinstance(t, ast.Name)}
+
+
 def _markers():
-    for path in sorted((ROOT / "tests").glob("test_*.py")):
+    """Every marker call in the test modules and in conftest (whose reason constants the
+    modules import)."""
+    shared = _string_constants(ast.parse((ROOT / "tests" / "conftest.py").read_text(encoding="utf-8")))
+    for path in [ROOT / "tests" / "conftest.py", *sorted((ROOT / "tests").glob("test_*.py"))]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
-                     and isinstance(n.value, ast.Constant) and isinstance(n.value.value, str)
-                     for t in n.targets if isinstance(t, ast.Name)}
+        constants = {**shared, **_string_constants(tree)}
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in (
                     "skip_xp_backends", "xfail_xp_backends"):

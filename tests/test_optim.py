@@ -6,15 +6,10 @@ import copy
 
 import numpy as np
 import pytest
-from conftest import TOL, assert_array, assert_close
+from conftest import DASK_OPTIMIZER_LOOP, TOL, assert_array, assert_close
 
 import xpmat.optim as xo
 from xpmat.optim import adamw, transforms
-
-# Why the dask column skips some tests (the same words stand in backends/dask.md)
-_DASK_OPTIMIZER_LOOP = (
-    "optimizer runs of many steps: a long lazy loop on Dask (graph building quadratic in the "
-    "steps); the primitives they compose run on Dask in their own tests")
 
 torch = pytest.importorskip("torch")
 
@@ -208,7 +203,7 @@ def run_core_np(seq, **hyper):
     return params, state
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_OPTIMIZER_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_OPTIMIZER_LOOP)
 @pytest.mark.parametrize("beta1", [0.0, 0.9])
 def test_adamw_stationary_update_rms(backend, beta1):
     """§4.5 eq. (50)-(51): on iid N(0, σ²) gradients the update RMS → √((1−β₁)/(1+β₁))."""
@@ -362,7 +357,7 @@ def test_resolve_rank():
         assert core.init([np.zeros((6, 4)), np.zeros((9, 8))], rank=5)[0].Q.shape == (4, 4)
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_OPTIMIZER_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_OPTIMIZER_LOOP)
 @pytest.mark.parametrize("orth", ["auto", "householder", "cholesky_qr2", "rcqr"])
 def test_dion_residual_vanishes_on_repeated_gradient(backend, orth):
     """dion-vs-powersgd: fed the same gradient (rank ≤ r) with μ = 0, e ← Δ − P Rᵀ → 0, and as
@@ -532,7 +527,7 @@ def test_powersgd_counterexample_claim1_invariant(backend):
         assert r["e_on_B"] <= 1e-13 and r["m_on_A"] <= 1e-13 and r["dX_on_A"] <= 1e-13, (t, r)
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_OPTIMIZER_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_OPTIMIZER_LOOP)
 @pytest.mark.parametrize(("momentum", "steps", "bound"), [(0.0, 400, 0.1), (0.9, 800, 0.6)])
 def test_powersgd_plus_escapes_counterexample(backend, momentum, steps, bound):
     """PowerSGD+ (τ = 10, η_t = 0.1/√(t+1)) leaves the stall at its first SVD restart after the
@@ -748,7 +743,7 @@ def test_muon_algorithm_equals_torch_muon_float32(monkeypatch, adjust):
 
 # --------------------------------------------------------------------------------------------
 # Manifold Muon
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_OPTIMIZER_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_OPTIMIZER_LOOP)
 @pytest.mark.parametrize("mode", ["online", "dual_ascent"])
 def test_manifold_muon_stays_on_stiefel(backend, mode):
     from xpmat.optim import manifold_muon as mm
@@ -779,7 +774,7 @@ def _tangency_np(W, Phi):
     return np.linalg.norm(H + H.T)
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_OPTIMIZER_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_OPTIMIZER_LOOP)
 def test_manifold_muon_dual_drives_tangency_down(backend):
     """With W, G fixed: the inner dual ascent and the online dual step (lr = 0, so W stays) both
     shrink ‖WᵀΦ + ΦᵀW‖ from its value at X = 0 (plain Muon direction)."""
@@ -808,7 +803,7 @@ def test_manifold_muon_dual_drives_tangency_down(backend):
     assert online[-1] < 0.1 * t0, (t0, online[-1])
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_OPTIMIZER_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_OPTIMIZER_LOOP)
 def test_manifold_muon_spectral_sphere(backend):
     """‖W‖₂ = R after every step; the scalar dual λ drives tr(WᵀΦ) toward 0 (W fixed, lr = 0)."""
     from xpmat.optim import manifold_muon as mm
@@ -838,7 +833,7 @@ def test_manifold_muon_spectral_sphere(backend):
     assert tr[-1] < 0.1 * tr[0], (tr[0], tr[-1])
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_OPTIMIZER_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_OPTIMIZER_LOOP)
 def test_manifold_muon_scaled_stiefel_and_early_stop(backend):
     """radius R: Wᵀ W = R² I after a step from an arbitrary start; dual ascent stops at `tol`."""
     from xpmat.optim import manifold_muon as mm

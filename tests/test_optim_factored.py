@@ -6,15 +6,10 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import TOL, assert_array, assert_close
+from conftest import DASK_OPTIMIZER_LOOP, TOL, assert_array, assert_close
 
 import xpmat.optim as xo
 from xpmat.optim import adafactor, adamnmf
-
-# Why the dask column skips some tests (the same words stand in backends/dask.md)
-_DASK_OPTIMIZER_LOOP = (
-    "optimizer runs of many steps: a long lazy loop on Dask (graph building quadratic in the "
-    "steps); the primitives they compose run on Dask in their own tests")
 
 
 def _rms(x):
@@ -132,7 +127,7 @@ def test_adamnmf_matches_em_reference(backend, dtype):
     assert_close(p[0], W, backend, rtol=TOL[dtype] * 100, atol=TOL[dtype] * 100)
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_OPTIMIZER_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_OPTIMIZER_LOOP)
 def test_adamnmf_rank1_is_adafactor_optimum_and_full_rank_fits(backend):
     """Rank 1: one EM step gives the rank-1 I-divergence optimum G²11ᵀG²/(1ᵀG²1) of §4.7, which is
     also Adafactor's one-step V̂ (eq. 52).  Full rank on a repeated gradient: the I-divergence

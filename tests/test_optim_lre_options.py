@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_array, assert_close
+from conftest import SLOW_OPTIMIZER_MODULE, assert_array, assert_close
 
 import xpmat.optim as xo
 from xpmat.optim import _lre_inner, lre
@@ -30,17 +30,7 @@ def _load_options():
 
 OPTIONS = _load_options()
 
-# Why the jax and dask columns skip this module (the same words stand in backends/*.md)
-_DASK_OPTIMIZER_LOOP = (
-    "optimizer runs of many steps: a long lazy loop on Dask (graph building quadratic in the "
-    "steps); the primitives they compose run on Dask in their own tests")
-
-pytestmark = [
-    pytest.mark.skip_xp_backends(
-        "jax", reason="slow on eager JAX (every new shape compiles: minutes of CPU for this module); "
-                      "the primitives it composes run on JAX in their own tests"),
-    pytest.mark.skip_xp_backends("dask", reason=_DASK_OPTIMIZER_LOOP),
-]
+pytestmark = SLOW_OPTIMIZER_MODULE  # skipped on eager JAX and on Dask (conftest)
 
 
 @pytest.fixture(autouse=True)

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TOL, assert_array, assert_close, matrix_with_spectrum
+from conftest import SLOW_OPTIMIZER_MODULE, TOL, assert_array, assert_close, matrix_with_spectrum
 
 import xpmat.optim as xo
 from xpmat.optim import adamw, shampoo
 
-# Why the dask column skips some tests (the same words stand in backends/dask.md)
-_DASK_OPTIMIZER_LOOP = (
-    "optimizer runs of many steps: a long lazy loop on Dask (graph building quadratic in the "
-    "steps); the primitives they compose run on Dask in their own tests")
-
-pytestmark = [
-    pytest.mark.skip_xp_backends(
-        "jax", reason="slow on eager JAX (every new shape compiles: minutes of CPU for this module); "
-                      "the primitives it composes run on JAX in their own tests"),
-    pytest.mark.skip_xp_backends("dask", reason=_DASK_OPTIMIZER_LOOP),
-]
+pytestmark = SLOW_OPTIMIZER_MODULE  # skipped on eager JAX and on Dask (conftest)
 
 
 # --------------------------------------------------------------------------------------------
