@@ -178,6 +178,8 @@ def _ratio_numpy(C: Any, A: Any, B: Any, floor: Any, b_low: tuple, out: Any) -> 
     import numpy as np
 
     np.matmul(A, B, out=out)
+    if out.size == 0:  # an empty block: nothing to floor (and no 0 · inf in the bound)
+        return out
     lb = np.maximum(A.min(axis=-1, initial=np.inf) * b_low[0], A.sum(axis=-1) * b_low[1])
     if not (lb >= 2.0 * floor[..., 0]).all():
         np.maximum(out, floor, out=out)
