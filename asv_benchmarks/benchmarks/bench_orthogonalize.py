@@ -14,7 +14,7 @@ import numpy as np
 
 from xpmat import msign, orthonormalize
 
-from .common import BACKENDS, FAST, gaussian, namespace, sizes, sync, to_device
+from .common import BACKENDS, FAST, gaussian, gemm_fraction, namespace, sizes, sync, to_device
 
 try:
     from asv_runner.benchmarks.mark import SkipNotImplemented
@@ -40,7 +40,7 @@ class Msign:
             self.xp, dev = namespace(backend)
         except NotImplementedError as exc:
             raise SkipNotImplemented(str(exc)) from exc
-        self.backend = backend
+        self.backend, self.dev = backend, dev
         self.host = gaussian((n, n), seed=n)
         self.G = to_device(self.host, self.xp, dev, "float32")
         sync(msign(self.G))
@@ -71,6 +71,15 @@ class Msign:
     def track_err_10_steps(self, backend, n):
         return self._err(10)
 
+    def time_one_gemm_anchor(self, backend, n):
+        sync(self.G @ self.G)  # the unit of issue 16's goal: ≤ 3.3 of these per msign step
+
+    def track_gemm_fraction(self, backend, n):
+        """GEMM rate reached counting 3 n × n products per step (3 / this = GEMMs per step)."""
+        return gemm_fraction(lambda: sync(msign(self.G)), 5 * 3 * 2 * n**3, self.xp, self.dev)
+
+    track_gemm_fraction.unit = "of GEMM rate"
+
 
 class Orthonormalize:
     params = (BACKENDS, [16384] if FAST else [16384, 65536])
@@ -83,6 +92,7 @@ class Orthonormalize:
         except NotImplementedError as exc:
             raise SkipNotImplemented(str(exc)) from exc
         self.X = to_device(gaussian((m, 128), seed=1), self.xp, dev, "float32")
+        self.dev = dev
         sync(orthonormalize(self.X))
 
     def time_orthonormalize_auto(self, backend, m):
@@ -90,6 +100,12 @@ class Orthonormalize:
 
     def time_householder_qr_anchor(self, backend, m):
         sync(self.xp.linalg.qr(self.X)[0])
+
+    def track_gemm_fraction(self, backend, m):
+        """CholeskyQR2's 4 products (2 Grams, 2 applications of R⁻¹) at GEMM rate / its time."""
+        return gemm_fraction(lambda: sync(orthonormalize(self.X)), 4 * 2 * m * 128**2, self.xp, self.dev)
+
+    track_gemm_fraction.unit = "of GEMM rate"
 
     def track_orth_err(self, backend, m):
         Q = _host(orthonormalize(self.X))

@@ -149,3 +149,20 @@ def warm_up(bench, *params) -> None:
                 getattr(bench, name)(*params)
             except NotImplementedError:
                 pass
+
+
+def gemm_fraction(work, flops: float, xp, device, dtype: str = "float32", repeats: int = 3) -> float:
+    """Fraction of this machine's GEMM rate that ``work()`` (``flops`` floating-point
+    operations) reaches: ``work`` and one 1024² GEMM of the same library and dtype are timed
+    in turns, ``repeats`` rounds, medians (so load changes hit both alike).  1 = GEMM speed."""
+    import time
+
+    a = to_device(gaussian((1024, 1024), seed=7), xp, device, dtype)
+    times: dict[str, list[float]] = {"work": [], "gemm": []}
+    for _ in range(repeats):
+        for name, fn in (("work", work), ("gemm", lambda: sync(a @ a))):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    work_s, gemm_s = (float(np.median(times[k])) for k in ("work", "gemm"))
+    return flops / work_s / (2 * 1024**3 / gemm_s)

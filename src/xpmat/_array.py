@@ -600,23 +600,35 @@ def _dask_per_matrix(fn: Any, a: Any, shapes: Sequence[tuple[int, int]]) -> list
 def vector_norm(x: Any, xp: Any, *, axis: int | tuple[int, ...] = -1, keepdims: bool = False) -> Any:
     """Euclidean norm of ``x`` over ``axis`` (an int or a tuple), free of overflow and underflow.
 
-    Computed as ``μ ‖x / μ‖`` with ``μ = max |x|`` over the same axes (zero stays zero, Inf
-    gives Inf, NaN gives NaN): the plain ``sqrt(Σ x²)`` (``numpy.linalg.norm``, array-api-compat's
-    ``vector_norm``) squares the entries first, so in float32 a vector of entries above about
-    1.8e19 has norm Inf and one of entries below about 1e-23 has norm 0 (float64: 1.3e154 and
-    1e-162), which breaks every normalization that divides by it.  One max pass and one scaling
-    pass more than the plain sum of squares.  The sum of squares is a chunk-wise reduction on
-    Dask too (array-api-compat's Dask ``vector_norm`` over two axes reshapes them into one,
-    which merges a matrix's chunks).
+    Computed as ``μ ‖x / μ‖`` with ``μ`` the power of two at or below ``max |x|`` over the same
+    axes (zero stays zero, Inf gives Inf, NaN gives NaN): the plain ``sqrt(Σ x²)``
+    (``numpy.linalg.norm``, array-api-compat's ``vector_norm``) squares the entries first, so
+    in float32 a vector of entries above about 1.8e19 has norm Inf and one of entries below
+    about 1e-23 has norm 0 (float64: 1.3e154 and 1e-162), which breaks every normalization
+    that divides by it.  Dividing by a power of two is exact, so wherever the plain norm
+    neither overflows nor underflows this returns its very bits (the library's
+    ``linalg.vector_norm``; on Dask a chunk-wise ``sqrt(Σ x²)``: array-api-compat's Dask
+    ``vector_norm`` over two axes reshapes them into one, which merges a matrix's chunks).
+    One max pass and one scaling pass more than the plain norm.
     """
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     if any(x.shape[a] == 0 for a in axes):  # max over nothing is undefined; the norm is 0
         return xp.sum(xp.zeros_like(x), axis=axes, keepdims=keepdims)
-    mu = xp.max(xp.abs(x), axis=axes, keepdims=True)
-    mu = xp.where(xp.logical_and(mu > 0, xp.isfinite(mu)), mu, xp.ones_like(mu))
+    mu = _power_of_two_below(xp.max(xp.abs(x), axis=axes, keepdims=True), xp)
     y = x / mu
-    nrm = xp.sqrt(xp.sum(y * y, axis=axes, keepdims=True)) * mu
+    if is_dask(xp):
+        nrm = xp.sqrt(xp.sum(y * y, axis=axes, keepdims=True))
+    else:
+        nrm = xp.linalg.vector_norm(y, axis=axes, keepdims=True)
+    nrm = nrm * mu
     return nrm if keepdims else xp.squeeze(nrm, axis=axes)
+
+
+def _power_of_two_below(m: Any, xp: Any) -> Any:
+    """``2^floor(log2 m)`` where ``m`` is positive and finite, else 1 (same shape)."""
+    ok = xp.logical_and(m > 0, xp.isfinite(m))
+    e = xp.floor(xp.log2(xp.where(ok, m, xp.ones_like(m))))
+    return xp.where(ok, xp.pow(xp.full_like(m, 2.0), e), xp.ones_like(m))
 
 
 def frobenius_norm(x: Any, xp: Any, *, keepdims: bool = False) -> Any:

@@ -322,6 +322,11 @@ def orthogonal_iteration(A: Any | Callable, Q0: Any, /, *, iters: int = 1, align
     ``lam = 0``.  NaN/Inf in a batch member make that member's ``Q`` and ``lam`` NaN (no
     exception: the small ``eigh`` runs on a screened matrix).
 
+    Input policy (``docs/backends.md``): a matrix holding NaN/Inf gets NaN in all its outputs
+    (the other matrices of a batch are unaffected); empty input gives results of the right
+    shapes (no NaN); float16 / bfloat16 results come back in the input's dtype (factorizations
+    run in float32).
+
     Backends: standard Array API (matmul, eigh, argmax); orthonormalization via
     :func:`xpmat.orthonormalize` (CholeskyQR2 / Householder).
     Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
@@ -396,6 +401,11 @@ def power_iter1(B: Any, Q: Any, /, *, method: str = "auto", xp: Any = None) -> t
     [Pethick 2025][pethick-2025] (PowerIter1) and [Xie, Chen, Yuan 2025, eq. 9][xie-chen-yuan-2025]:
     ``P̃ = QR(Δ Q_{t-1})``, ``Q_t = Δᵀ P̃``, ``Δ̂ = P̃ Q_tᵀ = P̃ P̃ᵀ Δ``.  Zero ``B`` gives
     ``R = Q_new = 0`` (no NaN).
+
+    Input policy (``docs/backends.md``): a matrix holding NaN/Inf gets NaN in all its outputs
+    (the other matrices of a batch are unaffected); empty input gives results of the right
+    shapes (no NaN); float16 / bfloat16 results come back in the input's dtype (factorizations
+    run in float32).
 
     Backends: standard Array API; orthonormalization via :func:`xpmat.orthonormalize`.
     Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
@@ -478,6 +488,11 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
     gives ``S = 0`` (finite ``U``, ``Vh``).  NaN/Inf in a batch member make its results NaN
     (no exception from the small SVD).
 
+    Input policy (``docs/backends.md``): a matrix holding NaN/Inf gets NaN in all its outputs
+    (the other matrices of a batch are unaffected); empty input raises a ``ValueError`` naming
+    the argument; float16 / bfloat16 results come back in the input's dtype (factorizations run
+    in float32).
+
     Backends: standard Array API (matmul, svd of an ``l × l`` matrix); host NumPy draw of Ω
     (under ``jax.jit``: at trace time, a constant of the compiled function);
     orthonormalization via :func:`xpmat.orthonormalize`.
@@ -558,6 +573,11 @@ def randomized_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, po
     eigendecomposition of the small ``Qᵀ A Q``.  Operator calls: ``2 + power_iters``.  For
     indefinite ``A`` the sketch captures the eigenvalues of largest magnitude.  Zero ``A``
     gives ``L = 0``; NaN/Inf in a batch member make its ``L`` and ``Q`` NaN (no exception).
+
+    Input policy (``docs/backends.md``): a matrix holding NaN/Inf gets NaN in all its outputs
+    (the other matrices of a batch are unaffected); empty input raises a ``ValueError`` naming
+    the argument; float16 / bfloat16 results come back in the input's dtype (factorizations run
+    in float32).
 
     Backends: standard Array API (matmul, eigh of ``l × l``); host NumPy draw of Ω
     (under ``jax.jit``: at trace time, a constant of the compiled function);
@@ -666,6 +686,11 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     ``C = chol(Ωᵀ Y_ν)``, ``B = Y_ν C⁻ᵀ``, ``B = U Σ Vᵀ``, ``L = max(Σ² − ν, 0)``.  One
     operator call (plus ``power_iters``).  Exact (up to ``ν``) when ``rank(A) <= l``.  Zero
     ``A`` gives ``L = 0``; NaN/Inf in a batch member make its ``L`` and ``Q`` NaN (no exception).
+
+    Input policy (``docs/backends.md``): a matrix holding NaN/Inf gets NaN in all its outputs
+    (the other matrices of a batch are unaffected); empty input raises a ``ValueError`` naming
+    the argument; float16 / bfloat16 results come back in the input's dtype (factorizations run
+    in float32).
 
     Backends: standard Array API (cholesky, triangular solve via ``_array.solve_triangular``:
     SciPy / torch / JAX fast paths, ``xp.linalg.solve`` elsewhere, svd of ``n × l``).

@@ -67,6 +67,10 @@ def kron_rearrange(H: Any, a_shape: Sequence[int], b_shape: Sequence[int], /, *,
     (m, n), (d, l))`` returns ``H`` exactly (eq. 103; for square factors ``m = d``, ``n = l``
     the second call takes ``(m, n), (m, n)``).
 
+    Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
+    raises a ``ValueError`` naming the argument; float16 / bfloat16 results come back in the
+    input's dtype (factorizations run in float32).
+
     Backends: Array API ``reshape`` / ``permute_dims`` everywhere.  No host read: the same
     path runs eager and under ``jax.jit``.
 
@@ -117,6 +121,10 @@ def kron_matmul(A: Any, B: Any, X: Any, /, *, xp: Any = None) -> Any:
     -----
     [Stratos 2026][stratos-2026] App. G, eq. (99).  Cost ``O(m d l + m l n)`` instead of ``O(m n d l)``; the
     product is taken in the cheaper order.
+
+    Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
+    gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
+    input's dtype (factorizations run in float32).
 
     Backends: Array API ``matmul`` everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
@@ -218,6 +226,11 @@ def nearest_kron(
     ``A = a view(u₁, m, d)``, ``B = b view(v₁, n, l)``, ``a b = σ₁``.  Section 6.2 uses it
     with ``C = E[g gᵀ]``, ``a_shape = (m, m)``, ``b_shape = (n, n)``.  NaN/Inf in ``C``
     propagate to the result.
+
+    Input policy (``docs/backends.md``): a matrix holding NaN/Inf gets NaN in all its outputs
+    (the other matrices of a batch are unaffected); empty input raises a ``ValueError`` naming
+    the argument; float16 / bfloat16 results come back in the input's dtype (factorizations run
+    in float32).
 
     Backends: ``xp.linalg.svd`` (``"svd"``) or Array API matmuls (``"power"``) everywhere;
     the power start is drawn on the host once (under ``jax.jit``: at trace time, so it is a
@@ -337,6 +350,10 @@ def shampoo_factors(G: Any, state: ShampooFactors | None = None, /, *, beta: flo
     [Stratos 2026][stratos-2026] §6.2: one power step from ``vec(I)`` on
     ``E[G ⊗ G] = rearrange(E[g gᵀ])`` gives ``vec(E[G Gᵀ])`` and ``vec(E[Gᵀ G])``.
 
+    Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
+    gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
+    input's dtype (factorizations run in float32).
+
     Backends: Array API matmuls everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
@@ -390,6 +407,10 @@ def shampoo_kron(state: ShampooFactors, /, *, xp: Any = None) -> tuple[Any, Any]
     Lemma 6.1 (seed §6.2.1): when ``rearrange(E[g gᵀ]) = E[G ⊗ G]`` has rank one, ``A ⊗ B``
     equals the empirical Fisher ``E[g gᵀ]`` exactly (``g = vec(G)``, row-major); otherwise
     it is the one-step power-method approximation of :func:`nearest_kron`.
+
+    Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
+    gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
+    input's dtype (factorizations run in float32).
 
     Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 

@@ -168,6 +168,11 @@ def lowrank_eigh_update(
     (1−d) Σ sᵢ‖cᵢ‖²``), the trace mass not captured, which for PSD ``A`` is ≥ 0 and
     equals the dropped trace when the sketch is exact.
 
+    Input policy (``docs/backends.md``): a matrix holding NaN/Inf gets NaN in all its outputs
+    (the other matrices of a batch are unaffected); empty input gives results of the right
+    shapes (no NaN); float16 / bfloat16 results come back in the input's dtype (factorizations
+    run in float32).
+
     Backends: standard Array API only (``xpmat.orthonormalize`` Householder, i.e.
     ``xp.linalg.qr``; ``xp.linalg.eigh``; ``@``); ``"randomized"`` draws its test
     matrix on the host (NumPy) and moves it once.  Host reads: none for ``"direct"``;
@@ -344,6 +349,11 @@ def lowrank_eigh_truncate(
     :func:`lowrank_eigh_update` fills it first (it keeps the largest ``|λ|``).  The
     static ``rank`` cap does shrink the arrays.
 
+    Input policy (``docs/backends.md``): a matrix holding NaN/Inf gets NaN in all its outputs
+    (the other matrices of a batch are unaffected); empty input gives results of the right
+    shapes (no NaN); float16 / bfloat16 results come back in the input's dtype (factorizations
+    run in float32).
+
     Backends: standard Array API only.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
@@ -410,6 +420,10 @@ def reproject_moments(
     -----
     [LRE 2025][lre-2025], "The algorithm" step 5.  ``C`` costs
     ``O(n r_new r_old)``; ``v_new`` stays non-negative for ``v ≥ 0``.
+
+    Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
+    gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
+    input's dtype (factorizations run in float32).
 
     Backends: standard Array API only.  No host read: the same path runs eager and under ``jax.jit``.
 
@@ -487,6 +501,11 @@ def lowrank_inv_root_apply(
     result, not Inf.  ``eps`` damps the positive ones: ``(λ + eps)^(-1/p)``.
     Cost ``O(n r j)``.
 
+    Input policy (``docs/backends.md``): a matrix holding NaN/Inf gets NaN in all its outputs
+    (the other matrices of a batch are unaffected); empty input gives results of the right
+    shapes (no NaN); float16 / bfloat16 results come back in the input's dtype (factorizations
+    run in float32).
+
     Backends: standard Array API only.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
@@ -549,6 +568,11 @@ def ggt_eigh(H: Any, /, *, rank: int | None = None, rtol: float | None = None, x
     ``Hᵀ H = V diag(L) Vᵀ`` (``k × k``) gives ``H Hᵀ = (H V L^(-1/2)) diag(L) (…)ᵀ``.
     Cost ``O(n k²)``.  The Gram squares the condition number: eigenvalues below about
     ``u · L_max`` are not resolved (``rtol`` zeroes them rather than returning noise).
+
+    Input policy (``docs/backends.md``): a matrix holding NaN/Inf gets NaN in all its outputs
+    (the other matrices of a batch are unaffected); empty input gives results of the right
+    shapes (no NaN); float16 / bfloat16 results come back in the input's dtype (factorizations
+    run in float32).
 
     Backends: standard Array API only.  No host read: the same path runs eager and under ``jax.jit``.
 

@@ -129,6 +129,10 @@ def i_divergence(C: Any, M: Any, /, *, xp: Any = None) -> Any:
     [Stratos 2026, App. L, eq. 119][stratos-2026]; it equals KL when both are distributions.  No input check
     (no host sync): negative entries give NaN.
 
+    Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
+    gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
+    input's dtype (factorizations run in float32).
+
     Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
@@ -174,6 +178,8 @@ def _ratio_numpy(C: Any, A: Any, B: Any, floor: Any, b_low: tuple, out: Any) -> 
     import numpy as np
 
     np.matmul(A, B, out=out)
+    if out.size == 0:  # an empty block: nothing to floor (and no 0 · inf in the bound)
+        return out
     lb = np.maximum(A.min(axis=-1, initial=np.inf) * b_low[0], A.sum(axis=-1) * b_low[1])
     if not (lb >= 2.0 * floor[..., 0]).all():
         np.maximum(out, floor, out=out)
@@ -506,6 +512,10 @@ def nmf_rank1(C: Any, /, *, xp: Any = None) -> tuple[Any, Any]:
     ``B = 1ᵀ C / 1ᵀ A`` are solved in closed form; it is also the fixed point of
     :func:`nmf_em_step` (one step from here returns it).
 
+    Input policy (``docs/backends.md``): NaN/Inf raise the input check's ``ValueError``; empty
+    input gives results of the right shapes (no NaN); float16 / bfloat16 results come back in
+    the input's dtype (factorizations run in float32).
+
     Backends: Array API everywhere.  One host sync (the input check), skipped where ``C``
     cannot be read (under ``jax.jit``, lazy arrays).
 
@@ -544,6 +554,10 @@ def nmf_online_init(G: Any, rank: int, /, *, scale: float = 1e-3, seed: Any = No
     Returns
     -------
     A0, B0 : arrays, shapes (..., m, r) and (..., r, n), strictly positive almost surely.
+
+    Input policy (``docs/backends.md``): only the shape of the input is read; empty input gives
+    results of the right shapes (no NaN); float16 / bfloat16 results come back in the input's
+    dtype (factorizations run in float32).
 
     Backends: host NumPy draw, one ``xp.asarray`` to the device (under ``jax.jit``: at trace
     time, a constant of the compiled function).  No host read.
@@ -597,6 +611,10 @@ def nmf_online_step(G: Any, A: Any, B: Any, /, *, beta: float | None = None, eps
     -----
     [Stratos 2026, App. L.2][stratos-2026] (AdamNMF step (b)), with the blockwise update of footnote 22.
     No input check (hot path).
+
+    Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
+    gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
+    input's dtype (factorizations run in float32).
 
     Backends: as :func:`nmf_em_step`.
 
@@ -657,6 +675,10 @@ def adafactor_factors(G: Any, state: AdafactorFactors | None = None, /, *, beta2
     ``G²``, the online form of the rank-1 I-divergence NMF (:func:`nmf_rank1`).  Read ``V̂`` with
     :func:`adafactor_second_moment`.
 
+    Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
+    gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
+    input's dtype (factorizations run in float32).
+
     Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
     Examples
@@ -698,6 +720,10 @@ def adafactor_second_moment(state: AdafactorFactors, /, *, xp: Any = None) -> An
     -------
     array, shape (..., m, n)
         Nonnegative; zeros where ``1ᵀ a = 0`` (all-zero gradients).
+
+    Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
+    gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
+    input's dtype (factorizations run in float32).
 
     Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 

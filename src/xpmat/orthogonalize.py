@@ -162,6 +162,11 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     ([Stratos 2026, App. Q.2, eqs. 142–145][stratos-2026]) and Dion's / PowerSGD's power step
     ([Pethick 2025][pethick-2025]).
 
+    Input policy (``docs/backends.md``): a matrix holding NaN/Inf gets NaN in all its outputs
+    (the other matrices of a batch are unaffected); empty input gives results of the right
+    shapes (no NaN); float16 / bfloat16 results come back in the input's dtype (factorizations
+    run in float32).
+
     Backends: ``xp.linalg.qr`` / ``xp.linalg.cholesky`` everywhere; torch uses
     ``torch.linalg.cholesky_ex`` (no exception on failure); triangular solves through
     ``_array.solve_triangular`` (torch / SciPy / CuPy / JAX fast paths, ``xp.linalg.solve``
