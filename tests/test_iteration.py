@@ -526,6 +526,22 @@ def test_randomized_eigh_indefinite_largest_magnitude(backend, xp):
         xm.nystrom_eigh(negative, 2, seed=0)
 
 
+def test_nystrom_raises_when_cholesky_returns_nan(monkeypatch):
+    """CuPy's (and JAX's) Cholesky returns NaN where NumPy raises (found on an H200: CuPy went
+    on silently): with a NumPy Cholesky made to behave so, ``nystrom_eigh`` still raises."""
+    import array_api_compat.numpy as cnp
+
+    def nan_on_failure(a, *args, **kwargs):
+        try:
+            return np.linalg.cholesky(a)
+        except np.linalg.LinAlgError:
+            return np.full_like(a, np.nan)
+
+    monkeypatch.setattr(cnp.linalg, "cholesky", nan_on_failure)
+    with pytest.raises(ValueError, match="returned NaN.*positive semi-definite"):
+        xm.nystrom_eigh(-np.eye(30), 2, seed=0)
+
+
 def test_nystrom_shift_and_errors():
     n = 20
     w = np.concatenate([[3.0, 2.0], np.zeros(n - 2)])

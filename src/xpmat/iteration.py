@@ -618,10 +618,11 @@ def _nystrom_cholesky(G: Any, xp: Any) -> tuple[Any, Any]:
     """Cholesky factor of Nyström's core ``G`` and a per-matrix failure flag ``(...,)``.
 
     NumPy, PyTorch and array-api-strict raise on a matrix that is not positive definite: that
-    becomes our ``ValueError``.  JAX and CuPy return NaN instead: an eager array is read once
-    (one host sync) to raise the same error; a tracer (``jax.jit``) cannot be, so the failed
-    batch members are flagged and come back NaN.  Dask (``_array.cholesky``: the lower factor,
-    NaN on failure) is lazy too: failed members come back NaN, no host read.
+    becomes our ``ValueError``.  JAX and CuPy return NaN instead, so an eager factor is read
+    once (one host sync, whatever the library) to raise the same error; a tracer (``jax.jit``)
+    cannot be, so the failed batch members are flagged and come back NaN.  Dask
+    (``_array.cholesky``: the lower factor, NaN on failure) is lazy too: failed members come
+    back NaN, no host read.
     """
     try:
         C = _array.cholesky(G, xp)
@@ -630,8 +631,7 @@ def _nystrom_cholesky(G: Any, xp: Any) -> tuple[Any, Any]:
                          "is not positive semi-definite; use randomized_eigh "
                          "for indefinite A") from exc
     failed = xp.logical_not(xp.all(xp.isfinite(C), axis=(-2, -1)))
-    returns_nan = _array.is_jax(xp) or _array.is_cupy(xp)
-    if returns_nan and not _array.is_lazy(failed) and bool(xp.any(failed)):
+    if not _array.is_lazy(failed) and bool(xp.any(failed)):
         raise ValueError("nystrom_eigh: Cholesky of Ωᵀ(AΩ + νΩ) returned NaN: `A` is not positive "
                          "semi-definite; use randomized_eigh for indefinite A")
     return C, failed
