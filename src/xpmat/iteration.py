@@ -675,8 +675,9 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     ------
     ValueError
         If the Cholesky factorization of ``Ωᵀ (A Ω + ν Ω)`` fails (``A`` is not PSD).  On
-        torch the Cholesky's error check synchronizes with the device; on eager JAX (whose
-        Cholesky returns NaN) one host read finds it.  Under ``jax.jit`` nothing can be
+        torch the Cholesky's error check synchronizes with the device; JAX and CuPy, whose
+        Cholesky returns NaN instead, are covered by one host read of the eager factor (made on
+        every library).  Under ``jax.jit`` nothing can be
         raised: the batch members whose Cholesky failed get NaN ``L`` and ``Q``.
 
     Notes
@@ -697,7 +698,7 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
     eager arrays (``method="householder"``: none); under ``jax.jit`` and on Dask none (per-matrix
     fallback, see :func:`xpmat.orthonormalize`).
-    Eager JAX reads once more (its Cholesky returns NaN instead of raising; see Raises).
+    Eager arrays are read once more: the Cholesky factor's NaN check (see Raises).
 
     Examples
     --------
