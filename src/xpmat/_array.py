@@ -31,6 +31,7 @@ __all__ = [
     "as_float",
     "cast",
     "cholesky",
+    "cholesky_signals_by_nan",
     "chunk_like",
     "cond",
     "device",
@@ -538,6 +539,14 @@ def qr(a: Any, xp: Any) -> tuple[Any, Any]:
 def _chunk_qr(t: Any, xp: Any) -> tuple[Any, Any]:
     q, r = xp.linalg.qr(t)
     return q, r
+
+
+def cholesky_signals_by_nan(xp: Any) -> bool:
+    """True where ``xp.linalg.cholesky`` returns NaN for a matrix that is not positive definite
+    instead of raising: JAX and CuPy (NumPy, PyTorch and array-api-strict raise).  Callers that
+    must report the failure read the factor once on such libraries only, so that PyTorch stays
+    free of host synchronisations (its own error check already raises)."""
+    return is_jax(xp) or is_cupy(xp)
 
 
 def cholesky(a: Any, xp: Any) -> Any:

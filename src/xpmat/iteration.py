@@ -618,9 +618,10 @@ def _nystrom_cholesky(G: Any, xp: Any) -> tuple[Any, Any]:
     """Cholesky factor of Nyström's core ``G`` and a per-matrix failure flag ``(...,)``.
 
     NumPy, PyTorch and array-api-strict raise on a matrix that is not positive definite: that
-    becomes our ``ValueError``.  JAX and CuPy return NaN instead, so an eager factor is read
-    once (one host sync, whatever the library) to raise the same error; a tracer (``jax.jit``)
-    cannot be, so the failed batch members are flagged and come back NaN.  Dask
+    becomes our ``ValueError``.  JAX and CuPy return NaN instead
+    (``_array.cholesky_signals_by_nan``): there an eager factor is read once (one host sync) to
+    raise the same error; a tracer (``jax.jit``) cannot be, so the failed batch members are
+    flagged and come back NaN.  Dask
     (``_array.cholesky``: the lower factor, NaN on failure) is lazy too: failed members come
     back NaN, no host read.
     """
@@ -631,7 +632,7 @@ def _nystrom_cholesky(G: Any, xp: Any) -> tuple[Any, Any]:
                          "is not positive semi-definite; use randomized_eigh "
                          "for indefinite A") from exc
     failed = xp.logical_not(xp.all(xp.isfinite(C), axis=(-2, -1)))
-    if not _array.is_lazy(failed) and bool(xp.any(failed)):
+    if _array.cholesky_signals_by_nan(xp) and not _array.is_lazy(failed) and bool(xp.any(failed)):
         raise ValueError("nystrom_eigh: Cholesky of Ωᵀ(AΩ + νΩ) returned NaN: `A` is not positive "
                          "semi-definite; use randomized_eigh for indefinite A")
     return C, failed
@@ -675,9 +676,8 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     ------
     ValueError
         If the Cholesky factorization of ``Ωᵀ (A Ω + ν Ω)`` fails (``A`` is not PSD).  On
-        torch the Cholesky's error check synchronizes with the device; JAX and CuPy, whose
-        Cholesky returns NaN instead, are covered by one host read of the eager factor (made on
-        every library).  Under ``jax.jit`` nothing can be
+        torch the Cholesky's error check synchronizes with the device; on eager JAX and CuPy
+        (whose Cholesky returns NaN) one host read finds it.  Under ``jax.jit`` nothing can be
         raised: the batch members whose Cholesky failed get NaN ``L`` and ``Q``.
 
     Notes
@@ -698,7 +698,7 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
     eager arrays (``method="householder"``: none); under ``jax.jit`` and on Dask none (per-matrix
     fallback, see :func:`xpmat.orthonormalize`).
-    Eager arrays are read once more: the Cholesky factor's NaN check (see Raises).
+    Eager JAX and CuPy read once more (their Cholesky returns NaN instead of raising; see Raises).
 
     Examples
     --------
