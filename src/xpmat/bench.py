@@ -69,18 +69,14 @@ def _proj(Q: np.ndarray) -> np.ndarray:
     return Q @ Q.T
 
 
-def _cases(xp: Any, dev: Any, lib: str, cfg: dict) -> list[tuple[str, str, Callable, Callable, Callable]]:
-    """(name, anchor name, ours, anchor, error(result) for each) for one backend."""
+Case = tuple[str, str, Callable, Callable, Callable]  # name, anchor name, ours, anchor, error
+
+
+def _case_msign(put: Callable, xp: Any, lib: str, cfg: dict) -> Case:
+    """msign (8 steps) vs the SVD polar factor."""
     import xpmat
 
-    def put(a: np.ndarray) -> Any:
-        return xp.asarray(np.ascontiguousarray(a, dtype=np.float32), device=dev)
-
-    n, r = cfg["n"], cfg["rank"]
-    cases = []
-
-    # msign vs SVD polar
-    G64 = np.random.default_rng(0).standard_normal((n, n // 2))
+    G64 = np.random.default_rng(0).standard_normal((cfg["n"], cfg["n"] // 2))
     U64, _, Vt64 = np.linalg.svd(G64, full_matrices=False)
     P64 = U64 @ Vt64
     G = put(G64)
@@ -89,19 +85,28 @@ def _cases(xp: Any, dev: Any, lib: str, cfg: dict) -> list[tuple[str, str, Calla
         U, _, Vt = _array.svd(G, xp)
         return U @ Vt
 
-    cases.append(("msign (8 steps)", "SVD polar",
-                  lambda: xpmat.msign(G, steps=8, normalize="spectral_estimate"), polar_svd,
-                  lambda out: _rel(out, P64)))
+    return ("msign (8 steps)", "SVD polar",
+            lambda: xpmat.msign(G, steps=8, normalize="spectral_estimate"), polar_svd,
+            lambda out: _rel(out, P64))
 
-    # orthonormalize vs Householder QR
+
+def _case_orthonormalize(put: Callable, xp: Any, lib: str, cfg: dict) -> Case:
+    """orthonormalize vs Householder QR (compared through the projector Q Qᵀ)."""
+    import xpmat
+
     m, k = cfg["tall"]
     X64 = np.random.default_rng(1).standard_normal((m, k))
     Pq = _proj(np.linalg.qr(X64)[0])
     X = put(X64)
-    cases.append(("orthonormalize", "Householder QR", lambda: xpmat.orthonormalize(X),
-                  lambda: xp.linalg.qr(X)[0], lambda out: _rel(_proj(_host(out)), Pq)))
+    return ("orthonormalize", "Householder QR", lambda: xpmat.orthonormalize(X),
+            lambda: xp.linalg.qr(X)[0], lambda out: _rel(_proj(_host(out)), Pq))
 
-    # orthogonal_iteration (one warm step) vs full eigh
+
+def _case_orthogonal_iteration(put: Callable, xp: Any, lib: str, cfg: dict) -> Case:
+    """One warm orthogonal_iteration step vs a full eigh."""
+    import xpmat
+
+    n, r = cfg["n"], cfg["rank"]
     s = np.concatenate([np.linspace(10.0, 5.0, r), np.linspace(1.0, 0.01, n - r)])
     A64 = _sym_spectrum(n, s, 2)
     w64, V64 = np.linalg.eigh(A64)
@@ -113,14 +118,17 @@ def _cases(xp: Any, dev: Any, lib: str, cfg: dict) -> list[tuple[str, str, Calla
         w, V = _array.eigh(A, xp, descending=True)
         return w[:r], V[:, :r]
 
-    cases.append(("orthogonal_iteration (1 step)", "full eigh",
-                  lambda: xpmat.orthogonal_iteration(A, Q0)[::-1], eig_top, lambda out: _rel(out[0], top)))
+    return ("orthogonal_iteration (1 step)", "full eigh",
+            lambda: xpmat.orthogonal_iteration(A, Q0)[::-1], eig_top, lambda out: _rel(out[0], top))
 
-    # randomized_svd vs sklearn / torch.svd_lowrank
+
+def _case_randomized_svd(put: Callable, xp: Any, lib: str, cfg: dict) -> Case:
+    """randomized_svd vs torch.svd_lowrank (torch), sklearn (NumPy) or a full SVD."""
+    import xpmat
+
+    n, r = cfg["n"], cfg["rank"]
     sv = np.geomspace(1.0, 1e-4, n)
-    B64 = _spectrum_matrix(n, n, sv, 4)
-    Btop = sv[:r]
-    B = put(B64)
+    B = put(_spectrum_matrix(n, n, sv, 4))
     if lib == "torch":
         import torch
 
@@ -132,58 +140,74 @@ def _cases(xp: Any, dev: Any, lib: str, cfg: dict) -> list[tuple[str, str, Calla
             "sklearn randomized_svd"
     else:
         anchor, aname = (lambda: _array.svd(B, xp)[1][:r]), "full SVD"
-    cases.append(("randomized_svd", aname,
-                  lambda: xpmat.randomized_svd(B, r, seed=0)[1], anchor, lambda out: _rel(out, Btop)))
+    return ("randomized_svd", aname,
+            lambda: xpmat.randomized_svd(B, r, seed=0)[1], anchor, lambda out: _rel(out, sv[:r]))
 
-    # lowrank_eigh_update (k=1) vs eigh of the explicit matrix
+
+def _case_lowrank_eigh_update(put: Callable, xp: Any, lib: str, cfg: dict) -> Case:
+    """lowrank_eigh_update (k = 1) vs eigh of the explicit n × n matrix."""
+    import xpmat
+
+    n, r = cfg["n"], cfg["rank"]
     rng = np.random.default_rng(5)
     Ql64, _ = np.linalg.qr(rng.standard_normal((n, r)))
     L64 = np.linspace(5.0, 1.0, r)
     C64 = rng.standard_normal((n, 1))
-    M64 = (Ql64 * L64) @ Ql64.T + C64 @ C64.T
-    Mtop = np.linalg.eigvalsh(M64)[::-1][:r]
+    Mtop = np.linalg.eigvalsh((Ql64 * L64) @ Ql64.T + C64 @ C64.T)[::-1][:r]
     Ll, Ql, Cl = put(L64), put(Ql64), put(C64)
 
     def explicit():
         M = (Ql * Ll) @ _array.mT(Ql, xp) + Cl @ _array.mT(Cl, xp)
         return _array.eigh(M, xp, descending=True)[0][:r]
 
-    cases.append(("lowrank_eigh_update (k=1)", "eigh explicit",
-                  lambda: xpmat.lowrank_eigh_update(Ll, Ql, Cl, rank=r)[0], explicit,
-                  lambda out: _rel(out, Mtop)))
+    return ("lowrank_eigh_update (k=1)", "eigh explicit",
+            lambda: xpmat.lowrank_eigh_update(Ll, Ql, Cl, rank=r)[0], explicit,
+            lambda out: _rel(out, Mtop))
 
-    # inv_root newton vs eigh route
-    sp = np.geomspace(1.0, 1e-2, n)
-    H64 = _sym_spectrum(n, sp, 6)
+
+def _case_inv_root(put: Callable, xp: Any, lib: str, cfg: dict) -> Case:
+    """inv_root (p = 4) by Newton vs the eigh route."""
+    import xpmat
+
+    H64 = _sym_spectrum(cfg["n"], np.geomspace(1.0, 1e-2, cfg["n"]), 6)
     wh, Vh = np.linalg.eigh(H64)
     R64 = (Vh * wh ** -0.25) @ Vh.T
     H = put(H64)
-    cases.append(("inv_root (p=4)", "eigh route", lambda: xpmat.inv_root(H, 4, method="newton"),
-                  lambda: xpmat.inv_root(H, 4, method="eigh"), lambda out: _rel(out, R64)))
+    return ("inv_root (p=4)", "eigh route", lambda: xpmat.inv_root(H, 4, method="newton"),
+            lambda: xpmat.inv_root(H, 4, method="eigh"), lambda out: _rel(out, R64))
 
-    # nmf vs sklearn NMF (KL, multiplicative updates), numpy only
-    if lib == "numpy":
-        from sklearn.decomposition import NMF
 
-        mm, nn, rk, it = cfg["nmf"]
-        rng = np.random.default_rng(7)
-        C64 = rng.random((mm, rk)) @ rng.random((rk, nn)) + 0.01 * rng.random((mm, nn))
-        Cn = put(C64)
-        Cn32 = np.asarray(Cn)
+def _case_nmf(put: Callable, xp: Any, lib: str, cfg: dict) -> Case | None:
+    """nmf vs scikit-learn's NMF (KL, multiplicative updates); NumPy only."""
+    if lib != "numpy":
+        return None
+    from sklearn.decomposition import NMF
 
-        def sk_nmf():
-            model = NMF(rk, solver="mu", beta_loss="kullback-leibler", init="random", max_iter=it,
-                        tol=0.0, random_state=0)
-            W = model.fit_transform(Cn32)
-            return W @ model.components_
+    import xpmat
 
-        def ours_nmf():
-            res = xpmat.nmf(Cn, rk, iters=it, seed=0)
-            return res[0] @ res[1]
+    mm, nn, rk, it = cfg["nmf"]
+    rng = np.random.default_rng(7)
+    C64 = rng.random((mm, rk)) @ rng.random((rk, nn)) + 0.01 * rng.random((mm, nn))
+    Cn = put(C64)
+    Cn32 = np.asarray(Cn)
 
-        cases.append(("nmf (I-div EM)", "sklearn NMF KL-MU", ours_nmf, sk_nmf, lambda out: _rel(out, C64)))
+    def sk_nmf():
+        model = NMF(rk, solver="mu", beta_loss="kullback-leibler", init="random", max_iter=it,
+                    tol=0.0, random_state=0)
+        W = model.fit_transform(Cn32)
+        return W @ model.components_
 
-    # nearest_kron power vs SVD route
+    def ours_nmf():
+        res = xpmat.nmf(Cn, rk, iters=it, seed=0)
+        return res[0] @ res[1]
+
+    return ("nmf (I-div EM)", "sklearn NMF KL-MU", ours_nmf, sk_nmf, lambda out: _rel(out, C64))
+
+
+def _case_nearest_kron(put: Callable, xp: Any, lib: str, cfg: dict) -> Case:
+    """nearest_kron by power iteration vs the SVD route."""
+    import xpmat
+
     a, b = cfg["kron"]
     rng = np.random.default_rng(8)
     K64 = np.kron(rng.standard_normal((a, a)), rng.standard_normal((b, b))) \
@@ -191,11 +215,23 @@ def _cases(xp: Any, dev: Any, lib: str, cfg: dict) -> list[tuple[str, str, Calla
     A64k, B64k = xpmat.nearest_kron(K64, (a, a), (b, b))
     Kref = np.kron(A64k, B64k)
     K = put(K64)
-    cases.append(("nearest_kron (power)", "SVD route",
-                  lambda: xpmat.nearest_kron(K, (a, a), (b, b), method="power"),
-                  lambda: xpmat.nearest_kron(K, (a, a), (b, b), method="svd"),
-                  lambda out: _rel(np.kron(_host(out[0]), _host(out[1])), Kref)))
-    return cases
+    return ("nearest_kron (power)", "SVD route",
+            lambda: xpmat.nearest_kron(K, (a, a), (b, b), method="power"),
+            lambda: xpmat.nearest_kron(K, (a, a), (b, b), method="svd"),
+            lambda out: _rel(np.kron(_host(out[0]), _host(out[1])), Kref))
+
+
+_CASES = (_case_msign, _case_orthonormalize, _case_orthogonal_iteration, _case_randomized_svd,
+          _case_lowrank_eigh_update, _case_inv_root, _case_nmf, _case_nearest_kron)
+
+
+def _cases(xp: Any, dev: Any, lib: str, cfg: dict) -> list[Case]:
+    """(name, anchor name, ours, anchor, error(result) for each) for one backend."""
+
+    def put(a: np.ndarray) -> Any:
+        return xp.asarray(np.ascontiguousarray(a, dtype=np.float32), device=dev)
+
+    return [c for c in (build(put, xp, lib, cfg) for build in _CASES) if c is not None]
 
 
 def _markdown(rows: list[dict], cmd: str) -> str:

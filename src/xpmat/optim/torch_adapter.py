@@ -33,11 +33,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import torch
-
+from xpmat._optional import require
 from xpmat.optim import adamw as _adamw
 from xpmat.optim._base import check_bool, check_rank_fits, check_real, matrix_shape, unknown_argument
 from xpmat.optim.transforms import Transform, route
+
+# The first xpmat module to import torch: without it, the error names the extra to install.
+torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
 __all__ = ["FALLBACK_RENAMED", "XpmatOptimizer", "collect_arguments"]
 
