@@ -35,7 +35,22 @@ ALL_BACKENDS = ("numpy", "numpy:readonly", "array_api_strict", "array_api_strict
 # bfloat16 compute (result cast back to float32): a few bf16 ulp (2^-8 = 3.9e-3).
 TOL = {"float64": 1e-10, "float32": 2e-4, "bfloat16": 3e-2}
 
-# Skip reasons shared by the optimizer test modules (the same words stand in backends/*.md)
+# Skip reasons shared by the test modules (the same words stand in backends/*.md)
+DASK_LONG_LOOP = (
+    "long lazy loop: building a Dask graph costs time quadratic in its number of steps; the "
+    "Dask path is tested in tests/test_dask.py")
+DASK_NO_EARLY_STOP = (
+    "stops early on a host read, which a lazy Dask array never makes (all iters steps run "
+    "there, as documented)")
+DASK_NO_INPUT_CHECK = (
+    "the input check reads values on the host, which a lazy Dask array never does (skipped "
+    "there, as documented)")
+DASK_NO_WARNING = (
+    "the warning needs a host read, which a lazy Dask array never makes (return_info=True "
+    "reports instead, as documented)")
+DASK_READS_EVERY_STEP = (
+    "a loop that reads every step on the host: one Dask computation per step; the Dask path "
+    "is tested in tests/test_dask.py")
 DASK_OPTIMIZER_LOOP = (
     "optimizer runs of many steps: a long lazy loop on Dask (graph building quadratic in the "
     "steps); the primitives they compose run on Dask in their own tests")

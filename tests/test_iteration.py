@@ -9,17 +9,18 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import TOL, assert_array, assert_close, get_backend, matrix_with_spectrum, sym_with_spectrum
+from conftest import (
+    DASK_LONG_LOOP,
+    DASK_READS_EVERY_STEP,
+    TOL,
+    assert_array,
+    assert_close,
+    get_backend,
+    matrix_with_spectrum,
+    sym_with_spectrum,
+)
 
 import xpmat as xm
-
-# Why the dask column skips some tests (the same words stand in backends/dask.md)
-_DASK_LONG_LOOP = (
-    "long lazy loop: building a Dask graph costs time quadratic in its number of steps; the Dask "
-    "path is tested in tests/test_dask.py")
-_DASK_READS_EVERY_STEP = (
-    "a loop that reads every step on the host: one Dask computation per step; the Dask path is "
-    "tested in tests/test_dask.py")
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -57,7 +58,7 @@ def count_flips(Qs):
 # ----------------------------------------------------------------------------- power_iteration
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_power_iteration_geometric_spectrum(backend, xp, dtype):
     n = 60
     w = 0.7 ** np.arange(n)
@@ -73,7 +74,7 @@ def test_power_iteration_geometric_spectrum(backend, xp, dtype):
     assert vn[np.argmax(np.abs(vn))] > 0  # documented sign convention
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_power_iteration_batched_negative_and_early_stop(backend, xp):
     w1 = np.array([-3.0, 2.0, 1.0, 0.5, 0.1])  # dominant eigenvalue is negative
     w2 = np.array([4.0, 1.0, -1.0, 0.2, 0.0])
@@ -89,7 +90,7 @@ def test_power_iteration_batched_negative_and_early_stop(backend, xp):
     assert abs(abs(vn[1] @ V2[:, 0]) - 1) < 1e-10
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_power_iteration_tiny_gap(backend, xp):
     # λ1/λ2 = 1 + 1e-6: the direction does not converge inside span(v1, v2), λ does
     n = 40
@@ -101,7 +102,7 @@ def test_power_iteration_tiny_gap(backend, xp):
     assert np.linalg.norm(vn - V[:, :2] @ (V[:, :2].T @ vn)) < 1e-8  # in the top-2 eigenspace
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_power_iteration_callable_and_x0(backend, xp):
     n = 30
     w = np.linspace(2.0, 0.1, n)
@@ -146,7 +147,7 @@ def test_power_iteration_errors():
 # ----------------------------------------------------------------------------- orthogonal_iteration
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_orthogonal_iteration_gap(backend, xp, dtype):
     n, r = 50, 4
     w = np.concatenate([[5.0, 4.0, 3.0, 2.0], 1.0 * 0.9 ** np.arange(n - r)])  # ratio 0.5 at r
@@ -164,7 +165,7 @@ def test_orthogonal_iteration_gap(backend, xp, dtype):
     assert np.allclose(np.abs(np.sum(Qn * V[:, :r], axis=0)), 1, atol=tol)
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_READS_EVERY_STEP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_READS_EVERY_STEP)
 @pytest.mark.parametrize("ratio", [0.5, 0.8])
 def test_orthogonal_iteration_rate(backend, xp, ratio):
     """Theory (Q.2): tan Θ(A^k Q0, V_r) <= (λ_{r+1}/λ_r)^k tan Θ(Q0, V_r)."""
@@ -204,7 +205,7 @@ def test_orthogonal_iteration_exact_ritz_and_plain(backend, xp):
     assert sin_theta(_np(backend, Qp), Y) < 1e-12
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_orthogonal_iteration_tiny_gap_inside_and_low_rank(backend, xp):
     n, r = 40, 3
     # tiny gap (1e-6 relative) inside the top-3: the subspace still converges at λ4/λ3
@@ -221,7 +222,7 @@ def test_orthogonal_iteration_tiny_gap_inside_and_low_rank(backend, xp):
     assert_close(lam, w[:r], backend, rtol=1e-12)
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_orthogonal_iteration_batched_callable_zero(backend, xp):
     n, r = 20, 2
     mats = [sym_with_spectrum(n, np.concatenate([[4.0, 3.0], 0.5 * np.ones(n - r)]), seed=s) for s in (1, 2)]
@@ -273,7 +274,7 @@ def _rotating(n, r, steps, seed=0, eps=0.02):
     return out, w
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_READS_EVERY_STEP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_READS_EVERY_STEP)
 @pytest.mark.parametrize("ritz", [True, False])
 def test_online_tracker_no_flips(backend, xp, ritz):
     """Q.2.1: one aligned step per drifting matrix, 200 steps: no sign or order flip."""

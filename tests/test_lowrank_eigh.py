@@ -5,7 +5,7 @@ References are explicit n x n float64 matrices (small n, tests only).
 
 import numpy as np
 import pytest
-from conftest import TOL, assert_array, rel_err
+from conftest import DASK_LONG_LOOP, DASK_READS_EVERY_STEP, TOL, assert_array, rel_err
 
 from xpmat import (
     ggt_eigh,
@@ -14,14 +14,6 @@ from xpmat import (
     lowrank_inv_root_apply,
     reproject_moments,
 )
-
-# Why the dask column skips some tests (the same words stand in backends/dask.md)
-_DASK_LONG_LOOP = (
-    "long lazy loop: building a Dask graph costs time quadratic in its number of steps; the Dask "
-    "path is tested in tests/test_dask.py")
-_DASK_READS_EVERY_STEP = (
-    "a loop that reads every step on the host: one Dask computation per step; the Dask path is "
-    "tested in tests/test_dask.py")
 
 
 def haar(n, r, seed):
@@ -49,7 +41,7 @@ def orth_err(Q):
 @pytest.mark.skip_xp_backends(
     "jax", reason="hundreds of eager updates: dispatch-bound on eager JAX (10 to 23 s per case); "
                   "the update itself runs on JAX in this module's other tests")
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 @pytest.mark.parametrize("method", ["direct", "randomized"])
 def test_stream_in_subspace_is_exact(backend, dtype, method):
     """500 rank-1 / rank-2 updates with decay, all inside an r-dim subspace: nothing is lost."""
@@ -98,7 +90,7 @@ def test_one_step_exact_and_discarded_is_nuclear_norm(backend, method):
 @pytest.mark.skip_xp_backends(
     "jax", reason="hundreds of eager updates: dispatch-bound on eager JAX (10 to 23 s per case); "
                   "the update itself runs on JAX in this module's other tests")
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_READS_EVERY_STEP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_READS_EVERY_STEP)
 def test_stream_with_outside_mass_tracks_top_eigenspace(backend):
     """Signal in a 4-dim subspace plus isotropic noise: the tracked basis stays near the top-4."""
     n, r = 30, 4
@@ -123,7 +115,7 @@ def test_stream_with_outside_mass_tracks_top_eigenspace(backend):
     assert bound < 0.5 * w.sum()
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_bfgs_signed_updates(backend):
     """BFGS B + u uᵀ − v vᵀ (signs +1, −1), Hessian-vector products of a quadratic in a subspace."""
     n, r = 25, 5

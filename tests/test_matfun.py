@@ -4,21 +4,18 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import TOL, assert_array, rel_err, sym_with_spectrum
+from conftest import (
+    DASK_LONG_LOOP,
+    DASK_NO_EARLY_STOP,
+    DASK_NO_WARNING,
+    TOL,
+    assert_array,
+    rel_err,
+    sym_with_spectrum,
+)
 
 from xpmat import inv_root
 from xpmat.matfun import ConvergenceWarning
-
-# Why the dask column skips some tests (the same words stand in backends/dask.md)
-_DASK_LONG_LOOP = (
-    "long lazy loop: building a Dask graph costs time quadratic in its number of steps; the Dask "
-    "path is tested in tests/test_dask.py")
-_DASK_NO_EARLY_STOP = (
-    "stops early on a host read, which a lazy Dask array never makes (all iters steps run there, "
-    "as documented)")
-_DASK_NO_WARNING = (
-    "the warning needs a host read, which a lazy Dask array never makes (return_info=True reports"
-    " instead, as documented)")
 
 
 def ref_inv_root(A, p, eps=0.0):
@@ -38,7 +35,7 @@ def test_eigh_matches_reference(backend, dtype, p):
     assert rel_err(X, ref_inv_root(A, p), backend) < tol
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_NO_EARLY_STOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_NO_EARLY_STOP)
 @pytest.mark.parametrize("p", [2, 4])
 def test_newton_accuracy_kappa_1e4(backend, dtype, p):
     A, _ = sym_with_spectrum(48, np.logspace(0, -4, 48), seed=2)
@@ -80,7 +77,7 @@ def test_eigh_is_pseudo_inverse_root_on_singular(backend):
     np.testing.assert_allclose(X, A / 8.0, atol=1e-12)  # 4^(-1/2) on the range = A / 8
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_newton_divergence_frozen_before_overflow(backend):
     # indefinite A: an eigenvalue of M goes negative and grows; frozen, no overflow warnings
     A, _ = sym_with_spectrum(8, np.r_[np.ones(7), -0.5], seed=9)
@@ -92,7 +89,7 @@ def test_newton_divergence_frozen_before_overflow(backend):
     assert np.all(np.isfinite(backend.to_numpy(X)))
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_NO_WARNING)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_NO_WARNING)
 def test_newton_nonconvergence_reported(backend):
     # singular matrix with eps = 0: the zero eigenvalue never converges
     A, _ = sym_with_spectrum(10, np.r_[np.ones(9), 0.0], seed=7)
@@ -110,7 +107,7 @@ def test_newton_nonconvergence_reported(backend):
         inv_root(backend.asarray(B), 2, method="newton")
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_newton_nan_input_reported(backend):
     A = np.eye(4)
     A[1, 2] = A[2, 1] = np.nan

@@ -2,20 +2,17 @@
 
 import numpy as np
 import pytest
-from conftest import TOL, assert_array, assert_close, get_backend
+from conftest import (
+    DASK_LONG_LOOP,
+    DASK_NO_EARLY_STOP,
+    DASK_NO_INPUT_CHECK,
+    TOL,
+    assert_array,
+    assert_close,
+    get_backend,
+)
 
 import xpmat as xm
-
-# Why the dask column skips some tests (the same words stand in backends/dask.md)
-_DASK_LONG_LOOP = (
-    "long lazy loop: building a Dask graph costs time quadratic in its number of steps; the Dask "
-    "path is tested in tests/test_dask.py")
-_DASK_NO_EARLY_STOP = (
-    "stops early on a host read, which a lazy Dask array never makes (all iters steps run there, "
-    "as documented)")
-_DASK_NO_INPUT_CHECK = (
-    "the input check reads values on the host, which a lazy Dask array never does (skipped there,"
-    " as documented)")
 
 
 def _res(backend):
@@ -109,7 +106,7 @@ def test_em_step_bad_shapes(backend):
         xm.nmf_em_step(*(backend.asarray(np.ones(s)) for s in ((4, 3), (4, 2), (3, 3))))
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_nmf_matches_sklearn(backend, xp, dtype):
     """Same data, init and iteration count as sklearn's KL multiplicative updates."""
     sk = pytest.importorskip("sklearn.decomposition")
@@ -157,7 +154,7 @@ def test_nmf_default_keeps_only_final_divergence(backend, xp):
     assert_close(res.divergence, backend.to_numpy(res_h.divergence)[-1:], backend, rtol=1e-12)
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_NO_EARLY_STOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_NO_EARLY_STOP)
 def test_nmf_tol_stops_early(backend, xp, capsys):
     C = _poisson(20, 15, 2)
     res = xm.nmf(backend.asarray(C), 2, iters=2000, seed=0, tol=1e-4, progress=True)
@@ -165,7 +162,7 @@ def test_nmf_tol_stops_early(backend, xp, capsys):
     assert "nmf:" in capsys.readouterr().err
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_nmf_rank_larger_than_min_dim_and_zero_rows(backend, xp):
     C = _poisson(6, 5, 2)
     C[2, :] = 0.0
@@ -182,7 +179,7 @@ def test_nmf_rank_larger_than_min_dim_and_zero_rows(backend, xp):
     assert_close(zero.divergence, [0.0], backend, rtol=0)
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_NO_INPUT_CHECK)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_NO_INPUT_CHECK)
 def test_nmf_negative_or_nonfinite_input(backend):
     C = np.ones((4, 3))
     C[1, 1] = -1.0
@@ -208,7 +205,7 @@ def test_nmf_bad_input(backend):
         xm.nmf(ok, 2, init=(backend.asarray(np.ones((4, 3))), backend.asarray(np.ones((3, 3)))))
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_rank1_closed_form_is_em_fixed_point(backend, xp, dtype):
     C = np.stack([_poisson(9, 7, 3, seed=s) for s in range(2)])
     A, B = xm.nmf_rank1(backend.asarray(C, dtype))
@@ -230,7 +227,7 @@ def test_rank1_closed_form_is_em_fixed_point(backend, xp, dtype):
     assert_close(Bz, np.zeros((1, 2)), backend, rtol=0)
 
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_online_step_is_em_on_squared_gradient(backend, xp, dtype):
     rng = np.random.default_rng(7)
     G = rng.normal(size=(10, 8))

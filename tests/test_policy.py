@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import Backend
+from conftest import DASK_LONG_LOOP, Backend
 from primitive_specs import SPECS, Draw, Spec
 
 import xpmat as xm
@@ -28,9 +28,6 @@ import xpmat as xm
 NAMES = sorted(SPECS)
 
 # Why the dask column skips a test (the same words stand in backends/dask.md)
-_DASK_LONG_LOOP = (
-    "long lazy loop: building a Dask graph costs time quadratic in its number of steps; the Dask "
-    "path is tested in tests/test_dask.py")
 
 
 def outputs(result: Any) -> list[Any]:
@@ -150,7 +147,7 @@ def test_scale_equivariance(backend: Backend, name: str, t: float) -> None:
 
 # ----------------------------------------------------------------------------- named cases of issue 16
 
-@pytest.mark.skip_xp_backends("dask", reason=_DASK_LONG_LOOP)
+@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_nmf_small_scale_float32(backend: Backend) -> None:
     """A positive 6 × 5 matrix times 1e-8 (squared gradients live there): same fit as at 1."""
     C = np.random.default_rng(0).random((6, 5)) + 0.1
