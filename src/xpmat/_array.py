@@ -331,7 +331,8 @@ def solve_triangular(a: Any, b: Any, *, upper: bool, left: bool = True, xp: Any)
         return xp.astype(x, dt)
     if is_dask(xp):
         n = a.shape[-1]
-        inv = _dask_per_matrix(lambda t, cxp: (_triangular_inverse(t, upper, cxp),), a, [(n, n)])[0]
+        inv = _dask_per_matrix(lambda t, cxp: (triangular_inverse(t, upper=upper, xp=cxp),), a,
+                               [(n, n)])[0]
         return inv @ b if left else b @ inv
     if is_torch(xp):
         return xp.linalg.solve_triangular(a, b, upper=upper, left=left)
@@ -364,10 +365,6 @@ def triangular_inverse(t: Any, *, upper: bool, xp: Any) -> Any:
         return xp.linalg.inv(t)
     eye = xp.eye(t.shape[-1], dtype=t.dtype, device=device(t))
     return solve_triangular(t, xp.broadcast_to(eye, t.shape), upper=upper, xp=xp)
-
-
-def _triangular_inverse(t: Any, upper: bool, xp: Any) -> Any:
-    return triangular_inverse(t, upper=upper, xp=xp)
 
 
 def _scipy_solve_triangular(ndim: int) -> Any:

@@ -69,7 +69,7 @@ def kron_rearrange(H: Any, a_shape: Sequence[int], b_shape: Sequence[int], /, *,
 
     Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
     raises a ``ValueError`` naming the argument; float16 / bfloat16 results come back in the
-    input's dtype (factorizations run in float32).
+    input's dtype.
 
     Backends: Array API ``reshape`` / ``permute_dims`` everywhere.  No host read: the same
     path runs eager and under ``jax.jit``.
@@ -124,7 +124,7 @@ def kron_matmul(A: Any, B: Any, X: Any, /, *, xp: Any = None) -> Any:
 
     Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
     gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
-    input's dtype (factorizations run in float32).
+    input's dtype.
 
     Backends: Array API ``matmul`` everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
@@ -352,7 +352,7 @@ def shampoo_factors(G: Any, state: ShampooFactors | None = None, /, *, beta: flo
 
     Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
     gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
-    input's dtype (factorizations run in float32).
+    input's dtype.
 
     Backends: Array API matmuls everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
@@ -410,7 +410,7 @@ def shampoo_kron(state: ShampooFactors, /, *, xp: Any = None) -> tuple[Any, Any]
 
     Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
     gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
-    input's dtype (factorizations run in float32).
+    input's dtype.
 
     Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 

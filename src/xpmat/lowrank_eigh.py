@@ -423,7 +423,7 @@ def reproject_moments(
 
     Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
     gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
-    input's dtype (factorizations run in float32).
+    input's dtype.
 
     Backends: standard Array API only.  No host read: the same path runs eager and under ``jax.jit``.
 

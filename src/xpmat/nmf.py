@@ -131,7 +131,7 @@ def i_divergence(C: Any, M: Any, /, *, xp: Any = None) -> Any:
 
     Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
     gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
-    input's dtype (factorizations run in float32).
+    input's dtype.
 
     Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
@@ -514,7 +514,7 @@ def nmf_rank1(C: Any, /, *, xp: Any = None) -> tuple[Any, Any]:
 
     Input policy (``docs/backends.md``): NaN/Inf raise the input check's ``ValueError``; empty
     input gives results of the right shapes (no NaN); float16 / bfloat16 results come back in
-    the input's dtype (factorizations run in float32).
+    the input's dtype.
 
     Backends: Array API everywhere.  One host sync (the input check), skipped where ``C``
     cannot be read (under ``jax.jit``, lazy arrays).
@@ -557,7 +557,7 @@ def nmf_online_init(G: Any, rank: int, /, *, scale: float = 1e-3, seed: Any = No
 
     Input policy (``docs/backends.md``): only the shape of the input is read; empty input gives
     results of the right shapes (no NaN); float16 / bfloat16 results come back in the input's
-    dtype (factorizations run in float32).
+    dtype.
 
     Backends: host NumPy draw, one ``xp.asarray`` to the device (under ``jax.jit``: at trace
     time, a constant of the compiled function).  No host read.
@@ -614,7 +614,7 @@ def nmf_online_step(G: Any, A: Any, B: Any, /, *, beta: float | None = None, eps
 
     Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
     gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
-    input's dtype (factorizations run in float32).
+    input's dtype.
 
     Backends: as :func:`nmf_em_step`.
 
@@ -677,7 +677,7 @@ def adafactor_factors(G: Any, state: AdafactorFactors | None = None, /, *, beta2
 
     Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
     gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
-    input's dtype (factorizations run in float32).
+    input's dtype.
 
     Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
@@ -723,7 +723,7 @@ def adafactor_second_moment(state: AdafactorFactors, /, *, xp: Any = None) -> An
 
     Input policy (``docs/backends.md``): NaN/Inf propagate as arithmetic takes them; empty input
     gives results of the right shapes (no NaN); float16 / bfloat16 results come back in the
-    input's dtype (factorizations run in float32).
+    input's dtype.
 
     Backends: Array API everywhere.  No host read: the same path runs eager and under ``jax.jit``.
 
