@@ -83,6 +83,12 @@ DEFAULTS: dict[str, Any] = {
     "state_dtype": None,
 }
 
+
+def LOCAL_SHARDS(h: dict[str, Any], ndim: int, sharded_dims: frozenset[int]) -> bool:
+    """Sharded (DTensor) parameters: the diagonal preconditioner is elementwise, so each rank
+    steps its local shard; ``"full"`` and ``"norm"`` need the whole parameter (an owner rank)."""
+    return h["preconditioner"] == "diagonal"
+
 PRECONDITIONERS = ("diagonal", "full", "norm")
 
 

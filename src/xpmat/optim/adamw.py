@@ -45,6 +45,10 @@ DEFAULTS: dict[str, Any] = {
     "state_dtype": None,
 }
 
+# Sharded (DTensor) parameters (xpmat.optim.torch_sharded): every entry steps on its own,
+# so each rank steps its local shard.
+LOCAL_SHARDS = "elementwise"
+
 _MODES = ("lr", "decoupled", "l2")
 
 

@@ -60,6 +60,10 @@ DEFAULTS: dict[str, Any] = {
     "state_dtype": None,
 }
 
+# Sharded (DTensor) parameters (xpmat.optim.torch_sharded): last-axis rows step on their own:
+# local where the last axis is whole.
+LOCAL_SHARDS = "last_axis"
+
 MIRRORS = ("entropy", "euclidean", "hypentropy")
 _ON_SIMPLEX = ("entropy", "euclidean")
 
@@ -84,7 +88,7 @@ def check_simplex(p: Any, name: str = "params") -> None:
     entries ≥ 0, sum within √(machine ε) of 1 (one host read)."""
     xp = _array.array_namespace(p)
     W = _rows(_array.as_float(p, xp), xp)
-    if not math.prod(W.shape):
+    if not math.prod(W.shape) or getattr(p, "is_meta", False):  # meta: no values to check
         return
     sums = xp.sum(W, axis=-1)
     tol = math.sqrt(float(xp.finfo(W.dtype).eps))

@@ -43,6 +43,10 @@ DEFAULTS: dict[str, Any] = {
     "state_dtype": None,
 }
 
+# Sharded (DTensor) parameters (xpmat.optim.torch_sharded): every entry steps on its own,
+# so each rank steps its local shard.
+LOCAL_SHARDS = "elementwise"
+
 
 class SGDState(NamedTuple):
     """Per-parameter SGD state: ``momentum_buffer`` v (``torch.optim.SGD``'s key; kept, at

@@ -60,6 +60,10 @@ DEFAULTS: dict[str, Any] = {
     "state_dtype": None,
 }
 
+# Sharded (DTensor) parameters (xpmat.optim.torch_sharded): rows of the matrix view step on their own:
+# local where no row is cut.
+LOCAL_SHARDS = "rows"
+
 METHODS = ("pin", "classical", "trust_region")
 NORMS = ("l2", "linf")
 

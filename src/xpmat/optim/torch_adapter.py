@@ -31,7 +31,7 @@ State
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from xpmat._optional import require
 from xpmat.optim import adamw as _adamw
@@ -42,6 +42,34 @@ from xpmat.optim.transforms import Transform, route
 torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
 __all__ = ["FALLBACK_RENAMED", "XpmatOptimizer", "collect_arguments"]
+
+
+class _Run(NamedTuple):
+    """One param group's work in a step: its transform, per-parameter state types, and the
+    indices of the parameters this rank steps itself (``here``; the sharded step takes the
+    whole-matrix DTensors out of it)."""
+
+    group: dict
+    params: list
+    grads: list
+    transform: Transform
+    types: dict
+    here: list
+    fresh: list  # indices of the parameters without state when the step began
+
+
+if torch.distributed.is_available():
+    from torch.distributed.tensor import DTensor as _DTensor
+else:  # a torch build without distributed: no DTensor can reach us
+    _DTensor = ()
+
+
+def _is_dtensor(t: Any) -> bool:
+    return type(t) is not torch.Tensor and isinstance(t, _DTensor)
+
+
+def _local(v: Any) -> Any:
+    return v.to_local() if _is_dtensor(v) else v
 
 FALLBACK_RENAMED = {
     "adamw_lr": "adamw_lr_ratio (the AdamW fallback now runs at the group's lr × adamw_lr_ratio, "
@@ -178,24 +206,66 @@ class XpmatOptimizer(torch.optim.Optimizer):
             params = self._with_grad(group)
             if params:
                 work.append((group, params, [-p.grad if group["maximize"] else p.grad for p in params]))
-        work = self._prepare(work)
-        for group, params, grads in work:
-            main, fallback = self._transforms(group)
-            t = main if fallback is None else route(main, fallback)
-            types = {id(p): (main if fallback is None or p.ndim >= 2 else fallback).state for p in params}
-            fresh = [p for p in params if not self.state[p]]
-            if fresh:
-                for p, s in zip(fresh, t.init(fresh), strict=True):
-                    self._put(p, s)
-            for call in self._calls(params, group):
-                ps = [params[i] for i in call]
-                states = [self._get(p, types[id(p)]) for p in ps]
-                updates, new = t.update([grads[i] for i in call], states, ps)
-                for p, u, s in zip(ps, updates, new, strict=True):
-                    p.add_(u)
-                    self._put(p, s)
+        runs = [self._run(*w) for w in self._prepare(work)]
+        sharded = None
+        if any(_is_dtensor(p) for r in runs for p in r.params):
+            from xpmat.optim.torch_sharded import ShardedStep
+
+            sharded = ShardedStep(self, runs)  # whole-matrix DTensors leave r.here; gather starts
+        for r in runs:
+            self._step_here(r, sharded)
+        self.sharded_stats = sharded.finish() if sharded is not None else None
         self._finish()
         return loss
+
+    def _run(self, group: dict, params: list, grads: list) -> _Run:
+        main, fallback = self._transforms(group)
+        t = main if fallback is None else route(main, fallback)
+        types = {id(p): (main if fallback is None or p.ndim >= 2 else fallback).state for p in params}
+        fresh = [i for i, p in enumerate(params) if not self.state[p]]
+        return _Run(group, params, list(grads), t, types, list(range(len(params))), fresh)
+
+    def _init_states(self, r: _Run, idx: list[int], tensors: list[torch.Tensor]) -> list[Any]:
+        """The core's initial states of ``r.params[i]`` for ``i`` in ``idx`` (``tensors``: what
+        the core sees of them), from ``init`` on the list an unsharded step hands it (the run's
+        fresh parameters, in order; the others as stand-ins on the meta device), so that states
+        drawn by position (Dion's and PowerSGD's seeded Q) are those of the unsharded run."""
+        if len(idx) == len(r.fresh):
+            return r.transform.init(tensors)
+        at = dict(zip(idx, tensors, strict=True))
+        states = r.transform.init([at[i] if i in at else torch.empty(
+            r.params[i].shape, dtype=r.params[i].dtype, device="meta") for i in r.fresh])
+        pos = {i: k for k, i in enumerate(r.fresh)}
+        return [states[pos[i]] for i in idx]
+
+    def _method_of(self, group: dict, p: torch.Tensor) -> tuple[Any, dict[str, Any]]:
+        """The core module that steps ``p`` in ``group`` and its hyper-parameters."""
+        if self._is_fallback_group(group):
+            return _adamw, self._hyper(group, _adamw)
+        if self.matrix_only and p.ndim < 2:
+            return _adamw, {}
+        return self.method, self._hyper(group, self.method)
+
+    def _step_here(self, r: _Run, sharded: Any) -> None:
+        """Step the parameters of ``r.here`` on this rank (DTensors: their local blocks)."""
+        if not r.here:
+            return
+        ps_full = [r.params[i] for i in r.here]
+        if sharded is None:
+            ps, gs = ps_full, [r.grads[i] for i in r.here]
+        else:
+            ps, gs = sharded.localize(r)
+        fresh = [k for k, i in enumerate(r.here) if i in set(r.fresh)]
+        if fresh:
+            for k, s in zip(fresh, self._init_states(r, [r.here[k] for k in fresh], [ps[k] for k in fresh]),
+                            strict=True):
+                self._put(ps_full[k], s)
+        for call in self._calls(ps, r.group):
+            states = [self._get(ps_full[k], r.types[id(ps_full[k])]) for k in call]
+            updates, new = r.transform.update([gs[k] for k in call], states, [ps[k] for k in call])
+            for k, u, s in zip(call, updates, new, strict=True):
+                ps[k].add_(u)
+                self._put(ps_full[k], s)
 
     def _evaluate(self, closure: Any) -> Any:
         """The closure's loss (under ``torch.enable_grad()``), or None."""
@@ -227,11 +297,26 @@ class XpmatOptimizer(torch.optim.Optimizer):
         return [list(range(len(params)))]
 
     def _get(self, p: torch.Tensor, cls: type) -> Any:
+        """The core's state of ``p`` (a DTensor parameter's: its local blocks)."""
         st = self.state[p]
+        if _is_dtensor(p):
+            return cls(**{f: None if st.get(f) is None else _local(st[f]) for f in cls._fields})
         return cls(**{f: st.get(f) for f in cls._fields})
 
     def _put(self, p: torch.Tensor, s: Any) -> None:
-        self.state[p] = {k: v for k, v in s._asdict().items() if v is not None}
+        """Keep the core's state of ``p``; a DTensor parameter's local blocks are kept as
+        DTensors of its placements (0-d counters stay plain tensors)."""
+        st = {k: v for k, v in s._asdict().items() if v is not None}
+        if _is_dtensor(p):
+            from xpmat.optim.torch_sharded import layout_of, to_dtensor
+
+            lay = layout_of(p)
+            for k, v in st.items():
+                if v.ndim and tuple(v.shape) != tuple(p.to_local().shape):
+                    raise RuntimeError(f"{type(self).__name__}: state {k!r} of shape {tuple(v.shape)} "
+                                       "is not elementwise, but the method stepped a local shard")
+                st[k] = to_dtensor(v, lay) if v.ndim else v
+        self.state[p] = st
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Load state; floating state keeps its saved dtype (torch's loader would cast it).
