@@ -372,14 +372,15 @@ class PowerSGDPlus(PowerSGD):
 
     algorithm = "powersgd+"
 
-    def __init__(self, params: Any, lr: float = 0.01, *, restart_every: int | None = 100,
-                 **kwargs: Any) -> None:
-        super().__init__(params, lr, restart_every=restart_every, **kwargs)
-
-
-PowerSGDPlus.__init__.__signature__ = inspect.signature(PowerSGD.__init__).replace(parameters=[  # type: ignore[attr-defined]
-    p.replace(default=100) if p.name == "restart_every" else p
-    for p in inspect.signature(PowerSGD.__init__).parameters.values()])
+    def __init__(self, params: Any, lr: float = 0.01, *, momentum: float = 0.9, rank: float = 4,
+                 rank_multiple_of: int = 1, restart_every: int | None = 100, svd: str = "full",
+                 base: str = "sgd", betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, schedule: float = 1.0, orthogonalize: str = "auto",
+                 seed: int = 0, state_dtype: Any = None, maximize: bool = False,
+                 adamw_lr_ratio: float = 0.1, adamw_betas: tuple[float, float] = (0.9, 0.95),
+                 adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+        # PowerSGD's signature with τ = 100, spelled out so that help() and the API page show it
+        XpmatOptimizer.__init__(self, params, collect_arguments(type(self), locals()))
 
 
 class Adafactor(XpmatOptimizer):
