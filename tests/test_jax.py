@@ -147,3 +147,48 @@ def test_jit_nmf_skips_the_input_check():
         xm.nmf(C, 2, iters=3, seed=0)
     res = jax.jit(lambda C: xm.nmf(C, 2, iters=3, seed=0))(C)  # documented: not checked
     assert res.A.shape == (6, 2) and int(res.n_iter) == 3
+
+
+_X64_OFF_SCRIPT = """
+import warnings
+warnings.simplefilter("always")
+import jax
+import jax.numpy as jnp
+from xpmat import _array
+from xpmat.optim import adamw, muon
+
+assert not jax.config.jax_enable_x64
+with warnings.catch_warnings(record=True) as caught:
+    assert _array.supports_float64(jnp) is False
+    with jax.enable_x64(True):
+        assert _array.supports_float64(jnp) is True
+    assert _array.supports_float64(jnp) is False
+    params = [jnp.ones((4, 3), dtype=jnp.float32), jnp.ones((3, 2), dtype=jnp.float32)]
+    grads = [jnp.full((4, 3), 0.1, dtype=jnp.float32), jnp.full((3, 2), -0.2, dtype=jnp.float32)]
+    for mod in (muon, adamw):
+        state = mod.init(params)
+        for _ in range(2):
+            updates, state = mod.update(grads, state, params, lr=1e-2)
+        leaves = [x for x in jax.tree.leaves((updates, state)) if hasattr(x, "dtype")]
+        assert {str(x.dtype) for x in leaves} == {"float32"}, (mod.__name__, [x.dtype for x in leaves])
+        assert all(bool(jnp.all(jnp.isfinite(x))) for x in leaves)
+assert not caught, [str(w.message) for w in caught]
+print("ok")
+"""
+
+
+def test_default_mode_x64_off_no_float64_warning():
+    """JAX's default mode (x64 off): a float64 request gives float32 *with a warning*, so the
+    float64 probe asks ``jax.config`` instead; muon / adamw keep every array (counters
+    included) in float32 and warn nothing.  A fresh interpreter: this suite enables x64."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "JAX_ENABLE_X64"}
+    env["PYTHONPATH"] = str(Path(xm.__file__).resolve().parents[1])
+    env["JAX_PLATFORMS"] = "cpu"
+    res = subprocess.run([sys.executable, "-c", _X64_OFF_SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-3000:]

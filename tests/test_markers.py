@@ -36,7 +36,7 @@ def _markers():
     """Every marker call in the test modules and in conftest (whose reason constants the
     modules import)."""
     shared = _string_constants(ast.parse((ROOT / "tests" / "conftest.py").read_text(encoding="utf-8")))
-    for path in [ROOT / "tests" / "conftest.py", *sorted((ROOT / "tests").glob("test_*.py"))]:
+    for path in [ROOT / "tests" / "conftest.py", *sorted((ROOT / "tests").rglob("test_*.py"))]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         constants = {**shared, **_string_constants(tree)}
         for node in ast.walk(tree):

@@ -205,6 +205,23 @@ def test_nmf_bad_input(backend):
         xm.nmf(ok, 2, init=(backend.asarray(np.ones((4, 3))), backend.asarray(np.ones((3, 3)))))
 
 
+def test_nmf_init_of_another_dtype_is_refused(backend):
+    """float32 start factors for float64 data: a TypeError naming the factor and both dtypes
+    (scikit-learn's NMF raises too), not a silent cast; integer factors are promoted."""
+    C = backend.asarray(_poisson(5, 4, 2))
+    A, B = _init(5, 4, 2)
+    for bad, name in (((backend.asarray(A, "float32"), backend.asarray(B)), "init\\[0\\]"),
+                      ((backend.asarray(A), backend.asarray(B, "float32")), "init\\[1\\]")):
+        with pytest.raises(TypeError, match=f"`{name}`.*float64.*float32"):
+            xm.nmf(C, 2, iters=1, init=bad)
+    with pytest.raises(TypeError, match="`C` is .*float32.*`init\\[0\\]` is .*float64"):
+        xm.nmf(backend.asarray(_poisson(5, 4, 2), "float32"), 2, iters=1,
+               init=(backend.asarray(A), backend.asarray(B, "float32")))
+    ints = tuple(backend.asarray(np.ones(shape), backend.xp.int64) for shape in ((5, 2), (2, 4)))
+    res = xm.nmf(C, 2, iters=1, init=ints)
+    assert_array(res.A, _res(backend), shape=(5, 2), dtype="float64")
+
+
 @pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_rank1_closed_form_is_em_fixed_point(backend, xp, dtype):
     C = np.stack([_poisson(9, 7, 3, seed=s) for s in range(2)])

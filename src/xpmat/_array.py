@@ -18,6 +18,7 @@ on one machine.
 from __future__ import annotations
 
 import sys as _sys
+import warnings as _warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -252,15 +253,25 @@ def supports_bfloat16(xp: Any) -> bool:
 def supports_float64(xp: Any, dev: Any = None) -> bool:
     """True when ``xp`` can hold float64 arrays on device ``dev``.
 
-    Apple's MPS device has no float64; everything else supported here does.
+    JAX is asked (``jax.config.jax_enable_x64``, which also follows a ``jax.enable_x64``
+    context): in its default mode a float64 request gives float32 with a warning, not an
+    error, so a probe would be fooled.  Apple's MPS device has no float64.  Elsewhere a
+    one-element probe decides; a warning from it (a library that truncates) counts as no.
     """
+    if is_jax(xp):
+        jax = _sys.modules.get("jax")  # loaded: it made the namespace (never imported here)
+        flag = getattr(getattr(jax, "config", None), "jax_enable_x64", None)
+        if flag is not None:
+            return bool(getattr(flag, "value", flag))
     if is_torch(xp) and dev is not None and getattr(dev, "type", str(dev)) == "mps":
         return False
     try:
-        xp.zeros((1,), dtype=xp.float64, device=dev)
+        with _warnings.catch_warnings():
+            _warnings.simplefilter("error")
+            z = xp.zeros((1,), dtype=xp.float64, device=dev)
     except Exception:
         return False
-    return True
+    return z.dtype == xp.float64
 
 
 def mT(x: Any, xp: Any) -> Any:

@@ -351,16 +351,26 @@ def nmf(
     iters : int
         Maximum number of EM steps.
     tol : float, optional
-        Stop when ``(D_prev − D) / D_init < tol`` for every batch member, checked every
-        ``check_every`` steps (one host sync per check; as scikit-learn).
+        scikit-learn's stopping rule of its multiplicative (``solver="mu"``) updates: every
+        ``check_every`` steps compute the error ``e = √(2 D)`` (``D`` the I-divergence) and
+        stop when ``(e_prev − e) / e_init < tol`` for every batch member, where ``e_prev`` is
+        the error at the previous check and ``e_init`` at the start (one host sync per
+        check).  ``None``: run all ``iters`` steps.  Where values cannot be read (under
+        ``jax.jit``, Dask) all ``iters`` steps run.
     init : "random" or (A0, B0)
         ``"random"``: ``sqrt(mean(C) / r) |N(0, 1)|`` entries drawn on the host from
-        ``seed`` (A first, then B).  A pair: nonnegative start factors (not modified).
+        ``seed`` (A first, then B).  A pair: nonnegative start factors (not modified) of
+        ``C``'s floating dtype (``TypeError`` naming the factor and both dtypes otherwise,
+        as scikit-learn; integer factors are promoted).
+    seed : int or numpy.random.Generator, optional
+        Seed of the ``"random"`` start.
     eps : float
         See :func:`nmf_em_step`.
     history : bool
         Record the divergence after every step (costs one extra ``A @ B`` and a log over
         ``C`` per step, but no host sync: values stay on the device until the end).
+    check_every : int
+        Steps between two ``tol`` checks (10, as scikit-learn).
     callback : callable, optional
         ``callback(it, A, B, div)`` after every step (``it`` from 1; ``div`` a device array,
         shape ``(...)``).  Computing ``div`` costs as with ``history``.
@@ -431,6 +441,10 @@ def nmf(
         _check_factors(C, A, B)
         if A.shape[-1] != r:
             raise ValueError(f"init factors have rank {A.shape[-1]}, but rank={r}")
+        for x, name in ((A, "init[0]"), (B, "init[1]")):
+            if xp.isdtype(x.dtype, ("real floating", "complex floating")) and x.dtype != out_dtype:
+                raise TypeError(f"`{name}` must have the data's dtype: `C` is {out_dtype}, "
+                                f"`{name}` is {x.dtype} (cast the start factors, e.g. xp.astype)")
         A, B = _array.as_float(A, xp, C.dtype), _array.as_float(B, xp, C.dtype)
         _check_nonneg(A, xp, "init[0]")
         _check_nonneg(B, xp, "init[1]")
@@ -452,20 +466,29 @@ def nmf(
     return NMFResult(A, B, div, it)
 
 
+def _sqrt2(D: Any, xp: Any) -> Any:
+    """scikit-learn's NMF error ``√(2 D)`` (``D`` clipped at 0 against rounding)."""
+    return xp.sqrt(2.0 * xp.maximum(D, xp.zeros_like(D)))
+
+
 def _em_loop(C: Any, A: Any, B: Any, divergence: _Divergence, *, iters: int, tol: float | None,
              eps: float, history: bool, check_every: int, callback: Any, progress: bool,
              xp: Any) -> tuple[Any, Any, list, int]:
     """The EM steps of :func:`nmf` as a Python loop: ``(A, B, divergences, steps run)``.
 
     The ``tol`` test reads the divergence on the host every ``check_every`` steps, unless it
-    cannot be read (under ``jax.jit``: all ``iters`` steps run).
+    cannot be read (under ``jax.jit``: all ``iters`` steps run); between checks the divergence
+    is computed only for ``history`` / ``callback``.
     """
     fast = _array.is_numpy(xp)
     buf = None
-    need = history or callback is not None or tol is not None
-    divs = [divergence(A, B)] if need else []
-    d_init = d_check = divs[0] if need else None
-    readable = need and not _array.is_lazy(d_init)
+    every_step = history or callback is not None
+    check = max(1, int(check_every))
+    divs = [divergence(A, B)] if (every_step or tol is not None) else []
+    stop = tol is not None and not _array.is_lazy(divs[0])
+    if stop:  # scikit-learn's error: √(2 D), its decrease relative to the start
+        e_init = e_prev = _sqrt2(divs[0], xp)
+        scale = xp.where(e_init > 0, e_init, xp.ones_like(e_init))
     every = max(1, iters // 20)
     it = 0
     for it in range(1, iters + 1):
@@ -473,7 +496,8 @@ def _em_loop(C: Any, A: Any, B: Any, divergence: _Divergence, *, iters: int, tol
             A, B, buf = _em_step_numpy(C, A, B, eps, buf)
         else:
             A, B = _em_step_generic(C, A, B, eps, xp)
-        if need:
+        checking = stop and it % check == 0
+        if every_step or checking:
             d = divergence(A, B)
             if history:
                 divs.append(d)
@@ -481,11 +505,11 @@ def _em_loop(C: Any, A: Any, B: Any, divergence: _Divergence, *, iters: int, tol
                 callback(it, A, B, d)
         if progress and (it % every == 0 or it == iters):
             print(f"\rnmf: step {it}/{iters}", end="\n" if it == iters else "", file=sys.stderr, flush=True)
-        if tol is not None and readable and it % max(1, int(check_every)) == 0:
-            scale = xp.where(d_init > 0, d_init, xp.ones_like(d_init))
-            if bool(xp.all((d_check - d) / scale < tol)):
+        if checking:
+            e = _sqrt2(d, xp)
+            if bool(xp.all((e_prev - e) / scale < tol)):
                 break
-            d_check = d
+            e_prev = e
     if progress and it < iters:
         print(f"\rnmf: stopped at step {it}/{iters} (tol)", file=sys.stderr, flush=True)
     return A, B, divs if history else [], it

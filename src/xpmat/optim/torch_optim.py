@@ -272,21 +272,29 @@ class PowerSGD(XpmatOptimizer):
     ----------
     params : iterable of tensors or param-group dicts
     lr : float >= 0
+        η, the learning rate.
     momentum : float in [0, 1)
         μ of eq. (7c) (``base="sgd"``).
     rank : int >= 1 or float in (0, 1]
+        r of the compression: absolute, or a fraction of ``min(m, n)`` (rounded up); capped
+        at ``min(m, n)`` per matrix (an int that fits no matrix is a ``ValueError``).
     rank_multiple_of : int >= 1
+        Round the rank up to a multiple of this (before the cap).
     restart_every : int >= 1 or None
         τ: None = PowerSGD, an int = PowerSGD+.
     svd : {"full", "randomized"}
-        The restart's SVD.
+        The restart's SVD (``"randomized"``: :func:`xpmat.randomized_svd` seeded ``seed + t``).
     base : {"sgd", "adamw"}
+        What consumes the compressed ``Δ̂``: heavy-ball momentum (eq. 7c) or Adam.
     betas, eps
         Adam's, for ``base="adamw"`` (the torch class then has no ``momentum``; with
         ``base="sgd"`` no ``betas`` / ``eps``).
     weight_decay : float >= 0
+        λ, decoupled (times ``s η``).
     orthogonalize : {"auto", "householder", "cholesky_qr2"}
+        How the power iteration's ``P`` is orthonormalized (:func:`xpmat.orthonormalize`).
     seed : int >= 0
+        The initial ``Q`` (parameter ``i`` from ``seed + i``).
     schedule : float >= 0
         Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
     state_dtype : dtype or name, optional
@@ -314,19 +322,65 @@ class PowerSGD(XpmatOptimizer):
 
 
 class PowerSGDPlus(PowerSGD):
-    """PowerSGD+ : :class:`PowerSGD` with ``restart_every=100`` by default (an SVD every τ
-    steps); the same arguments."""
+    """PowerSGD+ ([Xie, Chen, Yuan 2025][xie-chen-yuan-2025] §4, Alg. 2) over
+    :mod:`xpmat.optim.powersgd`: :class:`PowerSGD` with ``restart_every=100`` by default, so
+    the power iteration restarts from an SVD every τ steps, in one process::
+
+        Δ = G + e;  P̃, Q = PowerIter1(Δ; Q)  (SVD when t mod τ = 0, t from 0);  Δ̂ = P̃ Qᵀ
+        e ← Δ − Δ̂;  m ← μ m + Δ̂;  X ← X − s η m − s η λ X     (base="adamw": Adam on Δ̂)
+
+    1-D parameters go to AdamW.
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+        η, the learning rate.
+    momentum : float in [0, 1)
+        μ of eq. (7c) (``base="sgd"``).
+    rank : int >= 1 or float in (0, 1]
+        r of the compression: absolute, or a fraction of ``min(m, n)`` (rounded up); capped
+        at ``min(m, n)`` per matrix (an int that fits no matrix is a ``ValueError``).
+    rank_multiple_of : int >= 1
+        Round the rank up to a multiple of this (before the cap).
+    restart_every : int >= 1 or None
+        τ, steps between two SVD restarts (default 100; None = plain :class:`PowerSGD`).
+    svd : {"full", "randomized"}
+        The restart's SVD (``"randomized"``: :func:`xpmat.randomized_svd` seeded ``seed + t``).
+    base : {"sgd", "adamw"}
+        What consumes the compressed ``Δ̂``: heavy-ball momentum (eq. 7c) or Adam.
+    betas, eps
+        Adam's, for ``base="adamw"`` (the torch class then has no ``momentum``; with
+        ``base="sgd"`` no ``betas`` / ``eps``).
+    weight_decay : float >= 0
+        λ, decoupled (times ``s η``).
+    orthogonalize : {"auto", "householder", "cholesky_qr2"}
+        How the power iteration's ``P`` is orthonormalized (:func:`xpmat.orthonormalize`).
+    seed : int >= 0
+        The initial ``Q`` (parameter ``i`` from ``seed + i``).
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
+        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
+        ``betas``, ``eps``, ``weight_decay``.
+    """
 
     algorithm = "powersgd+"
 
-    def __init__(self, params: Any, lr: float = 0.01, *, restart_every: int | None = 100,
-                 **kwargs: Any) -> None:
-        super().__init__(params, lr, restart_every=restart_every, **kwargs)
-
-
-PowerSGDPlus.__init__.__signature__ = inspect.signature(PowerSGD.__init__).replace(parameters=[  # type: ignore[attr-defined]
-    p.replace(default=100) if p.name == "restart_every" else p
-    for p in inspect.signature(PowerSGD.__init__).parameters.values()])
+    def __init__(self, params: Any, lr: float = 0.01, *, momentum: float = 0.9, rank: float = 4,
+                 rank_multiple_of: int = 1, restart_every: int | None = 100, svd: str = "full",
+                 base: str = "sgd", betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, schedule: float = 1.0, orthogonalize: str = "auto",
+                 seed: int = 0, state_dtype: Any = None, maximize: bool = False,
+                 adamw_lr_ratio: float = 0.1, adamw_betas: tuple[float, float] = (0.9, 0.95),
+                 adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+        # PowerSGD's signature with τ = 100, spelled out so that help() and the API page show it
+        XpmatOptimizer.__init__(self, params, collect_arguments(type(self), locals()))
 
 
 class Adafactor(XpmatOptimizer):
