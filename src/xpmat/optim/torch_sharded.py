@@ -258,7 +258,7 @@ class OwnerExchange:
     item's gradient, parameter and state to its owner (asynchronously); :meth:`gathered` waits
     and returns, for the items this rank owns, the whole tensors; :meth:`scatter` sends the
     update and new state of each owned item back and returns this rank's blocks of every item.
-    ``bytes_sent`` counts what this rank sent in both (to itself included: a local copy)."""
+    ``bytes_sent`` counts what this rank sent to other ranks in both (not its own blocks)."""
 
     def __init__(self, mesh: Any, items: list[Item]) -> None:
         self.m = _Mesh(mesh)
@@ -308,7 +308,7 @@ class OwnerExchange:
         send_parts = [self._pack(pieces_for.get(r, []), device) for r in order]
         send = torch.cat(send_parts) if send_parts else torch.empty(0, dtype=torch.uint8)
         recv = torch.empty(sum(recv_sizes), dtype=torch.uint8, device=device)
-        self.bytes_sent += sum(p.numel() for p in send_parts)
+        self.bytes_sent += sum(p.numel() for r, p in zip(order, send_parts, strict=True) if r != self.m.me)
         work = dist.all_to_all_single(recv, send, recv_sizes, [p.numel() for p in send_parts],
                                       group=self.m.group, async_op=async_op)
         return recv, order, work
