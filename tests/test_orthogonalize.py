@@ -278,6 +278,96 @@ def test_msign_bf16_refused_elsewhere(backend):
         orth.msign(backend.asarray(np.ones((3, 3))), compute_dtype="bfloat16")
 
 
+# ----------------------------------------------------------------------------- msign, gram=True
+
+_GRAM_CASES = {  # shape, spectrum, steps, batch
+    "well": ((96, 24), np.geomspace(1, 1e-1, 24), 10, ()),
+    "ill": ((96, 24), np.geomspace(1, 1e-3, 24), 12, ()),
+    "wide": ((24, 96), np.geomspace(1, 1e-2, 24), 10, ()),
+    "low_rank": ((80, 20), np.r_[np.geomspace(1, 1e-2, 12), np.zeros(8)], 12, ()),
+    "batched": ((40, 10), np.geomspace(1, 1e-2, 10), 10, (2, 3)),
+}
+
+
+@pytest.mark.parametrize("case", list(_GRAM_CASES))
+def test_msign_gram_equals_plain_and_svd(backend, dtype, case):
+    """Gram Newton–Schulz is the plain loop's polynomial: equal to it to rounding, and both are
+    the float64 SVD polar factor U_r V_rᵀ (on the range for a low-rank matrix)."""
+    shape, s, steps, batch = _GRAM_CASES[case]
+    A, U, _s, Vt = matrix_with_spectrum(*shape, s, seed=23, batch=batch)
+    r = int((s > 0).sum())
+    ref = U[..., :r] @ Vt[..., :r, :]
+    X = backend.asarray(A, dtype)
+    G = orth.msign(X, steps=steps, gram=True)
+    assert_array(G, backend, shape=A.shape, dtype=dtype)
+    plain = backend.to_numpy(orth.msign(X, steps=steps))
+    # measured (NumPy): float64 ≤ 2e-12 from plain; float32 ≤ 1.2e-5 (the low-rank case 1.1e-3:
+    # both loops amplify the rounding-level null space, each its own way; see the test above)
+    low_rank_f32 = case == "low_rank" and dtype == "float32"
+    assert rel_err(G, plain, backend) <= (2e-3 if low_rank_f32 else TOL[dtype])
+    assert rel_err(G, ref, backend) <= (2e-3 if low_rank_f32 else 1e-6 if dtype == "float64" else 1e-4)
+
+
+def test_msign_gram_zero_nan_and_normalizations(backend):
+    Z = orth.msign(backend.asarray(np.zeros((2, 12, 5))), gram=True)
+    assert_array(Z, backend, shape=(2, 12, 5), dtype="float64")
+    assert np.all(backend.to_numpy(Z) == 0)
+    G = np.random.default_rng(24).standard_normal((30, 8))
+    G[3, 2] = np.nan
+    assert np.all(np.isnan(backend.to_numpy(orth.msign(backend.asarray(G), gram=True))))
+    A, *_ = matrix_with_spectrum(48, 12, np.geomspace(1, 1e-2, 12), seed=25)
+    for normalize in orth.NORMALIZATIONS:  # spectral_estimate hands its Gram matrix to the loop
+        kw = {"steps": 8, "normalize": normalize}
+        assert rel_err(orth.msign(backend.asarray(A), gram=True, **kw),
+                       backend.to_numpy(orth.msign(backend.asarray(A), **kw)), backend) <= 1e-10
+
+
+def test_msign_gram_bad_input(backend):
+    G = backend.asarray(np.ones((6, 3)))
+    with pytest.raises(TypeError, match="gram"):
+        orth.msign(G, gram="yes")
+    for bad in ((0,), (5,), (2, 2), ("2",), 2):
+        with pytest.raises(ValueError, match="gram_restarts"):
+            orth.msign(G, steps=5, gram=True, gram_restarts=bad)
+
+
+@pytest.mark.skip_xp_backends("numpy", "array_api_strict", "cupy", "dask",
+                              reason="bfloat16 exists on PyTorch and JAX only")
+def test_msign_gram_bf16_restarts_keep_it_stable(backend):
+    """In bfloat16 the Gram matrix R drifts (small negative eigenvalues that the iteration blows
+    up); the default restarts keep the result as close to the polar factor as the plain loop's."""
+    A, U, _s, Vt = matrix_with_spectrum(512, 64, np.geomspace(1, 1e-4, 64), seed=26)
+    ref = U @ Vt
+    X = backend.asarray(A, "float32")
+    kw = {"steps": 8, "compute_dtype": "bfloat16"}
+    plain = rel_err(orth.msign(X, **kw), ref, backend)
+    gram = rel_err(orth.msign(X, gram=True, **kw), ref, backend)
+    assert np.isfinite(gram) and gram <= plain + 0.1, (gram, plain)
+
+
+def test_ns_flops_counts_the_products():
+    """The FLOP formula of ``ns_flops`` (stated in ``msign``'s Notes) is what the loops run:
+    counted by torch's FlopCounterMode on meta tensors (no data, no time); Gram NS at
+    4096 × 256 with the default 5 steps costs at most 0.6× the plain loop (0.47×)."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for shape in ((4096, 256), (256, 4096), (3, 200, 48), (64, 64)):
+        for steps, restarts in ((5, None), (10, None), (5, (1, 3)), (1, None), (0, None)):
+            for gram in (False, True):
+                with FlopCounterMode(display=False) as fc:
+                    orth.msign(torch.empty(shape, device="meta"), steps=steps, gram=gram,
+                               gram_restarts=restarts)
+                batch = shape[0] if len(shape) == 3 else 1
+                want = batch * orth.ns_flops(*shape[-2:], steps, gram=gram, restarts=restarts)
+                assert fc.get_total_flops() == want, (shape, steps, restarts, gram)
+    k, l_ = 256, 4096
+    assert orth.ns_flops(l_, k, 5) == 5 * (4 * k * k * l_ + 2 * k**3)
+    assert orth.ns_flops(l_, k, 5, gram=True) == 8 * k * k * l_ + 28 * k**3
+    assert orth.ns_flops(l_, k, 5, gram=True) <= 0.6 * orth.ns_flops(l_, k, 5)
+    assert orth.ns_flops(k, k, 5, gram=True) > orth.ns_flops(k, k, 5)  # square: no saving
+
+
 # ----------------------------------------------------------------------------- polar
 
 

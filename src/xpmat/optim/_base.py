@@ -240,6 +240,14 @@ def matrix_shape(shape: Sequence[int], name: str = "parameter") -> tuple[int, in
     return shape[0], math.prod(shape[1:])
 
 
+def matrix_view_shape(shape: Sequence[int], flatten: bool = True, name: str = "parameter") -> tuple[int, ...]:
+    """The shape a matrix method sees a parameter of ndim ≥ 2 as: with ``flatten``,
+    :func:`matrix_shape` (conv kernels ``(out, in·k·k)``); without, the shape itself, whose
+    leading axes are a batch of matrices (a stack of experts ``(E, m, n)``)."""
+    mat = matrix_shape(shape, name)
+    return mat if flatten or len(shape) == 2 else tuple(shape)
+
+
 def resolve_rank(rank: int | float, multiple: int, m: int, n: int) -> int:
     """Rank for an ``m × n`` matrix: an int ≥ 1 as given, a float in (0, 1] as that fraction
     of ``min(m, n)`` (rounded up); then rounded up to a multiple of ``multiple``; at most

@@ -7,6 +7,11 @@ Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), 
     O = msign(U) ≈ U_svd V_svdᵀ                 (xpmat.msign: Newton–Schulz, §Q.3.1)
     W = W − s η λ W − s η a(m, n) O             (decoupled weight decay, §4.4)
 
+Options (per group): ``cautious_weight_decay`` decays only where ``O ⊙ W ≥ 0`` ([Chen et al.
+2025][chen-2025-cwd]); ``flatten=False`` keeps the leading axes of an N-D parameter as a batch
+of matrices (each its own msign and ``a(m, n)``); ``use_gram_newton_schulz`` computes ``O`` by
+Gram Newton–Schulz ([Zhang et al. 2026][zhang-2026-gram]) where it takes fewer products.
+
 As a composition of transforms (:func:`composed`)::
 
     skip_nonfinite(as_matrix(chain(momentum(μ, nesterov), steepest_direction("spectral", "tr", ns_*),
@@ -40,7 +45,7 @@ from xpmat.optim._base import (
     check_common,
     check_dtype,
     check_real,
-    matrix_shape,
+    matrix_view_shape,
     resolve_hyper,
     run_init,
     run_update,
@@ -82,6 +87,9 @@ DEFAULTS: dict[str, Any] = {
     "compute_dtype": None,
     "eps": 1e-7,
     "state_dtype": None,
+    "use_gram_newton_schulz": False,
+    "cautious_weight_decay": False,
+    "flatten": True,
 }
 
 _ADJUST = ("original", "match_rms_adamw", "none", None)
@@ -116,6 +124,8 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     check_choice("ns_normalize", h["ns_normalize"], NORMALIZATIONS)
     check_real("eps", h["eps"])
     check_dtype("compute_dtype", h["compute_dtype"])
+    for k in ("use_gram_newton_schulz", "cautious_weight_decay", "flatten"):
+        check_bool(k, h[k])
     return h
 
 
@@ -126,20 +136,21 @@ def composed(**hyper: Any) -> Transform:
     return skip_nonfinite(as_matrix(chain(
         momentum(h["momentum"], nesterov=h["nesterov"], state_dtype=h["state_dtype"]),
         steepest_direction("spectral", "tr", ns_steps=h["ns_steps"], ns_schedule=h["ns_schedule"],
-                           eps=h["eps"], ns_normalize=h["ns_normalize"], compute_dtype=h["compute_dtype"]),
+                           eps=h["eps"], ns_normalize=h["ns_normalize"], compute_dtype=h["compute_dtype"],
+                           use_gram_newton_schulz=h["use_gram_newton_schulz"], flatten=h["flatten"]),
         scale_by_shape(lambda m, n: adjust_lr(h["adjust_lr_fn"], m, n)),
-        add_decayed_weights(h["weight_decay"]),
-        scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=MuonState)))
+        add_decayed_weights(h["weight_decay"], cautious=h["cautious_weight_decay"]),
+        scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=MuonState), flatten=h["flatten"]))
 
 
-def chunks(params: list[Any], compute_dtype: Any = None) -> list[list[int]]:
+def chunks(params: list[Any], compute_dtype: Any = None, flatten: bool = True) -> list[list[int]]:
     """Index lists of ``params`` orthogonalized in one Newton–Schulz call (same shape; on a CPU
     at most 8 MiB per stack in ``compute_dtype``): :func:`~xpmat.optim.transforms.msign_chunks`
-    on the matrix views."""
-    return msign_chunks(_views(params), compute_dtype)
+    on the matrix views (``flatten`` as the hyper-parameter)."""
+    return msign_chunks(_views(params, flatten), compute_dtype)
 
 
-def calls(params: list[Any], compute_dtype: Any = None) -> list[list[int]]:
+def calls(params: list[Any], compute_dtype: Any = None, flatten: bool = True) -> list[list[int]]:
     """Index lists for successive :func:`update` calls, as the torch class steps: on a CPU,
     :func:`chunks` merged while their matrices stay within 8 MiB (so a big model never holds
     more than one chunk's updates, and a small one makes one call); elsewhere one call.  Any
@@ -147,7 +158,7 @@ def calls(params: list[Any], compute_dtype: Any = None) -> list[list[int]]:
     """
     out: list[list[int]] = []
     room = 0
-    for c, size in msign_sized_chunks(_views(params), compute_dtype):
+    for c, size in msign_sized_chunks(_views(params, flatten), compute_dtype):
         need = 0 if size is None else size * len(c)
         if out and need <= room:
             out[-1].extend(c)
@@ -158,9 +169,9 @@ def calls(params: list[Any], compute_dtype: Any = None) -> list[list[int]]:
     return out
 
 
-def _views(params: list[Any]) -> list[Any]:
-    return [p if p.ndim == 2 else _array.array_namespace(p).reshape(p, matrix_shape(p.shape, f"params[{i}]"))
-            for i, p in enumerate(params)]
+def _views(params: list[Any], flatten: bool = True) -> list[Any]:
+    return [p if p.ndim == 2 else _array.array_namespace(p).reshape(
+        p, matrix_view_shape(p.shape, flatten, f"params[{i}]")) for i, p in enumerate(params)]
 
 
 def init(params: list[Any], **hyper: Any) -> list[MuonState]:
@@ -178,15 +189,15 @@ def transform(*, reuse_state: bool = False, **hyper: Any) -> Transform:
         out = []
         for i, p in enumerate(params):
             xp, dev = _array.array_namespace(p), _array.device(p)
-            m, n = matrix_shape(p.shape, f"params[{i}]")
-            out.append(MuonState(xp.zeros((m, n), dtype=state_dtype_for(p, xp, h["state_dtype"]),
+            view = matrix_view_shape(p.shape, h["flatten"], f"params[{i}]")
+            out.append(MuonState(xp.zeros(view, dtype=state_dtype_for(p, xp, h["state_dtype"]),
                                           device=dev), zeros_step(xp, dev)))
         return out
 
     def update_(grads, states, params):
         ups, new = list(grads), list(states)  # zero-size parameters: nothing to do
         live = [i for i, p in enumerate(params) if math.prod(p.shape)]
-        for chunk in chunks([params[i] for i in live], h["compute_dtype"]):
+        for chunk in chunks([params[i] for i in live], h["compute_dtype"], h["flatten"]):
             idx = [live[j] for j in chunk]
             for i, u, s in zip(idx, *_fused_chunk(h, reuse_state, [grads[i] for i in idx],
                                                   [states[i] for i in idx], [params[i] for i in idx]),
@@ -203,12 +214,13 @@ def _fused_chunk(h: dict[str, Any], reuse: bool, grads: list[Any], states: list[
     xp = _array.array_namespace(*grads, *params, names=[f"grads[{i}]" for i in range(len(grads))]
                                 + [f"params[{i}]" for i in range(len(params))])
     shape = tuple(params[0].shape)
-    m, n = matrix_shape(shape)
+    view = matrix_view_shape(shape, h["flatten"])
+    m, n = view[-2:]
     dt, mu, cd = states[0].momentum_buffer.dtype, h["momentum"], h["compute_dtype"]
     lr_t = float(h["schedule"]) * float(h["lr"])
     oks, bufs, Us = [], [], []
     for g, s in zip(grads, states, strict=True):  # per matrix: torch.lerp is one pass
-        g = xp.reshape(_array.as_float(g, xp, dt), (m, n))
+        g = xp.reshape(_array.as_float(g, xp, dt), view)
         ok = finite(g, xp)
         B0 = s.momentum_buffer
         g = xp.where(ok, g, B0)  # a skipped step leaves the buffer as it was: lerp(B, B) = B
@@ -219,12 +231,15 @@ def _fused_chunk(h: dict[str, Any], reuse: bool, grads: list[Any], states: list[
         Us.append(U)
     coeffs = ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
     Os = msign_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
-                     scale=-lr_t * adjust_lr(h["adjust_lr_fn"], m, n))
+                     scale=-lr_t * adjust_lr(h["adjust_lr_fn"], m, n), gram=h["use_gram_newton_schulz"])
     decay = lr_t * h["weight_decay"]
     ups, new = [], []
     for O, ok, buf, s, p in zip(Os, oks, bufs, states, params, strict=True):
         if decay:  # decoupled weight decay, added without casting O first
-            u = _array.add_scaled(O, -decay, xp.reshape(_array.as_float(p, xp, dt), (m, n)), xp)
+            p = xp.reshape(_array.as_float(p, xp, dt), view)
+            if h["cautious_weight_decay"]:  # O = −s η a msign: the direction's sign is −O's
+                p = xp.where(O * p <= 0, p, xp.zeros((), dtype=dt, device=_array.device(p)))
+            u = _array.add_scaled(O, -decay, p, xp)
         else:
             u = _array.as_float(O, xp, dt)
         ups.append(xp.reshape(xp.where(ok, u, xp.zeros((), dtype=dt, device=_array.device(u))), shape))
@@ -240,7 +255,8 @@ def update(grads: list[Any], state: list[MuonState], params: list[Any], *, reuse
     Parameters
     ----------
     grads, params : list of arrays (out, ...)
-        Matrix parameters (ndim ≥ 2; conv kernels viewed as ``(out, in·k·k)``); 1-D ones raise
+        Matrix parameters (ndim ≥ 2; conv kernels viewed as ``(out, in·k·k)`` unless
+        ``flatten=False``); 1-D ones raise
         ``ValueError`` (use :func:`xpmat.optim.transforms.route` or the torch class's AdamW
         fallback).
     state : list of MuonState
@@ -252,7 +268,11 @@ def update(grads: list[Any], state: list[MuonState], params: list[Any], *, reuse
         decoupled, times η as torch), ``schedule`` (s multiplies η), ``adjust_lr_fn``, and the
         ``msign`` options ``ns_steps``, ``ns_schedule`` (``"polar_express"``, ``"jordan"``, ...),
         ``ns_normalize``, ``compute_dtype`` (``"bfloat16"`` on GPUs and bf16-capable CPUs),
-        ``eps``; ``state_dtype``.
+        ``eps``, ``use_gram_newton_schulz`` (Gram Newton–Schulz where it takes fewer products);
+        ``state_dtype``; ``cautious_weight_decay`` (decay only where ``msign(U) ⊙ W ≥ 0``);
+        ``flatten`` (True: an N-D parameter is the matrix ``(out, prod(rest))``; False: its
+        leading axes are a batch of matrices, each with its own msign and ``a(m, n)``).  See
+        the torch class :class:`xpmat.optim.Muon` for each.
 
     Returns
     -------

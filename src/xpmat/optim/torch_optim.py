@@ -101,7 +101,8 @@ class Muon(XpmatOptimizer):
 
     Same-shaped matrices are orthogonalized in one batched ``msign`` call; 1-D parameters go to
     AdamW.  ``Muon(params, ns_schedule="jordan", compute_dtype="bfloat16", weight_decay=0.1,
-    lr=1e-3)`` is ``torch.optim.Muon``'s default update.
+    lr=1e-3)`` is ``torch.optim.Muon``'s default update.  Every argument below (but
+    ``params``, ``maximize`` and the ``adamw_*`` ones) can be set per param group.
 
     Parameters
     ----------
@@ -111,11 +112,32 @@ class Muon(XpmatOptimizer):
     nesterov : bool
     weight_decay : float >= 0
         Decoupled, times ``lr`` (as torch).
+    cautious_weight_decay : bool
+        Decay only the entries where the Muon direction ``O = msign(U)`` and the weight have the
+        same sign (``O ⊙ W ≥ 0``: the step ``−η a O`` already moves the weight toward zero)::
+
+            W ← W − s η λ (W ⊙ 1[O ⊙ W ≥ 0]) − s η a(m, n) O
+
+        Chen et al. 2025's cautious weight decay; ``cautious_wd`` of microsoft/dion, the mask
+        of modded-nanogpt's Muon step.  Default False (decay everywhere, as torch).
     adjust_lr_fn : {"original", "match_rms_adamw", "none"} or None
         ``a(m, n)``: √max(1, m/n), 0.2·√max(m, n), or 1 (None: "original", as torch).
+    flatten : bool
+        How a parameter of ndim ≥ 3 is a matrix.  True (default, today's behaviour): conv
+        style, ``(out, in·k·k)``, one msign and one ``a(out, in·k·k)``.  False: its leading
+        axes are a batch of matrices (a stack of experts ``(E, m, n)``): each ``m × n`` matrix
+        gets its own msign, and ``a(m, n)`` from its own shape; the momentum buffer keeps the
+        parameter's shape.  As dion's ``flatten``.  Keep it fixed for a parameter's lifetime
+        (the momentum buffer's shape follows it).
     ns_steps : int >= 0
     ns_schedule : {"polar_express", "jordan", "quintic", "cubic"} or sequence of (a, b, c)
     ns_normalize : {"fro", "spectral_estimate", "aol"}
+    use_gram_newton_schulz : bool
+        Gram Newton–Schulz (``xpmat.msign(..., gram=True)``: the same polynomial, iterated on
+        the small Gram matrix, restarted for stability) on the shapes where it takes fewer
+        matrix products (5 steps: ``max(m, n) > 1.5 min(m, n)``; 0.47× the products at
+        4096 × 256); square-ish matrices keep the plain loop.  The name is dion's and the
+        Dao lab's; DeepSpeed's ``ns_method="gram"`` likewise skips square matrices.
     compute_dtype : dtype or name, optional
         Newton–Schulz precision (``"bfloat16"`` on GPUs and bf16-capable CPUs).
     eps : float >= 0
@@ -141,7 +163,8 @@ class Muon(XpmatOptimizer):
                  weight_decay: float = 0.0, schedule: float = 1.0, adjust_lr_fn: str | None = "original",
                  ns_steps: int = 5, ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
                  compute_dtype: Any = None, eps: float = 1e-7, state_dtype: Any = None,
-                 maximize: bool = False, adamw_lr_ratio: float = 0.05,
+                 use_gram_newton_schulz: bool = False, cautious_weight_decay: bool = False,
+                 flatten: bool = True, maximize: bool = False, adamw_lr_ratio: float = 0.05,
                  adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
                  adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, collect_arguments(type(self), locals()))
@@ -154,7 +177,8 @@ class Muon(XpmatOptimizer):
             return [list(range(len(params)))]
         mats = [i for i, p in enumerate(params) if p.ndim >= 2]
         rest = [i for i, p in enumerate(params) if p.ndim < 2]
-        out = [[mats[j] for j in c] for c in _muon.calls([params[i] for i in mats], group["compute_dtype"])]
+        out = [[mats[j] for j in c]
+               for c in _muon.calls([params[i] for i in mats], group["compute_dtype"], group["flatten"])]
         return [out[0] + rest, *out[1:]] if out else [rest]
 
 

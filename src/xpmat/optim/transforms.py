@@ -51,6 +51,7 @@ from typing import Any, NamedTuple
 from xpmat import _array
 from xpmat.optim._base import (
     check_betas,
+    check_bool,
     check_choice,
     check_int,
     check_rank_fits,
@@ -58,11 +59,12 @@ from xpmat.optim._base import (
     group_by_shape,
     host_steps,
     matrix_shape,
+    matrix_view_shape,
     resolve_rank,
     state_dtype_for,
     zeros_step,
 )
-from xpmat.orthogonalize import newton_schulz, ns_schedule, orthonormalize
+from xpmat.orthogonalize import newton_schulz, ns_flops, ns_schedule, orthonormalize
 
 __all__ = [
     "MSIGN_CPU_STACK_BYTES",
@@ -85,6 +87,7 @@ __all__ = [
     "ema_momentum",
     "ema_update",
     "finite",
+    "gram_saves",
     "momentum",
     "msign_chunks",
     "msign_direction",
@@ -326,13 +329,15 @@ def _with_count(state: type) -> type:
     return _COUNTED[state]
 
 
-def as_matrix(inner: Transform) -> Transform:
+def as_matrix(inner: Transform, *, flatten: bool = True) -> Transform:
     """Run ``inner`` on the matrix views ``(out, prod(rest))`` of parameters of ndim ≥ 2 (conv
-    kernels ``(out, in·k·k)``); updates come back in the parameters' shapes.  A 1-D parameter
-    raises ``ValueError`` (route it elsewhere, :func:`route`)."""
+    kernels ``(out, in·k·k)``); updates come back in the parameters' shapes.  ``flatten=False``:
+    a parameter of ndim ≥ 3 is left as it is, a batch of matrices over its leading axes (a stack
+    of experts ``(E, m, n)``).  A 1-D parameter raises ``ValueError`` (route it elsewhere,
+    :func:`route`)."""
 
     def views(arrays, params):
-        return [_ns(a).reshape(a, matrix_shape(p.shape, f"params[{i}]"))
+        return [_ns(a).reshape(a, matrix_view_shape(p.shape, flatten, f"params[{i}]"))
                 for i, (a, p) in enumerate(zip(arrays, params, strict=True))]
 
     def init(params):
@@ -507,19 +512,29 @@ def scale_by_adam(betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, 
 
 
 # ----------------------------------------------------------------------------- decay, scaling
-def add_decayed_weights(weight_decay: float) -> Transform:
+def add_decayed_weights(weight_decay: float, *, cautious: bool = False) -> Transform:
     """``u + λ p`` (in the wider of ``u``'s dtype and ``p``'s state dtype; λ = 0: the identity).
 
     Before :func:`scale_by_lr` this is decoupled weight decay that follows the learning rate
     (``−η (u + λ p)``, torch's AdamW); after it, a negative λ decays independently of η.
+    ``cautious``: cautious weight decay, ``u + λ p ⊙ 1[u ⊙ p ≥ 0]`` — decay only the entries
+    where the update direction ``u`` (the step is ``−η u``) has the sign of the weight, that is
+    where the step already moves the weight toward zero ([Chen et al. 2025][chen-2025-cwd], the
+    CWD update rule; ``cautious_wd`` of [microsoft/dion][dion-code], the decay mask of
+    [modded-nanogpt][modded-nanogpt]'s Muon step).  A zero product counts as agreeing (``≥``),
+    as in both codes.
     """
     check_real("weight_decay", weight_decay, -math.inf)
+    check_bool("cautious", cautious)
     if not weight_decay:
         return per_parameter(None, lambda g, s, p, xp: (g, s))
 
     def update_one(u, s, p, xp):
         dt = xp.result_type(u.dtype, state_dtype_for(p, xp))
-        return _array.add_scaled(_array.as_float(u, xp, dt), weight_decay, _array.as_float(p, xp, dt), xp), s
+        u, p = _array.as_float(u, xp, dt), _array.as_float(p, xp, dt)
+        if cautious:
+            p = xp.where(u * p >= 0, p, xp.zeros((), dtype=dt, device=_array.device(p)))
+        return _array.add_scaled(u, weight_decay, p, xp), s
 
     return per_parameter(None, update_one)
 
@@ -568,30 +583,44 @@ def msign_chunks(mats: Sequence[Any], compute_dtype: Any = None) -> list[list[in
     return [c for c, _ in msign_sized_chunks(mats, compute_dtype)]
 
 
+def gram_saves(m: int, n: int, steps: int) -> bool:
+    """Whether Gram Newton–Schulz (default restarts) takes fewer matrix-product FLOPs than the
+    plain loop on an ``m × n`` matrix (:func:`xpmat.orthogonalize.ns_flops`): with 5 steps, when
+    ``max(m, n) > 1.5 min(m, n)``; never for a square one."""
+    return ns_flops(m, n, steps, gram=True) < ns_flops(m, n, steps)
+
+
 def msign_stack(Us: Sequence[Any], xp: Any, coeffs: Any, *, normalize: str, eps: float,
-                scale: float) -> list[Any]:
-    """``scale · msign`` of same-shaped matrices ``Us`` in ONE batched Newton–Schulz call."""
+                scale: float, gram: bool = False) -> list[Any]:
+    """``scale · msign`` of same-shaped matrices ``Us`` (..., m, n) in ONE batched Newton–Schulz
+    call; ``gram``: Gram Newton–Schulz where it saves products (:func:`gram_saves`)."""
     U = Us[0][None, ...] if len(Us) == 1 else xp.stack(list(Us), axis=0)
-    O = newton_schulz(U, coeffs, normalize=normalize, eps=eps, scale=scale, xp=xp)
+    m, n = U.shape[-2:]
+    O = newton_schulz(U, coeffs, normalize=normalize, eps=eps, scale=scale, xp=xp,
+                      gram=gram and gram_saves(m, n, len(coeffs)))
     return [O[j, ...] for j in range(len(Us))]
 
 
 def msign_direction(*, ns_steps: int = 5, ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
                     compute_dtype: Any = None, eps: float = 1e-7,
-                    scale: Callable[[int, int], float] | None = None) -> Transform:
-    """``a(m, n) · msign(U)`` for matrices ``U`` (m, n): the spectral-norm steepest descent
+                    scale: Callable[[int, int], float] | None = None,
+                    use_gram_newton_schulz: bool = False) -> Transform:
+    """``a(m, n) · msign(U)`` for matrices ``U`` (..., m, n): the spectral-norm steepest descent
     direction ([Stratos 2026][stratos-2026] §7 eq. 69; Newton–Schulz, Q.3.1).
 
     Same-shaped matrices go through one batched call (:func:`msign_chunks`), in
     ``compute_dtype`` (e.g. ``"bfloat16"``); the result comes back in the input's dtype.
     ``scale(m, n)`` (a host float, default 1) is folded into the last Newton–Schulz step.
-    Stateless.  Zero ``U`` gives zero (msign of 0 is 0).
+    Leading axes of ``U`` are a batch (each matrix its own msign).  ``use_gram_newton_schulz``:
+    Gram Newton–Schulz on the shapes where it takes fewer products (:func:`gram_saves`;
+    ``xpmat.msign(..., gram=True)``).  Stateless.  Zero ``U`` gives zero (msign of 0 is 0).
     """
     from xpmat.orthogonalize import NORMALIZATIONS
 
     coeffs = ns_schedule_checked(ns_schedule, ns_steps)
     check_choice("ns_normalize", ns_normalize, NORMALIZATIONS)
     check_real("eps", eps)
+    check_bool("use_gram_newton_schulz", use_gram_newton_schulz)
     empty = EmptyState()
 
     def update(grads, states, params):
@@ -599,10 +628,10 @@ def msign_direction(*, ns_steps: int = 5, ns_schedule: Any = "polar_express", ns
         for chunk in msign_chunks(grads, compute_dtype):
             xp = _ns(*[grads[i] for i in chunk])
             Us = [_array.cast(grads[i], compute_dtype, xp) for i in chunk]
-            m, n = Us[0].shape
+            m, n = Us[0].shape[-2:]
             a = 1.0 if scale is None else scale(m, n)
             for i, O in zip(chunk, msign_stack(Us, xp, coeffs, normalize=ns_normalize, eps=eps,
-                                               scale=a), strict=True):
+                                               scale=a, gram=use_gram_newton_schulz), strict=True):
                 out[i] = _array.cast(O, grads[i].dtype, xp)
         return out, [empty] * len(grads)
 
@@ -625,7 +654,8 @@ STEEPEST_SCALINGS = ("tr", "mm")
 
 def steepest_direction(norm: str = "spectral", scaling: str = "tr", *, ns_steps: int = 5,
                        ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
-                       compute_dtype: Any = None, eps: float = 1e-7) -> Transform:
+                       compute_dtype: Any = None, eps: float = 1e-7, use_gram_newton_schulz: bool = False,
+                       flatten: bool = True) -> Transform:
     """The steepest descent direction under a norm ([Stratos 2026, §7 eq. 69][stratos-2026]),
     without the step size (:func:`scale_by_lr` adds ``−η``)::
 
@@ -641,24 +671,31 @@ def steepest_direction(norm: str = "spectral", scaling: str = "tr", *, ns_steps:
     a parameter of ndim ≤ 1 as a column ``(n, 1)``, whose spectral norm is ``‖g‖₂``: ``g / ‖g‖₂``
     (TR) and ``g`` (MM), exactly.  The nuclear norm of MM costs one elementwise product and a
     sum (no extra matrix product); with an inexact ``msign = U f(Σ) Vᵀ`` it is ``Σᵢ σᵢ f(σᵢ)``,
-    as close to ``‖G‖_nuc`` as ``f`` is to 1 on the spectrum.  A zero
+    as close to ``‖G‖_nuc`` as ``f`` is to 1 on the spectrum.  ``flatten=False``: a parameter
+    of ndim ≥ 3 is a batch of matrices over its leading axes (each its own msign and nuclear
+    norm).  ``use_gram_newton_schulz``: as :func:`msign_direction`.  A zero
     gradient gives a zero direction.  Stateless.
     """
     check_choice("norm", norm, STEEPEST_NORMS)
     check_choice("scaling", scaling, STEEPEST_SCALINGS)
+    check_bool("flatten", flatten)
     msign_t = msign_direction(ns_steps=ns_steps, ns_schedule=ns_schedule, ns_normalize=ns_normalize,
-                              compute_dtype=compute_dtype, eps=eps) if norm == "spectral" else None
+                              compute_dtype=compute_dtype, eps=eps,
+                              use_gram_newton_schulz=use_gram_newton_schulz) if norm == "spectral" else None
     empty = EmptyState()
 
     def update(grads, states, params):
         out = list(grads)
         mats = [i for i, g in enumerate(grads) if msign_t is not None and g.ndim >= 2 and math.prod(g.shape)]
         if mats:
-            views = [_ns(grads[i]).reshape(grads[i], matrix_shape(grads[i].shape)) for i in mats]
+            views = [_ns(grads[i]).reshape(grads[i], matrix_view_shape(grads[i].shape, flatten))
+                     for i in mats]
             Os, _ = msign_t.update(views, [empty] * len(views), views)
             for i, v, O in zip(mats, views, Os, strict=True):
                 xp = _ns(O)
-                out[i] = xp.reshape(xp.sum(v * O) * O if scaling == "mm" else O, tuple(grads[i].shape))
+                if scaling == "mm":
+                    O = xp.sum(v * O, axis=(-2, -1), keepdims=True) * O
+                out[i] = xp.reshape(O, tuple(grads[i].shape))
         done = set(mats)
         for i in (i for i in range(len(grads)) if i not in done):
             out[i] = _elementwise_steepest(grads[i], "fro" if norm == "spectral" else norm, scaling)
