@@ -35,6 +35,7 @@ Newton–Schulz call (on a CPU in stacks of at most 8 MiB,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from xpmat import _array
@@ -71,8 +72,8 @@ from xpmat.optim.transforms import (
 )
 from xpmat.orthogonalize import NORMALIZATIONS
 
-__all__ = ["DEFAULTS", "MuonState", "State", "adjust_lr", "calls", "chunks", "composed", "init",
-           "transform", "update"]
+__all__ = ["DEFAULTS", "MuonState", "ShardedParts", "State", "adjust_lr", "calls", "chunks", "composed",
+           "init", "sharded_parts", "transform", "update"]
 
 DEFAULTS: dict[str, Any] = {
     "lr": 0.02,
@@ -210,42 +211,100 @@ def transform(*, reuse_state: bool = False, **hyper: Any) -> Transform:
 
 def _fused_chunk(h: dict[str, Any], reuse: bool, grads: list[Any], states: list[MuonState],
                  params: list[Any]) -> tuple[list[Any], list[MuonState]]:
-    """One batched Newton–Schulz call for same-shaped matrices, everything else fused."""
+    """One batched Newton–Schulz call for same-shaped matrices, everything else fused: the
+    three phases :func:`_momentum`, :func:`_orthogonalized`, :func:`_updates`."""
     xp = _array.array_namespace(*grads, *params, names=[f"grads[{i}]" for i in range(len(grads))]
                                 + [f"params[{i}]" for i in range(len(params))])
-    shape = tuple(params[0].shape)
-    view = matrix_view_shape(shape, h["flatten"])
-    m, n = view[-2:]
-    dt, mu, cd = states[0].momentum_buffer.dtype, h["momentum"], h["compute_dtype"]
-    lr_t = float(h["schedule"]) * float(h["lr"])
-    oks, bufs, Us = [], [], []
+    carry, Us = _momentum(h, reuse, grads, states, xp)
+    return _updates(h, _orthogonalized(h, Us, xp), carry, states, params, xp)
+
+
+def _momentum(h: dict[str, Any], reuse: bool, grads: list[Any], states: list[MuonState],
+              xp: Any) -> tuple[list[tuple[Any, Any]], list[Any]]:
+    """Phase 1, elementwise: per matrix ``(ok, new buffer)`` and the direction ``U`` (matrix
+    view, compute dtype).  A non-finite gradient leaves the buffer as it was."""
+    carry, Us = [], []
     for g, s in zip(grads, states, strict=True):  # per matrix: torch.lerp is one pass
-        g = xp.reshape(_array.as_float(g, xp, dt), view)
-        ok = finite(g, xp)
         B0 = s.momentum_buffer
+        g = xp.reshape(_array.as_float(g, xp, B0.dtype), tuple(B0.shape))
+        ok = finite(g, xp)
         g = xp.where(ok, g, B0)  # a skipped step leaves the buffer as it was: lerp(B, B) = B
-        U, buf = ema_momentum(B0, g, mu, xp, nesterov=h["nesterov"], dtype=cd,
+        U, buf = ema_momentum(B0, g, h["momentum"], xp, nesterov=h["nesterov"], dtype=h["compute_dtype"],
                               out=B0 if reuse else None)
-        oks.append(ok)
-        bufs.append(buf)
+        carry.append((ok, buf))
         Us.append(U)
+    return carry, Us
+
+
+def _lr(h: dict[str, Any]) -> float:
+    return float(h["schedule"]) * float(h["lr"])
+
+
+def _orthogonalized(h: dict[str, Any], Us: list[Any], xp: Any) -> list[Any]:
+    """Phase 2, whole matrices of one shape: ``−s η a(m, n) msign(U)`` in one batched call."""
+    m, n = Us[0].shape[-2:]
     coeffs = ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
-    Os = msign_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
-                     scale=-lr_t * adjust_lr(h["adjust_lr_fn"], m, n), gram=h["use_gram_newton_schulz"])
-    decay = lr_t * h["weight_decay"]
+    return msign_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
+                       scale=-_lr(h) * adjust_lr(h["adjust_lr_fn"], m, n), gram=h["use_gram_newton_schulz"])
+
+
+def _updates(h: dict[str, Any], Os: list[Any], carry: list[tuple[Any, Any]], states: list[MuonState],
+             params: list[Any], xp: Any) -> tuple[list[Any], list[MuonState]]:
+    """Phase 3, elementwise: decoupled (optionally cautious) weight decay, the non-finite skip
+    and counter; updates in the parameters' shapes."""
+    decay = _lr(h) * h["weight_decay"]
     ups, new = [], []
-    for O, ok, buf, s, p in zip(Os, oks, bufs, states, params, strict=True):
+    for O, (ok, buf), s, p in zip(Os, carry, states, params, strict=True):
+        dt = buf.dtype
         if decay:  # decoupled weight decay, added without casting O first
-            p = xp.reshape(_array.as_float(p, xp, dt), view)
+            W = xp.reshape(_array.as_float(p, xp, dt), tuple(buf.shape))
             if h["cautious_weight_decay"]:  # O = −s η a msign: the direction's sign is −O's
-                p = xp.where(O * p <= 0, p, xp.zeros((), dtype=dt, device=_array.device(p)))
-            u = _array.add_scaled(O, -decay, p, xp)
+                W = xp.where(O * W <= 0, W, xp.zeros((), dtype=dt, device=_array.device(W)))
+            u = _array.add_scaled(O, -decay, W, xp)
         else:
             u = _array.as_float(O, xp, dt)
-        ups.append(xp.reshape(xp.where(ok, u, xp.zeros((), dtype=dt, device=_array.device(u))), shape))
+        ups.append(xp.reshape(xp.where(ok, u, xp.zeros((), dtype=dt, device=_array.device(u))),
+                              tuple(p.shape)))
         count = s.nonfinite_count
         new.append(MuonState(buf, count + xp.astype(xp.logical_not(ok), count.dtype)))
     return ups, new
+
+
+class ShardedParts(NamedTuple):
+    """Muon cut at its Newton–Schulz call, for sharded parameters (see :func:`sharded_parts`)."""
+
+    local_in: Callable[[list[Any], list[MuonState]], tuple[list[Any], list[Any]]]
+    whole: Callable[[list[Any]], list[Any]]
+    local_out: Callable[[list[Any], list[Any], list[MuonState], list[Any]],
+                        tuple[list[Any], list[MuonState]]]
+
+
+def sharded_parts(*, reuse_state: bool = False, **hyper: Any) -> ShardedParts:
+    """The phases of :func:`transform` for a caller that holds row blocks of each matrix (a
+    sharded parameter: xpmat.optim.torch_sharded), whose composition is :func:`transform`:
+
+    - ``local_in(grads, states) -> (carry, Us)`` on each rank's blocks (momentum: elementwise);
+    - ``whole(Us) -> Os`` on whole matrix views, once per matrix (same shapes batched);
+    - ``local_out(Os, carry, states, params) -> (updates, states)`` on the blocks again.
+
+    So only ``U`` travels to a matrix's owner and ``O`` back: the floor of a sharded Muon step.
+    """
+    h = _checked(hyper)
+
+    def local_in(grads, states):
+        return _momentum(h, reuse_state, grads, states, _array.array_namespace(*grads))
+
+    def whole(Us):
+        xp, out = _array.array_namespace(*Us), [None] * len(Us)
+        for chunk in msign_chunks(Us, h["compute_dtype"]):
+            for i, O in zip(chunk, _orthogonalized(h, [Us[i] for i in chunk], xp), strict=True):
+                out[i] = O
+        return out
+
+    def local_out(Os, carry, states, params):
+        return _updates(h, Os, carry, states, params, _array.array_namespace(*params))
+
+    return ShardedParts(local_in, whole, local_out)
 
 
 def update(grads: list[Any], state: list[MuonState], params: list[Any], *, reuse_state: bool = False,

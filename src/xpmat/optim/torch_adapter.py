@@ -308,14 +308,9 @@ class XpmatOptimizer(torch.optim.Optimizer):
         DTensors of its placements (0-d counters stay plain tensors)."""
         st = {k: v for k, v in s._asdict().items() if v is not None}
         if _is_dtensor(p):
-            from xpmat.optim.torch_sharded import layout_of, to_dtensor
+            from xpmat.optim.torch_sharded import local_state_layout, to_dtensor
 
-            lay = layout_of(p)
-            for k, v in st.items():
-                if v.ndim and tuple(v.shape) != tuple(p.to_local().shape):
-                    raise RuntimeError(f"{type(self).__name__}: state {k!r} of shape {tuple(v.shape)} "
-                                       "is not elementwise, but the method stepped a local shard")
-                st[k] = to_dtensor(v, lay) if v.ndim else v
+            st = {k: to_dtensor(v, local_state_layout(p, v)) for k, v in st.items()}
         self.state[p] = st
 
     def load_state_dict(self, state_dict: dict) -> None:

@@ -43,8 +43,8 @@ from xpmat._optional import require
 torch = require("torch", "Sharded parameters in xpmat.optim")
 dist = torch.distributed
 
-__all__ = ["LOCAL_RULES", "Item", "Layout", "OwnerExchange", "ShardedStep", "box", "is_dtensor", "layout_of", "local_ok",
-           "owners", "state_layout", "to_dtensor"]
+__all__ = ["LOCAL_RULES", "Item", "Layout", "OwnerExchange", "ShardedStep", "box", "is_dtensor", "layout_of",
+           "local_ok", "local_state_layout", "owners", "state_layout", "to_dtensor"]
 
 _ALIGN = 8  # every piece of a byte buffer starts at a multiple of 8: views of any dtype
 
@@ -134,6 +134,21 @@ def to_dtensor(local: Any, layout: Layout | None) -> Any:
     DTensor = _dtensor_types()[0]
     return DTensor.from_local(local, layout.mesh, layout.placements, run_check=False,
                               shape=torch.Size(layout.shape), stride=_contiguous_stride(layout.shape))
+
+
+def local_state_layout(p: Any, v: Any) -> Layout | None:
+    """The layout of ``v``, a state block a method made from DTensor ``p``'s local block: the
+    parameter's for its block's shape, ``Shard(0)`` rows for a matrix view of a row-sharded
+    parameter (conv kernels), None for 0-d; anything else is a ``RuntimeError``."""
+    lay = layout_of(p)
+    if not v.ndim:
+        return None
+    if tuple(v.shape) == tuple(p.to_local().shape):
+        return lay
+    if _sharded_dims(lay) <= {0} and v.shape[0] == p.to_local().shape[0]:
+        return state_layout(lay, (p.shape[0], *v.shape[1:]))
+    raise RuntimeError(f"a state block of shape {tuple(v.shape)} made from a shard {tuple(p.to_local().shape)} "
+                       f"of a parameter {tuple(p.shape)} with placements {lay.placements}: not elementwise")
 
 
 def _sharded_dims(layout: Layout) -> frozenset[int]:
@@ -382,39 +397,77 @@ class ShardedStep:
     """The sharded part of one ``XpmatOptimizer.step`` (see the module doc).
 
     Built from the step's runs (each with ``group``, ``params``, ``grads``, ``types`` and the
-    index list ``here`` of what this rank steps itself): it moves the DTensor parameters whose
-    method needs whole matrices out of ``here`` into owner items, agrees on the non-finite flags
-    of the DTensors left in ``here`` and starts the gather.  :meth:`localize` gives the local
-    blocks of ``here``'s tensors; :meth:`finish` runs the owned steps and scatters them back.
+    index list ``here`` of what this rank steps itself), it sorts each DTensor parameter into
+    one of three paths: *local* (left in ``here``), *split* (the method's ``sharded_parts``:
+    its elementwise phases on the blocks, only the direction travels — Muon) and *owner* (the
+    whole core on an owner).  Then it agrees on the non-finite flags of the local and split
+    ones, runs the split methods' first phase and starts the gathers.  :meth:`localize` gives
+    the local blocks of ``here``; :meth:`finish` runs the owned work and scatters it back.
     """
 
     def __init__(self, opt: Any, runs: list[Any]) -> None:
         self.opt = opt
         self.meshes: dict[Any, list[tuple[Any, int]]] = {}    # mesh -> [(run, param index)]
         self.flag_params: list[tuple[Any, int]] = []
+        self.split: dict[int, dict[str, Any]] = {}            # id(run) -> the split phase's work
         for run in runs:
             keep = []
             for i in run.here:
-                p = run.params[i]
-                if not is_dtensor(p):
+                path = self._path(run, i)
+                if path == "local" or path == "plain":
                     keep.append(i)
-                    continue
-                lay = layout_of(p, f"parameter of shape {tuple(p.shape)}")
-                g = run.grads[i]
-                if not is_dtensor(g):
-                    raise TypeError(f"parameter of shape {tuple(p.shape)} is a DTensor but its gradient "
-                                    "is a plain tensor")
-                if tuple(g.placements) != lay.placements:
-                    run.grads[i] = g.redistribute(lay.mesh, lay.placements)
-                module, h = opt._method_of(run.group, p)
-                if local_ok(getattr(module, "LOCAL_SHARDS", None), h, p):
-                    keep.append(i)
+                if path in ("local", "split"):
                     self.flag_params.append((run, i))
-                else:
-                    self.meshes.setdefault(lay.mesh, []).append((run, i))
+                if path in ("split", "owner"):
+                    self.meshes.setdefault(run.params[i].device_mesh, []).append((run, i))
+                if path == "split":
+                    self.split.setdefault(id(run), {"idx": []})["idx"].append(i)
             run.here[:] = keep
         self._agree_flags()
+        for run in runs:
+            if id(run) in self.split:
+                self._split_in(run, self.split[id(run)])
         self.exchanges = [self._start(mesh, work) for mesh, work in self.meshes.items()]
+
+    def _path(self, run: Any, i: int) -> str:
+        """``"plain"``, ``"local"``, ``"split"`` or ``"owner"`` for ``run.params[i]``."""
+        p, g = run.params[i], run.grads[i]
+        if not is_dtensor(p):
+            return "plain"
+        lay = layout_of(p, f"parameter of shape {tuple(p.shape)}")
+        if not is_dtensor(g):
+            raise TypeError(f"parameter of shape {tuple(p.shape)} is a DTensor but its gradient is a "
+                            "plain tensor")
+        if tuple(g.placements) != lay.placements:
+            run.grads[i] = g.redistribute(lay.mesh, lay.placements)
+        module, h = self.opt._method_of(run.group, p)
+        if local_ok(getattr(module, "LOCAL_SHARDS", None), h, p):
+            return "local"
+        rows = p.ndim == 2 or _sharded_dims(lay) <= {0}
+        if hasattr(module, "sharded_parts") and rows and not _has_empty_block(lay):
+            return "split"
+        return "owner"
+
+    def _is_split(self, run: Any, i: int) -> bool:
+        return id(run) in self.split and i in self.split[id(run)]["idx"]
+
+    def _split_in(self, run: Any, work: dict[str, Any]) -> None:
+        """The split method's first phase on this rank's blocks (states made if fresh)."""
+        idx = work["idx"]
+        ps = [run.params[i].to_local() for i in idx]
+        gs = [self.local_grads[(id(run), i)] for i in idx]
+        fresh = [k for k, i in enumerate(idx) if i in set(run.fresh)]
+        states = [None if k in fresh else self.opt._get(run.params[i], run.types[id(run.params[i])])
+                  for k, i in enumerate(idx)]
+        if fresh:
+            for k, st in zip(fresh, self.opt._init_states(run, [idx[k] for k in fresh], [ps[k] for k in fresh]),
+                             strict=True):
+                states[k] = st
+        module, h = self.opt._method_of(run.group, run.params[idx[0]])
+        parts = module.sharded_parts(**({"reuse_state": True} if self.opt.reuse_state else {}), **h)
+        carry, Us = parts.local_in(gs, states)
+        work.update(run=run, parts=parts, params=ps, states=states, carry=carry,
+                    Us=dict(zip(idx, Us, strict=True)))
 
     # -- the local path --------------------------------------------------------------------------
     def _agree_flags(self) -> None:
@@ -446,22 +499,29 @@ class ShardedStep:
     def _start(self, mesh: Any, work: list[tuple[Any, int]]) -> tuple[Any, list, list]:
         ranks = [int(r) for r in mesh.mesh.reshape(-1).tolist()]
         own = owners([tuple(run.params[i].shape) for run, i in work], ranks)
-        items, blocks = [], []
+        items, blocks, fields = [], [], []
         for (run, i), o in zip(work, own, strict=True):
-            p, g, st = run.params[i], run.grads[i], self.opt.state[run.params[i]]
+            p = run.params[i]
+            if self._is_split(run, i):
+                U = self.split[id(run)]["Us"][i]
+                ulay = local_state_layout(p, U)
+                items.append(Item(o, [ulay], [U.dtype], [ulay], [U.dtype]))
+                blocks.append([U])
+                fields.append([])
+                continue
+            g, st = run.grads[i], self.opt.state[p]
             lay = layout_of(p)
-            fields = [f for f in run.types[id(p)]._fields if f in st]
-            lays = [_state_layout_of(st[f], f"state {f!r}") for f in fields]
-            items.append(Item(o, [lay, lay, *lays], [g.dtype, p.dtype, *(st[f].dtype for f in fields)]))
+            fields.append([f for f in run.types[id(p)]._fields if f in st])
+            lays = [_state_layout_of(st[f], f"state {f!r}") for f in fields[-1]]
+            items.append(Item(o, [lay, lay, *lays], [g.dtype, p.dtype, *(st[f].dtype for f in fields[-1])]))
             blocks.append([g.to_local(), p.to_local(), *(None if la is None else st[f].to_local()
-                                                          for f, la in zip(fields, lays, strict=True))])
+                                                          for f, la in zip(fields[-1], lays, strict=True))])
             if st:  # known state: it comes back with the same layouts
                 items[-1].scatter = [lay, *lays]
-                items[-1].dtypes_out = [_update_dtype(p), *(st[f].dtype for f in fields)]
+                items[-1].dtypes_out = [_update_dtype(p), *(st[f].dtype for f in fields[-1])]
         ex = OwnerExchange(mesh, items)
         ex.start_gather(blocks, _device(work))
-        return ex, work, [[f for f in run.types[id(run.params[i])]._fields if f in self.opt.state[run.params[i]]]
-                          for run, i in work]
+        return ex, work, fields
 
     def finish(self) -> dict[str, int]:
         """Run the owned steps, scatter them back, apply the updates; returns the traffic."""
@@ -469,15 +529,45 @@ class ShardedStep:
         for ex, work, fields in self.exchanges:
             full = ex.gathered()
             results, names = self._compute(ex, work, fields, full)
+            results.update(self._whole_split(work, full))
             if any(not it.scatter for it in ex.items):
                 self._fresh_layouts(ex, work, results, names)
-            blocks = ex.scatter({i: r for i, r in results.items()}, _device(work))
+            blocks = ex.scatter(results, _device(work))
             for k, (run, i) in enumerate(work):
-                self._apply(run.params[i], blocks[k], ex.items[k], names[k])
+                if self._is_split(run, i):
+                    self.split[id(run)].setdefault("Os", {})[i] = blocks[k][0]
+                else:
+                    self._apply(run.params[i], blocks[k], ex.items[k], names[k])
             stats["bytes_sent"] += ex.bytes_sent
             stats["whole_matrix_steps"] += len(results)
             stats["collectives"] += 2
+        for work in self.split.values():
+            self._split_out(work)
         return stats
+
+    def _whole_split(self, work: list, full: dict[int, list[Any]]) -> dict[int, list[Any]]:
+        """The split methods' whole-matrix phase on the matrices this rank owns, run by run."""
+        out: dict[int, list[Any]] = {}
+        by_run: dict[int, list[int]] = {}
+        for k, (run, i) in enumerate(work):
+            if k in full and self._is_split(run, i):
+                by_run.setdefault(id(run), []).append(k)
+        for rid, ks in by_run.items():
+            Os = self.split[rid]["parts"].whole([full[k][0] for k in ks])
+            for k, O in zip(ks, Os, strict=True):
+                if O.dtype != full[k][0].dtype:
+                    raise RuntimeError(f"sharded_parts.whole returned {O.dtype} for {full[k][0].dtype}")
+                out[k] = [O]
+        return out
+
+    def _split_out(self, work: dict[str, Any]) -> None:
+        """The split method's last phase on this rank's blocks; updates applied, state kept."""
+        run, idx = work["run"], work["idx"]
+        ups, new = work["parts"].local_out([work["Os"][i] for i in idx], work["carry"], work["states"],
+                                           work["params"])
+        for i, block, u, st in zip(idx, work["params"], ups, new, strict=True):
+            block.add_(u)
+            self.opt._put(run.params[i], st)
 
     def _compute(self, ex: OwnerExchange, work: list, fields: list, full: dict[int, list[Any]]):
         """The method's core on the whole matrices this rank owns, run by run (one call list
@@ -485,8 +575,8 @@ class ShardedStep:
         results: dict[int, list[Any]] = {}
         names: dict[int, list[str]] = {k: fields[k] for k in range(len(work))}
         by_run: dict[int, list[int]] = {}
-        for k, (run, _) in enumerate(work):
-            if k in full:
+        for k, (run, i) in enumerate(work):
+            if k in full and not self._is_split(run, i):
                 by_run.setdefault(id(run), []).append(k)
         for ks in by_run.values():
             run = work[ks[0]][0]
