@@ -310,7 +310,9 @@ class XpmatOptimizer(torch.optim.Optimizer):
         if _is_dtensor(p):
             from xpmat.optim.torch_sharded import local_state_layout, to_dtensor
 
-            st = {k: to_dtensor(v, local_state_layout(p, v)) for k, v in st.items()}
+            old = self.state[p]
+            st = {k: old[k] if _is_dtensor(old.get(k)) and old[k].to_local() is v  # updated in place
+                  else to_dtensor(v, local_state_layout(p, v)) for k, v in st.items()}
         self.state[p] = st
 
     def load_state_dict(self, state_dict: dict) -> None:

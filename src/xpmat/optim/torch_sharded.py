@@ -105,7 +105,7 @@ def box(layout: Layout, coord: Sequence[int]) -> tuple[tuple[int, int], ...]:
     DTensor do; mesh dims apply in order (nested sharding of one dim)."""
     _, _, Shard = _dtensor_types()
     rng = [[0, n] for n in layout.shape]
-    sizes = layout.mesh.mesh.shape
+    sizes = mesh_info(layout.mesh).shape
     for i, pl in enumerate(layout.placements):
         if type(pl) is Shard:
             lo, hi = rng[pl.dim]
@@ -194,9 +194,7 @@ def _has_empty_block(layout: Layout) -> bool:
     ranks are cut 2, 2, 1, 0)."""
     if not math.prod(layout.shape):
         return False
-    coords = torch.cartesian_prod(*[torch.arange(s) for s in layout.mesh.mesh.shape])
-    coords = coords.reshape(-1, layout.mesh.mesh.ndim).tolist()
-    return any(any(a == z for a, z in box(layout, c)) for c in coords)
+    return any(any(a == z for a, z in box(layout, c)) for c in mesh_info(layout.mesh).coord.values())
 
 
 # ----------------------------------------------------------------------------- owners
@@ -237,12 +235,24 @@ def _nbytes(b: tuple[tuple[int, int], ...], dtype: Any) -> int:
     return -(-n // _ALIGN) * _ALIGN
 
 
+_MESHES: dict[int, tuple[Any, Any]] = {}
+
+
+def mesh_info(mesh: Any) -> _Mesh:
+    """The :class:`_Mesh` of ``mesh``, made once per mesh (reading a mesh's ranks is not free)."""
+    got = _MESHES.get(id(mesh))
+    if got is None or got[0] is not mesh:
+        got = _MESHES[id(mesh)] = (mesh, _Mesh(mesh))
+    return got[1]
+
+
 class _Mesh:
     """A mesh's ranks, coordinates and the process group spanning it."""
 
     def __init__(self, mesh: Any) -> None:
         self.mesh = mesh
         grid = mesh.mesh
+        self.shape = tuple(grid.shape)
         self.ranks = [int(r) for r in grid.reshape(-1).tolist()]
         self.coord = {r: tuple(int(c) for c in idx) for r, idx in
                       zip(self.ranks, torch.cartesian_prod(*[torch.arange(s) for s in grid.shape])
@@ -276,7 +286,7 @@ class OwnerExchange:
     ``bytes_sent`` counts what this rank sent to other ranks in both (not its own blocks)."""
 
     def __init__(self, mesh: Any, items: list[Item]) -> None:
-        self.m = _Mesh(mesh)
+        self.m = mesh_info(mesh)
         self.items = items
         self.bytes_sent = 0
         self._work = None
@@ -483,7 +493,7 @@ class ShardedStep:
         for mesh, work in by_mesh.items():
             gs = [run.grads[i].to_local() for run, i in work]
             flags = torch.stack([finite(g, torch).to(torch.float32) for g in gs])
-            dist.all_reduce(flags, op=dist.ReduceOp.MIN, group=_Mesh(mesh).group)
+            dist.all_reduce(flags, op=dist.ReduceOp.MIN, group=mesh_info(mesh).group)
             ok = flags > 0
             for k, ((run, i), g) in enumerate(zip(work, gs, strict=True)):
                 self.local_grads[(id(run), i)] = torch.where(ok[k], g, float("nan"))
@@ -497,7 +507,7 @@ class ShardedStep:
 
     # -- the owner path --------------------------------------------------------------------------
     def _start(self, mesh: Any, work: list[tuple[Any, int]]) -> tuple[Any, list, list]:
-        ranks = [int(r) for r in mesh.mesh.reshape(-1).tolist()]
+        ranks = mesh_info(mesh).ranks
         own = owners([tuple(run.params[i].shape) for run, i in work], ranks)
         items, blocks, fields = [], [], []
         for (run, i), o in zip(work, own, strict=True):
