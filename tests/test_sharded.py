@@ -90,7 +90,7 @@ def test_dcp_round_trip_and_resharding():
     for ws in (1, 4):
         out = run_ranks(sc.dcp_reshard, ws, (names, ckpt), timeout=300)
         for name in names:
-            assert out[0][name] == res[0][name]["after4"], f"{name}: loaded on {ws} rank(s), next step differs"
+            assert out[0][name] == res[0][name]["after4"], f"{name}: loaded on {ws} ranks, next step differs"
 
 
 @pytest.mark.slow
@@ -111,6 +111,7 @@ def test_fsdp2_training_example_runs_and_resumes(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     assert "step    2" in first.stdout
     second = subprocess.run([sys.executable, script, "--spawn", "2", "--steps", "4", "--log-every", "1",
-                             "--ckpt", ckpt, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+                             "--ckpt", ckpt, "--resume"], env=env, capture_output=True, text=True,
+                            timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed at step 3" in second.stdout and "step    3" in second.stdout

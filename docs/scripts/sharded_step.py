@@ -57,7 +57,7 @@ def _measure(rank: int, ws: int, d: int, layers: int, steps: int) -> dict:
                 ps, gs = [torch.nn.Parameter(w.clone()) for w in full], grads
             opt = getattr(xo, name)(ps, **kw)
             times, stats = [], None
-            for t in range(steps + 2):
+            for _ in range(steps + 2):
                 for p, x in zip(ps, gs, strict=True):
                     p.grad = x
                 torch.distributed.barrier()
@@ -87,8 +87,8 @@ if __name__ == "__main__":
     a = ap.parse_args()
     print(f"{a.layers} blocks, d = {a.d}, FSDP2 Shard(0), gloo on CPU, one thread per rank; "
           f"median of {a.steps} steps")
-    print(f"| optimizer | ranks | bytes sent / rank | ÷ floor | ÷ naive all-gather | whole-matrix steps "
-          f"(matrices) | sharded step ms | unsharded step ms |")
+    print("| optimizer | ranks | bytes sent / rank | ÷ floor | ÷ naive all-gather | whole-matrix steps "
+          "(matrices) | sharded step ms | unsharded step ms |")
     print("|---|---|---|---|---|---|---|---|")
     for ws in a.worlds:
         res = run_ranks(_measure, ws, (a.d, a.layers, a.steps), timeout=900)

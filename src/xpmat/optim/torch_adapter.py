@@ -23,6 +23,11 @@ Step
     :meth:`~XpmatOptimizer._evaluate` (LRE's Hessian closure), :meth:`~XpmatOptimizer._prepare`
     (DistributedDion's collectives), :meth:`~XpmatOptimizer._main_transform`,
     :meth:`~XpmatOptimizer._calls` (Muon's chunked calls), :meth:`~XpmatOptimizer._finish`.
+Sharded parameters
+    ``DTensor`` parameters (FSDP2, HSDP, tensor parallel) step with no other class or argument:
+    elementwise methods on each rank's shard, whole-matrix methods once per matrix on an owner
+    rank (:mod:`xpmat.optim.torch_sharded`); ``sharded_stats`` holds the last step's traffic
+    (None without DTensors).
 State
     ``self.state[p]`` holds the core's per-parameter NamedTuple as a dict (field names as keys,
     ``None`` fields left out).  ``load_state_dict`` keeps the saved dtypes (torch's loader would

@@ -147,7 +147,8 @@ def local_state_layout(p: Any, v: Any) -> Layout | None:
         return lay
     if _sharded_dims(lay) <= {0} and v.shape[0] == p.to_local().shape[0]:
         return state_layout(lay, (p.shape[0], *v.shape[1:]))
-    raise RuntimeError(f"a state block of shape {tuple(v.shape)} made from a shard {tuple(p.to_local().shape)} "
+    raise RuntimeError(f"a state block of shape {tuple(v.shape)} made from a shard "
+                       f"{tuple(p.to_local().shape)} "
                        f"of a parameter {tuple(p.shape)} with placements {lay.placements}: not elementwise")
 
 
@@ -470,8 +471,8 @@ class ShardedStep:
         states = [None if k in fresh else self.opt._get(run.params[i], run.types[id(run.params[i])])
                   for k, i in enumerate(idx)]
         if fresh:
-            for k, st in zip(fresh, self.opt._init_states(run, [idx[k] for k in fresh], [ps[k] for k in fresh]),
-                             strict=True):
+            made = self.opt._init_states(run, [idx[k] for k in fresh], [ps[k] for k in fresh])
+            for k, st in zip(fresh, made, strict=True):
                 states[k] = st
         module, h = self.opt._method_of(run.group, run.params[idx[0]])
         parts = module.sharded_parts(**({"reuse_state": True} if self.opt.reuse_state else {}), **h)
