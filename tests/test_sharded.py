@@ -20,7 +20,9 @@ pytestmark = pytest.mark.distributed
 # owner (the same math on the same whole matrix).  ExponentiatedGradient's hypentropy mirror
 # calls asinh / cosh / sinh, whose vectorized and scalar loops in torch round differently by
 # an ulp, so a shard's tail differs from the same entries inside a longer loop: 1 ulp allowed.
-ULP_TOL = {"ExponentiatedGradient": 2e-7}
+# Dion's sharded algorithm sums Bᵀ P over the row blocks (an all-reduce) where unsharded Dion
+# multiplies the whole matrix: float32 rounding of that sum, entries of order 1.
+ULP_TOL = {"ExponentiatedGradient": 2e-7, "Dion": 1e-6}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +56,8 @@ def test_each_matrix_stepped_once_in_the_world(two_ranks):
         steps = sum(s["whole_matrix_steps"] for s in last)
         if name in sc.LOCAL_OWNED:
             assert steps == sc.LOCAL_OWNED[name], (name, steps)
+        elif name == "Dion":  # its own row-sharded algorithm: only tiny (empty shard), w_tp (Shard(1))
+            assert steps == 2, (name, steps)
         else:
             matrix_only = name not in ("AdaGrad_full", "Adafactor", "LRE", "SteepestDescent")
             assert steps == (n_mats if matrix_only else n_all), (name, steps)
@@ -81,7 +85,7 @@ def test_nonfinite_shard_skips_the_whole_parameter():
 def test_dcp_round_trip_and_resharding():
     """3 steps + DCP save + load into fresh model and optimizer + 3 steps == 6 steps, bitwise;
     the checkpoint of 2 ranks loads on 1 and on 4 with the same next step."""
-    names = ["Muon", "AdamW", "Shampoo"]
+    names = ["Muon", "AdamW", "Shampoo", "Dion"]
     ckpt = sc.tmpdir()
     res = run_ranks(sc.dcp_round_trip, 2, (names, ckpt), timeout=300)
     for name in names:
@@ -90,7 +94,9 @@ def test_dcp_round_trip_and_resharding():
     for ws in (1, 4):
         out = run_ranks(sc.dcp_reshard, ws, (names, ckpt), timeout=300)
         for name in names:
-            assert out[0][name] == res[0][name]["after4"], f"{name}: loaded on {ws} ranks, next step differs"
+            got, ref = out[0][name], res[0][name]["after4"]
+            err = max(float((torch.tensor(got[k]) - torch.tensor(ref[k])).abs().max()) for k in ref)
+            assert err <= ULP_TOL.get(name, 0.0), f"{name}: loaded on {ws} ranks, next step differs by {err}"
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from xpmat import _array
 from xpmat.optim._base import check_choice, check_common, resolve_hyper, run_init, run_update
 from xpmat.optim.transforms import (
     Transform,
@@ -32,12 +33,15 @@ from xpmat.optim.transforms import (
     as_matrix,
     chain,
     dion_direction,
+    finite,
+    orth_factor,
     scale_by_lr,
     scale_by_shape,
     skip_nonfinite,
 )
 
-__all__ = ["DEFAULTS", "RENAMED", "DionState", "State", "init", "transform", "update"]
+__all__ = ["DEFAULTS", "RENAMED", "DionState", "RowSharded", "State", "init", "row_sharded", "transform",
+           "update"]
 
 DEFAULTS: dict[str, Any] = {
     "lr": 0.01,
@@ -90,6 +94,69 @@ def transform(*, reduce: Callable[[list[Any]], list[Any]] | None = None,
         steps.append(scale_by_shape(lambda m, n: math.sqrt(m / n)))
     steps += [add_decayed_weights(h["weight_decay"]), scale_by_lr(float(h["schedule"]) * float(h["lr"]))]
     return skip_nonfinite(as_matrix(chain(*steps, state=DionState)), flags=flags)
+
+
+class RowSharded(NamedTuple):
+    """Dion on row blocks of matrices sharded by rows (see :func:`row_sharded`)."""
+
+    rows: tuple[str, ...]          # state fields split by rows like the matrix; the others whole
+    update: Callable[..., tuple[list[Any], list[DionState]]]
+
+
+def row_sharded(**hyper: Any) -> RowSharded | None:
+    """Dion for a caller holding row blocks ``W_l`` of matrices split by rows over ranks
+    (FSDP2's ``Shard(0)``: xpmat.optim.torch_sharded), the sharded algorithm of
+    [Ahn et al. 2025][ahn-2025] (§4, FSDP): nothing whole moves, only the low-rank factors::
+
+        B_l = M_l + G_l;   P = orth(gather_rows(B_l Q));   R = sum_all(B_lᵀ P_l)
+        M_l ← B_l − (1 − μ) P_l Rᵀ;   Q ← colnorm(R);   u_l = −s η (a P_l Qᵀ + λ W_l)
+
+    ``update(grads, states, params, shapes, rows, gather_rows, sum_all)``: blocks ``(m_l, ...)``,
+    their states (``momentum_buffer`` rows, ``Q`` whole), the whole matrices' ``(m, n)``, the
+    block's row range ``(a, b)`` in the whole, ``gather_rows(list of (m_l, r)) -> list of
+    (m, r)`` (the blocks of every rank, in row order) and ``sum_all(list) -> list`` (the sum
+    over ranks).  Per matrix one gather of ``m r`` and one sum of ``n r`` values.  The
+    orthonormalization sees the same whole ``P`` as unsharded Dion; ``R`` sums in another order,
+    so a step equals unsharded Dion to rounding.  Flags must agree over ranks (a gradient
+    poisoned everywhere if non-finite anywhere).  None for ``orthogonalize="rcqr"`` (its sketch
+    spans all rows: such matrices step whole on an owner).
+    """
+    h = resolve_hyper(DEFAULTS, hyper, "dion", RENAMED)
+    check_common(h)
+    if h["orthogonalize"] == "rcqr":
+        return None
+    lr_t, mu, wd = float(h["schedule"]) * float(h["lr"]), h["momentum"], h["weight_decay"]
+
+    def update(grads, states, params, shapes, rows, gather_rows, sum_all):
+        xp = _array.array_namespace(*grads, *params)
+        dts = [s.momentum_buffer.dtype for s in states]
+        G = [xp.reshape(_array.as_float(g, xp, dt), tuple(s.momentum_buffer.shape))
+             for g, s, dt in zip(grads, states, dts, strict=True)]
+        oks = [finite(g, xp) for g in G]
+        B = [s.momentum_buffer + xp.where(ok, g, xp.zeros_like(g))
+             for g, s, ok in zip(G, states, oks, strict=True)]
+        P = [orth_factor(p, h["orthogonalize"], None, xp)[a:b, ...] for p, (a, b) in
+             zip(gather_rows([b @ s.Q for b, s in zip(B, states, strict=True)]), rows, strict=True)]
+        R = sum_all([_array.mT(b, xp) @ q for b, q in zip(B, P, strict=True)])
+        ups, new = [], []
+        for k, (b, q, r, s) in enumerate(zip(B, P, R, states, strict=True)):
+            m, n = shapes[k]
+            Qn = _array.normalize_columns(r, xp)
+            u = q @ _array.mT(Qn, xp)
+            if h["lr_scale"] == "fan":
+                u = math.sqrt(m / n) * u
+            if wd:
+                W = _array.as_float(xp.reshape(params[k], tuple(b.shape)), xp, dts[k])
+                u = _array.add_scaled(u, wd, W, xp)
+            u = -lr_t * u
+            zero = xp.zeros((), dtype=dts[k], device=_array.device(u))
+            ups.append(xp.reshape(xp.where(oks[k], u, zero), tuple(params[k].shape)))
+            count = s.nonfinite_count + xp.astype(xp.logical_not(oks[k]), s.nonfinite_count.dtype)
+            new.append(DionState(xp.where(oks[k], b - (1.0 - mu) * (q @ _array.mT(r, xp)), s.momentum_buffer),
+                                 xp.where(oks[k], Qn, s.Q), None, count))
+        return ups, new
+
+    return RowSharded(("momentum_buffer",), update)
 
 
 def init(params: list[Any], **hyper: Any) -> list[DionState]:

@@ -409,11 +409,13 @@ class ShardedStep:
 
     Built from the step's runs (each with ``group``, ``params``, ``grads``, ``types`` and the
     index list ``here`` of what this rank steps itself), it sorts each DTensor parameter into
-    one of three paths: *local* (left in ``here``), *split* (the method's ``sharded_parts``:
-    its elementwise phases on the blocks, only the direction travels — Muon) and *owner* (the
-    whole core on an owner).  Then it agrees on the non-finite flags of the local and split
-    ones, runs the split methods' first phase and starts the gathers.  :meth:`localize` gives
-    the local blocks of ``here``; :meth:`finish` runs the owned work and scatters it back.
+    one of four paths: *local* (left in ``here``), *split* (the method's ``sharded_parts``:
+    its elementwise phases on the blocks, only the direction travels — Muon), *rows* (the
+    method's ``row_sharded``: a sharded algorithm on row blocks with its own collectives —
+    Dion) and *owner* (the whole core on an owner).  Then it agrees on the non-finite flags of
+    the local, split and row-sharded ones, runs the split methods' first phase and starts the
+    gathers.  :meth:`localize` gives the local blocks of ``here``; :meth:`finish` runs the
+    owned and row-sharded work and scatters the owned work back.
     """
 
     def __init__(self, opt: Any, runs: list[Any]) -> None:
@@ -421,13 +423,14 @@ class ShardedStep:
         self.meshes: dict[Any, list[tuple[Any, int]]] = {}    # mesh -> [(run, param index)]
         self.flag_params: list[tuple[Any, int]] = []
         self.split: dict[int, dict[str, Any]] = {}            # id(run) -> the split phase's work
+        self.rows: dict[int, dict[str, Any]] = {}             # id(run) -> the row-sharded work
         for run in runs:
             keep = []
             for i in run.here:
                 path = self._path(run, i)
                 if path == "local" or path == "plain":
                     keep.append(i)
-                if path in ("local", "split"):
+                if path in ("local", "split", "rows"):
                     self.flag_params.append((run, i))
                 if path in ("split", "owner"):
                     self.meshes.setdefault(run.params[i].device_mesh, []).append((run, i))
@@ -457,6 +460,11 @@ class ShardedStep:
         rows = p.ndim == 2 or _sharded_dims(lay) <= {0}
         if hasattr(module, "sharded_parts") and rows and not _has_empty_block(lay):
             return "split"
+        if hasattr(module, "row_sharded") and _row_split_dim(lay) is not None and not _has_empty_block(lay):
+            parts = module.row_sharded(**h)
+            if parts is not None:
+                self.rows.setdefault(id(run), {"run": run, "parts": parts, "idx": []})["idx"].append(i)
+                return "rows"
         return "owner"
 
     def _is_split(self, run: Any, i: int) -> bool:
@@ -554,6 +562,9 @@ class ShardedStep:
             stats["collectives"] += 2
         for work in self.split.values():
             self._split_out(work)
+        for work in self.rows.values():
+            stats["bytes_sent"] += self._rows_step(work)
+            stats["collectives"] += 2
         return stats
 
     def _whole_split(self, work: list, full: dict[int, list[Any]]) -> dict[int, list[Any]]:
@@ -579,6 +590,42 @@ class ShardedStep:
         for i, block, u, st in zip(idx, work["params"], ups, new, strict=True):
             block.add_(u)
             self.opt._put(run.params[i], st)
+
+    # -- the row-sharded path (a method's own sharded algorithm: Dion) --------------------------
+    def _rows_step(self, work: dict[str, Any]) -> int:
+        """One step of the run's row-sharded parameters, mesh by mesh; returns the bytes sent."""
+        run, parts, sent = work["run"], work["parts"], 0
+        by_mesh: dict[Any, list[int]] = {}
+        for i in work["idx"]:
+            by_mesh.setdefault(run.params[i].device_mesh, []).append(i)
+        for mesh, idx in by_mesh.items():
+            ps = [run.params[i] for i in idx]
+            lays = [layout_of(p) for p in ps]
+            comm = _RowComm(mesh, _row_split_dim(lays[0]), lays)
+            states = [self._row_state(run, i, parts.rows, comm.rows[k]) for k, i in enumerate(idx)]
+            blocks = [p.to_local() for p in ps]
+            ups, new = parts.update([self.local_grads[(id(run), i)] for i in idx], states, blocks,
+                                    [(p.shape[0], math.prod(p.shape[1:])) for p in ps], comm.rows,
+                                    comm.gather_rows, comm.sum_all)
+            for p, lay, block, u, st in zip(ps, lays, blocks, ups, new, strict=True):
+                block.add_(u)
+                self.opt.state[p] = {f: to_dtensor(v, state_layout(lay, (p.shape[0], *v.shape[1:])))
+                                     if f in parts.rows else v
+                                     for f, v in st._asdict().items() if v is not None}
+            sent += comm.bytes_sent
+        return sent
+
+    def _row_state(self, run: Any, i: int, rows: tuple[str, ...], span: tuple[int, int]) -> Any:
+        """A row-sharded parameter's state: its blocks; when fresh, the core's initial state of
+        the whole matrix (one at a time, drawn by position as unsharded) cut to this rank's rows."""
+        p = run.params[i]
+        cls = run.types[id(p)]
+        if self.opt.state[p]:
+            return self.opt._get(p, cls)
+        whole = torch.zeros(p.shape, dtype=p.dtype, device=p.to_local().device)
+        st = self.opt._init_states(run, [i], [whole])[0]
+        a, b = span
+        return st._replace(**{f: getattr(st, f)[a:b].clone() for f in rows if getattr(st, f) is not None})
 
     def _compute(self, ex: OwnerExchange, work: list, fields: list, full: dict[int, list[Any]]):
         """The method's core on the whole matrices this rank owns, run by run (one call list
@@ -652,3 +699,71 @@ def _update_dtype(p: Any) -> Any:
 def _device(work: list[tuple[Any, int]]) -> Any:
     run, i = work[0]
     return run.params[i].to_local().device
+
+
+def _row_split_dim(layout: Layout) -> int | None:
+    """The mesh dim of a layout sharded by rows on exactly one mesh dim (``Shard(0)``; the others
+    ``Replicate``: FSDP2, HSDP), else None."""
+    _, _, Shard = _dtensor_types()
+    shards = [i for i, pl in enumerate(layout.placements) if type(pl) is Shard]
+    if len(shards) == 1 and layout.placements[shards[0]].dim == 0:
+        return shards[0]
+    return None
+
+
+class _RowComm:
+    """The collectives of a row-sharded step over the ranks that share a matrix's rows (one
+    mesh dim): ``gather_rows`` (all-gather of row blocks, padded to equal sizes) and ``sum_all``
+    (all-reduce), each one collective per dtype for all the matrices of the call.  ``rows``:
+    this rank's row range of each matrix.  ``bytes_sent``: all-gather ``(W−1)·L`` and ring
+    all-reduce ``2 (W−1)/W · L`` bytes for a local buffer of ``L`` bytes."""
+
+    def __init__(self, mesh: Any, dim: int, layouts: list[Layout]) -> None:
+        info = mesh_info(mesh)
+        self.group = mesh.get_group(mesh_dim=dim)
+        me = info.coord[info.me]
+        coords = [tuple(j if d == dim else c for d, c in enumerate(me)) for j in range(info.shape[dim])]
+        ranks = {info.ranks[[info.coord[r] for r in info.ranks].index(c)]: c for c in coords}
+        order = sorted(ranks, key=lambda r: dist.get_group_rank(self.group, r))
+        self.spans = [[box(lay, ranks[r])[0] for r in order] for lay in layouts]   # per matrix, per rank
+        self.rows = [box(lay, me)[0] for lay in layouts]
+        self.world = len(order)
+        self.bytes_sent = 0
+
+    def gather_rows(self, blocks: list[Any]) -> list[Any]:
+        """Whole ``(m, r)`` arrays from every rank's ``(m_l, r)`` blocks, in row order."""
+        out: list[Any] = [None] * len(blocks)
+        for ks in _by_dtype(blocks).values():
+            pad = [max(b - a for a, b in self.spans[k]) for k in ks]
+            flat = torch.cat([torch.nn.functional.pad(blocks[k], (0, 0, 0, n - blocks[k].shape[0]))
+                              .reshape(-1) for k, n in zip(ks, pad, strict=True)])
+            parts = [torch.empty_like(flat) for _ in range(self.world)]
+            dist.all_gather(parts, flat, group=self.group)
+            self.bytes_sent += (self.world - 1) * flat.numel() * flat.element_size()
+            for j, k in enumerate(ks):
+                off = sum(pad[q] * blocks[ks[q]].shape[1] for q in range(j))
+                r = blocks[k].shape[1]
+                out[k] = torch.cat([parts[w][off:off + pad[j] * r].view(pad[j], r)[:b - a]
+                                    for w, (a, b) in enumerate(self.spans[k])])
+        return out
+
+    def sum_all(self, arrays: list[Any]) -> list[Any]:
+        """The sum over the ranks of each array (one all-reduce per dtype)."""
+        out: list[Any] = [None] * len(arrays)
+        for ks in _by_dtype(arrays).values():
+            flat = torch.cat([arrays[k].reshape(-1) for k in ks])
+            dist.all_reduce(flat, group=self.group)
+            self.bytes_sent += 2 * (self.world - 1) * flat.numel() * flat.element_size() // self.world
+            off = 0
+            for k in ks:
+                n = arrays[k].numel()
+                out[k] = flat[off:off + n].view(arrays[k].shape)
+                off += n
+        return out
+
+
+def _by_dtype(arrays: list[Any]) -> dict[Any, list[int]]:
+    out: dict[Any, list[int]] = {}
+    for k, a in enumerate(arrays):
+        out.setdefault(a.dtype, []).append(k)
+    return out

@@ -94,6 +94,7 @@ __all__ = [
     "msign_sized_chunks",
     "msign_stack",
     "ns_schedule_checked",
+    "orth_factor",
     "per_parameter",
     "power_step",
     "powersgd_compress",
@@ -737,8 +738,9 @@ def rcqr(Y: Any, S: Any, xp: Any) -> Any:
     return _array.solve_triangular(_array.mT(L, xp), Y1, upper=True, left=False, xp=xp)
 
 
-def _orth(Y: Any, method: str, sketch: Any, xp: Any) -> Any:
-    """``orth(Y)``: rcqr with ``sketch``, else :func:`xpmat.orthonormalize` (``"auto"`` takes
+def orth_factor(Y: Any, method: str, sketch: Any, xp: Any) -> Any:
+    """``orth(Y)`` of a low-rank factor (Dion, PowerSGD): rcqr with ``sketch``, else
+    :func:`xpmat.orthonormalize` (``"auto"`` takes
     Householder while ``torch.compile`` traces: CholeskyQR2's acceptance test reads the host)."""
     if method == "rcqr":
         return rcqr(Y, sketch, xp)
@@ -752,7 +754,7 @@ def power_step(B: Any, Q: Any, xp: Any, method: str = "auto", sketch: Any = None
     ``P = orth(B Q)``, ``R = Bᵀ P``,
     ``Q_new = colnorm(R)``; ``P Rᵀ`` is the rank-r approximation, ``P Q_newᵀ`` Dion's
     direction (singular values set to 1)."""
-    P = _orth(B @ Q, method, sketch, xp)
+    P = orth_factor(B @ Q, method, sketch, xp)
     R = _array.mT(B, xp) @ P
     return P, R, _array.normalize_columns(R, xp)
 
@@ -828,7 +830,7 @@ def dion_direction(rank: int | float = 0.25, *, momentum: float = 0.95, rank_mul
         first = _reduced(reduce, [g if d else (s.momentum_buffer + g) @ s.Q
                                   for g, s, d in zip(G, states, dense, strict=True)])
         B = [s.momentum_buffer + (f if d else g) for g, f, s, d in zip(G, first, states, dense, strict=True)]
-        P = [_orth(b @ s.Q if d else f, orthogonalize, s.sketch, xp)
+        P = [orth_factor(b @ s.Q if d else f, orthogonalize, s.sketch, xp)
              for b, f, s, d, xp in zip(B, first, states, dense, xps, strict=True)]
         R = [_array.mT(b, xp) @ q for b, q, xp in zip(B, P, xps, strict=True)]
         low = [i for i, d in enumerate(dense) if not d]  # round 2: Bᵀ P of the low-rank ones
