@@ -105,8 +105,8 @@ class RowSharded(NamedTuple):
 
 def row_sharded(**hyper: Any) -> RowSharded | None:
     """Dion for a caller holding row blocks ``W_l`` of matrices split by rows over ranks
-    (FSDP2's ``Shard(0)``: xpmat.optim.torch_sharded), the sharded algorithm of
-    [Ahn et al. 2025][ahn-2025] (§4, FSDP): nothing whole moves, only the low-rank factors::
+    (FSDP2's ``Shard(0)``: xpmat.optim.torch_sharded), in the spirit of the sharded Dion of
+    [Ahn et al. 2025][ahn-2025]: nothing whole moves, only the low-rank factors::
 
         B_l = M_l + G_l;   P = orth(gather_rows(B_l Q));   R = sum_all(B_lᵀ P_l)
         M_l ← B_l − (1 − μ) P_l Rᵀ;   Q ← colnorm(R);   u_l = −s η (a P_l Qᵀ + λ W_l)
