@@ -87,12 +87,16 @@ def _resolve(base: str, name: str | None, known: dict[str, Path]) -> str:
 
 def _framework_imports_at_import_time(tree: ast.Module) -> list[str]:
     """torch / cupy / jax imported by statements that run when the module is imported (module
-    level and class bodies, inside ``if`` / ``try`` too; not inside a function)."""
+    level and class bodies, inside ``if`` / ``try`` too; not inside a function, not under
+    ``if TYPE_CHECKING:``)."""
     found = []
 
     def visit(nodes):
         for node in nodes:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                visit(node.orelse)  # annotations only: never runs
                 continue
             if isinstance(node, ast.Import):
                 found.extend(a.name for a in node.names if a.name.split(".")[0] in FRAMEWORKS)
@@ -269,5 +273,5 @@ def test_arrows_are_read_as_python_resolves_them(tmp_path):
     got = arrows(known)["xpmat.optim.muon"]
     assert got == {"xpmat._array", "xpmat", "xpmat.optim.transforms", "xpmat.optim"}
     tree = ast.parse("import torch\ntry:\n    import cupy\nexcept ImportError:\n    pass\n"
-                     "def g():\n    import jax\n")
+                     "def g():\n    import jax\nif TYPE_CHECKING:\n    import jax.numpy\n")
     assert _framework_imports_at_import_time(tree) == ["torch", "cupy"]

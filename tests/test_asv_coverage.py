@@ -66,7 +66,8 @@ def _source_module(path):
     stem = path.stem.removeprefix("bench_")
     if stem == "optim_steps":  # every registered method's step: xpmat.optim.REGISTRY
         return SRC / "optim" / "__init__.py"
-    candidates = [SRC / f"{stem}.py", SRC / f"_{stem}.py", SRC / stem / "__init__.py"]
+    candidates = [SRC / f"{stem}.py", SRC / f"_{stem}.py", SRC / stem / "__init__.py",
+                  SRC / f"_{stem}" / "__init__.py"]
     if stem.startswith("optim_"):
         candidates.append(SRC / "optim" / f"{stem.removeprefix('optim_')}.py")
     return next((c for c in candidates if c.is_file()), None)
