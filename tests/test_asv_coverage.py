@@ -10,6 +10,7 @@ coverage table of ``asv_benchmarks/README.md`` naming that file.  Optimizers nee
 
 import ast
 import re
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -101,3 +102,22 @@ def test_nothing_is_copied_between_files():
 def test_optimizer_steps_read_the_registry():
     src = (BENCH / "bench_optim_steps.py").read_text(encoding="utf-8")
     assert "METHODS = sorted(REGISTRY)" in src
+
+
+def test_the_framework_holds_no_benchmark(monkeypatch):
+    """asv finds benchmarks only in the bench files' own classes: the abstract ``Benchmark`` and
+    its mixins, imported into every file, add none (a mixin that stopped being abstract would
+    add ``bench_x.TimeMixin.time_ours`` to every file that imports it)."""
+    discovery = pytest.importorskip("asv_runner.discovery")
+    monkeypatch.setenv("XPMAT_BENCH_PREIMPORT", "0")
+    monkeypatch.setenv("XPMAT_BENCH_FAST", "1")
+    monkeypatch.syspath_prepend(str(ROOT))
+    for name in [m for m in sys.modules if m == "benchmarks" or m.startswith("benchmarks.")]:
+        monkeypatch.delitem(sys.modules, name)
+    names = [b.name for b in discovery.disc_benchmarks(str(BENCH))]
+    assert names
+    framework = {"Benchmark", "TimeMixin", "MemoryMixin", "TrackMixin"}
+    leaked = [n for n in names if n.startswith("common.") or n.split(".")[1] in framework]
+    assert not leaked, leaked
+    files = {n.split(".")[0] for n in names}
+    assert files == {p.stem for p in _files()}, "every bench file holds benchmarks"
