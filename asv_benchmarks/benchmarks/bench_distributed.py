@@ -1,4 +1,5 @@
-"""PowerSGD+ DDP hook vs torch's ``powerSGD_hook`` on spawned gloo ranks (CPU), via ``run_ranks``.
+"""PowerSGD+ DDP hook (``xpmat/distributed/``) vs torch's ``powerSGD_hook`` on spawned gloo ranks
+(CPU), via ``run_ranks``.
 
 One GPT-2-small block's parameters (``d = 768``: c_attn ``(3d, d)``, attn c_proj ``(d, d)``, c_fc
 ``(4d, d)``, mlp c_proj ``(d, 4d)`` as ``nn.Linear`` weights, their biases, two LayerNorms; the fast

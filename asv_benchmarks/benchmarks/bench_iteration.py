@@ -1,4 +1,4 @@
-"""Subspace iteration (``xpmat.iteration``) against its anchors, on the same inputs.
+"""Subspace iteration (``xpmat/iteration.py``) against its anchors, on the same inputs.
 
 * ``OrthogonalIterationStep``: one step of ``orthogonal_iteration`` (n × n symmetric, r = 64,
   float32), with Rayleigh–Ritz (``ritz=True``, an r × r eigh) and without (``ritz=False``),
@@ -8,45 +8,48 @@
   ``sklearn.utils.extmath.randomized_svd(n_iter=2, n_oversamples=10)`` (NumPy rows) and
   ``torch.svd_lowrank(q=42, niter=2)`` (torch rows); ``track_err_ratio_*`` is
   ``‖A − U S Vh‖_F`` over the optimal rank-32 error (known: A has a prescribed spectrum).
+* ``PowerIteration``, ``RandomizedEigh``, ``NystromEigh``, ``PowerIter1`` and the ``*Memory``
+  classes: the framework of ``common`` (ours / anchor / err, see each class's docstring);
+  classes whose anchor is a full ``n × n`` ``eigh`` stop at n = 2048.
 
-Test matrices have a known spectrum without an O(n³) set-up: ``A = H₁ diag(s) H₂`` with
-Householder reflectors ``H = I − 2 u uᵀ`` (dense, orthogonal), so the optimal errors and
-eigenvectors are exact.
+Test matrices have a known spectrum without an O(n³) set-up (``common.known_spectrum``:
+Householder reflectors), so the optimal errors and eigenvectors are exact.
+``OrthogonalIterationStep`` and ``RandomizedSVD`` keep their own ``setup`` (its source is part of
+asv's benchmark version: rewriting it would restart their history).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+import xpmat
 from xpmat import orthogonal_iteration, randomized_svd
 
-from .common import BACKENDS, FAST, gemm_fraction, namespace, sizes, sync, to_device, warm_up
+from .common import (
+    BACKENDS,
+    CPU_BACKENDS,
+    FAST,
+    Benchmark,
+    MemoryMixin,
+    SkipNotImplemented,
+    TimeMixin,
+    TrackMixin,
+    decaying,
+    gaussian,
+    gemm_fraction,
+    host,
+    known_spectrum,
+    namespace,
+    orthonormal_basis,
+    rank_err,
+    rel_err,
+    sizes,
+    sync,
+    to_device,
+    warm_up,
+)
 
-try:
-    from asv_runner.benchmarks.mark import SkipNotImplemented
-except ImportError:  # older asv: NotImplementedError is what it skips on
-    SkipNotImplemented = NotImplementedError
-
-
-def _reflect(M, u, side):
-    """``H M`` (side="left") or ``M H`` with ``H = I − 2 u uᵀ``, in O(n²)."""
-    if side == "left":
-        return M - 2 * np.outer(u, u @ M)
-    return M - 2 * np.outer(M @ u, u)
-
-
-def _unit(n, rng):
-    u = rng.standard_normal(n)
-    return u / np.linalg.norm(u)
-
-
-def known_spectrum(n, s, *, symmetric, seed=0):
-    """Dense ``H₁ diag(s) H₂`` (``H₂ = H₁`` when symmetric) and ``H₁``'s first columns' generator."""
-    rng = np.random.default_rng(seed)
-    u = _unit(n, rng)
-    v = u if symmetric else _unit(n, rng)
-    A = _reflect(_reflect(np.diag(s), u, "left"), v, "right")
-    return A, u
+RANK = 32
 
 
 def _orth_anchor(xp):
@@ -94,7 +97,7 @@ class OrthogonalIterationStep:
 
     def track_sin_theta_20(self, backend, n):
         Q, _ = orthogonal_iteration(self.A, self.Q, iters=20)
-        Qh = _host(Q, self.xp)
+        Qh = host(Q)
         return float(np.linalg.norm(Qh - self.V_top @ (self.V_top.T @ Qh), 2))
 
     track_sin_theta_20.unit = "sin theta"
@@ -158,7 +161,7 @@ class RandomizedSVD:
         self._torch()
 
     def _ratio(self, U, S, Vh):
-        U, S, Vh = (_host(x, self.xp) for x in (U, S, Vh))
+        U, S, Vh = (host(x) for x in (U, S, Vh))
         return float(np.linalg.norm(self.A64 - (U * S) @ Vh) / self.opt)
 
     def track_err_ratio_ours(self, backend, n):
@@ -182,9 +185,140 @@ class RandomizedSVD:
     track_err_ratio_anchor.unit = "err / optimal"
 
 
-def _host(x, xp):
-    if hasattr(x, "detach"):
-        return x.detach().cpu().double().numpy()
-    if hasattr(x, "get"):
-        return x.get().astype(np.float64)
-    return np.asarray(x, dtype=np.float64)
+class _Eig(Benchmark):
+    """Symmetric ``A = H diag(s) H`` with a known spectrum; err: the top eigenvalues' error."""
+
+    params = [BACKENDS, sizes(256, 1024, 2048)]
+    spectrum = staticmethod(decaying)
+    k = RANK
+
+    def make(self, n):
+        s = self.spectrum(n)
+        self.ref = np.sort(s)[::-1][: self.k]
+        self.A = self.put(known_spectrum(n, s, symmetric=True, seed=5)[0])
+
+    def anchor(self):
+        return self.xp.linalg.eigh(self.A)
+
+    def err(self, out):
+        return rank_err(out[0], self.ref)
+
+
+class _PowerIteration(_Eig):
+    """ours: ``power_iteration(A, tol=1e-6)`` (dominant pair, λ₁/λ₂ = 2); anchor: full ``eigh``;
+    err: relative error of λ₁."""
+
+    spectrum = staticmethod(lambda n: np.concatenate([[10.0], 5 * 0.99 ** np.arange(n - 1)]))
+    k = 1
+
+    def ours(self):
+        return xpmat.power_iteration(self.A, seed=0)
+
+
+class PowerIteration(TimeMixin, TrackMixin, _PowerIteration):
+    __doc__ = _PowerIteration.__doc__
+
+
+class PowerIterationMemory(MemoryMixin, _PowerIteration):
+    __doc__ = "peakmem_ of " + _PowerIteration.__doc__
+
+
+class _RandomizedEigh(_Eig):
+    """ours: ``randomized_eigh(A, 32, power_iters=2)``; anchor: full ``eigh``; err: top-32
+    eigenvalues."""
+
+    def ours(self):
+        return xpmat.randomized_eigh(self.A, RANK, seed=0)
+
+
+class RandomizedEigh(TimeMixin, TrackMixin, _RandomizedEigh):
+    __doc__ = _RandomizedEigh.__doc__
+
+
+class RandomizedEighMemory(MemoryMixin, _RandomizedEigh):
+    __doc__ = "peakmem_ of " + _RandomizedEigh.__doc__
+
+
+class _NystromEigh(_Eig):
+    """ours: ``nystrom_eigh(A, 32, power_iters=2)`` of a PSD A (same cost as ``RandomizedEigh``);
+    anchor: full ``eigh``; err: top-32 eigenvalues."""
+
+    def ours(self):
+        return xpmat.nystrom_eigh(self.A, RANK, power_iters=2, seed=0)
+
+
+class NystromEigh(TimeMixin, TrackMixin, _NystromEigh):
+    __doc__ = _NystromEigh.__doc__
+
+
+class NystromEighMemory(MemoryMixin, _NystromEigh):
+    __doc__ = "peakmem_ of " + _NystromEigh.__doc__
+
+
+class _PowerIter1(Benchmark):
+    """ours: ``power_iter1(B, Q)`` (n × n, r = 32); anchor: Householder ``qr(B Q)``, ``Bᵀ P``;
+    err: ``‖P Rᵀ − (P Pᵀ B)*‖_F / ‖(P Pᵀ B)*‖_F`` (float64)."""
+
+    params = [BACKENDS, sizes(256, 1024, 2048)]
+
+    def make(self, n):
+        B, Q = gaussian((n, n), 6), gaussian((n, RANK), 7)
+        P = np.linalg.qr(B @ Q)[0]
+        self.ref = P @ (P.T @ B)
+        self.B, self.Q = self.put(B), self.put(Q)
+
+    def ours(self):
+        return xpmat.power_iter1(self.B, self.Q)
+
+    def anchor(self):
+        P = self.xp.linalg.qr(self.B @ self.Q)[0]
+        return P, self.xp.matrix_transpose(self.B) @ P
+
+    def err(self, out):
+        return rel_err(host(out[0]) @ host(out[1]).T, self.ref)
+
+
+class PowerIter1(TimeMixin, TrackMixin, _PowerIter1):
+    __doc__ = _PowerIter1.__doc__
+
+
+class PowerIter1Memory(MemoryMixin, _PowerIter1):
+    __doc__ = "peakmem_ of " + _PowerIter1.__doc__
+
+
+class OrthogonalIterationMemory(MemoryMixin):
+    """peakmem of one ``orthogonal_iteration`` step (r = 64) beside the full ``eigh``."""
+
+    params = [CPU_BACKENDS, sizes(256, 1024, 2048)]
+
+    def make(self, n):
+        self.A = self.put(known_spectrum(n, decaying(n, 64), symmetric=True, seed=1)[0])
+        self.Q = self.put(orthonormal_basis(n, 64, 2))
+
+    def ours(self):
+        return xpmat.orthogonal_iteration(self.A, self.Q, iters=1)
+
+    def anchor(self):
+        return self.xp.linalg.eigh(self.A)
+
+
+class RandomizedSVDMemory(MemoryMixin):
+    """peakmem of ``randomized_svd(A, 32)`` beside sklearn's (NumPy) / ``torch.svd_lowrank`` (torch)."""
+
+    params = [CPU_BACKENDS, sizes(512, 2048, 4096)]
+
+    def make(self, n):
+        A = known_spectrum(n, decaying(n), symmetric=False, seed=3)[0]
+        self.host, self.A = A.astype(np.float32), self.put(A)
+
+    def ours(self):
+        return xpmat.randomized_svd(self.A, RANK, oversample=10, power_iters=2, seed=0)
+
+    def anchor(self):
+        if self.backend == "numpy":
+            from sklearn.utils.extmath import randomized_svd
+
+            return randomized_svd(self.host, RANK, n_oversamples=10, n_iter=2, random_state=0)
+        import torch
+
+        return torch.svd_lowrank(self.A, q=RANK + 10, niter=2)

@@ -28,6 +28,9 @@ sample then includes the first step).
 A step's cost varies between steps for methods with periodic work (Shampoo's
 ``precondition_every``, PowerSGD+'s restarts): asv's repeats sample whichever steps fall in
 the timed window.
+
+``_Step`` keeps its own ``setup`` rather than ``common.Benchmark``'s: asv's benchmark version is
+a hash of that source, and rewriting it would restart the history of every method's step.
 """
 
 from __future__ import annotations
@@ -36,27 +39,28 @@ import numpy as np
 
 from xpmat.optim import REGISTRY, apply_updates, core, torch_class
 
-from .common import BACKENDS, CPU_BACKENDS, FAST, host, namespace, sizes, to_device
-
-try:
-    from asv_runner.benchmarks.mark import SkipNotImplemented
-except ImportError:  # older asv: NotImplementedError is what it skips on
-    SkipNotImplemented = NotImplementedError
+from .common import (
+    BACKENDS,
+    CPU_BACKENDS,
+    FAST,
+    SkipNotImplemented,
+    gpt2_shapes,
+    host,
+    namespace,
+    sizes,
+    to_device,
+)
 
 METHODS = sorted(REGISTRY)
 _SETS = {"small": (1, 256), "medium": (1, 768), "large": (12, 768)}
 
 
-def _shapes(pset):
-    layers, d = _SETS[pset]
-    return [s for _ in range(layers) for s in ((d, 4 * d), (4 * d, d), (d, 3 * d), (d, d))]
-
-
 def _host_data(pset):
     """Seeded float64 (params, grads) on the host."""
     rng = np.random.default_rng(0)
-    params = [0.02 * rng.standard_normal(s) for s in _shapes(pset)]
-    grads = [rng.standard_normal(s) for s in _shapes(pset)]
+    shapes = gpt2_shapes(*_SETS[pset])
+    params = [0.02 * rng.standard_normal(s) for s in shapes]
+    grads = [rng.standard_normal(s) for s in shapes]
     return params, grads
 
 

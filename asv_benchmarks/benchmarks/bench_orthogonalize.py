@@ -1,4 +1,5 @@
-"""Orthogonalization (``xpmat.orthogonalize``) against its anchors, on the same inputs.
+"""Orthogonalization (``xpmat/orthogonalize.py``: ``msign``, ``orthonormalize``, ``polar``,
+``ns_schedule``) against its anchors, on the same inputs.
 
 * ``Msign``: ``msign(G)`` (5-step Polar Express, Frobenius scaling) on n × n float32 Gaussian G
   beside the SVD polar factor ``U Vᵀ`` (``xp.linalg.svd``) and, on NumPy, ``scipy.linalg.polar``.
@@ -6,28 +7,38 @@
 * ``Orthonormalize``: ``orthonormalize(X)`` (``method="auto"``: CholeskyQR2 on tall-skinny)
   beside the library's Householder QR (``numpy.linalg.qr`` / ``torch.linalg.qr``) on m × 128
   float32; ``track_orth_err`` is ``‖QᵀQ − I‖_max``.
+* ``Polar``, ``NsSchedule`` and the ``*Memory`` classes: the framework of ``common`` (ours /
+  anchor / err, see each class's docstring).
+
+``Msign`` and ``Orthonormalize`` keep their own ``setup`` (its source is part of asv's benchmark
+version: rewriting it would restart their history).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+import xpmat
 from xpmat import msign, orthonormalize
 
-from .common import BACKENDS, FAST, gaussian, gemm_fraction, namespace, sizes, sync, to_device
-
-try:
-    from asv_runner.benchmarks.mark import SkipNotImplemented
-except ImportError:  # older asv: NotImplementedError is what it skips on
-    SkipNotImplemented = NotImplementedError
-
-
-def _host(x):
-    if hasattr(x, "detach"):
-        return x.detach().cpu().double().numpy()
-    if hasattr(x, "get"):
-        return x.get().astype(np.float64)
-    return np.asarray(x, dtype=np.float64)
+from .common import (
+    BACKENDS,
+    CPU_BACKENDS,
+    FAST,
+    Benchmark,
+    MemoryMixin,
+    SkipNotImplemented,
+    TimeMixin,
+    TrackMixin,
+    gaussian,
+    gemm_fraction,
+    host,
+    namespace,
+    rel_err,
+    sizes,
+    sync,
+    to_device,
+)
 
 
 class Msign:
@@ -63,7 +74,7 @@ class Msign:
     def _err(self, steps):
         U, _, Vt = np.linalg.svd(self.host)
         ref = U @ Vt
-        return float(np.linalg.norm(_host(msign(self.G, steps=steps)) - ref) / np.linalg.norm(ref))
+        return float(np.linalg.norm(host(msign(self.G, steps=steps)) - ref) / np.linalg.norm(ref))
 
     def track_err_5_steps(self, backend, n):
         return self._err(5)
@@ -108,5 +119,85 @@ class Orthonormalize:
     track_gemm_fraction.unit = "of GEMM rate"
 
     def track_orth_err(self, backend, m):
-        Q = _host(orthonormalize(self.X))
+        Q = host(orthonormalize(self.X))
         return float(np.abs(Q.T @ Q - np.eye(Q.shape[1])).max())
+
+
+class NsSchedule:
+    """ours: ``ns_schedule(schedule, steps)`` (host coefficients; no arrays, no backend)."""
+
+    params = [["polar_express", "jordan"], [5, 10]]
+    param_names = ["schedule", "steps"]
+
+    def time_ns_schedule(self, schedule, steps):
+        xpmat.ns_schedule(schedule, steps)
+
+
+class _Polar(Benchmark):
+    """ours: ``polar(method="newton_schulz")`` of n × n/2; anchor: SVD polar (``U Vᵀ``, ``V Σ Vᵀ``),
+    and ``scipy.linalg.polar`` on NumPy; err: ``‖U − U*‖_F / ‖U*‖_F`` (float64 SVD)."""
+
+    params = [BACKENDS, sizes(256, 1024, 2048)]
+
+    def make(self, n):
+        self.host = gaussian((n, n // 2), seed=n)
+        U, _, Vt = np.linalg.svd(self.host, full_matrices=False)
+        self.ref = U @ Vt
+        self.G = self.put(self.host)
+
+    def ours(self):
+        return xpmat.polar(self.G, method="newton_schulz")
+
+    def anchor(self):
+        U, S, Vh = self.xp.linalg.svd(self.G, full_matrices=False)
+        return U @ Vh, (self.xp.matrix_transpose(Vh) * S) @ Vh
+
+    def err(self, out):
+        return rel_err(out[0], self.ref)
+
+
+class Polar(TimeMixin, TrackMixin, _Polar):
+    __doc__ = _Polar.__doc__
+
+    def time_scipy_polar_anchor(self, backend, n):
+        if backend != "numpy":
+            raise SkipNotImplemented("scipy.linalg.polar is NumPy-only")
+        import scipy.linalg
+
+        scipy.linalg.polar(self.G)
+
+
+class PolarMemory(MemoryMixin, _Polar):
+    __doc__ = "peakmem_ of " + _Polar.__doc__
+
+
+class MsignMemory(MemoryMixin):
+    """peakmem of ``msign(G)`` (n × n) beside the SVD polar ``U Vᵀ`` (as ``Msign``)."""
+
+    params = [CPU_BACKENDS, sizes(256, 512, 1024)]
+
+    def make(self, n):
+        self.G = self.put(gaussian((n, n), seed=n))
+
+    def ours(self):
+        return xpmat.msign(self.G)
+
+    def anchor(self):
+        U, _, Vh = self.xp.linalg.svd(self.G, full_matrices=False)
+        return U @ Vh
+
+
+class OrthonormalizeMemory(MemoryMixin):
+    """peakmem of ``orthonormalize(X)`` (m × 128) beside Householder ``qr`` (as ``Orthonormalize``)."""
+
+    params = [CPU_BACKENDS, [16384] if FAST else [16384, 65536]]
+    param_names = ["backend", "m"]
+
+    def make(self, m):
+        self.X = self.put(gaussian((m, 128), seed=1))
+
+    def ours(self):
+        return xpmat.orthonormalize(self.X)
+
+    def anchor(self):
+        return self.xp.linalg.qr(self.X)[0]

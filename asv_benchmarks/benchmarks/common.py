@@ -1,10 +1,22 @@
-"""Shared pieces of the asv suite: backends as a parameter, seeded inputs, device sync.
+"""The asv suite's one framework: backends as a parameter, seeded inputs, device sync, and the
+benchmark classes' base and mixins (scikit-learn's ``asv_benchmarks/benchmarks/common.py`` is the
+model).  Every ``bench_<module>.py`` file imports what it needs from here; nothing is copied.
 
-Every benchmark class takes ``backend`` as its first parameter (``numpy``,
-``torch:cpu``, ``torch:cuda``, ``cupy``: those present, see :func:`present_backends`); one
-that cannot run after all raises ``NotImplementedError``, which asv reports as skipped.
-Inputs come from a seeded host RNG and move to the device once in ``setup``; each timed call
-ends with a device synchronisation.
+Every benchmark class takes ``backend`` as its first parameter (``numpy``, ``torch:cpu``,
+``torch:cuda``, ``cupy``: those present, see :func:`present_backends`); one that cannot run
+raises :class:`SkipNotImplemented`, which asv reports as skipped.  Inputs come from a seeded
+host RNG and move to the device once in ``setup``; each timed call ends with a device
+synchronisation.
+
+A primitive's classes are written as one private spec class (``_Polar(Benchmark)``: ``make``
+builds the inputs, ``ours`` / ``anchor`` return results, ``err`` is a result's float64 error)
+and public classes that add the benchmark kinds by mixin::
+
+    class Polar(TimeMixin, TrackMixin, _Polar): ...       # time_ours / time_anchor, track_err_*
+    class PolarMemory(MemoryMixin, _Polar): ...            # peakmem_ours / peakmem_anchor
+
+:class:`Benchmark` and the mixins are abstract (``make`` and ``ours`` are abstract methods), so
+asv, which skips abstract classes, finds no benchmark in them wherever they are imported.
 
 ``XPMAT_BENCH_FAST=1`` selects small sizes only (smoke runs in CI or on a laptop).
 """
@@ -14,6 +26,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+from abc import ABC, abstractmethod
 
 # torch (OpenMP) and NumPy (OpenBLAS) share these processes: with spinning OpenMP workers the
 # two thread pools starve each other on a few cores (measured on 2 cores: a 256² torch matmul
@@ -21,6 +34,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
+
+try:
+    from asv_runner.benchmarks.mark import SkipNotImplemented
+except ImportError:  # older asv: NotImplementedError is what it skips on
+    SkipNotImplemented = NotImplementedError
 
 ALL_BACKENDS = ["numpy", "torch:cpu", "torch:cuda", "cupy"]
 FAST = os.environ.get("XPMAT_BENCH_FAST", "") not in ("", "0")
@@ -166,3 +184,181 @@ def gemm_fraction(work, flops: float, xp, device, dtype: str = "float32", repeat
             times[name].append(time.perf_counter() - t)
     work_s, gemm_s = (float(np.median(times[k])) for k in ("work", "gemm"))
     return flops / work_s / (2 * 1024**3 / gemm_s)
+
+
+# ----------------------------------------------------------------------------- inputs and checks
+
+
+def known_spectrum(n, s, *, symmetric, seed=0):
+    """Dense ``H₁ diag(s) H₂`` (``H₂ = H₁`` when symmetric) and ``H₁``'s generator ``u``.
+
+    ``H = I − 2 u uᵀ`` are Householder reflectors (dense, orthogonal), applied in O(n²): a
+    matrix with a prescribed spectrum, exact optimal errors and eigenvectors, and no O(n³)
+    set-up."""
+    rng = np.random.default_rng(seed)
+    u = _unit(n, rng)
+    v = u if symmetric else _unit(n, rng)
+    A = _reflect(_reflect(np.diag(s), u, "left"), v, "right")
+    return A, u
+
+
+def _reflect(M, u, side):
+    """``H M`` (side="left") or ``M H`` with ``H = I − 2 u uᵀ``, in O(n²)."""
+    if side == "left":
+        return M - 2 * np.outer(u, u @ M)
+    return M - 2 * np.outer(M @ u, u)
+
+
+def _unit(n, rng):
+    u = rng.standard_normal(n)
+    return u / np.linalg.norm(u)
+
+
+def decaying(n, k=32):
+    """Spectrum with a clear top-k: ``10·0.9^i`` then a flat tail ``0.1·(1 − i/n)``."""
+    return np.concatenate([10 * 0.9 ** np.arange(k), 0.1 * (1 - np.arange(n - k) / n)])
+
+
+def orthonormal_basis(n, r, seed):
+    """Seeded ``n × r`` host matrix with orthonormal columns (QR of a Gaussian)."""
+    return np.linalg.qr(gaussian((n, r), seed))[0]
+
+
+def poisson_counts(shape, r=20, seed=0):
+    """Seeded Poisson counts of a rank-``r`` nonnegative matrix (NMF inputs), float64."""
+    rng = np.random.default_rng(seed)
+    m, n = shape
+    return rng.poisson(rng.random((m, r)) @ rng.random((r, n))).astype(np.float64)
+
+
+def sync_all(out) -> None:
+    """Synchronize on the arrays of a result (an array, a tuple or a NamedTuple of them)."""
+    for x in out if isinstance(out, (tuple, list)) else (out,):
+        if hasattr(x, "shape"):
+            sync(x)
+
+
+def rank_err(L, ref) -> float:
+    """Relative error of the top eigen/singular values (sorted descending on both sides)."""
+    got = np.sort(host(L).ravel())[::-1][: len(ref)]
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+
+# ----------------------------------------------------------------------------- base and mixins
+
+
+class Benchmark(ABC):
+    """One primitive (or step) on one backend: the base of every benchmark class.
+
+    ``setup(backend, *params)`` resolves the backend (skipped when absent), calls
+    ``make(*params)`` to build the inputs on the device, then (``warm = True``) calls every
+    ``time_*`` method once (:func:`warm_up`: kernels, allocator, lazy imports, both sides).
+    ``ours()`` / ``anchor()`` return results, ``err(result)`` is a result's float64 error.
+    ``anchor_err = False`` where the anchor computes another quantity; ``anchor_on``
+    restricts the anchor to some backends (host-only libraries: scikit-learn, SciPy).
+    """
+
+    param_names = ["backend", "n"]
+    timeout = 300
+    anchor_err = True
+    anchor_on: tuple[str, ...] | None = None  # None: every backend
+    warm = True  # warm-up calls in setup (not for peakmem_: ru_maxrss would count them)
+
+    def setup(self, backend, *params):
+        try:
+            self.xp, self.dev = namespace(backend)
+        except NotImplementedError as exc:
+            raise SkipNotImplemented(str(exc)) from exc
+        self.backend = backend
+        self.make(*params)
+        if self.warm:
+            self.first_calls(backend, *params)
+
+    def first_calls(self, *params):
+        """The warm-up of ``setup``: every ``time_*`` method once (override to do less)."""
+        warm_up(self, *params)
+
+    @abstractmethod
+    def make(self, *params):
+        """Build the inputs (host references, device arrays) for one parameter set."""
+
+    @abstractmethod
+    def ours(self):
+        """One call of ours; returns its result."""
+
+    def anchor(self):
+        """One call of the anchor; returns its result."""
+        raise SkipNotImplemented(f"{type(self).__name__}: no anchor")
+
+    def err(self, out) -> float:
+        """A result's float64 error (``track_err_*``)."""
+        raise SkipNotImplemented(f"{type(self).__name__}: no error measure")
+
+    def put(self, a, dtype="float32"):
+        """Host data to this benchmark's backend and device."""
+        return to_device(np.ascontiguousarray(a), self.xp, self.dev, dtype)
+
+    def anchor_here(self) -> bool:
+        return self.anchor_on is None or self.backend in self.anchor_on
+
+    def need_anchor(self) -> None:
+        if not self.anchor_here():
+            raise SkipNotImplemented(f"{type(self).__name__}: anchor only on {self.anchor_on}")
+
+
+class TimeMixin(Benchmark):
+    """``time_ours`` / ``time_anchor``: one call, device synchronized."""
+
+    def time_ours(self, backend, *params):
+        sync_all(self.ours())
+
+    def time_anchor(self, backend, *params):
+        self.need_anchor()
+        sync_all(self.anchor())
+
+
+class MemoryMixin(Benchmark):
+    """``peakmem_ours`` / ``peakmem_anchor``; CPU backends only (it is the process's peak RSS,
+    ``ru_maxrss``: setup does no warm-up call, so each figure holds one call of one side)."""
+
+    warm = False
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if hasattr(cls, "params"):
+            cls.params = [CPU_BACKENDS, *cls.params[1:]]
+
+    def need_cpu(self) -> None:
+        if self.backend not in CPU_BACKENDS:
+            raise SkipNotImplemented("peakmem_ measures host RSS: CPU backends only")
+
+    def peakmem_ours(self, backend, *params):
+        self.need_cpu()
+        self.ours()
+
+    def peakmem_anchor(self, backend, *params):
+        self.need_cpu()
+        self.need_anchor()
+        self.anchor()
+
+
+class TrackMixin(Benchmark):
+    """``track_err_ours`` / ``track_err_anchor``: float32 results against a float64 reference."""
+
+    def track_err_ours(self, backend, *params):
+        return self.err(self.ours())
+
+    def track_err_anchor(self, backend, *params):
+        if not self.anchor_err:
+            raise SkipNotImplemented(f"{type(self).__name__}: the anchor computes another quantity")
+        self.need_anchor()
+        return self.err(self.anchor())
+
+    track_err_ours.unit = "relative error"
+    track_err_anchor.unit = "relative error"
+
+
+def gpt2_shapes(layers, d):
+    """The matrix parameters of ``layers`` GPT-2 blocks of width ``d``: ``[d×4d, 4d×d, d×3d, d×d]``
+    each (GPT-2 small: 12 layers, d = 768; the 1-D LayerNorm and bias parameters left out)."""
+    return [s for _ in range(layers) for s in ((d, 4 * d), (4 * d, d), (d, 3 * d), (d, d))]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "asv_benchmarks"))
-from benchmarks.bench_iteration import known_spectrum
+from benchmarks.common import known_spectrum
 from sklearn.utils.extmath import randomized_svd as skr
 
 import xpmat as xm

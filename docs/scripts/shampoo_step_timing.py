@@ -2,7 +2,7 @@
 
 ``python docs/scripts/shampoo_step_timing.py BACKEND SET REPS`` (BACKEND: ``numpy``,
 ``torch:cpu``, ``torch:cuda``; SET: ``small``, ``medium``, ``layer``) runs the asv class
-``bench_shampoo.ShampooStep`` by hand: its ``setup``, then REPS calls of each ``time_*`` method
+``bench_optim_shampoo.ShampooStep`` by hand: its ``setup``, then REPS calls of each ``time_*`` method
 timed with ``time.perf_counter``; prints min and median, the Newton/eigh ratio and
 ``track_newton_vs_eigh``.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "asv_benchmarks"))
 
-from benchmarks.bench_shampoo import ShampooStep
+from benchmarks.bench_optim_shampoo import ShampooStep
 
 
 def main(backend="torch:cpu", pset="small", reps=5):

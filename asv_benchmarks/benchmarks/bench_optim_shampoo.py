@@ -1,4 +1,5 @@
-"""One Shampoo step with its inverse roots refreshed: coupled Newton vs eigh (the anchor).
+"""Shampoo (``xpmat/optim/shampoo.py``): one step with its inverse roots refreshed, coupled Newton
+vs eigh (the anchor).
 
 Parameter sets (``[d×4d, 4d×d, d×3d, d×d]``, one GPT-2-shaped layer, float32, blocks of at most
 ``max_preconditioner_dim``): ``small`` (d = 64, blocks ≤ 256), ``medium`` (d = 256, blocks ≤ 512),
@@ -15,41 +16,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import FAST, namespace, sync, to_device
+from .common import FAST, Benchmark, SkipNotImplemented, gpt2_shapes, sync
 
 _SETS = {"small": (64, 256), "medium": (256, 512), "layer": (768, 1024)}
 
 
-def _shapes(d):
-    return [(d, 4 * d), (4 * d, d), (d, 3 * d), (d, d)]
-
-
-class ShampooStep:
+class ShampooStep(Benchmark):
     params = [["numpy", "torch:cpu", "torch:cuda"], ["small"] if FAST else ["small", "medium", "layer"]]
     param_names = ["backend", "params"]
     timeout = 600
     number = 1
     repeat = (1, 5, 60.0)
 
-    def setup(self, backend, pset):
+    def make(self, pset):
         from xpmat.optim import shampoo
 
-        xp, dev = namespace(backend)
-        if pset == "layer" and not backend.endswith("cuda"):
-            raise NotImplementedError("d = 768 roots every step take too long on a CPU")
+        if pset == "layer" and not self.backend.endswith("cuda"):
+            raise SkipNotImplemented("d = 768 roots every step take too long on a CPU")
         d, block = _SETS[pset]
+        shapes = gpt2_shapes(1, d)
         rng = np.random.default_rng(0)
-        self.xp, self.shampoo = xp, shampoo
-        self.params = [to_device(0.02 * rng.standard_normal(s), xp, dev) for s in _shapes(d)]
-        self.grads = [to_device(rng.standard_normal(s), xp, dev) for s in _shapes(d)]
+        self.shampoo = shampoo
+        self.params = [self.put(0.02 * rng.standard_normal(s)) for s in shapes]
+        self.grads = [self.put(rng.standard_normal(s)) for s in shapes]
         self.hyper = {"lr": 1e-3, "precondition_every": 1, "start_preconditioning_step": 1,
                       "max_preconditioner_dim": block, "eps": 1e-6, "eps_mode": "relative"}
         warm = {**self.hyper, "root_method": "orthogonal_iteration"}  # state with eigenbases
         state = shampoo.init(self.params, **warm)
         for _ in range(5):
-            gs = [to_device(rng.standard_normal(s), xp, dev) for s in _shapes(d)]
+            gs = [self.put(rng.standard_normal(s)) for s in shapes]
             _, state = shampoo.update(gs, state, self.params, **warm)
         self.state = state
+
+    def first_calls(self, *params):
         for method in ("eigh", "newton", "orthogonal_iteration"):  # warm up kernels / allocations
             self._step(method)
 
@@ -59,11 +58,17 @@ class ShampooStep:
         sync(u[-1])
         return u
 
+    def ours(self):
+        return self._step("newton")
+
+    def anchor(self):
+        return self._step("eigh")
+
     def time_newton(self, backend, pset):
-        self._step("newton")
+        self.ours()
 
     def time_eigh_anchor(self, backend, pset):
-        self._step("eigh")
+        self.anchor()
 
     def time_orthogonal_iteration(self, backend, pset):
         self._step("orthogonal_iteration")
@@ -71,7 +76,7 @@ class ShampooStep:
     def track_newton_vs_eigh(self, backend, pset):
         """max over parameters of ‖u_newton − u_eigh‖_F / ‖u_eigh‖_F (float32)."""
         xp = self.xp
-        a, b = self._step("newton"), self._step("eigh")
+        a, b = self.ours(), self.anchor()
         return max(float(xp.linalg.vector_norm(x - y) / xp.linalg.vector_norm(y))
                    for x, y in zip(a, b, strict=True))
 

@@ -1,4 +1,5 @@
-"""One LRE optimizer step (LRE 2025, the low-rank eigenbasis) vs ``eigh`` of the explicit covariance.
+"""LRE (``xpmat/optim/lre.py``): one optimizer step (LRE 2025, the low-rank eigenbasis) vs ``eigh``
+of the explicit covariance.
 
 One parameter of ``n`` entries (one block), rank 64, Adam in the basis, covariance curvature
 (EMA 0.99), float32.  The state is warmed up by 64 steps so every slot is filled.  Ours: the
@@ -12,47 +13,51 @@ from __future__ import annotations
 
 import numpy as np
 
-from .common import BACKENDS, gaussian, namespace, sizes, sync, to_device, warm_up
+from .common import BACKENDS, Benchmark, gaussian, sizes, sync
 
 RANK = 64
 BETA = 0.99
 
 
-class LREStep:
+class LREStep(Benchmark):
     """One ``xpmat.optim.lre.update`` (direct / randomized basis) vs eigh of the explicit matrix."""
 
     params = [BACKENDS, sizes(512, 2048, 4096)]
-    param_names = ["backend", "n"]
-    timeout = 300
 
-    def setup(self, backend, n):
+    def make(self, n):
         from xpmat.optim import lre
 
         self.lre = lre
-        self.xp, dev = namespace(backend)
         self.hyper = {"rank": RANK, "beta": BETA, "max_dim": n, "lr": 1e-3}
-        self.params = [to_device(np.zeros(n), self.xp, dev)]
+        self.params = [self.put(np.zeros(n))]
         st = lre.init(self.params, **self.hyper)
         scale = np.linspace(2.0, 0.1, n)
         for k in range(RANK):  # fill every slot
-            g = to_device(scale * gaussian(n, 100 + k), self.xp, dev)
+            g = self.put(scale * gaussian(n, 100 + k))
             _, st = lre.update([g], st, self.params, **self.hyper)
         self.state = st
-        self.g = [to_device(scale * gaussian(n, 7), self.xp, dev)]
+        self.g = [self.put(scale * gaussian(n, 7))]
         L, Q = st[0].L[0], st[0].Q[0]
         gc = self.g[0][:, None]
         self.A = BETA * (Q * L) @ self.xp.matrix_transpose(Q) + (1 - BETA) * gc @ self.xp.matrix_transpose(gc)
-        warm_up(self, backend, n)
+
+    def first_calls(self, backend, n):
+        super().first_calls(backend, n)
         self.time_step_randomized(backend, n)
 
-    def time_step_direct(self, backend, n):
+    def ours(self):
         u, _ = self.lre.update(self.g, self.state, self.params, **self.hyper)
-        sync(u[0])
+        return u[0]
+
+    def anchor(self):
+        return self.xp.linalg.eigh(self.A)[1]
+
+    def time_step_direct(self, backend, n):
+        sync(self.ours())
 
     def time_step_randomized(self, backend, n):
         u, _ = self.lre.update(self.g, self.state, self.params, basis="randomized", **self.hyper)
         sync(u[0])
 
     def time_eigh_anchor(self, backend, n):
-        _, V = self.xp.linalg.eigh(self.A)
-        sync(V)
+        sync(self.anchor())
