@@ -44,12 +44,12 @@ def _optimizer(name: str, params: list) -> torch.optim.Optimizer:
     return cls(params, **CLASSES[name])
 
 
-def _mesh(ws: int, hsdp: bool):
+def _mesh(ws: int, hsdp: bool, device: str = "cpu"):
     from torch.distributed.device_mesh import init_device_mesh
 
     if hsdp:
-        return init_device_mesh("cpu", (2, ws // 2), mesh_dim_names=("replicate", "shard"))
-    return init_device_mesh("cpu", (ws,))
+        return init_device_mesh(device, (2, ws // 2), mesh_dim_names=("replicate", "shard"))
+    return init_device_mesh(device, (ws,))
 
 
 def _placements(kind: str, mesh) -> list:
@@ -97,21 +97,24 @@ def _whole(p) -> torch.Tensor:
 
 
 def compare(rank: int, ws: int, names: list[str], steps: int = 3, hsdp: bool = False,
-            nan_at: int | None = None) -> dict:
+            nan_at: int | None = None, device: str = "cpu") -> dict:
     """Per class: max |sharded − unsharded| per parameter after ``steps`` steps, the step
     statistics of this rank (whole-matrix steps, bytes sent), and the state keys per parameter.
     ``nan_at``: at that step the last row of ``w_in``'s gradient (on the last rank's shard) is
-    NaN."""
-    mesh = _mesh(ws, hsdp)
+    NaN.  ``device="cuda"``: one GPU per rank (NCCL)."""
+    if device == "cuda":
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+        torch.backends.cuda.matmul.allow_tf32 = False
+    mesh = _mesh(ws, hsdp, device)
     out = {}
     for name in names:
-        full = _full_params()
+        full = {k: v.to(device) for k, v in _full_params().items()}
         ref = {k: torch.nn.Parameter(v.clone()) for k, v in full.items()}
         sh = _sharded_params(full, mesh)
         o_ref, o_sh = _optimizer(name, list(ref.values())), _optimizer(name, list(sh.values()))
         stats = []
         for t in range(steps):
-            grads = _grads(t)
+            grads = {k: v.to(device) for k, v in _grads(t).items()}
             if t == nan_at:
                 grads["w_in"][-1, 0] = float("nan")
             _set_grads(ref, grads)

@@ -99,6 +99,14 @@ def test_dcp_round_trip_and_resharding():
             assert err <= ULP_TOL.get(name, 0.0), f"{name}: loaded on {ws} ranks, next step differs by {err}"
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (NCCL)")
+def test_sharded_on_cuda_nccl_one_rank():
+    """The GPU single-rank path: every class on CUDA DTensors over NCCL equals the unsharded run
+    (the multi-rank paths are the gloo tests above)."""
+    _check(run_ranks(sc.compare, 1, (list(sc.CLASSES), 3, False, None, "cuda"), backend="nccl",
+                     timeout=300), list(sc.CLASSES))
+
+
 @pytest.mark.slow
 def test_fsdp2_training_example_runs_and_resumes(tmp_path):
     """docs/scripts/fsdp2_train.py (the docs' FSDP2 example): trains on 2 spawned CPU ranks,
