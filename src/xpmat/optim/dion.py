@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from xpmat.optim._base import check_choice, check_common, resolve_hyper, run_init, run_update
+from xpmat.optim._base import check_choice, check_common, resolve_hyper, run_init, run_update, step_size
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -88,7 +88,7 @@ def transform(*, reduce: Callable[[list[Any]], list[Any]] | None = None,
                             seed=h["seed"], state_dtype=h["state_dtype"], reduce=reduce)]
     if h["lr_scale"] == "fan":
         steps.append(scale_by_shape(lambda m, n: math.sqrt(m / n)))
-    steps += [add_decayed_weights(h["weight_decay"]), scale_by_lr(float(h["schedule"]) * float(h["lr"]))]
+    steps += [add_decayed_weights(h["weight_decay"]), scale_by_lr(step_size(h))]
     return skip_nonfinite(as_matrix(chain(*steps, state=DionState)), flags=flags)
 
 

@@ -87,6 +87,29 @@ _FALLBACK_KEYS = ("adamw_lr_ratio", "adamw_betas", "adamw_eps", "adamw_weight_de
 _GROUP_ONLY = ("params", "param_names")
 
 
+def _hyper_items(group: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``(name, value)`` of a group's hyper-parameters, tuple entries (``betas``) one by one."""
+    out = []
+    for k, v in group.items():
+        if k in _GROUP_ONLY:
+            continue
+        out.extend(((f"{k}[{i}]", e) for i, e in enumerate(v)) if isinstance(v, tuple) else [(k, v)])
+    return out
+
+
+def _host_values(group: dict[str, Any]) -> dict[str, Any]:
+    """``group`` with its tensor hyper-parameters read as floats (the range checks of a tensor
+    on a device: a host read each, once, where the group is added — as ``torch.optim`` checks
+    ``0 <= lr`` at construction; steps never read them)."""
+    def host(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return tuple(host(e) for e in v)
+        if torch.is_tensor(v) and v.numel() == 1 and v.is_floating_point():
+            return float(v.detach().reshape(()).cpu())
+        return v
+    return {k: v if k in _GROUP_ONLY else host(v) for k, v in group.items()}
+
+
 def collect_arguments(cls: type, local: dict[str, Any]) -> dict[str, Any]:
     """The hyper-parameters of a constructor call, from its ``locals()``: ``**kwargs`` (kept
     only to answer renamed arguments) must be empty."""
@@ -165,6 +188,8 @@ class XpmatOptimizer(torch.optim.Optimizer):
         for k in [k for k in group if k not in allowed and k not in _GROUP_ONLY]:
             del group[k]  # torch filled in every default; keep those of this group's algorithm
         self._transforms(group)  # validates the hyper-parameters now, not at the first step
+        if any(torch.is_tensor(v) for k, v in _hyper_items(group)):
+            self._transforms(_host_values(group))  # tensors' ranges: one read each, here only
         if self.matrix_only and "rank" in group and not self._is_fallback_group(group):
             check_rank_fits(group["rank"], [matrix_shape(p.shape) for p in group["params"] if p.ndim >= 2])
 
