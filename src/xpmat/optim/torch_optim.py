@@ -84,6 +84,7 @@ class AdamW(XpmatOptimizer):
 
     method = _adamw
     algorithm = "adamw"
+    complex_as_real = True
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
@@ -754,6 +755,7 @@ class SGD(XpmatOptimizer):
 
     method = _sgd
     algorithm = "sgd"
+    complex_as_real = True
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, *, weight_decay: float = 0.0,
                  nesterov: bool = False, schedule: float = 1.0, state_dtype: Any = None,
@@ -801,6 +803,15 @@ class AdaGrad(XpmatOptimizer):
 
     method = _adagrad
     algorithm = "adagrad"
+
+    def _complex_ok(self, group: dict[str, Any]) -> bool:
+        """Complex parameters step as real views with the diagonal preconditioner (as
+        ``torch.optim.Adagrad``); ``"full"`` and ``"norm"`` couple entries, so they refuse them."""
+        return group["preconditioner"] == "diagonal"
+
+    def _complex_hint(self, group: dict[str, Any]) -> str:
+        return (f"; preconditioner={group['preconditioner']!r} couples entries: use "
+                "preconditioner='diagonal', which steps complex parameters as real views (as torch)")
 
     def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, momentum: float = 0.0,
