@@ -363,7 +363,8 @@ class XpmatOptimizer(torch.optim.Optimizer):
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             if torch.is_complex(p) and (not self._complex_ok(group) or _is_dtensor(p)):
-                i, g = group["params"].index(p), self.param_groups.index(group)
+                i = next(k for k, q in enumerate(group["params"]) if q is p)
+                g = next(k for k, q in enumerate(self.param_groups) if q is group)
                 raise RuntimeError(
                     f"{type(self).__name__} does not support complex parameters: parameter {i} of "
                     f"param group {g} has shape {tuple(p.shape)} and dtype {p.dtype}"
