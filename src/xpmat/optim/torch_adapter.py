@@ -7,7 +7,12 @@ Hyper-parameters
     Every keyword argument of the class becomes a ``defaults`` entry and may be overridden per
     param group.  Unknown keys (in the constructor or in a group) raise ``TypeError``; a renamed
     one raises a ``TypeError`` naming its new name.  Values are validated when the group is
-    added (``ValueError`` naming the argument and its range), not at the first step.
+    added (``ValueError`` naming the argument and its range), not at the first step.  ``lr``,
+    ``momentum``, ``betas`` entries and ``weight_decay`` may be 1-element tensors, as in
+    ``torch.optim`` (a scheduler fills them in place with ``fill_``; the step computes with them on the
+    device, never reading them; their range is read once, when the group is added).
+    ``torch.optim``'s ``foreach``, ``fused``, ``capturable``, ``differentiable`` are accepted
+    where the value describes xpmat's step and refused otherwise (:func:`check_torch_flags`).
 Routing (matrix methods)
     A group's ``algorithm`` key is the method's name (the default) or ``"adamw"``: the whole
     group then runs the AdamW core (missing keys come from the constructor's ``adamw_*``
@@ -17,9 +22,11 @@ Routing (matrix methods)
     parameter.
 Step
     ``step(closure=None)`` runs under ``torch.no_grad()`` (the closure under
-    ``torch.enable_grad()``); per group it hands the parameters that have a gradient (sparse and
-    complex ones are refused; ``maximize`` negates) to the core's ``update`` and adds the
-    updates in place.  Each class equals its functional core bitwise.  Hooks for subclasses:
+    ``torch.enable_grad()``); per group it hands the parameters that have a gradient (sparse
+    ones are refused; complex ones go as real views, ``torch.view_as_real``, where
+    :meth:`~XpmatOptimizer._complex_ok` — AdamW, SGD, diagonal AdaGrad, as torch.optim — and
+    are refused naming the parameter elsewhere; ``maximize`` negates) to the core's ``update``
+    and adds the updates in place.  Each class equals its functional core bitwise.  Hooks for subclasses:
     :meth:`~XpmatOptimizer._evaluate` (LRE's Hessian closure), :meth:`~XpmatOptimizer._prepare`
     (DistributedDion's collectives), :meth:`~XpmatOptimizer._main_transform`,
     :meth:`~XpmatOptimizer._calls` (Muon's chunked calls), :meth:`~XpmatOptimizer._finish`.
