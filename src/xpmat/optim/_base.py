@@ -99,7 +99,8 @@ def _as_scalar(name: str, value: Any) -> Any:
     ``fill_`` of the caller's tensor reaches it); tuples (``betas``) entry by entry; other
     values unchanged.  Any other size is torch's ``ValueError``."""
     if isinstance(value, tuple):
-        return tuple(_as_scalar(f"{name}[{i}]", v) for i, v in enumerate(value))
+        out = tuple(_as_scalar(f"{name}[{i}]", v) for i, v in enumerate(value))
+        return value if all(a is b for a, b in zip(out, value, strict=True)) else out
     if not is_array_hyper(value):
         return value
     if math.prod(tuple(value.shape)) != 1:

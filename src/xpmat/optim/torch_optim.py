@@ -3,6 +3,9 @@
 Every class is the one adapter :class:`~xpmat.optim.torch_adapter.XpmatOptimizer` over a
 functional core: explicit keyword arguments (torch's names: ``lr``, ``momentum``, ``betas``,
 ``eps``, ``weight_decay``, ``maximize``), each a ``defaults`` entry a param group may override;
+``lr``, ``momentum``, ``weight_decay`` (and AdamW's and PowerSGD's ``betas``, the AdamW
+fallback's ``adamw_betas``, ``adamw_weight_decay``) may be 1-element tensors, as in torch.optim
+(docs/optim.md, "Tensor hyper-parameters");
 state keys are the core's field names (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ...).
 
 Matrix methods (:class:`Muon`, :class:`Dion`, :class:`PowerSGD`, :class:`PowerSGDPlus`,
@@ -54,8 +57,9 @@ __all__ = ["LRE", "SGD", "AdaGrad", "Adafactor", "AdamNMF", "AdamW", "Dion", "Ex
 class AdamW(XpmatOptimizer):
     """AdamW ([Stratos 2026, §4, Fig. 1][stratos-2026]) over :mod:`xpmat.optim.adamw`.
 
-    With the default flags it equals ``torch.optim.AdamW``; adds AMSGrad after the bias
-    correction, Nesterov (Dozat), Adam-atan2 and three weight-decay modes::
+    With the default flags it equals ``torch.optim.AdamW`` (complex parameters too, stepped as
+    real views); adds AMSGrad after the bias correction, Nesterov (Dozat), Adam-atan2 and three
+    weight-decay modes::
 
         m ← β₁ m + (1 − β₁) g;  v ← β₂ v + (1 − β₂) g²;  m̂ = m / (1 − β₁ᵗ);  v̂ = v / (1 − β₂ᵗ)
         p ← p − s η m̂ / (√v̂ + ε) − s η λ p
@@ -63,10 +67,11 @@ class AdamW(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     betas : (float, float) in [0, 1)
+        Each a float or a 1-element tensor.
     eps : float >= 0
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
     amsgrad : bool
         Running max of the bias-corrected ``v̂`` (§4.2).
     weight_decay_mode : {"lr", "decoupled", "l2"}
@@ -80,6 +85,9 @@ class AdamW(XpmatOptimizer):
         Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
     maximize : bool
         Ascend instead of descend.
+    foreach, fused, capturable, differentiable
+        torch.optim's switches: accepted as ``None`` / ``False`` (what xpmat's step does),
+        refused otherwise with what it does instead (docs/optim.md).
     """
 
     method = _adamw
@@ -108,10 +116,10 @@ class Muon(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
-    momentum : float in [0, 1)
+    lr : float >= 0 or 1-element tensor
+    momentum : float in [0, 1) or 1-element tensor
     nesterov : bool
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         Decoupled, times ``lr`` (as torch).
     cautious_weight_decay : bool
         Decay only the entries where the Muon direction ``O = msign(U)`` and the weight have the
@@ -194,8 +202,8 @@ class ManifoldMuon(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
-    momentum : float in [0, 1)
+    lr : float >= 0 or 1-element tensor
+    momentum : float in [0, 1) or 1-element tensor
         EMA of the gradient (0: none).
     mode : {"online", "dual_ascent"}
     manifold : {"stiefel", "spectral_sphere"}
@@ -243,13 +251,13 @@ class Dion(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
-    momentum : float in [0, 1)
+    lr : float >= 0 or 1-element tensor
+    momentum : float in [0, 1) or 1-element tensor
         μ (was ``mu``); 0 is Pethick's plain error feedback.
     rank : int >= 1 or float in (0, 1]
         Absolute, or a fraction of ``min(m, n)`` (rounded up); capped at ``min(m, n)``.
     rank_multiple_of : int >= 1
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
     lr_scale : {"fan", None}
         √(m/n), or 1.
     orthogonalize : {"auto", "householder", "cholesky_qr2", "rcqr"}
@@ -296,9 +304,9 @@ class PowerSGD(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
         η, the learning rate.
-    momentum : float in [0, 1)
+    momentum : float in [0, 1) or 1-element tensor
         μ of eq. (7c) (``base="sgd"``).
     rank : int >= 1 or float in (0, 1]
         r of the compression: absolute, or a fraction of ``min(m, n)`` (rounded up); capped
@@ -314,7 +322,7 @@ class PowerSGD(XpmatOptimizer):
     betas, eps
         Adam's, for ``base="adamw"`` (the torch class then has no ``momentum``; with
         ``base="sgd"`` no ``betas`` / ``eps``).
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         λ, decoupled (times ``s η``).
     orthogonalize : {"auto", "householder", "cholesky_qr2"}
         How the power iteration's ``P`` is orthonormalized (:func:`xpmat.orthonormalize`).
@@ -359,9 +367,9 @@ class PowerSGDPlus(PowerSGD):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
         η, the learning rate.
-    momentum : float in [0, 1)
+    momentum : float in [0, 1) or 1-element tensor
         μ of eq. (7c) (``base="sgd"``).
     rank : int >= 1 or float in (0, 1]
         r of the compression: absolute, or a fraction of ``min(m, n)`` (rounded up); capped
@@ -377,7 +385,7 @@ class PowerSGDPlus(PowerSGD):
     betas, eps
         Adam's, for ``base="adamw"`` (the torch class then has no ``momentum``; with
         ``base="sgd"`` no ``betas`` / ``eps``).
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         λ, decoupled (times ``s η``).
     orthogonalize : {"auto", "householder", "cholesky_qr2"}
         How the power iteration's ``P`` is orthonormalized (:func:`xpmat.orthonormalize`).
@@ -420,7 +428,7 @@ class Adafactor(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     betas : (float, float) in [0, 1)
         β₁ (0: no first moment, the paper's default), β₂ (used when ``beta2_decay`` is None).
     beta2_decay : float < 0 or None
@@ -430,7 +438,7 @@ class Adafactor(XpmatOptimizer):
         Update clipping threshold.
     scale_parameter : bool
         Relative step size ``max(ε₂, RMS(W))``.
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
     schedule : float >= 0
         Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
     state_dtype : dtype or name, optional
@@ -462,14 +470,14 @@ class AdamNMF(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     rank : int >= 1 or float in (0, 1]
     betas : (float, float or None)
         β₁ momentum in [0, 1) (0: the raw gradient); β the EMA of the EM target (None: G²).
     eps : float >= 0
     init_scale : float > 0
     factor_floor, nmf_eps : float >= 0
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
     seed : int >= 0
     schedule : float >= 0
         Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
@@ -527,7 +535,7 @@ class LRE(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     rank : int >= 1
         Per block (``basis="full"``: the block size).
     curvature : {"covariance", "hutchinson", "bfgs", "sr1", "fisher", "gauss_newton"}
@@ -549,7 +557,7 @@ class LRE(XpmatOptimizer):
     hebbian_lr : float >= 0
     hebbian_betas : (float, float) in [0, 1)
         ``basis="hebbian"``: step size and AdamG moments of the basis update.
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
     seed : int >= 0
     schedule : float >= 0
         Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
@@ -677,7 +685,7 @@ class Shampoo(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     betas : (float, float or None)
         β₁ momentum on G (0: none), β₂ EMA of the factors (None: running mean).
     eps : float >= 0
@@ -694,7 +702,7 @@ class Shampoo(XpmatOptimizer):
     newton_iters : int >= 1
     newton_tol : float > 0 or None
     basis_iters : int >= 1
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
     schedule : float >= 0
         Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
     state_dtype : dtype or name, optional
@@ -730,7 +738,8 @@ class SGD(XpmatOptimizer):
 
         d = g + λ w;  v ← μ v + d;  w ← w − s η v      (nesterov: w ← w − s η (d + μ v))
 
-    ``torch.optim.SGD`` with ``dampening=0`` (tested equal, Nesterov included); ``dampening``
+    ``torch.optim.SGD`` with ``dampening=0`` (tested equal, Nesterov and complex parameters
+    included: those step as real views, as torch); ``dampening``
     is not supported (torch's first step ignores it, so a zero buffer cannot reproduce it), and
     the arguments after ``momentum`` are keyword-only (torch's fourth positional one is
     ``dampening``).
@@ -738,10 +747,10 @@ class SGD(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
-    momentum : float in [0, 1)
+    lr : float >= 0 or 1-element tensor
+    momentum : float in [0, 1) or 1-element tensor
         μ of eq. 25 (0: plain SGD; the buffer is kept, at zero).
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         λ, added to the gradient (as torch).
     nesterov : bool
         The double-momentum form of §2.3.1 (needs μ > 0).
@@ -771,21 +780,22 @@ class AdaGrad(XpmatOptimizer):
                       norm: s ← s + ‖d‖²,  u = d / (√s + ε)            (eq. 33)
         m ← μ m + (1 − μ) u  (μ > 0);  w ← w − s η m / (1 + (t − 1) lr_decay)
 
-    With the defaults it is ``torch.optim.Adagrad`` (same names; tested equal).
+    With the defaults it is ``torch.optim.Adagrad`` (same names; tested equal, complex
+    parameters included: the diagonal preconditioner steps them as real views, as torch).
 
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
         η, the scale D of the regret bounds (§3.1.1, §3.2.1).
     lr_decay : float >= 0
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         λ, added to the gradient (as torch).
     initial_accumulator_value : float >= 0
         ``S₀`` (full: ``v I``).
     eps : float >= 0
         Added to the square roots.
-    momentum : float in [0, 1)
+    momentum : float in [0, 1) or 1-element tensor
         μ, an average of the preconditioned direction (0: none, as torch).
     preconditioner : {"diagonal", "full", "norm"}
     rank : int >= 1 or None
@@ -836,12 +846,12 @@ class ExponentiatedGradient(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     mirror : {"entropy", "euclidean", "hypentropy"}
     scale : float > 0
         β of ``"hypentropy"``: entries with ``|w| ≪ β`` move as gradient descent with step
         ``η β``, larger ones multiplicatively.
-    momentum : float in [0, 1)
+    momentum : float in [0, 1) or 1-element tensor
         μ (0: the gradient itself).
     schedule : float >= 0
         Multiplies ``lr``; with torch, schedule ``lr`` instead.
@@ -876,13 +886,13 @@ class SteepestDescent(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     norm : {"fro", "linf", "spectral"}
     scaling : {"tr", "mm"}
         Trust region (eq. 67) or majorization-minimization (eq. 68).
-    momentum : float in [0, 1)
+    momentum : float in [0, 1) or 1-element tensor
     nesterov : bool
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         Decoupled, times ``lr`` (as Muon).
     ns_steps : int >= 0
     ns_schedule : {"polar_express", "jordan", "quintic", "cubic"} or sequence of (a, b, c)
@@ -922,13 +932,13 @@ class SphereSGD(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     method : {"pin", "classical", "trust_region"}
         Eq. 70, 72, 73.
     norm : {"l2", "linf"}
         The trust region's norm (``"linf"``: the duality of Lemma S.21).
     radius : float > 0
-    momentum : float in [0, 1)
+    momentum : float in [0, 1) or 1-element tensor
         Heavy ball on the gradient (0: none).
     nesterov : bool
     schedule : float >= 0
