@@ -40,6 +40,7 @@ CASES = {
                   "adamw_weight_decay": 0.01}),
     "Dion": ({}, {"lr": 1e-2, "momentum": 0.9, "weight_decay": 0.1}),
     "PowerSGD": ({"rank": 2}, {"lr": 1e-2, "momentum": 0.9, "weight_decay": 0.1}),
+    "PowerSGD-adamw": ({"rank": 2, "base": "adamw"}, {"lr": 1e-2, "betas": (0.9, 0.99), "weight_decay": 0.1}),
     "SteepestDescent": ({}, {"lr": 1e-2, "momentum": 0.9, "weight_decay": 0.1}),
     "SphereSGD": ({}, {"lr": 1e-2, "momentum": 0.9}),
     "ExponentiatedGradient": ({"mirror": "hypentropy"}, {"lr": 1e-2, "momentum": 0.9}),

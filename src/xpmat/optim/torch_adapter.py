@@ -9,8 +9,9 @@ Hyper-parameters
     one raises a ``TypeError`` naming its new name.  Values are validated when the group is
     added (``ValueError`` naming the argument and its range), not at the first step.  ``lr``,
     ``momentum``, ``betas`` entries and ``weight_decay`` may be 1-element tensors, as in
-    ``torch.optim`` (a scheduler fills them in place with ``fill_``; the step computes with them on the
-    device, never reading them; their range is read once, when the group is added).
+    ``torch.optim``: a scheduler fills them in place (``fill_``); the step computes with them
+    on the device and never reads one there; their range is checked when the group is added
+    (one host read each; a tensor in host memory also at each step, where reading is free).
     ``torch.optim``'s ``foreach``, ``fused``, ``capturable``, ``differentiable`` are accepted
     where the value describes xpmat's step and refused otherwise (:func:`check_torch_flags`).
 Routing (matrix methods)
@@ -26,8 +27,8 @@ Step
     ones are refused; complex ones go as real views, ``torch.view_as_real``, where
     :meth:`~XpmatOptimizer._complex_ok` — AdamW, SGD, diagonal AdaGrad, as torch.optim — and
     are refused naming the parameter elsewhere; ``maximize`` negates) to the core's ``update``
-    and adds the updates in place.  Each class equals its functional core bitwise.  Hooks for subclasses:
-    :meth:`~XpmatOptimizer._evaluate` (LRE's Hessian closure), :meth:`~XpmatOptimizer._prepare`
+    and adds the updates in place.  Each class equals its functional core bitwise.  Hooks for
+    subclasses: :meth:`~XpmatOptimizer._evaluate` (LRE's Hessian closure), :meth:`~XpmatOptimizer._prepare`
     (DistributedDion's collectives), :meth:`~XpmatOptimizer._main_transform`,
     :meth:`~XpmatOptimizer._calls` (Muon's chunked calls), :meth:`~XpmatOptimizer._finish`.
 Sharded parameters
@@ -145,7 +146,7 @@ def _hyper_items(group: dict[str, Any]) -> list[tuple[str, Any]]:
 def _host_values(group: dict[str, Any]) -> dict[str, Any]:
     """``group`` with its tensor hyper-parameters read as floats (the range checks of a tensor
     on a device: a host read each, once, where the group is added — as ``torch.optim`` checks
-    ``0 <= lr`` at construction; steps never read them)."""
+    ``0 <= lr`` at construction; steps never read a tensor on a device)."""
     def host(v: Any) -> Any:
         if isinstance(v, tuple):
             return tuple(host(e) for e in v)

@@ -32,6 +32,12 @@ and the final updates are *added* to the parameters (:func:`xpmat.optim.apply_up
 Preconditioners with a state of their own live with their method (Shampoo's Kronecker
 factors, LRE's eigenbasis, Adafactor's and AdamNMF's factored second moments).
 
+Hyper-parameters: numbers, or — for the coefficients a scheduler moves (``lr``, ``momentum``,
+``beta``/``betas``, ``weight_decay``) — 0-d arrays of the parameters' library (tensor
+hyper-parameters, :mod:`xpmat.optim._base`): the blocks never read those on the host (a block
+that skips its work at a zero coefficient keeps the work for an array) and meet the arrays
+with them through :func:`~xpmat.optim._base.scalar_hyper`.
+
 State: each block's per-parameter state is a NamedTuple (``EmptyState`` when it has none);
 :func:`chain` merges them into one flat NamedTuple, so a field name may appear once per chain
 — except ``step``: blocks that count steps share one counter (each sees the count before the
