@@ -85,9 +85,12 @@ class AdamW(XpmatOptimizer):
         Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
     maximize : bool
         Ascend instead of descend.
-    foreach, fused, capturable, differentiable
-        torch.optim's switches: accepted as ``None`` / ``False`` (what xpmat's step does),
-        refused otherwise with what it does instead (docs/optim.md).
+
+    Notes
+    -----
+    torch.optim's switches ``foreach``, ``fused``, ``capturable``, ``differentiable`` are
+    accepted (by every class) as ``None`` / ``False``, what xpmat's step does, and refused
+    otherwise with what it does instead (docs/optim.md).
     """
 
     method = _adamw
