@@ -13,13 +13,17 @@ Lists
     (:func:`check_lists`).
 Tensor hyper-parameters
     A hyper-parameter a scheduler moves (``lr``, ``momentum``, ``betas`` entries,
-    ``weight_decay``, and every other one checked by :func:`check_real`) may be a 1-element
-    array of the parameters' library (a PyTorch tensor, as ``torch.optim`` takes) instead of a
-    number: :func:`resolve_hyper` views it as 0-d, and the blocks compute with it on the device
-    — never ``float()``, so it is neither a host synchronisation nor a constant ``torch.compile``
-    specializes on.  :func:`is_array_hyper`, :func:`maybe_nonzero` and :func:`step_size` are
-    the helpers for it; ``check_real`` checks such a value's size and dtype always, and its
-    range only where reading it is free (host memory, not being traced).
+    ``weight_decay``: :data:`TENSOR_HYPER`) may be a 1-element array of the parameters' library
+    (a PyTorch tensor, as ``torch.optim`` takes) instead of a number: :func:`resolve_hyper`
+    views it as 0-d, and the blocks compute with it on the device — never ``float()``, so it is
+    neither a host synchronisation nor a constant ``torch.compile`` specializes on.  Scalar
+    arithmetic on it (``1 − β``, ``s η``) stays a 0-d array op in its own dtype;
+    :func:`scalar_hyper` hands it to the parameter-sized arithmetic; :func:`maybe_nonzero`
+    replaces ``if β:`` (an array is never read, the work is kept); :func:`step_size` is
+    ``schedule × lr``.  :func:`check_real` checks such a value's size and dtype always, and its
+    range only where reading it is free (host memory, not traced); an array for any other
+    name is a ``ValueError``, and :func:`refuse_tensor_hyper` refuses one where a method's
+    structure depends on the value (Shampoo's ``betas``).
 Shapes
     Matrix methods view a parameter ``(out, d1, d2, ...)`` as ``(out, d1·d2·...)``
     (:func:`matrix_shape`); :func:`resolve_rank` turns ``rank`` into an integer per matrix.
@@ -185,7 +189,9 @@ def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
 
 def check_real(name: str, value: Any, low: float = 0.0, high: float = math.inf, *,
                low_open: bool = False, high_open: bool = False, none: bool = False) -> None:
-    """``value`` is a real number in the interval (``None`` too when ``none``)."""
+    """``value`` is a real number in the interval (``None`` too when ``none``), or — for a name
+    in :data:`TENSOR_HYPER` — a 1-element real floating array whose range is checked where
+    reading it is free (see the module doc)."""
     if value is None and none:
         return
     if is_array_hyper(value):
