@@ -377,3 +377,33 @@ def test_compiled_step_with_tensor_lr_compiles_once_under_a_scheduler():
     assert counters["stats"]["unique_graphs"] == 1
     for a, b in zip(*out, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run by hand on a GPU)")
+@pytest.mark.parametrize("where", ["cuda", "cpu"])
+@pytest.mark.parametrize("name", ["AdamW", "SGD", "Muon", "AdaGrad"])
+def test_cuda_parameters_with_tensor_hyperparameters(name, where):
+    """CUDA parameters, tensor hyper-parameters on the device or in host memory: the float
+    run's result, and no ``_local_scalar_dense`` in the step (on CUDA that would be a sync)."""
+    extra, hyper = CASES[name]
+    out = []
+    for tensors in (False, True):
+        gen = torch.Generator().manual_seed(7)
+        ps = [torch.nn.Parameter(torch.randn(6, 4, generator=gen).cuda()),
+              torch.nn.Parameter(torch.randn(4, generator=gen).cuda())]
+        h = {k: tuple(_t(e).to(where) for e in v) if isinstance(v, tuple) else _t(v).to(where)
+             for k, v in hyper.items()} if tensors else hyper
+        opt = getattr(xo, name)(ps, **extra, **h)
+        mode = _HostReads()
+        for k in range(3):
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=gen).cuda()
+            if k == 0 or not tensors:
+                opt.step()
+            else:
+                with mode:
+                    opt.step()
+        assert mode.reads == []
+        out.append([p.detach().cpu() for p in ps])
+    for a, b in zip(*out, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
