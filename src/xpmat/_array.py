@@ -660,9 +660,10 @@ def normalize_columns(X: Any, xp: Any) -> Any:
     return X / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
 
 
-def lerp(start: Any, end: Any, weight: float, xp: Any, dtype: Any = None, out: Any = None) -> Any:
-    """``start + weight (end − start)`` for a host float ``weight``, of ``dtype`` (a dtype object
-    or name; default the inputs' dtype).
+def lerp(start: Any, end: Any, weight: Any, xp: Any, dtype: Any = None, out: Any = None) -> Any:
+    """``start + weight (end − start)`` for a host float ``weight`` (or a 0-d array of the
+    inputs' library: a tensor hyper-parameter), of ``dtype`` (a dtype object or name; default
+    the inputs' dtype).
 
     PyTorch: ``torch.lerp`` (one pass over memory instead of three, and with ``dtype`` it writes
     the cast result directly; it may round differently in the last bit); ``out`` (a torch array
@@ -707,14 +708,20 @@ def itemsize(x: Any, dtype: Any = None) -> int:
     return size
 
 
-def add_scaled(y: Any, alpha: float, x: Any, xp: Any) -> Any:
-    """``y + alpha x`` for a host float ``alpha``, as a new array (dtypes promote as usual).
+def add_scaled(y: Any, alpha: Any, x: Any, xp: Any) -> Any:
+    """``y + alpha x`` for a host float ``alpha`` (or a 0-d array: a tensor hyper-parameter),
+    as a new array (dtypes promote as usual).
 
     PyTorch: ``torch.add(y, x, alpha=alpha)`` (one pass, and a bfloat16 ``y`` with a float32
-    ``x`` is read as is, no cast copy).  Elsewhere the formula as written.
+    ``x`` is read as is, no cast copy); a 0-d tensor ``alpha`` goes to ``torch.addcmul(y, x,
+    alpha)`` instead (``torch.add`` would read it on the host; on CPU the two round alike,
+    tested).  Elsewhere the formula as written.
     """
     if is_torch(xp):
-        return _torch().add(y, x, alpha=alpha)
+        torch = _torch()
+        if isinstance(alpha, torch.Tensor):
+            return torch.addcmul(y, x, alpha)
+        return torch.add(y, x, alpha=alpha)
     return y + alpha * x
 
 

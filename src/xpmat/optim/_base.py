@@ -11,6 +11,19 @@ Hyper-parameters
 Lists
     ``params``, ``grads`` and states are lists (or tuples) of equal length
     (:func:`check_lists`).
+Tensor hyper-parameters
+    A hyper-parameter a scheduler moves (``lr``, ``momentum``, ``betas`` entries,
+    ``weight_decay``: :data:`TENSOR_HYPER`) may be a 1-element array of the parameters' library
+    (a PyTorch tensor, as ``torch.optim`` takes) instead of a number: :func:`resolve_hyper`
+    views it as 0-d, and the blocks compute with it on the device — never ``float()``, so it is
+    neither a host synchronisation nor a constant ``torch.compile`` specializes on.  Scalar
+    arithmetic on it (``1 − β``, ``s η``) stays a 0-d array op in its own dtype;
+    :func:`scalar_hyper` hands it to the parameter-sized arithmetic; :func:`maybe_nonzero`
+    replaces ``if β:`` (an array is never read, the work is kept); :func:`step_size` is
+    ``schedule × lr``.  :func:`check_real` checks such a value's size and dtype always, and its
+    range only where reading it is free (host memory, not traced); an array for any other
+    name is a ``ValueError``, and :func:`refuse_tensor_hyper` refuses one where a method's
+    structure depends on the value (Shampoo's ``betas``).
 Shapes
     Matrix methods view a parameter ``(out, d1, d2, ...)`` as ``(out, d1·d2·...)``
     (:func:`matrix_shape`); :func:`resolve_rank` turns ``rank`` into an integer per matrix.
@@ -24,12 +37,14 @@ Dtypes
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 from xpmat import _array
 
 __all__ = [
+    "TENSOR_HYPER",
     "apply_updates",
     "block_layout",
     "check_betas",
@@ -45,12 +60,17 @@ __all__ = [
     "from_blocks",
     "group_by_shape",
     "host_steps",
+    "is_array_hyper",
     "matrix_shape",
+    "maybe_nonzero",
+    "refuse_tensor_hyper",
     "resolve_hyper",
     "resolve_rank",
     "run_init",
     "run_update",
+    "scalar_hyper",
     "state_dtype_for",
+    "step_size",
     "to_blocks",
     "zeros_step",
 ]
@@ -68,8 +88,65 @@ def resolve_hyper(defaults: dict[str, Any], hyper: dict[str, Any], method: str,
     if unknown:
         raise unknown_argument(unknown, defaults, method, renamed)
     out = dict(defaults)
-    out.update(hyper)
+    out.update({k: _as_scalar(k, v) for k, v in hyper.items()})
     return out
+
+
+def is_array_hyper(value: Any) -> bool:
+    """True when a hyper-parameter is an array (a tensor ``lr``), not a Python number."""
+    return (not isinstance(value, (numbers.Number, str, tuple, list, dict)) and value is not None
+            and hasattr(value, "shape") and hasattr(value, "dtype"))
+
+
+def _as_scalar(name: str, value: Any) -> Any:
+    """A 1-element array hyper-parameter as a 0-d view (no copy: a scheduler's in-place
+    ``fill_`` of the caller's tensor reaches it); tuples (``betas``) entry by entry; other
+    values unchanged.  Any other size is torch's ``ValueError``."""
+    if isinstance(value, tuple):
+        out = tuple(_as_scalar(f"{name}[{i}]", v) for i, v in enumerate(value))
+        return value if all(a is b for a, b in zip(out, value, strict=True)) else out
+    if not is_array_hyper(value):
+        return value
+    if math.prod(tuple(value.shape)) != 1:
+        raise ValueError(f"Tensor {name} must be 1-element, got shape {tuple(value.shape)}")
+    if value.ndim == 0:
+        return value
+    return _array.array_namespace(value).reshape(value, ())
+
+
+def maybe_nonzero(value: Any) -> bool:
+    """``bool(value)`` for a number; True for an array hyper-parameter, whose value is not read
+    (a block that skips work at zero keeps the work for an array, which gives the same result)."""
+    return True if is_array_hyper(value) else bool(value)
+
+
+def step_size(h: dict[str, Any]) -> Any:
+    """``schedule × lr`` of hyper-parameters ``h``: a host float for numbers (as before), a 0-d
+    array (computed on its device, no host read) when either is an array."""
+    s, lr = h["schedule"], h["lr"]
+    if not is_array_hyper(s) and not is_array_hyper(lr):
+        return float(s) * float(lr)
+    return (s if is_array_hyper(s) else float(s)) * (lr if is_array_hyper(lr) else float(lr))
+
+
+def scalar_hyper(value: Any, like: Any, xp: Any) -> Any:
+    """``value`` ready to meet array ``like`` in arithmetic: a number unchanged; a 0-d array
+    hyper-parameter in ``like``'s dtype (NumPy and JAX would promote ``like`` to a wider 0-d
+    array's dtype; PyTorch does not, so its tensor is kept) on ``like``'s device (PyTorch: a
+    non-blocking copy when they differ — keep tensor hyper-parameters on the parameters'
+    device, as torch's ``capturable`` does, to avoid it).  The scalar arithmetic before this
+    (``1 − β``, ``s η``) runs in the hyper-parameter's own dtype, so a float64 tensor gives the
+    float path's values bitwise."""
+    if type(value) in (int, float) or not hasattr(value, "dtype"):
+        return value
+    if _array.is_torch(xp):
+        dev = getattr(like, "device", None)
+        if not is_array_hyper(value) or dev is None or value.device == dev:
+            return value
+        return value.to(dev, non_blocking=True)
+    if value.dtype == like.dtype:  # a NumPy scalar (np.float64(...) - 0.1) is strong as well
+        return value
+    return xp.asarray(value, dtype=like.dtype) if not is_array_hyper(value) else xp.astype(value, like.dtype)
 
 
 def check_common(h: dict[str, Any]) -> None:
@@ -112,15 +189,57 @@ def _interval(low: float, high: float, low_open: bool, high_open: bool) -> str:
 
 def check_real(name: str, value: Any, low: float = 0.0, high: float = math.inf, *,
                low_open: bool = False, high_open: bool = False, none: bool = False) -> None:
-    """``value`` is a real number in the interval (``None`` too when ``none``)."""
+    """``value`` is a real number in the interval (``None`` too when ``none``), or — for a name
+    in :data:`TENSOR_HYPER` — a 1-element real floating array whose range is checked where
+    reading it is free (see the module doc)."""
     if value is None and none:
         return
+    if is_array_hyper(value):
+        if name.split("[")[0] not in TENSOR_HYPER:
+            raise ValueError(f"{name} as a Tensor is not supported (pass a float): tensors are taken "
+                             f"for {', '.join(sorted(TENSOR_HYPER - {'beta'}))}, the hyper-parameters "
+                             "a scheduler moves")
+        value = _host_value(name, value)
+        if value is None:  # on a device, or traced: range checked where the optimizer is built
+            return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number{' or None' if none else ''}, got {value!r}")
+        raise TypeError(f"{name} must be a real number or a 1-element floating tensor"
+                        f"{' or None' if none else ''}, got {value!r}")
     ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
     if not ok:  # NaN fails both comparisons
         raise ValueError(f"{name} must lie in {_interval(low, high, low_open, high_open)}"
                          f"{' or be None' if none else ''}, got {value!r}")
+
+
+# The names (tuple entries: ``betas[0]``) whose values may be 1-element arrays; ``beta`` is
+# the coefficient of the momentum / EMA blocks (:mod:`xpmat.optim.transforms`).
+TENSOR_HYPER = frozenset({"lr", "momentum", "betas", "beta", "weight_decay"})
+
+
+def refuse_tensor_hyper(h: dict[str, Any], names: Sequence[str], method: str, why: str) -> None:
+    """A ``ValueError`` when one of ``names`` in ``h`` (tuple entries too) is an array: a method
+    whose structure depends on that value (``why``) takes it as a number only."""
+    for k in names:
+        v = h.get(k)
+        if is_array_hyper(v) or (isinstance(v, tuple) and any(is_array_hyper(e) for e in v)):
+            raise ValueError(f"{k} as a Tensor is not supported by {method}: {why}; pass a float")
+
+
+def _host_value(name: str, value: Any) -> float | None:
+    """An array hyper-parameter's value as a float where reading it is free (host memory, not
+    traced by ``torch.compile`` or JAX), else None; a size other than 1 or a dtype that is not
+    real floating raises."""
+    if math.prod(tuple(value.shape)) != 1:
+        raise ValueError(f"Tensor {name} must be 1-element, got shape {tuple(value.shape)}")
+    xp = _array.array_namespace(value)
+    if not xp.isdtype(value.dtype, "real floating"):
+        raise TypeError(f"Tensor {name} must have a real floating dtype, got {value.dtype}")
+    if not _array.is_cpu(value) or _array.is_compiling(xp) or _array.is_lazy(value):
+        return None
+    try:
+        return float(xp.reshape(value, ()))
+    except Exception:  # a JAX tracer: its value is not known yet
+        return None
 
 
 def check_int(name: str, value: Any, low: int = 1, *, none: bool = False) -> None:

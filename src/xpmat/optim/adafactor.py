@@ -36,10 +36,12 @@ from xpmat.optim._base import (
     check_bool,
     check_common,
     check_real,
+    refuse_tensor_hyper,
     resolve_hyper,
     run_init,
     run_update,
     state_dtype_for,
+    step_size,
     zeros_step,
 )
 from xpmat.optim.transforms import (
@@ -177,6 +179,7 @@ def transform(**hyper: Any) -> Transform:
     :func:`update`)."""
     h = resolve_hyper(DEFAULTS, hyper, "adafactor", RENAMED)
     check_common(h)
+    refuse_tensor_hyper(h, ("betas",), "adafactor", "β₁ = 0 decides whether a first moment is kept")
     (b1, b2), (eps1, eps2), c = h["betas"], h["eps"], h["beta2_decay"]
     check_betas("betas", h["betas"])
     check_real("beta2_decay", c, -math.inf, 0.0, high_open=True, none=True)
@@ -188,7 +191,7 @@ def transform(**hyper: Any) -> Transform:
         steps.append(ema(b1, state_dtype=h["state_dtype"]))
     if h["scale_parameter"]:
         steps.append(scale_by_param_rms(eps2))
-    steps += [add_decayed_weights(h["weight_decay"]), scale_by_lr(float(h["schedule"]) * float(h["lr"]))]
+    steps += [add_decayed_weights(h["weight_decay"]), scale_by_lr(step_size(h))]
     return skip_nonfinite(chain(*steps, state=AdafactorState))
 
 

@@ -53,6 +53,7 @@ from xpmat.optim._base import (
     run_init,
     run_update,
     state_dtype_for,
+    step_size,
     to_blocks,
     zeros_step,
 )
@@ -215,7 +216,7 @@ def transform(**hyper: Any) -> Transform:
                          initial_accumulator_value=h["initial_accumulator_value"], rank=h["rank"],
                          max_dim=h["max_dim"], state_dtype=h["state_dtype"]),
         momentum(h["momentum"], state_dtype=h["state_dtype"]),
-        scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=AdaGradState),
+        scale_by_lr(step_size(h)), state=AdaGradState),
         sanitize=h["preconditioner"] == "full")
 
 

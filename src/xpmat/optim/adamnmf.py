@@ -32,11 +32,13 @@ from xpmat.optim._base import (
     check_rank,
     check_rank_fits,
     check_real,
+    refuse_tensor_hyper,
     resolve_hyper,
     resolve_rank,
     run_init,
     run_update,
     state_dtype_for,
+    step_size,
     zeros_step,
 )
 from xpmat.optim.transforms import (
@@ -131,6 +133,7 @@ def transform(**hyper: Any) -> Transform:
     """AdamNMF as a :class:`~xpmat.optim.transforms.Transform` (hyper-parameters: :func:`update`)."""
     h = resolve_hyper(DEFAULTS, hyper, "adamnmf", RENAMED)
     check_common(h)
+    refuse_tensor_hyper(h, ("betas",), "adamnmf", "β₁ = 0 decides whether a first moment is kept")
     check_betas("betas", h["betas"], none=(1,))
     check_rank(h["rank"])
     for k in ("eps", "factor_floor", "nmf_eps"):
@@ -140,7 +143,7 @@ def transform(**hyper: Any) -> Transform:
     nmf = scale_by_nmf(h["rank"], h["betas"], h["eps"], init_scale=h["init_scale"], seed=h["seed"],
                        factor_floor=h["factor_floor"], nmf_eps=h["nmf_eps"], state_dtype=h["state_dtype"])
     return skip_nonfinite(as_matrix(chain(nmf, add_decayed_weights(h["weight_decay"]),
-                                          scale_by_lr(float(h["schedule"]) * float(h["lr"])),
+                                          scale_by_lr(step_size(h)),
                                           state=AdamNMFState)))
 
 

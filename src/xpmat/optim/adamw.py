@@ -20,7 +20,16 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from xpmat.optim._base import check_bool, check_choice, check_common, resolve_hyper, run_init, run_update
+from xpmat.optim._base import (
+    check_bool,
+    check_choice,
+    check_common,
+    is_array_hyper,
+    resolve_hyper,
+    run_init,
+    run_update,
+    step_size,
+)
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -75,10 +84,11 @@ def transform(**hyper: Any) -> Transform:
         check_bool(k, h[k])
     adam = scale_by_adam(h["betas"], h["eps"], amsgrad=h["amsgrad"], nesterov=h["nesterov"],
                          atan2=h["atan2"], state_dtype=h["state_dtype"])
-    s, lr, wd = float(h["schedule"]), float(h["lr"]), h["weight_decay"]
-    steps = {"lr": (adam, add_decayed_weights(wd), scale_by_lr(s * lr)),
-             "decoupled": (adam, scale_by_lr(s * lr), add_decayed_weights(-s * wd)),
-             "l2": (add_decayed_weights(wd), adam, scale_by_lr(s * lr))}[h["weight_decay_mode"]]
+    s, slr, wd = h["schedule"], step_size(h), h["weight_decay"]
+    s = s if is_array_hyper(s) else float(s)
+    steps = {"lr": (adam, add_decayed_weights(wd), scale_by_lr(slr)),
+             "decoupled": (adam, scale_by_lr(slr), add_decayed_weights(-s * wd)),
+             "l2": (add_decayed_weights(wd), adam, scale_by_lr(slr))}[h["weight_decay_mode"]]
     return skip_nonfinite(chain(*steps, state=AdamWState), sanitize=False)
 
 

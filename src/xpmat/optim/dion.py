@@ -26,7 +26,16 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from xpmat import _array
-from xpmat.optim._base import check_choice, check_common, resolve_hyper, run_init, run_update
+from xpmat.optim._base import (
+    check_choice,
+    check_common,
+    maybe_nonzero,
+    resolve_hyper,
+    run_init,
+    run_update,
+    scalar_hyper,
+    step_size,
+)
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -92,7 +101,7 @@ def transform(*, reduce: Callable[[list[Any]], list[Any]] | None = None,
                             seed=h["seed"], state_dtype=h["state_dtype"], reduce=reduce)]
     if h["lr_scale"] == "fan":
         steps.append(scale_by_shape(lambda m, n: math.sqrt(m / n)))
-    steps += [add_decayed_weights(h["weight_decay"]), scale_by_lr(float(h["schedule"]) * float(h["lr"]))]
+    steps += [add_decayed_weights(h["weight_decay"]), scale_by_lr(step_size(h))]
     return skip_nonfinite(as_matrix(chain(*steps, state=DionState)), flags=flags)
 
 
@@ -125,7 +134,7 @@ def row_sharded(**hyper: Any) -> RowSharded | None:
     check_common(h)
     if h["orthogonalize"] == "rcqr":
         return None
-    lr_t, mu, wd = float(h["schedule"]) * float(h["lr"]), h["momentum"], h["weight_decay"]
+    lr_t, mu, wd = step_size(h), h["momentum"], h["weight_decay"]
 
     def update(grads, states, params, shapes, rows, gather_rows, sum_all):
         xp = _array.array_namespace(*grads, *params)
@@ -145,14 +154,15 @@ def row_sharded(**hyper: Any) -> RowSharded | None:
             u = q @ _array.mT(Qn, xp)
             if h["lr_scale"] == "fan":
                 u = math.sqrt(m / n) * u
-            if wd:
+            if maybe_nonzero(wd):
                 W = _array.as_float(xp.reshape(params[k], tuple(b.shape)), xp, dts[k])
-                u = _array.add_scaled(u, wd, W, xp)
-            u = -lr_t * u
+                u = _array.add_scaled(u, scalar_hyper(wd, u, xp), W, xp)
+            u = scalar_hyper(-lr_t, u, xp) * u
             zero = xp.zeros((), dtype=dts[k], device=_array.device(u))
             ups.append(xp.reshape(xp.where(oks[k], u, zero), tuple(params[k].shape)))
             count = s.nonfinite_count + xp.astype(xp.logical_not(oks[k]), s.nonfinite_count.dtype)
-            new.append(DionState(xp.where(oks[k], b - (1.0 - mu) * (q @ _array.mT(r, xp)), s.momentum_buffer),
+            keep = scalar_hyper(1.0 - mu, b, xp)
+            new.append(DionState(xp.where(oks[k], b - keep * (q @ _array.mT(r, xp)), s.momentum_buffer),
                                  xp.where(oks[k], Qn, s.Q), None, count))
         return ups, new
 

@@ -41,10 +41,14 @@ from xpmat.optim._base import (
     check_choice,
     check_common,
     check_real,
+    is_array_hyper,
+    maybe_nonzero,
     resolve_hyper,
     run_init,
     run_update,
+    scalar_hyper,
     state_dtype_for,
+    step_size,
 )
 from xpmat.optim.transforms import EmptyState, Transform, chain, momentum, skip_nonfinite
 
@@ -172,11 +176,16 @@ def mirror_step(mirror: str = "entropy", lr: float = 0.1, *, scale: float = 1.0,
         for g, p in zip(grads, params, strict=True):
             xp = _array.array_namespace(p)
             dt = state_dtype_for(p, xp, state_dtype)
-            out.append(_increment(p, g, mirror, float(lr), float(scale), dt) if lr
+            out.append(_increment(p, g, mirror, _eta(lr, p, xp), float(scale), dt) if maybe_nonzero(lr)
                        else xp.zeros(tuple(p.shape), dtype=dt, device=_array.device(p)))
         return out, [empty] * len(grads)
 
     return Transform(init, update, EmptyState)
+
+
+def _eta(lr: Any, like: Any, xp: Any) -> Any:
+    """The step size as the arithmetic takes it: a host float, or a tensor ``lr`` (not read)."""
+    return scalar_hyper(lr, like, xp) if is_array_hyper(lr) else float(lr)
 
 
 def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +201,7 @@ def transform(**hyper: Any) -> Transform:
     h = _checked(hyper)
     return skip_nonfinite(chain(
         momentum(h["momentum"], state_dtype=h["state_dtype"]),
-        mirror_step(h["mirror"], float(h["schedule"]) * float(h["lr"]), scale=h["scale"],
+        mirror_step(h["mirror"], step_size(h), scale=h["scale"],
                     state_dtype=h["state_dtype"]), state=ExponentiatedGradientState))
 
 

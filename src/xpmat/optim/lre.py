@@ -62,10 +62,12 @@ from xpmat.optim._base import (
     check_int,
     check_real,
     host_steps,
+    refuse_tensor_hyper,
     resolve_hyper,
     run_init,
     run_update,
     state_dtype_for,
+    step_size,
     zeros_step,
 )
 from xpmat.optim._lre_basis import EIGEN_BASES, PER_SAMPLE_CURVATURES, PSD_CURVATURES, fold, kept
@@ -232,6 +234,8 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     check_choice("basis", h["basis"], BASES)
     _check_inner(h)
     _check_combination(h)
+    refuse_tensor_hyper(h, ("betas",), "lre", "its inner optimizers (sign, Adam, full-matrix Adam) "
+                        "take their coefficients as numbers")
     check_betas("betas", h["betas"])
     check_betas("hebbian_betas", h["hebbian_betas"])
     for name in ("beta", "ema_beta", "norm_beta"):
@@ -486,7 +490,7 @@ def _skip_nonfinite_corrections(t: Transform, corrections: Any, h: dict[str, Any
 def _build(h: dict[str, Any], hvp: Any, corrections: Any = None) -> Transform:
     t = skip_nonfinite(chain(eigenbasis_direction(h, hvp, corrections),
                              add_decayed_weights(h["weight_decay"]),
-                             scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=LREState))
+                             scale_by_lr(step_size(h)), state=LREState))
     return _skip_nonfinite_corrections(t, corrections, h) if corrections is not None else t
 
 

@@ -33,10 +33,13 @@ from xpmat.optim._base import (
     check_common,
     check_int,
     check_real,
+    maybe_nonzero,
     resolve_hyper,
     run_init,
     run_update,
+    scalar_hyper,
     state_dtype_for,
+    step_size,
 )
 from xpmat.optim.transforms import Transform, as_matrix, chain, momentum, ns_schedule_checked, skip_nonfinite
 from xpmat.orthogonalize import msign
@@ -193,7 +196,8 @@ def update(grads: list[Any], state: list[ManifoldMuonState], params: list[Any],
 
 def _step(G: Any, dual: Any, W: Any, h: dict[str, Any], xp: Any) -> tuple[Any, Any]:
     """One step on a tall ``W``: ``(W_new − W, new dual)``; ``W_new = W`` when ``lr = 0``."""
-    lr, alpha, R = float(h["schedule"]) * float(h["lr"]), float(h["dual_lr"]), float(h["radius"])
+    lr, alpha, R = step_size(h), float(h["dual_lr"]), float(h["radius"])
+    lr = scalar_hyper(lr, W, xp)  # a tensor lr is never read: the step is computed at lr = 0 too
     nrm = xp.linalg.vector_norm(G)
     Gn = G / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
     if h["manifold"] == "spectral_sphere":
@@ -201,7 +205,8 @@ def _step(G: Any, dual: Any, W: Any, h: dict[str, Any], xp: Any) -> tuple[Any, A
         dual = dual - alpha * xp.sum(W * Phi)  # tr(Wᵀ Φ)
         A = W - lr * Phi
         sig = xp.linalg.matrix_norm(A, ord=2)
-        return (A * (R / xp.where(sig > 0, sig, xp.ones_like(sig))) - W if lr else xp.zeros_like(W)), dual
+        return (A * (R / xp.where(sig > 0, sig, xp.ones_like(sig))) - W if maybe_nonzero(lr)
+                else xp.zeros_like(W)), dual
     Ws = W / R if R != 1.0 else W  # scaled Stiefel: Wᵀ W = R² I
     if h["mode"] == "dual_ascent":
         Phi, dual, _ = dual_ascent(Ws, Gn, xp, dual_lr=alpha, dual_steps=h["dual_steps"], tol=h["tol"],
@@ -210,7 +215,7 @@ def _step(G: Any, dual: Any, W: Any, h: dict[str, Any], xp: Any) -> tuple[Any, A
     else:
         Phi = _msign(Gn + Ws @ dual, xp, h)
         dual = dual - alpha * _tangency(Ws, Phi, xp)
-    if not lr:
+    if not maybe_nonzero(lr):
         return xp.zeros_like(W), dual
     W_new = retract_stiefel(Ws - lr * Phi, xp, ns_steps=h["ns_steps"], ns_schedule=h["ns_schedule"],
                             polish_steps=h["polish_steps"])

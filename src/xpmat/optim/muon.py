@@ -46,11 +46,15 @@ from xpmat.optim._base import (
     check_common,
     check_dtype,
     check_real,
+    is_array_hyper,
     matrix_view_shape,
+    maybe_nonzero,
     resolve_hyper,
     run_init,
     run_update,
+    scalar_hyper,
     state_dtype_for,
+    step_size,
     zeros_step,
 )
 from xpmat.optim.transforms import (
@@ -141,7 +145,7 @@ def composed(**hyper: Any) -> Transform:
                            use_gram_newton_schulz=h["use_gram_newton_schulz"], flatten=h["flatten"]),
         scale_by_shape(lambda m, n: adjust_lr(h["adjust_lr_fn"], m, n)),
         add_decayed_weights(h["weight_decay"], cautious=h["cautious_weight_decay"]),
-        scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=MuonState), flatten=h["flatten"]))
+        scale_by_lr(step_size(h)), state=MuonState), flatten=h["flatten"]))
 
 
 def chunks(params: list[Any], compute_dtype: Any = None, flatten: bool = True) -> list[list[int]]:
@@ -236,16 +240,21 @@ def _momentum(h: dict[str, Any], reuse: bool, grads: list[Any], states: list[Muo
     return carry, Us
 
 
-def _lr(h: dict[str, Any]) -> float:
-    return float(h["schedule"]) * float(h["lr"])
+def _lr(h: dict[str, Any]) -> Any:
+    return step_size(h)
 
 
 def _orthogonalized(h: dict[str, Any], Us: list[Any], xp: Any) -> list[Any]:
     """Phase 2, whole matrices of one shape: ``−s η a(m, n) msign(U)`` in one batched call."""
     m, n = Us[0].shape[-2:]
     coeffs = ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
+    lr, a = _lr(h), adjust_lr(h["adjust_lr_fn"], m, n)
+    if is_array_hyper(lr):  # a tensor lr: not folded into Newton–Schulz (its GEMMs take host floats)
+        neg = scalar_hyper(-lr, Us[0], xp)
+        return [neg * O for O in msign_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
+                                             scale=a, gram=h["use_gram_newton_schulz"])]
     return msign_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
-                       scale=-_lr(h) * adjust_lr(h["adjust_lr_fn"], m, n), gram=h["use_gram_newton_schulz"])
+                       scale=-lr * a, gram=h["use_gram_newton_schulz"])
 
 
 def _updates(h: dict[str, Any], Os: list[Any], carry: list[tuple[Any, Any]], states: list[MuonState],
@@ -256,11 +265,11 @@ def _updates(h: dict[str, Any], Os: list[Any], carry: list[tuple[Any, Any]], sta
     ups, new = [], []
     for O, (ok, buf), s, p in zip(Os, carry, states, params, strict=True):
         dt = buf.dtype
-        if decay:  # decoupled weight decay, added without casting O first
+        if maybe_nonzero(decay):  # decoupled weight decay, added without casting O first
             W = xp.reshape(_array.as_float(p, xp, dt), tuple(buf.shape))
             if h["cautious_weight_decay"]:  # O = −s η a msign: the direction's sign is −O's
                 W = xp.where(O * W <= 0, W, xp.zeros((), dtype=dt, device=_array.device(W)))
-            u = _array.add_scaled(O, -decay, W, xp)
+            u = _array.add_scaled(O, scalar_hyper(-decay, O, xp), W, xp)
         else:
             u = _array.as_float(O, xp, dt)
         ups.append(xp.reshape(xp.where(ok, u, xp.zeros((), dtype=dt, device=_array.device(u))),

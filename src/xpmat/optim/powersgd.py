@@ -33,6 +33,7 @@ from xpmat.optim._base import (
     resolve_hyper,
     run_init,
     run_update,
+    step_size,
 )
 from xpmat.optim.transforms import (
     Transform,
@@ -107,7 +108,7 @@ def transform(**hyper: Any) -> Transform:
     base = (momentum(h["momentum"], kind="heavy_ball", state_dtype=sd) if h["base"] == "sgd"
             else scale_by_adam(h["betas"], h["eps"], state_dtype=sd))
     return skip_nonfinite(as_matrix(chain(compress, base, add_decayed_weights(h["weight_decay"]),
-                                          scale_by_lr(float(h["schedule"]) * float(h["lr"])),
+                                          scale_by_lr(step_size(h)),
                                           state=PowerSGDState)))
 
 

@@ -22,7 +22,16 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from xpmat.optim._base import check_bool, check_common, check_real, resolve_hyper, run_init, run_update
+from xpmat.optim._base import (
+    check_bool,
+    check_common,
+    check_real,
+    maybe_nonzero,
+    resolve_hyper,
+    run_init,
+    run_update,
+    step_size,
+)
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -64,7 +73,7 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     check_common(h)
     check_real("momentum", h["momentum"], 0.0, 1.0, high_open=True)
     check_bool("nesterov", h["nesterov"])
-    if h["nesterov"] and not h["momentum"]:
+    if h["nesterov"] and not maybe_nonzero(h["momentum"]):
         raise ValueError("nesterov=True needs momentum > 0 (as torch.optim.SGD)")
     return h
 
@@ -75,7 +84,7 @@ def transform(**hyper: Any) -> Transform:
     return skip_nonfinite(chain(
         add_decayed_weights(h["weight_decay"]),
         momentum(h["momentum"], nesterov=h["nesterov"], kind="heavy_ball", state_dtype=h["state_dtype"]),
-        scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=SGDState), sanitize=False)
+        scale_by_lr(step_size(h)), state=SGDState), sanitize=False)
 
 
 def init(params: list[Any], **hyper: Any) -> list[SGDState]:

@@ -43,10 +43,12 @@ from xpmat.optim._base import (
     check_int,
     check_real,
     host_steps,
+    refuse_tensor_hyper,
     resolve_hyper,
     run_init,
     run_update,
     state_dtype_for,
+    step_size,
     zeros_step,
 )
 from xpmat.optim.transforms import (
@@ -133,6 +135,7 @@ RENAMED = {"beta1": "betas=(beta1, beta2)", "beta2": "betas=(beta1, beta2)"}
 def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     h = resolve_hyper(DEFAULTS, hyper, "shampoo", RENAMED)
     check_common(h)
+    refuse_tensor_hyper(h, ("betas",), "shampoo", "β₁ = 0 decides whether a momentum buffer is kept")
     check_betas("betas", h["betas"], none=(1,))
     check_real("graft_beta2", h["graft_beta2"], 0.0, 1.0, high_open=True)
     for k in ("eps", "graft_eps"):
@@ -400,7 +403,7 @@ def transform(**hyper: Any) -> Transform:
     """Shampoo as a :class:`~xpmat.optim.transforms.Transform` (hyper-parameters: :func:`update`)."""
     h = _checked(hyper)
     return skip_nonfinite(as_matrix(chain(kron_precondition(h), add_decayed_weights(h["weight_decay"]),
-                                          scale_by_lr(float(h["schedule"]) * float(h["lr"])),
+                                          scale_by_lr(step_size(h)),
                                           state=ShampooState)))
 
 

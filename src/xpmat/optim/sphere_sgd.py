@@ -38,11 +38,15 @@ from xpmat.optim._base import (
     check_choice,
     check_common,
     check_real,
+    is_array_hyper,
     matrix_shape,
+    maybe_nonzero,
     resolve_hyper,
     run_init,
     run_update,
+    scalar_hyper,
     state_dtype_for,
+    step_size,
 )
 from xpmat.optim.transforms import EmptyState, Transform, chain, momentum, skip_nonfinite
 
@@ -164,9 +168,10 @@ def sphere_step(method: str = "classical", norm: str = "l2", radius: float = 1.0
             xp = _array.array_namespace(g, p)
             dt = state_dtype_for(p, xp, state_dtype)
             W = _units(_array.as_float(p, xp, dt), xp)
-            if lr:
+            if maybe_nonzero(lr):
+                eta = scalar_hyper(lr, W, xp) if is_array_hyper(lr) else float(lr)
                 u = _sphere_rows(W, _units(_array.as_float(g, xp, dt), xp), method, norm, float(radius),
-                                 float(lr), xp) - W
+                                 eta, xp) - W
             else:
                 u = xp.zeros_like(W)
             out.append(xp.reshape(u, tuple(p.shape)))
@@ -188,7 +193,7 @@ def transform(**hyper: Any) -> Transform:
     h = _checked(hyper)
     return skip_nonfinite(chain(
         momentum(h["momentum"], nesterov=h["nesterov"], kind="heavy_ball", state_dtype=h["state_dtype"]),
-        sphere_step(h["method"], h["norm"], h["radius"], float(h["schedule"]) * float(h["lr"]),
+        sphere_step(h["method"], h["norm"], h["radius"], step_size(h),
                     state_dtype=h["state_dtype"]), state=SphereSGDState))
 
 

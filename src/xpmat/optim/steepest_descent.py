@@ -40,6 +40,7 @@ from xpmat.optim._base import (
     resolve_hyper,
     run_init,
     run_update,
+    step_size,
 )
 from xpmat.optim.transforms import (
     STEEPEST_NORMS,
@@ -107,7 +108,7 @@ def transform(**hyper: Any) -> Transform:
         steepest_direction(h["norm"], h["scaling"], ns_steps=h["ns_steps"], ns_schedule=h["ns_schedule"],
                            ns_normalize=h["ns_normalize"], compute_dtype=h["compute_dtype"], eps=h["eps"]),
         add_decayed_weights(h["weight_decay"]),
-        scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=SteepestDescentState))
+        scale_by_lr(step_size(h)), state=SteepestDescentState))
 
 
 def init(params: list[Any], **hyper: Any) -> list[SteepestDescentState]:

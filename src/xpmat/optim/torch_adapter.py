@@ -7,7 +7,13 @@ Hyper-parameters
     Every keyword argument of the class becomes a ``defaults`` entry and may be overridden per
     param group.  Unknown keys (in the constructor or in a group) raise ``TypeError``; a renamed
     one raises a ``TypeError`` naming its new name.  Values are validated when the group is
-    added (``ValueError`` naming the argument and its range), not at the first step.
+    added (``ValueError`` naming the argument and its range), not at the first step.  ``lr``,
+    ``momentum``, ``betas`` entries and ``weight_decay`` may be 1-element tensors, as in
+    ``torch.optim``: a scheduler fills them in place (``fill_``); the step computes with them
+    on the device and never reads one there; their range is checked when the group is added
+    (one host read each; a tensor in host memory also at each step, where reading is free).
+    ``torch.optim``'s ``foreach``, ``fused``, ``capturable``, ``differentiable`` are accepted
+    where the value describes xpmat's step and refused otherwise (:func:`check_torch_flags`).
 Routing (matrix methods)
     A group's ``algorithm`` key is the method's name (the default) or ``"adamw"``: the whole
     group then runs the AdamW core (missing keys come from the constructor's ``adamw_*``
@@ -17,10 +23,12 @@ Routing (matrix methods)
     parameter.
 Step
     ``step(closure=None)`` runs under ``torch.no_grad()`` (the closure under
-    ``torch.enable_grad()``); per group it hands the parameters that have a gradient (sparse and
-    complex ones are refused; ``maximize`` negates) to the core's ``update`` and adds the
-    updates in place.  Each class equals its functional core bitwise.  Hooks for subclasses:
-    :meth:`~XpmatOptimizer._evaluate` (LRE's Hessian closure), :meth:`~XpmatOptimizer._prepare`
+    ``torch.enable_grad()``); per group it hands the parameters that have a gradient (sparse
+    ones are refused; complex ones go as real views, ``torch.view_as_real``, where
+    :meth:`~XpmatOptimizer._complex_ok` — AdamW, SGD, diagonal AdaGrad, as torch.optim — and
+    are refused naming the parameter elsewhere; ``maximize`` negates) to the core's ``update``
+    and adds the updates in place.  Each class equals its functional core bitwise.  Hooks for
+    subclasses: :meth:`~XpmatOptimizer._evaluate` (LRE's Hessian closure), :meth:`~XpmatOptimizer._prepare`
     (DistributedDion's collectives), :meth:`~XpmatOptimizer._main_transform`,
     :meth:`~XpmatOptimizer._calls` (Muon's chunked calls), :meth:`~XpmatOptimizer._finish`.
 Sharded parameters
@@ -46,7 +54,7 @@ from xpmat.optim.transforms import Transform, route
 # The first xpmat module to import torch: without it, the error names the extra to install.
 torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
-__all__ = ["FALLBACK_RENAMED", "XpmatOptimizer", "collect_arguments"]
+__all__ = ["FALLBACK_RENAMED", "TORCH_FLAGS", "XpmatOptimizer", "check_torch_flags", "collect_arguments"]
 
 
 class _Run(NamedTuple):
@@ -73,6 +81,12 @@ def _is_dtensor(t: Any) -> bool:
     return type(t) is not torch.Tensor and isinstance(t, _DTensor)
 
 
+def _as_real(t: Any) -> Any:
+    """A complex tensor as its real view ``(..., 2)`` (shares storage: ``add_`` on it writes the
+    complex tensor); any other tensor as it is."""
+    return torch.view_as_real(t) if torch.is_complex(t) else t
+
+
 def _local(v: Any) -> Any:
     return v.to_local() if _is_dtensor(v) else v
 
@@ -87,10 +101,66 @@ _FALLBACK_KEYS = ("adamw_lr_ratio", "adamw_betas", "adamw_eps", "adamw_weight_de
 _GROUP_ONLY = ("params", "param_names")
 
 
+# torch.optim's implementation switches (same math, other kernels): accepted at their values
+# that describe what xpmat's step does, refused otherwise with what it does instead.
+TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
+_FLAG_ACCEPTS = {"foreach": (None, False), "fused": (None, False), "capturable": (False,),
+                 "differentiable": (False,)}
+_FLAG_INSTEAD = {
+    "foreach": "xpmat's step runs its elementwise work per parameter, as torch's foreach=False "
+               "(same-shaped matrices are batched for Newton–Schulz); pass foreach=None or False",
+    "fused": "xpmat's step is per-parameter array-API code (several torch kernels per parameter, "
+             "not one fused kernel); pass fused=None or False",
+    "capturable": "xpmat keeps step counters on the device and takes tensor hyper-parameters (lr, "
+                  "momentum, betas, weight_decay: no host read in the step of its elementwise "
+                  "classes), but its state gets new storage at every step, which a CUDA graph "
+                  "cannot replay; pass capturable=False",
+    "differentiable": "xpmat steps under torch.no_grad() and writes the parameters in place, so "
+                      "autograd cannot differentiate through step; pass differentiable=False",
+}
+
+
+def check_torch_flags(method: str, flags: dict[str, Any]) -> None:
+    """``torch.optim``'s ``foreach``, ``fused``, ``capturable``, ``differentiable``: accepted
+    where the value describes xpmat's step (``foreach``/``fused`` None or False, ``capturable``
+    and ``differentiable`` False), else a ``ValueError`` saying what xpmat does instead (a value
+    of the wrong type: ``TypeError``).  They are not kept in ``defaults``."""
+    for k, v in flags.items():
+        if not (v is None and k in ("foreach", "fused")) and not isinstance(v, bool):
+            raise TypeError(f"{method}: {k} must be a bool{' or None' if k in ('foreach', 'fused') else ''}, "
+                            f"got {v!r}")
+        if v not in _FLAG_ACCEPTS[k]:
+            raise ValueError(f"{method}: {k}={v!r} is not supported: {_FLAG_INSTEAD[k]}")
+
+
+def _hyper_items(group: dict[str, Any]) -> list[tuple[str, Any]]:
+    """``(name, value)`` of a group's hyper-parameters, tuple entries (``betas``) one by one."""
+    out = []
+    for k, v in group.items():
+        if k in _GROUP_ONLY:
+            continue
+        out.extend(((f"{k}[{i}]", e) for i, e in enumerate(v)) if isinstance(v, tuple) else [(k, v)])
+    return out
+
+
+def _host_values(group: dict[str, Any]) -> dict[str, Any]:
+    """``group`` with its tensor hyper-parameters read as floats (the range checks of a tensor
+    on a device: a host read each, once, where the group is added — as ``torch.optim`` checks
+    ``0 <= lr`` at construction; steps never read a tensor on a device)."""
+    def host(v: Any) -> Any:
+        if isinstance(v, tuple):
+            return tuple(host(e) for e in v)
+        if torch.is_tensor(v) and v.numel() == 1 and v.is_floating_point():
+            return float(v.detach().reshape(()).cpu())
+        return v
+    return {k: v if k in _GROUP_ONLY else host(v) for k, v in group.items()}
+
+
 def collect_arguments(cls: type, local: dict[str, Any]) -> dict[str, Any]:
     """The hyper-parameters of a constructor call, from its ``locals()``: ``**kwargs`` (kept
     only to answer renamed arguments) must be empty."""
-    extra = local.get("kwargs") or {}
+    extra = dict(local.get("kwargs") or {})
+    check_torch_flags(cls.__name__, {k: extra.pop(k) for k in TORCH_FLAGS if k in extra})
     known = [k for k in local if k not in ("self", "params", "kwargs", "__class__")]
     if extra:
         renamed = {**cls.renamed, **(FALLBACK_RENAMED if cls.matrix_only else {})}
@@ -113,6 +183,9 @@ class XpmatOptimizer(torch.optim.Optimizer):
     # the core may overwrite the state's buffers (its transform takes reuse_state): this class
     # never reads a state again after handing it to update
     reuse_state: ClassVar[bool] = False
+    # complex parameters step as real views (torch.view_as_real), as torch.optim's elementwise
+    # classes do; see _complex_ok
+    complex_as_real: ClassVar[bool] = False
 
     def __init__(self, params: Any, hyper: dict[str, Any]) -> None:
         if self.method is None:
@@ -153,6 +226,8 @@ class XpmatOptimizer(torch.optim.Optimizer):
         if self.matrix_only and param_group.get("algorithm", self.algorithm) not in (self.algorithm, "adamw"):
             raise ValueError(f"algorithm must be {self.algorithm!r} or 'adamw', "
                              f"got {param_group['algorithm']!r}")
+        flags = {k: param_group.pop(k) for k in TORCH_FLAGS if k in param_group}
+        check_torch_flags(type(self).__name__, flags)
         allowed = self._allowed(param_group)
         extra = [k for k in param_group if k not in allowed and k not in _GROUP_ONLY]
         if extra:
@@ -165,6 +240,8 @@ class XpmatOptimizer(torch.optim.Optimizer):
         for k in [k for k in group if k not in allowed and k not in _GROUP_ONLY]:
             del group[k]  # torch filled in every default; keep those of this group's algorithm
         self._transforms(group)  # validates the hyper-parameters now, not at the first step
+        if any(torch.is_tensor(v) for k, v in _hyper_items(group)):
+            self._transforms(_host_values(group))  # tensors' ranges: one read each, here only
         if self.matrix_only and "rank" in group and not self._is_fallback_group(group):
             check_rank_fits(group["rank"], [matrix_shape(p.shape) for p in group["params"] if p.ndim >= 2])
 
@@ -256,8 +333,8 @@ class XpmatOptimizer(torch.optim.Optimizer):
         if not r.here:
             return
         ps_full = [r.params[i] for i in r.here]
-        if sharded is None:
-            ps, gs = ps_full, [r.grads[i] for i in r.here]
+        if sharded is None:  # complex parameters as real views (only those _complex_ok accepted)
+            ps, gs = [_as_real(p) for p in ps_full], [_as_real(r.grads[i]) for i in r.here]
         else:
             ps, gs = sharded.localize(r)
         fresh = [k for k, i in enumerate(r.here) if i in set(r.fresh)]
@@ -287,14 +364,31 @@ class XpmatOptimizer(torch.optim.Optimizer):
         """After the updates of a step (hook)."""
 
     def _with_grad(self, group: dict) -> list[torch.Tensor]:
-        """The group's parameters that have a gradient (sparse / complex ones are refused)."""
+        """The group's parameters that have a gradient (sparse ones are refused; complex ones
+        too unless :meth:`_complex_ok`)."""
         params = [p for p in group["params"] if p.grad is not None]
         for p in params:
             if p.grad.is_sparse:
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            if torch.is_complex(p):
-                raise RuntimeError(f"{type(self).__name__} does not support complex parameters")
+            if torch.is_complex(p) and (not self._complex_ok(group) or _is_dtensor(p)):
+                i = next(k for k, q in enumerate(group["params"]) if q is p)
+                g = next(k for k, q in enumerate(self.param_groups) if q is group)
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support complex parameters: parameter {i} of "
+                    f"param group {g} has shape {tuple(p.shape)} and dtype {p.dtype}"
+                    + (" (a sharded DTensor)" if _is_dtensor(p) else self._complex_hint(group)))
         return params
+
+    def _complex_ok(self, group: dict) -> bool:
+        """Whether ``group``'s complex parameters step as real views (``torch.view_as_real``:
+        each complex entry is two real entries, as torch.optim's AdamW, SGD and Adagrad)."""
+        return self.complex_as_real
+
+    def _complex_hint(self, group: dict) -> str:
+        return ("; its method works on whole matrices, where a real view is not the complex "
+                "matrix (step torch.view_as_real(p) as a real parameter of its own, if meant)"
+                if self.matrix_only else "; AdamW, SGD and AdaGrad (diagonal) step complex "
+                "parameters as real views, as torch.optim does")
 
     def _calls(self, params: list[torch.Tensor], group: dict) -> list[list[int]]:
         """Index lists of ``params`` handed to the core's ``update`` one after another (each

@@ -3,6 +3,9 @@
 Every class is the one adapter :class:`~xpmat.optim.torch_adapter.XpmatOptimizer` over a
 functional core: explicit keyword arguments (torch's names: ``lr``, ``momentum``, ``betas``,
 ``eps``, ``weight_decay``, ``maximize``), each a ``defaults`` entry a param group may override;
+``lr``, ``momentum``, ``weight_decay`` (and AdamW's and PowerSGD's ``betas``, the AdamW
+fallback's ``adamw_betas``, ``adamw_weight_decay``) may be 1-element tensors, as in torch.optim
+(docs/optim.md, "Tensor hyper-parameters");
 state keys are the core's field names (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``, ...).
 
 Matrix methods (:class:`Muon`, :class:`Dion`, :class:`PowerSGD`, :class:`PowerSGDPlus`,
@@ -54,8 +57,9 @@ __all__ = ["LRE", "SGD", "AdaGrad", "Adafactor", "AdamNMF", "AdamW", "Dion", "Ex
 class AdamW(XpmatOptimizer):
     """AdamW ([Stratos 2026, §4, Fig. 1][stratos-2026]) over :mod:`xpmat.optim.adamw`.
 
-    With the default flags it equals ``torch.optim.AdamW``; adds AMSGrad after the bias
-    correction, Nesterov (Dozat), Adam-atan2 and three weight-decay modes::
+    With the default flags it equals ``torch.optim.AdamW`` (complex parameters too, stepped as
+    real views); adds AMSGrad after the bias correction, Nesterov (Dozat), Adam-atan2 and three
+    weight-decay modes::
 
         m ← β₁ m + (1 − β₁) g;  v ← β₂ v + (1 − β₂) g²;  m̂ = m / (1 − β₁ᵗ);  v̂ = v / (1 − β₂ᵗ)
         p ← p − s η m̂ / (√v̂ + ε) − s η λ p
@@ -63,10 +67,11 @@ class AdamW(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     betas : (float, float) in [0, 1)
+        Each a float or a 1-element tensor.
     eps : float >= 0
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
     amsgrad : bool
         Running max of the bias-corrected ``v̂`` (§4.2).
     weight_decay_mode : {"lr", "decoupled", "l2"}
@@ -80,10 +85,17 @@ class AdamW(XpmatOptimizer):
         Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
     maximize : bool
         Ascend instead of descend.
+
+    Notes
+    -----
+    torch.optim's switches ``foreach``, ``fused``, ``capturable``, ``differentiable`` are
+    accepted (by every class) as ``None`` / ``False``, what xpmat's step does, and refused
+    otherwise with what it does instead (docs/optim.md).
     """
 
     method = _adamw
     algorithm = "adamw"
+    complex_as_real = True
 
     def __init__(self, params: Any, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False, *,
@@ -107,10 +119,10 @@ class Muon(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
-    momentum : float in [0, 1)
+    lr : float >= 0 or 1-element tensor
+    momentum : float in [0, 1) or 1-element tensor
     nesterov : bool
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         Decoupled, times ``lr`` (as torch).
     cautious_weight_decay : bool
         Decay only the entries where the Muon direction ``O = msign(U)`` and the weight have the
@@ -193,8 +205,8 @@ class ManifoldMuon(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
-    momentum : float in [0, 1)
+    lr : float >= 0 or 1-element tensor
+    momentum : float in [0, 1) or 1-element tensor
         EMA of the gradient (0: none).
     mode : {"online", "dual_ascent"}
     manifold : {"stiefel", "spectral_sphere"}
@@ -242,13 +254,13 @@ class Dion(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
-    momentum : float in [0, 1)
+    lr : float >= 0 or 1-element tensor
+    momentum : float in [0, 1) or 1-element tensor
         μ (was ``mu``); 0 is Pethick's plain error feedback.
     rank : int >= 1 or float in (0, 1]
         Absolute, or a fraction of ``min(m, n)`` (rounded up); capped at ``min(m, n)``.
     rank_multiple_of : int >= 1
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
     lr_scale : {"fan", None}
         √(m/n), or 1.
     orthogonalize : {"auto", "householder", "cholesky_qr2", "rcqr"}
@@ -295,9 +307,9 @@ class PowerSGD(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
         η, the learning rate.
-    momentum : float in [0, 1)
+    momentum : float in [0, 1) or 1-element tensor
         μ of eq. (7c) (``base="sgd"``).
     rank : int >= 1 or float in (0, 1]
         r of the compression: absolute, or a fraction of ``min(m, n)`` (rounded up); capped
@@ -313,7 +325,7 @@ class PowerSGD(XpmatOptimizer):
     betas, eps
         Adam's, for ``base="adamw"`` (the torch class then has no ``momentum``; with
         ``base="sgd"`` no ``betas`` / ``eps``).
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         λ, decoupled (times ``s η``).
     orthogonalize : {"auto", "householder", "cholesky_qr2"}
         How the power iteration's ``P`` is orthonormalized (:func:`xpmat.orthonormalize`).
@@ -358,9 +370,9 @@ class PowerSGDPlus(PowerSGD):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
         η, the learning rate.
-    momentum : float in [0, 1)
+    momentum : float in [0, 1) or 1-element tensor
         μ of eq. (7c) (``base="sgd"``).
     rank : int >= 1 or float in (0, 1]
         r of the compression: absolute, or a fraction of ``min(m, n)`` (rounded up); capped
@@ -376,7 +388,7 @@ class PowerSGDPlus(PowerSGD):
     betas, eps
         Adam's, for ``base="adamw"`` (the torch class then has no ``momentum``; with
         ``base="sgd"`` no ``betas`` / ``eps``).
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         λ, decoupled (times ``s η``).
     orthogonalize : {"auto", "householder", "cholesky_qr2"}
         How the power iteration's ``P`` is orthonormalized (:func:`xpmat.orthonormalize`).
@@ -419,7 +431,7 @@ class Adafactor(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     betas : (float, float) in [0, 1)
         β₁ (0: no first moment, the paper's default), β₂ (used when ``beta2_decay`` is None).
     beta2_decay : float < 0 or None
@@ -429,7 +441,7 @@ class Adafactor(XpmatOptimizer):
         Update clipping threshold.
     scale_parameter : bool
         Relative step size ``max(ε₂, RMS(W))``.
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
     schedule : float >= 0
         Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
     state_dtype : dtype or name, optional
@@ -461,14 +473,14 @@ class AdamNMF(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     rank : int >= 1 or float in (0, 1]
     betas : (float, float or None)
         β₁ momentum in [0, 1) (0: the raw gradient); β the EMA of the EM target (None: G²).
     eps : float >= 0
     init_scale : float > 0
     factor_floor, nmf_eps : float >= 0
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
     seed : int >= 0
     schedule : float >= 0
         Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
@@ -526,7 +538,7 @@ class LRE(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     rank : int >= 1
         Per block (``basis="full"``: the block size).
     curvature : {"covariance", "hutchinson", "bfgs", "sr1", "fisher", "gauss_newton"}
@@ -548,7 +560,7 @@ class LRE(XpmatOptimizer):
     hebbian_lr : float >= 0
     hebbian_betas : (float, float) in [0, 1)
         ``basis="hebbian"``: step size and AdamG moments of the basis update.
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
     seed : int >= 0
     schedule : float >= 0
         Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
@@ -676,7 +688,7 @@ class Shampoo(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     betas : (float, float or None)
         β₁ momentum on G (0: none), β₂ EMA of the factors (None: running mean).
     eps : float >= 0
@@ -693,7 +705,7 @@ class Shampoo(XpmatOptimizer):
     newton_iters : int >= 1
     newton_tol : float > 0 or None
     basis_iters : int >= 1
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
     schedule : float >= 0
         Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
     state_dtype : dtype or name, optional
@@ -729,7 +741,8 @@ class SGD(XpmatOptimizer):
 
         d = g + λ w;  v ← μ v + d;  w ← w − s η v      (nesterov: w ← w − s η (d + μ v))
 
-    ``torch.optim.SGD`` with ``dampening=0`` (tested equal, Nesterov included); ``dampening``
+    ``torch.optim.SGD`` with ``dampening=0`` (tested equal, Nesterov and complex parameters
+    included: those step as real views, as torch); ``dampening``
     is not supported (torch's first step ignores it, so a zero buffer cannot reproduce it), and
     the arguments after ``momentum`` are keyword-only (torch's fourth positional one is
     ``dampening``).
@@ -737,10 +750,10 @@ class SGD(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
-    momentum : float in [0, 1)
+    lr : float >= 0 or 1-element tensor
+    momentum : float in [0, 1) or 1-element tensor
         μ of eq. 25 (0: plain SGD; the buffer is kept, at zero).
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         λ, added to the gradient (as torch).
     nesterov : bool
         The double-momentum form of §2.3.1 (needs μ > 0).
@@ -754,6 +767,7 @@ class SGD(XpmatOptimizer):
 
     method = _sgd
     algorithm = "sgd"
+    complex_as_real = True
 
     def __init__(self, params: Any, lr: float = 1e-3, momentum: float = 0.0, *, weight_decay: float = 0.0,
                  nesterov: bool = False, schedule: float = 1.0, state_dtype: Any = None,
@@ -769,21 +783,22 @@ class AdaGrad(XpmatOptimizer):
                       norm: s ← s + ‖d‖²,  u = d / (√s + ε)            (eq. 33)
         m ← μ m + (1 − μ) u  (μ > 0);  w ← w − s η m / (1 + (t − 1) lr_decay)
 
-    With the defaults it is ``torch.optim.Adagrad`` (same names; tested equal).
+    With the defaults it is ``torch.optim.Adagrad`` (same names; tested equal, complex
+    parameters included: the diagonal preconditioner steps them as real views, as torch).
 
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
         η, the scale D of the regret bounds (§3.1.1, §3.2.1).
     lr_decay : float >= 0
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         λ, added to the gradient (as torch).
     initial_accumulator_value : float >= 0
         ``S₀`` (full: ``v I``).
     eps : float >= 0
         Added to the square roots.
-    momentum : float in [0, 1)
+    momentum : float in [0, 1) or 1-element tensor
         μ, an average of the preconditioned direction (0: none, as torch).
     preconditioner : {"diagonal", "full", "norm"}
     rank : int >= 1 or None
@@ -801,6 +816,15 @@ class AdaGrad(XpmatOptimizer):
 
     method = _adagrad
     algorithm = "adagrad"
+
+    def _complex_ok(self, group: dict[str, Any]) -> bool:
+        """Complex parameters step as real views with the diagonal preconditioner (as
+        ``torch.optim.Adagrad``); ``"full"`` and ``"norm"`` couple entries, so they refuse them."""
+        return group["preconditioner"] == "diagonal"
+
+    def _complex_hint(self, group: dict[str, Any]) -> str:
+        return (f"; preconditioner={group['preconditioner']!r} couples entries: use "
+                "preconditioner='diagonal', which steps complex parameters as real views (as torch)")
 
     def __init__(self, params: Any, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, momentum: float = 0.0,
@@ -825,12 +849,12 @@ class ExponentiatedGradient(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     mirror : {"entropy", "euclidean", "hypentropy"}
     scale : float > 0
         β of ``"hypentropy"``: entries with ``|w| ≪ β`` move as gradient descent with step
         ``η β``, larger ones multiplicatively.
-    momentum : float in [0, 1)
+    momentum : float in [0, 1) or 1-element tensor
         μ (0: the gradient itself).
     schedule : float >= 0
         Multiplies ``lr``; with torch, schedule ``lr`` instead.
@@ -865,13 +889,13 @@ class SteepestDescent(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     norm : {"fro", "linf", "spectral"}
     scaling : {"tr", "mm"}
         Trust region (eq. 67) or majorization-minimization (eq. 68).
-    momentum : float in [0, 1)
+    momentum : float in [0, 1) or 1-element tensor
     nesterov : bool
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         Decoupled, times ``lr`` (as Muon).
     ns_steps : int >= 0
     ns_schedule : {"polar_express", "jordan", "quintic", "cubic"} or sequence of (a, b, c)
@@ -911,13 +935,13 @@ class SphereSGD(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     method : {"pin", "classical", "trust_region"}
         Eq. 70, 72, 73.
     norm : {"l2", "linf"}
         The trust region's norm (``"linf"``: the duality of Lemma S.21).
     radius : float > 0
-    momentum : float in [0, 1)
+    momentum : float in [0, 1) or 1-element tensor
         Heavy ball on the gradient (0: none).
     nesterov : bool
     schedule : float >= 0

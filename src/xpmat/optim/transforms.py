@@ -32,6 +32,12 @@ and the final updates are *added* to the parameters (:func:`xpmat.optim.apply_up
 Preconditioners with a state of their own live with their method (Shampoo's Kronecker
 factors, LRE's eigenbasis, Adafactor's and AdamNMF's factored second moments).
 
+Hyper-parameters: numbers, or — for the coefficients a scheduler moves (``lr``, ``momentum``,
+``beta``/``betas``, ``weight_decay``) — 0-d arrays of the parameters' library (tensor
+hyper-parameters, :mod:`xpmat.optim._base`): the blocks never read those on the host (a block
+that skips its work at a zero coefficient keeps the work for an array) and meet the arrays
+with them through :func:`~xpmat.optim._base.scalar_hyper`.
+
 State: each block's per-parameter state is a NamedTuple (``EmptyState`` when it has none);
 :func:`chain` merges them into one flat NamedTuple, so a field name may appear once per chain
 — except ``step``: blocks that count steps share one counter (each sees the count before the
@@ -60,7 +66,9 @@ from xpmat.optim._base import (
     host_steps,
     matrix_shape,
     matrix_view_shape,
+    maybe_nonzero,
     resolve_rank,
+    scalar_hyper,
     state_dtype_for,
     zeros_step,
 )
@@ -370,8 +378,10 @@ def ema_momentum(buf: Any, g: Any, beta: float, xp: Any, *, nesterov: bool = Fal
     directly); ``out`` receives the new buffer in place (PyTorch; may be ``buf`` itself).  This
     is ``torch.optim.Muon``'s momentum (``momentum_buffer.lerp_(grad, 1 − momentum)``).
     """
-    buf = _array.lerp(buf, g, 1.0 - beta, xp, out=out)
-    U = _array.lerp(g, buf, beta, xp, dtype) if nesterov else _array.cast(buf, dtype, xp)
+    buf = _array.lerp(buf, g, scalar_hyper(1.0 - beta, buf, xp), xp, out=out)
+    if not nesterov:
+        return _array.cast(buf, dtype, xp), buf
+    U = _array.lerp(g, buf, scalar_hyper(beta, buf, xp), xp, dtype)
     return U, buf
 
 
@@ -382,7 +392,9 @@ def momentum(beta: float, *, nesterov: bool = False, kind: str = "ema",
     ``kind="ema"`` (Muon, Manifold Muon): ``B ← B + (1 − β)(G − B)``, output
     ``G + β (B − G)`` with ``nesterov`` else ``B``.  ``kind="heavy_ball"`` (``torch.optim.SGD``
     with ``dampening=0``; PowerSGD eq. 7c): ``B ← β B + G``, output ``G + β B`` with ``nesterov``
-    else ``B``.  ``β = 0`` passes the gradient through (and keeps a zero buffer).
+    else ``B``.  ``β = 0`` passes the gradient through (and keeps a zero buffer).  A 0-d array
+    ``β`` (a tensor hyper-parameter, see :mod:`xpmat.optim._base`) is never read: the buffer
+    is always updated (at β = 0 the output is the gradient all the same; the buffer holds it).
     """
     check_real("momentum", beta, 0.0, 1.0, high_open=True)
     check_choice("kind", kind, _KINDS)
@@ -394,13 +406,14 @@ def momentum(beta: float, *, nesterov: bool = False, kind: str = "ema",
     def update_one(g, s, p, xp):
         B = s.momentum_buffer
         g = _array.as_float(g, xp, B.dtype)
-        if not beta:
+        if not maybe_nonzero(beta):
             return g, s
         if kind == "ema":
             U, B = ema_momentum(B, g, beta, xp, nesterov=nesterov)
         else:
-            B = beta * B + g
-            U = g + beta * B if nesterov else B
+            b = scalar_hyper(beta, B, xp)
+            B = b * B + g
+            U = g + b * B if nesterov else B
         return U, MomentumState(B)
 
     return per_parameter(init_one, update_one, MomentumState)
@@ -431,7 +444,7 @@ def ema(beta: float, *, debias: bool = False, state_dtype: Any = None) -> Transf
                              "made with beta = 0: start with beta > 0 to change it later")
         step = s.step + 1
         g = _array.as_float(g, xp, s.exp_avg.dtype)
-        if not beta:
+        if not maybe_nonzero(beta):
             return g, EmaState(step, s.exp_avg)
         out, M = ema_update(s.exp_avg, g, beta, step if debias else None, xp)
         return out, EmaState(step, M)
@@ -442,7 +455,7 @@ def ema(beta: float, *, debias: bool = False, state_dtype: Any = None) -> Transf
 def ema_update(M: Any, g: Any, beta: float, step: Any, xp: Any) -> tuple[Any, Any]:
     """``M ← M + (1 − β)(g − M)``; returns ``(M / (1 − βᵗ), M)`` with ``t = step`` (the count
     after this update; ``None``: no bias correction, ``(M, M)``)."""
-    M = M + (1.0 - beta) * (g - M)
+    M = M + scalar_hyper(1.0 - beta, M, xp) * (g - M)
     return (M if step is None else M / xp.astype(1.0 - beta ** step, M.dtype)), M
 
 
@@ -473,12 +486,16 @@ def adam_direction(g: Any, s: AdamState, xp: Any, *, betas: tuple[float, float],
     b1, b2 = betas
     dt = s.exp_avg.dtype
     step = s.step + 1
-    m = s.exp_avg + (1.0 - b1) * (g - s.exp_avg)  # = lerp(m, g, 1 − β₁), as torch
-    v = s.exp_avg_sq * b2 + (1.0 - b2) * (g * g)
+
+    def c(v):  # a scalar (number or tensor hyper-parameter) meeting the state arrays
+        return scalar_hyper(v, g, xp)
+
+    m = s.exp_avg + c(1.0 - b1) * (g - s.exp_avg)  # = lerp(m, g, 1 − β₁), as torch
+    v = s.exp_avg_sq * c(b2) + c(1.0 - b2) * (g * g)
     bc1 = xp.astype(1.0 - b1 ** step, dt)
     bc2_sqrt = xp.astype(xp.sqrt(1.0 - b2 ** step), dt)
     if nesterov:
-        m_bar = (b1 * m) / xp.astype(1.0 - b1 ** (step + 1), dt) + ((1.0 - b1) * g) / bc1
+        m_bar = (c(b1) * m) / xp.astype(1.0 - b1 ** (step + 1), dt) + (c(1.0 - b1) * g) / bc1
     else:
         m_bar = m / bc1
     vmax = None
@@ -487,7 +504,7 @@ def adam_direction(g: Any, s: AdamState, xp: Any, *, betas: tuple[float, float],
         root = xp.sqrt(vmax)
     else:
         root = xp.sqrt(v) / bc2_sqrt
-    o = xp.atan2(m_bar, root) if atan2 else m_bar / (root + eps)
+    o = xp.atan2(m_bar, root) if atan2 else m_bar / (root + c(eps))
     return o, AdamState(step, m, v, vmax)
 
 
@@ -527,7 +544,7 @@ def add_decayed_weights(weight_decay: float, *, cautious: bool = False) -> Trans
     """
     check_real("weight_decay", weight_decay, -math.inf)
     check_bool("cautious", cautious)
-    if not weight_decay:
+    if not maybe_nonzero(weight_decay):
         return per_parameter(None, lambda g, s, p, xp: (g, s))
 
     def update_one(u, s, p, xp):
@@ -535,15 +552,19 @@ def add_decayed_weights(weight_decay: float, *, cautious: bool = False) -> Trans
         u, p = _array.as_float(u, xp, dt), _array.as_float(p, xp, dt)
         if cautious:
             p = xp.where(u * p >= 0, p, xp.zeros((), dtype=dt, device=_array.device(p)))
-        return _array.add_scaled(u, weight_decay, p, xp), s
+        return _array.add_scaled(u, scalar_hyper(weight_decay, u, xp), p, xp), s
 
     return per_parameter(None, update_one)
 
 
-def scale_by_lr(lr: float) -> Transform:
-    """``−η u``: the step size, and the sign that makes ``params + updates`` a descent step."""
+def scale_by_lr(lr: Any) -> Transform:
+    """``−η u``: the step size, and the sign that makes ``params + updates`` a descent step.
+
+    ``lr``: a number, or a 0-d array (a tensor learning rate that a scheduler fills in place:
+    read on the device at every step, never on the host)."""
     check_real("lr", lr)
-    return per_parameter(None, lambda u, s, p, xp: (-lr * u, s))
+    neg = -lr  # a tensor: one 0-d op per step, on its device
+    return per_parameter(None, lambda u, s, p, xp: (scalar_hyper(neg, u, xp) * u, s))
 
 
 def scale_by_shape(factor: Callable[[int, int], float]) -> Transform:
@@ -840,7 +861,8 @@ def dion_direction(rank: int | float = 0.25, *, momentum: float = 0.95, rank_mul
         for b, q, r, s, xp in zip(B, P, R, states, xps, strict=True):
             Qn = _array.normalize_columns(r, xp)
             ups.append(q @ _array.mT(Qn, xp))
-            new.append(DionDirectionState(b - (1.0 - momentum) * (q @ _array.mT(r, xp)), Qn, s.sketch))
+            keep = scalar_hyper(1.0 - momentum, b, xp)
+            new.append(DionDirectionState(b - keep * (q @ _array.mT(r, xp)), Qn, s.sketch))
         return ups, new
 
     return Transform(init, update, DionDirectionState)
