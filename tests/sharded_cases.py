@@ -31,10 +31,15 @@ CLASSES = {
     "Muon": {}, "Dion": {"rank": 2}, "PowerSGD": {"rank": 2}, "PowerSGDPlus": {"rank": 2},
     "Shampoo": {}, "Adafactor": {}, "AdamNMF": {}, "LRE": {"rank": 2}, "ManifoldMuon": {},
     "SteepestDescent": {}, "SphereSGD": {}, "ExponentiatedGradient": {"mirror": "hypentropy"},
+    # tensor hyper-parameters (what a compiled or graphed step uses) on each sharded path
+    "AdamW_tensor": {"lr": torch.tensor(1e-3, dtype=torch.float64)},
+    "Muon_tensor": {"lr": torch.tensor(0.02, dtype=torch.float64), "weight_decay": 0.1},
+    "Dion_tensor": {"rank": 2, "lr": torch.tensor(0.01, dtype=torch.float64), "weight_decay": 0.1},
 }
 # whole-matrix steps of the local classes: the parameter with an empty shard (tiny), and for
 # the row-wise ones the vector (one row) and the Shard(1) matrix (rows cut)
-LOCAL_OWNED = {"AdamW": 1, "SGD": 1, "AdaGrad": 1, "SphereSGD": 3, "ExponentiatedGradient": 3}
+LOCAL_OWNED = {"AdamW": 1, "AdamW_tensor": 1, "SGD": 1, "AdaGrad": 1, "SphereSGD": 3,
+               "ExponentiatedGradient": 3}
 
 
 def _optimizer(name: str, params: list) -> torch.optim.Optimizer:
