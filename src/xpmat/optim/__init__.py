@@ -14,6 +14,9 @@ Torch classes (``torch.optim.Optimizer`` subclasses, imported on first access)::
 
     opt = xpmat.optim.Muon(model.parameters(), lr=0.02)         # 1-D params -> AdamW
 
+QK-clip (MuonClip's attention-logit guard), called by the training loop after ``step``:
+:func:`qk_clip_` (torch weights, in place) and :func:`qk_clip` (any library, new arrays).
+
 Every method registers itself in :data:`REGISTRY` (name -> :class:`MethodInfo`): the demo
 and the tests iterate over it.  A new method adds one module, one torch class in
 :mod:`xpmat.optim.torch_optim` and one ``register(...)`` line below.
@@ -27,6 +30,7 @@ from typing import Any
 
 from xpmat.optim import transforms
 from xpmat.optim._base import apply_updates
+from xpmat.optim.muonclip import qk_clip, qk_clip_
 from xpmat.optim.transforms import Transform, chain, route
 
 _TORCH_NAMES = ("LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon", "Muon", "PowerSGD",
@@ -56,6 +60,8 @@ __all__ = [
     "apply_updates",
     "chain",
     "core",
+    "qk_clip",
+    "qk_clip_",
     "register",
     "route",
     "torch_class",
