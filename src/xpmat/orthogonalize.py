@@ -466,8 +466,9 @@ def gram_restarts_checked(restarts: Any, steps: int, name: str = "gram_restarts"
     if restarts is None:
         return tuple(range(GRAM_RESTART_EVERY, steps - 1, GRAM_RESTART_EVERY))
     try:
-        ks = sorted({k.__index__() for k in restarts if not isinstance(k, bool)})
-        ok = len(ks) == len(list(restarts)) and all(1 <= k < steps for k in ks)
+        items = tuple(restarts)
+        ks = sorted({k.__index__() for k in items if not isinstance(k, bool)})
+        ok = len(ks) == len(items) and all(1 <= k < steps for k in ks)
     except (TypeError, AttributeError):
         ok = False
     if not ok:
