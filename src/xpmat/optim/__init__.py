@@ -33,8 +33,8 @@ from xpmat.optim._base import apply_updates
 from xpmat.optim.muonclip import qk_clip, qk_clip_
 from xpmat.optim.transforms import Transform, chain, route
 
-_TORCH_NAMES = ("LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon", "Muon", "PowerSGD",
-                "PowerSGDPlus", "Shampoo", "XpmatOptimizer")
+_TORCH_NAMES = ("LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon", "Muon", "NorMuon",
+                "PowerSGD", "PowerSGDPlus", "Shampoo", "XpmatOptimizer")
 _TORCH_NAMES += ("SGD", "AdaGrad", "ExponentiatedGradient", "SphereSGD", "SteepestDescent")
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "ManifoldMuon",
     "MethodInfo",
     "Muon",
+    "NorMuon",
     "PowerSGD",
     "PowerSGDPlus",
     "Shampoo",
@@ -107,6 +108,9 @@ register(MethodInfo("adamw", "xpmat.optim.adamw", "AdamW", demo={"lr": 3e-3},
 register(MethodInfo("muon", "xpmat.optim.muon", "Muon", matrix_only=True,
                     demo={"lr": 0.02, "adamw_lr_ratio": 0.15},
                     doc="Muon (§7): momentum -> batched msign -> shape-scaled update"))
+register(MethodInfo("normuon", "xpmat.optim.normuon", "NorMuon", matrix_only=True,
+                    demo={"lr": 0.02, "adamw_lr_ratio": 0.15},
+                    doc="NorMuon: Muon with each row of msign(U) normalized by an EMA of its mean square"))
 register(MethodInfo("dion", "xpmat.optim.dion", "Dion", matrix_only=True,
                     demo={"lr": 0.02, "rank": 0.25, "adamw_lr_ratio": 0.15},
                     doc="Dion: PowerIter1 with error feedback, orthonormal low-rank update"))

@@ -71,7 +71,7 @@ from xpmat.optim.transforms import (
 )
 from xpmat.orthogonalize import NORMALIZATIONS
 
-__all__ = ["DEFAULTS", "MuonState", "State", "adjust_lr", "calls", "chunks", "composed", "init",
+__all__ = ["DEFAULTS", "MuonState", "State", "adjust_lr", "calls", "check", "chunks", "composed", "init",
            "transform", "update"]
 
 DEFAULTS: dict[str, Any] = {
@@ -116,6 +116,14 @@ def adjust_lr(fn: str | None, m: int, n: int) -> float:
 
 def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     h = resolve_hyper(DEFAULTS, hyper, "muon")
+    check(h)
+    return h
+
+
+def check(h: dict[str, Any]) -> None:
+    """Validate Muon's hyper-parameters in the resolved dict ``h`` (every key of
+    :data:`DEFAULTS`; a variant's extra keys are its own to check): ``ValueError`` /
+    ``TypeError`` naming the argument."""
     check_common(h)
     check_real("momentum", h["momentum"], 0.0, 1.0, high_open=True)
     check_bool("nesterov", h["nesterov"])
@@ -126,7 +134,6 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     check_dtype("compute_dtype", h["compute_dtype"])
     for k in ("use_gram_newton_schulz", "cautious_weight_decay", "flatten"):
         check_bool(k, h[k])
-    return h
 
 
 def composed(**hyper: Any) -> Transform:

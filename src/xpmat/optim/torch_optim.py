@@ -37,6 +37,7 @@ from xpmat.optim import exponentiated_gradient as _exponentiated_gradient
 from xpmat.optim import lre as _lre
 from xpmat.optim import manifold_muon as _manifold_muon
 from xpmat.optim import muon as _muon
+from xpmat.optim import normuon as _normuon
 from xpmat.optim import powersgd as _powersgd
 from xpmat.optim import sgd as _sgd
 from xpmat.optim import shampoo as _shampoo
@@ -48,8 +49,8 @@ from xpmat.optim.transforms import Transform
 torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
 __all__ = ["LRE", "SGD", "AdaGrad", "Adafactor", "AdamNMF", "AdamW", "Dion", "ExponentiatedGradient",
-           "ManifoldMuon", "Muon", "PowerSGD", "PowerSGDPlus", "Shampoo", "SphereSGD", "SteepestDescent",
-           "XpmatOptimizer"]
+           "ManifoldMuon", "Muon", "NorMuon", "PowerSGD", "PowerSGDPlus", "Shampoo", "SphereSGD",
+           "SteepestDescent", "XpmatOptimizer"]
 
 class AdamW(XpmatOptimizer):
     """AdamW ([Stratos 2026, §4, Fig. 1][stratos-2026]) over :mod:`xpmat.optim.adamw`.
@@ -180,6 +181,63 @@ class Muon(XpmatOptimizer):
         out = [[mats[j] for j in c]
                for c in _muon.calls([params[i] for i in mats], group["compute_dtype"], group["flatten"])]
         return [out[0] + rest, *out[1:]] if out else [rest]
+
+
+class NorMuon(XpmatOptimizer):
+    """NorMuon ([Li et al. 2025][li-2025-normuon], Algorithm 1) over :mod:`xpmat.optim.normuon`:
+    Muon whose orthogonalized update has each row (output neuron) divided by the root of an EMA
+    of its mean square, then rescaled to its Frobenius norm before::
+
+        B ← B + (1 − μ)(G − B);  U = G + μ (B − G)  (Nesterov)  or  B;   O = msign(U)
+        v ← β₂ v + (1 − β₂) mean_cols(O ⊙ O);   Ô = O ⊘ (√v + 1e-8) · ‖O‖_F / ‖O ⊘ (√v + 1e-8)‖_F
+        W ← W − s η λ W − s η a(m, n) Ô
+
+    As microsoft/dion's ``NorMuon`` (its ``muon_beta2`` is ``beta2`` here).  1-D parameters go
+    to AdamW.  State: ``momentum_buffer`` (the matrix view), ``variance_neuron`` ``(m, 1)``.
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    momentum : float in [0, 1)
+    nesterov : bool
+    beta2 : float in [0, 1)
+        EMA factor of each row's mean square (default 0.95, as dion and modded-nanogpt).
+    weight_decay : float >= 0
+        Decoupled, times ``lr``.
+    cautious_weight_decay : bool
+        Decay only where ``Ô ⊙ W ≥ 0`` (see :class:`Muon`).
+    adjust_lr_fn : {"original", "match_rms_adamw", "none"} or None
+        ``a(m, n)`` as :class:`Muon`; ``"match_rms_adamw"`` gives the paper's RMS-matched step
+        ``0.2 η √(mn) / ‖Ô‖_F`` for full-rank updates.
+    flatten : bool
+        As :class:`Muon` (False: leading axes of an N-D parameter are a batch of matrices, and
+        ``variance_neuron`` is ``(..., m, 1)``).
+    ns_steps, ns_schedule, ns_normalize, use_gram_newton_schulz, compute_dtype, eps
+        The ``msign`` of ``U``, as :class:`Muon`.
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2``, as :class:`Muon`.
+    """
+
+    method = _normuon
+    algorithm = "normuon"
+    matrix_only = True
+
+    def __init__(self, params: Any, lr: float = 0.02, *, momentum: float = 0.95, nesterov: bool = True,
+                 beta2: float = 0.95, weight_decay: float = 0.0, schedule: float = 1.0,
+                 adjust_lr_fn: str | None = "original", ns_steps: int = 5, ns_schedule: Any = "polar_express",
+                 ns_normalize: str = "fro", compute_dtype: Any = None, eps: float = 1e-7,
+                 state_dtype: Any = None, use_gram_newton_schulz: bool = False,
+                 cautious_weight_decay: bool = False, flatten: bool = True, maximize: bool = False,
+                 adamw_lr_ratio: float = 0.05, adamw_betas: tuple[float, float] = (0.9, 0.95),
+                 adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
 
 
 class ManifoldMuon(XpmatOptimizer):
