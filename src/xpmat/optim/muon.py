@@ -9,8 +9,10 @@ Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), 
 
 Options (per group): ``cautious_weight_decay`` decays only where ``O ⊙ W ≥ 0`` ([Chen et al.
 2025][chen-2025-cwd]); ``flatten=False`` keeps the leading axes of an N-D parameter as a batch
-of matrices (each its own msign and ``a(m, n)``); ``use_gram_newton_schulz`` computes ``O`` by
-Gram Newton–Schulz ([Zhang et al. 2026][zhang-2026-gram]) where it takes fewer products.
+of matrices (each its own msign and ``a(m, n)``); ``num_heads`` H sees a 2-D ``(H·d, n)``
+parameter as its H heads ``(H, d, n)`` (per-head msign, ``a(d, n)``); ``use_gram_newton_schulz``
+computes ``O`` by Gram Newton–Schulz ([Zhang et al. 2026][zhang-2026-gram]) where it takes
+fewer products.
 
 As a composition of transforms (:func:`composed`)::
 
@@ -44,6 +46,7 @@ from xpmat.optim._base import (
     check_choice,
     check_common,
     check_dtype,
+    check_int,
     check_real,
     matrix_view_shape,
     resolve_hyper,
@@ -90,6 +93,7 @@ DEFAULTS: dict[str, Any] = {
     "use_gram_newton_schulz": False,
     "cautious_weight_decay": False,
     "flatten": True,
+    "num_heads": None,
 }
 
 _ADJUST = ("original", "match_rms_adamw", "none", None)
@@ -134,6 +138,7 @@ def check(h: dict[str, Any]) -> None:
     check_dtype("compute_dtype", h["compute_dtype"])
     for k in ("use_gram_newton_schulz", "cautious_weight_decay", "flatten"):
         check_bool(k, h[k])
+    check_int("num_heads", h["num_heads"], 1, none=True)
 
 
 def composed(**hyper: Any) -> Transform:
@@ -144,20 +149,23 @@ def composed(**hyper: Any) -> Transform:
         momentum(h["momentum"], nesterov=h["nesterov"], state_dtype=h["state_dtype"]),
         steepest_direction("spectral", "tr", ns_steps=h["ns_steps"], ns_schedule=h["ns_schedule"],
                            eps=h["eps"], ns_normalize=h["ns_normalize"], compute_dtype=h["compute_dtype"],
-                           use_gram_newton_schulz=h["use_gram_newton_schulz"], flatten=h["flatten"]),
+                           use_gram_newton_schulz=h["use_gram_newton_schulz"], flatten=False),
         scale_by_shape(lambda m, n: adjust_lr(h["adjust_lr_fn"], m, n)),
         add_decayed_weights(h["weight_decay"], cautious=h["cautious_weight_decay"]),
-        scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=MuonState), flatten=h["flatten"]))
+        scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=MuonState), flatten=h["flatten"],
+        num_heads=h["num_heads"]))
 
 
-def chunks(params: list[Any], compute_dtype: Any = None, flatten: bool = True) -> list[list[int]]:
+def chunks(params: list[Any], compute_dtype: Any = None, flatten: bool = True,
+           num_heads: int | None = None) -> list[list[int]]:
     """Index lists of ``params`` orthogonalized in one Newton–Schulz call (same shape; on a CPU
     at most 8 MiB per stack in ``compute_dtype``): :func:`~xpmat.optim.transforms.msign_chunks`
-    on the matrix views (``flatten`` as the hyper-parameter)."""
-    return msign_chunks(_views(params, flatten), compute_dtype)
+    on the matrix views (``flatten``, ``num_heads`` as the hyper-parameters)."""
+    return msign_chunks(_views(params, flatten, num_heads), compute_dtype)
 
 
-def calls(params: list[Any], compute_dtype: Any = None, flatten: bool = True) -> list[list[int]]:
+def calls(params: list[Any], compute_dtype: Any = None, flatten: bool = True,
+          num_heads: int | None = None) -> list[list[int]]:
     """Index lists for successive :func:`update` calls, as the torch class steps: on a CPU,
     :func:`chunks` merged while their matrices stay within 8 MiB (so a big model never holds
     more than one chunk's updates, and a small one makes one call); elsewhere one call.  Any
@@ -165,7 +173,7 @@ def calls(params: list[Any], compute_dtype: Any = None, flatten: bool = True) ->
     """
     out: list[list[int]] = []
     room = 0
-    for c, size in msign_sized_chunks(_views(params, flatten), compute_dtype):
+    for c, size in msign_sized_chunks(_views(params, flatten, num_heads), compute_dtype):
         need = 0 if size is None else size * len(c)
         if out and need <= room:
             out[-1].extend(c)
@@ -176,9 +184,12 @@ def calls(params: list[Any], compute_dtype: Any = None, flatten: bool = True) ->
     return out
 
 
-def _views(params: list[Any], flatten: bool = True) -> list[Any]:
-    return [p if p.ndim == 2 else _array.array_namespace(p).reshape(
-        p, matrix_view_shape(p.shape, flatten, f"params[{i}]")) for i, p in enumerate(params)]
+def _views(params: list[Any], flatten: bool = True, num_heads: int | None = None) -> list[Any]:
+    out = []
+    for i, p in enumerate(params):
+        view = matrix_view_shape(p.shape, flatten, f"params[{i}]", num_heads)
+        out.append(p if view == tuple(p.shape) else _array.array_namespace(p).reshape(p, view))
+    return out
 
 
 def init(params: list[Any], **hyper: Any) -> list[MuonState]:
@@ -196,7 +207,7 @@ def transform(*, reuse_state: bool = False, **hyper: Any) -> Transform:
         out = []
         for i, p in enumerate(params):
             xp, dev = _array.array_namespace(p), _array.device(p)
-            view = matrix_view_shape(p.shape, h["flatten"], f"params[{i}]")
+            view = matrix_view_shape(p.shape, h["flatten"], f"params[{i}]", h["num_heads"])
             out.append(MuonState(xp.zeros(view, dtype=state_dtype_for(p, xp, h["state_dtype"]),
                                           device=dev), zeros_step(xp, dev)))
         return out
@@ -204,7 +215,7 @@ def transform(*, reuse_state: bool = False, **hyper: Any) -> Transform:
     def update_(grads, states, params):
         ups, new = list(grads), list(states)  # zero-size parameters: nothing to do
         live = [i for i, p in enumerate(params) if math.prod(p.shape)]
-        for chunk in chunks([params[i] for i in live], h["compute_dtype"], h["flatten"]):
+        for chunk in chunks([params[i] for i in live], h["compute_dtype"], h["flatten"], h["num_heads"]):
             idx = [live[j] for j in chunk]
             for i, u, s in zip(idx, *_fused_chunk(h, reuse_state, [grads[i] for i in idx],
                                                   [states[i] for i in idx], [params[i] for i in idx]),
@@ -221,7 +232,7 @@ def _fused_chunk(h: dict[str, Any], reuse: bool, grads: list[Any], states: list[
     xp = _array.array_namespace(*grads, *params, names=[f"grads[{i}]" for i in range(len(grads))]
                                 + [f"params[{i}]" for i in range(len(params))])
     shape = tuple(params[0].shape)
-    view = matrix_view_shape(shape, h["flatten"])
+    view = matrix_view_shape(shape, h["flatten"], num_heads=h["num_heads"])
     m, n = view[-2:]
     dt, mu, cd = states[0].momentum_buffer.dtype, h["momentum"], h["compute_dtype"]
     lr_t = float(h["schedule"]) * float(h["lr"])
@@ -278,8 +289,9 @@ def update(grads: list[Any], state: list[MuonState], params: list[Any], *, reuse
         ``eps``, ``use_gram_newton_schulz`` (Gram Newton–Schulz where it takes fewer products);
         ``state_dtype``; ``cautious_weight_decay`` (decay only where ``msign(U) ⊙ W ≥ 0``);
         ``flatten`` (True: an N-D parameter is the matrix ``(out, prod(rest))``; False: its
-        leading axes are a batch of matrices, each with its own msign and ``a(m, n)``).  See
-        the torch class :class:`xpmat.optim.Muon` for each.
+        leading axes are a batch of matrices, each with its own msign and ``a(m, n)``);
+        ``num_heads`` (a 2-D ``(H·d, n)`` parameter as its H heads, per-head msign).  See the
+        torch class :class:`xpmat.optim.Muon` for each.
 
     Returns
     -------

@@ -130,6 +130,12 @@ class Muon(XpmatOptimizer):
         gets its own msign, and ``a(m, n)`` from its own shape; the momentum buffer keeps the
         parameter's shape.  As dion's ``flatten``.  Keep it fixed for a parameter's lifetime
         (the momentum buffer's shape follows it).
+    num_heads : int, optional
+        Per-head Newton–Schulz (dion's ``num_heads``): a 2-D ``(H·d, n)`` parameter, e.g. an
+        attention projection, is the batch ``(H, d, n)`` of its heads — each head its own msign
+        and ``a(d, n)``; the momentum buffer is ``(H, d, n)``.  Set it on the param group of
+        the attention weights (every matrix of the group must split so; N-D ones raise).
+        None or 1: off.
     ns_steps : int >= 0
     ns_schedule : {"polar_express", "jordan", "quintic", "cubic"} or sequence of (a, b, c)
     ns_normalize : {"fro", "spectral_estimate", "aol"}
@@ -165,9 +171,9 @@ class Muon(XpmatOptimizer):
                  ns_steps: int = 5, ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
                  compute_dtype: Any = None, eps: float = 1e-7, state_dtype: Any = None,
                  use_gram_newton_schulz: bool = False, cautious_weight_decay: bool = False,
-                 flatten: bool = True, maximize: bool = False, adamw_lr_ratio: float = 0.05,
-                 adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
-                 adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+                 flatten: bool = True, num_heads: int | None = None, maximize: bool = False,
+                 adamw_lr_ratio: float = 0.05, adamw_betas: tuple[float, float] = (0.9, 0.95),
+                 adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, collect_arguments(type(self), locals()))
 
     def _calls(self, params: list[torch.Tensor], group: dict) -> list[list[int]]:
@@ -178,8 +184,8 @@ class Muon(XpmatOptimizer):
             return [list(range(len(params)))]
         mats = [i for i, p in enumerate(params) if p.ndim >= 2]
         rest = [i for i, p in enumerate(params) if p.ndim < 2]
-        out = [[mats[j] for j in c]
-               for c in _muon.calls([params[i] for i in mats], group["compute_dtype"], group["flatten"])]
+        out = [[mats[j] for j in c] for c in _muon.calls([params[i] for i in mats], group["compute_dtype"],
+                                                          group["flatten"], group["num_heads"])]
         return [out[0] + rest, *out[1:]] if out else [rest]
 
 
@@ -210,9 +216,9 @@ class NorMuon(XpmatOptimizer):
     adjust_lr_fn : {"original", "match_rms_adamw", "none"} or None
         ``a(m, n)`` as :class:`Muon`; ``"match_rms_adamw"`` gives the paper's RMS-matched step
         ``0.2 η √(mn) / ‖Ô‖_F`` for full-rank updates.
-    flatten : bool
+    flatten, num_heads
         As :class:`Muon` (False: leading axes of an N-D parameter are a batch of matrices, and
-        ``variance_neuron`` is ``(..., m, 1)``).
+        ``variance_neuron`` is ``(..., m, 1)``; ``num_heads``: ``(H, d, 1)``).
     ns_steps, ns_schedule, ns_normalize, use_gram_newton_schulz, compute_dtype, eps
         The ``msign`` of ``U``, as :class:`Muon`.
     schedule : float >= 0
@@ -234,9 +240,10 @@ class NorMuon(XpmatOptimizer):
                  adjust_lr_fn: str | None = "original", ns_steps: int = 5, ns_schedule: Any = "polar_express",
                  ns_normalize: str = "fro", compute_dtype: Any = None, eps: float = 1e-7,
                  state_dtype: Any = None, use_gram_newton_schulz: bool = False,
-                 cautious_weight_decay: bool = False, flatten: bool = True, maximize: bool = False,
-                 adamw_lr_ratio: float = 0.05, adamw_betas: tuple[float, float] = (0.9, 0.95),
-                 adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+                 cautious_weight_decay: bool = False, flatten: bool = True, num_heads: int | None = None,
+                 maximize: bool = False, adamw_lr_ratio: float = 0.05,
+                 adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
+                 adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, collect_arguments(type(self), locals()))
 
 

@@ -329,15 +329,16 @@ def _with_count(state: type) -> type:
     return _COUNTED[state]
 
 
-def as_matrix(inner: Transform, *, flatten: bool = True) -> Transform:
+def as_matrix(inner: Transform, *, flatten: bool = True, num_heads: int | None = None) -> Transform:
     """Run ``inner`` on the matrix views ``(out, prod(rest))`` of parameters of ndim ≥ 2 (conv
     kernels ``(out, in·k·k)``); updates come back in the parameters' shapes.  ``flatten=False``:
     a parameter of ndim ≥ 3 is left as it is, a batch of matrices over its leading axes (a stack
-    of experts ``(E, m, n)``).  A 1-D parameter raises ``ValueError`` (route it elsewhere,
+    of experts ``(E, m, n)``).  ``num_heads`` H: a 2-D ``(H·d, n)`` parameter is the batch
+    ``(H, d, n)`` of its heads.  A 1-D parameter raises ``ValueError`` (route it elsewhere,
     :func:`route`)."""
 
     def views(arrays, params):
-        return [_ns(a).reshape(a, matrix_view_shape(p.shape, flatten, f"params[{i}]"))
+        return [_ns(a).reshape(a, matrix_view_shape(p.shape, flatten, f"params[{i}]", num_heads))
                 for i, (a, p) in enumerate(zip(arrays, params, strict=True))]
 
     def init(params):
