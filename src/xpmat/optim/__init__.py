@@ -33,7 +33,7 @@ from xpmat.optim._base import apply_updates
 from xpmat.optim.muonclip import qk_clip, qk_clip_
 from xpmat.optim.transforms import Transform, chain, route
 
-_TORCH_NAMES = ("LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon", "Muon", "NorMuon",
+_TORCH_NAMES = ("LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "Dion2", "ManifoldMuon", "Muon", "NorMuon",
                 "PowerSGD", "PowerSGDPlus", "Shampoo", "XpmatOptimizer")
 _TORCH_NAMES += ("SGD", "AdaGrad", "ExponentiatedGradient", "SphereSGD", "SteepestDescent")
 
@@ -46,6 +46,7 @@ __all__ = [
     "AdamNMF",
     "AdamW",
     "Dion",
+    "Dion2",
     "ExponentiatedGradient",
     "ManifoldMuon",
     "MethodInfo",
@@ -114,6 +115,9 @@ register(MethodInfo("normuon", "xpmat.optim.normuon", "NorMuon", matrix_only=Tru
 register(MethodInfo("dion", "xpmat.optim.dion", "Dion", matrix_only=True,
                     demo={"lr": 0.02, "rank": 0.25, "adamw_lr_ratio": 0.15},
                     doc="Dion: PowerIter1 with error feedback, orthonormal low-rank update"))
+register(MethodInfo("dion2", "xpmat.optim.dion2", "Dion2", matrix_only=True,
+                    demo={"lr": 0.02, "fraction": 0.5, "adamw_lr_ratio": 0.15},
+                    doc="Dion2: msign of the top-f slices of the summed momentum (l1), error-feedback decay"))
 register(MethodInfo("powersgd", "xpmat.optim.powersgd", "PowerSGD", matrix_only=True,
                     demo={"lr": 0.05, "rank": 8, "adamw_lr_ratio": 0.06},
                     doc="PowerSGD: rank-r power-step compression, error feedback, momentum SGD"))

@@ -33,6 +33,7 @@ from xpmat.optim import adagrad as _adagrad
 from xpmat.optim import adamnmf as _adamnmf
 from xpmat.optim import adamw as _adamw
 from xpmat.optim import dion as _dion
+from xpmat.optim import dion2 as _dion2
 from xpmat.optim import exponentiated_gradient as _exponentiated_gradient
 from xpmat.optim import lre as _lre
 from xpmat.optim import manifold_muon as _manifold_muon
@@ -48,7 +49,7 @@ from xpmat.optim.transforms import Transform
 
 torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
-__all__ = ["LRE", "SGD", "AdaGrad", "Adafactor", "AdamNMF", "AdamW", "Dion", "ExponentiatedGradient",
+__all__ = ["LRE", "SGD", "AdaGrad", "Adafactor", "AdamNMF", "AdamW", "Dion", "Dion2", "ExponentiatedGradient",
            "ManifoldMuon", "Muon", "NorMuon", "PowerSGD", "PowerSGDPlus", "Shampoo", "SphereSGD",
            "SteepestDescent", "XpmatOptimizer"]
 
@@ -244,6 +245,56 @@ class NorMuon(XpmatOptimizer):
                  maximize: bool = False, adamw_lr_ratio: float = 0.05,
                  adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
                  adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
+
+
+class Dion2(XpmatOptimizer):
+    """Dion2 (microsoft/dion's ``Dion2``) over :mod:`xpmat.optim.dion2`: each step only the
+    ``⌈f L⌉`` slices of the shorter side with the largest ℓ1 momentum are orthogonalized and
+    applied, and decay in the momentum by ``ef_decay``::
+
+        B ← B + G;   I = top-⌈f L⌉ slices of B by ℓ1 norm;   O = msign(B[I]);   B[I] ← ef · B[I]
+        W ← W − s η λ W;   W[I] ← W[I] − s η a(m, n) O
+
+    1-D parameters go to AdamW.  State: ``momentum_buffer`` (the matrix view).
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    fraction : float in (0, 1]
+        Share of the shorter side's slices (rows when ``m ≤ n``, else columns) used per step.
+    ef_decay : float in [0, 1]
+        Error-feedback factor of the selected slices of the momentum.
+    weight_decay : float >= 0
+        Decoupled, times ``lr``, on the whole matrix (as dion).
+    adjust_lr_fn : {"original", "match_rms_adamw", "none"} or None
+        ``a(m, n)`` as :class:`Muon` (of the whole matrix).
+    flatten : bool
+        As :class:`Muon`.
+    ns_steps, ns_schedule, ns_normalize, use_gram_newton_schulz, compute_dtype, eps
+        The ``msign`` of the selected submatrix, as :class:`Muon`.
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2``, as :class:`Muon`.
+    """
+
+    method = _dion2
+    algorithm = "dion2"
+    matrix_only = True
+
+    def __init__(self, params: Any, lr: float = 0.01, *, fraction: float = 0.25, ef_decay: float = 0.95,
+                 weight_decay: float = 0.0, schedule: float = 1.0, adjust_lr_fn: str | None = "original",
+                 ns_steps: int = 5, ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
+                 compute_dtype: Any = None, eps: float = 1e-7, state_dtype: Any = None,
+                 use_gram_newton_schulz: bool = False, flatten: bool = True, maximize: bool = False,
+                 adamw_lr_ratio: float = 0.05, adamw_betas: tuple[float, float] = (0.9, 0.95),
+                 adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, collect_arguments(type(self), locals()))
 
 
