@@ -10,7 +10,8 @@ Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), 
 Options (per group): ``cautious_weight_decay`` decays only where ``O ⊙ W ≥ 0`` ([Chen et al.
 2025][chen-2025-cwd]); ``flatten=False`` keeps the leading axes of an N-D parameter as a batch
 of matrices (each its own msign and ``a(m, n)``); ``num_heads`` H sees a 2-D ``(H·d, n)``
-parameter as its H heads ``(H, d, n)`` (per-head msign, ``a(d, n)``); ``use_gram_newton_schulz``
+parameter as its H heads ``(H, d, n)`` (per-head msign, ``a(d, n)``); ``split_sizes`` cuts the
+rows into uneven blocks (fused QKV), each its own msign and ``a(s_i, n)``; ``use_gram_newton_schulz``
 computes ``O`` by Gram Newton–Schulz ([Zhang et al. 2026][zhang-2026-gram]) where it takes
 fewer products.
 
@@ -60,12 +61,13 @@ from xpmat.optim.transforms import (
     add_decayed_weights,
     as_matrix,
     chain,
+    check_split_sizes,
     ema_momentum,
     finite,
     momentum,
     msign_chunks,
     msign_sized_chunks,
-    msign_stack,
+    msign_split_stack,
     ns_schedule_checked,
     scale_by_lr,
     scale_by_shape,
@@ -94,6 +96,7 @@ DEFAULTS: dict[str, Any] = {
     "cautious_weight_decay": False,
     "flatten": True,
     "num_heads": None,
+    "split_sizes": None,
 }
 
 _ADJUST = ("original", "match_rms_adamw", "none", None)
@@ -139,6 +142,9 @@ def check(h: dict[str, Any]) -> None:
     for k in ("use_gram_newton_schulz", "cautious_weight_decay", "flatten"):
         check_bool(k, h[k])
     check_int("num_heads", h["num_heads"], 1, none=True)
+    check_split_sizes(h["split_sizes"])
+    if h["split_sizes"] is not None and h["num_heads"] not in (None, 1):
+        raise ValueError("num_heads (uniform heads) and split_sizes (uneven row blocks) exclude each other")
 
 
 def composed(**hyper: Any) -> Transform:
@@ -149,8 +155,9 @@ def composed(**hyper: Any) -> Transform:
         momentum(h["momentum"], nesterov=h["nesterov"], state_dtype=h["state_dtype"]),
         steepest_direction("spectral", "tr", ns_steps=h["ns_steps"], ns_schedule=h["ns_schedule"],
                            eps=h["eps"], ns_normalize=h["ns_normalize"], compute_dtype=h["compute_dtype"],
-                           use_gram_newton_schulz=h["use_gram_newton_schulz"], flatten=False),
-        scale_by_shape(lambda m, n: adjust_lr(h["adjust_lr_fn"], m, n)),
+                           use_gram_newton_schulz=h["use_gram_newton_schulz"], flatten=False,
+                           split_sizes=h["split_sizes"]),
+        scale_by_shape(lambda m, n: adjust_lr(h["adjust_lr_fn"], m, n), split_sizes=h["split_sizes"]),
         add_decayed_weights(h["weight_decay"], cautious=h["cautious_weight_decay"]),
         scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=MuonState), flatten=h["flatten"],
         num_heads=h["num_heads"]))
@@ -208,6 +215,7 @@ def transform(*, reuse_state: bool = False, **hyper: Any) -> Transform:
         for i, p in enumerate(params):
             xp, dev = _array.array_namespace(p), _array.device(p)
             view = matrix_view_shape(p.shape, h["flatten"], f"params[{i}]", h["num_heads"])
+            check_split_sizes(h["split_sizes"], view, f"params[{i}]")
             out.append(MuonState(xp.zeros(view, dtype=state_dtype_for(p, xp, h["state_dtype"]),
                                           device=dev), zeros_step(xp, dev)))
         return out
@@ -233,7 +241,6 @@ def _fused_chunk(h: dict[str, Any], reuse: bool, grads: list[Any], states: list[
                                 + [f"params[{i}]" for i in range(len(params))])
     shape = tuple(params[0].shape)
     view = matrix_view_shape(shape, h["flatten"], num_heads=h["num_heads"])
-    m, n = view[-2:]
     dt, mu, cd = states[0].momentum_buffer.dtype, h["momentum"], h["compute_dtype"]
     lr_t = float(h["schedule"]) * float(h["lr"])
     oks, bufs, Us = [], [], []
@@ -248,8 +255,11 @@ def _fused_chunk(h: dict[str, Any], reuse: bool, grads: list[Any], states: list[
         bufs.append(buf)
         Us.append(U)
     coeffs = ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
-    Os = msign_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
-                     scale=-lr_t * adjust_lr(h["adjust_lr_fn"], m, n), gram=h["use_gram_newton_schulz"])
+    split = None if h["split_sizes"] is None else tuple(h["split_sizes"])
+    check_split_sizes(split, view, f"parameter of shape {shape}")
+    Os = msign_split_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
+                           scale=lambda m, n: -lr_t * adjust_lr(h["adjust_lr_fn"], m, n),
+                           gram=h["use_gram_newton_schulz"], split_sizes=split)
     decay = lr_t * h["weight_decay"]
     ups, new = [], []
     for O, ok, buf, s, p in zip(Os, oks, bufs, states, params, strict=True):
@@ -290,8 +300,9 @@ def update(grads: list[Any], state: list[MuonState], params: list[Any], *, reuse
         ``state_dtype``; ``cautious_weight_decay`` (decay only where ``msign(U) ⊙ W ≥ 0``);
         ``flatten`` (True: an N-D parameter is the matrix ``(out, prod(rest))``; False: its
         leading axes are a batch of matrices, each with its own msign and ``a(m, n)``);
-        ``num_heads`` (a 2-D ``(H·d, n)`` parameter as its H heads, per-head msign).  See the
-        torch class :class:`xpmat.optim.Muon` for each.
+        ``num_heads`` (a 2-D ``(H·d, n)`` parameter as its H heads, per-head msign);
+        ``split_sizes`` (row blocks of these sizes, each its own msign).  See the torch class
+        :class:`xpmat.optim.Muon` for each.
 
     Returns
     -------

@@ -103,9 +103,10 @@ def transform(**hyper: Any) -> Transform:
         momentum(h["momentum"], nesterov=h["nesterov"], state_dtype=h["state_dtype"]),
         steepest_direction("spectral", "tr", ns_steps=h["ns_steps"], ns_schedule=h["ns_schedule"],
                            eps=h["eps"], ns_normalize=h["ns_normalize"], compute_dtype=h["compute_dtype"],
-                           use_gram_newton_schulz=h["use_gram_newton_schulz"], flatten=False),
+                           use_gram_newton_schulz=h["use_gram_newton_schulz"], flatten=False,
+                           split_sizes=h["split_sizes"]),
         scale_by_neuron_rms(h["beta2"], state_dtype=h["state_dtype"]),
-        scale_by_shape(lambda m, n: muon.adjust_lr(h["adjust_lr_fn"], m, n)),
+        scale_by_shape(lambda m, n: muon.adjust_lr(h["adjust_lr_fn"], m, n), split_sizes=h["split_sizes"]),
         add_decayed_weights(h["weight_decay"], cautious=h["cautious_weight_decay"]),
         scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=NorMuonState), flatten=h["flatten"],
         num_heads=h["num_heads"]))

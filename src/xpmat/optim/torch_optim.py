@@ -137,6 +137,12 @@ class Muon(XpmatOptimizer):
         and ``a(d, n)``; the momentum buffer is ``(H, d, n)``.  Set it on the param group of
         the attention weights (every matrix of the group must split so; N-D ones raise).
         None or 1: off.
+    split_sizes : sequence of int, optional
+        Uneven row blocks (a fused QKV weight ``(q + k + v, n)``, dion's ``split_sizes``): the
+        rows of each matrix of the group are split into consecutive blocks of these sizes, each
+        its own msign and ``a(s_i, n)``, as if they were separate parameters; the momentum
+        buffer stays whole.  The sizes must add up to the rows (of the matrix view); excludes
+        ``num_heads``.
     ns_steps : int >= 0
     ns_schedule : {"polar_express", "jordan", "quintic", "cubic"} or sequence of (a, b, c)
     ns_normalize : {"fro", "spectral_estimate", "aol"}
@@ -172,9 +178,10 @@ class Muon(XpmatOptimizer):
                  ns_steps: int = 5, ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
                  compute_dtype: Any = None, eps: float = 1e-7, state_dtype: Any = None,
                  use_gram_newton_schulz: bool = False, cautious_weight_decay: bool = False,
-                 flatten: bool = True, num_heads: int | None = None, maximize: bool = False,
-                 adamw_lr_ratio: float = 0.05, adamw_betas: tuple[float, float] = (0.9, 0.95),
-                 adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+                 flatten: bool = True, num_heads: int | None = None, split_sizes: Any = None,
+                 maximize: bool = False, adamw_lr_ratio: float = 0.05,
+                 adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
+                 adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, collect_arguments(type(self), locals()))
 
     def _calls(self, params: list[torch.Tensor], group: dict) -> list[list[int]]:
@@ -217,7 +224,7 @@ class NorMuon(XpmatOptimizer):
     adjust_lr_fn : {"original", "match_rms_adamw", "none"} or None
         ``a(m, n)`` as :class:`Muon`; ``"match_rms_adamw"`` gives the paper's RMS-matched step
         ``0.2 η √(mn) / ‖Ô‖_F`` for full-rank updates.
-    flatten, num_heads
+    flatten, num_heads, split_sizes
         As :class:`Muon` (False: leading axes of an N-D parameter are a batch of matrices, and
         ``variance_neuron`` is ``(..., m, 1)``; ``num_heads``: ``(H, d, 1)``).
     ns_steps, ns_schedule, ns_normalize, use_gram_newton_schulz, compute_dtype, eps
@@ -242,7 +249,7 @@ class NorMuon(XpmatOptimizer):
                  ns_normalize: str = "fro", compute_dtype: Any = None, eps: float = 1e-7,
                  state_dtype: Any = None, use_gram_newton_schulz: bool = False,
                  cautious_weight_decay: bool = False, flatten: bool = True, num_heads: int | None = None,
-                 maximize: bool = False, adamw_lr_ratio: float = 0.05,
+                 split_sizes: Any = None, maximize: bool = False, adamw_lr_ratio: float = 0.05,
                  adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
                  adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, collect_arguments(type(self), locals()))
