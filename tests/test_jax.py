@@ -110,6 +110,19 @@ def test_grad_through_msign_matches_finite_differences():
     np.testing.assert_allclose(jax.jit(jax.grad(loss))(G), g, rtol=1e-12, atol=1e-13)
 
 
+def test_grad_through_gram_msign_equals_plain():
+    """Gram Newton–Schulz is the plain loop's polynomial, so its gradient is the same (to
+    rounding), under ``jit`` too."""
+    G = jnp.asarray(np.random.default_rng(7).standard_normal((3, 40, 12)))
+
+    def loss(G, gram):
+        return jnp.sum(xm.msign(G, steps=6, gram=gram) ** 3)
+
+    plain = jax.grad(loss)(G, False)
+    np.testing.assert_allclose(jax.jit(jax.grad(loss), static_argnums=1)(G, True), plain,
+                               rtol=1e-10, atol=1e-12)
+
+
 def test_msign_bfloat16_compute_under_jit():
     G = jnp.asarray(np.random.default_rng(6).standard_normal((16, 24)), dtype=jnp.float32)
     f = jax.jit(lambda G: xm.msign(G, steps=8, compute_dtype="bfloat16"))

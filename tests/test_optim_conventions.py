@@ -66,15 +66,26 @@ def test_lambda_lr_zero_moves_nothing(name):
 @pytest.mark.parametrize("name", NAMES)
 def test_schedulers_cycle_lr_and_momentum(name, kind):
     """OneCycleLR / CyclicLR with cycle_momentum=True find ``momentum`` or ``betas`` in every
-    class, change it, and the steps go on (finite)."""
+    class that has a momentum coefficient, change it, and the steps go on (finite).  Dion2 has
+    none (its momentum is a plain sum): there torch's scheduler refuses cycle_momentum=True,
+    and with cycle_momentum=False it cycles the learning rate."""
     ps = _params()
     opt = _make(name, ps)
     lr = opt.param_groups[0]["lr"]
-    if kind == "one_cycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=6)
+
+    def make(**kw):
+        if kind == "one_cycle":
+            return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=6, **kw)
+        return torch.optim.lr_scheduler.CyclicLR(opt, base_lr=lr / 10, max_lr=lr, step_size_up=2, **kw)
+
+    if "betas" not in opt.defaults and "momentum" not in opt.defaults:
+        assert name == "dion2"
+        with pytest.raises(ValueError, match="momentum"):
+            make()
+        sched, key = make(cycle_momentum=False), "lr"
     else:
-        sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=lr / 10, max_lr=lr, step_size_up=2)
-    key = "betas" if "betas" in opt.defaults else "momentum"
+        sched = make()
+        key = "betas" if "betas" in opt.defaults else "momentum"
     seen = set()
     for k in range(4):
         _grads(ps, k)

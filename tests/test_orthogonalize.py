@@ -322,6 +322,14 @@ def test_msign_gram_zero_nan_and_normalizations(backend):
                        backend.to_numpy(orth.msign(backend.asarray(A), **kw)), backend) <= 1e-10
 
 
+def test_msign_gram_scale_invariant(backend):
+    """As the plain loop (input policy): msign(t G) = msign(G) from 1e-30 to 1e30."""
+    A, *_ = matrix_with_spectrum(30, 6, np.geomspace(1, 1e-2, 6), seed=27)
+    ref = backend.to_numpy(orth.msign(backend.asarray(A), gram=True))
+    for t in (1e-30, 1e30):
+        assert rel_err(orth.msign(backend.asarray(t * A), gram=True), ref, backend) <= 1e-12
+
+
 def test_msign_gram_bad_input(backend):
     G = backend.asarray(np.ones((6, 3)))
     with pytest.raises(TypeError, match="gram"):

@@ -4,6 +4,8 @@
 * ``Msign``: ``msign(G)`` (5-step Polar Express, Frobenius scaling) on n × n float32 Gaussian G
   beside the SVD polar factor ``U Vᵀ`` (``xp.linalg.svd``) and, on NumPy, ``scipy.linalg.polar``.
   ``track_err_*``: relative Frobenius error of ``msign`` (5 and 10 steps) against float64 ``U Vᵀ``.
+* ``MsignGram``: ``msign(G, gram=True)`` (Gram Newton–Schulz) beside the plain loop
+  ``msign(G)`` on tall float32 Gaussian G; ``track_rel_diff``: their relative distance.
 * ``Orthonormalize``: ``orthonormalize(X)`` (``method="auto"``: CholeskyQR2 on tall-skinny)
   beside the library's Householder QR (``numpy.linalg.qr`` / ``torch.linalg.qr``) on m × 128
   float32; ``track_orth_err`` is ``‖QᵀQ − I‖_max``.
@@ -90,6 +92,32 @@ class Msign:
         return gemm_fraction(lambda: sync(msign(self.G)), 5 * 3 * 2 * n**3, self.xp, self.dev)
 
     track_gemm_fraction.unit = "of GEMM rate"
+
+
+class MsignGram:
+    params = (BACKENDS, ["4096x256"] if FAST else ["4096x256", "3072x768"])
+    param_names = ["backend", "shape"]
+    timeout = 300
+
+    def setup(self, backend, shape):
+        try:
+            self.xp, dev = namespace(backend)
+        except NotImplementedError as exc:
+            raise SkipNotImplemented(str(exc)) from exc
+        m, n = (int(v) for v in shape.split("x"))
+        self.G = to_device(gaussian((m, n), seed=m + n), self.xp, dev, "float32")
+        sync(msign(self.G, gram=True))
+        sync(msign(self.G))
+
+    def time_msign_gram(self, backend, shape):
+        sync(msign(self.G, gram=True))
+
+    def time_msign_plain_anchor(self, backend, shape):
+        sync(msign(self.G))
+
+    def track_rel_diff(self, backend, shape):
+        a, b = host(msign(self.G, gram=True)), host(msign(self.G))
+        return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 class Orthonormalize:

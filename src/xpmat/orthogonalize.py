@@ -403,9 +403,9 @@ def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normali
     they commute).  In rounding, ``R`` drifts from a Gram matrix: it can get small negative
     eigenvalues, which the iteration blows up (measured in bfloat16 on a 1024 × 128 spectrum in
     [1e-4, 1], 8 steps: NaN without a restart, 1e32 with one after step 2, 0.49 from the polar
-    factor with the default two, as the plain loop's 0.52); a restart recomputes ``R`` from the
-    rectangular matrix.  Matrix-product FLOPs (``2 p q r`` per ``(p×q)(q×r)`` product, ``l =
-    max(m, n)``, ``s`` steps, ``r`` restarts, normalization excluded, :func:`ns_flops`)::
+    factor with the default three (after steps 2, 4, 6), as the plain loop's 0.52); a restart
+    recomputes ``R`` from the rectangular matrix.  Matrix-product FLOPs (``2 p q r`` per
+    ``(p×q)(q×r)`` product, ``l = max(m, n)``, ``s`` steps, ``r`` restarts, normalization excluded, :func:`ns_flops`)::
 
         plain:  s (4 k² l + 2 k³)          gram:  4 (1 + r) k² l + 2 (4 s − 3 r − 3) k³
 
@@ -466,8 +466,9 @@ def gram_restarts_checked(restarts: Any, steps: int, name: str = "gram_restarts"
     if restarts is None:
         return tuple(range(GRAM_RESTART_EVERY, steps - 1, GRAM_RESTART_EVERY))
     try:
-        ks = sorted({k.__index__() for k in restarts if not isinstance(k, bool)})
-        ok = len(ks) == len(list(restarts)) and all(1 <= k < steps for k in ks)
+        items = tuple(restarts)
+        ks = sorted({k.__index__() for k in items if not isinstance(k, bool)})
+        ok = len(ks) == len(items) and all(1 <= k < steps for k in ks)
     except (TypeError, AttributeError):
         ok = False
     if not ok:

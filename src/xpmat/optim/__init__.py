@@ -14,6 +14,9 @@ Torch classes (``torch.optim.Optimizer`` subclasses, imported on first access)::
 
     opt = xpmat.optim.Muon(model.parameters(), lr=0.02)         # 1-D params -> AdamW
 
+QK-clip (MuonClip's attention-logit guard), called by the training loop after ``step``:
+:func:`qk_clip_` (torch weights, in place) and :func:`qk_clip` (any library, new arrays).
+
 Every method registers itself in :data:`REGISTRY` (name -> :class:`MethodInfo`): the demo
 and the tests iterate over it.  A new method adds one module, one torch class in
 :mod:`xpmat.optim.torch_optim` and one ``register(...)`` line below.
@@ -27,10 +30,11 @@ from typing import Any
 
 from xpmat.optim import transforms
 from xpmat.optim._base import apply_updates
+from xpmat.optim.muonclip import qk_clip, qk_clip_
 from xpmat.optim.transforms import Transform, chain, route
 
-_TORCH_NAMES = ("LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "ManifoldMuon", "Muon", "PowerSGD",
-                "PowerSGDPlus", "Shampoo", "XpmatOptimizer")
+_TORCH_NAMES = ("LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "Dion2", "ManifoldMuon", "Muon", "NorMuon",
+                "PowerSGD", "PowerSGDPlus", "Shampoo", "XpmatOptimizer")
 _TORCH_NAMES += ("SGD", "AdaGrad", "ExponentiatedGradient", "SphereSGD", "SteepestDescent")
 
 __all__ = [
@@ -42,10 +46,12 @@ __all__ = [
     "AdamNMF",
     "AdamW",
     "Dion",
+    "Dion2",
     "ExponentiatedGradient",
     "ManifoldMuon",
     "MethodInfo",
     "Muon",
+    "NorMuon",
     "PowerSGD",
     "PowerSGDPlus",
     "Shampoo",
@@ -56,6 +62,8 @@ __all__ = [
     "apply_updates",
     "chain",
     "core",
+    "qk_clip",
+    "qk_clip_",
     "register",
     "route",
     "torch_class",
@@ -101,9 +109,15 @@ register(MethodInfo("adamw", "xpmat.optim.adamw", "AdamW", demo={"lr": 3e-3},
 register(MethodInfo("muon", "xpmat.optim.muon", "Muon", matrix_only=True,
                     demo={"lr": 0.02, "adamw_lr_ratio": 0.15},
                     doc="Muon (§7): momentum -> batched msign -> shape-scaled update"))
+register(MethodInfo("normuon", "xpmat.optim.normuon", "NorMuon", matrix_only=True,
+                    demo={"lr": 0.02, "adamw_lr_ratio": 0.15},
+                    doc="NorMuon: Muon with each row of msign(U) normalized by an EMA of its mean square"))
 register(MethodInfo("dion", "xpmat.optim.dion", "Dion", matrix_only=True,
                     demo={"lr": 0.02, "rank": 0.25, "adamw_lr_ratio": 0.15},
                     doc="Dion: PowerIter1 with error feedback, orthonormal low-rank update"))
+register(MethodInfo("dion2", "xpmat.optim.dion2", "Dion2", matrix_only=True,
+                    demo={"lr": 0.02, "fraction": 0.5, "adamw_lr_ratio": 0.15},
+                    doc="Dion2: msign of the top-f slices of the summed momentum (l1), error-feedback decay"))
 register(MethodInfo("powersgd", "xpmat.optim.powersgd", "PowerSGD", matrix_only=True,
                     demo={"lr": 0.05, "rank": 8, "adamw_lr_ratio": 0.06},
                     doc="PowerSGD: rank-r power-step compression, error feedback, momentum SGD"))

@@ -359,11 +359,18 @@ def matrix_shape(shape: Sequence[int], name: str = "parameter") -> tuple[int, in
     return shape[0], math.prod(shape[1:])
 
 
-def matrix_view_shape(shape: Sequence[int], flatten: bool = True, name: str = "parameter") -> tuple[int, ...]:
+def matrix_view_shape(shape: Sequence[int], flatten: bool = True, name: str = "parameter",
+                      num_heads: int | None = None) -> tuple[int, ...]:
     """The shape a matrix method sees a parameter of ndim ≥ 2 as: with ``flatten``,
     :func:`matrix_shape` (conv kernels ``(out, in·k·k)``); without, the shape itself, whose
-    leading axes are a batch of matrices (a stack of experts ``(E, m, n)``)."""
+    leading axes are a batch of matrices (a stack of experts ``(E, m, n)``).  ``num_heads`` H
+    (> 1; 2-D parameters only): the rows are H heads, ``(H·d, n)`` is seen as ``(H, d, n)``."""
     mat = matrix_shape(shape, name)
+    if num_heads is not None and num_heads > 1:
+        if len(shape) != 2 or shape[0] % num_heads:
+            raise ValueError(f"num_heads={num_heads} needs a 2-D {name} whose rows split into "
+                             f"{num_heads} heads, got shape {tuple(shape)}")
+        return num_heads, shape[0] // num_heads, shape[1]
     return mat if flatten or len(shape) == 2 else tuple(shape)
 
 

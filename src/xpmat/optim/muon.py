@@ -9,8 +9,11 @@ Per matrix parameter ``W`` (``m × n`` view; conv kernels ``(out, in·k·k)``), 
 
 Options (per group): ``cautious_weight_decay`` decays only where ``O ⊙ W ≥ 0`` ([Chen et al.
 2025][chen-2025-cwd]); ``flatten=False`` keeps the leading axes of an N-D parameter as a batch
-of matrices (each its own msign and ``a(m, n)``); ``use_gram_newton_schulz`` computes ``O`` by
-Gram Newton–Schulz ([Zhang et al. 2026][zhang-2026-gram]) where it takes fewer products.
+of matrices (each its own msign and ``a(m, n)``); ``num_heads`` H sees a 2-D ``(H·d, n)``
+parameter as its H heads ``(H, d, n)`` (per-head msign, ``a(d, n)``); ``split_sizes`` cuts the
+rows into uneven blocks (fused QKV), each its own msign and ``a(s_i, n)``; ``use_gram_newton_schulz``
+computes ``O`` by Gram Newton–Schulz ([Zhang et al. 2026][zhang-2026-gram]) where it takes
+fewer products.
 
 As a composition of transforms (:func:`composed`)::
 
@@ -45,6 +48,7 @@ from xpmat.optim._base import (
     check_choice,
     check_common,
     check_dtype,
+    check_int,
     check_real,
     is_array_hyper,
     matrix_view_shape,
@@ -62,12 +66,13 @@ from xpmat.optim.transforms import (
     add_decayed_weights,
     as_matrix,
     chain,
+    check_split_sizes,
     ema_momentum,
     finite,
     momentum,
     msign_chunks,
     msign_sized_chunks,
-    msign_stack,
+    msign_split_stack,
     ns_schedule_checked,
     scale_by_lr,
     scale_by_shape,
@@ -76,8 +81,8 @@ from xpmat.optim.transforms import (
 )
 from xpmat.orthogonalize import NORMALIZATIONS
 
-__all__ = ["DEFAULTS", "MuonState", "ShardedParts", "State", "adjust_lr", "calls", "chunks", "composed",
-           "init", "sharded_parts", "transform", "update"]
+__all__ = ["DEFAULTS", "MuonState", "ShardedParts", "State", "adjust_lr", "calls", "check", "chunks",
+           "composed", "init", "sharded_parts", "transform", "update"]
 
 DEFAULTS: dict[str, Any] = {
     "lr": 0.02,
@@ -95,6 +100,8 @@ DEFAULTS: dict[str, Any] = {
     "use_gram_newton_schulz": False,
     "cautious_weight_decay": False,
     "flatten": True,
+    "num_heads": None,
+    "split_sizes": None,
 }
 
 _ADJUST = ("original", "match_rms_adamw", "none", None)
@@ -121,6 +128,14 @@ def adjust_lr(fn: str | None, m: int, n: int) -> float:
 
 def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     h = resolve_hyper(DEFAULTS, hyper, "muon")
+    check(h)
+    return h
+
+
+def check(h: dict[str, Any]) -> None:
+    """Validate Muon's hyper-parameters in the resolved dict ``h`` (every key of
+    :data:`DEFAULTS`; a variant's extra keys are its own to check): ``ValueError`` /
+    ``TypeError`` naming the argument."""
     check_common(h)
     check_real("momentum", h["momentum"], 0.0, 1.0, high_open=True)
     check_bool("nesterov", h["nesterov"])
@@ -131,7 +146,10 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     check_dtype("compute_dtype", h["compute_dtype"])
     for k in ("use_gram_newton_schulz", "cautious_weight_decay", "flatten"):
         check_bool(k, h[k])
-    return h
+    check_int("num_heads", h["num_heads"], 1, none=True)
+    check_split_sizes(h["split_sizes"])
+    if h["split_sizes"] is not None and h["num_heads"] not in (None, 1):
+        raise ValueError("num_heads (uniform heads) and split_sizes (uneven row blocks) exclude each other")
 
 
 def composed(**hyper: Any) -> Transform:
@@ -142,20 +160,23 @@ def composed(**hyper: Any) -> Transform:
         momentum(h["momentum"], nesterov=h["nesterov"], state_dtype=h["state_dtype"]),
         steepest_direction("spectral", "tr", ns_steps=h["ns_steps"], ns_schedule=h["ns_schedule"],
                            eps=h["eps"], ns_normalize=h["ns_normalize"], compute_dtype=h["compute_dtype"],
-                           use_gram_newton_schulz=h["use_gram_newton_schulz"], flatten=h["flatten"]),
-        scale_by_shape(lambda m, n: adjust_lr(h["adjust_lr_fn"], m, n)),
+                           use_gram_newton_schulz=h["use_gram_newton_schulz"], flatten=False,
+                           split_sizes=h["split_sizes"]),
+        scale_by_shape(lambda m, n: adjust_lr(h["adjust_lr_fn"], m, n), split_sizes=h["split_sizes"]),
         add_decayed_weights(h["weight_decay"], cautious=h["cautious_weight_decay"]),
-        scale_by_lr(step_size(h)), state=MuonState), flatten=h["flatten"]))
+        scale_by_lr(step_size(h)), state=MuonState), flatten=h["flatten"], num_heads=h["num_heads"]))
 
 
-def chunks(params: list[Any], compute_dtype: Any = None, flatten: bool = True) -> list[list[int]]:
+def chunks(params: list[Any], compute_dtype: Any = None, flatten: bool = True,
+           num_heads: int | None = None) -> list[list[int]]:
     """Index lists of ``params`` orthogonalized in one Newton–Schulz call (same shape; on a CPU
     at most 8 MiB per stack in ``compute_dtype``): :func:`~xpmat.optim.transforms.msign_chunks`
-    on the matrix views (``flatten`` as the hyper-parameter)."""
-    return msign_chunks(_views(params, flatten), compute_dtype)
+    on the matrix views (``flatten``, ``num_heads`` as the hyper-parameters)."""
+    return msign_chunks(_views(params, flatten, num_heads), compute_dtype)
 
 
-def calls(params: list[Any], compute_dtype: Any = None, flatten: bool = True) -> list[list[int]]:
+def calls(params: list[Any], compute_dtype: Any = None, flatten: bool = True,
+          num_heads: int | None = None) -> list[list[int]]:
     """Index lists for successive :func:`update` calls, as the torch class steps: on a CPU,
     :func:`chunks` merged while their matrices stay within 8 MiB (so a big model never holds
     more than one chunk's updates, and a small one makes one call); elsewhere one call.  Any
@@ -163,7 +184,7 @@ def calls(params: list[Any], compute_dtype: Any = None, flatten: bool = True) ->
     """
     out: list[list[int]] = []
     room = 0
-    for c, size in msign_sized_chunks(_views(params, flatten), compute_dtype):
+    for c, size in msign_sized_chunks(_views(params, flatten, num_heads), compute_dtype):
         need = 0 if size is None else size * len(c)
         if out and need <= room:
             out[-1].extend(c)
@@ -174,9 +195,12 @@ def calls(params: list[Any], compute_dtype: Any = None, flatten: bool = True) ->
     return out
 
 
-def _views(params: list[Any], flatten: bool = True) -> list[Any]:
-    return [p if p.ndim == 2 else _array.array_namespace(p).reshape(
-        p, matrix_view_shape(p.shape, flatten, f"params[{i}]")) for i, p in enumerate(params)]
+def _views(params: list[Any], flatten: bool = True, num_heads: int | None = None) -> list[Any]:
+    out = []
+    for i, p in enumerate(params):
+        view = matrix_view_shape(p.shape, flatten, f"params[{i}]", num_heads)
+        out.append(p if view == tuple(p.shape) else _array.array_namespace(p).reshape(p, view))
+    return out
 
 
 def init(params: list[Any], **hyper: Any) -> list[MuonState]:
@@ -194,7 +218,8 @@ def transform(*, reuse_state: bool = False, **hyper: Any) -> Transform:
         out = []
         for i, p in enumerate(params):
             xp, dev = _array.array_namespace(p), _array.device(p)
-            view = matrix_view_shape(p.shape, h["flatten"], f"params[{i}]")
+            view = matrix_view_shape(p.shape, h["flatten"], f"params[{i}]", h["num_heads"])
+            check_split_sizes(h["split_sizes"], view, f"params[{i}]")
             out.append(MuonState(xp.zeros(view, dtype=state_dtype_for(p, xp, h["state_dtype"]),
                                           device=dev), zeros_step(xp, dev)))
         return out
@@ -202,7 +227,7 @@ def transform(*, reuse_state: bool = False, **hyper: Any) -> Transform:
     def update_(grads, states, params):
         ups, new = list(grads), list(states)  # zero-size parameters: nothing to do
         live = [i for i, p in enumerate(params) if math.prod(p.shape)]
-        for chunk in chunks([params[i] for i in live], h["compute_dtype"], h["flatten"]):
+        for chunk in chunks([params[i] for i in live], h["compute_dtype"], h["flatten"], h["num_heads"]):
             idx = [live[j] for j in chunk]
             for i, u, s in zip(idx, *_fused_chunk(h, reuse_state, [grads[i] for i in idx],
                                                   [states[i] for i in idx], [params[i] for i in idx]),
@@ -245,16 +270,21 @@ def _lr(h: dict[str, Any]) -> Any:
 
 
 def _orthogonalized(h: dict[str, Any], Us: list[Any], xp: Any) -> list[Any]:
-    """Phase 2, whole matrices of one shape: ``−s η a(m, n) msign(U)`` in one batched call."""
-    m, n = Us[0].shape[-2:]
+    """Phase 2, whole matrices of one shape: ``−s η a(m, n) msign(U)`` in one batched call
+    (with ``split_sizes`` each row block its own msign and ``a``)."""
     coeffs = ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
-    lr, a = _lr(h), adjust_lr(h["adjust_lr_fn"], m, n)
-    if is_array_hyper(lr):  # a tensor lr: not folded into Newton–Schulz (its GEMMs take host floats)
+    split = None if h["split_sizes"] is None else tuple(h["split_sizes"])
+    check_split_sizes(split, tuple(Us[0].shape), f"parameter (matrix view {tuple(Us[0].shape)})")
+    lr, fn = _lr(h), h["adjust_lr_fn"]
+    tensor = is_array_hyper(lr)  # a tensor lr: not folded into Newton–Schulz (its GEMMs take host floats)
+    Os = msign_split_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
+                           scale=(lambda m, n: adjust_lr(fn, m, n)) if tensor
+                           else (lambda m, n: -lr * adjust_lr(fn, m, n)),
+                           gram=h["use_gram_newton_schulz"], split_sizes=split)
+    if tensor:
         neg = scalar_hyper(-lr, Us[0], xp)
-        return [neg * O for O in msign_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
-                                             scale=a, gram=h["use_gram_newton_schulz"])]
-    return msign_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
-                       scale=-lr * a, gram=h["use_gram_newton_schulz"])
+        Os = [neg * O for O in Os]
+    return Os
 
 
 def _updates(h: dict[str, Any], Os: list[Any], carry: list[tuple[Any, Any]], states: list[MuonState],
@@ -288,7 +318,7 @@ class ShardedParts(NamedTuple):
                         tuple[list[Any], list[MuonState]]]
 
 
-def sharded_parts(*, reuse_state: bool = False, **hyper: Any) -> ShardedParts:
+def sharded_parts(*, reuse_state: bool = False, **hyper: Any) -> ShardedParts | None:
     """The phases of :func:`transform` for a caller that holds row blocks of each matrix (a
     sharded parameter: xpmat.optim.torch_sharded), whose composition is :func:`transform`:
 
@@ -297,8 +327,12 @@ def sharded_parts(*, reuse_state: bool = False, **hyper: Any) -> ShardedParts:
     - ``local_out(Os, carry, states, params) -> (updates, states)`` on the blocks again.
 
     So only ``U`` travels to a matrix's owner and ``O`` back: the floor of a sharded Muon step.
+    None with ``num_heads`` or ``split_sizes`` (a rank's rows need not hold whole heads or
+    blocks: such matrices step whole on their owner).
     """
     h = _checked(hyper)
+    if h["num_heads"] is not None or h["split_sizes"] is not None:
+        return None
 
     def local_in(grads, states):
         return _momentum(h, reuse_state, grads, states, _array.array_namespace(*grads))
@@ -339,8 +373,10 @@ def update(grads: list[Any], state: list[MuonState], params: list[Any], *, reuse
         ``eps``, ``use_gram_newton_schulz`` (Gram Newton–Schulz where it takes fewer products);
         ``state_dtype``; ``cautious_weight_decay`` (decay only where ``msign(U) ⊙ W ≥ 0``);
         ``flatten`` (True: an N-D parameter is the matrix ``(out, prod(rest))``; False: its
-        leading axes are a batch of matrices, each with its own msign and ``a(m, n)``).  See
-        the torch class :class:`xpmat.optim.Muon` for each.
+        leading axes are a batch of matrices, each with its own msign and ``a(m, n)``);
+        ``num_heads`` (a 2-D ``(H·d, n)`` parameter as its H heads, per-head msign);
+        ``split_sizes`` (row blocks of these sizes, each its own msign).  See the torch class
+        :class:`xpmat.optim.Muon` for each.
 
     Returns
     -------

@@ -36,10 +36,12 @@ from xpmat.optim import adagrad as _adagrad
 from xpmat.optim import adamnmf as _adamnmf
 from xpmat.optim import adamw as _adamw
 from xpmat.optim import dion as _dion
+from xpmat.optim import dion2 as _dion2
 from xpmat.optim import exponentiated_gradient as _exponentiated_gradient
 from xpmat.optim import lre as _lre
 from xpmat.optim import manifold_muon as _manifold_muon
 from xpmat.optim import muon as _muon
+from xpmat.optim import normuon as _normuon
 from xpmat.optim import powersgd as _powersgd
 from xpmat.optim import sgd as _sgd
 from xpmat.optim import shampoo as _shampoo
@@ -50,9 +52,9 @@ from xpmat.optim.transforms import Transform
 
 torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
-__all__ = ["LRE", "SGD", "AdaGrad", "Adafactor", "AdamNMF", "AdamW", "Dion", "ExponentiatedGradient",
-           "ManifoldMuon", "Muon", "PowerSGD", "PowerSGDPlus", "Shampoo", "SphereSGD", "SteepestDescent",
-           "XpmatOptimizer"]
+__all__ = ["LRE", "SGD", "AdaGrad", "Adafactor", "AdamNMF", "AdamW", "Dion", "Dion2", "ExponentiatedGradient",
+           "ManifoldMuon", "Muon", "NorMuon", "PowerSGD", "PowerSGDPlus", "Shampoo", "SphereSGD",
+           "SteepestDescent", "XpmatOptimizer"]
 
 class AdamW(XpmatOptimizer):
     """AdamW ([Stratos 2026, §4, Fig. 1][stratos-2026]) over :mod:`xpmat.optim.adamw`.
@@ -141,6 +143,18 @@ class Muon(XpmatOptimizer):
         gets its own msign, and ``a(m, n)`` from its own shape; the momentum buffer keeps the
         parameter's shape.  As dion's ``flatten``.  Keep it fixed for a parameter's lifetime
         (the momentum buffer's shape follows it).
+    num_heads : int, optional
+        Per-head Newton–Schulz (dion's ``num_heads``): a 2-D ``(H·d, n)`` parameter, e.g. an
+        attention projection, is the batch ``(H, d, n)`` of its heads — each head its own msign
+        and ``a(d, n)``; the momentum buffer is ``(H, d, n)``.  Set it on the param group of
+        the attention weights (every matrix of the group must split so; N-D ones raise).
+        None or 1: off.
+    split_sizes : sequence of int, optional
+        Uneven row blocks (a fused QKV weight ``(q + k + v, n)``, dion's ``split_sizes``): the
+        rows of each matrix of the group are split into consecutive blocks of these sizes, each
+        its own msign and ``a(s_i, n)``, as if they were separate parameters; the momentum
+        buffer stays whole.  The sizes must add up to the rows (of the matrix view); excludes
+        ``num_heads``.
     ns_steps : int >= 0
     ns_schedule : {"polar_express", "jordan", "quintic", "cubic"} or sequence of (a, b, c)
     ns_normalize : {"fro", "spectral_estimate", "aol"}
@@ -176,7 +190,8 @@ class Muon(XpmatOptimizer):
                  ns_steps: int = 5, ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
                  compute_dtype: Any = None, eps: float = 1e-7, state_dtype: Any = None,
                  use_gram_newton_schulz: bool = False, cautious_weight_decay: bool = False,
-                 flatten: bool = True, maximize: bool = False, adamw_lr_ratio: float = 0.05,
+                 flatten: bool = True, num_heads: int | None = None, split_sizes: Any = None,
+                 maximize: bool = False, adamw_lr_ratio: float = 0.05,
                  adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
                  adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(params, collect_arguments(type(self), locals()))
@@ -189,9 +204,117 @@ class Muon(XpmatOptimizer):
             return [list(range(len(params)))]
         mats = [i for i, p in enumerate(params) if p.ndim >= 2]
         rest = [i for i, p in enumerate(params) if p.ndim < 2]
-        out = [[mats[j] for j in c]
-               for c in _muon.calls([params[i] for i in mats], group["compute_dtype"], group["flatten"])]
+        out = [[mats[j] for j in c] for c in _muon.calls([params[i] for i in mats], group["compute_dtype"],
+                                                          group["flatten"], group["num_heads"])]
         return [out[0] + rest, *out[1:]] if out else [rest]
+
+
+class NorMuon(XpmatOptimizer):
+    """NorMuon ([Li et al. 2025][li-2025-normuon], Algorithm 1) over :mod:`xpmat.optim.normuon`:
+    Muon whose orthogonalized update has each row (output neuron) divided by the root of an EMA
+    of its mean square, then rescaled to its Frobenius norm before::
+
+        B ← B + (1 − μ)(G − B);  U = G + μ (B − G)  (Nesterov)  or  B;   O = msign(U)
+        v ← β₂ v + (1 − β₂) mean_cols(O ⊙ O);   Ô = O ⊘ (√v + 1e-8) · ‖O‖_F / ‖O ⊘ (√v + 1e-8)‖_F
+        W ← W − s η λ W − s η a(m, n) Ô
+
+    As microsoft/dion's ``NorMuon`` (its ``muon_beta2`` is ``beta2`` here).  1-D parameters go
+    to AdamW.  State: ``momentum_buffer`` (the matrix view), ``variance_neuron`` ``(m, 1)``.
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    momentum : float in [0, 1)
+    nesterov : bool
+    beta2 : float in [0, 1)
+        EMA factor of each row's mean square (default 0.95, as dion and modded-nanogpt).
+    weight_decay : float >= 0
+        Decoupled, times ``lr``.
+    cautious_weight_decay : bool
+        Decay only where ``Ô ⊙ W ≥ 0`` (see :class:`Muon`).
+    adjust_lr_fn : {"original", "match_rms_adamw", "none"} or None
+        ``a(m, n)`` as :class:`Muon`; ``"match_rms_adamw"`` gives the paper's RMS-matched step
+        ``0.2 η √(mn) / ‖Ô‖_F`` for full-rank updates.
+    flatten, num_heads, split_sizes
+        As :class:`Muon` (False: leading axes of an N-D parameter are a batch of matrices, and
+        ``variance_neuron`` is ``(..., m, 1)``; ``num_heads``: ``(H, d, 1)``).
+    ns_steps, ns_schedule, ns_normalize, use_gram_newton_schulz, compute_dtype, eps
+        The ``msign`` of ``U``, as :class:`Muon`.
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2``, as :class:`Muon`.
+    """
+
+    method = _normuon
+    algorithm = "normuon"
+    matrix_only = True
+
+    def __init__(self, params: Any, lr: float = 0.02, *, momentum: float = 0.95, nesterov: bool = True,
+                 beta2: float = 0.95, weight_decay: float = 0.0, schedule: float = 1.0,
+                 adjust_lr_fn: str | None = "original", ns_steps: int = 5, ns_schedule: Any = "polar_express",
+                 ns_normalize: str = "fro", compute_dtype: Any = None, eps: float = 1e-7,
+                 state_dtype: Any = None, use_gram_newton_schulz: bool = False,
+                 cautious_weight_decay: bool = False, flatten: bool = True, num_heads: int | None = None,
+                 split_sizes: Any = None, maximize: bool = False, adamw_lr_ratio: float = 0.05,
+                 adamw_betas: tuple[float, float] = (0.9, 0.95), adamw_eps: float = 1e-8,
+                 adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
+
+
+class Dion2(XpmatOptimizer):
+    """Dion2 (microsoft/dion's ``Dion2``) over :mod:`xpmat.optim.dion2`: each step only the
+    ``⌈f L⌉`` slices of the shorter side with the largest ℓ1 momentum are orthogonalized and
+    applied, and decay in the momentum by ``ef_decay``::
+
+        B ← B + G;   I = top-⌈f L⌉ slices of B by ℓ1 norm;   O = msign(B[I]);   B[I] ← ef · B[I]
+        W ← W − s η λ W;   W[I] ← W[I] − s η a(m, n) O
+
+    1-D parameters go to AdamW.  State: ``momentum_buffer`` (the matrix view).
+
+    Parameters
+    ----------
+    params : iterable of tensors or param-group dicts
+    lr : float >= 0
+    fraction : float in (0, 1]
+        Share of the shorter side's slices (rows when ``m ≤ n``, else columns) used per step.
+    ef_decay : float in [0, 1]
+        Error-feedback factor of the selected slices of the momentum.
+    weight_decay : float >= 0
+        Decoupled, times ``lr``, on the whole matrix (as dion).
+    adjust_lr_fn : {"original", "match_rms_adamw", "none"} or None
+        ``a(m, n)`` as :class:`Muon` (of the whole matrix).
+    flatten : bool
+        As :class:`Muon`.
+    ns_steps, ns_schedule, ns_normalize, use_gram_newton_schulz, compute_dtype, eps
+        The ``msign`` of the selected submatrix, as :class:`Muon`.
+    schedule : float >= 0
+        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
+    state_dtype : dtype or name, optional
+        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
+    maximize : bool
+        Ascend instead of descend.
+    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
+        The AdamW fallback of parameters with ``ndim < 2``, as :class:`Muon`.
+    """
+
+    method = _dion2
+    algorithm = "dion2"
+    matrix_only = True
+
+    def __init__(self, params: Any, lr: float = 0.01, *, fraction: float = 0.25, ef_decay: float = 0.95,
+                 weight_decay: float = 0.0, schedule: float = 1.0, adjust_lr_fn: str | None = "original",
+                 ns_steps: int = 5, ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
+                 compute_dtype: Any = None, eps: float = 1e-7, state_dtype: Any = None,
+                 use_gram_newton_schulz: bool = False, flatten: bool = True, maximize: bool = False,
+                 adamw_lr_ratio: float = 0.05, adamw_betas: tuple[float, float] = (0.9, 0.95),
+                 adamw_eps: float = 1e-8, adamw_weight_decay: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(params, collect_arguments(type(self), locals()))
 
 
 class ManifoldMuon(XpmatOptimizer):

@@ -424,6 +424,7 @@ class ShardedStep:
         self.flag_params: list[tuple[Any, int]] = []
         self.split: dict[int, dict[str, Any]] = {}            # id(run) -> the split phase's work
         self.rows: dict[int, dict[str, Any]] = {}             # id(run) -> the row-sharded work
+        self.split_parts: dict[int, Any] = {}                 # id(run) -> sharded_parts or None
         for run in runs:
             keep = []
             for i in run.here:
@@ -459,7 +460,11 @@ class ShardedStep:
             return "local"
         rows = p.ndim == 2 or _sharded_dims(lay) <= {0}
         if hasattr(module, "sharded_parts") and rows and not _has_empty_block(lay):
-            return "split"
+            if id(run) not in self.split_parts:
+                kw = {"reuse_state": True} if self.opt.reuse_state else {}
+                self.split_parts[id(run)] = module.sharded_parts(**kw, **h)
+            if self.split_parts[id(run)] is not None:
+                return "split"
         if hasattr(module, "row_sharded") and _row_split_dim(lay) is not None and not _has_empty_block(lay):
             parts = module.row_sharded(**h)
             if parts is not None:
@@ -482,8 +487,7 @@ class ShardedStep:
             made = self.opt._init_states(run, [idx[k] for k in fresh], [ps[k] for k in fresh])
             for k, st in zip(fresh, made, strict=True):
                 states[k] = st
-        module, h = self.opt._method_of(run.group, run.params[idx[0]])
-        parts = module.sharded_parts(**({"reuse_state": True} if self.opt.reuse_state else {}), **h)
+        parts = self.split_parts[id(run)]
         carry, Us = parts.local_in(gs, states)
         work.update(run=run, parts=parts, params=ps, states=states, carry=carry,
                     Us=dict(zip(idx, Us, strict=True)))

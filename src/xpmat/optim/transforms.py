@@ -90,6 +90,7 @@ __all__ = [
     "add_decayed_weights",
     "as_matrix",
     "chain",
+    "check_split_sizes",
     "dion_direction",
     "ema",
     "ema_momentum",
@@ -100,6 +101,7 @@ __all__ = [
     "msign_chunks",
     "msign_direction",
     "msign_sized_chunks",
+    "msign_split_stack",
     "msign_stack",
     "ns_schedule_checked",
     "orth_factor",
@@ -338,15 +340,16 @@ def _with_count(state: type) -> type:
     return _COUNTED[state]
 
 
-def as_matrix(inner: Transform, *, flatten: bool = True) -> Transform:
+def as_matrix(inner: Transform, *, flatten: bool = True, num_heads: int | None = None) -> Transform:
     """Run ``inner`` on the matrix views ``(out, prod(rest))`` of parameters of ndim ≥ 2 (conv
     kernels ``(out, in·k·k)``); updates come back in the parameters' shapes.  ``flatten=False``:
     a parameter of ndim ≥ 3 is left as it is, a batch of matrices over its leading axes (a stack
-    of experts ``(E, m, n)``).  A 1-D parameter raises ``ValueError`` (route it elsewhere,
+    of experts ``(E, m, n)``).  ``num_heads`` H: a 2-D ``(H·d, n)`` parameter is the batch
+    ``(H, d, n)`` of its heads.  A 1-D parameter raises ``ValueError`` (route it elsewhere,
     :func:`route`)."""
 
     def views(arrays, params):
-        return [_ns(a).reshape(a, matrix_view_shape(p.shape, flatten, f"params[{i}]"))
+        return [_ns(a).reshape(a, matrix_view_shape(p.shape, flatten, f"params[{i}]", num_heads))
                 for i, (a, p) in enumerate(zip(arrays, params, strict=True))]
 
     def init(params):
@@ -567,10 +570,37 @@ def scale_by_lr(lr: Any) -> Transform:
     return per_parameter(None, lambda u, s, p, xp: (scalar_hyper(neg, u, xp) * u, s))
 
 
-def scale_by_shape(factor: Callable[[int, int], float]) -> Transform:
+def scale_by_shape(factor: Callable[[int, int], float], *,
+                   split_sizes: Sequence[int] | None = None) -> Transform:
     """``a(m, n) u`` for matrix updates ``u`` ``(m, n)`` (e.g. Muon's √max(1, m/n), Dion's
-    √(m/n)); ``factor(m, n)`` is a host float."""
-    return per_parameter(None, lambda u, s, p, xp: (factor(u.shape[-2], u.shape[-1]) * u, s))
+    √(m/n)); ``factor(m, n)`` is a host float.  ``split_sizes``: the rows are blocks of these
+    sizes (a fused QKV weight), each scaled by its own ``a(s_i, n)``."""
+
+    def update_one(u, s, p, xp):
+        n = u.shape[-1]
+        if split_sizes is None:
+            return factor(u.shape[-2], n) * u, s
+        dev = _array.device(u)
+        rows = xp.concat([xp.full((k,), factor(k, n), dtype=u.dtype, device=dev) for k in split_sizes])
+        return rows[:, None] * u, s
+
+    return per_parameter(None, update_one)
+
+
+def check_split_sizes(split_sizes: Any, shape: Sequence[int] | None = None, name: str = "parameter") -> None:
+    """``split_sizes`` is None or a non-empty sequence of ints >= 1; with ``shape``, a 2-D one
+    whose rows they add up to.  ``ValueError`` naming ``split_sizes`` (and the parameter)."""
+    if split_sizes is None:
+        return
+    try:
+        sizes = list(split_sizes)
+    except TypeError:
+        sizes = None
+    if not sizes or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in sizes):
+        raise ValueError(f"split_sizes must be None or a sequence of ints >= 1, got {split_sizes!r}")
+    if shape is not None and (len(shape) != 2 or sum(sizes) != shape[0]):
+        raise ValueError(f"split_sizes {tuple(sizes)} must add up to the rows of a 2-D {name}, "
+                         f"got shape {tuple(shape)}")
 
 
 # ----------------------------------------------------------------------------- msign (Muon)
@@ -623,10 +653,32 @@ def msign_stack(Us: Sequence[Any], xp: Any, coeffs: Any, *, normalize: str, eps:
     return [O[j, ...] for j in range(len(Us))]
 
 
+def msign_split_stack(Us: Sequence[Any], xp: Any, coeffs: Any, *, normalize: str, eps: float,
+                      scale: Callable[[int, int], float], gram: bool = False,
+                      split_sizes: Sequence[int] | None = None) -> list[Any]:
+    """:func:`msign_stack` of same-shaped matrices ``Us`` with ``scale(m, n)``; ``split_sizes``
+    (2-D ``Us``): each row block its own msign and ``scale(s_i, n)`` (the blocks of one size,
+    over all of ``Us``, in one batched call), put back in place."""
+    m, n = Us[0].shape[-2:]
+    if split_sizes is None:
+        return msign_stack(Us, xp, coeffs, normalize=normalize, eps=eps, scale=scale(m, n), gram=gram)
+    starts = [sum(split_sizes[:j]) for j in range(len(split_sizes))]
+    blocks = [[U[o:o + k, ...] for o, k in zip(starts, split_sizes, strict=True)] for U in Us]
+    done: list[list[Any]] = [[None] * len(split_sizes) for _ in Us]
+    for k in dict.fromkeys(split_sizes):  # each distinct block size once, first-seen order
+        where = [(i, j) for i in range(len(Us)) for j, kj in enumerate(split_sizes) if kj == k]
+        outs = msign_stack([blocks[i][j] for i, j in where], xp, coeffs, normalize=normalize, eps=eps,
+                           scale=scale(k, n), gram=gram)
+        for (i, j), O in zip(where, outs, strict=True):
+            done[i][j] = O
+    return [xp.concat(parts, axis=-2) for parts in done]
+
+
 def msign_direction(*, ns_steps: int = 5, ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
                     compute_dtype: Any = None, eps: float = 1e-7,
                     scale: Callable[[int, int], float] | None = None,
-                    use_gram_newton_schulz: bool = False) -> Transform:
+                    use_gram_newton_schulz: bool = False,
+                    split_sizes: Sequence[int] | None = None) -> Transform:
     """``a(m, n) · msign(U)`` for matrices ``U`` (..., m, n): the spectral-norm steepest descent
     direction ([Stratos 2026][stratos-2026] §7 eq. 69; Newton–Schulz, Q.3.1).
 
@@ -635,7 +687,9 @@ def msign_direction(*, ns_steps: int = 5, ns_schedule: Any = "polar_express", ns
     ``scale(m, n)`` (a host float, default 1) is folded into the last Newton–Schulz step.
     Leading axes of ``U`` are a batch (each matrix its own msign).  ``use_gram_newton_schulz``:
     Gram Newton–Schulz on the shapes where it takes fewer products (:func:`gram_saves`;
-    ``xpmat.msign(..., gram=True)``).  Stateless.  Zero ``U`` gives zero (msign of 0 is 0).
+    ``xpmat.msign(..., gram=True)``).  ``split_sizes``: a 2-D ``U`` is row blocks of these sizes
+    (a fused QKV weight), each its own msign and ``scale(s_i, n)``
+    (:func:`msign_split_stack`).  Stateless.  Zero ``U`` gives zero (msign of 0 is 0).
     """
     from xpmat.orthogonalize import NORMALIZATIONS
 
@@ -643,6 +697,8 @@ def msign_direction(*, ns_steps: int = 5, ns_schedule: Any = "polar_express", ns
     check_choice("ns_normalize", ns_normalize, NORMALIZATIONS)
     check_real("eps", eps)
     check_bool("use_gram_newton_schulz", use_gram_newton_schulz)
+    check_split_sizes(split_sizes)
+    split = None if split_sizes is None else tuple(split_sizes)
     empty = EmptyState()
 
     def update(grads, states, params):
@@ -650,10 +706,12 @@ def msign_direction(*, ns_steps: int = 5, ns_schedule: Any = "polar_express", ns
         for chunk in msign_chunks(grads, compute_dtype):
             xp = _ns(*[grads[i] for i in chunk])
             Us = [_array.cast(grads[i], compute_dtype, xp) for i in chunk]
-            m, n = Us[0].shape[-2:]
-            a = 1.0 if scale is None else scale(m, n)
-            for i, O in zip(chunk, msign_stack(Us, xp, coeffs, normalize=ns_normalize, eps=eps,
-                                               scale=a, gram=use_gram_newton_schulz), strict=True):
+            if split is not None:
+                check_split_sizes(split, tuple(Us[0].shape), f"matrix of shape {tuple(Us[0].shape)}")
+            for i, O in zip(chunk, msign_split_stack(Us, xp, coeffs, normalize=ns_normalize, eps=eps,
+                                                     scale=scale or (lambda m, n: 1.0),
+                                                     gram=use_gram_newton_schulz, split_sizes=split),
+                            strict=True):
                 out[i] = _array.cast(O, grads[i].dtype, xp)
         return out, [empty] * len(grads)
 
@@ -677,7 +735,7 @@ STEEPEST_SCALINGS = ("tr", "mm")
 def steepest_direction(norm: str = "spectral", scaling: str = "tr", *, ns_steps: int = 5,
                        ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
                        compute_dtype: Any = None, eps: float = 1e-7, use_gram_newton_schulz: bool = False,
-                       flatten: bool = True) -> Transform:
+                       flatten: bool = True, split_sizes: Sequence[int] | None = None) -> Transform:
     """The steepest descent direction under a norm ([Stratos 2026, §7 eq. 69][stratos-2026]),
     without the step size (:func:`scale_by_lr` adds ``−η``)::
 
@@ -695,14 +753,16 @@ def steepest_direction(norm: str = "spectral", scaling: str = "tr", *, ns_steps:
     sum (no extra matrix product); with an inexact ``msign = U f(Σ) Vᵀ`` it is ``Σᵢ σᵢ f(σᵢ)``,
     as close to ``‖G‖_nuc`` as ``f`` is to 1 on the spectrum.  ``flatten=False``: a parameter
     of ndim ≥ 3 is a batch of matrices over its leading axes (each its own msign and nuclear
-    norm).  ``use_gram_newton_schulz``: as :func:`msign_direction`.  A zero
-    gradient gives a zero direction.  Stateless.
+    norm).  ``use_gram_newton_schulz``, ``split_sizes`` (spectral / trust region only): as
+    :func:`msign_direction`.  A zero gradient gives a zero direction.  Stateless.
     """
     check_choice("norm", norm, STEEPEST_NORMS)
     check_choice("scaling", scaling, STEEPEST_SCALINGS)
     check_bool("flatten", flatten)
+    if split_sizes is not None and (norm, scaling) != ("spectral", "tr"):
+        raise ValueError(f"split_sizes needs norm='spectral', scaling='tr', got {norm!r}, {scaling!r}")
     msign_t = msign_direction(ns_steps=ns_steps, ns_schedule=ns_schedule, ns_normalize=ns_normalize,
-                              compute_dtype=compute_dtype, eps=eps,
+                              compute_dtype=compute_dtype, eps=eps, split_sizes=split_sizes,
                               use_gram_newton_schulz=use_gram_newton_schulz) if norm == "spectral" else None
     empty = EmptyState()
 

@@ -1,0 +1,216 @@
+"""Dion2 ([microsoft/dion][dion-code], ``Dion2``): orthogonalize only the largest slices of the momentum.
+
+Per matrix parameter ``W`` (``m × n`` view), gradient ``G``, ``L = min(m, n)`` slices of the
+shorter side (rows when ``m ≤ n``, else columns), ``k = max(1, ⌈f L⌉)``::
+
+    B = B + G                                    (momentum: a plain sum, decayed below)
+    I = the k slices of B with the largest ℓ1 norms
+    O = msign(B[I])                              (xpmat.msign on the k × max(m, n) submatrix)
+    B[I] = ef · B[I]                             (error feedback: the selected slices decay)
+    W = W − s η λ W;   W[I] = W[I] − s η a(m, n) O
+
+Only the selected slices move each step (besides the decay); the others keep accumulating their
+gradients until they are large enough to be selected.  ``f = 1, ef = 0`` is Muon without
+momentum (tested).  Selection by ``argsort`` of the slice norms and a one-hot matrix (standard
+Array API, no library top-k or scatter): ``S`` ``(L, k)``, ``B[I] = Sᵀ B``, the update
+``S O``.  Same-shaped matrices go through one batched Newton–Schulz call.  Options shared with
+Muon: ``adjust_lr_fn`` (``a``), ``flatten``, ``use_gram_newton_schulz``, the ``ns_*`` ones.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from xpmat import _array
+from xpmat._array import mT
+from xpmat.optim import muon
+from xpmat.optim._base import (
+    check_bool,
+    check_choice,
+    check_common,
+    check_dtype,
+    check_real,
+    matrix_view_shape,
+    resolve_hyper,
+    run_init,
+    run_update,
+    state_dtype_for,
+    zeros_step,
+)
+from xpmat.optim.transforms import Transform, finite, msign_chunks, msign_stack, ns_schedule_checked
+from xpmat.orthogonalize import NORMALIZATIONS
+
+__all__ = ["DEFAULTS", "Dion2State", "State", "init", "select", "transform", "update"]
+
+DEFAULTS: dict[str, Any] = {
+    "lr": 0.01,
+    "fraction": 0.25,
+    "ef_decay": 0.95,
+    "weight_decay": 0.0,
+    "schedule": 1.0,
+    "adjust_lr_fn": "original",
+    "ns_steps": 5,
+    "ns_schedule": "polar_express",
+    "ns_normalize": "fro",
+    "compute_dtype": None,
+    "eps": 1e-7,
+    "state_dtype": None,
+    "use_gram_newton_schulz": False,
+    "flatten": True,
+}
+
+
+class Dion2State(NamedTuple):
+    """Per-parameter Dion2 state: the momentum sum (matrix view) and the non-finite counter."""
+
+    momentum_buffer: Any = None
+    nonfinite_count: Any = None
+
+
+State = Dion2State
+
+
+def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
+    h = resolve_hyper(DEFAULTS, hyper, "dion2")
+    check_common(h)
+    check_real("fraction", h["fraction"], 0.0, 1.0, low_open=True)
+    check_real("ef_decay", h["ef_decay"], 0.0, 1.0)
+    check_choice("adjust_lr_fn", h["adjust_lr_fn"], ("original", "match_rms_adamw", "none", None))
+    ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
+    check_choice("ns_normalize", h["ns_normalize"], NORMALIZATIONS)
+    check_real("eps", h["eps"])
+    check_dtype("compute_dtype", h["compute_dtype"])
+    check_bool("use_gram_newton_schulz", h["use_gram_newton_schulz"])
+    check_bool("flatten", h["flatten"])
+    return h
+
+
+def select(B: Any, fraction: float, xp: Any) -> tuple[Any, Any]:
+    """The one-hot selector ``S`` ``(..., L, k)`` of the ``k = max(1, ⌈f L⌉)`` rows of ``B``
+    ``(..., L, c)`` with the largest ℓ1 norms (ties: the lower index), and the row mask
+    ``(..., L, 1)`` (1 on the selected rows)."""
+    L = B.shape[-2]
+    k = max(1, math.ceil(fraction * L))
+    idx = xp.argsort(xp.sum(xp.abs(B), axis=-1), axis=-1, descending=True, stable=True)[..., :k]
+    rows = xp.arange(L, device=_array.device(B))
+    S = xp.astype(rows[:, None] == idx[..., None, :], B.dtype)
+    return S, xp.sum(S, axis=-1, keepdims=True)
+
+
+def transform(**hyper: Any) -> Transform:
+    """Dion2 (see the module doc): per-parameter ``Dion2State``; 1-D parameters raise."""
+    h = _checked(hyper)
+
+    def views(params):
+        return [matrix_view_shape(p.shape, h["flatten"], f"params[{i}]") for i, p in enumerate(params)]
+
+    def init_(params):
+        out = []
+        for p, view in zip(params, views(params), strict=True):
+            xp, dev = _array.array_namespace(p), _array.device(p)
+            out.append(Dion2State(xp.zeros(view, dtype=state_dtype_for(p, xp, h["state_dtype"]), device=dev),
+                                  zeros_step(xp, dev)))
+        return out
+
+    def update_(grads, states, params):
+        ups, new = list(grads), list(states)
+        live = [i for i, p in enumerate(params) if math.prod(p.shape)]
+        shapes = views(params)
+        mats = [_array.array_namespace(params[i]).reshape(params[i], shapes[i]) for i in live]
+        for chunk in msign_chunks(mats, h["compute_dtype"]):
+            idx = [live[j] for j in chunk]
+            for i, u, s in zip(idx, *_chunk(h, [grads[i] for i in idx], [states[i] for i in idx],
+                                             [params[i] for i in idx], shapes[idx[0]]), strict=True):
+                ups[i], new[i] = u, s
+        return ups, new
+
+    return Transform(init_, update_, Dion2State)
+
+
+def _chunk(h: dict[str, Any], grads: list[Any], states: list[Dion2State], params: list[Any],
+           view: tuple[int, ...]) -> tuple[list[Any], list[Dion2State]]:
+    """One batched Newton–Schulz call for the selected slices of same-shaped matrices."""
+    xp = _array.array_namespace(*grads, *params)
+    m, n = view[-2:]
+    cols = m > n  # select the shorter side: work on the transpose when it is the columns
+    dt = states[0].momentum_buffer.dtype
+    lr_t = float(h["schedule"]) * float(h["lr"])
+    oks, bufs, Ss, Us = [], [], [], []
+    for g, s in zip(grads, states, strict=True):
+        g = xp.reshape(_array.as_float(g, xp, dt), view)
+        ok = finite(g, xp)
+        B = s.momentum_buffer + xp.where(ok, g, xp.zeros((), dtype=dt, device=_array.device(g)))
+        Bs = mT(B, xp) if cols else B
+        S, mask = select(Bs, h["fraction"], xp)
+        Us.append(_array.cast(mT(S, xp) @ Bs, h["compute_dtype"], xp))
+        Bs = Bs * (1.0 - (1.0 - h["ef_decay"]) * mask)
+        oks.append(ok)
+        bufs.append(xp.where(ok, mT(Bs, xp) if cols else Bs, s.momentum_buffer))
+        Ss.append(S)
+    coeffs = ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
+    Os = msign_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
+                     scale=-lr_t * muon.adjust_lr(h["adjust_lr_fn"], m, n), gram=h["use_gram_newton_schulz"])
+    decay = lr_t * h["weight_decay"]
+    ups, new = [], []
+    for O, S, ok, buf, s, p in zip(Os, Ss, oks, bufs, states, params, strict=True):
+        full = S @ _array.as_float(O, xp, dt)
+        u = mT(full, xp) if cols else full
+        if decay:
+            u = _array.add_scaled(u, -decay, xp.reshape(_array.as_float(p, xp, dt), view), xp)
+        ups.append(xp.reshape(xp.where(ok, u, xp.zeros((), dtype=dt, device=_array.device(u))),
+                              tuple(p.shape)))
+        count = s.nonfinite_count
+        new.append(Dion2State(buf, count + xp.astype(xp.logical_not(ok), count.dtype)))
+    return ups, new
+
+
+def init(params: list[Any], **hyper: Any) -> list[Dion2State]:
+    """Zero momentum (in the matrix view) for each matrix parameter."""
+    return run_init(transform(**hyper), params)
+
+
+def update(grads: list[Any], state: list[Dion2State], params: list[Any],
+           **hyper: Any) -> tuple[list[Any], list[Dion2State]]:
+    """One Dion2 step: ``(updates, new_state)``, ``new_params = params + updates``.
+
+    Parameters
+    ----------
+    grads, params : list of arrays (out, ...)
+        Matrix parameters (ndim ≥ 2; ``flatten`` as Muon); 1-D ones raise ``ValueError``.
+    state : list of Dion2State
+    **hyper
+        ``lr`` (η), ``fraction`` (f in (0, 1]: the share of the shorter side's slices
+        orthogonalized each step), ``ef_decay`` (in [0, 1]: the factor of the selected slices of
+        the momentum after they are used), ``weight_decay`` (λ, decoupled, on the whole
+        matrix), ``schedule``, ``adjust_lr_fn``, ``flatten``, ``use_gram_newton_schulz``,
+        ``ns_steps``, ``ns_schedule``, ``ns_normalize``, ``compute_dtype``, ``eps``,
+        ``state_dtype``: as :func:`xpmat.optim.muon.update`.
+
+    Returns
+    -------
+    updates : list of arrays, in the state dtype
+    new_state : list of Dion2State
+
+    Notes
+    -----
+    The update rule of microsoft/dion's ``Dion2`` (``dion2_pre_orthogonalize`` /
+    ``dion2_post_orthogonalize``: sum momentum, top-k slices by ℓ1 norm on the shorter side,
+    error-feedback decay of those slices, decay of the whole weight, the orthogonalized
+    slices added back); its learning-rate adjustment is replaced by Muon's ``a(m, n)``.  A
+    gradient with a NaN / Inf leaves the parameter and its momentum unchanged
+    (``nonfinite_count``).  A zero gradient with a zero momentum gives a zero step.
+
+    Backends: standard Array API (``argsort``, a one-hot selector and matmuls); no host read.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat.optim import dion2
+    >>> p = [np.zeros((4, 8))]
+    >>> g = [np.diag([4.0, 0.0, 0.0, 0.0]) @ np.ones((4, 8))]       # only row 0 is non-zero
+    >>> u, st = dion2.update(g, dion2.init(p), p, lr=1.0, fraction=0.25)
+    >>> bool(np.all(u[0][1:] == 0)), bool(u[0][0, 0] < 0)          # one row of four moves
+    (True, True)
+    """
+    return run_update(transform(**hyper), grads, state, params)
