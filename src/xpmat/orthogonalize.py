@@ -405,7 +405,8 @@ def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normali
     [1e-4, 1], 8 steps: NaN without a restart, 1e32 with one after step 2, 0.49 from the polar
     factor with the default three (after steps 2, 4, 6), as the plain loop's 0.52); a restart
     recomputes ``R`` from the rectangular matrix.  Matrix-product FLOPs (``2 p q r`` per
-    ``(p×q)(q×r)`` product, ``l = max(m, n)``, ``s`` steps, ``r`` restarts, normalization excluded, :func:`ns_flops`)::
+    ``(p×q)(q×r)`` product, ``l = max(m, n)``, ``s`` steps, ``r`` restarts, normalization
+    excluded, :func:`ns_flops`)::
 
         plain:  s (4 k² l + 2 k³)          gram:  4 (1 + r) k² l + 2 (4 s − 3 r − 3) k³
 
