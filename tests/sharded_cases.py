@@ -31,6 +31,7 @@ CLASSES = {
     "Muon": {}, "Dion": {"rank": 2}, "PowerSGD": {"rank": 2}, "PowerSGDPlus": {"rank": 2},
     "Shampoo": {}, "Adafactor": {}, "AdamNMF": {}, "LRE": {"rank": 2}, "ManifoldMuon": {},
     "SteepestDescent": {}, "SphereSGD": {}, "ExponentiatedGradient": {"mirror": "hypentropy"},
+    "NorMuon": {}, "Dion2": {}, "Muon_cwd": {"cautious_weight_decay": True, "weight_decay": 0.1},
     # tensor hyper-parameters (what a compiled or graphed step uses) on each sharded path
     "AdamW_tensor": {"lr": torch.tensor(1e-3, dtype=torch.float64)},
     "Muon_tensor": {"lr": torch.tensor(0.02, dtype=torch.float64), "weight_decay": 0.1},
