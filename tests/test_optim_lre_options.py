@@ -554,3 +554,109 @@ def test_option_trains_digits_mlp(label, hyper, loss):
     tail = sum(r["losses"][-5:]) / 5
     assert np.isfinite(tail) and tail < 0.95 * r["losses"][0], (tail, r["losses"][0])
     assert r["test_accuracy"] >= 0.3, r["test_accuracy"]
+
+
+# --------------------------------------------------------------------------------------------
+# the definitions behind the probe setting of the docs (issue 28 item 6)
+def test_fisher_of_one_sample_per_step_is_the_covariance(backend):
+    """With one sample a step the empirical Fisher's correction ``C = Gᵀ`` is the gradient itself:
+    the states and updates equal those of ``curvature="covariance"`` (no batch-size factor, no
+    sign or normalization of its own)."""
+    n, steps = 7, 6
+    rng = np.random.default_rng(11)
+    gs = [rng.standard_normal(n) for _ in range(steps)]
+    params = [backend.asarray(np.zeros(n))]
+    h = {"rank": 3, "lr": 0.1}
+    st_c, st_f = lre.init(params, **h), lre.init(params, curvature="fisher", **h)
+    for g in gs:
+        uc, st_c = lre.update([backend.asarray(g)], st_c, params, **h)
+        uf, st_f = lre.update([backend.asarray(g)], st_f, params, corrections=[backend.asarray(g[:, None])],
+                              curvature="fisher", **h)
+        assert_close(uf[0], _np(backend, uc[0]), backend, rtol=1e-10, atol=1e-14)
+    assert_close(st_f[0].L, _np(backend, st_c[0].L), backend, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("inner", ["adam", "lion", ["adam", "cautious"]])
+def test_fisher_batch_scale_does_not_change_adam_or_lion(backend, inner):
+    """The objective is a sum of per-sample losses: ``g`` and ``C`` are ``k`` times those of the
+    mean loss.  Adam / Lion in the basis do not see the factor (the basis is the same, ``ĝ``
+    scales, Adam's ratio and Lion's sign do not), so the batch size is no learning-rate factor."""
+    n, k, steps = 9, 5, 5
+    rng = np.random.default_rng(12)
+    Cs = [rng.standard_normal((n, k)) for _ in range(steps)]
+    params = [backend.asarray(np.zeros(n))]
+    h = {"rank": 4, "curvature": "fisher", "inner": inner, "eps": 1e-30, "lr": 0.1}
+    st_sum, st_mean = lre.init(params, **h), lre.init(params, **h)
+    for C in Cs:
+        us, st_sum = lre.update([backend.asarray(C.sum(1))], st_sum, params,
+                                corrections=[backend.asarray(C)], **h)
+        um, st_mean = lre.update([backend.asarray(C.mean(1))], st_mean, params,
+                                 corrections=[backend.asarray(C / k)], **h)
+        assert_close(um[0], _np(backend, us[0]), backend, rtol=1e-9, atol=1e-13)
+
+
+def test_lion_step_is_one_sign_per_kept_slot(backend):
+    """Lion in the basis outputs ±1 on every kept slot: each step moves a block by exactly
+    ``lr·√r`` (r kept slots), whatever the gradient's scale — ``√(n / r)`` times shorter than
+    elementwise sign steps, so LRE's Lion wants a larger ``lr`` than elementwise Lion."""
+    n, r, lr = 12, 4, 0.05
+    rng = np.random.default_rng(13)
+    params = [backend.asarray(np.zeros(n))]
+    h = {"rank": r, "inner": "lion", "betas": (0.9, 0.99), "lr": lr}
+    st_a, st_b = lre.init(params, **h), lre.init(params, **h)
+    for _ in range(6):
+        g = rng.standard_normal(n)
+        ua, st_a = lre.update([backend.asarray(g)], st_a, params, **h)
+        ub, st_b = lre.update([backend.asarray(1e-3 * g)], st_b, params, **h)
+        L = _np(backend, st_a[0].L)
+        kept = int(np.sum(L > 1e-9 * L.max()))  # the others are rounding-level: masked
+        x = _np(backend, st_a[0].Q)[0].T @ _np(backend, ua[0]) / -lr
+        np.testing.assert_allclose(np.sort(np.abs(x))[::-1][:kept], 1.0, rtol=1e-12)
+        assert abs(np.linalg.norm(_np(backend, ua[0])) - lr * np.sqrt(kept)) < 1e-12
+        assert_close(ub[0], _np(backend, ua[0]), backend, rtol=1e-9, atol=1e-14)
+    assert kept == r
+
+
+def test_fisher_basis_misses_a_mean_gradient_drowned_in_per_sample_noise(backend):
+    """Why the Fisher basis trails the covariance at low rank: its eigenvectors follow the
+    per-sample gradients' energy.  Per-sample gradients ``μ + ν_j``, the ``ν_j`` in ± pairs (zero
+    sum) spanning 6 directions ⟂ μ, each with more energy than ``k‖μ‖²``: at rank 4 the Fisher
+    basis is all noise and the step has no component along the mean gradient ``μ``; at rank 7
+    it holds ``μ``; the covariance basis (of the batch gradient ``kμ``) holds it at any rank."""
+    n, k = 16, 12
+    mu = np.zeros(n)
+    mu[0] = 1.0
+    noise = np.zeros((n, k // 2))
+    for j in range(k // 2):
+        noise[1 + j, j] = 3.0 + 0.1 * j  # per-direction energy 2·(3 + 0.1 j)² > k = 12
+    nu = np.concatenate([noise, -noise], axis=1)
+    C = mu[:, None] + nu
+    g = C.sum(1)  # = k μ
+    params = [backend.asarray(np.zeros(n))]
+
+    def along_mu(curvature, rank):
+        h = {"rank": rank, "curvature": curvature, "lr": 1.0}
+        st = lre.init(params, **h)
+        extra = {"corrections": [backend.asarray(C)]} if curvature == "fisher" else {}
+        u, st = lre.update([backend.asarray(g)], st, params, **extra, **h)
+        Q = _np(backend, st[0].Q)[0]
+        return float(np.linalg.norm(Q.T @ mu)), float(-_np(backend, u[0]) @ mu)
+
+    cap, step = along_mu("fisher", 4)
+    assert cap < 1e-6 and abs(step) < 1e-6
+    cap, step = along_mu("fisher", 7)
+    assert cap > 1 - 1e-9 and step > 0.99
+    for rank in (1, 4):
+        cap, step = along_mu("covariance", rank)
+        assert cap > 1 - 1e-9 and step > 0.99
+
+
+def test_probe_setting_script_trains():
+    """The probe setting of ``docs/scripts/lre_options.py --setting probe`` runs (two epochs here)
+    and learns: test accuracy well above chance (0.1)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    spec = importlib.util.spec_from_file_location("lre_options", ROOT / "docs" / "scripts" / "lre_options.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.train_probe({}, "mean", 0.1, epochs=2) > 0.5

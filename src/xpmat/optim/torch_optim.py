@@ -662,8 +662,13 @@ class LRE(XpmatOptimizer):
     ----------
     params : iterable of tensors or param-group dicts
     lr : float >= 0 or 1-element tensor
+        Adam or Lion in the basis move each block by about ``lr·√rank`` a step (elementwise
+        Adam: ``lr·√n``), so LRE takes an ``lr`` some 10-30 times AdamW's; Lion about a
+        third of Adam's (docs: the LRE section of the optimizers page).
     rank : int >= 1
-        Per block (``basis="full"``: the block size).
+        Per block (``basis="full"``: the block size).  ``curvature="fisher"`` /
+        ``"gauss_newton"`` need a rank that holds the per-sample gradients' large directions:
+        below it their basis follows per-sample noise rather than the mean gradient.
     curvature : {"covariance", "hutchinson", "bfgs", "sr1", "fisher", "gauss_newton"}
     basis : {"direct", "ggt", "randomized", "nystrom", "hebbian", "random", "full"}
     inner : str or list of str
