@@ -26,7 +26,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from xpmat import _array, orthonormalize
+from xpmat import _array
+from xpmat.orthogonalize import orthonormalize
 
 __all__ = ["PowerSGDPlusState", "powersgd_plus_hook"]
 
@@ -483,7 +484,7 @@ def _restart(state: PowerSGDPlusState, buf: Any, groups: list[_Group], group: An
             if state.restart_svd == "full":
                 P = torch.linalg.svd(Dc, full_matrices=False)[0][..., :g.r]
             else:
-                from xpmat import randomized_svd
+                from xpmat.iteration import randomized_svd
 
                 P = randomized_svd(Dc, g.r, seed=state.random_seed + step,
                                    method=state.orthogonalize, xp=state._xp)[0]
