@@ -55,6 +55,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from xpmat import _array
+from xpmat.iteration import power_iter1
 from xpmat.optim._base import (
     check_betas,
     check_bool,
@@ -834,10 +835,16 @@ def power_step(B: Any, Q: Any, xp: Any, method: str = "auto", sketch: Any = None
     """PowerIter1 ([Pethick 2025][pethick-2025]; [Xie, Chen, Yuan 2025][xie-chen-yuan-2025] eq. 9):
     ``P = orth(B Q)``, ``R = Bᵀ P``,
     ``Q_new = colnorm(R)``; ``P Rᵀ`` is the rank-r approximation, ``P Q_newᵀ`` Dion's
-    direction (singular values set to 1)."""
-    P = orth_factor(B @ Q, method, sketch, xp)
-    R = _array.mT(B, xp) @ P
-    return P, R, _array.normalize_columns(R, xp)
+    direction (singular values set to 1).  It is :func:`xpmat.power_iter1`, with the two things
+    an optimizer step adds: ``method="rcqr"`` (randomized Cholesky QR with ``sketch``) and
+    ``"auto"`` taking Householder while ``torch.compile`` traces (:func:`orth_factor`)."""
+    if method == "rcqr":
+        P = orth_factor(B @ Q, method, sketch, xp)
+        R = _array.mT(B, xp) @ P
+        return P, R, _array.normalize_columns(R, xp)
+    if method == "auto" and _array.is_compiling(xp):
+        method = "householder"
+    return power_iter1(B, Q, method=method, xp=xp)
 
 
 def _seeded_q(p: Any, i: int, rank: Any, multiple: int, seed: int, state_dtype: Any):
