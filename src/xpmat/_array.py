@@ -10,13 +10,14 @@ namespace the caller's arrays already belong to.
 
 Dask: big operations (matmuls, elementwise, reductions) stay Dask's own, lazy and chunked.
 The small factorizations (Cholesky, eigh, SVD or QR of an r×r matrix, a triangular inverse)
-run per matrix on one chunk, by the chunk's own library (:func:`_dask_per_matrix`); the tall
-side of a QR / SVD goes through Dask's TSQR, which never puts the rows of a row-chunked matrix
-on one machine.
+run per matrix on one chunk, by the chunk's own library (:func:`xpmat._dask.per_matrix`); the
+tall side of a QR / SVD goes through xpmat's TSQR (:func:`xpmat._dask.tsqr`), which never puts
+the rows of a row-chunked matrix on one machine.
 """
 
 from __future__ import annotations
 
+import functools
 import sys as _sys
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,8 @@ from typing import Any
 import array_api_compat as _compat
 import array_api_extra as _xpx
 import numpy as _np
+
+from xpmat import _dask
 
 __all__ = [
     "add_scaled",
@@ -331,8 +334,8 @@ def solve_triangular(a: Any, b: Any, *, upper: bool, left: bool = True, xp: Any)
         return xp.astype(x, dt)
     if is_dask(xp):
         n = a.shape[-1]
-        inv = _dask_per_matrix(lambda t, cxp: (triangular_inverse(t, upper=upper, xp=cxp),), a,
-                               [(n, n)])[0]
+        inv = _dask.per_matrix(functools.partial(_chunk_triangular_inverse, upper=upper), a,
+                               [(n, n)], label="triangular-inverse")[0]
         return inv @ b if left else b @ inv
     if is_torch(xp):
         return xp.linalg.solve_triangular(a, b, upper=upper, left=left)
@@ -357,6 +360,9 @@ def triangular_inverse(t: Any, *, upper: bool, xp: Any) -> Any:
     For a small ``t`` and a tall ``b``, ``b @ triangular_inverse(t)`` runs at GEMM speed,
     where a triangular solve with ``b`` (``trsm``) does not; the inverse costs ``O(n³)``.
     """
+    if is_dask(xp):  # no product with a Dask identity: each inverse on one chunk
+        return _dask.per_matrix(functools.partial(_chunk_triangular_inverse, upper=upper), t,
+                                [tuple(t.shape[-2:])], label="triangular-inverse")[0]
     if is_numpy(xp) and upper and not is_low_precision(t.dtype, xp):
         # NumPy's own LAPACK (the pivoted LU of an upper triangular matrix is the matrix
         # itself, so this is the triangular inverse), not SciPy's: SciPy ships a second
@@ -365,6 +371,10 @@ def triangular_inverse(t: Any, *, upper: bool, xp: Any) -> Any:
         return xp.linalg.inv(t)
     eye = xp.eye(t.shape[-1], dtype=t.dtype, device=device(t))
     return solve_triangular(t, xp.broadcast_to(eye, t.shape), upper=upper, xp=xp)
+
+
+def _chunk_triangular_inverse(t: Any, xp: Any, *, upper: bool) -> tuple[Any]:
+    return (triangular_inverse(t, upper=upper, xp=xp),)
 
 
 def _scipy_solve_triangular(ndim: int) -> Any:
@@ -451,8 +461,7 @@ def eigh(a: Any, xp: Any, *, descending: bool = False) -> tuple[Any, Any]:
     a, bad, dt = _factor_input(a, xp)
     if is_dask(xp):
         n = a.shape[-1]
-        v, w = _dask_per_matrix(_chunk_eigh, a, [(n, n), (1, n)])
-        w = w[..., 0, :]
+        v, w = _dask.per_matrix(_chunk_eigh, a, [(n, n), (n,)], label="eigh")
     else:
         w, v = _eigh(a, xp)
     w, v = _factor_output((w, v), (1, 2), bad, dt, xp)
@@ -475,32 +484,34 @@ def _chunk_eigh(t: Any, xp: Any) -> tuple[Any, Any]:
     try:
         w, v = _eigh(t, xp)
     except Exception:  # LinAlgError: NaN results, not a failed computation
-        return _nan_like(t, xp), _nan_like(t[..., :1, :], xp)
-    return v, w[..., None, :]
+        return _nan_like(t, xp), _nan_like(t[..., 0, :], xp)
+    return v, w
 
 
 def _nan_like(t: Any, xp: Any) -> Any:
-    return xp.full(t.shape, float("nan"), dtype=t.dtype, device=device(t))
+    # full_like, not full: the chunk's own array type (a CuPy chunk, an ndarray subclass)
+    return xp.full_like(t, float("nan"))
 
 
 def svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
     """Thin SVD ``(U, S, Vh)`` of ``a`` ``(..., m, n)``, S descending, via ``xp.linalg.svd``.
 
     A matrix holding NaN/Inf gets NaN factors; float16 / bfloat16 run in float32 (see the
-    policy above).  Dask: a matrix goes through Dask's TSQR-based SVD with its short side in one
-    chunk (the long side keeps its chunks and is never gathered); a batch of matrices, each
-    whole on one chunk, by the chunk's library.
+    policy above).  Dask: a matrix in several chunks goes through a TSQR-based SVD with its short
+    side in one chunk (the long side keeps its chunks and is never gathered; :func:`_dask_tall_svd`);
+    a matrix in one chunk, or a batch of matrices, each whole on one chunk, by the chunk's library.
     """
     if not hasattr(xp, "linalg"):
         raise NotImplementedError(f"{library_name(xp)} has no linalg extension (svd)")
+    if is_dask(xp) and a.ndim == 2 and max(a.numblocks) > 1:
+        dt = a.dtype
+        parts = _dask_tall_svd(xp.astype(a, xp.float32) if is_low_precision(dt, xp) else a, xp)
+        return tuple(p if p.dtype == dt else xp.astype(p, dt) for p in parts)
     a, bad, dt = _factor_input(a, xp)
     m, n = a.shape[-2:]
-    if is_dask(xp) and a.ndim == 2:
-        parts = xp.linalg.svd(a.rechunk({1: -1} if m >= n else {0: -1}), full_matrices=False)
-    elif is_dask(xp):
+    if is_dask(xp):
         k = min(m, n)
-        u, s, vh = _dask_per_matrix(_chunk_svd, a, [(m, k), (1, k), (k, n)])
-        parts = u, s[..., 0, :], vh
+        parts = _dask.per_matrix(_chunk_svd, a, [(m, k), (k,), (k, n)], label="svd")
     else:
         parts = xp.linalg.svd(a, full_matrices=False)
     return _factor_output(parts, (2, 1, 2), bad, dt, xp)
@@ -509,25 +520,42 @@ def svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
 def _chunk_svd(t: Any, xp: Any) -> tuple[Any, Any, Any]:
     k = min(t.shape[-2:])
     try:
-        u, s, vh = xp.linalg.svd(t, full_matrices=False)
+        return tuple(xp.linalg.svd(t, full_matrices=False))
     except Exception:  # LinAlgError: NaN results, not a failed computation
-        return _nan_like(t[..., :k], xp), _nan_like(t[..., :1, :k], xp), _nan_like(t[..., :k, :], xp)
-    return u, s[..., None, :], vh
+        return _nan_like(t[..., :k], xp), _nan_like(t[..., 0, :k], xp), _nan_like(t[..., :k, :], xp)
+
+
+def _dask_tall_svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
+    """SVD of a 2-D Dask matrix chunked along its long side: the TSQR ``a = Q R`` of the tall
+    side (:func:`xpmat._dask.tsqr`, NaN factors for NaN/Inf input), the SVD of ``R`` on one chunk,
+    then ``U = Q U_R`` chunk by chunk (``dask.array.linalg.svd``'s method, without its
+    ``dask.delayed`` call on a single chunk)."""
+    m, n = a.shape
+    wide = n > m
+    q, r = _dask.tsqr(mT(a, xp) if wide else a)
+    k = r.shape[-1]
+    u, s, vh = _dask.per_matrix(_chunk_svd, r, [(k, k), (k,), (k, k)], label="svd")
+    u = q @ u
+    return (mT(vh, xp), s, mT(u, xp)) if wide else (u, s, vh)
 
 
 def qr(a: Any, xp: Any) -> tuple[Any, Any]:
     """Thin QR ``(Q, R)`` of ``a`` ``(..., m, n)``, ``m >= n``, via ``xp.linalg.qr``.
 
     A matrix holding NaN/Inf gets NaN factors; float16 / bfloat16 run in float32 (see the policy
-    above).  Dask: a matrix goes through Dask's TSQR with its columns in one chunk (a
-    column-chunked input is rechunked to whole rows; its row chunks stay where they are); a
-    batch of matrices, each whole on one chunk, by the chunk's library.
+    above).  Dask: a matrix goes through xpmat's TSQR (:func:`xpmat._dask.tsqr`, diag(R) >= 0) with
+    its columns in one chunk (a column-chunked input is merged to whole rows, chunk sizes known
+    or not; its row chunks stay where they are); a batch of matrices, each whole on one chunk, by
+    the chunk's library.
     """
+    if is_dask(xp) and a.ndim == 2:  # NaN factors for NaN/Inf input, from the TSQR itself
+        dt = a.dtype
+        parts = _dask.tsqr(xp.astype(a, xp.float32) if is_low_precision(dt, xp) else a)
+        return tuple(p if p.dtype == dt else xp.astype(p, dt) for p in parts)
     a, bad, dt = _factor_input(a, xp)
     if is_dask(xp):
         m, n = a.shape[-2:]
-        parts = (xp.linalg.qr(a.rechunk({1: -1})) if a.ndim == 2
-                 else _dask_per_matrix(_chunk_qr, a, [(m, n), (n, n)]))
+        parts = _dask.per_matrix(_chunk_qr, a, [(m, n), (n, n)], label="qr")
     else:
         parts = xp.linalg.qr(a)
     return _factor_output(parts, (2, 2), bad, dt, xp)
@@ -561,7 +589,7 @@ def cholesky(a: Any, xp: Any) -> Any:
     a, bad, dt = _factor_input(a, xp, identity=True)
     if is_dask(xp):
         n = a.shape[-1]
-        L = _dask_per_matrix(_chunk_cholesky, a, [(n, n)])[0]
+        L = _dask.per_matrix(_chunk_cholesky, a, [(n, n)], label="cholesky")[0]
     else:
         L = xp.linalg.cholesky(a)
     return _factor_output((L,), (2,), bad, dt, xp)[0]
@@ -572,35 +600,6 @@ def _chunk_cholesky(t: Any, xp: Any) -> tuple[Any]:
         return (xp.linalg.cholesky(t),)
     except Exception:  # LinAlgError (NumPy, CuPy): not positive definite
         return (_nan_like(t, xp),)
-
-
-def _dask_per_matrix(fn: Any, a: Any, shapes: Sequence[tuple[int, int]]) -> list[Any]:
-    """Run ``fn(t, chunk_xp)`` on the Dask array ``a`` (..., m, n), each matrix whole in one chunk.
-
-    ``fn`` gets a chunk (..., m, n) of the chunk's library (NumPy, CuPy) with that library's
-    namespace and returns one matrix per entry of ``shapes`` (..., rows, cols).  One task per
-    batch chunk computes them all: they travel packed side by side in one (..., Σ rows, max
-    cols) block, then come apart by lazy slicing.  Only for small matrices (the r×r steps):
-    a matrix's rows are brought together on one chunk.
-    """
-    nd, width = a.ndim, max(c for _, c in shapes)
-    a = a.rechunk({nd - 2: -1, nd - 1: -1})
-    cxp = _compat.array_namespace(a._meta)
-
-    def packed(t: Any) -> Any:
-        parts = fn(t, cxp)
-        pads = [cxp.zeros((*p.shape[:-1], width - p.shape[-1]), dtype=p.dtype, device=device(p))
-                for p in parts]
-        return cxp.concat([cxp.concat([p, z], axis=-1) for p, z in zip(parts, pads)], axis=-2)
-
-    rows = sum(r for r, _ in shapes)
-    block = a.map_blocks(packed, chunks=(*a.chunks[:-2], (rows,), (width,)), dtype=a.dtype,
-                         meta=a._meta)
-    out, start = [], 0
-    for r, c in shapes:
-        out.append(block[..., start:start + r, :c])
-        start += r
-    return out
 
 
 def vector_norm(x: Any, xp: Any, *, axis: int | tuple[int, ...] = -1, keepdims: bool = False) -> Any:

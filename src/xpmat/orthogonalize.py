@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from xpmat import _array
+from xpmat import _array, _dask
 from xpmat._array import mT
 
 __all__ = ["NORMALIZATIONS", "msign", "newton_schulz", "ns_schedule", "orthonormalize", "polar"]
@@ -198,8 +198,12 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     if r == 0 or m == 0:
         return xp.zeros(X.shape, dtype=dt, device=_array.device(X))
     if method == "auto":
-        method = "cholesky_qr2" if m >= _AUTO_RATIO * r else "householder"
-    if method == "cholesky_qr2":
+        # unknown Dask sizes (nan) compare False: CholeskyQR2, which falls back by itself
+        method = "householder" if m < _AUTO_RATIO * r else "cholesky_qr2"
+    if _array.is_dask(xp) and Xc.ndim == 2:  # per-chunk tasks, the fallback gated inside them
+        Q = (_dask.cholesky_qr2(Xc, tol=_CQR2_TOL) if method == "cholesky_qr2"
+             else _dask.tsqr(Xc, with_r=False)[0])
+    elif method == "cholesky_qr2":
         Q = _accept(*_cholesky_qr2(Xc, xp), Xc, xp)
     else:
         Q = _householder(Xc, xp)
