@@ -285,15 +285,29 @@ def rng(seed: Any) -> _np.random.Generator:
     raise TypeError(f"seed must be an int, None or a numpy.random.Generator, got {type(seed).__name__}")
 
 
-def random_normal(shape: Sequence[int], *, seed: Any, xp: Any, dtype: Any, dev: Any = None) -> Any:
+def random_normal(shape: Sequence[int], *, seed: Any, xp: Any, dtype: Any, dev: Any = None,
+                  like: Any = None) -> Any:
     """Standard normal draws, identical on every backend for the same ``seed``.
 
     The draw happens once on the host with NumPy's ``default_rng`` (float64), then
     moves to ``dev`` in one ``xp.asarray(..., device=dev)`` and is cast to ``dtype``.
     The same seed therefore gives the same numbers on NumPy, PyTorch and CuPy.
+    Dask: the draw becomes a one-chunk Dask array of ``like``'s chunk type
+    (``dask.array.asarray(..., like=like._meta)``, NumPy's ``like=`` protocol: a CuPy chunk
+    for a CuPy-backed ``like``), named by its contents; a size Dask does not know (``nan``,
+    after boolean masking) raises ``ValueError``: a draw needs its shape.
     """
-    host = rng(seed).standard_normal(tuple(shape))
+    shape = tuple(shape)
+    if any(s != s for s in shape):  # nan: a Dask chunk size not known before computing
+        raise ValueError(f"a random draw of shape {shape} needs every size, and Dask does not know "
+                         "the array's chunk sizes (nan): call `.compute_chunk_sizes()` on it first, "
+                         "or pass the start values yourself")
+    host = rng(seed).standard_normal(shape)
     dtype = resolve_dtype(xp, dtype)
+    if _compat.is_dask_array(like):
+        import dask.array as da
+
+        return da.asarray(host, dtype=dtype, like=like._meta)
     if dtype is not None and is_torch(xp) and dtype == xp.bfloat16:
         # torch builds bf16 from float32 host data, not from float64 ndarrays
         return xp.astype(xp.asarray(host.astype(_np.float32), device=dev), dtype)
@@ -418,7 +432,7 @@ def nonfinite_members(a: Any, xp: Any) -> Any:
 def poison(x: Any, bad: Any, xp: Any, ndim: int) -> Any:
     """``x`` with NaN in the batch members flagged by ``bad`` ``(...)``; ``x`` has ``ndim``
     trailing axes beyond the batch (2 for a matrix, 1 for a vector).  No host read."""
-    return xp.where(bad[(..., *([None] * ndim))], xp.full_like(x, float("nan")), x)
+    return xp.where(bad[(..., *([None] * ndim))], float("nan"), x)
 
 
 def _factor_input(a: Any, xp: Any, *, identity: bool = False) -> tuple[Any, Any, Any]:

@@ -285,7 +285,8 @@ def nearest_kron(
         return xp.reshape(_array.mT(R, xp) @ xp.reshape(U, (*batch, m * d, 1)), (*batch, n, l))
 
     if init is None:
-        init = _array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=C.dtype, dev=_array.device(C))
+        init = _array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=C.dtype, dev=_array.device(C),
+                                    like=C)
     else:
         init = _array.as_float(init, xp, C.dtype)
         if tuple(init.shape[-2:]) != (n, l):

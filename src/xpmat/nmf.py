@@ -45,13 +45,13 @@ def _model_floor(A: Any, B: Any, eps: float, xp: Any) -> Any:
     m, n = A.shape[-2], B.shape[-1]
     mean = xp.sum(xp.sum(A, axis=-2) * xp.sum(B, axis=-1), axis=-1) / max(m * n, 1)
     floor = eps * mean
-    return xp.where(floor > 0, floor, xp.ones_like(floor))[..., None, None]
+    return xp.where(floor > 0, floor, 1.0)[..., None, None]
 
 
 def _safe_den(den: Any, xp: Any) -> Any:
     """A factor's column / row sums with 0 replaced by 1: a zero sum comes with a zero
     numerator (the factor's column / row is zero), and any nonzero divisor keeps it 0."""
-    return xp.where(den == 0, xp.ones_like(den), den)
+    return xp.where(den == 0, 1.0, den)
 
 
 def _check_matrix(x: Any, name: str) -> None:
@@ -313,8 +313,8 @@ def _random_init(C: Any, rank: int, seed: Any, xp: Any) -> tuple[Any, Any]:
     batch, (m, n) = tuple(C.shape[:-2]), tuple(C.shape[-2:])
     g = _array.rng(seed)
     dev = _array.device(C)
-    A = _array.random_normal((*batch, m, rank), seed=g, xp=xp, dtype=C.dtype, dev=dev)
-    B = _array.random_normal((*batch, rank, n), seed=g, xp=xp, dtype=C.dtype, dev=dev)
+    A = _array.random_normal((*batch, m, rank), seed=g, xp=xp, dtype=C.dtype, dev=dev, like=C)
+    B = _array.random_normal((*batch, rank, n), seed=g, xp=xp, dtype=C.dtype, dev=dev, like=C)
     A, B = xp.abs(_array.chunk_like(A, C, -2)), xp.abs(_array.chunk_like(B, C, -1))  # Dask: C's chunks
     mean = xp.sum(C, axis=(-2, -1), keepdims=True) / max(m * n, 1)  # 0 for an empty C
     scale = xp.sqrt(mean / rank)
@@ -482,7 +482,7 @@ def _em_loop(C: Any, A: Any, B: Any, divergence: _Divergence, *, iters: int, tol
         if progress and (it % every == 0 or it == iters):
             print(f"\rnmf: step {it}/{iters}", end="\n" if it == iters else "", file=sys.stderr, flush=True)
         if tol is not None and readable and it % max(1, int(check_every)) == 0:
-            scale = xp.where(d_init > 0, d_init, xp.ones_like(d_init))
+            scale = xp.where(d_init > 0, d_init, 1.0)
             if bool(xp.all((d_check - d) / scale < tol)):
                 break
             d_check = d
@@ -534,7 +534,7 @@ def nmf_rank1(C: Any, /, *, xp: Any = None) -> tuple[Any, Any]:
     A = xp.sum(C, axis=-1)[..., :, None]
     col = xp.sum(C, axis=-2)[..., None, :]
     tot = xp.sum(A, axis=-2, keepdims=True)
-    return A, col / xp.where(tot > 0, tot, xp.ones_like(tot))
+    return A, col / xp.where(tot > 0, tot, 1.0)
 
 
 def nmf_online_init(G: Any, rank: int, /, *, scale: float = 1e-3, seed: Any = None,
@@ -740,6 +740,6 @@ def adafactor_second_moment(state: AdafactorFactors, /, *, xp: Any = None) -> An
     """
     xp = _array.array_namespace(state.a, state.s, names=("state.a", "state.s"), xp=xp)
     tot = xp.sum(state.a, axis=-1) * state.weight
-    tot = xp.where(tot == 0, xp.ones_like(tot), tot)[..., None, None]  # NaN stays NaN
+    tot = xp.where(tot == 0, 1.0, tot)[..., None, None]  # NaN stays NaN
     # (a / tot) sᵀ, not (a sᵀ) / tot: a sᵀ overflows (1e150 · 1e150) where V̂ does not
     return (state.a[..., :, None] / tot) * state.s[..., None, :]

@@ -304,7 +304,7 @@ def _floored(d: Any, eps: float, xp: Any) -> Any:
     """``d`` (non-negative) floored at ``eps``; zeros become 1 when ``eps = 0`` (no division by 0)."""
     if eps > 0:
         return xp.maximum(d, xp.asarray(eps, dtype=d.dtype, device=_array.device(d)))
-    return xp.where(d > 0, d, xp.ones_like(d))
+    return xp.where(d > 0, d, 1.0)
 
 
 def _scale(X: Any, normalize: str, eps: float, xp: Any) -> tuple[Any, Any]:
@@ -323,7 +323,7 @@ def _scale(X: Any, normalize: str, eps: float, xp: Any) -> tuple[Any, Any]:
             B = B @ B
         k = 2 ** (_SQUARINGS + 1)
         s = _fro(B, xp) ** (1.0 / k)  # ≥ σ_max(X), ≤ n^(1/2k) σ_max(X); 0 for zero X
-        s = xp.where(s > 0, s, xp.ones_like(s))
+        s = xp.where(s > 0, s, 1.0)
         return X / s, A / (s * s)
     # "aol": X D with D = diag(1 / sqrt(row sums of |X Xᵀ|)) on the small (row) side; a zero
     # row (sum 0) keeps its zeros
