@@ -513,7 +513,9 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
     if A.ndim < 2:
         raise ValueError(f"`A` must be a matrix (..., m, n), got shape {tuple(A.shape)}")
     m, n = A.shape[-2:]
-    l = _sketch_size(rank, oversample, min(m, n))
+    # a size Dask does not know (nan, e.g. rows after a boolean mask) cannot bound the sketch:
+    # the other one does (the unknown side must then hold at least l = rank + oversample)
+    l = _sketch_size(rank, oversample, min((s for s in (m, n) if s == s), default=m))
     _check_int("power_iters", power_iters, 0)
     dtype = _array.float_dtype(xp, A)
     A = _array.as_float(A, xp, dtype)
