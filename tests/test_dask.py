@@ -240,6 +240,24 @@ def test_every_chunking(layout, call):
         np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-10)
 
 
+def test_newton_schulz_on_a_block_grid_is_one_task_per_block_and_product():
+    """msign of a square matrix on a 3 × 3 grid of chunks: each Newton–Schulz step is three
+    products (``X Xᵀ``, ``b A + c A²``, ``a X + B X``), each one task per output block with the
+    scaling fused in (Dask's own matmul: a task per block product, a sum tree and a task per
+    elementwise operation, 3111 tasks for 12 steps before); values as NumPy's."""
+    G = np.random.default_rng(13).standard_normal((36, 36))
+    X = da.from_array(G, chunks=12)
+    for steps in (2, 4):
+        out = xm.msign(X, steps=steps)
+        keys = list(dict(out.__dask_graph__()))
+        products = [k for k in keys if str(k[0]).startswith("xpmat-matmul")]
+        assert len(products) == 3 * steps * 9
+        if steps == 2:
+            rest = len(keys) - len(products)  # the input and its normalization
+        assert len(keys) - len(products) == rest  # a step adds its 27 product tasks, nothing else
+    np.testing.assert_allclose(out.compute(), xm.msign(G, steps=steps), rtol=1e-10, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- the fallback
 
 

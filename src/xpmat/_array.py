@@ -42,6 +42,7 @@ __all__ = [
     "fixed_loop",
     "float_dtype",
     "frobenius_norm",
+    "gram_t",
     "is_compiling",
     "is_cpu",
     "is_cupy",
@@ -724,12 +725,29 @@ def matmul_add(c: Any, a: Any, b: Any, *, beta: float, alpha: float = 1.0, xp: A
     """``beta c + alpha (a @ b)`` for host floats, as a new array.
 
     PyTorch, 2-D or 3-D operands: ``torch.addmm`` / ``torch.baddbmm`` (the GEMM adds ``beta c``
-    itself: measured 8 % faster for a bf16 Newton–Schulz step on CPU).  Elsewhere the formula.
+    itself: measured 8 % faster for a bf16 Newton–Schulz step on CPU).  Dask, 2-D operands: one
+    task per output block where the contraction spans few chunks
+    (:func:`xpmat._dask.fused_matmul`).  Elsewhere the formula.
     """
     if is_torch(xp) and c.ndim == a.ndim == b.ndim and c.ndim in (2, 3):
         fn = _torch().addmm if c.ndim == 2 else _torch().baddbmm
         return fn(c, a, b, beta=beta, alpha=alpha)
+    if is_dask(xp):
+        out = _dask.fused_matmul(a, b, c=c, alpha=alpha, beta=beta)
+        if out is not None:
+            return out
     return beta * c + alpha * (a @ b)
+
+
+def gram_t(x: Any, xp: Any) -> Any:
+    """``x xᵀ`` over the last two axes.  Dask: one task per output block where the rows of
+    ``x`` span few chunks (:func:`xpmat._dask.fused_matmul`; no transposed copy of ``x``),
+    Dask's ``matmul`` otherwise."""
+    if is_dask(xp):
+        out = _dask.fused_matmul(x, x, transpose_b=True)
+        if out is not None:
+            return out
+    return x @ mT(x, xp)
 
 
 def _torch() -> Any:

@@ -333,3 +333,50 @@ def cholesky_qr2(x: Any, *, tol: float) -> Any:
     for i in range(nr):
         graph[(key, i, 0)] = (_finish_cqr, (f"{key}-q1", i), second, (hkey, i, 0))
     return _array(graph, key, [x], x.chunks, x._meta)
+
+
+# ----------------------------------------------------------------------------- fused products
+
+
+def fused_matmul(a: Any, b: Any, *, transpose_b: bool = False, c: Any = None, alpha: float = 1.0,
+                 beta: float = 0.0) -> Any:
+    """``alpha a @ op(b) + beta c`` (``op(b) = bᵀ`` with ``transpose_b``), one task per output block.
+
+    Each task multiplies a block row of ``a`` by a block column of ``op(b)`` (their blocks
+    concatenated along the contracted axis: one GEMM) and adds ``beta c`` in the same task, where
+    Dask's own ``matmul`` makes a task per block product, a tree of sums and one task per
+    elementwise operation (a Newton–Schulz step on a 3 × 3 grid of blocks: 27 tasks instead of
+    about 250, see ``docs/dask.md``).  A task then holds whole block rows, so this is used only
+    where the contracted axis spans no more blocks than the longer side of the output grid (a
+    square matrix chunked both ways, a product with a small factor); a long contraction (the
+    Gram of a tall-skinny matrix over its row chunks) returns ``None``: the caller falls back to
+    Dask's reduction, which keeps the row chunks apart.  ``None`` too for batched operands or
+    chunks that do not line up (sizes unknown, different splits).
+    """
+    import dask.array as da
+
+    if a.ndim != 2 or b.ndim != 2:
+        return None
+    bk = 1 if transpose_b else 0  # b's contracted axis
+    if not (_known(a.chunks[1]) and a.chunks[1] == b.chunks[bk]):
+        return None
+    out_chunks = (a.chunks[0], b.chunks[1 - bk])
+    if a.numblocks[1] > max(len(out_chunks[0]), len(out_chunks[1])):
+        return None
+    args = [a, "ik", b, "jk" if transpose_b else "kj"]
+    if c is not None:
+        if c.ndim != 2 or tuple(c.chunks) != out_chunks:
+            return None
+        args += [c, "ij"]
+    dtype = da.result_type(*(x for x in (a, b, c) if x is not None))
+    key = name("xpmat-matmul", a, b, c, transpose_b, alpha, beta)
+    return da.blockwise(_block_matmul, "ij", *args, concatenate=True, dtype=dtype, meta=a._meta,
+                        name=key, transpose_b=transpose_b, alpha=alpha, beta=beta)
+
+
+def _block_matmul(a: Any, b: Any, *c: Any, transpose_b: bool, alpha: float, beta: float) -> Any:
+    cxp = _compat.array_namespace(a)
+    p = a @ (cxp.matrix_transpose(b) if transpose_b else b)
+    if alpha != 1.0:
+        p = alpha * p
+    return beta * c[0] + p if c else p

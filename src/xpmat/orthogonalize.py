@@ -317,7 +317,7 @@ def _scale(X: Any, normalize: str, eps: float, xp: Any) -> tuple[Any, Any]:
     if normalize == "fro":
         return X, None
     if normalize == "spectral_estimate":
-        A = X @ mT(X, xp)
+        A = _array.gram_t(X, xp)
         B = A
         for _ in range(_SQUARINGS):
             B = B @ B
@@ -327,7 +327,7 @@ def _scale(X: Any, normalize: str, eps: float, xp: Any) -> tuple[Any, Any]:
         return X / s, A / (s * s)
     # "aol": X D with D = diag(1 / sqrt(row sums of |X Xᵀ|)) on the small (row) side; a zero
     # row (sum 0) keeps its zeros
-    A = X @ mT(X, xp)
+    A = _array.gram_t(X, xp)
     d = 1.0 / xp.sqrt(_floored(xp.sum(xp.abs(A), axis=-1), eps * eps, xp))
     return d[..., :, None] * X, None
 
@@ -434,7 +434,7 @@ def _newton_schulz(X: Any, coeffs: list[tuple[float, float, float]], *, normaliz
         if last:
             a, b, c = a * scale, b * scale, c * scale
         if A is None:
-            A = X @ mT(X, xp)
+            A = _array.gram_t(X, xp)
         B = _array.matmul_add(A, A, A, beta=b, alpha=c, xp=xp)  # b A + c A², symmetric
         if tall and last:  # (a X + B X)ᵀ = a Xᵀ + Xᵀ B comes out in G's own layout, not as
             X = _array.matmul_add(mT(X, xp), mT(X, xp), B, beta=a, xp=xp)  # a transposed view
