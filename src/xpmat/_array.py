@@ -36,6 +36,7 @@ __all__ = [
     "cholesky",
     "cholesky_signals_by_nan",
     "chunk_like",
+    "chunk_namespace",
     "cond",
     "device",
     "eigh",
@@ -97,6 +98,12 @@ def library_name(xp: Any) -> str:
         if test(xp):
             return name
     return getattr(xp, "__name__", repr(xp))
+
+
+def chunk_namespace(x: Any) -> Any:
+    """The array-api-compat namespace of one array, unchecked: a Dask chunk or ``_meta`` inside
+    a task (:mod:`xpmat._dask`), where the caller's arguments were validated already."""
+    return _compat.array_namespace(x)
 
 
 def is_lazy(x: Any) -> bool:

@@ -27,8 +27,6 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import array_api_compat as _compat
-
 __all__ = ["cholesky_qr2", "merge_axis", "name", "per_matrix", "tsqr"]
 
 # Fan-in of the tree that sums the per-chunk Gram matrices (dask's own reductions use 4–32).
@@ -42,6 +40,13 @@ def name(label: str, *args: Any) -> str:
     from dask.base import tokenize
 
     return f"{label}-{tokenize(label, *args)}"
+
+
+def _namespace(t: Any) -> Any:
+    """The namespace of a chunk's library (``xpmat._array.chunk_namespace``)."""
+    from xpmat import _array
+
+    return _array.chunk_namespace(t)
 
 
 def _known(chunks: Sequence[float]) -> bool:
@@ -100,7 +105,7 @@ def per_matrix(fn: Callable, a: Any, shapes: Sequence[tuple], *, label: str) -> 
     """
     nd = a.ndim
     a = merge_axis(merge_axis(a, nd - 2), nd - 1)
-    cxp = _compat.array_namespace(a._meta)
+    cxp = _namespace(a._meta)
     key = name(f"xpmat-{label}", fn, a, tuple(shapes))
     blocks = list(_block_indices(a.numblocks))
     layer = {(key, *i): (_call, fn, (a.name, *i), cxp) for i in blocks}
@@ -129,7 +134,7 @@ def _block_indices(numblocks: Sequence[int]) -> Any:
 
 
 def _gram(t: Any) -> Any:
-    cxp = _compat.array_namespace(t)
+    cxp = _namespace(t)
     return cxp.matrix_transpose(t) @ t
 
 
@@ -158,7 +163,7 @@ def _inverse_factor(G: Any) -> tuple[Any, bool]:
     factorization fails (raises or gives non-finite values); ``R⁻¹`` is then ``G`` itself (unused)."""
     from xpmat import _array
 
-    cxp = _compat.array_namespace(G)
+    cxp = _namespace(G)
     try:
         L = cxp.linalg.cholesky(G)
     except Exception:  # LinAlgError (NumPy): not positive definite
@@ -170,7 +175,7 @@ def _inverse_factor(G: Any) -> tuple[Any, bool]:
 
 def _cqr_first(G1: Any) -> tuple[Any, int]:
     """First CholeskyQR pass on the summed Gram ``G1``: ``(R1⁻¹, state)``."""
-    cxp = _compat.array_namespace(G1)
+    cxp = _namespace(G1)
     if not bool(cxp.all(cxp.isfinite(G1))):  # a NaN/Inf entry of X makes G1 non-finite
         return G1, _NONFINITE
     Rinv, ok = _inverse_factor(G1)
@@ -189,7 +194,7 @@ def _cqr_second(G2: Any, first: tuple, tol: float) -> tuple[Any, int]:
     state = first[1]
     if state != _ACCEPTED:
         return G2, state
-    cxp = _compat.array_namespace(G2)
+    cxp = _namespace(G2)
     d = cxp.linalg.diagonal(G2)
     off = cxp.max(cxp.abs(cxp.tril(G2, k=-1) + cxp.triu(G2, k=1)))
     if not (bool(cxp.max(cxp.abs(d - 1)) <= tol) and bool(off <= tol)):  # False for NaN too
@@ -204,7 +209,7 @@ def _finish_cqr(q1: Any, second: tuple, house: Any) -> Any:
     if state == _ACCEPTED:
         return q1 @ Rinv
     if state == _NONFINITE:
-        return _compat.array_namespace(q1).full_like(q1, float("nan"))
+        return _namespace(q1).full_like(q1, float("nan"))
     return house
 
 
@@ -218,7 +223,7 @@ def _qr_chunk(t: Any, state: Any = _FALLBACK) -> Any:
         state = state[1]
     if state != _FALLBACK:
         return None
-    cxp = _compat.array_namespace(t)
+    cxp = _namespace(t)
     if not bool(cxp.all(cxp.isfinite(t))):
         return "nonfinite"
     return cxp.linalg.qr(t)
@@ -233,7 +238,7 @@ def _qr_stack(parts: list, state: Any = _FALLBACK) -> Any:
         return None
     if any(isinstance(p, str) for p in parts):
         return "nonfinite"
-    cxp = _compat.array_namespace(parts[0][1])
+    cxp = _namespace(parts[0][1])
     Q2, R = cxp.linalg.qr(cxp.concat([r for _, r in parts], axis=0))
     d = cxp.linalg.diagonal(R)
     s = 1 - 2 * cxp.astype(d < 0, R.dtype)  # zero counts as positive
@@ -250,14 +255,14 @@ def _qr_rows(part: Any, stacked: Any, i: int, t: Any) -> Any:
     if stacked is None:
         return None
     if isinstance(stacked, str):
-        cxp = _compat.array_namespace(t)
+        cxp = _namespace(t)
         return cxp.full_like(t, float("nan"))
     return part[0] @ stacked[0][i]
 
 
 def _r_factor(stacked: Any, t: Any) -> Any:
     if isinstance(stacked, str):  # NaN/Inf input: an r × r NaN factor
-        return _compat.array_namespace(t).full_like(_gram(t), float("nan"))
+        return _namespace(t).full_like(_gram(t), float("nan"))
     return stacked[1]
 
 
@@ -273,9 +278,10 @@ def tsqr(x: Any, *, with_r: bool = True) -> tuple[Any, Any]:
     The columns are merged into one chunk (:func:`merge_axis`), the rows keep their chunks:
     each row chunk is factored on its own (``Q_i R_i``), the stacked ``R_i`` (``Σ r × r``, one
     task) are factored once more, and each chunk's ``Q_i`` is multiplied by its block of that
-    second ``Q`` ([Benson, Gleich & Demmel 2013], the one-level form of
-    ``dask.array.linalg.tsqr``).  Row and column sizes may be unknown.  An input holding NaN or
-    Inf gives NaN factors (no QR runs on it).  ``R`` is ``None`` unless ``with_r``.
+    second ``Q`` (Benson, Gleich & Demmel, *Direct QR factorizations for tall-and-skinny
+    matrices in MapReduce architectures*, 2013: the one-level form of
+    ``dask.array.linalg.tsqr``).  Row and column sizes may be unknown.  An input holding NaN
+    or Inf gives NaN factors (no QR runs on it).  ``R`` is ``None`` unless ``with_r``.
     """
     x = _tall_input(x)
     graph, key = _tsqr_layers(x, state=None)
@@ -375,7 +381,7 @@ def fused_matmul(a: Any, b: Any, *, transpose_b: bool = False, c: Any = None, al
 
 
 def _block_matmul(a: Any, b: Any, *c: Any, transpose_b: bool, alpha: float, beta: float) -> Any:
-    cxp = _compat.array_namespace(a)
+    cxp = _namespace(a)
     p = a @ (cxp.matrix_transpose(b) if transpose_b else b)
     if alpha != 1.0:
         p = alpha * p

@@ -101,13 +101,14 @@ def _accept(Q: Any, ok: Any, X: Any, xp: Any) -> Any:
 
     Readable ``ok`` (eager arrays): one host read ``bool(xp.all(ok))``; all accepted returns
     ``Q``, otherwise Householder runs for the whole call.  Lazy ``ok`` (a JAX tracer under
-    ``jit`` / ``vmap`` / ``grad``, a Dask array; see :func:`xpmat._array.is_lazy`): no host
-    read, both results are computed and picked per matrix with ``xp.where``.  Householder
-    then runs on ``X`` with the accepted matrices zeroed, since LAPACK's QR of a zero block is
-    about twice as fast (a Dask array of NumPy chunks, 200000 × 64 in 8 chunks, one thread,
-    three runs on a loaded machine: the call takes 1.0–1.2 s of CPU, 1.5–1.7 s without the
-    zeroing, CholeskyQR2 alone 0.3 s, Dask's TSQR alone 1.3–1.5 s;
-    ``docs/scripts/dask_cluster.py --orthonormalize-cost``).
+    ``jit`` / ``vmap`` / ``grad``, a batch of Dask matrices; see :func:`xpmat._array.is_lazy`):
+    no host read, both results are computed and picked per matrix with ``xp.where``.
+    Householder then runs on ``X`` with the accepted matrices zeroed, since LAPACK's QR of a
+    zero block is about twice as fast.  (A 2-D Dask array does not come here: its flag is read
+    inside the tasks of :func:`xpmat._dask.cholesky_qr2`, which run Householder only when
+    needed; measured before that change, 200000 × 64 in 8 chunks, one thread, on a loaded
+    machine: the lazy ``where`` path took 1.0–1.2 s of CPU, CholeskyQR2 alone 0.3 s;
+    ``docs/scripts/dask_cluster.py --orthonormalize-cost`` measures the new path.)
     """
     if Q is None:
         return _householder(X, xp)
@@ -150,10 +151,13 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     Gram ``Q1ᵀQ1`` must be within 0.1 of the identity entry-wise and both Cholesky
     factorizations must succeed, else the call recomputes with Householder.  That acceptance
     test costs **one host synchronisation per call** (none on the Householder path).  Where
-    the flag cannot be read (a JAX tracer under ``jax.jit`` / ``vmap`` / ``grad``, a Dask
-    array), the trace-safe path runs instead: CholeskyQR2 and Householder are both computed
-    and each matrix of the batch takes CholeskyQR2's ``Q`` if it passed the test, else
-    Householder's (no host read; the cost of both methods).
+    the flag cannot be read (a JAX tracer under ``jax.jit`` / ``vmap`` / ``grad``, a batch of
+    Dask matrices), the trace-safe path runs instead: CholeskyQR2 and Householder are both
+    computed and each matrix of the batch takes CholeskyQR2's ``Q`` if it passed the test, else
+    Householder's (no host read; the cost of both methods).  A 2-D Dask array runs as per-chunk
+    tasks (``xpmat._dask.cholesky_qr2``) that read the flag on the workers: Householder (a TSQR
+    over the row chunks) runs only when the test fails, and chunk sizes may be unknown (then
+    ``"auto"`` picks CholeskyQR2).
 
     Rank-deficient or zero ``X`` (and κ beyond the bound above): the Cholesky path falls
     back, and Householder returns an orthonormal ``Q`` whose columns beyond the rank complete
