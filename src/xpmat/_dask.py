@@ -203,14 +203,16 @@ def _cqr_second(G2: Any, first: tuple, tol: float) -> tuple[Any, int]:
     return Rinv, _ACCEPTED if ok else _FALLBACK
 
 
-def _finish_cqr(q1: Any, second: tuple, house: Any) -> Any:
-    """One row chunk of the result: ``Q1 R2⁻¹`` when accepted, Householder's rows otherwise."""
+def _finish_cqr(q1: Any, second: tuple, part: Any, stacked: Any, i: int) -> Any:
+    """One row chunk of the result: ``Q1 R2⁻¹`` when accepted, NaN for NaN/Inf input, else
+    Householder's rows (TSQR's third stage: ``part`` the chunk's first-stage QR, ``stacked``
+    the second stage)."""
     Rinv, state = second
     if state == _ACCEPTED:
         return q1 @ Rinv
     if state == _NONFINITE:
         return _namespace(q1).full_like(q1, float("nan"))
-    return house
+    return _qr_rows(part, stacked, i, q1)
 
 
 # ----------------------------------------------------------------------------- TSQR
@@ -296,15 +298,18 @@ def tsqr(x: Any, *, with_r: bool = True) -> tuple[Any, Any]:
 
 
 def _tsqr_layers(x: Any, state: Any) -> tuple[dict, str]:
-    """The three stages of :func:`tsqr` as a task dict (the final keys ``(key, i, 0)``); each task
-    takes the key ``state`` (CholeskyQR2's second pass) as a gate when given."""
+    """The stages of :func:`tsqr` as a task dict: the first two always (keys ``(key-qr, i)``,
+    ``(key-stack, 0)``), each taking the key ``state`` (CholeskyQR2's second pass) as a gate
+    when given; the third (``(key, i, 0)``) only without a gate (CholeskyQR2's final tasks
+    do it themselves)."""
     key = name("xpmat-tsqr", x, state)
     nr = x.numblocks[0]
     gate = () if state is None else (state,)
     graph = {(f"{key}-qr", i): (_qr_chunk, (x.name, i, 0), *gate) for i in range(nr)}
     graph[(f"{key}-stack", 0)] = (_qr_stack, [(f"{key}-qr", i) for i in range(nr)], *gate)
-    for i in range(nr):
-        graph[(key, i, 0)] = (_qr_rows, (f"{key}-qr", i), (f"{key}-stack", 0), i, (x.name, i, 0))
+    if state is None:
+        for i in range(nr):
+            graph[(key, i, 0)] = (_qr_rows, (f"{key}-qr", i), (f"{key}-stack", 0), i, (x.name, i, 0))
     return graph, key
 
 
@@ -337,7 +342,8 @@ def cholesky_qr2(x: Any, *, tol: float) -> Any:
     house, hkey = _tsqr_layers(x, second)
     graph.update(house)
     for i in range(nr):
-        graph[(key, i, 0)] = (_finish_cqr, (f"{key}-q1", i), second, (hkey, i, 0))
+        graph[(key, i, 0)] = (_finish_cqr, (f"{key}-q1", i), second, (f"{hkey}-qr", i),
+                              (f"{hkey}-stack", 0), i)
     return _array(graph, key, [x], x.chunks, x._meta)
 
 
