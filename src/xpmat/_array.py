@@ -58,6 +58,7 @@ __all__ = [
     "lerp",
     "library_name",
     "mT",
+    "matmul",
     "matmul_add",
     "matmul_t",
     "nonfinite_members",
@@ -744,6 +745,17 @@ def matmul_add(c: Any, a: Any, b: Any, *, beta: float, alpha: float = 1.0, xp: A
         if out is not None:
             return out
     return beta * c + alpha * (a @ b)
+
+
+def matmul(a: Any, b: Any, xp: Any) -> Any:
+    """``a @ b``.  Dask: one task per output block where the contraction spans few chunks
+    (:func:`xpmat._dask.fused_matmul`: a square matrix chunked both ways), Dask's ``matmul``
+    otherwise; every other library: ``@``."""
+    if is_dask(xp):
+        out = _dask.fused_matmul(a, b)
+        if out is not None:
+            return out
+    return a @ b
 
 
 def gram_t(x: Any, xp: Any) -> Any:

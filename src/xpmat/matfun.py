@@ -229,25 +229,25 @@ def _inv_root_from_eig(w: Any, V: Any, p: float, xp: Any) -> Any:
     return (X + _array.mT(X, xp)) / 2
 
 
-def _matpow(T: Any, p: int) -> Any:
+def _matpow(T: Any, p: int, xp: Any) -> Any:
     """``T^p`` for an integer ``p >= 1`` by repeated squaring."""
     out = None
     base = T
     while True:
         if p & 1:
-            out = base if out is None else out @ base
+            out = base if out is None else _array.matmul(out, base, xp)
         p >>= 1
         if not p:
             return out
-        base = base @ base
+        base = _array.matmul(base, base, xp)
 
 
 def _newton_step(state: tuple, p: int, tol: float, eye: Any, xp: Any) -> tuple:
     """One coupled Newton step on ``(X, M, err, done, stop)``; stopped items stay frozen."""
     X, M, err, done, stop = state
     T = ((p + 1) * eye - M) / p
-    X_new = X @ T
-    M_new = _matpow(T, p) @ M
+    X_new = _array.matmul(X, T, xp)  # Dask: one task per block (``_array.matmul``)
+    M_new = _array.matmul(_matpow(T, p, xp), M, xp)
     sb = stop[..., None, None]
     X = xp.where(sb, X, X_new)
     M = xp.where(sb, M, M_new)
