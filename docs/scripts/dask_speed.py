@@ -10,7 +10,8 @@ arrays, interleaved: each round times every row once, in order, and the table re
 median over ``--reps`` rounds.  The threaded scheduler (the default of ``dask.array``); the Dask
 rows run with BLAS limited to one thread per task (``threadpoolctl``: Dask already runs one task
 per core, see docs/dask.md), the ``default BLAS`` column with the BLAS pool left alone, NumPy
-with its default pool.  Each Dask timing is a ``dask.persist`` of all results (every chunk
+with its default pool and, beside it, with one BLAS thread (on a busy machine NumPy's own BLAS
+threads spin-wait too).  Each Dask timing is a ``dask.persist`` of all results (every chunk
 computed, nothing gathered to the client); task counts are those of the persisted graphs.
 """
 
@@ -90,9 +91,14 @@ def cases(rows: int, chunk: int, after, before):
 
 def measure(rows, reps, after, before):
     table = cases(rows, rows // 8, after, before)
-    times = {(name, c): [] for name, cols, _ in table for c in [*cols, "default BLAS"]}
+    extra = ["default BLAS", "NumPy, 1 BLAS thread"]
+    times = {(name, c): [] for name, cols, _ in table for c in [*cols, *extra]}
     for _ in range(reps):
         for name, cols, _ in table:
+            with threadpool_limits(1, "blas"):
+                t0 = time.perf_counter()
+                cols["NumPy"]()
+                times[(name, "NumPy, 1 BLAS thread")].append(time.perf_counter() - t0)
             for col, fn in cols.items():
                 if col == "NumPy":
                     t0 = time.perf_counter()
@@ -118,15 +124,16 @@ def main() -> None:
 
     before = before_package(args.before) if args.before else None
     table, med = measure(args.rows, args.reps, xpmat, before)
-    cols = ["NumPy", *(["before"] if before else []), "after", "default BLAS", "Dask's own"]
-    counted = ", ".join(c for c in cols if c not in ("NumPy", "default BLAS"))
+    cols = ["NumPy", "NumPy, 1 BLAS thread", *(["before"] if before else []), "after", "default BLAS",
+            "Dask's own"]
+    counted = ", ".join(c for c in cols if not c.startswith(("NumPy", "default BLAS")))
     print(f"| call | {' | '.join(cols)} | tasks ({counted}) |")
     print("|---" * (len(cols) + 2) + "|")
     for name, _, graphs in table:
         cells = []
         for c in cols:
             t = med.get((name, c))
-            ratio = "" if c == "NumPy" or t is None else f" ({t / med[(name, 'NumPy')]:.1f}×)"
+            ratio = "" if c.startswith("NumPy") or t is None else f" ({t / med[(name, 'NumPy')]:.1f}×)"
             cells.append("–" if t is None else f"{t:.2f} s{ratio}")
         counts = ", ".join(str(graphs[c]) for c in cols if c in graphs)
         print(f"| {name} | {' | '.join(cells)} | {counts} |")
