@@ -140,8 +140,8 @@ def test_tall_skinny_rows_are_never_gathered(case):
 
 
 def test_householder_on_column_chunks():
-    """A column-chunked input is rechunked to whole rows (its row chunks stay): Dask's TSQR
-    needs one column chunk."""
+    """A column-chunked input is merged to whole rows (its row chunks stay): TSQR needs one
+    column chunk."""
     A = _tall(2)
     Ad = da.from_array(A, chunks=(CHUNK, N // 3))
     Q = xm.orthonormalize(Ad, method="householder")
