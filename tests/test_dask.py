@@ -258,6 +258,21 @@ def test_newton_schulz_on_a_block_grid_is_one_task_per_block_and_product():
     np.testing.assert_allclose(out.compute(), xm.msign(G, steps=steps), rtol=1e-10, atol=1e-12)
 
 
+def test_nmf_with_start_factors_on_unknown_rows():
+    """nmf cannot draw its start factors where Dask does not know the rows, but given them (made
+    from the same mask) it runs as on NumPy: the mean of the model for its floor is counted
+    lazily, and the divergence is a chunk-wise sum instead of a dot of reshaped arrays."""
+    rows = da.from_array(_ROW_MASK, chunks=60)
+    C = da.from_array(_SMALL, chunks=(60, 12))[rows]
+    A0 = np.random.default_rng(14).random((240, 3))
+    B0 = np.random.default_rng(15).random((3, 12))
+    got = dask.compute(*_arrays(xm.nmf(C, 3, iters=3, init=(da.from_array(A0, chunks=(60, 3))[rows],
+                                                              da.from_array(B0)))))
+    ref = xm.nmf(_SMALL[_ROW_MASK], 3, iters=3, init=(A0[_ROW_MASK], B0))
+    for g, r in zip(got, [ref.A, ref.B, ref.divergence], strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- the fallback
 
 

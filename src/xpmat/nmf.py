@@ -42,10 +42,20 @@ def _model_floor(A: Any, B: Any, eps: float, xp: Any) -> Any:
     """``eps · mean(A B)`` per matrix, shape ``(..., 1, 1)``, from the factor sums alone
     (``Σ A B = Σ_k (1ᵀA)_k (B1)_k``); 1 where ``A B = 0`` (then ``A`` or ``B`` is zero
     wherever it matters and any finite floor gives the same step)."""
-    m, n = A.shape[-2], B.shape[-1]
-    mean = xp.sum(xp.sum(A, axis=-2) * xp.sum(B, axis=-1), axis=-1) / max(m * n, 1)
+    mean = xp.sum(xp.sum(A, axis=-2) * xp.sum(B, axis=-1), axis=-1) / _entries(A, B, xp)
     floor = eps * mean
     return xp.where(floor > 0, floor, 1.0)[..., None, None]
+
+
+def _entries(A: Any, B: Any, xp: Any) -> Any:
+    """``max(m n, 1)`` for the model ``A B``: an int, or on Dask, where a size is not known before
+    computing (``nan``, after boolean masking), counted lazily (``(...)``)."""
+    m, n = A.shape[-2], B.shape[-1]
+    if m == m and n == n:
+        return max(m * n, 1)
+    rows = xp.sum(xp.ones_like(A[..., :1]), axis=(-2, -1))
+    cols = xp.sum(xp.ones_like(B[..., :1, :]), axis=(-2, -1))
+    return xp.maximum(rows * cols, 1.0)
 
 
 def _safe_den(den: Any, xp: Any) -> Any:
@@ -102,7 +112,10 @@ class _Divergence:
     def __call__(self, A: Any, B: Any) -> Any:
         xp = self.xp
         L = xp.log(xp.where(self.pos, A @ B, self.one))
-        cross = xp.vecdot(xp.reshape(self.C, self.shape), xp.reshape(L, self.shape), axis=-1)
+        if _array.is_dask(xp):  # chunk-wise products and a sum: no reshape (sizes may be nan)
+            cross = xp.sum(self.C * L, axis=(-2, -1))
+        else:
+            cross = xp.vecdot(xp.reshape(self.C, self.shape), xp.reshape(L, self.shape), axis=-1)
         total = xp.sum(xp.sum(A, axis=-2) * xp.sum(B, axis=-1), axis=-1)
         return self.const - cross + total
 
@@ -225,7 +238,11 @@ def _check_factors(C: Any, A: Any, B: Any) -> None:
     for x, name in ((C, "C"), (A, "A"), (B, "B")):
         _check_matrix(x, name)
     m, n = C.shape[-2:]
-    if A.shape[-2] != m or B.shape[-1] != n or A.shape[-1] != B.shape[-2]:
+
+    def differ(a: Any, b: Any) -> bool:  # a size Dask does not know (nan) matches any
+        return a == a and b == b and a != b
+
+    if differ(A.shape[-2], m) or differ(B.shape[-1], n) or differ(A.shape[-1], B.shape[-2]):
         raise ValueError(
             f"shapes do not match: `C` {tuple(C.shape)} (..., m, n) needs `A` (..., m, r) and `B` "
             f"(..., r, n), got `A` {tuple(A.shape)} and `B` {tuple(B.shape)}"
