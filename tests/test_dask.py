@@ -206,8 +206,14 @@ def _unknown_cols(a):
     return da.from_array(a, chunks=(60, 4))[:, da.from_array(_COL_MASK, chunks=4)], a[:, _COL_MASK]
 
 
+def _empty_chunk(a):
+    keep = _ROW_MASK & (np.arange(240) >= 60)  # the first row chunk loses all its rows
+    return da.from_array(a, chunks=(60, 12))[da.from_array(keep, chunks=60)], a[keep]
+
+
 _LAYOUTS = {  # name: (host matrix) -> (Dask array, the host matrix it holds)
     "unknown rows": _unknown_rows,
+    "unknown rows, an empty chunk": _empty_chunk,
     "unknown columns": _unknown_cols,
     "one chunk": lambda a: (da.from_array(a, chunks=a.shape), a),
     "uneven chunks": lambda a: (da.from_array(a, chunks=((7, 100, 33, 100), (5, 7))), a),
@@ -219,7 +225,7 @@ _CHUNKING_CALLS = {k: _HYGIENE_CALLS[k] for k in ("orthonormalize", "orthonormal
 # A random draw needs its shape on the client: the sketch of randomized_svd is n × l, nmf's
 # start factors m × r and r × n.
 _NEEDS_SIZES = {("unknown columns", "randomized_svd"), ("unknown columns", "nmf"),
-                ("unknown rows", "nmf")}
+                ("unknown rows", "nmf"), ("unknown rows, an empty chunk", "nmf")}
 
 
 @pytest.mark.parametrize("call", list(_CHUNKING_CALLS))

@@ -61,6 +61,7 @@ __all__ = [
     "matmul",
     "matmul_add",
     "matmul_t",
+    "max_abs",
     "nonfinite_members",
     "normalize_columns",
     "poison",
@@ -625,6 +626,30 @@ def _chunk_cholesky(t: Any, xp: Any) -> tuple[Any]:
         return (_nan_like(t, xp),)
 
 
+def max_abs(x: Any, xp: Any, *, axis: int | tuple[int, ...], keepdims: bool = False) -> Any:
+    """``max |x|`` over ``axis``.  Dask: a reduction whose empty chunks count as 0 (Dask 2026.8's
+    own ``max`` gives an empty chunk a ``(0, 0)`` partial result whatever the axes, which fails
+    to concatenate with the others: rows of unknown size after a mask can leave a chunk empty)."""
+    if not is_dask(xp):
+        return xp.max(xp.abs(x), axis=axis, keepdims=keepdims)
+    import dask.array as da
+
+    return da.reduction(xp.abs(x), _chunk_max_abs, _aggregate_max, axis=axis, keepdims=keepdims,
+                        dtype=x.dtype, meta=x._meta)
+
+
+def _chunk_max_abs(x: Any, axis: tuple[int, ...], keepdims: bool) -> Any:
+    if x.size == 0:  # zeros of the reduced shape (NumPy's like-protocol: the chunk's own type)
+        shape = tuple(1 if i in axis else n for i, n in enumerate(x.shape))
+        return _np.zeros_like(x, shape=shape if keepdims else tuple(
+            n for i, n in enumerate(x.shape) if i not in axis))
+    return x.max(axis=axis, keepdims=keepdims)
+
+
+def _aggregate_max(x: Any, axis: tuple[int, ...], keepdims: bool) -> Any:
+    return x.max(axis=axis, keepdims=keepdims)
+
+
 def vector_norm(x: Any, xp: Any, *, axis: int | tuple[int, ...] = -1, keepdims: bool = False) -> Any:
     """Euclidean norm of ``x`` over ``axis`` (an int or a tuple), free of overflow and underflow.
 
@@ -642,7 +667,7 @@ def vector_norm(x: Any, xp: Any, *, axis: int | tuple[int, ...] = -1, keepdims: 
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     if any(x.shape[a] == 0 for a in axes):  # max over nothing is undefined; the norm is 0
         return xp.sum(xp.zeros_like(x), axis=axes, keepdims=keepdims)
-    mu = _power_of_two_below(xp.max(xp.abs(x), axis=axes, keepdims=True), xp)
+    mu = _power_of_two_below(max_abs(x, xp, axis=axes, keepdims=True), xp)
     y = x / mu
     if is_dask(xp):
         nrm = xp.sqrt(xp.sum(y * y, axis=axes, keepdims=True))

@@ -56,7 +56,7 @@ def _signs(d: Any, xp: Any) -> Any:
 def _max_abs_signs(M: Any, xp: Any) -> Any:
     """Per-column signs ``(..., k)`` that make each column's largest-magnitude entry positive."""
     a = xp.abs(M)
-    mx = xp.max(a, axis=-2, keepdims=True)
+    mx = _array.max_abs(M, xp, axis=-2, keepdims=True)  # Dask: empty row chunks allowed
     pick = xp.sum(xp.where(a == mx, M, 0.0), axis=-2)
     return _signs(pick, xp)
 
