@@ -392,3 +392,45 @@ def _block_matmul(a: Any, b: Any, *c: Any, transpose_b: bool, alpha: float, beta
     if alpha != 1.0:
         p = alpha * p
     return beta * c[0] + p if c else p
+
+
+# ----------------------------------------------------------------------------- row-wise steps
+
+
+def rowwise(fn: Callable, tall: Sequence[Any], small: Sequence[Any], *, out_cols: int,
+            partials: Sequence[tuple], label: str) -> Any:
+    """One task per row chunk for a step that is row-local plus sums over the rows.
+
+    Task ``i`` calls ``fn(*row_chunks_i, *small)`` (the ``i``-th row chunk of each array of
+    ``tall``, every array of ``small`` whole) and gets ``(rows_i, *partials_i)``: ``rows_i`` is
+    row chunk ``i`` of a tall result with ``out_cols`` columns; each partial (shape from
+    ``partials``) is summed over the row chunks in a tree.  Returns ``(rows, [sums])``, or
+    ``None`` where the layout does not fit (2-D ``tall`` arrays with one column chunk and
+    the same, known row chunks): the caller then builds the step from Dask operations.  ``fn``:
+    a module-level function (it is part of the deterministic name).
+    """
+    first = tall[0]
+    if any(t.ndim != 2 or t.numblocks[1] != 1 or t.chunks[0] != first.chunks[0] for t in tall):
+        return None
+    if not _known(first.chunks[0]):
+        return None
+    small = [merge_axis(merge_axis(s, 0), 1) if s.ndim == 2 else s for s in small]
+    if any(s.npartitions != 1 for s in small):
+        return None
+    nr = first.numblocks[0]
+    key = name(f"xpmat-{label}", fn, *tall, *small)
+    small_keys = [(s.name, *(0,) * s.ndim) for s in small]
+    layer = {(key, i, 0): (fn, *((t.name, i, 0) for t in tall), *small_keys) for i in range(nr)}
+    whole = _array(layer, key, [*tall, *small], (first.chunks[0], (1,)), first._meta)  # tuples
+    rkey = f"{key}-rows"
+    graph = {(rkey, i, 0): (operator.getitem, (key, i, 0), 0) for i in range(nr)}
+    rows = _array(graph, rkey, [whole], (first.chunks[0], (out_cols,)), first._meta)
+    sums = []
+    for k, shape in enumerate(partials, start=1):
+        pkey = f"{key}-sum{k}"
+        graph = {(f"{pkey}-part", i): (operator.getitem, (key, i, 0), k) for i in range(nr)}
+        tree, root = _tree_sum(f"{pkey}-tree", [(f"{pkey}-part", i) for i in range(nr)])
+        graph.update(tree)
+        graph[(pkey, *(0,) * len(shape))] = (_identity, root)
+        sums.append(_array(graph, pkey, [whole], tuple((s,) for s in shape), _meta(first, len(shape))))
+    return rows, sums

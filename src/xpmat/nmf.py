@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from xpmat import _array
+from xpmat import _array, _dask
 
 __all__ = [
     "AdafactorFactors",
@@ -167,6 +167,13 @@ def _em_step_generic(C: Any, A: Any, B: Any, eps: float, xp: Any) -> tuple[Any, 
     # max(A B, floor) by `maximum`, not `clip`: array-api-compat's clip on Dask fills a new,
     # differently chunked array by masked assignment (a rechunk of every m × n product)
     floor = _model_floor(A, B, eps, xp)
+    if _array.is_dask(xp) and C.ndim == 2:  # one task per row chunk (as _em_step_numpy's blocks)
+        r, n = B.shape
+        out = _dask.rowwise(_em_rows, (C, A), (B, floor), out_cols=r, partials=[(r, n), (r,)],
+                            label="nmf-em-step")
+        if out is not None:
+            A, (acc, colsum) = out
+            return A, B * (acc / _safe_den(colsum, xp)[:, None])
     R = C / xp.maximum(A @ B, floor)
     den = xp.sum(B, axis=-1)[..., None, :]  # 1ᵀ Bᵀ, shape (..., 1, r)
     A = A * ((R @ _array.mT(B, xp)) / _safe_den(den, xp))
@@ -174,6 +181,20 @@ def _em_step_generic(C: Any, A: Any, B: Any, eps: float, xp: Any) -> tuple[Any, 
     den = xp.sum(A, axis=-2)[..., :, None]  # Aᵀ 1, shape (..., r, 1)
     B = B * ((_array.mT(A, xp) @ R) / _safe_den(den, xp))
     return A, B
+
+
+def _em_rows(C: Any, A: Any, B: Any, floor: Any) -> tuple[Any, Any, Any]:
+    """The EM step on one row chunk (Dask, any chunk library): ``(A'_i, A'_iᵀ (C_i ⊘ A'_i B),
+    1ᵀ A'_i)``; the caller sums the last two over the chunks (:func:`xpmat._dask.rowwise`)."""
+    cxp = _array.chunk_namespace(C)
+    if _array.is_numpy(cxp) and all(type(x).__module__ == "numpy" and type(x).__name__ == "ndarray"
+                                     for x in (C, A, B, floor)):  # plain NumPy chunks
+        return _em_rows_numpy(C, A, B, floor)[:3]
+    Bt = cxp.matrix_transpose(B)
+    R = C / cxp.maximum(A @ B, floor)
+    A = A * ((R @ Bt) / _safe_den(cxp.sum(B, axis=-1), cxp)[None, :])
+    R = C / cxp.maximum(A @ B, floor)
+    return A, cxp.matrix_transpose(A) @ R, cxp.sum(A, axis=0)
 
 
 #: Entries of ``C`` per row block of the NumPy step (1 MiB of float64: the block of ``C``,
@@ -211,12 +232,24 @@ def _em_step_numpy(C: Any, A: Any, B: Any, eps: float, buf: Any = None) -> tuple
     """
     import numpy as np
 
+    floor = _model_floor(A, B, eps, np)
+    A_new, acc, colsum, buf = _em_rows_numpy(C, A, B, floor, buf)
+    acc /= _safe_den(colsum, np)[..., :, None]
+    acc *= B
+    return A_new, acc, buf
+
+
+def _em_rows_numpy(C: Any, A: Any, B: Any, floor: Any, buf: Any = None) -> tuple[Any, Any, Any, Any]:
+    """The row-local half of :func:`_em_step_numpy` and its sums over the rows:
+    ``(A', A'ᵀ (C ⊘ A' B), 1ᵀ A', buf)``, by cache-sized blocks of rows (also the task of one
+    Dask row chunk of NumPy arrays, :func:`_em_rows`)."""
+    import numpy as np
+
     m, n = C.shape[-2:]
     rows = max(1, min(m, _BLOCK_ENTRIES // max(n, 1)))
     shape = (*C.shape[:-2], rows, n)
     if buf is None or buf.shape != shape or buf.dtype != C.dtype:
         buf = np.empty(shape, dtype=C.dtype)
-    floor = _model_floor(A, B, eps, np)
     b_low = (B.sum(axis=-2).min(axis=-1, initial=np.inf)[..., None],
              B.min(axis=(-2, -1), initial=np.inf)[..., None])
     Bt = np.ascontiguousarray(np.swapaxes(B, -1, -2))
@@ -229,9 +262,7 @@ def _em_step_numpy(C: Any, A: Any, B: Any, eps: float, buf: Any = None) -> tuple
         Ai_new /= den_b
         Ai_new *= Ai
         acc += np.swapaxes(Ai_new, -1, -2) @ _ratio_numpy(Ci, Ai_new, B, floor, b_low, out)
-    acc /= _safe_den(A_new.sum(axis=-2), np)[..., :, None]
-    acc *= B
-    return A_new, acc, buf
+    return A_new, acc, A_new.sum(axis=-2), buf
 
 
 def _check_factors(C: Any, A: Any, B: Any) -> None:
