@@ -86,6 +86,14 @@ def cases(rows: int, chunk: int, after, before):
         lambda: da.linalg.svd_compressed(X, 8, n_power_iter=2, seed=0))
     row("msign(steps=12) 1200² f32, 400² chunks", lambda: after.msign(G, steps=12),
         lambda p: (p.msign(Gd, steps=12),))
+    half = rows // 2
+    C = np.abs(A[:half])
+    A0, B0 = rng.random((half, 5)), rng.random((5, 64))
+    Cd = da.from_array(C, chunks=(chunk, 64)).persist()
+    A0d, B0d = da.from_array(A0, chunks=(chunk, 5)).persist(), da.from_array(B0).persist()
+    row(f"nmf(rank 5, 20 iters) {half}×64 f64, chunks of {chunk} rows",
+        lambda: after.nmf(C, 5, iters=20, init=(A0, B0)),
+        lambda p: p.nmf(Cd, 5, iters=20, init=(A0d, B0d))[:3])
     return out
 
 

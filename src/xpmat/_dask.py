@@ -1,7 +1,7 @@
 """Dask graphs of the factorizations: tall-skinny QR on row chunks, small steps on one chunk.
 
-Only :mod:`xpmat._array` and :mod:`xpmat.orthogonalize` call this module, and only for Dask
-arrays (so Dask is already imported; nothing here imports it at module level).  Every graph
+:mod:`xpmat._array`, :mod:`xpmat.orthogonalize` and :mod:`xpmat.nmf` call this module, only for
+Dask arrays (so Dask is already imported; nothing here imports it at module level).  Every graph
 built here follows what ``dask.array.linalg`` does and what Dask's test utilities check:
 
 - **Deterministic names**: each layer is named ``label-tokenize(label, inputs, options)``, so
@@ -17,7 +17,10 @@ built here follows what ``dask.array.linalg`` does and what Dask's test utilitie
 - **One task per chunk and step**: the tall factorizations are written as per-chunk tasks
   (:func:`cholesky_qr2`, :func:`tsqr`) instead of chains of generic Dask operations; the
   Householder fallback of CholeskyQR2 is gated *inside* its tasks on the acceptance flag, so
-  an accepted matrix never pays for a QR (the generic lazy path computes both methods).
+  an accepted matrix never pays for a QR (the generic lazy path computes both methods).  A
+  product of blocks is one task per output block where that holds little (:func:`fused_matmul`);
+  a row-local step with sums over the rows (an NMF step) is one task per row chunk
+  (:func:`rowwise`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["cholesky_qr2", "merge_axis", "name", "per_matrix", "tsqr"]
+__all__ = ["cholesky_qr2", "fused_matmul", "merge_axis", "name", "per_matrix", "rowwise", "tsqr"]
 
 # Fan-in of the tree that sums the per-chunk Gram matrices (dask's own reductions use 4–32).
 _SPLIT_EVERY = 8
@@ -105,10 +108,9 @@ def per_matrix(fn: Callable, a: Any, shapes: Sequence[tuple], *, label: str) -> 
     """
     nd = a.ndim
     a = merge_axis(merge_axis(a, nd - 2), nd - 1)
-    cxp = _namespace(a._meta)
     key = name(f"xpmat-{label}", fn, a, tuple(shapes))
     blocks = list(_block_indices(a.numblocks))
-    layer = {(key, *i): (_call, fn, (a.name, *i), cxp) for i in blocks}
+    layer = {(key, *i): (_call, fn, (a.name, *i)) for i in blocks}
     whole = _array(layer, key, [a], a.chunks, a._meta)  # a tuple per task, never an array itself
     out = []
     for k, shape in enumerate(shapes):
@@ -120,8 +122,8 @@ def per_matrix(fn: Callable, a: Any, shapes: Sequence[tuple], *, label: str) -> 
     return out
 
 
-def _call(fn: Callable, t: Any, cxp: Any) -> Any:
-    return fn(t, cxp)
+def _call(fn: Callable, t: Any) -> Any:
+    return fn(t, _namespace(t))
 
 
 def _block_indices(numblocks: Sequence[int]) -> Any:
