@@ -3,7 +3,8 @@
 Tall-skinny: a persisted ``rows × 64`` float64 array in 8 row chunks (400 000 rows; 40 000 in
 the fast profile): ``orthonormalize`` beside ``dask.array.linalg.tsqr`` and NumPy,
 ``randomized_svd(k=8)`` beside ``dask.array.linalg.svd_compressed(k=8, n_power_iter=2)`` and
-NumPy.  Square: ``msign(steps=12)`` of a 1200² float32 array in 400² chunks (600² in 300² in the
+NumPy, ``nmf(rank 5, 20 iterations)`` of half its rows (absolute values, given start factors)
+beside NumPy.  Square: ``msign(steps=12)`` of a 1200² float32 array in 400² chunks (600² in 300² in the
 fast profile) beside NumPy.  Each Dask call is one ``dask.persist`` of all its results (every
 chunk computed, nothing gathered), with BLAS limited to one thread per task, as
 ``docs/dask.md`` ("Speed") recommends for the threaded scheduler.  ``docs/scripts/dask_speed.py``
@@ -11,6 +12,8 @@ prints the same comparison as a table, with the code of an earlier revision besi
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from .common import FAST, gaussian
 
@@ -39,6 +42,11 @@ class DaskTallSkinny(_DaskBase):
             raise NotImplementedError("dask not installed") from exc
         self.A = gaussian((rows, 64))
         self.X = da.from_array(self.A, chunks=(rows // 8, 64)).persist()
+        rng = np.random.default_rng(1)
+        self.Cn, self.start_n = np.abs(self.A[: rows // 2]), (rng.random((rows // 2, 5)), rng.random((5, 64)))
+        self.C = da.from_array(self.Cn, chunks=(rows // 8, 64)).persist()
+        self.start = (da.from_array(self.start_n[0], chunks=(rows // 8, 5)).persist(),
+                      da.from_array(self.start_n[1]).persist())
 
     def time_orthonormalize(self, rows):
         import xpmat as xm
@@ -69,6 +77,16 @@ class DaskTallSkinny(_DaskBase):
         import xpmat as xm
 
         xm.randomized_svd(self.A, 8, seed=0)
+
+    def time_nmf(self, rows):
+        import xpmat as xm
+
+        self._dask(lambda: xm.nmf(self.C, 5, iters=20, init=self.start)[:3])
+
+    def time_nmf_numpy_anchor(self, rows):
+        import xpmat as xm
+
+        xm.nmf(self.Cn, 5, iters=20, init=self.start_n)
 
     def track_tasks_randomized_svd(self, rows):
         import dask
