@@ -315,8 +315,9 @@ def test_cholesky_qr2_fallback_runs_only_when_needed():
 
 class Tagged(np.ndarray):
     """A chunk type that is not NumPy's: an ndarray subclass that, like CuPy, refuses to mix with
-    plain NumPy arrays (0-d included), so that any array xpmat creates from NumPy instead of from
-    the input's chunks makes the computation fail.  NumPy functions and ufuncs on it return it."""
+    plain NumPy arrays (0-d included) except in an explicit conversion (``np.asarray(a,
+    like=...)``), so that any array xpmat creates from NumPy instead of from the input's chunks
+    makes the computation fail.  NumPy functions and ufuncs on it return it."""
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         _refuse_numpy(inputs)
@@ -324,7 +325,8 @@ class Tagged(np.ndarray):
         return _tag(out)
 
     def __array_function__(self, func, types, args, kwargs):
-        _refuse_numpy([*args, *kwargs.values()])
+        if func not in (np.asarray, np.array):  # an explicit conversion, as cupy.asarray(ndarray)
+            _refuse_numpy([*args, *kwargs.values()])
         return _tag(func(*_plain(args), **_plain(kwargs)))
 
 
@@ -364,14 +366,25 @@ def _block_types(x):
     return {type(b) for b in dask.compute(*x.to_delayed().ravel())}
 
 
-@pytest.mark.parametrize("case", list(_CHUNKING_CALLS))
+_SPD = (lambda g: g @ g.T / 12 + np.eye(12))(np.random.default_rng(16).standard_normal((12, 12)))
+_CHUNK_TYPE_CALLS = {
+    **{k: (v, _SMALL, (60, 12)) for k, v in _CHUNKING_CALLS.items()},
+    "orthonormalize[batch]": (lambda X: xm.orthonormalize(X), _SMALL.reshape(4, 60, 12), (2, 30, 12)),
+    "polar[svd]": (lambda X: xm.polar(X), _SMALL, (60, 12)),
+    "power_iter1": (lambda X: xm.power_iter1(X, X[:12, :3]), _SMALL, (60, 12)),
+    "inv_root[newton]": (lambda X: xm.inv_root(X, 4, method="newton", iters=10), _SPD, (6, 6)),
+}
+
+
+@pytest.mark.parametrize("case", list(_CHUNK_TYPE_CALLS))
 def test_results_keep_the_chunk_type(case):
     """Every chunk of every result is the input's chunk type (a CuPy chunk stays CuPy): arrays
     are created from the input's chunks or meta, never from NumPy, or ``Tagged`` refuses to mix.
     (The ``_meta`` of a result is checked where Dask keeps it: Dask gives 0-d reductions of an
     ndarray subclass a NumPy meta, which then spreads to the metas, not the chunks, of
     ``randomized_svd`` and ``nmf``.)"""
-    out = _arrays(_CHUNKING_CALLS[case](_tagged(_SMALL, (60, 12))))
+    fn, host, chunks = _CHUNK_TYPE_CALLS[case]
+    out = _arrays(fn(_tagged(host, chunks)))
     for x in out:
         assert _block_types(x) == {Tagged}, (case, x.name)
     if case.startswith(("orthonormalize", "msign")):

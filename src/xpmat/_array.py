@@ -40,6 +40,7 @@ __all__ = [
     "cond",
     "device",
     "eigh",
+    "eye",
     "fixed_loop",
     "float_dtype",
     "frobenius_norm",
@@ -454,7 +455,7 @@ def _factor_input(a: Any, xp: Any, *, identity: bool = False) -> tuple[Any, Any,
         a = xp.astype(a, xp.float32)
     bad = nonfinite_members(a, xp)
     if identity:
-        fill = xp.broadcast_to(xp.eye(a.shape[-1], dtype=a.dtype, device=device(a)), a.shape)
+        fill = xp.broadcast_to(eye(a.shape[-1], like=a, xp=xp), a.shape)
     else:
         fill = xp.zeros_like(a)
     return xp.where(bad[..., None, None], fill, a), bad, dt
@@ -770,6 +771,19 @@ def matmul_add(c: Any, a: Any, b: Any, *, beta: float, alpha: float = 1.0, xp: A
         if out is not None:
             return out
     return beta * c + alpha * (a @ b)
+
+
+def eye(n: int, *, like: Any, xp: Any) -> Any:
+    """The ``n × n`` identity in ``like``'s dtype, on its device.  Dask: in ``like``'s chunk type
+    (array-api-compat's Dask ``eye`` makes NumPy chunks whatever the input's; the blocks are
+    converted by NumPy's ``like=`` protocol, which CuPy implements)."""
+    out = xp.eye(n, dtype=like.dtype, device=device(like))
+    if _compat.is_dask_array(like) and type(like._meta) is not _np.ndarray:
+        from dask.array.utils import meta_from_array
+
+        meta = meta_from_array(like._meta, ndim=2)
+        out = out.map_blocks(functools.partial(_np.asarray, like=meta), meta=meta)
+    return out
 
 
 def matmul(a: Any, b: Any, xp: Any) -> Any:

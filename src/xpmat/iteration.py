@@ -266,7 +266,7 @@ def _align(Q: Any, lam: Any, P: Any, xp: Any) -> tuple[Any, Any]:
     idx = xp.argmax(xp.abs(C), axis=-1)  # for previous column j: the best new column
     S = _selector(idx, r, Q.dtype, xp)  # S[i, j] = (idx[j] == i)
     valid = xp.all(xp.sum(S, axis=-1) == 1, axis=-1)  # a bijection?
-    eye = xp.eye(r, dtype=Q.dtype, device=_array.device(Q))
+    eye = _array.eye(r, like=Q, xp=xp)
     S = xp.where(valid[..., None, None], S, eye)
     Q, lam, C = Q @ S, _gather(lam, S), C @ S
     s = _signs(xp.linalg.diagonal(C), xp)

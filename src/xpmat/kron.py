@@ -433,7 +433,7 @@ def shampoo_kron(state: ShampooFactors, /, *, xp: Any = None) -> tuple[Any, Any]
     w = xp.where(state.weight > 0, state.weight, xp.ones_like(state.weight))
     L, R = state.L / w, state.R / w
     m = L.shape[-1]
-    eye = xp.eye(m, dtype=L.dtype, device=_array.device(L))
+    eye = _array.eye(m, like=L, xp=xp)
     t = xp.sum(L * eye, axis=(-2, -1), keepdims=True)
     root = xp.sqrt(xp.where(t > 0, t, xp.ones_like(t)))
     return L / root, R / root

@@ -70,7 +70,7 @@ def _cholesky_qr(X: Any, G: Any, xp: Any) -> tuple[Any, Any]:
         return None, None
     if ok is None:  # raised on failure (NumPy), or NaN instead of raising (JAX, Dask)
         ok = xp.all(xp.isfinite(L), axis=(-2, -1))
-    eye = xp.eye(L.shape[-1], dtype=L.dtype, device=_array.device(L))
+    eye = _array.eye(L.shape[-1], like=L, xp=xp)
     L = xp.where(ok[..., None, None], L, eye)
     return X @ _array.triangular_inverse(mT(L, xp), upper=True, xp=xp), ok
 
@@ -87,7 +87,7 @@ def _cholesky_qr2(X: Any, xp: Any) -> tuple[Any, Any]:
     if Q1 is None:
         return None, None
     G2 = mT(Q1, xp) @ Q1
-    eye = xp.eye(X.shape[-1], dtype=X.dtype, device=_array.device(X))
+    eye = _array.eye(X.shape[-1], like=X, xp=xp)
     # NaN/Inf from a failed first pass compare False, so they fail the test too.
     ok = xp.logical_and(ok1, xp.all(xp.abs(G2 - eye) <= _CQR2_TOL, axis=(-2, -1)))
     Q, ok2 = _cholesky_qr(Q1, G2, xp)
