@@ -27,6 +27,7 @@ backend = require_backend("dask")
 xp = backend.xp
 import dask  # noqa: E402  (after require_backend: skipped cleanly where Dask is absent)
 import dask.array as da  # noqa: E402
+from dask.array.utils import assert_eq  # noqa: E402
 from dask.callbacks import Callback  # noqa: E402
 
 # Calls that stop early on the host when eager: on Dask they run every step (no host read), so
@@ -81,6 +82,13 @@ def test_every_primitive_is_lazy_and_matches_numpy(case):
             assert np.array_equal(t, e)
         else:
             np.testing.assert_allclose(t, e, rtol=rtol, atol=rtol * max(1.0, float(np.abs(e).max())))
+        # Dask's own check of the graph: no key defined twice with different tasks, chunks and
+        # meta as declared (dask.array.utils.assert_eq, as dask.array.linalg's tests use it);
+        # skipped for the long lazy loops (power_iteration, Newton inv_root: 2,500 to 10,000+
+        # keys), whose check takes seconds to tens of seconds
+        if len(lz.__dask_graph__()) <= 2000:
+            assert_eq(lz, e, rtol=rtol, atol=rtol * max(1.0, float(np.abs(e).max(initial=0.0))),
+                      equal_nan=True)
 
 
 # ----------------------------------------------------------------------------- never gathered
@@ -140,13 +148,263 @@ def test_tall_skinny_rows_are_never_gathered(case):
 
 
 def test_householder_on_column_chunks():
-    """A column-chunked input is rechunked to whole rows (its row chunks stay): Dask's TSQR
-    needs one column chunk."""
+    """A column-chunked input is merged to whole rows (its row chunks stay): TSQR needs one
+    column chunk."""
     A = _tall(2)
     Ad = da.from_array(A, chunks=(CHUNK, N // 3))
     Q = xm.orthonormalize(Ad, method="householder")
     assert Q.chunks == ((CHUNK,) * (M // CHUNK), (N,))
     np.testing.assert_allclose(Q.compute(), xm.orthonormalize(A, method="householder"), atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- graph hygiene
+
+_SMALL = np.random.default_rng(11).random((240, 12))  # nonnegative: nmf takes it too
+_HYGIENE_CALLS = {
+    "orthonormalize": lambda X: xm.orthonormalize(X),
+    "orthonormalize[householder]": lambda X: xm.orthonormalize(X, method="householder"),
+    "randomized_svd": lambda X: xm.randomized_svd(X, 4, seed=0),
+    "msign": lambda X: xm.msign(X, steps=3),
+    "nmf": lambda X: xm.nmf(X, 3, iters=3, seed=0),
+    "polar[svd]": lambda X: xm.polar(X),
+}
+
+
+def _arrays(out):
+    return [x for x in _leaves(out) if isinstance(x, da.Array)]
+
+
+@pytest.mark.parametrize("case", list(_HYGIENE_CALLS))
+def test_identical_calls_give_identical_keys_and_valid_graphs(case):
+    """Dask's conventions (``dask.array.linalg`` follows them): names are ``tokenize`` hashes of
+    the inputs, so two identical calls build the same keys; every result passes
+    ``dask.array.utils.assert_eq`` against NumPy, whose graph check refuses a key defined twice
+    with different tasks (the single-chunk SVD through ``dask.delayed`` failed both)."""
+    fn = _HYGIENE_CALLS[case]
+    X = da.from_array(_SMALL, chunks=(60, 12))
+    first, second = _arrays(fn(X)), _arrays(fn(X))
+    assert [x.name for x in first] == [x.name for x in second]
+    ref = [x for x in _leaves(fn(_SMALL)) if not isinstance(x, int)]
+    for x, r in zip(first, ref, strict=True):
+        assert_eq(x, r, atol=1e-10, rtol=1e-9)
+
+
+def test_no_dask_delayed_in_the_graphs():
+    """The small SVD runs on one chunk by ``map_blocks``-style tasks, not ``dask.delayed``
+    (whose ``finalize`` layers copy the graph of their input)."""
+    X = da.from_array(_SMALL, chunks=(60, 12))
+    for fn in _HYGIENE_CALLS.values():
+        for x in _arrays(fn(X)):
+            assert not [name for name in x.dask.layers if "finalize" in name or "delayed" in name]
+
+
+# ----------------------------------------------------------------------------- every chunking
+
+_ROW_MASK = np.random.default_rng(12).random(240) > 0.25
+_COL_MASK = np.arange(12) % 5 != 3
+
+
+def _unknown_rows(a):
+    return da.from_array(a, chunks=(60, 12))[da.from_array(_ROW_MASK, chunks=60)], a[_ROW_MASK]
+
+
+def _unknown_cols(a):
+    return da.from_array(a, chunks=(60, 4))[:, da.from_array(_COL_MASK, chunks=4)], a[:, _COL_MASK]
+
+
+def _empty_chunk(a):
+    keep = _ROW_MASK & (np.arange(240) >= 60)  # the first row chunk loses all its rows
+    return da.from_array(a, chunks=(60, 12))[da.from_array(keep, chunks=60)], a[keep]
+
+
+_LAYOUTS = {  # name: (host matrix) -> (Dask array, the host matrix it holds)
+    "unknown rows": _unknown_rows,
+    "unknown rows, an empty chunk": _empty_chunk,
+    "unknown columns": _unknown_cols,
+    "one chunk": lambda a: (da.from_array(a, chunks=a.shape), a),
+    "uneven chunks": lambda a: (da.from_array(a, chunks=((7, 100, 33, 100), (5, 7))), a),
+    "square, row chunks only": lambda a: (da.from_array(a[:12], chunks=(5, 12)), a[:12]),
+    "square, column chunks only": lambda a: (da.from_array(a[:12], chunks=(12, 5)), a[:12]),
+}
+_CHUNKING_CALLS = {k: _HYGIENE_CALLS[k] for k in ("orthonormalize", "orthonormalize[householder]",
+                                                  "randomized_svd", "msign", "nmf")}
+# A random draw needs its shape on the client: the sketch of randomized_svd is n × l, nmf's
+# start factors m × r and r × n.
+_NEEDS_SIZES = {("unknown columns", "randomized_svd"), ("unknown columns", "nmf"),
+                ("unknown rows", "nmf"), ("unknown rows, an empty chunk", "nmf")}
+
+
+@pytest.mark.parametrize("call", list(_CHUNKING_CALLS))
+@pytest.mark.parametrize("layout", list(_LAYOUTS))
+def test_every_chunking(layout, call):
+    """Unknown row or column chunk sizes (boolean masks), one chunk, uneven chunks, a square
+    matrix chunked by rows only or by columns only: the same values as NumPy.  A call that must
+    draw a random matrix of a size Dask does not know raises a ValueError saying so."""
+    X, host = _LAYOUTS[layout](_SMALL)
+    fn = _CHUNKING_CALLS[call]
+    if (layout, call) in _NEEDS_SIZES:
+        with pytest.raises(ValueError, match="compute_chunk_sizes"):
+            fn(X)
+        return
+    got = dask.compute(*_arrays(fn(X)))
+    ref = [x for x in _leaves(fn(host)) if not isinstance(x, int)]
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-10)
+
+
+def test_newton_schulz_on_a_block_grid_is_one_task_per_block_and_product():
+    """msign of a square matrix on a 3 × 3 grid of chunks: each Newton–Schulz step is three
+    products (``X Xᵀ``, ``b A + c A²``, ``a X + B X``), each one task per output block with the
+    scaling fused in (Dask's own matmul: a task per block product, a sum tree and a task per
+    elementwise operation, 3111 tasks for 12 steps before); values as NumPy's."""
+    G = np.random.default_rng(13).standard_normal((36, 36))
+    X = da.from_array(G, chunks=12)
+    for steps in (2, 4):
+        out = xm.msign(X, steps=steps)
+        keys = list(dict(out.__dask_graph__()))
+        products = [k for k in keys if str(k[0]).startswith("xpmat-matmul")]
+        assert len(products) == 3 * steps * 9
+        if steps == 2:
+            rest = len(keys) - len(products)  # the input and its normalization
+        assert len(keys) - len(products) == rest  # a step adds its 27 product tasks, nothing else
+    np.testing.assert_allclose(out.compute(), xm.msign(G, steps=steps), rtol=1e-10, atol=1e-12)
+
+
+def test_nmf_with_start_factors_on_unknown_rows():
+    """nmf cannot draw its start factors where Dask does not know the rows, but given them (made
+    from the same mask) it runs as on NumPy: the mean of the model for its floor is counted
+    lazily, and the divergence is a chunk-wise sum instead of a dot of reshaped arrays."""
+    rows = da.from_array(_ROW_MASK, chunks=60)
+    C = da.from_array(_SMALL, chunks=(60, 12))[rows]
+    A0 = np.random.default_rng(14).random((240, 3))
+    B0 = np.random.default_rng(15).random((3, 12))
+    got = dask.compute(*_arrays(xm.nmf(C, 3, iters=3, init=(da.from_array(A0, chunks=(60, 3))[rows],
+                                                              da.from_array(B0)))))
+    ref = xm.nmf(_SMALL[_ROW_MASK], 3, iters=3, init=(A0[_ROW_MASK], B0))
+    for g, r in zip(got, [ref.A, ref.B, ref.divergence], strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- the fallback
+
+
+class _TsqrStage1(Callback):
+    """The results of the first TSQR stage (one per row chunk) of every computation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.results = []
+
+    def _posttask(self, key, result, dsk, state, worker_id) -> None:
+        if isinstance(key, tuple) and str(key[0]).startswith("xpmat-tsqr") and key[0].endswith("-qr"):
+            self.results.append(result)
+
+
+def test_cholesky_qr2_fallback_runs_only_when_needed():
+    """The Householder fallback of CholeskyQR2 is gated inside its tasks: an accepted matrix
+    runs no QR at all (each first-stage task returns None); a rank-deficient one runs TSQR on
+    every row chunk and still gets an orthonormal Q."""
+    A = _tall(6)
+    with _TsqrStage1() as seen:
+        Q = xm.orthonormalize(_rows(A)).compute()
+    assert len(seen.results) == M // CHUNK and all(r is None for r in seen.results)
+    np.testing.assert_allclose(Q, xm.orthonormalize(A), atol=1e-12)
+    A[:, 3] = A[:, 0]
+    with _TsqrStage1() as seen:
+        Q = xm.orthonormalize(_rows(A)).compute()
+    assert len(seen.results) == M // CHUNK and all(isinstance(r, tuple) for r in seen.results)
+    assert np.abs(Q.T @ Q - np.eye(N)).max() < 1e-13
+
+
+# ----------------------------------------------------------------------------- chunk types
+
+
+class Tagged(np.ndarray):
+    """A chunk type that is not NumPy's: an ndarray subclass that, like CuPy, refuses to mix with
+    plain NumPy arrays (0-d included) except in an explicit conversion (``np.asarray(a,
+    like=...)``), so that any array xpmat creates from NumPy instead of from the input's chunks
+    makes the computation fail.  NumPy functions and ufuncs on it return it."""
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        _refuse_numpy(inputs)
+        out = getattr(ufunc, method)(*_plain(inputs), **_plain(kwargs))
+        return _tag(out)
+
+    def __array_function__(self, func, types, args, kwargs):
+        if func not in (np.asarray, np.array):  # an explicit conversion, as cupy.asarray(ndarray)
+            _refuse_numpy([*args, *kwargs.values()])
+        return _tag(func(*_plain(args), **_plain(kwargs)))
+
+
+def _refuse_numpy(values):
+    flat = [v for x in values for v in (x if isinstance(x, (list, tuple)) else (x,))]
+    plain = [v.shape for v in flat if type(v) is np.ndarray]
+    if plain and any(isinstance(v, Tagged) for v in flat):
+        raise TypeError(f"Tagged refuses to mix with NumPy arrays of shapes {plain}")
+
+
+def _plain(x):
+    if isinstance(x, Tagged):
+        return x.view(np.ndarray)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
+def _tag(x):
+    if type(x) is np.ndarray or isinstance(x, np.generic):
+        return np.asarray(x).view(Tagged)
+    if isinstance(x, tuple) and hasattr(x, "_fields"):  # QRResult, SVDResult, ...
+        return type(x)(*(_tag(v) for v in x))
+    if isinstance(x, (list, tuple)):
+        return type(x)(_tag(v) for v in x)
+    return x
+
+
+def _tagged(a, chunks):
+    meta = np.empty((0,) * a.ndim).view(Tagged)
+    return da.from_array(a, chunks=chunks).map_blocks(lambda b: b.view(Tagged), meta=meta)
+
+
+def _block_types(x):
+    return {type(b) for b in dask.compute(*x.to_delayed().ravel())}
+
+
+_SPD = (lambda g: g @ g.T / 12 + np.eye(12))(np.random.default_rng(16).standard_normal((12, 12)))
+_CHUNK_TYPE_CALLS = {
+    **{k: (v, _SMALL, (60, 12)) for k, v in _CHUNKING_CALLS.items()},
+    "orthonormalize[batch]": (lambda X: xm.orthonormalize(X), _SMALL.reshape(4, 60, 12), (2, 30, 12)),
+    "polar[svd]": (lambda X: xm.polar(X), _SMALL, (60, 12)),
+    "power_iter1": (lambda X: xm.power_iter1(X, X[:12, :3]), _SMALL, (60, 12)),
+    "inv_root[newton]": (lambda X: xm.inv_root(X, 4, method="newton", iters=10), _SPD, (6, 6)),
+}
+
+
+@pytest.mark.parametrize("case", list(_CHUNK_TYPE_CALLS))
+def test_results_keep_the_chunk_type(case):
+    """Every chunk of every result is the input's chunk type (a CuPy chunk stays CuPy): arrays
+    are created from the input's chunks or meta, never from NumPy, or ``Tagged`` refuses to mix.
+    (The ``_meta`` of a result is checked where Dask keeps it: Dask gives 0-d reductions of an
+    ndarray subclass a NumPy meta, which then spreads to the metas, not the chunks, of
+    ``randomized_svd`` and ``nmf``.)"""
+    fn, host, chunks = _CHUNK_TYPE_CALLS[case]
+    out = _arrays(fn(_tagged(host, chunks)))
+    for x in out:
+        assert _block_types(x) == {Tagged}, (case, x.name)
+    if case.startswith(("orthonormalize", "msign")):
+        assert all(isinstance(x._meta, Tagged) for x in out)
+
+
+def test_the_chunk_type_check_catches_numpy_creations(monkeypatch):
+    """The test above can fail: with the random draw made as a NumPy chunk (``like=`` dropped),
+    ``randomized_svd`` on ``Tagged`` chunks fails to compute."""
+    draw = _array.random_normal
+    monkeypatch.setattr(_array, "random_normal", lambda *a, like=None, **k: draw(*a, **k))
+    U, S, Vh = xm.randomized_svd(_tagged(_SMALL, (60, 12)), 4, seed=0)
+    with pytest.raises(TypeError, match="refuses to mix"):
+        dask.compute(U, S, Vh)
 
 
 # ----------------------------------------------------------------------------- Cholesky

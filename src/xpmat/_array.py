@@ -10,13 +10,14 @@ namespace the caller's arrays already belong to.
 
 Dask: big operations (matmuls, elementwise, reductions) stay Dask's own, lazy and chunked.
 The small factorizations (Cholesky, eigh, SVD or QR of an r×r matrix, a triangular inverse)
-run per matrix on one chunk, by the chunk's own library (:func:`_dask_per_matrix`); the tall
-side of a QR / SVD goes through Dask's TSQR, which never puts the rows of a row-chunked matrix
-on one machine.
+run per matrix on one chunk, by the chunk's own library (:func:`xpmat._dask.per_matrix`); the
+tall side of a QR / SVD goes through xpmat's TSQR (:func:`xpmat._dask.tsqr`), which never puts
+the rows of a row-chunked matrix on one machine.
 """
 
 from __future__ import annotations
 
+import functools
 import sys as _sys
 import warnings as _warnings
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ import array_api_compat as _compat
 import array_api_extra as _xpx
 import numpy as _np
 
+from xpmat import _dask
+
 __all__ = [
     "add_scaled",
     "array_namespace",
@@ -34,12 +37,15 @@ __all__ = [
     "cholesky",
     "cholesky_signals_by_nan",
     "chunk_like",
+    "chunk_namespace",
     "cond",
     "device",
     "eigh",
+    "eye",
     "fixed_loop",
     "float_dtype",
     "frobenius_norm",
+    "gram_t",
     "is_compiling",
     "is_cpu",
     "is_cupy",
@@ -54,8 +60,10 @@ __all__ = [
     "lerp",
     "library_name",
     "mT",
+    "matmul",
     "matmul_add",
     "matmul_t",
+    "max_abs",
     "nonfinite_members",
     "normalize_columns",
     "poison",
@@ -94,6 +102,12 @@ def library_name(xp: Any) -> str:
         if test(xp):
             return name
     return getattr(xp, "__name__", repr(xp))
+
+
+def chunk_namespace(x: Any) -> Any:
+    """The array-api-compat namespace of one array, unchecked: a Dask chunk or ``_meta`` inside
+    a task (:mod:`xpmat._dask`), where the caller's arguments were validated already."""
+    return _compat.array_namespace(x)
 
 
 def is_lazy(x: Any) -> bool:
@@ -293,15 +307,29 @@ def rng(seed: Any) -> _np.random.Generator:
     raise TypeError(f"seed must be an int, None or a numpy.random.Generator, got {type(seed).__name__}")
 
 
-def random_normal(shape: Sequence[int], *, seed: Any, xp: Any, dtype: Any, dev: Any = None) -> Any:
+def random_normal(shape: Sequence[int], *, seed: Any, xp: Any, dtype: Any, dev: Any = None,
+                  like: Any = None) -> Any:
     """Standard normal draws, identical on every backend for the same ``seed``.
 
     The draw happens once on the host with NumPy's ``default_rng`` (float64), then
     moves to ``dev`` in one ``xp.asarray(..., device=dev)`` and is cast to ``dtype``.
     The same seed therefore gives the same numbers on NumPy, PyTorch and CuPy.
+    Dask: the draw becomes a one-chunk Dask array of ``like``'s chunk type
+    (``dask.array.asarray(..., like=like._meta)``, NumPy's ``like=`` protocol: a CuPy chunk
+    for a CuPy-backed ``like``), named by its contents; a size Dask does not know (``nan``,
+    after boolean masking) raises ``ValueError``: a draw needs its shape.
     """
-    host = rng(seed).standard_normal(tuple(shape))
+    shape = tuple(shape)
+    if any(s != s for s in shape):  # nan: a Dask chunk size not known before computing
+        raise ValueError(f"a random draw of shape {shape} needs every size, and Dask does not know "
+                         "the array's chunk sizes (nan): call `.compute_chunk_sizes()` on it first, "
+                         "or pass the start values yourself")
+    host = rng(seed).standard_normal(shape)
     dtype = resolve_dtype(xp, dtype)
+    if _compat.is_dask_array(like):
+        import dask.array as da
+
+        return da.asarray(host, dtype=dtype, like=like._meta)
     if dtype is not None and is_torch(xp) and dtype == xp.bfloat16:
         # torch builds bf16 from float32 host data, not from float64 ndarrays
         return xp.astype(xp.asarray(host.astype(_np.float32), device=dev), dtype)
@@ -342,8 +370,8 @@ def solve_triangular(a: Any, b: Any, *, upper: bool, left: bool = True, xp: Any)
         return xp.astype(x, dt)
     if is_dask(xp):
         n = a.shape[-1]
-        inv = _dask_per_matrix(lambda t, cxp: (triangular_inverse(t, upper=upper, xp=cxp),), a,
-                               [(n, n)])[0]
+        inv = _dask.per_matrix(functools.partial(_chunk_triangular_inverse, upper=upper), a,
+                               [(n, n)], label="triangular-inverse")[0]
         return inv @ b if left else b @ inv
     if is_torch(xp):
         return xp.linalg.solve_triangular(a, b, upper=upper, left=left)
@@ -368,6 +396,9 @@ def triangular_inverse(t: Any, *, upper: bool, xp: Any) -> Any:
     For a small ``t`` and a tall ``b``, ``b @ triangular_inverse(t)`` runs at GEMM speed,
     where a triangular solve with ``b`` (``trsm``) does not; the inverse costs ``O(n³)``.
     """
+    if is_dask(xp):  # no product with a Dask identity: each inverse on one chunk
+        return _dask.per_matrix(functools.partial(_chunk_triangular_inverse, upper=upper), t,
+                                [tuple(t.shape[-2:])], label="triangular-inverse")[0]
     if is_numpy(xp) and upper and not is_low_precision(t.dtype, xp):
         # NumPy's own LAPACK (the pivoted LU of an upper triangular matrix is the matrix
         # itself, so this is the triangular inverse), not SciPy's: SciPy ships a second
@@ -376,6 +407,10 @@ def triangular_inverse(t: Any, *, upper: bool, xp: Any) -> Any:
         return xp.linalg.inv(t)
     eye = xp.eye(t.shape[-1], dtype=t.dtype, device=device(t))
     return solve_triangular(t, xp.broadcast_to(eye, t.shape), upper=upper, xp=xp)
+
+
+def _chunk_triangular_inverse(t: Any, xp: Any, *, upper: bool) -> tuple[Any]:
+    return (triangular_inverse(t, upper=upper, xp=xp),)
 
 
 def _scipy_solve_triangular(ndim: int) -> Any:
@@ -419,7 +454,7 @@ def nonfinite_members(a: Any, xp: Any) -> Any:
 def poison(x: Any, bad: Any, xp: Any, ndim: int) -> Any:
     """``x`` with NaN in the batch members flagged by ``bad`` ``(...)``; ``x`` has ``ndim``
     trailing axes beyond the batch (2 for a matrix, 1 for a vector).  No host read."""
-    return xp.where(bad[(..., *([None] * ndim))], xp.full_like(x, float("nan")), x)
+    return xp.where(bad[(..., *([None] * ndim))], float("nan"), x)
 
 
 def _factor_input(a: Any, xp: Any, *, identity: bool = False) -> tuple[Any, Any, Any]:
@@ -431,7 +466,7 @@ def _factor_input(a: Any, xp: Any, *, identity: bool = False) -> tuple[Any, Any,
         a = xp.astype(a, xp.float32)
     bad = nonfinite_members(a, xp)
     if identity:
-        fill = xp.broadcast_to(xp.eye(a.shape[-1], dtype=a.dtype, device=device(a)), a.shape)
+        fill = xp.broadcast_to(eye(a.shape[-1], like=a, xp=xp), a.shape)
     else:
         fill = xp.zeros_like(a)
     return xp.where(bad[..., None, None], fill, a), bad, dt
@@ -462,8 +497,7 @@ def eigh(a: Any, xp: Any, *, descending: bool = False) -> tuple[Any, Any]:
     a, bad, dt = _factor_input(a, xp)
     if is_dask(xp):
         n = a.shape[-1]
-        v, w = _dask_per_matrix(_chunk_eigh, a, [(n, n), (1, n)])
-        w = w[..., 0, :]
+        v, w = _dask.per_matrix(_chunk_eigh, a, [(n, n), (n,)], label="eigh")
     else:
         w, v = _eigh(a, xp)
     w, v = _factor_output((w, v), (1, 2), bad, dt, xp)
@@ -486,32 +520,34 @@ def _chunk_eigh(t: Any, xp: Any) -> tuple[Any, Any]:
     try:
         w, v = _eigh(t, xp)
     except Exception:  # LinAlgError: NaN results, not a failed computation
-        return _nan_like(t, xp), _nan_like(t[..., :1, :], xp)
-    return v, w[..., None, :]
+        return _nan_like(t, xp), _nan_like(t[..., 0, :], xp)
+    return v, w
 
 
 def _nan_like(t: Any, xp: Any) -> Any:
-    return xp.full(t.shape, float("nan"), dtype=t.dtype, device=device(t))
+    # full_like, not full: the chunk's own array type (a CuPy chunk, an ndarray subclass)
+    return xp.full_like(t, float("nan"))
 
 
 def svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
     """Thin SVD ``(U, S, Vh)`` of ``a`` ``(..., m, n)``, S descending, via ``xp.linalg.svd``.
 
     A matrix holding NaN/Inf gets NaN factors; float16 / bfloat16 run in float32 (see the
-    policy above).  Dask: a matrix goes through Dask's TSQR-based SVD with its short side in one
-    chunk (the long side keeps its chunks and is never gathered); a batch of matrices, each
-    whole on one chunk, by the chunk's library.
+    policy above).  Dask: a matrix in several chunks goes through a TSQR-based SVD with its short
+    side in one chunk (the long side keeps its chunks and is never gathered; :func:`_dask_tall_svd`);
+    a matrix in one chunk, or a batch of matrices, each whole on one chunk, by the chunk's library.
     """
     if not hasattr(xp, "linalg"):
         raise NotImplementedError(f"{library_name(xp)} has no linalg extension (svd)")
+    if is_dask(xp) and a.ndim == 2 and max(a.numblocks) > 1:
+        dt = a.dtype
+        parts = _dask_tall_svd(xp.astype(a, xp.float32) if is_low_precision(dt, xp) else a, xp)
+        return tuple(p if p.dtype == dt else xp.astype(p, dt) for p in parts)
     a, bad, dt = _factor_input(a, xp)
     m, n = a.shape[-2:]
-    if is_dask(xp) and a.ndim == 2:
-        parts = xp.linalg.svd(a.rechunk({1: -1} if m >= n else {0: -1}), full_matrices=False)
-    elif is_dask(xp):
+    if is_dask(xp):
         k = min(m, n)
-        u, s, vh = _dask_per_matrix(_chunk_svd, a, [(m, k), (1, k), (k, n)])
-        parts = u, s[..., 0, :], vh
+        parts = _dask.per_matrix(_chunk_svd, a, [(m, k), (k,), (k, n)], label="svd")
     else:
         parts = xp.linalg.svd(a, full_matrices=False)
     return _factor_output(parts, (2, 1, 2), bad, dt, xp)
@@ -520,25 +556,42 @@ def svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
 def _chunk_svd(t: Any, xp: Any) -> tuple[Any, Any, Any]:
     k = min(t.shape[-2:])
     try:
-        u, s, vh = xp.linalg.svd(t, full_matrices=False)
+        return tuple(xp.linalg.svd(t, full_matrices=False))
     except Exception:  # LinAlgError: NaN results, not a failed computation
-        return _nan_like(t[..., :k], xp), _nan_like(t[..., :1, :k], xp), _nan_like(t[..., :k, :], xp)
-    return u, s[..., None, :], vh
+        return _nan_like(t[..., :k], xp), _nan_like(t[..., 0, :k], xp), _nan_like(t[..., :k, :], xp)
+
+
+def _dask_tall_svd(a: Any, xp: Any) -> tuple[Any, Any, Any]:
+    """SVD of a 2-D Dask matrix chunked along its long side: the TSQR ``a = Q R`` of the tall
+    side (:func:`xpmat._dask.tsqr`, NaN factors for NaN/Inf input), the SVD of ``R`` on one chunk,
+    then ``U = Q U_R`` chunk by chunk (``dask.array.linalg.svd``'s method, without its
+    ``dask.delayed`` call on a single chunk)."""
+    m, n = a.shape
+    wide = n > m
+    q, r = _dask.tsqr(mT(a, xp) if wide else a)
+    k = r.shape[-1]
+    u, s, vh = _dask.per_matrix(_chunk_svd, r, [(k, k), (k,), (k, k)], label="svd")
+    u = q @ u
+    return (mT(vh, xp), s, mT(u, xp)) if wide else (u, s, vh)
 
 
 def qr(a: Any, xp: Any) -> tuple[Any, Any]:
     """Thin QR ``(Q, R)`` of ``a`` ``(..., m, n)``, ``m >= n``, via ``xp.linalg.qr``.
 
     A matrix holding NaN/Inf gets NaN factors; float16 / bfloat16 run in float32 (see the policy
-    above).  Dask: a matrix goes through Dask's TSQR with its columns in one chunk (a
-    column-chunked input is rechunked to whole rows; its row chunks stay where they are); a
-    batch of matrices, each whole on one chunk, by the chunk's library.
+    above).  Dask: a matrix goes through xpmat's TSQR (:func:`xpmat._dask.tsqr`, diag(R) >= 0) with
+    its columns in one chunk (a column-chunked input is merged to whole rows, chunk sizes known
+    or not; its row chunks stay where they are); a batch of matrices, each whole on one chunk, by
+    the chunk's library.
     """
+    if is_dask(xp) and a.ndim == 2:  # NaN factors for NaN/Inf input, from the TSQR itself
+        dt = a.dtype
+        parts = _dask.tsqr(xp.astype(a, xp.float32) if is_low_precision(dt, xp) else a)
+        return tuple(p if p.dtype == dt else xp.astype(p, dt) for p in parts)
     a, bad, dt = _factor_input(a, xp)
     if is_dask(xp):
         m, n = a.shape[-2:]
-        parts = (xp.linalg.qr(a.rechunk({1: -1})) if a.ndim == 2
-                 else _dask_per_matrix(_chunk_qr, a, [(m, n), (n, n)]))
+        parts = _dask.per_matrix(_chunk_qr, a, [(m, n), (n, n)], label="qr")
     else:
         parts = xp.linalg.qr(a)
     return _factor_output(parts, (2, 2), bad, dt, xp)
@@ -572,7 +625,7 @@ def cholesky(a: Any, xp: Any) -> Any:
     a, bad, dt = _factor_input(a, xp, identity=True)
     if is_dask(xp):
         n = a.shape[-1]
-        L = _dask_per_matrix(_chunk_cholesky, a, [(n, n)])[0]
+        L = _dask.per_matrix(_chunk_cholesky, a, [(n, n)], label="cholesky")[0]
     else:
         L = xp.linalg.cholesky(a)
     return _factor_output((L,), (2,), bad, dt, xp)[0]
@@ -585,33 +638,28 @@ def _chunk_cholesky(t: Any, xp: Any) -> tuple[Any]:
         return (_nan_like(t, xp),)
 
 
-def _dask_per_matrix(fn: Any, a: Any, shapes: Sequence[tuple[int, int]]) -> list[Any]:
-    """Run ``fn(t, chunk_xp)`` on the Dask array ``a`` (..., m, n), each matrix whole in one chunk.
+def max_abs(x: Any, xp: Any, *, axis: int | tuple[int, ...], keepdims: bool = False) -> Any:
+    """``max |x|`` over ``axis``.  Dask: a reduction whose empty chunks count as 0 (Dask 2026.8's
+    own ``max`` gives an empty chunk a ``(0, 0)`` partial result whatever the axes, which fails
+    to concatenate with the others: rows of unknown size after a mask can leave a chunk empty)."""
+    if not is_dask(xp):
+        return xp.max(xp.abs(x), axis=axis, keepdims=keepdims)
+    import dask.array as da
 
-    ``fn`` gets a chunk (..., m, n) of the chunk's library (NumPy, CuPy) with that library's
-    namespace and returns one matrix per entry of ``shapes`` (..., rows, cols).  One task per
-    batch chunk computes them all: they travel packed side by side in one (..., Σ rows, max
-    cols) block, then come apart by lazy slicing.  Only for small matrices (the r×r steps):
-    a matrix's rows are brought together on one chunk.
-    """
-    nd, width = a.ndim, max(c for _, c in shapes)
-    a = a.rechunk({nd - 2: -1, nd - 1: -1})
-    cxp = _compat.array_namespace(a._meta)
+    return da.reduction(xp.abs(x), _chunk_max_abs, _aggregate_max, axis=axis, keepdims=keepdims,
+                        dtype=x.dtype, meta=x._meta)
 
-    def packed(t: Any) -> Any:
-        parts = fn(t, cxp)
-        pads = [cxp.zeros((*p.shape[:-1], width - p.shape[-1]), dtype=p.dtype, device=device(p))
-                for p in parts]
-        return cxp.concat([cxp.concat([p, z], axis=-1) for p, z in zip(parts, pads)], axis=-2)
 
-    rows = sum(r for r, _ in shapes)
-    block = a.map_blocks(packed, chunks=(*a.chunks[:-2], (rows,), (width,)), dtype=a.dtype,
-                         meta=a._meta)
-    out, start = [], 0
-    for r, c in shapes:
-        out.append(block[..., start:start + r, :c])
-        start += r
-    return out
+def _chunk_max_abs(x: Any, axis: tuple[int, ...], keepdims: bool) -> Any:
+    if x.size == 0:  # zeros of the reduced shape (NumPy's like-protocol: the chunk's own type)
+        shape = tuple(1 if i in axis else n for i, n in enumerate(x.shape))
+        return _np.zeros_like(x, shape=shape if keepdims else tuple(
+            n for i, n in enumerate(x.shape) if i not in axis))
+    return x.max(axis=axis, keepdims=keepdims)
+
+
+def _aggregate_max(x: Any, axis: tuple[int, ...], keepdims: bool) -> Any:
+    return x.max(axis=axis, keepdims=keepdims)
 
 
 def vector_norm(x: Any, xp: Any, *, axis: int | tuple[int, ...] = -1, keepdims: bool = False) -> Any:
@@ -631,7 +679,7 @@ def vector_norm(x: Any, xp: Any, *, axis: int | tuple[int, ...] = -1, keepdims: 
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     if any(x.shape[a] == 0 for a in axes):  # max over nothing is undefined; the norm is 0
         return xp.sum(xp.zeros_like(x), axis=axes, keepdims=keepdims)
-    mu = _power_of_two_below(xp.max(xp.abs(x), axis=axes, keepdims=True), xp)
+    mu = _power_of_two_below(max_abs(x, xp, axis=axes, keepdims=True), xp)
     y = x / mu
     if is_dask(xp):
         nrm = xp.sqrt(xp.sum(y * y, axis=axes, keepdims=True))
@@ -729,12 +777,53 @@ def matmul_add(c: Any, a: Any, b: Any, *, beta: float, alpha: float = 1.0, xp: A
     """``beta c + alpha (a @ b)`` for host floats, as a new array.
 
     PyTorch, 2-D or 3-D operands: ``torch.addmm`` / ``torch.baddbmm`` (the GEMM adds ``beta c``
-    itself: measured 8 % faster for a bf16 Newton–Schulz step on CPU).  Elsewhere the formula.
+    itself: measured 8 % faster for a bf16 Newton–Schulz step on CPU).  Dask, 2-D operands: one
+    task per output block where the contraction spans few chunks
+    (:func:`xpmat._dask.fused_matmul`).  Elsewhere the formula.
     """
     if is_torch(xp) and c.ndim == a.ndim == b.ndim and c.ndim in (2, 3):
         fn = _torch().addmm if c.ndim == 2 else _torch().baddbmm
         return fn(c, a, b, beta=beta, alpha=alpha)
+    if is_dask(xp):
+        out = _dask.fused_matmul(a, b, c=c, alpha=alpha, beta=beta)
+        if out is not None:
+            return out
     return beta * c + alpha * (a @ b)
+
+
+def eye(n: int, *, like: Any, xp: Any) -> Any:
+    """The ``n × n`` identity in ``like``'s dtype, on its device.  Dask: in ``like``'s chunk type
+    (array-api-compat's Dask ``eye`` makes NumPy chunks whatever the input's; the blocks are
+    converted by NumPy's ``like=`` protocol, which CuPy implements)."""
+    out = xp.eye(n, dtype=like.dtype, device=device(like))
+    if _compat.is_dask_array(like) and type(like._meta) is not _np.ndarray:
+        from dask.array.utils import meta_from_array
+
+        meta = meta_from_array(like._meta, ndim=2)
+        out = out.map_blocks(functools.partial(_np.asarray, like=meta), meta=meta)
+    return out
+
+
+def matmul(a: Any, b: Any, xp: Any) -> Any:
+    """``a @ b``.  Dask: one task per output block where the contraction spans few chunks
+    (:func:`xpmat._dask.fused_matmul`: a square matrix chunked both ways), Dask's ``matmul``
+    otherwise; every other library: ``@``."""
+    if is_dask(xp):
+        out = _dask.fused_matmul(a, b)
+        if out is not None:
+            return out
+    return a @ b
+
+
+def gram_t(x: Any, xp: Any) -> Any:
+    """``x xᵀ`` over the last two axes.  Dask: one task per output block where the rows of
+    ``x`` span few chunks (:func:`xpmat._dask.fused_matmul`; no transposed copy of ``x``),
+    Dask's ``matmul`` otherwise."""
+    if is_dask(xp):
+        out = _dask.fused_matmul(x, x, transpose_b=True)
+        if out is not None:
+            return out
+    return x @ mT(x, xp)
 
 
 def _torch() -> Any:

@@ -56,8 +56,8 @@ def _signs(d: Any, xp: Any) -> Any:
 def _max_abs_signs(M: Any, xp: Any) -> Any:
     """Per-column signs ``(..., k)`` that make each column's largest-magnitude entry positive."""
     a = xp.abs(M)
-    mx = xp.max(a, axis=-2, keepdims=True)
-    pick = xp.sum(xp.where(a == mx, M, xp.zeros_like(M)), axis=-2)
+    mx = _array.max_abs(M, xp, axis=-2, keepdims=True)  # Dask: empty row chunks allowed
+    pick = xp.sum(xp.where(a == mx, M, 0.0), axis=-2)
     return _signs(pick, xp)
 
 
@@ -132,7 +132,7 @@ def _block_operator(A: Any, *, shape: Any, like: Any, xp: Any, names: tuple, oth
 
 def _unit(v: Any, xp: Any) -> Any:
     nrm = _array.vector_norm(v, xp, axis=-1, keepdims=True)
-    return v / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
+    return v / xp.where(nrm > 0, nrm, 1.0)
 
 
 # ----------------------------------------------------------------------------- power iteration
@@ -210,7 +210,8 @@ def power_iteration(A: Any | Callable, /, *, x0: Any = None, iters: int = 100, t
     if n == 0:
         raise ValueError("`A` is 0 x 0: a matrix without rows has no eigenpair")
     if x0 is None:
-        v = _array.random_normal((*batch, n), seed=seed, xp=xp, dtype=dtype, dev=dev)
+        v = _array.random_normal((*batch, n), seed=seed, xp=xp, dtype=dtype, dev=dev,
+                                 like=like if callable(A) else A)
     else:
         if x0.ndim < 1 or x0.shape[-1] != n:
             raise ValueError(f"`x0` must have shape (..., {n}), got {tuple(x0.shape)}")
@@ -265,7 +266,7 @@ def _align(Q: Any, lam: Any, P: Any, xp: Any) -> tuple[Any, Any]:
     idx = xp.argmax(xp.abs(C), axis=-1)  # for previous column j: the best new column
     S = _selector(idx, r, Q.dtype, xp)  # S[i, j] = (idx[j] == i)
     valid = xp.all(xp.sum(S, axis=-1) == 1, axis=-1)  # a bijection?
-    eye = xp.eye(r, dtype=Q.dtype, device=_array.device(Q))
+    eye = _array.eye(r, like=Q, xp=xp)
     S = xp.where(valid[..., None, None], S, eye)
     Q, lam, C = Q @ S, _gather(lam, S), C @ S
     s = _signs(xp.linalg.diagonal(C), xp)
@@ -512,12 +513,15 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
     if A.ndim < 2:
         raise ValueError(f"`A` must be a matrix (..., m, n), got shape {tuple(A.shape)}")
     m, n = A.shape[-2:]
-    l = _sketch_size(rank, oversample, min(m, n))
+    # a size Dask does not know (nan, e.g. rows after a boolean mask) cannot bound the sketch:
+    # the other one does (the unknown side must then hold at least l = rank + oversample)
+    l = _sketch_size(rank, oversample, min((s for s in (m, n) if s == s), default=m))
     _check_int("power_iters", power_iters, 0)
     dtype = _array.float_dtype(xp, A)
     A = _array.as_float(A, xp, dtype)
     At = mT(A, xp)
-    Om = _array.random_normal((*A.shape[:-2], n, l), seed=seed, xp=xp, dtype=dtype, dev=_array.device(A))
+    Om = _array.random_normal((*A.shape[:-2], n, l), seed=seed, xp=xp, dtype=dtype, dev=_array.device(A),
+                              like=A)
     Q = orthonormalize(A @ Om, method=method, xp=xp)
     for _ in range(power_iters):
         Q = orthonormalize(A @ orthonormalize(At @ Q, method=method, xp=xp), method=method, xp=xp)
@@ -601,7 +605,8 @@ def randomized_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, po
         A, shape=shape, like=like, xp=xp, names=("A",), others=())
     l = _sketch_size(rank, oversample, n)
     _check_int("power_iters", power_iters, 0)
-    Om = _array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=dtype, dev=dev)
+    Om = _array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=dtype, dev=dev,
+                              like=like if callable(A) else A)
     Q = orthonormalize(apply(Om), method=method, xp=xp)
     for _ in range(power_iters):
         Q = orthonormalize(apply(Q), method=method, xp=xp)
@@ -714,7 +719,8 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     _check_int("power_iters", power_iters, 0)
     if shift is not None and not shift >= 0:
         raise ValueError(f"`shift` must be >= 0 or None, got {shift!r}")
-    Om = _array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=dtype, dev=dev)
+    Om = _array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=dtype, dev=dev,
+                              like=like if callable(A) else A)
     Om = orthonormalize(Om, method=method, xp=xp)
     for _ in range(power_iters):
         Om = orthonormalize(apply(Om), method=method, xp=xp)

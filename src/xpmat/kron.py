@@ -285,7 +285,8 @@ def nearest_kron(
         return xp.reshape(_array.mT(R, xp) @ xp.reshape(U, (*batch, m * d, 1)), (*batch, n, l))
 
     if init is None:
-        init = _array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=C.dtype, dev=_array.device(C))
+        init = _array.random_normal((*batch, n, l), seed=seed, xp=xp, dtype=C.dtype, dev=_array.device(C),
+                                    like=C)
     else:
         init = _array.as_float(init, xp, C.dtype)
         if tuple(init.shape[-2:]) != (n, l):
@@ -432,7 +433,7 @@ def shampoo_kron(state: ShampooFactors, /, *, xp: Any = None) -> tuple[Any, Any]
     w = xp.where(state.weight > 0, state.weight, xp.ones_like(state.weight))
     L, R = state.L / w, state.R / w
     m = L.shape[-1]
-    eye = xp.eye(m, dtype=L.dtype, device=_array.device(L))
+    eye = _array.eye(m, like=L, xp=xp)
     t = xp.sum(L * eye, axis=(-2, -1), keepdims=True)
     root = xp.sqrt(xp.where(t > 0, t, xp.ones_like(t)))
     return L / root, R / root

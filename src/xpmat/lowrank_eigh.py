@@ -260,7 +260,7 @@ def _is_array(x: Any) -> bool:
 
 def _diag_embed(d: Any, xp: Any) -> Any:
     m = d.shape[-1]
-    eye = xp.eye(m, dtype=d.dtype, device=_array.device(d))
+    eye = _array.eye(m, like=d, xp=xp)
     return d[..., None, :] * eye
 
 

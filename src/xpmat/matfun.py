@@ -229,25 +229,25 @@ def _inv_root_from_eig(w: Any, V: Any, p: float, xp: Any) -> Any:
     return (X + _array.mT(X, xp)) / 2
 
 
-def _matpow(T: Any, p: int) -> Any:
+def _matpow(T: Any, p: int, xp: Any) -> Any:
     """``T^p`` for an integer ``p >= 1`` by repeated squaring."""
     out = None
     base = T
     while True:
         if p & 1:
-            out = base if out is None else out @ base
+            out = base if out is None else _array.matmul(out, base, xp)
         p >>= 1
         if not p:
             return out
-        base = base @ base
+        base = _array.matmul(base, base, xp)
 
 
 def _newton_step(state: tuple, p: int, tol: float, eye: Any, xp: Any) -> tuple:
     """One coupled Newton step on ``(X, M, err, done, stop)``; stopped items stay frozen."""
     X, M, err, done, stop = state
     T = ((p + 1) * eye - M) / p
-    X_new = X @ T
-    M_new = _matpow(T, p) @ M
+    X_new = _array.matmul(X, T, xp)  # Dask: one task per block (``_array.matmul``)
+    M_new = _array.matmul(_matpow(T, p, xp), M, xp)
     sb = stop[..., None, None]
     X = xp.where(sb, X, X_new)
     M = xp.where(sb, M, M_new)
@@ -260,13 +260,12 @@ def _newton_step(state: tuple, p: int, tol: float, eye: Any, xp: Any) -> tuple:
 
 def _inv_root_newton(A: Any, p: int, eps: float, iters: int, tol: float, check_every: int, xp: Any):
     n = A.shape[-1]
-    dev = _array.device(A)
-    eye = xp.eye(n, dtype=A.dtype, device=dev)
+    eye = _array.eye(n, like=A, xp=xp)
     if eps:
         A = A + eps * eye
     nrm = _array.frobenius_norm(A, xp)  # bounds the spectral norm; no overflow of the squares
     zero = nrm == 0
-    z = (p + 1) / (2 * xp.where(zero, xp.ones_like(nrm), nrm))
+    z = (p + 1) / (2 * xp.where(zero, 1.0, nrm))
     zb = z[..., None, None]
     M = zb * A
     err = xp.max(xp.abs(M - eye), axis=(-2, -1))
@@ -285,10 +284,10 @@ def _inv_root_newton(A: Any, p: int, eps: float, iters: int, tol: float, check_e
             if k % check_every == 0 and bool(xp.all(state[4])):
                 break
     X, _, err, done, _ = state
-    X = xp.where(zero[..., None, None], xp.zeros_like(X), X)
+    X = xp.where(zero[..., None, None], 0.0, X)
     X = _array.poison(X, _array.nonfinite_members(A, xp), xp, 2)  # an Inf would leave zeros
     X = (X + _array.mT(X, xp)) / 2
-    err = xp.where(zero, xp.zeros_like(err), err)
+    err = xp.where(zero, 0.0, err)
     return X, err, done & ~zero, zero, k
 
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from xpmat import _array
+from xpmat import _array, _dask
 
 __all__ = [
     "AdafactorFactors",
@@ -42,16 +42,26 @@ def _model_floor(A: Any, B: Any, eps: float, xp: Any) -> Any:
     """``eps · mean(A B)`` per matrix, shape ``(..., 1, 1)``, from the factor sums alone
     (``Σ A B = Σ_k (1ᵀA)_k (B1)_k``); 1 where ``A B = 0`` (then ``A`` or ``B`` is zero
     wherever it matters and any finite floor gives the same step)."""
-    m, n = A.shape[-2], B.shape[-1]
-    mean = xp.sum(xp.sum(A, axis=-2) * xp.sum(B, axis=-1), axis=-1) / max(m * n, 1)
+    mean = xp.sum(xp.sum(A, axis=-2) * xp.sum(B, axis=-1), axis=-1) / _entries(A, B, xp)
     floor = eps * mean
-    return xp.where(floor > 0, floor, xp.ones_like(floor))[..., None, None]
+    return xp.where(floor > 0, floor, 1.0)[..., None, None]
+
+
+def _entries(A: Any, B: Any, xp: Any) -> Any:
+    """``max(m n, 1)`` for the model ``A B``: an int, or on Dask, where a size is not known before
+    computing (``nan``, after boolean masking), counted lazily (``(...)``)."""
+    m, n = A.shape[-2], B.shape[-1]
+    if m == m and n == n:
+        return max(m * n, 1)
+    rows = xp.sum(xp.ones_like(A[..., :1]), axis=(-2, -1))
+    cols = xp.sum(xp.ones_like(B[..., :1, :]), axis=(-2, -1))
+    return xp.maximum(rows * cols, 1.0)
 
 
 def _safe_den(den: Any, xp: Any) -> Any:
     """A factor's column / row sums with 0 replaced by 1: a zero sum comes with a zero
     numerator (the factor's column / row is zero), and any nonzero divisor keeps it 0."""
-    return xp.where(den == 0, xp.ones_like(den), den)
+    return xp.where(den == 0, 1.0, den)
 
 
 def _check_matrix(x: Any, name: str) -> None:
@@ -102,7 +112,10 @@ class _Divergence:
     def __call__(self, A: Any, B: Any) -> Any:
         xp = self.xp
         L = xp.log(xp.where(self.pos, A @ B, self.one))
-        cross = xp.vecdot(xp.reshape(self.C, self.shape), xp.reshape(L, self.shape), axis=-1)
+        if _array.is_dask(xp):  # chunk-wise products and a sum: no reshape (sizes may be nan)
+            cross = xp.sum(self.C * L, axis=(-2, -1))
+        else:
+            cross = xp.vecdot(xp.reshape(self.C, self.shape), xp.reshape(L, self.shape), axis=-1)
         total = xp.sum(xp.sum(A, axis=-2) * xp.sum(B, axis=-1), axis=-1)
         return self.const - cross + total
 
@@ -154,6 +167,13 @@ def _em_step_generic(C: Any, A: Any, B: Any, eps: float, xp: Any) -> tuple[Any, 
     # max(A B, floor) by `maximum`, not `clip`: array-api-compat's clip on Dask fills a new,
     # differently chunked array by masked assignment (a rechunk of every m × n product)
     floor = _model_floor(A, B, eps, xp)
+    if _array.is_dask(xp) and C.ndim == 2:  # one task per row chunk (as _em_step_numpy's blocks)
+        r, n = B.shape
+        out = _dask.rowwise(_em_rows, (C, A), (B, floor), out_cols=r, partials=[(r, n), (r,)],
+                            label="nmf-em-step")
+        if out is not None:
+            A, (acc, colsum) = out
+            return A, B * (acc / _safe_den(colsum, xp)[:, None])
     R = C / xp.maximum(A @ B, floor)
     den = xp.sum(B, axis=-1)[..., None, :]  # 1ᵀ Bᵀ, shape (..., 1, r)
     A = A * ((R @ _array.mT(B, xp)) / _safe_den(den, xp))
@@ -161,6 +181,20 @@ def _em_step_generic(C: Any, A: Any, B: Any, eps: float, xp: Any) -> tuple[Any, 
     den = xp.sum(A, axis=-2)[..., :, None]  # Aᵀ 1, shape (..., r, 1)
     B = B * ((_array.mT(A, xp) @ R) / _safe_den(den, xp))
     return A, B
+
+
+def _em_rows(C: Any, A: Any, B: Any, floor: Any) -> tuple[Any, Any, Any]:
+    """The EM step on one row chunk (Dask, any chunk library): ``(A'_i, A'_iᵀ (C_i ⊘ A'_i B),
+    1ᵀ A'_i)``; the caller sums the last two over the chunks (:func:`xpmat._dask.rowwise`)."""
+    cxp = _array.chunk_namespace(C)
+    if _array.is_numpy(cxp) and all(type(x).__module__ == "numpy" and type(x).__name__ == "ndarray"
+                                     for x in (C, A, B, floor)):  # plain NumPy chunks
+        return _em_rows_numpy(C, A, B, floor)[:3]
+    Bt = cxp.matrix_transpose(B)
+    R = C / cxp.maximum(A @ B, floor)
+    A = A * ((R @ Bt) / _safe_den(cxp.sum(B, axis=-1), cxp)[None, :])
+    R = C / cxp.maximum(A @ B, floor)
+    return A, cxp.matrix_transpose(A) @ R, cxp.sum(A, axis=0)
 
 
 #: Entries of ``C`` per row block of the NumPy step (1 MiB of float64: the block of ``C``,
@@ -198,12 +232,24 @@ def _em_step_numpy(C: Any, A: Any, B: Any, eps: float, buf: Any = None) -> tuple
     """
     import numpy as np
 
+    floor = _model_floor(A, B, eps, np)
+    A_new, acc, colsum, buf = _em_rows_numpy(C, A, B, floor, buf)
+    acc /= _safe_den(colsum, np)[..., :, None]
+    acc *= B
+    return A_new, acc, buf
+
+
+def _em_rows_numpy(C: Any, A: Any, B: Any, floor: Any, buf: Any = None) -> tuple[Any, Any, Any, Any]:
+    """The row-local half of :func:`_em_step_numpy` and its sums over the rows:
+    ``(A', A'ᵀ (C ⊘ A' B), 1ᵀ A', buf)``, by cache-sized blocks of rows (also the task of one
+    Dask row chunk of NumPy arrays, :func:`_em_rows`)."""
+    import numpy as np
+
     m, n = C.shape[-2:]
     rows = max(1, min(m, _BLOCK_ENTRIES // max(n, 1)))
     shape = (*C.shape[:-2], rows, n)
     if buf is None or buf.shape != shape or buf.dtype != C.dtype:
         buf = np.empty(shape, dtype=C.dtype)
-    floor = _model_floor(A, B, eps, np)
     b_low = (B.sum(axis=-2).min(axis=-1, initial=np.inf)[..., None],
              B.min(axis=(-2, -1), initial=np.inf)[..., None])
     Bt = np.ascontiguousarray(np.swapaxes(B, -1, -2))
@@ -216,16 +262,18 @@ def _em_step_numpy(C: Any, A: Any, B: Any, eps: float, buf: Any = None) -> tuple
         Ai_new /= den_b
         Ai_new *= Ai
         acc += np.swapaxes(Ai_new, -1, -2) @ _ratio_numpy(Ci, Ai_new, B, floor, b_low, out)
-    acc /= _safe_den(A_new.sum(axis=-2), np)[..., :, None]
-    acc *= B
-    return A_new, acc, buf
+    return A_new, acc, A_new.sum(axis=-2), buf
 
 
 def _check_factors(C: Any, A: Any, B: Any) -> None:
     for x, name in ((C, "C"), (A, "A"), (B, "B")):
         _check_matrix(x, name)
     m, n = C.shape[-2:]
-    if A.shape[-2] != m or B.shape[-1] != n or A.shape[-1] != B.shape[-2]:
+
+    def differ(a: Any, b: Any) -> bool:  # a size Dask does not know (nan) matches any
+        return a == a and b == b and a != b
+
+    if differ(A.shape[-2], m) or differ(B.shape[-1], n) or differ(A.shape[-1], B.shape[-2]):
         raise ValueError(
             f"shapes do not match: `C` {tuple(C.shape)} (..., m, n) needs `A` (..., m, r) and `B` "
             f"(..., r, n), got `A` {tuple(A.shape)} and `B` {tuple(B.shape)}"
@@ -313,8 +361,8 @@ def _random_init(C: Any, rank: int, seed: Any, xp: Any) -> tuple[Any, Any]:
     batch, (m, n) = tuple(C.shape[:-2]), tuple(C.shape[-2:])
     g = _array.rng(seed)
     dev = _array.device(C)
-    A = _array.random_normal((*batch, m, rank), seed=g, xp=xp, dtype=C.dtype, dev=dev)
-    B = _array.random_normal((*batch, rank, n), seed=g, xp=xp, dtype=C.dtype, dev=dev)
+    A = _array.random_normal((*batch, m, rank), seed=g, xp=xp, dtype=C.dtype, dev=dev, like=C)
+    B = _array.random_normal((*batch, rank, n), seed=g, xp=xp, dtype=C.dtype, dev=dev, like=C)
     A, B = xp.abs(_array.chunk_like(A, C, -2)), xp.abs(_array.chunk_like(B, C, -1))  # Dask: C's chunks
     mean = xp.sum(C, axis=(-2, -1), keepdims=True) / max(m * n, 1)  # 0 for an empty C
     scale = xp.sqrt(mean / rank)
@@ -558,7 +606,7 @@ def nmf_rank1(C: Any, /, *, xp: Any = None) -> tuple[Any, Any]:
     A = xp.sum(C, axis=-1)[..., :, None]
     col = xp.sum(C, axis=-2)[..., None, :]
     tot = xp.sum(A, axis=-2, keepdims=True)
-    return A, col / xp.where(tot > 0, tot, xp.ones_like(tot))
+    return A, col / xp.where(tot > 0, tot, 1.0)
 
 
 def nmf_online_init(G: Any, rank: int, /, *, scale: float = 1e-3, seed: Any = None,
@@ -764,6 +812,6 @@ def adafactor_second_moment(state: AdafactorFactors, /, *, xp: Any = None) -> An
     """
     xp = _array.array_namespace(state.a, state.s, names=("state.a", "state.s"), xp=xp)
     tot = xp.sum(state.a, axis=-1) * state.weight
-    tot = xp.where(tot == 0, xp.ones_like(tot), tot)[..., None, None]  # NaN stays NaN
+    tot = xp.where(tot == 0, 1.0, tot)[..., None, None]  # NaN stays NaN
     # (a / tot) sᵀ, not (a sᵀ) / tot: a sᵀ overflows (1e150 · 1e150) where V̂ does not
     return (state.a[..., :, None] / tot) * state.s[..., None, :]

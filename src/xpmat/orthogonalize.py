@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from xpmat import _array
+from xpmat import _array, _dask
 from xpmat._array import mT
 
 __all__ = ["GRAM_RESTART_EVERY", "NORMALIZATIONS", "gram_restarts_checked", "msign", "newton_schulz",
@@ -71,7 +71,7 @@ def _cholesky_qr(X: Any, G: Any, xp: Any) -> tuple[Any, Any]:
         return None, None
     if ok is None:  # raised on failure (NumPy), or NaN instead of raising (JAX, Dask)
         ok = xp.all(xp.isfinite(L), axis=(-2, -1))
-    eye = xp.eye(L.shape[-1], dtype=L.dtype, device=_array.device(L))
+    eye = _array.eye(L.shape[-1], like=L, xp=xp)
     L = xp.where(ok[..., None, None], L, eye)
     return X @ _array.triangular_inverse(mT(L, xp), upper=True, xp=xp), ok
 
@@ -88,7 +88,7 @@ def _cholesky_qr2(X: Any, xp: Any) -> tuple[Any, Any]:
     if Q1 is None:
         return None, None
     G2 = mT(Q1, xp) @ Q1
-    eye = xp.eye(X.shape[-1], dtype=X.dtype, device=_array.device(X))
+    eye = _array.eye(X.shape[-1], like=X, xp=xp)
     # NaN/Inf from a failed first pass compare False, so they fail the test too.
     ok = xp.logical_and(ok1, xp.all(xp.abs(G2 - eye) <= _CQR2_TOL, axis=(-2, -1)))
     Q, ok2 = _cholesky_qr(Q1, G2, xp)
@@ -102,13 +102,14 @@ def _accept(Q: Any, ok: Any, X: Any, xp: Any) -> Any:
 
     Readable ``ok`` (eager arrays): one host read ``bool(xp.all(ok))``; all accepted returns
     ``Q``, otherwise Householder runs for the whole call.  Lazy ``ok`` (a JAX tracer under
-    ``jit`` / ``vmap`` / ``grad``, a Dask array; see :func:`xpmat._array.is_lazy`): no host
-    read, both results are computed and picked per matrix with ``xp.where``.  Householder
-    then runs on ``X`` with the accepted matrices zeroed, since LAPACK's QR of a zero block is
-    about twice as fast (a Dask array of NumPy chunks, 200000 × 64 in 8 chunks, one thread,
-    three runs on a loaded machine: the call takes 1.0–1.2 s of CPU, 1.5–1.7 s without the
-    zeroing, CholeskyQR2 alone 0.3 s, Dask's TSQR alone 1.3–1.5 s;
-    ``docs/scripts/dask_cluster.py --orthonormalize-cost``).
+    ``jit`` / ``vmap`` / ``grad``, a batch of Dask matrices; see :func:`xpmat._array.is_lazy`):
+    no host read, both results are computed and picked per matrix with ``xp.where``.
+    Householder then runs on ``X`` with the accepted matrices zeroed, since LAPACK's QR of a
+    zero block is about twice as fast.  (A 2-D Dask array does not come here: its flag is read
+    inside the tasks of :func:`xpmat._dask.cholesky_qr2`, which run Householder only when
+    needed; measured before that change, 200000 × 64 in 8 chunks, one thread, on a loaded
+    machine: the lazy ``where`` path took 1.0–1.2 s of CPU, CholeskyQR2 alone 0.3 s;
+    ``docs/scripts/dask_cluster.py --orthonormalize-cost`` measures the new path.)
     """
     if Q is None:
         return _householder(X, xp)
@@ -151,10 +152,13 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     Gram ``Q1ᵀQ1`` must be within 0.1 of the identity entry-wise and both Cholesky
     factorizations must succeed, else the call recomputes with Householder.  That acceptance
     test costs **one host synchronisation per call** (none on the Householder path).  Where
-    the flag cannot be read (a JAX tracer under ``jax.jit`` / ``vmap`` / ``grad``, a Dask
-    array), the trace-safe path runs instead: CholeskyQR2 and Householder are both computed
-    and each matrix of the batch takes CholeskyQR2's ``Q`` if it passed the test, else
-    Householder's (no host read; the cost of both methods).
+    the flag cannot be read (a JAX tracer under ``jax.jit`` / ``vmap`` / ``grad``, a batch of
+    Dask matrices), the trace-safe path runs instead: CholeskyQR2 and Householder are both
+    computed and each matrix of the batch takes CholeskyQR2's ``Q`` if it passed the test, else
+    Householder's (no host read; the cost of both methods).  A 2-D Dask array runs as per-chunk
+    tasks (``xpmat._dask.cholesky_qr2``) that read the flag on the workers: Householder (a TSQR
+    over the row chunks) runs only when the test fails, and chunk sizes may be unknown (then
+    ``"auto"`` picks CholeskyQR2).
 
     Rank-deficient or zero ``X`` (and κ beyond the bound above): the Cholesky path falls
     back, and Householder returns an orthonormal ``Q`` whose columns beyond the rank complete
@@ -199,8 +203,12 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     if r == 0 or m == 0:
         return xp.zeros(X.shape, dtype=dt, device=_array.device(X))
     if method == "auto":
-        method = "cholesky_qr2" if m >= _AUTO_RATIO * r else "householder"
-    if method == "cholesky_qr2":
+        # unknown Dask sizes (nan) compare False: CholeskyQR2, which falls back by itself
+        method = "householder" if m < _AUTO_RATIO * r else "cholesky_qr2"
+    if _array.is_dask(xp) and Xc.ndim == 2:  # per-chunk tasks, the fallback gated inside them
+        Q = (_dask.cholesky_qr2(Xc, tol=_CQR2_TOL) if method == "cholesky_qr2"
+             else _dask.tsqr(Xc, with_r=False)[0])
+    elif method == "cholesky_qr2":
         Q = _accept(*_cholesky_qr2(Xc, xp), Xc, xp)
     else:
         Q = _householder(Xc, xp)
@@ -303,7 +311,7 @@ def _floored(d: Any, eps: float, xp: Any) -> Any:
     """``d`` (non-negative) floored at ``eps``; zeros become 1 when ``eps = 0`` (no division by 0)."""
     if eps > 0:
         return xp.maximum(d, xp.asarray(eps, dtype=d.dtype, device=_array.device(d)))
-    return xp.where(d > 0, d, xp.ones_like(d))
+    return xp.where(d > 0, d, 1.0)
 
 
 def _scale(X: Any, normalize: str, eps: float, xp: Any) -> tuple[Any, Any]:
@@ -316,17 +324,17 @@ def _scale(X: Any, normalize: str, eps: float, xp: Any) -> tuple[Any, Any]:
     if normalize == "fro":
         return X, None
     if normalize == "spectral_estimate":
-        A = X @ mT(X, xp)
+        A = _array.gram_t(X, xp)
         B = A
         for _ in range(_SQUARINGS):
             B = B @ B
         k = 2 ** (_SQUARINGS + 1)
         s = _fro(B, xp) ** (1.0 / k)  # ≥ σ_max(X), ≤ n^(1/2k) σ_max(X); 0 for zero X
-        s = xp.where(s > 0, s, xp.ones_like(s))
+        s = xp.where(s > 0, s, 1.0)
         return X / s, A / (s * s)
     # "aol": X D with D = diag(1 / sqrt(row sums of |X Xᵀ|)) on the small (row) side; a zero
     # row (sum 0) keeps its zeros
-    A = X @ mT(X, xp)
+    A = _array.gram_t(X, xp)
     d = 1.0 / xp.sqrt(_floored(xp.sum(xp.abs(A), axis=-1), eps * eps, xp))
     return d[..., :, None] * X, None
 
@@ -544,7 +552,7 @@ def _newton_schulz(X: Any, coeffs: list[tuple[float, float, float]], *, normaliz
         if last:
             a, b, c = a * scale, b * scale, c * scale
         if A is None:
-            A = X @ mT(X, xp)
+            A = _array.gram_t(X, xp)
         B = _array.matmul_add(A, A, A, beta=b, alpha=c, xp=xp)  # b A + c A², symmetric
         if tall and last:  # (a X + B X)ᵀ = a Xᵀ + Xᵀ B comes out in G's own layout, not as
             X = _array.matmul_add(mT(X, xp), mT(X, xp), B, beta=a, xp=xp)  # a transposed view

@@ -1,0 +1,151 @@
+"""Where Dask's time goes, before and after: xpmat on Dask against NumPy and Dask's own linalg.
+
+    python docs/scripts/dask_speed.py                    # the table of docs/dask.md, "Speed"
+    python docs/scripts/dask_speed.py --rows 100000      # smaller tall-skinny arrays
+    python docs/scripts/dask_speed.py --before 34473a6   # the "before" code: a git revision
+
+The "before" column imports the package as it was at ``--before`` (``git archive`` of ``src/``
+renamed to ``xpmat_before``), so both versions run in the same process on the same persisted
+arrays, interleaved: each round times every row once, in order, and the table reports the
+median over ``--reps`` rounds.  The threaded scheduler (the default of ``dask.array``); the Dask
+rows run with BLAS limited to one thread per task (``threadpoolctl``: Dask already runs one task
+per core, see docs/dask.md), the ``default BLAS`` column with the BLAS pool left alone, NumPy
+with its default pool and, beside it, with one BLAS thread (on a busy machine NumPy's own BLAS
+threads spin-wait too).  Each Dask timing is a ``dask.persist`` of all results (every chunk
+computed, nothing gathered to the client); task counts are those of the persisted graphs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def before_package(rev: str) -> object:
+    """xpmat as of git revision ``rev``, imported as ``xpmat_before`` from a temporary copy."""
+    out = Path(tempfile.mkdtemp(prefix="xpmat_before_"))
+    blob = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "src/xpmat"], check=True,
+                          capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        tar.extractall(out, filter="data")
+    pkg = out / "src" / "xpmat"
+    target = out / "xpmat_before"
+    pkg.rename(target)
+    for f in target.rglob("*.py"):
+        text = f.read_text().replace("from xpmat", "from xpmat_before")
+        f.write_text(text.replace("import xpmat", "import xpmat_before").replace('"xpmat.', '"xpmat_before.'))
+    sys.path.insert(0, str(out))
+    return importlib.import_module("xpmat_before")
+
+
+def tasks(*arrays) -> int:
+    """Tasks of the graph Dask runs for ``arrays`` (after its own optimization)."""
+    return len(dict(dask.base.collections_to_expr(dask.optimize(*arrays)).__dask_graph__()))
+
+
+def cases(rows: int, chunk: int, after, before):
+    """Rows of the table: (case, {column: callable}, {column: task count})."""
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((rows, 64))
+    X = da.from_array(A, chunks=(chunk, 64)).persist()
+    G = rng.standard_normal((1200, 1200)).astype(np.float32)
+    Gd = da.from_array(G, chunks=400).persist()
+    out = []
+
+    def row(name, numpy_call, dask_call, anchor=None):
+        cols = {"NumPy": numpy_call}
+        graphs = {}
+        for label, pkg in (("before", before), ("after", after)):
+            if pkg is not None:
+                cols[label] = (lambda f=dask_call, p=pkg: dask.persist(*f(p)))
+                graphs[label] = tasks(*dask_call(pkg))
+        if anchor is not None:
+            cols["Dask's own"] = lambda: dask.persist(*anchor())
+            graphs["Dask's own"] = tasks(*anchor())
+        out.append((name, cols, graphs))
+
+    row(f"orthonormalize {rows}×64 f64, chunks of {chunk} rows",
+        lambda: after.orthonormalize(A), lambda p: (p.orthonormalize(X),),
+        lambda: da.linalg.tsqr(X))
+    row("randomized_svd(k=8), same array", lambda: after.randomized_svd(A, 8, seed=0),
+        lambda p: p.randomized_svd(X, 8, seed=0),
+        lambda: da.linalg.svd_compressed(X, 8, n_power_iter=2, seed=0))
+    row("msign(steps=12) 1200² f32, 400² chunks", lambda: after.msign(G, steps=12),
+        lambda p: (p.msign(Gd, steps=12),))
+    half = rows // 2
+    C = np.abs(A[:half])
+    A0, B0 = rng.random((half, 5)), rng.random((5, 64))
+    Cd = da.from_array(C, chunks=(chunk, 64)).persist()
+    A0d, B0d = da.from_array(A0, chunks=(chunk, 5)).persist(), da.from_array(B0).persist()
+    row(f"nmf(rank 5, 20 iters) {half}×64 f64, chunks of {chunk} rows",
+        lambda: after.nmf(C, 5, iters=20, init=(A0, B0)),
+        lambda p: p.nmf(Cd, 5, iters=20, init=(A0d, B0d))[:3])
+    return out
+
+
+def measure(rows, reps, after, before):
+    table = cases(rows, rows // 8, after, before)
+    extra = ["default BLAS", "NumPy, 1 BLAS thread"]
+    times = {(name, c): [] for name, cols, _ in table for c in [*cols, *extra]}
+    for _ in range(reps):
+        for name, cols, _ in table:
+            with threadpool_limits(1, "blas"):
+                t0 = time.perf_counter()
+                cols["NumPy"]()
+                times[(name, "NumPy, 1 BLAS thread")].append(time.perf_counter() - t0)
+            for col, fn in cols.items():
+                if col == "NumPy":
+                    t0 = time.perf_counter()
+                    fn()
+                else:
+                    with threadpool_limits(1, "blas"):
+                        t0 = time.perf_counter()
+                        fn()
+                times[(name, col)].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            cols["after"]()
+            times[(name, "default BLAS")].append(time.perf_counter() - t0)
+    return table, {k: float(np.median(v)) for k, v in times.items() if v}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=400_000)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--before", default=None, help="git revision of the 'before' column")
+    args = ap.parse_args()
+    import xpmat
+
+    before = before_package(args.before) if args.before else None
+    table, med = measure(args.rows, args.reps, xpmat, before)
+    cols = ["NumPy", "NumPy, 1 BLAS thread", *(["before"] if before else []), "after", "default BLAS",
+            "Dask's own"]
+    counted = ", ".join(c for c in cols if not c.startswith(("NumPy", "default BLAS")))
+    print(f"| call | {' | '.join(cols)} | tasks ({counted}) |")
+    print("|---" * (len(cols) + 2) + "|")
+    for name, _, graphs in table:
+        cells = []
+        for c in cols:
+            t = med.get((name, c))
+            ratio = "" if c.startswith("NumPy") or t is None else f" ({t / med[(name, 'NumPy')]:.1f}×)"
+            cells.append("–" if t is None else f"{t:.2f} s{ratio}")
+        counts = ", ".join(str(graphs[c]) for c in cols if c in graphs)
+        print(f"| {name} | {' | '.join(cells)} | {counts} |")
+
+
+if __name__ == "__main__":
+    main()
