@@ -1,8 +1,9 @@
 """The parameter paragraphs several torch classes share, written once (SciPy's ``doccer`` pattern).
 
-A class docstring of :mod:`xpmat.optim.torch_optim` names a shared paragraph by a line
-``%(name)s`` of its own in its ``Parameters`` section; :func:`fill_doc` puts the paragraph of
-:data:`PARAMS` there, at the placeholder's indentation.  Two readers see the filled text:
+A class docstring of :mod:`xpmat.optim.torch_optim` names shared paragraphs by a line of
+placeholders (``%(schedule)s %(state_dtype)s %(maximize)s``), usually in its ``Parameters``
+section; :func:`fill_doc` puts the paragraphs of :data:`PARAMS` there, one after the other, at
+the line's indentation.  Two readers see the filled text:
 
 * ``help(cls)`` and ``inspect.getdoc(cls)``: ``XpmatOptimizer.__init_subclass__`` fills
   ``cls.__doc__`` when the class is created;
@@ -41,7 +42,13 @@ adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
     The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
     ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
     ``betas``, ``eps``, ``weight_decay``.""",
-    # PowerSGD and PowerSGD+ (their entries but ``restart_every``, which sits between the two)
+    # PowerSGD and PowerSGD+: the update (a literal block, then a sentence) and their entries but
+    # ``restart_every`` (the one they word differently; PowerSGD lists it between the two)
+    "powersgd_update": """\
+    Δ = G + e;  P̃, Q = PowerIter1(Δ; Q)  (PowerSGD+: SVD when t mod τ = 0, t from 0);  Δ̂ = P̃ Qᵀ
+    e ← Δ − Δ̂;  m ← μ m + Δ̂;  X ← X − s η m − s η λ X     (base="adamw": Adam on Δ̂)
+
+1-D parameters go to AdamW.""",
     "powersgd_params": """\
 lr : float >= 0 or 1-element tensor
     η, the learning rate.
@@ -68,24 +75,28 @@ seed : int >= 0
     The initial ``Q`` (parameter ``i`` from ``seed + i``).""",
 }
 
-_PLACEHOLDER = re.compile(r"^([ \t]*)%\((\w+)\)s[ \t]*$", re.M)
+_LINE = re.compile(r"^([ \t]*)((?:%\(\w+\)s[ \t]*)+)$", re.M)  # a line of placeholders only
+_NAME = re.compile(r"%\((\w+)\)s")
 
 
 def fill_doc(doc: str, params: dict[str, str] | None = None) -> str:
-    """``doc`` with each line ``%(name)s`` replaced by ``params[name]`` (default
-    :data:`PARAMS`), every line of it indented as the placeholder was.
+    """``doc`` with each line of placeholders ``%(name)s`` (one, or several separated by spaces)
+    replaced by the paragraphs ``params[name]`` (default :data:`PARAMS`) in that order, every
+    line of them indented as the placeholder line was.
 
-    Only whole-line placeholders are filled: other ``%`` and ``{}`` text is left alone (no
-    ``%``-formatting of the whole docstring).  An unknown name raises ``KeyError``, so a
-    misspelt placeholder fails at import rather than reaching ``help()``.
+    Only lines that hold placeholders and nothing else are filled: other ``%`` and ``{}`` text
+    is left alone (no ``%``-formatting of the whole docstring).  An unknown name raises
+    ``KeyError``, so a misspelt placeholder fails when the class is created, not in ``help()``.
     """
     table = PARAMS if params is None else params
 
-    def paragraph(match: re.Match) -> str:
-        indent, name = match.groups()
-        if name not in table:
-            raise KeyError(f"docstring placeholder %({name})s: no such paragraph in "
+    def paragraphs(match: re.Match) -> str:
+        indent, names = match.group(1), _NAME.findall(match.group(2))
+        unknown = [n for n in names if n not in table]
+        if unknown:
+            raise KeyError(f"docstring placeholder %({unknown[0]})s: no such paragraph in "
                            f"xpmat.optim._docs.PARAMS ({', '.join(sorted(table))})")
-        return "\n".join(indent + line if line else line for line in table[name].splitlines())
+        lines = "\n".join(table[n] for n in names).splitlines()
+        return "\n".join(indent + line if line else line for line in lines)
 
-    return _PLACEHOLDER.sub(paragraph, doc)
+    return _LINE.sub(paragraphs, doc)

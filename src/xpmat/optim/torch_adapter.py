@@ -48,8 +48,8 @@ from typing import Any, ClassVar, NamedTuple
 
 from xpmat._optional import require
 from xpmat.optim import adamw as _adamw
-from xpmat.optim._docs import fill_doc
 from xpmat.optim._base import check_bool, check_rank_fits, check_real, matrix_shape, unknown_argument
+from xpmat.optim._docs import fill_doc
 from xpmat.optim.transforms import Transform, route
 
 # The first xpmat module to import torch: without it, the error names the extra to install.
@@ -174,9 +174,9 @@ class XpmatOptimizer(torch.optim.Optimizer):
 
     Subclasses set ``method`` (a core module), ``algorithm`` (its name in param groups),
     ``matrix_only``, ``renamed`` (old -> new argument names) and call
-    ``super().__init__(params, collect_arguments(type(self), locals()))``.  A line
-    ``%(name)s`` in a subclass's docstring is a shared parameter paragraph of
-    :data:`xpmat.optim._docs.PARAMS`, filled in when the class is created.
+    ``super().__init__(params, collect_arguments(type(self), locals()))``.  A line of
+    placeholders ``%(name)s`` in a subclass's docstring names shared parameter paragraphs
+    (:mod:`xpmat.optim._docs`), filled in when the class is created.
     """
 
     method: ClassVar[Any] = None

@@ -81,9 +81,7 @@ class AdamW(XpmatOptimizer):
         to the gradient.
     nesterov, atan2 : bool
         Dozat's Nesterov momentum (§4.3); ``atan2(m̂, √v̂)`` instead of the ε division (§4.1.2).
-    %(schedule)s
-    %(state_dtype)s
-    %(maximize)s
+    %(schedule)s %(state_dtype)s %(maximize)s
 
     Notes
     -----
@@ -165,10 +163,7 @@ class Muon(XpmatOptimizer):
         Newton–Schulz precision (``"bfloat16"`` on GPUs and bf16-capable CPUs).
     eps : float >= 0
         Floor of the Frobenius norm in the Newton–Schulz normalization.
-    %(schedule)s
-    %(state_dtype)s
-    %(maximize)s
-    %(adamw_fallback)s
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _muon
@@ -232,10 +227,7 @@ class NorMuon(XpmatOptimizer):
         ``variance_neuron`` is ``(..., m, 1)``; ``num_heads``: ``(H, d, 1)``).
     ns_steps, ns_schedule, ns_normalize, use_gram_newton_schulz, compute_dtype, eps
         The ``msign`` of ``U``, as :class:`Muon`.
-    %(schedule)s
-    %(state_dtype)s
-    %(maximize)s
-    %(adamw_fallback)s
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _normuon
@@ -280,10 +272,7 @@ class Dion2(XpmatOptimizer):
         As :class:`Muon`.
     ns_steps, ns_schedule, ns_normalize, use_gram_newton_schulz, compute_dtype, eps
         The ``msign`` of the selected submatrix, as :class:`Muon`.
-    %(schedule)s
-    %(state_dtype)s
-    %(maximize)s
-    %(adamw_fallback)s
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _dion2
@@ -323,10 +312,7 @@ class ManifoldMuon(XpmatOptimizer):
     radius : float > 0
     ns_steps, ns_schedule, polish_steps
         The msign of Φ and of the retraction, and the cubic polishing steps after it.
-    %(schedule)s
-    %(state_dtype)s
-    %(maximize)s
-    %(adamw_fallback)s
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _manifold_muon
@@ -368,10 +354,7 @@ class Dion(XpmatOptimizer):
         Rows of the rcqr sketch per rank.
     seed : int >= 0
         The initial ``Q`` (parameter ``i`` from ``seed + i``).
-    %(schedule)s
-    %(state_dtype)s
-    %(maximize)s
-    %(adamw_fallback)s
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _dion
@@ -390,13 +373,9 @@ class Dion(XpmatOptimizer):
 
 class PowerSGD(XpmatOptimizer):
     """PowerSGD / PowerSGD+ ([Xie, Chen, Yuan 2025][xie-chen-yuan-2025] §3–4, Alg. 2)
-    over :mod:`xpmat.optim.powersgd`, in
-    one process::
+    over :mod:`xpmat.optim.powersgd`, in one process::
 
-        Δ = G + e;  P̃, Q = PowerIter1(Δ; Q)  (PowerSGD+: SVD when t mod τ = 0);  Δ̂ = P̃ Qᵀ
-        e ← Δ − Δ̂;  m ← μ m + Δ̂;  X ← X − s η m − s η λ X     (base="adamw": Adam on Δ̂)
-
-    1-D parameters go to AdamW.
+    %(powersgd_update)s
 
     Parameters
     ----------
@@ -405,10 +384,7 @@ class PowerSGD(XpmatOptimizer):
     restart_every : int >= 1 or None
         τ: None = PowerSGD, an int = PowerSGD+.
     %(powersgd_compression)s
-    %(schedule)s
-    %(state_dtype)s
-    %(maximize)s
-    %(adamw_fallback)s
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _powersgd
@@ -430,22 +406,16 @@ class PowerSGDPlus(PowerSGD):
     :mod:`xpmat.optim.powersgd`: :class:`PowerSGD` with ``restart_every=100`` by default, so
     the power iteration restarts from an SVD every τ steps, in one process::
 
-        Δ = G + e;  P̃, Q = PowerIter1(Δ; Q)  (SVD when t mod τ = 0, t from 0);  Δ̂ = P̃ Qᵀ
-        e ← Δ − Δ̂;  m ← μ m + Δ̂;  X ← X − s η m − s η λ X     (base="adamw": Adam on Δ̂)
-
-    1-D parameters go to AdamW.
+    %(powersgd_update)s
 
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    %(powersgd_params)s
     restart_every : int >= 1 or None
         τ, steps between two SVD restarts (default 100; None = plain :class:`PowerSGD`).
+    %(powersgd_params)s
     %(powersgd_compression)s
-    %(schedule)s
-    %(state_dtype)s
-    %(maximize)s
-    %(adamw_fallback)s
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     algorithm = "powersgd+"
@@ -484,9 +454,7 @@ class Adafactor(XpmatOptimizer):
     scale_parameter : bool
         Relative step size ``max(ε₂, RMS(W))``.
     weight_decay : float >= 0 or 1-element tensor
-    %(schedule)s
-    %(state_dtype)s
-    %(maximize)s
+    %(schedule)s %(state_dtype)s %(maximize)s
     """
 
     method = _adafactor
@@ -521,10 +489,7 @@ class AdamNMF(XpmatOptimizer):
     factor_floor, nmf_eps : float >= 0
     weight_decay : float >= 0 or 1-element tensor
     seed : int >= 0
-    %(schedule)s
-    %(state_dtype)s
-    %(maximize)s
-    %(adamw_fallback)s
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _adamnmf
@@ -600,9 +565,7 @@ class LRE(XpmatOptimizer):
         ``basis="hebbian"``: step size and AdamG moments of the basis update.
     weight_decay : float >= 0 or 1-element tensor
     seed : int >= 0
-    %(schedule)s
-    %(state_dtype)s
-    %(maximize)s
+    %(schedule)s %(state_dtype)s %(maximize)s
     """
 
     method = _lre
@@ -741,10 +704,7 @@ class Shampoo(XpmatOptimizer):
     newton_tol : float > 0 or None
     basis_iters : int >= 1
     weight_decay : float >= 0 or 1-element tensor
-    %(schedule)s
-    %(state_dtype)s
-    %(maximize)s
-    %(adamw_fallback)s
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _shampoo
@@ -786,9 +746,7 @@ class SGD(XpmatOptimizer):
         λ, added to the gradient (as torch).
     nesterov : bool
         The double-momentum form of §2.3.1 (needs μ > 0).
-    %(schedule_lr_only)s
-    %(state_dtype)s
-    %(maximize)s
+    %(schedule_lr_only)s %(state_dtype)s %(maximize)s
     """
 
     method = _sgd
@@ -832,9 +790,7 @@ class AdaGrad(XpmatOptimizer):
         than r at rank r (:func:`xpmat.lowrank_eigh_update`).
     max_dim : int >= 1
         ``"full"``: the flattened parameter is cut into blocks of at most this many entries.
-    %(schedule_lr_only)s
-    %(state_dtype)s
-    %(maximize)s
+    %(schedule_lr_only)s %(state_dtype)s %(maximize)s
     """
 
     method = _adagrad
@@ -879,9 +835,7 @@ class ExponentiatedGradient(XpmatOptimizer):
         ``η β``, larger ones multiplicatively.
     momentum : float in [0, 1) or 1-element tensor
         μ (0: the gradient itself).
-    %(schedule_lr_only)s
-    %(state_dtype)s
-    %(maximize)s
+    %(schedule_lr_only)s %(state_dtype)s %(maximize)s
     """
 
     method = _exponentiated_gradient
@@ -924,9 +878,7 @@ class SteepestDescent(XpmatOptimizer):
         Newton–Schulz precision of ``"spectral"``.
     eps : float >= 0
         Floor of the Frobenius norm in the Newton–Schulz normalization.
-    %(schedule)s
-    %(state_dtype)s
-    %(maximize)s
+    %(schedule)s %(state_dtype)s %(maximize)s
     """
 
     method = _steepest_descent
@@ -961,9 +913,7 @@ class SphereSGD(XpmatOptimizer):
     momentum : float in [0, 1) or 1-element tensor
         Heavy ball on the gradient (0: none).
     nesterov : bool
-    %(schedule_lr_only)s
-    %(state_dtype)s
-    %(maximize)s
+    %(schedule_lr_only)s %(state_dtype)s %(maximize)s
     """
 
     method = _sphere_sgd
