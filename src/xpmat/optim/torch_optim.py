@@ -210,12 +210,12 @@ class NorMuon(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
-    momentum : float in [0, 1)
+    lr : float >= 0 or 1-element tensor
+    momentum : float in [0, 1) or 1-element tensor
     nesterov : bool
     beta2 : float in [0, 1)
         EMA factor of each row's mean square (default 0.95, as dion and modded-nanogpt).
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         Decoupled, times ``lr``.
     cautious_weight_decay : bool
         Decay only where ``Ô ⊙ W ≥ 0`` (see :class:`Muon`).
@@ -259,12 +259,12 @@ class Dion2(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     fraction : float in (0, 1]
         Share of the shorter side's slices (rows when ``m ≤ n``, else columns) used per step.
     ef_decay : float in [0, 1]
         Error-feedback factor of the selected slices of the momentum.
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         Decoupled, times ``lr``, on the whole matrix (as dion).
     adjust_lr_fn : {"original", "match_rms_adamw", "none"} or None
         ``a(m, n)`` as :class:`Muon` (of the whole matrix).
