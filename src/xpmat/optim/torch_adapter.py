@@ -49,6 +49,7 @@ from typing import Any, ClassVar, NamedTuple
 from xpmat._optional import require
 from xpmat.optim import adamw as _adamw
 from xpmat.optim._base import check_bool, check_rank_fits, check_real, matrix_shape, unknown_argument
+from xpmat.optim._docs import fill_doc
 from xpmat.optim.transforms import Transform, route
 
 # The first xpmat module to import torch: without it, the error names the extra to install.
@@ -173,7 +174,9 @@ class XpmatOptimizer(torch.optim.Optimizer):
 
     Subclasses set ``method`` (a core module), ``algorithm`` (its name in param groups),
     ``matrix_only``, ``renamed`` (old -> new argument names) and call
-    ``super().__init__(params, collect_arguments(type(self), locals()))``.
+    ``super().__init__(params, collect_arguments(type(self), locals()))``.  A line of
+    placeholders ``%(name)s`` in a subclass's docstring names shared parameter paragraphs
+    (:mod:`xpmat.optim._docs`), filled in when the class is created.
     """
 
     method: ClassVar[Any] = None
@@ -186,6 +189,11 @@ class XpmatOptimizer(torch.optim.Optimizer):
     # complex parameters step as real views (torch.view_as_real), as torch.optim's elementwise
     # classes do; see _complex_ok
     complex_as_real: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("__doc__"):  # the shared paragraphs, for help() (the API page: docs/hooks)
+            cls.__doc__ = fill_doc(cls.__doc__)
 
     def __init__(self, params: Any, hyper: dict[str, Any]) -> None:
         if self.method is None:

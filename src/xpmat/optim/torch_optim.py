@@ -81,12 +81,7 @@ class AdamW(XpmatOptimizer):
         to the gradient.
     nesterov, atan2 : bool
         Dozat's Nesterov momentum (§4.3); ``atan2(m̂, √v̂)`` instead of the ε division (§4.1.2).
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
+    %(schedule)s %(state_dtype)s %(maximize)s
 
     Notes
     -----
@@ -168,16 +163,7 @@ class Muon(XpmatOptimizer):
         Newton–Schulz precision (``"bfloat16"`` on GPUs and bf16-capable CPUs).
     eps : float >= 0
         Floor of the Frobenius norm in the Newton–Schulz normalization.
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
-    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
-        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
-        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
-        ``betas``, ``eps``, ``weight_decay``.
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _muon
@@ -224,12 +210,12 @@ class NorMuon(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
-    momentum : float in [0, 1)
+    lr : float >= 0 or 1-element tensor
+    momentum : float in [0, 1) or 1-element tensor
     nesterov : bool
     beta2 : float in [0, 1)
         EMA factor of each row's mean square (default 0.95, as dion and modded-nanogpt).
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         Decoupled, times ``lr``.
     cautious_weight_decay : bool
         Decay only where ``Ô ⊙ W ≥ 0`` (see :class:`Muon`).
@@ -241,14 +227,7 @@ class NorMuon(XpmatOptimizer):
         ``variance_neuron`` is ``(..., m, 1)``; ``num_heads``: ``(H, d, 1)``).
     ns_steps, ns_schedule, ns_normalize, use_gram_newton_schulz, compute_dtype, eps
         The ``msign`` of ``U``, as :class:`Muon`.
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
-    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
-        The AdamW fallback of parameters with ``ndim < 2``, as :class:`Muon`.
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _normuon
@@ -280,12 +259,12 @@ class Dion2(XpmatOptimizer):
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0
+    lr : float >= 0 or 1-element tensor
     fraction : float in (0, 1]
         Share of the shorter side's slices (rows when ``m ≤ n``, else columns) used per step.
     ef_decay : float in [0, 1]
         Error-feedback factor of the selected slices of the momentum.
-    weight_decay : float >= 0
+    weight_decay : float >= 0 or 1-element tensor
         Decoupled, times ``lr``, on the whole matrix (as dion).
     adjust_lr_fn : {"original", "match_rms_adamw", "none"} or None
         ``a(m, n)`` as :class:`Muon` (of the whole matrix).
@@ -293,14 +272,7 @@ class Dion2(XpmatOptimizer):
         As :class:`Muon`.
     ns_steps, ns_schedule, ns_normalize, use_gram_newton_schulz, compute_dtype, eps
         The ``msign`` of the selected submatrix, as :class:`Muon`.
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
-    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
-        The AdamW fallback of parameters with ``ndim < 2``, as :class:`Muon`.
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _dion2
@@ -340,16 +312,7 @@ class ManifoldMuon(XpmatOptimizer):
     radius : float > 0
     ns_steps, ns_schedule, polish_steps
         The msign of Φ and of the retraction, and the cubic polishing steps after it.
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
-    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
-        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
-        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
-        ``betas``, ``eps``, ``weight_decay``.
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _manifold_muon
@@ -391,16 +354,7 @@ class Dion(XpmatOptimizer):
         Rows of the rcqr sketch per rank.
     seed : int >= 0
         The initial ``Q`` (parameter ``i`` from ``seed + i``).
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
-    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
-        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
-        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
-        ``betas``, ``eps``, ``weight_decay``.
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _dion
@@ -419,51 +373,18 @@ class Dion(XpmatOptimizer):
 
 class PowerSGD(XpmatOptimizer):
     """PowerSGD / PowerSGD+ ([Xie, Chen, Yuan 2025][xie-chen-yuan-2025] §3–4, Alg. 2)
-    over :mod:`xpmat.optim.powersgd`, in
-    one process::
+    over :mod:`xpmat.optim.powersgd`, in one process::
 
-        Δ = G + e;  P̃, Q = PowerIter1(Δ; Q)  (PowerSGD+: SVD when t mod τ = 0);  Δ̂ = P̃ Qᵀ
-        e ← Δ − Δ̂;  m ← μ m + Δ̂;  X ← X − s η m − s η λ X     (base="adamw": Adam on Δ̂)
-
-    1-D parameters go to AdamW.
+    %(powersgd_update)s
 
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0 or 1-element tensor
-        η, the learning rate.
-    momentum : float in [0, 1) or 1-element tensor
-        μ of eq. (7c) (``base="sgd"``).
-    rank : int >= 1 or float in (0, 1]
-        r of the compression: absolute, or a fraction of ``min(m, n)`` (rounded up); capped
-        at ``min(m, n)`` per matrix (an int that fits no matrix is a ``ValueError``).
-    rank_multiple_of : int >= 1
-        Round the rank up to a multiple of this (before the cap).
+    %(powersgd_params)s
     restart_every : int >= 1 or None
         τ: None = PowerSGD, an int = PowerSGD+.
-    svd : {"full", "randomized"}
-        The restart's SVD (``"randomized"``: :func:`xpmat.randomized_svd` seeded ``seed + t``).
-    base : {"sgd", "adamw"}
-        What consumes the compressed ``Δ̂``: heavy-ball momentum (eq. 7c) or Adam.
-    betas, eps
-        Adam's, for ``base="adamw"`` (the torch class then has no ``momentum``; with
-        ``base="sgd"`` no ``betas`` / ``eps``).
-    weight_decay : float >= 0 or 1-element tensor
-        λ, decoupled (times ``s η``).
-    orthogonalize : {"auto", "householder", "cholesky_qr2"}
-        How the power iteration's ``P`` is orthonormalized (:func:`xpmat.orthonormalize`).
-    seed : int >= 0
-        The initial ``Q`` (parameter ``i`` from ``seed + i``).
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
-    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
-        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
-        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
-        ``betas``, ``eps``, ``weight_decay``.
+    %(powersgd_compression)s
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _powersgd
@@ -485,48 +406,16 @@ class PowerSGDPlus(PowerSGD):
     :mod:`xpmat.optim.powersgd`: :class:`PowerSGD` with ``restart_every=100`` by default, so
     the power iteration restarts from an SVD every τ steps, in one process::
 
-        Δ = G + e;  P̃, Q = PowerIter1(Δ; Q)  (SVD when t mod τ = 0, t from 0);  Δ̂ = P̃ Qᵀ
-        e ← Δ − Δ̂;  m ← μ m + Δ̂;  X ← X − s η m − s η λ X     (base="adamw": Adam on Δ̂)
-
-    1-D parameters go to AdamW.
+    %(powersgd_update)s
 
     Parameters
     ----------
     params : iterable of tensors or param-group dicts
-    lr : float >= 0 or 1-element tensor
-        η, the learning rate.
-    momentum : float in [0, 1) or 1-element tensor
-        μ of eq. (7c) (``base="sgd"``).
-    rank : int >= 1 or float in (0, 1]
-        r of the compression: absolute, or a fraction of ``min(m, n)`` (rounded up); capped
-        at ``min(m, n)`` per matrix (an int that fits no matrix is a ``ValueError``).
-    rank_multiple_of : int >= 1
-        Round the rank up to a multiple of this (before the cap).
     restart_every : int >= 1 or None
         τ, steps between two SVD restarts (default 100; None = plain :class:`PowerSGD`).
-    svd : {"full", "randomized"}
-        The restart's SVD (``"randomized"``: :func:`xpmat.randomized_svd` seeded ``seed + t``).
-    base : {"sgd", "adamw"}
-        What consumes the compressed ``Δ̂``: heavy-ball momentum (eq. 7c) or Adam.
-    betas, eps
-        Adam's, for ``base="adamw"`` (the torch class then has no ``momentum``; with
-        ``base="sgd"`` no ``betas`` / ``eps``).
-    weight_decay : float >= 0 or 1-element tensor
-        λ, decoupled (times ``s η``).
-    orthogonalize : {"auto", "householder", "cholesky_qr2"}
-        How the power iteration's ``P`` is orthonormalized (:func:`xpmat.orthonormalize`).
-    seed : int >= 0
-        The initial ``Q`` (parameter ``i`` from ``seed + i``).
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
-    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
-        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
-        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
-        ``betas``, ``eps``, ``weight_decay``.
+    %(powersgd_params)s
+    %(powersgd_compression)s
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     algorithm = "powersgd+"
@@ -565,12 +454,7 @@ class Adafactor(XpmatOptimizer):
     scale_parameter : bool
         Relative step size ``max(ε₂, RMS(W))``.
     weight_decay : float >= 0 or 1-element tensor
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
+    %(schedule)s %(state_dtype)s %(maximize)s
     """
 
     method = _adafactor
@@ -605,16 +489,7 @@ class AdamNMF(XpmatOptimizer):
     factor_floor, nmf_eps : float >= 0
     weight_decay : float >= 0 or 1-element tensor
     seed : int >= 0
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
-    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
-        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
-        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
-        ``betas``, ``eps``, ``weight_decay``.
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _adamnmf
@@ -690,12 +565,7 @@ class LRE(XpmatOptimizer):
         ``basis="hebbian"``: step size and AdamG moments of the basis update.
     weight_decay : float >= 0 or 1-element tensor
     seed : int >= 0
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
+    %(schedule)s %(state_dtype)s %(maximize)s
     """
 
     method = _lre
@@ -834,16 +704,7 @@ class Shampoo(XpmatOptimizer):
     newton_tol : float > 0 or None
     basis_iters : int >= 1
     weight_decay : float >= 0 or 1-element tensor
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
-    adamw_lr_ratio, adamw_betas, adamw_eps, adamw_weight_decay
-        The AdamW fallback of parameters with ``ndim < 2`` (and of groups with
-        ``algorithm="adamw"``): learning rate ``lr × adamw_lr_ratio``, then :class:`AdamW`'s
-        ``betas``, ``eps``, ``weight_decay``.
+    %(schedule)s %(state_dtype)s %(maximize)s %(adamw_fallback)s
     """
 
     method = _shampoo
@@ -885,12 +746,7 @@ class SGD(XpmatOptimizer):
         λ, added to the gradient (as torch).
     nesterov : bool
         The double-momentum form of §2.3.1 (needs μ > 0).
-    schedule : float >= 0
-        Multiplies ``lr``; with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
+    %(schedule_lr_only)s %(state_dtype)s %(maximize)s
     """
 
     method = _sgd
@@ -934,12 +790,7 @@ class AdaGrad(XpmatOptimizer):
         than r at rank r (:func:`xpmat.lowrank_eigh_update`).
     max_dim : int >= 1
         ``"full"``: the flattened parameter is cut into blocks of at most this many entries.
-    schedule : float >= 0
-        Multiplies ``lr``; with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
+    %(schedule_lr_only)s %(state_dtype)s %(maximize)s
     """
 
     method = _adagrad
@@ -984,12 +835,7 @@ class ExponentiatedGradient(XpmatOptimizer):
         ``η β``, larger ones multiplicatively.
     momentum : float in [0, 1) or 1-element tensor
         μ (0: the gradient itself).
-    schedule : float >= 0
-        Multiplies ``lr``; with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
+    %(schedule_lr_only)s %(state_dtype)s %(maximize)s
     """
 
     method = _exponentiated_gradient
@@ -1032,12 +878,7 @@ class SteepestDescent(XpmatOptimizer):
         Newton–Schulz precision of ``"spectral"``.
     eps : float >= 0
         Floor of the Frobenius norm in the Newton–Schulz normalization.
-    schedule : float >= 0
-        Multiplies ``lr`` (and the decay); with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
+    %(schedule)s %(state_dtype)s %(maximize)s
     """
 
     method = _steepest_descent
@@ -1072,12 +913,7 @@ class SphereSGD(XpmatOptimizer):
     momentum : float in [0, 1) or 1-element tensor
         Heavy ball on the gradient (0: none).
     nesterov : bool
-    schedule : float >= 0
-        Multiplies ``lr``; with torch, schedule ``lr`` instead.
-    state_dtype : dtype or name, optional
-        Optimizer state dtype (default: the parameter's; float32 for bf16 / fp16 ones).
-    maximize : bool
-        Ascend instead of descend.
+    %(schedule_lr_only)s %(state_dtype)s %(maximize)s
     """
 
     method = _sphere_sgd
