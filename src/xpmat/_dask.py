@@ -46,10 +46,11 @@ def name(label: str, *args: Any) -> str:
 
 
 def _namespace(t: Any) -> Any:
-    """The namespace of a chunk's library (``xpmat._array.chunk_namespace``)."""
-    from xpmat import _array
+    """The namespace of a chunk's library, unchecked (the caller validated the arguments): this
+    module sits below :mod:`xpmat._array` (which calls it), so it asks array-api-compat itself."""
+    import array_api_compat
 
-    return _array.chunk_namespace(t)
+    return array_api_compat.array_namespace(t)
 
 
 def _known(chunks: Sequence[float]) -> bool:
@@ -163,8 +164,6 @@ def _sum(parts: list) -> Any:
 def _inverse_factor(G: Any) -> tuple[Any, bool]:
     """``(R⁻¹, ok)`` with ``RᵀR = G`` (``R`` upper triangular); ``ok`` false where the Cholesky
     factorization fails (raises or gives non-finite values); ``R⁻¹`` is then ``G`` itself (unused)."""
-    from xpmat import _array
-
     cxp = _namespace(G)
     try:
         L = cxp.linalg.cholesky(G)
@@ -172,7 +171,9 @@ def _inverse_factor(G: Any) -> tuple[Any, bool]:
         return G, False
     if not bool(cxp.all(cxp.isfinite(L))):  # CuPy signals failure by NaN
         return G, False
-    return _array.triangular_inverse(cxp.matrix_transpose(L), upper=True, xp=cxp), True
+    # Lᵀ is upper triangular (its pivoted LU is itself) and well conditioned when accepted: the
+    # library's own inverse, what xpmat._array.triangular_inverse runs for NumPy too
+    return cxp.linalg.inv(cxp.matrix_transpose(L)), True
 
 
 def _cqr_first(G1: Any) -> tuple[Any, int]:
