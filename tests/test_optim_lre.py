@@ -1,7 +1,7 @@
 """LRE (lre-low-rank-eigenbasis): the optimizer against float64 NumPy references.
 
 The generic checks (torch class == core, state_dict round trip with bf16, digits MLP) live in
-``test_optim.py`` and cover ``lre`` through the registry.
+``test_optim_torch_adapter.py`` and cover ``lre`` through the registry.
 """
 
 from __future__ import annotations

@@ -1,0 +1,49 @@
+"""``xpmat.optim._base`` (the internal helpers of the optimizer modules): hyper-parameter and
+list checks, as every core reports them, and ``resolve_rank`` / the rank-fit check of the
+low-rank methods."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpmat.optim as xo
+from xpmat.optim import adamw
+
+torch = pytest.importorskip("torch")
+
+
+def test_unknown_hyper_and_bad_lists():
+    p = [np.zeros((2, 2))]
+    with pytest.raises(TypeError, match="unknown argument"):
+        adamw.init(p, learning_rate=1.0)
+    st = adamw.init(p)
+    with pytest.raises(ValueError, match="grads has 2 entries"):
+        adamw.update([np.zeros((2, 2))] * 2, st, p)
+    with pytest.raises(ValueError, match=r"grads\[0\] has shape \(3,\)"):
+        adamw.update([np.zeros(3)], st, p)
+    with pytest.raises(TypeError, match="list or tuple"):
+        adamw.init({"w": np.zeros(2)})
+    with pytest.raises(ValueError, match="betas"):
+        adamw.update([np.zeros((2, 2))], st, p, betas=(1.0, 0.9))
+    with pytest.raises(TypeError, match="unknown argument"):
+        xo.AdamW([torch.zeros(2, requires_grad=True)], learning_rate=1.0)
+
+
+def test_resolve_rank():
+    from xpmat.optim._base import resolve_rank
+
+    assert resolve_rank(3, 1, 10, 8) == 3
+    assert resolve_rank(0.25, 1, 10, 8) == 2
+    assert resolve_rank(0.3, 4, 64, 32) == 12
+    assert resolve_rank(50, 1, 10, 8) == 8
+    with pytest.raises(ValueError, match=r"rank must lie in \(0, 1\]"):
+        resolve_rank(1.5, 1, 4, 4)
+    with pytest.raises(ValueError, match="rank_multiple_of"):
+        resolve_rank(2, 0, 4, 4)
+    from xpmat.optim import dion, powersgd
+
+    for core in (dion, powersgd):  # an int rank that fits no matrix is refused, one that fits some is capped
+        with pytest.raises(ValueError, match="rank=100 exceeds"):
+            core.init([np.zeros((6, 4))], rank=100)
+        assert core.init([np.zeros((6, 4)), np.zeros((9, 8))], rank=5)[0].Q.shape == (4, 4)
