@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 
-from .common import FAST
+from .common import FAST, require_gloo
 
 WORLDS = [2, 4]
 PSETS = ["tiny"] if FAST else ["layer"]
@@ -139,12 +139,7 @@ class PowerSGDHook:
     timeout = 1200
 
     def setup_cache(self):
-        try:
-            import torch.distributed as dist
-        except ImportError as exc:
-            raise NotImplementedError("torch not installed") from exc
-        if not dist.is_available() or not dist.is_gloo_available():
-            raise NotImplementedError("torch.distributed with gloo not available")
+        require_gloo()
         return run_all()
 
     def track_step_ours(self, cache, world, pset, r):

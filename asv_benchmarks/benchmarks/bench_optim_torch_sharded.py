@@ -23,7 +23,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from .common import FAST
+from .common import FAST, require_gloo
 
 WORLDS = [2, 4]
 OPTIMIZERS = {"AdamW": {}, "Muon": {}, "Dion": {"rank": 0.25}, "Shampoo": {}, "Adafactor": {}}
@@ -114,12 +114,7 @@ class ShardedStep:
     timeout = 1800
 
     def setup_cache(self):
-        try:
-            import torch.distributed as dist
-        except ImportError as exc:
-            raise NotImplementedError("torch not installed") from exc
-        if not dist.is_available() or not dist.is_gloo_available():
-            raise NotImplementedError("torch.distributed with gloo not available")
+        require_gloo()
         return run_sharded()
 
     def track_bytes_per_rank(self, cache, world, name):

@@ -231,6 +231,17 @@ def poisson_counts(shape, r=20, seed=0):
     return rng.poisson(rng.random((m, r)) @ rng.random((r, n))).astype(np.float64)
 
 
+def require_gloo() -> None:
+    """``NotImplementedError`` (asv skips the benchmark) unless ``torch.distributed`` with gloo is
+    there: the spawned-rank benchmarks' ``setup_cache``."""
+    try:
+        import torch.distributed as dist
+    except ImportError as exc:
+        raise NotImplementedError("torch not installed") from exc
+    if not dist.is_available() or not dist.is_gloo_available():
+        raise NotImplementedError("torch.distributed with gloo not available")
+
+
 def sync_all(out) -> None:
     """Synchronize on the arrays of a result (an array, a tuple or a NamedTuple of them)."""
     for x in out if isinstance(out, (tuple, list)) else (out,):
