@@ -56,9 +56,14 @@ if [ "$device" = cuda ]; then
   cat "$out/profile.txt"
 fi
 
+step "Gram Newton–Schulz vs the plain loop (docs/scripts/gram_ns_timing.py; into shampoo.txt)"
+timeout 60 $py docs/scripts/gram_ns_timing.py --device "$device" --repeat 5 > "$out/gram.tmp" 2>&1
+cat "$out/gram.tmp"
+
 step "Shampoo step: coupled Newton vs eigh vs tracked eigenbasis"
 timeout 45 $py docs/scripts/shampoo_step_timing.py "torch:$device" "${SHAMPOO_SET:-layer}" 5 \
   > "$out/shampoo.txt" 2>&1
+cat "$out/gram.tmp" >> "$out/shampoo.txt" && rm -f "$out/gram.tmp"
 cat "$out/shampoo.txt"
 step "Muon step under torch.compile (CUDA graphs on a GPU)"
 # shellcheck disable=SC2086
