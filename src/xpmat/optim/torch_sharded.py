@@ -121,7 +121,8 @@ class ShardedStep:
         self.exchanges = [self._start(mesh, work) for mesh, work in self.meshes.items()]
 
     def _path(self, run: Any, i: int) -> str:
-        """``"plain"``, ``"local"``, ``"split"`` or ``"owner"`` for ``run.params[i]``."""
+        """``"plain"``, ``"local"``, ``"split"``, ``"rows"`` or ``"owner"`` for ``run.params[i]``
+        (a ``"rows"`` parameter is also listed in ``self.rows``)."""
         p, g = run.params[i], run.grads[i]
         if not is_dtensor(p):
             return "plain"
