@@ -50,6 +50,8 @@ CASES = {
     "Adafactor": ({}, {"lr": 1e-2, "weight_decay": 0.1}),
     "AdamNMF": ({}, {"lr": 1e-2, "weight_decay": 0.1}),
     "LRE": ({}, {"lr": 1e-2, "weight_decay": 0.1}),
+    "NorMuon": ({}, {"lr": 1e-2, "momentum": 0.9, "weight_decay": 0.1}),
+    "Dion2": ({}, {"lr": 1e-2, "weight_decay": 0.1}),
 }
 
 
@@ -58,6 +60,7 @@ NOT_BITWISE = {
     "Muon": ("a float lr is folded into the last Newton–Schulz step (its GEMMs take host floats); "
              "a tensor lr multiplies the result after it: one more rounding", {"rtol": 1e-6, "atol": 1e-7}),
     "Muon-bf16": ("as Muon, the extra rounding in bfloat16 (2^-8)", {"rtol": 3e-2, "atol": 1e-3}),
+    "Dion2": ("as Muon: a float lr is folded into the last Newton–Schulz step", {"rtol": 1e-6, "atol": 1e-7}),
 }
 
 
@@ -154,7 +157,8 @@ class _HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("name", ["AdamW", "AdamW-l2", "SGD", "AdaGrad", "Muon", "SteepestDescent",
+@pytest.mark.parametrize("name", ["AdamW", "AdamW-l2", "SGD", "AdaGrad", "Muon", "NorMuon", "Dion2",
+                                  "SteepestDescent",
                                   "SphereSGD", "ExponentiatedGradient", "ManifoldMuon", "Adafactor"])
 def test_step_never_reads_tensor_hyperparameters(name):
     extra, hyper = CASES[name]

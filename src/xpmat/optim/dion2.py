@@ -11,10 +11,12 @@ shorter side (rows when ``m ≤ n``, else columns), ``k = max(1, ⌈f L⌉)``::
 
 Only the selected slices move each step (besides the decay); the others keep accumulating their
 gradients until they are large enough to be selected.  ``f = 1, ef = 0`` is Muon without
-momentum (tested).  Selection by ``argsort`` of the slice norms and a one-hot matrix (standard
-Array API, no library top-k or scatter): ``S`` ``(L, k)``, ``B[I] = Sᵀ B``, the update
-``S O``.  Same-shaped matrices go through one batched Newton–Schulz call.  Options shared with
-Muon: ``adjust_lr_fn`` (``a``), ``flatten``, ``use_gram_newton_schulz``, the ``ns_*`` ones.
+momentum (tested).  Selection by ``argsort`` of the slice norms (standard Array API, no library
+top-k or scatter): ``B[I]`` is a ``take`` of the k slices, and the update puts ``O``'s rows back
+by a ``take`` from ``O`` with a zero row appended (each slice's place in the order, or the zero
+row), so selecting costs ``O(L max(m, n))`` copies, not an ``L × k`` product.  Same-shaped
+matrices go through one batched Newton–Schulz call.  Options shared with Muon:
+``adjust_lr_fn`` (``a``), ``flatten``, ``use_gram_newton_schulz``, the ``ns_*`` ones.
 """
 
 from __future__ import annotations
@@ -31,11 +33,15 @@ from xpmat.optim._base import (
     check_common,
     check_dtype,
     check_real,
+    is_array_hyper,
     matrix_view_shape,
+    maybe_nonzero,
     resolve_hyper,
     run_init,
     run_update,
+    scalar_hyper,
     state_dtype_for,
+    step_size,
     zeros_step,
 )
 from xpmat.optim.transforms import Transform, finite, msign_chunks, msign_stack, ns_schedule_checked
@@ -87,15 +93,31 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
 
 
 def select(B: Any, fraction: float, xp: Any) -> tuple[Any, Any]:
-    """The one-hot selector ``S`` ``(..., L, k)`` of the ``k = max(1, ⌈f L⌉)`` rows of ``B``
-    ``(..., L, c)`` with the largest ℓ1 norms (ties: the lower index), and the row mask
-    ``(..., L, 1)`` (1 on the selected rows)."""
-    L = B.shape[-2]
-    k = max(1, math.ceil(fraction * L))
-    idx = xp.argsort(xp.sum(xp.abs(B), axis=-1), axis=-1, descending=True, stable=True)[..., :k]
-    rows = xp.arange(L, device=_array.device(B))
-    S = xp.astype(rows[:, None] == idx[..., None, :], B.dtype)
-    return S, xp.sum(S, axis=-1, keepdims=True)
+    """``(idx, pos)`` for the ``k = max(1, ⌈f L⌉)`` rows of ``B`` ``(..., L, c)`` with the
+    largest ℓ1 norms (ties: the lower index): their indices ``(..., k)``, largest first, and
+    each row's place in that order ``(..., L)`` (``pos < k``: selected)."""
+    k = max(1, math.ceil(fraction * B.shape[-2]))
+    order = xp.argsort(xp.sum(xp.abs(B), axis=-1), axis=-1, descending=True, stable=True)
+    return order[..., :k], xp.argsort(order, axis=-1, stable=True)
+
+
+def _take_rows(X: Any, idx: Any, xp: Any) -> Any:
+    """``X[..., idx, :]`` for ``X`` ``(..., L, c)`` and indices ``idx`` ``(..., j)`` per matrix
+    (one ``take`` on the stacked rows)."""
+    lead, (L, c) = tuple(X.shape[:-2]), X.shape[-2:]
+    if not lead:
+        return xp.take(X, idx, axis=0)
+    nb = math.prod(lead)
+    off = xp.reshape(xp.arange(nb, dtype=idx.dtype, device=_array.device(idx)) * L, (nb, 1))
+    flat = xp.reshape(xp.reshape(idx, (nb, -1)) + off, (-1,))
+    return xp.reshape(xp.take(xp.reshape(X, (nb * L, c)), flat, axis=0), (*lead, idx.shape[-1], c))
+
+
+def _place_rows(O: Any, pos: Any, xp: Any) -> Any:
+    """``(..., L, c)``: row ``r`` is ``O``'s row ``pos[r]`` where ``pos[r] < k``, else zero."""
+    k = O.shape[-2]
+    zero = xp.zeros((*O.shape[:-2], 1, O.shape[-1]), dtype=O.dtype, device=_array.device(O))
+    return _take_rows(xp.concat([O, zero], axis=-2), xp.where(pos < k, pos, k), xp)
 
 
 def transform(**hyper: Any) -> Transform:
@@ -135,29 +157,34 @@ def _chunk(h: dict[str, Any], grads: list[Any], states: list[Dion2State], params
     m, n = view[-2:]
     cols = m > n  # select the shorter side: work on the transpose when it is the columns
     dt = states[0].momentum_buffer.dtype
-    lr_t = float(h["schedule"]) * float(h["lr"])
-    oks, bufs, Ss, Us = [], [], [], []
+    lr_t = step_size(h)
+    oks, bufs, places, Us = [], [], [], []
     for g, s in zip(grads, states, strict=True):
         g = xp.reshape(_array.as_float(g, xp, dt), view)
         ok = finite(g, xp)
         B = s.momentum_buffer + xp.where(ok, g, xp.zeros((), dtype=dt, device=_array.device(g)))
         Bs = mT(B, xp) if cols else B
-        S, mask = select(Bs, h["fraction"], xp)
-        Us.append(_array.cast(mT(S, xp) @ Bs, h["compute_dtype"], xp))
+        idx, pos = select(Bs, h["fraction"], xp)
+        Us.append(_array.cast(_take_rows(Bs, idx, xp), h["compute_dtype"], xp))
+        mask = xp.astype(pos < idx.shape[-1], Bs.dtype)[..., None]
         Bs = Bs * (1.0 - (1.0 - h["ef_decay"]) * mask)
         oks.append(ok)
         bufs.append(xp.where(ok, mT(Bs, xp) if cols else Bs, s.momentum_buffer))
-        Ss.append(S)
+        places.append(pos)
     coeffs = ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
+    a, tensor = muon.adjust_lr(h["adjust_lr_fn"], m, n), is_array_hyper(lr_t)
     Os = msign_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
-                     scale=-lr_t * muon.adjust_lr(h["adjust_lr_fn"], m, n), gram=h["use_gram_newton_schulz"])
+                     scale=a if tensor else -lr_t * a, gram=h["use_gram_newton_schulz"])
+    if tensor:  # a tensor lr is not folded into Newton–Schulz (its GEMMs take host floats)
+        Os = [scalar_hyper(-lr_t, O, xp) * O for O in Os]
     decay = lr_t * h["weight_decay"]
     ups, new = [], []
-    for O, S, ok, buf, s, p in zip(Os, Ss, oks, bufs, states, params, strict=True):
-        full = S @ _array.as_float(O, xp, dt)
+    for O, pos, ok, buf, s, p in zip(Os, places, oks, bufs, states, params, strict=True):
+        full = _place_rows(_array.as_float(O, xp, dt), pos, xp)
         u = mT(full, xp) if cols else full
-        if decay:
-            u = _array.add_scaled(u, -decay, xp.reshape(_array.as_float(p, xp, dt), view), xp)
+        if maybe_nonzero(decay):
+            W = xp.reshape(_array.as_float(p, xp, dt), view)
+            u = _array.add_scaled(u, scalar_hyper(-decay, u, xp), W, xp)
         ups.append(xp.reshape(xp.where(ok, u, xp.zeros((), dtype=dt, device=_array.device(u))),
                               tuple(p.shape)))
         count = s.nonfinite_count

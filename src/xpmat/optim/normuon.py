@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from xpmat import _array
 from xpmat.optim import muon
-from xpmat.optim._base import check_real, resolve_hyper, run_init, run_update, state_dtype_for
+from xpmat.optim._base import check_real, resolve_hyper, run_init, run_update, state_dtype_for, step_size
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -108,7 +108,7 @@ def transform(**hyper: Any) -> Transform:
         scale_by_neuron_rms(h["beta2"], state_dtype=h["state_dtype"]),
         scale_by_shape(lambda m, n: muon.adjust_lr(h["adjust_lr_fn"], m, n), split_sizes=h["split_sizes"]),
         add_decayed_weights(h["weight_decay"], cautious=h["cautious_weight_decay"]),
-        scale_by_lr(float(h["schedule"]) * float(h["lr"])), state=NorMuonState), flatten=h["flatten"],
+        scale_by_lr(step_size(h)), state=NorMuonState), flatten=h["flatten"],
         num_heads=h["num_heads"]))
 
 
