@@ -345,7 +345,8 @@ class XpmatOptimizer(torch.optim.Optimizer):
             ps, gs = [_as_real(p) for p in ps_full], [_as_real(r.grads[i]) for i in r.here]
         else:
             ps, gs = sharded.localize(r)
-        fresh = [k for k, i in enumerate(r.here) if i in set(r.fresh)]
+        was_fresh = set(r.fresh)
+        fresh = [k for k, i in enumerate(r.here) if i in was_fresh]
         if fresh:
             for k, s in zip(fresh, self._init_states(r, [r.here[k] for k in fresh], [ps[k] for k in fresh]),
                             strict=True):

@@ -165,7 +165,8 @@ class RowComm:
         self.group = mesh.get_group(mesh_dim=dim)
         me = info.coord[info.me]
         coords = [tuple(j if d == dim else c for d, c in enumerate(me)) for j in range(info.shape[dim])]
-        ranks = {info.ranks[[info.coord[r] for r in info.ranks].index(c)]: c for c in coords}
+        at = {c: r for r, c in info.coord.items()}
+        ranks = {at[c]: c for c in coords}
         order = sorted(ranks, key=lambda r: dist.get_group_rank(self.group, r))
         self.spans = [[box(lay, ranks[r])[0] for r in order] for lay in layouts]   # per matrix, per rank
         self.rows = [box(lay, me)[0] for lay in layouts]

@@ -157,7 +157,8 @@ class ShardedStep:
         idx = work["idx"]
         ps = [run.params[i].to_local() for i in idx]
         gs = [self.local_grads[(id(run), i)] for i in idx]
-        fresh = [k for k, i in enumerate(idx) if i in set(run.fresh)]
+        was_fresh = set(run.fresh)
+        fresh = [k for k, i in enumerate(idx) if i in was_fresh]
         states = [None if k in fresh else self.opt._get(run.params[i], run.types[id(run.params[i])])
                   for k, i in enumerate(idx)]
         if fresh:
