@@ -63,9 +63,7 @@ from xpmat.optim._base import (
     check_int,
     check_rank_fits,
     check_real,
-    group_by_shape,
     host_steps,
-    matrix_shape,
     matrix_view_shape,
     maybe_nonzero,
     resolve_rank,
@@ -73,10 +71,9 @@ from xpmat.optim._base import (
     state_dtype_for,
     zeros_step,
 )
-from xpmat.orthogonalize import newton_schulz, ns_flops, ns_schedule, orthonormalize
+from xpmat.orthogonalize import NORMALIZATIONS, msign_many, ns_schedule, orthonormalize
 
 __all__ = [
-    "MSIGN_CPU_STACK_BYTES",
     "STEEPEST_NORMS",
     "STEEPEST_SCALINGS",
     "AdamState",
@@ -97,13 +94,8 @@ __all__ = [
     "ema_momentum",
     "ema_update",
     "finite",
-    "gram_saves",
     "momentum",
-    "msign_chunks",
     "msign_direction",
-    "msign_sized_chunks",
-    "msign_split_stack",
-    "msign_stack",
     "ns_schedule_checked",
     "orth_factor",
     "per_parameter",
@@ -605,76 +597,6 @@ def check_split_sizes(split_sizes: Any, shape: Sequence[int] | None = None, name
 
 
 # ----------------------------------------------------------------------------- msign (Muon)
-# On a CPU a stack of same-shaped matrices goes through one Newton–Schulz call only while it
-# stays this small (bytes in the compute dtype).  Measured (bf16, 2 cores, docs/optim.md Speed):
-# batching wins on small matrices (12 × 64×256: 9.2 vs 32 ms unbatched; 12 × 256×1024, 6 MiB:
-# 169 vs 188 ms) and loses on big ones (12 × 768×3072 in stacks of 3, 14 MiB: 5.35 vs 4.57 s),
-# because glibc hands large blocks back to the system and every step page-faults them in again
-# (with MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ raised the two were equal, 4.41 vs 4.57 s).
-# Accelerators take the whole stack: there one launch per shape is the point.
-MSIGN_CPU_STACK_BYTES = 8 << 20
-
-
-def msign_sized_chunks(mats: Sequence[Any], compute_dtype: Any = None) -> list[tuple[list[int], int | None]]:
-    """:func:`msign_chunks` with the bytes of one of each chunk's matrices (None off-CPU)."""
-    out = []
-    for idx in group_by_shape(mats).values():
-        a = mats[idx[0]]
-        size, per = None, len(idx)
-        if _array.is_cpu(a):
-            m, n = matrix_shape(tuple(a.shape), f"params[{idx[0]}]")
-            size = max(1, m * n * _array.itemsize(a, compute_dtype))
-            per = max(1, min(per, MSIGN_CPU_STACK_BYTES // size))
-        out.extend((idx[c:c + per], size) for c in range(0, len(idx), per))
-    return out
-
-
-def msign_chunks(mats: Sequence[Any], compute_dtype: Any = None) -> list[list[int]]:
-    """Index lists of ``mats`` that :func:`msign_direction` orthogonalizes in one Newton–Schulz
-    call: same shape (and dtype), first-seen order; on a CPU split so a stack stays within
-    :data:`MSIGN_CPU_STACK_BYTES` in ``compute_dtype`` (default the arrays' dtype)."""
-    return [c for c, _ in msign_sized_chunks(mats, compute_dtype)]
-
-
-def gram_saves(m: int, n: int, steps: int) -> bool:
-    """Whether Gram Newton–Schulz (default restarts) takes fewer matrix-product FLOPs than the
-    plain loop on an ``m × n`` matrix (:func:`xpmat.orthogonalize.ns_flops`): with 5 steps, when
-    ``max(m, n) > 1.5 min(m, n)``; never for a square one."""
-    return ns_flops(m, n, steps, gram=True) < ns_flops(m, n, steps)
-
-
-def msign_stack(Us: Sequence[Any], xp: Any, coeffs: Any, *, normalize: str, eps: float,
-                scale: float, gram: bool = False) -> list[Any]:
-    """``scale · msign`` of same-shaped matrices ``Us`` (..., m, n) in ONE batched Newton–Schulz
-    call; ``gram``: Gram Newton–Schulz where it saves products (:func:`gram_saves`)."""
-    U = Us[0][None, ...] if len(Us) == 1 else xp.stack(list(Us), axis=0)
-    m, n = U.shape[-2:]
-    O = newton_schulz(U, coeffs, normalize=normalize, eps=eps, scale=scale, xp=xp,
-                      gram=gram and gram_saves(m, n, len(coeffs)))
-    return [O[j, ...] for j in range(len(Us))]
-
-
-def msign_split_stack(Us: Sequence[Any], xp: Any, coeffs: Any, *, normalize: str, eps: float,
-                      scale: Callable[[int, int], float], gram: bool = False,
-                      split_sizes: Sequence[int] | None = None) -> list[Any]:
-    """:func:`msign_stack` of same-shaped matrices ``Us`` with ``scale(m, n)``; ``split_sizes``
-    (2-D ``Us``): each row block its own msign and ``scale(s_i, n)`` (the blocks of one size,
-    over all of ``Us``, in one batched call), put back in place."""
-    m, n = Us[0].shape[-2:]
-    if split_sizes is None:
-        return msign_stack(Us, xp, coeffs, normalize=normalize, eps=eps, scale=scale(m, n), gram=gram)
-    starts = [sum(split_sizes[:j]) for j in range(len(split_sizes))]
-    blocks = [[U[o:o + k, ...] for o, k in zip(starts, split_sizes, strict=True)] for U in Us]
-    done: list[list[Any]] = [[None] * len(split_sizes) for _ in Us]
-    for k in dict.fromkeys(split_sizes):  # each distinct block size once, first-seen order
-        where = [(i, j) for i in range(len(Us)) for j, kj in enumerate(split_sizes) if kj == k]
-        outs = msign_stack([blocks[i][j] for i, j in where], xp, coeffs, normalize=normalize, eps=eps,
-                           scale=scale(k, n), gram=gram)
-        for (i, j), O in zip(where, outs, strict=True):
-            done[i][j] = O
-    return [xp.concat(parts, axis=-2) for parts in done]
-
-
 def msign_direction(*, ns_steps: int = 5, ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
                     compute_dtype: Any = None, eps: float = 1e-7,
                     scale: Callable[[int, int], float] | None = None,
@@ -683,17 +605,15 @@ def msign_direction(*, ns_steps: int = 5, ns_schedule: Any = "polar_express", ns
     """``a(m, n) · msign(U)`` for matrices ``U`` (..., m, n): the spectral-norm steepest descent
     direction ([Stratos 2026][stratos-2026] §7 eq. 69; Newton–Schulz, Q.3.1).
 
-    Same-shaped matrices go through one batched call (:func:`msign_chunks`), in
+    Same-shaped matrices go through one batched call (:func:`xpmat.msign_many`), in
     ``compute_dtype`` (e.g. ``"bfloat16"``); the result comes back in the input's dtype.
     ``scale(m, n)`` (a host float, default 1) is folded into the last Newton–Schulz step.
     Leading axes of ``U`` are a batch (each matrix its own msign).  ``use_gram_newton_schulz``:
-    Gram Newton–Schulz on the shapes where it takes fewer products (:func:`gram_saves`;
-    ``xpmat.msign(..., gram=True)``).  ``split_sizes``: a 2-D ``U`` is row blocks of these sizes
-    (a fused QKV weight), each its own msign and ``scale(s_i, n)``
-    (:func:`msign_split_stack`).  Stateless.  Zero ``U`` gives zero (msign of 0 is 0).
+    Gram Newton–Schulz on the shapes where it takes fewer products
+    (:func:`xpmat.orthogonalize.gram_saves`).  ``split_sizes``: a 2-D ``U`` is row blocks of these
+    sizes (a fused QKV weight), each its own msign and ``scale(s_i, n)``.  Stateless.  Zero ``U``
+    gives zero (msign of 0 is 0).
     """
-    from xpmat.orthogonalize import NORMALIZATIONS
-
     coeffs = ns_schedule_checked(ns_schedule, ns_steps)
     check_choice("ns_normalize", ns_normalize, NORMALIZATIONS)
     check_real("eps", eps)
@@ -703,17 +623,12 @@ def msign_direction(*, ns_steps: int = 5, ns_schedule: Any = "polar_express", ns
     empty = EmptyState()
 
     def update(grads, states, params):
-        out: list[Any] = [None] * len(grads)
-        for chunk in msign_chunks(grads, compute_dtype):
-            xp = _ns(*[grads[i] for i in chunk])
-            Us = [_array.cast(grads[i], compute_dtype, xp) for i in chunk]
-            if split is not None:
-                check_split_sizes(split, tuple(Us[0].shape), f"matrix of shape {tuple(Us[0].shape)}")
-            for i, O in zip(chunk, msign_split_stack(Us, xp, coeffs, normalize=ns_normalize, eps=eps,
-                                                     scale=scale or (lambda m, n: 1.0),
-                                                     gram=use_gram_newton_schulz, split_sizes=split),
-                            strict=True):
-                out[i] = _array.cast(O, grads[i].dtype, xp)
+        if split is not None:
+            for g in grads:
+                check_split_sizes(split, tuple(g.shape), f"matrix of shape {tuple(g.shape)}")
+        out = msign_many(grads, steps=len(coeffs), schedule=coeffs, normalize=ns_normalize,
+                         compute_dtype=compute_dtype, eps=eps, scale=scale or 1.0, split_sizes=split,
+                         gram="auto" if use_gram_newton_schulz else False)
         return out, [empty] * len(grads)
 
     return Transform(lambda params: [empty] * len(params), update, EmptyState)
