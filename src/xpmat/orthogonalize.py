@@ -18,7 +18,7 @@ __all__ = ["GRAM_RESTART_EVERY", "MSIGN_CPU_STACK_BYTES", "NORMALIZATIONS", "gra
            "gram_saves", "msign", "msign_groups", "msign_many", "newton_schulz", "ns_flops", "ns_schedule",
            "orthonormalize", "polar"]
 
-_ORTH_METHODS = ("auto", "householder", "cholesky_qr2")
+_ORTH_METHODS = ("auto", "householder", "cholesky_qr2", "rcqr")
 # CholeskyQR2 is accepted when the first pass leaves ‖Q1ᵀQ1 − I‖_max below this; the second
 # pass then restores orthogonality to working precision (Yamamoto et al. 2015: needs κ(X)² u ≲ 1).
 _CQR2_TOL = 0.1
@@ -120,7 +120,37 @@ def _accept(Q: Any, ok: Any, X: Any, xp: Any) -> Any:
     return Q if bool(xp.all(ok)) else _householder(X, xp)  # the one host read of the call
 
 
-def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
+def _rcqr(Y: Any, S: Any, xp: Any) -> Any:
+    """Randomized Cholesky QR of ``Y`` ``(..., m, r)`` with the sketch ``S`` ``(k, m)``, k >= r.
+
+    ``R₁`` from a Householder QR of the small ``S Y``, ``Y₁ = Y R₁⁻¹`` (well conditioned with
+    high probability), then one CholeskyQR step ``Y₁ = P R₂`` for orthonormality to precision.
+    Zero or dependent columns: a diagonal shift of ``u · max|diag R₁|`` keeps both factors
+    invertible.
+    """
+    _, R1 = xp.linalg.qr(S @ Y)
+    d = xp.linalg.diagonal(R1)
+    tiny = xp.finfo(Y.dtype).eps * (xp.max(xp.abs(d), axis=-1, keepdims=True)
+                                    + xp.finfo(Y.dtype).smallest_normal)
+    eye = xp.eye(R1.shape[-1], dtype=Y.dtype, device=_array.device(Y))
+    R1 = R1 + eye * xp.where(xp.abs(d) < tiny, tiny, xp.zeros_like(d))[..., None, :]
+    Y1 = _array.solve_triangular(R1, Y, upper=True, left=False, xp=xp)
+    L = xp.linalg.cholesky(mT(Y1, xp) @ Y1 + eye * tiny[..., None])
+    return _array.solve_triangular(mT(L, xp), Y1, upper=True, left=False, xp=xp)
+
+
+def _check_sketch(sketch: Any, method: str, m: int, r: int, xp: Any) -> None:
+    if method != "rcqr":
+        if sketch is not None:
+            raise ValueError(f"`sketch` is for method='rcqr', got method={method!r}")
+        return
+    if sketch is None or sketch.ndim != 2 or sketch.shape[-1] != m or sketch.shape[0] < r:
+        raise ValueError(f"method='rcqr' needs `sketch` of shape (k, {m}) with k >= r = {r}, got "
+                         f"{None if sketch is None else tuple(sketch.shape)}")
+    _array.array_namespace(sketch, names=("sketch",), xp=xp)
+
+
+def orthonormalize(X: Any, /, *, method: str = "auto", sketch: Any = None, xp: Any = None) -> Any:
     """Orthonormal basis ``Q`` of the columns of ``X`` (the ``Q`` of a thin QR, diag(R) > 0).
 
     Parameters
@@ -128,13 +158,17 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     X : array (..., m, r), m >= r
         Real floating (integer input is promoted to the default floating dtype; float16 /
         bfloat16 are computed in float32 and cast back).  Leading axes are a batch.
-    method : {"auto", "householder", "cholesky_qr2"}
+    method : {"auto", "householder", "cholesky_qr2", "rcqr"}
         ``"householder"``: ``xp.linalg.qr`` with the signs fixed so diag(R) >= 0.
         ``"cholesky_qr2"``: two Cholesky-QR passes ``Q = X R⁻¹``, ``RᵀR = XᵀX`` (two Gram
         products, two r×r Cholesky factorizations, two triangular solves); when the Gram is
         numerically singular or too ill-conditioned it falls back to Householder for the
         whole call.  ``"auto"``: CholeskyQR2 for tall-skinny blocks (m >= 4 r, where it was
-        measured faster), Householder otherwise.
+        measured faster), Householder otherwise.  ``"rcqr"``: randomized Cholesky QR with
+        ``sketch`` (below).
+    sketch : array (k, m), k >= r, optional
+        For ``"rcqr"`` only: a fixed random sketch, e.g. a Gaussian scaled by ``1/√k`` with
+        ``k = ⌈1.25 r⌉`` (Dion draws it once per matrix, so its results are reproducible).
     xp : namespace, optional
         Array namespace; inferred from ``X`` when omitted.
 
@@ -164,7 +198,16 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     Rank-deficient or zero ``X`` (and κ beyond the bound above): the Cholesky path falls
     back, and Householder returns an orthonormal ``Q`` whose columns beyond the rank complete
     the basis arbitrarily (no NaN; zero ``X`` gives an orthonormal ``Q``, not zeros).
-    NaN/Inf input gives non-finite output.  Used for the QR of orthogonal / power iteration
+    NaN/Inf input gives non-finite output.
+
+    Randomized Cholesky QR (``"rcqr"``, [Pethick 2025][pethick-2025] §3.1, after Fan, Guo, Lin
+    2021): ``R₁`` from a Householder QR of the small ``k × r`` sketch ``S X``, ``X₁ = X R₁⁻¹``
+    (well conditioned with high probability), then one CholeskyQR step ``X₁ = Q R₂``.  No
+    acceptance test and so no host read; the signs of ``Q``'s columns follow ``R₁`` (not
+    diag(R) >= 0), the span is ``X``'s.  Zero or dependent columns get a diagonal shift of
+    ``u · max|diag R₁|``: ``Q`` stays finite and its span holds ``X``'s, but for rank-deficient
+    ``X`` its columns are orthonormal only to about ``√u`` (the shifted Gram is ill-conditioned);
+    use Householder there.  Used for the QR of orthogonal / power iteration
     ([Stratos 2026, App. Q.2, eqs. 142–145][stratos-2026]) and Dion's / PowerSGD's power step
     ([Pethick 2025][pethick-2025]).
 
@@ -195,6 +238,7 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
         raise ValueError(f"method must be one of {_ORTH_METHODS}, got {method!r}")
     if X.ndim < 2 or X.shape[-2] < X.shape[-1]:
         raise ValueError(f"`X` must be (..., m, r) with m >= r, got shape {tuple(X.shape)}")
+    _check_sketch(sketch, method, X.shape[-2], X.shape[-1], xp)
     dt = _array.float_dtype(xp, X)
     Xc = _array.as_float(X, xp, dt)
     low = _array.is_low_precision(dt, xp)
@@ -206,7 +250,9 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     if method == "auto":
         # unknown Dask sizes (nan) compare False: CholeskyQR2, which falls back by itself
         method = "householder" if m < _AUTO_RATIO * r else "cholesky_qr2"
-    if _array.is_dask(xp) and Xc.ndim == 2:  # per-chunk tasks, the fallback gated inside them
+    if method == "rcqr":
+        Q = _rcqr(Xc, _array.as_float(sketch, xp, Xc.dtype), xp)
+    elif _array.is_dask(xp) and Xc.ndim == 2:  # per-chunk tasks, the fallback gated inside them
         Q = (_dask.cholesky_qr2(Xc, tol=_CQR2_TOL) if method == "cholesky_qr2"
              else _dask.tsqr(Xc, with_r=False)[0])
     elif method == "cholesky_qr2":

@@ -54,11 +54,11 @@ __all__ = [
     "check_dtype",
     "check_int",
     "check_lists",
+    "check_lowrank",
     "check_rank",
     "check_rank_fits",
     "check_real",
     "from_blocks",
-    "group_by_shape",
     "host_steps",
     "is_array_hyper",
     "matrix_shape",
@@ -69,6 +69,7 @@ __all__ = [
     "run_init",
     "run_update",
     "scalar_hyper",
+    "seeded_q",
     "state_dtype_for",
     "step_size",
     "to_blocks",
@@ -396,12 +397,22 @@ def check_rank_fits(rank: int | float, shapes: Sequence[tuple[int, int]]) -> Non
                          f"use rank <= {max(sizes)}, or a fraction in (0, 1]")
 
 
-def group_by_shape(arrays: Sequence[Any]) -> dict[tuple[int, ...], list[int]]:
-    """Indices of ``arrays`` grouped by shape (and dtype), in first-seen order."""
-    groups: dict[Any, list[int]] = {}
-    for i, a in enumerate(arrays):
-        groups.setdefault((tuple(a.shape), str(a.dtype)), []).append(i)
-    return groups
+def check_lowrank(rank: Any, rank_multiple_of: Any, orthogonalize: Any, seed: Any,
+                  choices: Sequence[str]) -> None:
+    """The arguments every low-rank method (Dion, PowerSGD) shares, checked."""
+    resolve_rank(rank, rank_multiple_of, 1, 1)
+    check_choice("orthogonalize", orthogonalize, choices)
+    check_int("seed", seed, 0)
+
+
+def seeded_q(p: Any, i: int, rank: Any, multiple: int, seed: int, state_dtype: Any):
+    """``(xp, dt, dev, (m, n), r, Q)``: a seeded Gaussian right factor ``Q`` ``(n, r)`` for the
+    matrix ``p`` (host draw from ``seed + i``, the same on every backend)."""
+    xp, dev = _array.array_namespace(p), _array.device(p)
+    dt = state_dtype_for(p, xp, state_dtype)
+    m, n = p.shape
+    r = resolve_rank(rank, multiple, m, n)
+    return xp, dt, dev, (m, n), r, _array.random_normal((n, r), seed=seed + i, xp=xp, dtype=dt, dev=dev)
 
 
 def block_layout(n: int, max_dim: int) -> tuple[int, int]:
