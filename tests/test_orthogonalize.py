@@ -117,6 +117,52 @@ def test_orthonormalize_empty(backend):
 
 
 
+def _sketch(m: int, r: int, seed: int = 30) -> np.ndarray:
+    k = max(r, int(np.ceil(1.25 * r)))
+    return np.random.default_rng(seed).standard_normal((k, m)) / np.sqrt(k)
+
+
+@pytest.mark.parametrize("kappa", [1.0, 1e4, 1e8])
+def test_orthonormalize_rcqr_span_and_orthonormality(backend, kappa):
+    """Randomized Cholesky QR: orthonormal to float64 precision and the span of numpy's QR
+    (the projector ``Q Qᵀ`` equal), also ill-conditioned (κ = 1e8, where plain CholeskyQR fails)."""
+    X, *_ = matrix_with_spectrum(200, 8, np.geomspace(1, 1 / kappa, 8), seed=31)
+    Q = orth.orthonormalize(backend.asarray(X), method="rcqr", sketch=backend.asarray(_sketch(200, 8)))
+    assert_array(Q, backend, shape=(200, 8), dtype="float64")
+    Qn = backend.to_numpy(Q)
+    assert _orth_err(Qn) <= 1e-12
+    ref = _ref_q(X)
+    assert np.abs(Qn @ Qn.T - ref @ ref.T).max() <= 1e-12 * max(1.0, kappa * 1e-4)
+
+
+def test_orthonormalize_rcqr_rank_deficient_empty_batched(backend):
+    """Rank-deficient and zero ``X``: finite, the span holds ``X``'s, columns orthonormal or,
+    for an exactly zero direction, zero (documented); empty input; a batch with one sketch;
+    a missing or wrong sketch is refused."""
+    X, *_ = matrix_with_spectrum(60, 6, np.array([1, 1, 0.5, 0, 0, 0.0]), seed=32)
+    S = backend.asarray(_sketch(60, 6))
+    for A, ones in ((X, 6), (np.zeros((60, 6)), 0), (np.concatenate([X[:, :3], np.zeros((60, 3))], 1), 3)):
+        Qn = backend.to_numpy(orth.orthonormalize(backend.asarray(A), method="rcqr", sketch=S))
+        assert np.all(np.isfinite(Qn))
+        assert np.linalg.norm(A - Qn @ (Qn.T @ A)) <= 1e-10 * max(1.0, np.linalg.norm(A))
+        G = Qn.T @ Qn
+        assert np.abs(G - np.diag(np.diag(G))).max() <= 1e-10
+        assert np.sort(np.round(np.diag(G), 10)).tolist() == [0.0] * (6 - ones) + [1.0] * ones
+    E = orth.orthonormalize(backend.asarray(np.ones((60, 0))), method="rcqr", sketch=S)
+    assert_array(E, backend, shape=(60, 0), dtype="float64")
+    Xb = np.random.default_rng(33).standard_normal((2, 60, 6))
+    Qb = backend.to_numpy(orth.orthonormalize(backend.asarray(Xb), method="rcqr", sketch=S))
+    for j in range(2):
+        assert _orth_err(Qb[j]) <= 1e-12
+        assert np.abs(Qb[j] @ Qb[j].T - _ref_q(Xb[j]) @ _ref_q(Xb[j]).T).max() <= 1e-12
+    with pytest.raises(ValueError, match="sketch"):
+        orth.orthonormalize(backend.asarray(X), method="rcqr")
+    with pytest.raises(ValueError, match="sketch"):
+        orth.orthonormalize(backend.asarray(X), method="rcqr", sketch=backend.asarray(np.ones((4, 60))))
+    with pytest.raises(ValueError, match="sketch"):
+        orth.orthonormalize(backend.asarray(X), method="householder", sketch=S)
+
+
 # ----------------------------------------------------------------------------- ns_schedule
 
 

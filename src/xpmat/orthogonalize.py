@@ -128,14 +128,15 @@ def _rcqr(Y: Any, S: Any, xp: Any) -> Any:
     Zero or dependent columns: a diagonal shift of ``u · max|diag R₁|`` keeps both factors
     invertible.
     """
-    _, R1 = xp.linalg.qr(S @ Y)
+    _, R1 = _array.qr(S @ Y, xp)
     d = xp.linalg.diagonal(R1)
-    tiny = xp.finfo(Y.dtype).eps * (xp.max(xp.abs(d), axis=-1, keepdims=True)
-                                    + xp.finfo(Y.dtype).smallest_normal)
+    top = xp.max(xp.abs(d), axis=-1, keepdims=True)
+    tiny = xp.finfo(Y.dtype).eps * (top + xp.finfo(Y.dtype).smallest_normal)
+    tiny = xp.where(top > 0, tiny, xp.ones_like(tiny))  # zero Y: R₁ = I, Q = 0 (not 0 / 0)
     eye = xp.eye(R1.shape[-1], dtype=Y.dtype, device=_array.device(Y))
     R1 = R1 + eye * xp.where(xp.abs(d) < tiny, tiny, xp.zeros_like(d))[..., None, :]
     Y1 = _array.solve_triangular(R1, Y, upper=True, left=False, xp=xp)
-    L = xp.linalg.cholesky(mT(Y1, xp) @ Y1 + eye * tiny[..., None])
+    L = _array.cholesky(mT(Y1, xp) @ Y1 + eye * tiny[..., None], xp)
     return _array.solve_triangular(mT(L, xp), Y1, upper=True, left=False, xp=xp)
 
 
@@ -205,9 +206,11 @@ def orthonormalize(X: Any, /, *, method: str = "auto", sketch: Any = None, xp: A
     (well conditioned with high probability), then one CholeskyQR step ``X₁ = Q R₂``.  No
     acceptance test and so no host read; the signs of ``Q``'s columns follow ``R₁`` (not
     diag(R) >= 0), the span is ``X``'s.  Zero or dependent columns get a diagonal shift of
-    ``u · max|diag R₁|``: ``Q`` stays finite and its span holds ``X``'s, but for rank-deficient
-    ``X`` its columns are orthonormal only to about ``√u`` (the shifted Gram is ill-conditioned);
-    use Householder there.  Used for the QR of orthogonal / power iteration
+    ``u · max|diag R₁|`` that keeps the factors finite: ``Q``'s span holds ``X``'s, and its
+    columns are orthonormal except that an exactly zero direction of ``X`` (a zero column, zero
+    ``X``) gives a zero column of ``Q``, not a completion of the basis (Dion wants a zero
+    direction there);
+    for a completed basis use Householder.  Used for the QR of orthogonal / power iteration
     ([Stratos 2026, App. Q.2, eqs. 142–145][stratos-2026]) and Dion's / PowerSGD's power step
     ([Pethick 2025][pethick-2025]).
 
