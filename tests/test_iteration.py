@@ -399,8 +399,9 @@ def test_power_iter1_many_reduce_and_rcqr(backend, xp):
     assert calls == [[(20, 3), (9, 2)], [(12, 3), (15, 2)]]
     for k in range(2):
         assert_close(R[k], _np(backend, many[1][k]), backend, rtol=0, atol=1e-12)
+        assert_close(Qn[k], _np(backend, many[2][k]), backend, rtol=0, atol=1e-12)
     sk = [backend.asarray(rng.standard_normal((r + 1, m)) / np.sqrt(r + 1)) for m, _, r in shapes]
-    P, R, Qn = xm.power_iter1(Bb, Qb, method="rcqr", sketch=sk)
+    P, R, _ = xm.power_iter1(Bb, Qb, method="rcqr", sketch=sk)
     for k, (B, Q) in enumerate(zip(Bs, Qs, strict=True)):
         Pn = _np(backend, P[k])
         assert np.allclose(Pn.T @ Pn, np.eye(Q.shape[1]), atol=1e-12)
