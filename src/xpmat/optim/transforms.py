@@ -24,13 +24,16 @@ and the final updates are *added* to the parameters (:func:`xpmat.optim.apply_up
   :func:`adam_direction` for methods that need its arithmetic inside a larger block;
 - directions: :func:`steepest_direction` (steepest descent under the Frobenius, ℓ∞ or
   spectral norm, trust-region or majorization-minimization scaling), :func:`msign_direction`
-  (Muon), :func:`dion_direction` and :func:`powersgd_compress` (low rank, error feedback);
+  (Muon; Newton–Schulz batched by shape is :func:`xpmat.msign_many`);
 - decay and step size: :func:`add_decayed_weights`, :func:`scale_by_shape`, :func:`scale_by_lr`;
 - composition: :func:`chain`, :func:`route` (a per-parameter partition), :func:`per_parameter`
   (a new block from one-parameter functions).
 
-Preconditioners with a state of their own live with their method (Shampoo's Kronecker
-factors, LRE's eigenbasis, Adafactor's and AdamNMF's factored second moments).
+Blocks with a state of their own that one method uses live with that method (Dion's low-rank
+direction ``dion.dion_direction``, PowerSGD's compression ``powersgd.powersgd_compress``,
+Shampoo's Kronecker factors, LRE's eigenbasis, Adafactor's and AdamNMF's factored second
+moments); the matrix primitives they run on live below the optimizer floor
+(:func:`xpmat.msign_many`, :func:`xpmat.power_iter1`, :func:`xpmat.orthonormalize`).
 
 Hyper-parameters: numbers, or — for the coefficients a scheduler moves (``lr``, ``momentum``,
 ``beta``/``betas``, ``weight_decay``) — 0-d arrays of the parameters' library (tensor
