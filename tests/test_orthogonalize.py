@@ -122,7 +122,7 @@ def _sketch(m: int, r: int, seed: int = 30) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((k, m)) / np.sqrt(k)
 
 
-@pytest.mark.parametrize("kappa", [1.0, 1e4, 1e8])
+@pytest.mark.parametrize("kappa", [1.0, 1e8])
 def test_orthonormalize_rcqr_span_and_orthonormality(backend, kappa):
     """Randomized Cholesky QR: orthonormal to float64 precision and the span of numpy's QR
     (the projector ``Q Qᵀ`` equal), also ill-conditioned (κ = 1e8, where plain CholeskyQR fails)."""
@@ -425,22 +425,22 @@ def test_ns_flops_counts_the_products():
 # ----------------------------------------------------------------------------- msign_many
 
 
-def test_msign_many_mixed_shapes_equal_msign_and_svd(backend, dtype):
-    """Mixed shapes (tall, wide, a batch, a repeated shape): each result is ``scale · msign`` of
-    its matrix (float64 SVD reference), in its own shape; a callable scale gets each shape."""
-    shapes = [(24, 10), (10, 24), (2, 12, 8), (24, 10)]
+def test_msign_many_mixed_shapes_equal_msign_and_svd(backend):
+    """Mixed shapes (tall, a wide batch, a repeated shape): each result is ``scale · msign`` of
+    its matrix (float64 SVD reference) in its own shape, equal to :func:`msign` of it; a
+    callable scale gets each shape, a number scales all."""
+    shapes = [(24, 10), (2, 8, 12), (24, 10)]
     As = [matrix_with_spectrum(*s[-2:], np.geomspace(1, 1e-2, min(s[-2:])), seed=40 + k,
                                batch=s[:-2])[0] for k, s in enumerate(shapes)]
-    Gs = [backend.asarray(A, dtype) for A in As]
+    Gs = [backend.asarray(A) for A in As]
     Os = orth.msign_many(Gs, steps=10, scale=lambda m, n: -0.5 * m / n)
     for A, G, O in zip(As, Gs, Os, strict=True):
-        assert_array(O, backend, shape=A.shape, dtype=dtype)
+        assert_array(O, backend, shape=A.shape, dtype="float64")
         m, n = A.shape[-2:]
-        assert rel_err(O, -0.5 * m / n * _uvt(A), backend) <= 1e-6 if dtype == "float64" else 1e-4
-        one = backend.to_numpy(orth.msign(G, steps=10))
-        assert rel_err(O, -0.5 * m / n * one, backend) <= 10 * TOL[dtype]
-    plain = orth.msign_many(Gs, steps=10, scale=2.0)
-    assert rel_err(plain[1], 2.0 * _uvt(As[1]), backend) <= 1e-6 if dtype == "float64" else 1e-4
+        assert rel_err(O, -0.5 * m / n * _uvt(A), backend) <= 1e-6
+        assert rel_err(O, -0.5 * m / n * backend.to_numpy(orth.msign(G, steps=10)), backend) <= 1e-12
+    (two,) = orth.msign_many(Gs[1:2], steps=10, scale=2.0)
+    assert rel_err(two, 2.0 * _uvt(As[1]), backend) <= 1e-6
 
 
 def test_msign_many_empty_zero_and_int(backend):
