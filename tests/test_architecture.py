@@ -67,6 +67,13 @@ def read_page(text: str):
     return floors, allowed, exceptions
 
 
+def read_array_order(text: str) -> list[tuple[str, set[str]]]:
+    """``[(module, {the _array modules it imports})]`` from the "Inside ``_array``" table, in
+    its order (short names: ``_dtypes``)."""
+    rows = _table(text, ["`_array` module", "holds", "imports"])
+    return [(_names(row[0])[0], set(_names(row[2]))) for row in rows]
+
+
 # ----------------------------------------------------------------------------- the code
 
 
@@ -227,6 +234,14 @@ def test_no_import_cycle(edges):
     assert found is None, "import cycle: " + " -> ".join(found)
 
 
+def test_array_modules_import_in_the_order_the_page_gives(edges):
+    """``_array``'s topic modules import each other only down the page's table (a DAG, whose
+    order is the table's), and exactly as its ``imports`` column says."""
+    order = read_array_order(PAGE.read_text(encoding="utf-8"))
+    bad = array_order_violations(edges, order)
+    assert not bad, "docs/architecture.md, 'Inside _array':\n" + "\n".join(bad)
+
+
 def test_torch_free_floors_do_not_import_torch_at_import_time(page):
     floors = page[0]
     torch_ok = {f for f, _, ok in floors if ok}
@@ -237,6 +252,25 @@ def test_torch_free_floors_do_not_import_torch_at_import_time(page):
         found = _framework_imports_at_import_time(ast.parse(path.read_text(encoding="utf-8")))
         bad += [f"{name} imports {lib} at import time" for lib in found]
     assert not bad, "\n".join(bad)
+
+
+def array_order_violations(edges: dict[str, set[str]], order) -> list[str]:
+    """Where the ``_array`` submodules disagree with the page's table: a module missing from it
+    (or listed but absent), an import of a module of a later row (or of the package itself, or
+    of itself), an import the row does not list, or one it lists that the code lacks."""
+    pkg = "xpmat._array"
+    listed = [m for m, _ in order]
+    actual = sorted(m.rpartition(".")[2] for m in edges if m.startswith(pkg + "."))
+    bad = [f"{pkg}.{m} is not in the table" for m in actual if m not in listed]
+    bad += [f"{pkg}.{m} is in the table but not in the code" for m in listed if m not in actual]
+    for k, (mod, imports) in enumerate(order):
+        got = {"the package" if t == pkg else t.rpartition(".")[2]
+               for t in edges.get(f"{pkg}.{mod}", ()) if t == pkg or t.startswith(pkg + ".")}
+        later = got - set(listed[:k])
+        bad += [f"{pkg}.{mod} imports {t}, not a module of an earlier row" for t in sorted(later)]
+        if got != imports:
+            bad.append(f"{pkg}.{mod} imports {sorted(got)}, the table says {sorted(imports)}")
+    return bad
 
 
 # ----------------------------------------------------------------------------- the test can fail
@@ -255,6 +289,20 @@ def test_the_check_catches_a_forbidden_arrow(page, edges):
                    "xpmat.kron (primitives) -> xpmat (face)"}
     assert cycle({**broken, "xpmat.optim.transforms": broken["xpmat.optim.transforms"]
                   | {"xpmat.optim.muon"}}) is not None  # transforms -> muon -> transforms
+
+
+def test_the_array_order_check_catches_a_climb(edges):
+    """An ``_array`` module importing a later row, or the package, is reported; so is a module
+    the table does not list."""
+    order = read_array_order(PAGE.read_text(encoding="utf-8"))
+    first, last = order[0][0], order[-1][0]
+    broken = {k: set(v) for k, v in edges.items()}
+    broken[f"xpmat._array.{first}"] |= {f"xpmat._array.{last}", "xpmat._array"}
+    broken["xpmat._array._new_topic"] = set()
+    bad = array_order_violations(broken, order)
+    assert f"xpmat._array.{first} imports {last}, not a module of an earlier row" in bad
+    assert f"xpmat._array.{first} imports the package, not a module of an earlier row" in bad
+    assert "xpmat._array._new_topic is not in the table" in bad
 
 
 def test_arrows_are_read_as_python_resolves_them(tmp_path):
