@@ -18,6 +18,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "xpmat"
+TESTS = REPO / "tests"
 PAGE = REPO / "docs" / "architecture.md"
 FRAMEWORKS = {"torch", "cupy", "jax"}  # "detect, do not import" on the torch-free floors
 
@@ -242,6 +243,20 @@ def test_array_modules_import_in_the_order_the_page_gives(edges):
     assert not bad, "docs/architecture.md, 'Inside _array':\n" + "\n".join(bad)
 
 
+def test_tests_use_private_names_only_in_the_file_that_mirrors_them():
+    """A test reaches xpmat through public names; a private module (``_array``, ``_optional``,
+    ``optim._base``) or a private name of a module is used only by the one test file that
+    mirrors it, and by the rows of the page's "Private names in tests" table."""
+    rows = _table(PAGE.read_text(encoding="utf-8"), ["test", "private name", "why"], empty_ok=True)
+    allowed = {(_names(r[0])[0], _names(r[1])[0]) for r in rows}
+    tests = {str(p.relative_to(TESTS)): p.read_text(encoding="utf-8") for p in sorted(TESTS.rglob("*.py"))
+             if p.name != Path(__file__).name}  # this file reads names as data, it uses none
+    bad = private_import_violations(tests, modules(), allowed)
+    assert not bad, "\n".join(bad)
+    used = {(n, w) for n, src in tests.items() for _, w in private_uses(src, modules())}
+    assert allowed <= used, f"rows of 'Private names in tests' that no test uses: {allowed - used}"
+
+
 def test_torch_free_floors_do_not_import_torch_at_import_time(page):
     floors = page[0]
     torch_ok = {f for f, _, ok in floors if ok}
@@ -270,6 +285,58 @@ def array_order_violations(edges: dict[str, set[str]], order) -> list[str]:
         bad += [f"{pkg}.{mod} imports {t}, not a module of an earlier row" for t in sorted(later)]
         if got != imports:
             bad.append(f"{pkg}.{mod} imports {sorted(got)}, the table says {sorted(imports)}")
+    return bad
+
+
+# ----------------------------------------------------------------------------- private names in tests
+
+
+def _private(part: str) -> bool:
+    return part.startswith("_") and not part.endswith("__")
+
+
+def mirror(module: str) -> str:
+    """The test file (stem) that mirrors ``module``: ``xpmat.optim._base`` -> ``test_optim_base``,
+    ``xpmat._array`` -> ``test_array``."""
+    return "test_" + "_".join(p.lstrip("_") for p in module.split(".")[1:])
+
+
+def private_uses(source: str, known: dict[str, Path]) -> list[tuple[str, str]]:
+    """``[(module, what)]``: each private xpmat name a test source imports (``what`` is the
+    dotted name), with the module that holds it; also a string that is such a dotted name
+    (``monkeypatch.setattr("xpmat._x.f", ...)``, ``importlib.import_module``)."""
+    found = []
+
+    def module_path(dotted: str) -> None:
+        parts = dotted.split(".")
+        for k in range(2, len(parts) + 1):
+            if _private(parts[k - 1]):
+                head = ".".join(parts[:k])
+                found.append((head if head in known else ".".join(parts[:k - 1]), dotted))
+                return
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "xpmat":
+                    module_path(a.name)
+        elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("xpmat"):
+            for a in node.names:
+                module_path(f"{node.module}.{a.name}")
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and re.fullmatch(r"xpmat(\.[A-Za-z_]\w*)+", node.value)):
+            module_path(node.value)
+    return found
+
+
+def private_import_violations(tests: dict[str, str], known, allowed: set[tuple[str, str]]) -> list[str]:
+    """Private uses outside the test file that mirrors their module, less ``allowed``
+    ``{(test file, dotted name)}``."""
+    bad = []
+    for name, source in sorted(tests.items()):
+        for module, what in private_uses(source, known):
+            if Path(name).stem != mirror(module) and (name, what) not in allowed:
+                bad.append(f"{name} uses {what} (only {mirror(module)}.py may)")
     return bad
 
 
@@ -303,6 +370,24 @@ def test_the_array_order_check_catches_a_climb(edges):
     assert f"xpmat._array.{first} imports {last}, not a module of an earlier row" in bad
     assert f"xpmat._array.{first} imports the package, not a module of an earlier row" in bad
     assert "xpmat._array._new_topic is not in the table" in bad
+
+
+def test_the_private_name_check_catches_each_form():
+    """Private modules, private names of public modules and dotted strings are found (prose
+    is not); the mirror file may use its own module's."""
+    known = modules()
+    src = ("import xpmat._array\nfrom xpmat import _optional, msign\n"
+           "from xpmat.optim._base import resolve_rank\nfrom xpmat.optim.shampoo import _to_blocks\n"
+           "def f(mp):\n    mp.setattr('xpmat._array.eigh', None)\n    'see xpmat._array'\n")
+    assert private_uses(src, known) == [
+        ("xpmat._array", "xpmat._array"), ("xpmat._optional", "xpmat._optional"),
+        ("xpmat.optim._base", "xpmat.optim._base.resolve_rank"),
+        ("xpmat.optim.shampoo", "xpmat.optim.shampoo._to_blocks"),
+        ("xpmat._array", "xpmat._array.eigh")]
+    bad = private_import_violations({"test_x.py": src, "test_array.py": "from xpmat import _array\n",
+                                     "test_optim_shampoo.py": "from xpmat.optim.shampoo import _f\n"},
+                                    known, set())
+    assert len(bad) == 5 and all(b.startswith("test_x.py") for b in bad)
 
 
 def test_arrows_are_read_as_python_resolves_them(tmp_path):

@@ -1,8 +1,10 @@
 """Tests of the backend layer (`xpmat._array`) itself."""
 
+import warnings
+
 import numpy as np
 import pytest
-from conftest import TOL, assert_array, assert_close, get_backend
+from conftest import TOL, assert_array, assert_close, get_backend, require_backend
 
 from xpmat import _array
 
@@ -268,6 +270,53 @@ def test_is_lazy_false_for_torch_meta():
     """A meta tensor counts as readable, so a host read on it raises (tests/test_meta.py)."""
     torch = pytest.importorskip("torch")
     assert not _array.is_lazy(torch.empty(2, device="meta"))
+
+
+def test_is_lazy_tells_tracers_from_eager_arrays():
+    jax = pytest.importorskip("jax")
+    x = jax.numpy.ones((2, 2))
+    assert not _array.is_lazy(x)
+    seen = []
+    jax.jit(lambda a: seen.append(_array.is_lazy(a)) or a)(x)
+    jax.vmap(lambda a: seen.append(_array.is_lazy(a)) or a)(x)
+    jax.grad(lambda a: seen.append(_array.is_lazy(a)) or a.sum())(x)
+    assert seen == [True, True, True]
+    assert not _array.is_lazy(np.ones(2))
+
+
+def test_supports_float64_follows_jax_x64_without_a_warning():
+    """JAX's default mode (x64 off) gives float32 *with a warning* for a float64 request, so the
+    probe asks ``jax.config`` (``tests/test_jax.py`` runs the optimizers in that mode)."""
+    jax = pytest.importorskip("jax")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with jax.enable_x64(False):
+            assert _array.supports_float64(jax.numpy) is False
+            with jax.enable_x64(True):
+                assert _array.supports_float64(jax.numpy) is True
+            assert _array.supports_float64(jax.numpy) is False
+    assert not caught, [str(w.message) for w in caught]
+
+
+def _gram(n: int = 6, seed: int = 3) -> np.ndarray:
+    X = np.random.default_rng(seed).standard_normal((4 * n, n))
+    return X.T @ X
+
+
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_cholesky_is_the_lower_factor_on_dask(batch):
+    """array-api-compat's Dask ``cholesky`` gives the upper factor (``tests/test_dask.py``);
+    ``_array.cholesky`` gives the lower one."""
+    backend = require_backend("dask")
+    G = np.stack([_gram(seed=s) for s in range(3)]) if batch else _gram()
+    L = _array.cholesky(backend.asarray(G), backend.xp)
+    np.testing.assert_allclose(L.compute(), np.linalg.cholesky(G), rtol=1e-12, atol=1e-12)
+
+
+def test_cholesky_failure_is_nan_on_dask():
+    backend = require_backend("dask")
+    bad = backend.asarray(np.diag([1.0, -1.0, 2.0]))
+    assert np.isnan(_array.cholesky(bad, backend.xp).compute()).all()
 
 
 def test_fixed_loop_runs_the_body_steps_times(backend, xp):
