@@ -26,11 +26,12 @@ module                 holds
 The modules import each other in that order, never back up (``tests/test_architecture.py``
 checks it against ``docs/architecture.md``).  None imports torch, CuPy or JAX when it is
 imported: libraries are *detected* through the namespace of the caller's arrays.  Where a
-function needs a library's module it takes the loaded one from ``sys.modules`` (torch for the
-fused kernels, ``torch.compile``'s ``cond``; JAX's tracer type and ``fori_loop``) or imports it
-inside its body, only for arrays of that library: ``synchronize`` (torch, CuPy),
-``solve_triangular`` (``jax.scipy.linalg``, ``cupyx.scipy.linalg``, SciPy for NumPy),
-``random_normal`` / ``max_abs`` / ``eye`` (``dask.array`` for Dask arrays).
+function needs a library's module it takes the loaded one from ``sys.modules`` (torch for
+``lerp``, ``add_scaled``, ``matmul_add``, ``is_compiling``, ``cond``; JAX for its tracer type,
+``fori_loop`` and x64 flag) or imports it inside its body, only for arrays of that library:
+``synchronize`` (torch, CuPy: to wait for their device), ``solve_triangular``
+(``jax.scipy.linalg``, ``cupyx.scipy.linalg``, SciPy for NumPy: the standard has no triangular
+solve), ``random_normal`` / ``max_abs`` / ``eye`` (``dask.array`` for Dask arrays).
 """
 
 from __future__ import annotations
