@@ -2,8 +2,9 @@
 
 :data:`ITEMSIZE` is the only list of floating dtype names in xpmat (``compute_dtype`` and
 ``state_dtype`` strings, :func:`itemsize`); :data:`FLOAT_NAMES` and :data:`LOW_PRECISION` are
-read from it, and ``xpmat.optim._base`` imports them.  Nothing here imports an array library:
-JAX's x64 flag is read from the already loaded ``jax`` module (``sys.modules``).
+read from it, and ``xpmat.optim._base`` checks ``state_dtype`` names against the first.
+Nothing here imports an array library: JAX's x64 flag is read from the already loaded ``jax``
+module (``sys.modules``).
 """
 
 from __future__ import annotations
