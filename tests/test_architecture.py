@@ -1,10 +1,13 @@
 """``docs/architecture.md`` is true: every import arrow of ``src/xpmat`` is one its tables allow.
 
-The page holds three tables: the floors (module patterns, and whether torch may be imported at
-import time), what each floor may import, and the known exceptions.  This test parses them from
-the Markdown and reads the imports of every module with ``ast``, so the page and the code cannot
-disagree: a new arrow the table does not allow, a module on no floor, a torch import at import
-time on a torch-free floor, a cycle, or an exception that no longer exists all fail here.
+The page holds five tables: the topic modules of ``_array`` in their import order, the floors
+(module patterns, and whether torch may be imported at import time), what each floor may
+import, the known exceptions, and the private names a test may use outside its mirror file.
+This test parses them from the Markdown and reads the imports of every module (and of every
+test file) with ``ast``, so the page and the code cannot disagree: a new arrow the table does
+not allow, a module on no floor, a torch import at import time on a torch-free floor, a cycle,
+an ``_array`` module importing one of a later row, a test using a private name of a module it
+does not mirror, or an exception that no longer exists all fail here.
 """
 
 from __future__ import annotations
