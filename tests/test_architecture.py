@@ -252,11 +252,13 @@ def test_tests_use_private_names_only_in_the_file_that_mirrors_them():
     mirrors it, and by the rows of the page's "Private names in tests" table."""
     rows = _table(PAGE.read_text(encoding="utf-8"), ["test", "private name", "why"], empty_ok=True)
     allowed = {(_names(r[0])[0], _names(r[1])[0]) for r in rows}
-    tests = {str(p.relative_to(TESTS)): p.read_text(encoding="utf-8") for p in sorted(TESTS.rglob("*.py"))
-             if p.name != Path(__file__).name}  # this file reads names as data, it uses none
-    bad = private_import_violations(tests, modules(), allowed)
+    known = modules()
+    uses = {str(p.relative_to(TESTS)): private_uses(p.read_text(encoding="utf-8"), known)
+            for p in sorted(TESTS.rglob("*.py"))
+            if p.name != Path(__file__).name}  # this file reads names as data, it uses none
+    bad = private_import_violations(uses, allowed)
     assert not bad, "\n".join(bad)
-    used = {(n, w) for n, src in tests.items() for _, w in private_uses(src, modules())}
+    used = {(n, w) for n, found in uses.items() for _, w in found}
     assert allowed <= used, f"rows of 'Private names in tests' that no test uses: {allowed - used}"
 
 
@@ -332,12 +334,12 @@ def private_uses(source: str, known: dict[str, Path]) -> list[tuple[str, str]]:
     return found
 
 
-def private_import_violations(tests: dict[str, str], known, allowed: set[tuple[str, str]]) -> list[str]:
-    """Private uses outside the test file that mirrors their module, less ``allowed``
-    ``{(test file, dotted name)}``."""
+def private_import_violations(uses: dict[str, list[tuple[str, str]]], allowed: set) -> list[str]:
+    """Private uses (``{test file: private_uses(...)}``) outside the test file that mirrors their
+    module, less ``allowed`` ``{(test file, dotted name)}``."""
     bad = []
-    for name, source in sorted(tests.items()):
-        for module, what in private_uses(source, known):
+    for name, found in sorted(uses.items()):
+        for module, what in found:
             if Path(name).stem != mirror(module) and (name, what) not in allowed:
                 bad.append(f"{name} uses {what} (only {mirror(module)}.py may)")
     return bad
@@ -387,9 +389,9 @@ def test_the_private_name_check_catches_each_form():
         ("xpmat.optim._base", "xpmat.optim._base.resolve_rank"),
         ("xpmat.optim.shampoo", "xpmat.optim.shampoo._to_blocks"),
         ("xpmat._array", "xpmat._array.eigh")]
-    bad = private_import_violations({"test_x.py": src, "test_array.py": "from xpmat import _array\n",
-                                     "test_optim_shampoo.py": "from xpmat.optim.shampoo import _f\n"},
-                                    known, set())
+    tests = {"test_x.py": src, "test_array.py": "from xpmat import _array\n",
+             "test_optim_shampoo.py": "from xpmat.optim.shampoo import _f\n"}
+    bad = private_import_violations({n: private_uses(t, known) for n, t in tests.items()}, set())
     assert len(bad) == 5 and all(b.startswith("test_x.py") for b in bad)
 
 
