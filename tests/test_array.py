@@ -323,3 +323,26 @@ def test_fixed_loop_runs_the_body_steps_times(backend, xp):
     x = backend.asarray(np.ones(3))
     (y,) = _array.fixed_loop(4, lambda s: (s[0] * 2,), (x,))
     assert_close(y, np.full(3, 16.0), backend, rtol=0)
+
+
+def test_every_name_callers_use_is_exported():
+    """``_array`` is a package of topic modules; callers write ``_array.name`` (or ``from
+    xpmat._array import name``) and ``__init__`` re-exports each such name in ``__all__``."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    used = set()
+    for folder in ("src", "tests", "asv_benchmarks", "docs/scripts"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if "_array" in path.parts:  # the package itself
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "_array"
+                        and not node.attr.startswith("__")):
+                    used.add(node.attr)
+                elif isinstance(node, ast.ImportFrom) and node.module == "xpmat._array":
+                    used |= {a.name for a in node.names}
+    assert used, "no caller found: the scan is broken"
+    assert used <= set(_array.__all__), sorted(used - set(_array.__all__))
+    assert _array.__all__ == sorted(_array.__all__)
