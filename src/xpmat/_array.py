@@ -468,7 +468,7 @@ def _factor_input(a: Any, xp: Any, *, identity: bool = False) -> tuple[Any, Any,
     if identity:
         fill = xp.broadcast_to(eye(a.shape[-1], like=a, xp=xp), a.shape)
     else:
-        fill = xp.zeros_like(a)
+        fill = 0.0  # a scalar, not zeros_like: a's Dask meta may not be its chunks' type
     return xp.where(bad[..., None, None], fill, a), bad, dt
 
 
@@ -792,16 +792,10 @@ def matmul_add(c: Any, a: Any, b: Any, *, beta: float, alpha: float = 1.0, xp: A
 
 
 def eye(n: int, *, like: Any, xp: Any) -> Any:
-    """The ``n × n`` identity in ``like``'s dtype, on its device.  Dask: in ``like``'s chunk type
-    (array-api-compat's Dask ``eye`` makes NumPy chunks whatever the input's; the blocks are
-    converted by NumPy's ``like=`` protocol, which CuPy implements)."""
-    out = xp.eye(n, dtype=like.dtype, device=device(like))
-    if _compat.is_dask_array(like) and type(like._meta) is not _np.ndarray:
-        from dask.array.utils import meta_from_array
-
-        meta = meta_from_array(like._meta, ndim=2)
-        out = out.map_blocks(functools.partial(_np.asarray, like=meta), meta=meta)
-    return out
+    """The ``n × n`` identity in ``like``'s dtype, on its device.  Dask: in the type of
+    ``like``'s chunks (array-api-compat's Dask ``eye`` makes NumPy chunks whatever the input's;
+    :func:`xpmat._dask.as_chunk_type` converts them)."""
+    return _dask.as_chunk_type(xp.eye(n, dtype=like.dtype, device=device(like)), like)
 
 
 def matmul(a: Any, b: Any, xp: Any) -> Any:

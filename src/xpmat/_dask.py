@@ -30,7 +30,8 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["cholesky_qr2", "fused_matmul", "merge_axis", "name", "per_matrix", "rowwise", "tsqr"]
+__all__ = ["as_chunk_type", "cholesky_qr2", "fused_matmul", "merge_axis", "name", "per_matrix", "rowwise",
+           "tsqr"]
 
 # Fan-in of the tree that sums the per-chunk Gram matrices (dask's own reductions use 4–32).
 _SPLIT_EVERY = 8
@@ -51,6 +52,45 @@ def _namespace(t: Any) -> Any:
     import array_api_compat
 
     return array_api_compat.array_namespace(t)
+
+
+def as_chunk_type(x: Any, like: Any) -> Any:
+    """``x`` with every chunk converted to the chunk type of the Dask array ``like`` (a CuPy
+    chunk, an ndarray subclass), for an array made by a creation function (``arange``, ``eye``):
+    array-api-compat's Dask creation functions make NumPy chunks whatever the input's type.
+
+    Each task reads the type from ``like``'s first chunk itself, not from its ``_meta`` (Dask
+    gives some reductions of an ndarray subclass a NumPy meta, which then spreads), and converts
+    with that chunk's library (``cupy.asarray``, ``torch.asarray`` on its device; NumPy's
+    ``like=`` protocol for an ndarray subclass); a chunk of that type already is returned as is.
+    ``x`` itself where either is not a Dask array or ``like`` has no chunk.
+    """
+    import array_api_compat
+
+    if not (array_api_compat.is_dask_array(x) and array_api_compat.is_dask_array(like)):
+        return x
+    if like.npartitions == 0:
+        return x
+    key = name("xpmat-as-chunk-type", x, like.name)
+    ref = (like.name, *(0,) * like.ndim)
+    graph = {(key, *i): (_convert, (x.name, *i), ref) for i in _block_indices(x.numblocks)}
+    from dask.array.utils import meta_from_array
+
+    return _array(graph, key, [x, like], x.chunks, meta_from_array(like._meta, x.ndim, x.dtype))
+
+
+def _convert(block: Any, ref: Any) -> Any:
+    """``block`` as an array of ``ref``'s type (see :func:`as_chunk_type`)."""
+    if type(block) is type(ref):
+        return block
+    import numpy
+
+    if isinstance(ref, numpy.ndarray):  # a subclass: NumPy's like= protocol keeps it
+        return numpy.asarray(block, like=ref)
+    import array_api_compat
+
+    cxp = array_api_compat.array_namespace(ref)
+    return cxp.asarray(block, device=array_api_compat.device(ref))
 
 
 def _known(chunks: Sequence[float]) -> bool:

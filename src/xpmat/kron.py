@@ -159,7 +159,7 @@ def kron_matmul(A: Any, B: Any, X: Any, /, *, xp: Any = None) -> Any:
 def _normalize(x: Any, xp: Any) -> tuple[Any, Any]:
     """``x / ‖x‖_F`` over the last two axes (zero stays zero) and the norm ``(..., 1, 1)``."""
     nrm = _array.frobenius_norm(x, xp, keepdims=True)
-    safe = xp.where(nrm > 0, nrm, xp.ones_like(nrm))
+    safe = xp.where(nrm > 0, nrm, 1.0)  # a scalar: on Dask no chunk of another type
     return x / safe, nrm
 
 
@@ -167,7 +167,7 @@ def _fix_sign(U: Any, V: Any, xp: Any) -> tuple[Any, Any]:
     """Flip ``(U, V)`` together so that the largest-magnitude entry of ``U`` is positive."""
     hi = xp.max(U, axis=(-2, -1), keepdims=True)
     lo = xp.min(U, axis=(-2, -1), keepdims=True)
-    s = xp.where(hi >= -lo, xp.ones_like(hi), -xp.ones_like(hi))
+    s = 2 * xp.astype(hi >= -lo, U.dtype) - 1  # +1 where hi >= -lo, else -1 (NaN too)
     return U * s, V * s
 
 
