@@ -471,6 +471,11 @@ _CHUNK_TYPE_CALLS = {  # case: (fn, host arrays, their chunks)
                               _LOWRANK[0][:2], _LOWRANK[1][:2]),
     "ggt_eigh": (lambda H: xm.ggt_eigh(H, rank=3), (_SMALL[:12, :5],), ((6, 5),)),
     "nearest_kron[svd]": (lambda H: xm.nearest_kron(H, (2, 3), (4, 3)), (_SMALL[:8, :9],), ((4, 9),)),
+    "orthogonal_iteration[align_to]": (lambda A, Q: xm.orthogonal_iteration(A, Q, iters=2, align_to=Q),
+                                       (_SPD, _Q3), ((6, 6), (6, 3))),
+    "orthogonal_iteration[ritz=False]": (lambda A, Q: xm.orthogonal_iteration(A, Q, iters=2, ritz=False),
+                                         (_SPD, _Q3), ((6, 6), (6, 3))),
+    "lowrank_inv_root_apply": (lambda L, Q, C: xm.lowrank_inv_root_apply(L, Q, C, eps=0.1), *_LOWRANK),
 }
 
 

@@ -127,9 +127,9 @@ def lowrank_row(row, rows, chunk, after, rng) -> None:
         lambda p: p.lowrank_eigh_update(Ld, Qd, Cd, decay=0.9))
 
 
-def measure(rows, reps, after, before, only=None):
+def measure(rows, reps, after, before, only=None, default_blas=True):
     table = [r for r in cases(rows, rows // 8, after, before) if not only or any(o in r[0] for o in only)]
-    extra = ["default BLAS", "NumPy, 1 BLAS thread"]
+    extra = ["default BLAS", "NumPy, 1 BLAS thread"] if default_blas else ["NumPy, 1 BLAS thread"]
     times = {(name, c): [] for name, cols, _ in table for c in [*cols, *extra]}
     for _ in range(reps):
         for name, cols, _ in table:
@@ -146,9 +146,10 @@ def measure(rows, reps, after, before, only=None):
                         t0 = time.perf_counter()
                         fn()
                 times[(name, col)].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            cols["after"]()
-            times[(name, "default BLAS")].append(time.perf_counter() - t0)
+            if default_blas:
+                t0 = time.perf_counter()
+                cols["after"]()
+                times[(name, "default BLAS")].append(time.perf_counter() - t0)
     return table, {k: float(np.median(v)) for k, v in times.items() if v}
 
 
@@ -158,13 +159,14 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--before", default=None, help="git revision of the 'before' column")
     ap.add_argument("--only", nargs="*", default=None, help="rows whose name contains one of these")
+    ap.add_argument("--no-default-blas", action="store_true", help="skip the 'default BLAS' column")
     args = ap.parse_args()
     import xpmat
 
     before = before_package(args.before) if args.before else None
-    table, med = measure(args.rows, args.reps, xpmat, before, args.only)
-    cols = ["NumPy", "NumPy, 1 BLAS thread", *(["before"] if before else []), "after", "default BLAS",
-            "Dask's own"]
+    table, med = measure(args.rows, args.reps, xpmat, before, args.only, not args.no_default_blas)
+    cols = ["NumPy", "NumPy, 1 BLAS thread", *(["before"] if before else []), "after",
+            *([] if args.no_default_blas else ["default BLAS"]), "Dask's own"]
     counted = ", ".join(c for c in cols if not c.startswith(("NumPy", "default BLAS")))
     print(f"| call | {' | '.join(cols)} | tasks ({counted}) |")
     print("|---" * (len(cols) + 2) + "|")
