@@ -33,16 +33,22 @@ class _DaskBase:
         with threadpool_limits(1, "blas"):
             dask.persist(*fn())
 
+    @staticmethod
+    def _da():
+        """``dask.array``, or asv's skip where Dask is not installed."""
+        try:
+            import dask.array as da
+        except ImportError as exc:
+            raise NotImplementedError("dask not installed") from exc
+        return da
+
 
 class DaskTallSkinny(_DaskBase):
     params = [[40_000] if FAST else [400_000]]
     param_names = ["rows"]
 
     def setup(self, rows):
-        try:
-            import dask.array as da
-        except ImportError as exc:
-            raise NotImplementedError("dask not installed") from exc
+        da = self._da()
         self.A = gaussian((rows, 64))
         self.X = da.from_array(self.A, chunks=(rows // 8, 64)).persist()
         rng = np.random.default_rng(1)
@@ -105,10 +111,7 @@ class DaskMsign(_DaskBase):
     param_names = ["n"]
 
     def setup(self, n):
-        try:
-            import dask.array as da
-        except ImportError as exc:
-            raise NotImplementedError("dask not installed") from exc
+        da = self._da()
         self.G = gaussian((n, n)).astype("float32")
         self.X = da.from_array(self.G, chunks=n // 3).persist()
         self.S = self.G @ self.G.T / n + np.eye(n, dtype="float32")
@@ -158,10 +161,7 @@ class DaskLowrankUpdate(_DaskBase):
     param_names = ["rows"]
 
     def setup(self, rows):
-        try:
-            import dask.array as da
-        except ImportError as exc:
-            raise NotImplementedError("dask not installed") from exc
+        da = self._da()
         self.Q = np.linalg.qr(gaussian((rows, 32)))[0]
         self.L, self.C = np.linspace(2.0, 1.0, 32), gaussian((rows, 8), seed=1)
         self.Qd = da.from_array(self.Q, chunks=(rows // 8, 16)).persist()
