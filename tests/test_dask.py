@@ -476,6 +476,8 @@ _CHUNK_TYPE_CALLS = {  # case: (fn, host arrays, their chunks)
     "orthogonal_iteration[ritz=False]": (lambda A, Q: xm.orthogonal_iteration(A, Q, iters=2, ritz=False),
                                          (_SPD, _Q3), ((6, 6), (6, 3))),
     "lowrank_inv_root_apply": (lambda L, Q, C: xm.lowrank_inv_root_apply(L, Q, C, eps=0.1), *_LOWRANK),
+    "shampoo_kron": (lambda G: xm.shampoo_kron(xm.shampoo_factors(G, beta=0.9)), (_SMALL[:8, :6],),
+                     ((4, 3),)),
 }
 
 

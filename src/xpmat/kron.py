@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from xpmat import _array
+from xpmat import _array, _dask
 
 __all__ = [
     "ShampooFactors",
@@ -373,7 +373,7 @@ def shampoo_factors(G: Any, state: ShampooFactors | None = None, /, *, beta: flo
     Gt = _array.mT(G, xp)
     GG, GtG = G @ Gt, Gt @ G
     if state is None:
-        one = xp.ones((*G.shape[:-2], 1, 1), dtype=G.dtype, device=_array.device(G))
+        one = _dask.as_chunk_type(xp.ones((*G.shape[:-2], 1, 1), dtype=G.dtype, device=_array.device(G)), G)
         w = one if beta is None else one * (1.0 - beta)
         return ShampooFactors(GG if beta is None else (1.0 - beta) * GG,
                               GtG if beta is None else (1.0 - beta) * GtG, w)
@@ -430,10 +430,10 @@ def shampoo_kron(state: ShampooFactors, /, *, xp: Any = None) -> tuple[Any, Any]
     True
     """
     xp = _array.array_namespace(state.L, state.R, names=("state.L", "state.R"), xp=xp)
-    w = xp.where(state.weight > 0, state.weight, xp.ones_like(state.weight))
+    w = xp.where(state.weight > 0, state.weight, 1.0)  # scalars: on Dask no chunk of another type
     L, R = state.L / w, state.R / w
     m = L.shape[-1]
     eye = _array.eye(m, like=L, xp=xp)
     t = xp.sum(L * eye, axis=(-2, -1), keepdims=True)
-    root = xp.sqrt(xp.where(t > 0, t, xp.ones_like(t)))
+    root = xp.sqrt(xp.where(t > 0, t, 1.0))
     return L / root, R / root
