@@ -19,8 +19,8 @@ QK-clip (MuonClip's attention-logit guard), called by the training loop after ``
 
 Every method is declared once, by a ``SPEC`` in its module (:mod:`xpmat.optim._spec`): the
 registry :data:`REGISTRY` (name -> :class:`MethodInfo`; the demo and the tests iterate over it),
-``__all__`` and the torch classes derive from it.  A new method adds one module and names it in
-``xpmat.optim._catalog`` (docs/architecture.md, "Adding an optimizer").
+``__all__`` and the torch classes derive from it.  A new method adds one module, which
+``xpmat.optim._catalog`` finds by its ``SPEC`` (docs/architecture.md, "Adding an optimizer").
 """
 
 from __future__ import annotations

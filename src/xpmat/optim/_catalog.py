@@ -1,40 +1,35 @@
-"""The list of xpmat's optimizers: the method modules whose ``SPEC`` the package derives from.
+"""xpmat's optimizers: every method module of :mod:`xpmat.optim`, found by its ``SPEC``.
 
-:data:`SPECS` (every module's ``SPEC``, or its ``SPECS`` when it declares several: PowerSGD and
-PowerSGD+) feeds :data:`xpmat.optim.REGISTRY`, ``xpmat.optim.__all__`` and the torch catalog
-:mod:`xpmat.optim.torch_optim`.  Adding an optimizer: write its module (with a ``SPEC``, see
-:mod:`xpmat.optim._spec`) and name it here, once (docs/architecture.md, "Adding an optimizer").
-The order is the registry's (the demo's).
+A method module is a public module of this package (not ``torch_*``) that declares ``SPEC``
+(:class:`xpmat.optim._spec.MethodSpec`), or ``SPECS`` when it declares several (PowerSGD and
+PowerSGD+).  :data:`SPECS`, in module-name order, feeds :data:`xpmat.optim.REGISTRY`,
+``xpmat.optim.__all__`` and the torch catalog :mod:`xpmat.optim.torch_optim`: adding an
+optimizer is adding its module, with no list to edit (docs/architecture.md, "Adding an
+optimizer").  The modules are imported here, when ``xpmat.optim`` is; none imports torch.
 """
 
 from __future__ import annotations
 
-from xpmat.optim import (
-    adafactor,
-    adagrad,
-    adamnmf,
-    adamw,
-    dion,
-    dion2,
-    exponentiated_gradient,
-    lre,
-    manifold_muon,
-    muon,
-    normuon,
-    powersgd,
-    sgd,
-    shampoo,
-    sphere_sgd,
-    steepest_descent,
-)
+import importlib
+from pathlib import Path
+
 from xpmat.optim._spec import MethodSpec
 
-__all__ = ["MODULES", "SPECS", "spec"]
+__all__ = ["SPECS", "method_modules", "spec"]
 
-MODULES = (adamw, muon, normuon, dion, dion2, powersgd, manifold_muon, adafactor, adamnmf, lre, shampoo,
-           sgd, adagrad, exponentiated_gradient, steepest_descent, sphere_sgd)
 
-SPECS: tuple[MethodSpec, ...] = tuple(s for m in MODULES for s in getattr(m, "SPECS", (m.SPEC,)))
+def method_modules() -> list[str]:
+    """The names of the public non-torch modules of :mod:`xpmat.optim` that declare a spec."""
+    names = sorted(p.stem for p in Path(__file__).parent.glob("*.py") if not p.stem.startswith(("_", "torch_")))
+    return [n for n in names if hasattr(importlib.import_module(f"xpmat.optim.{n}"), "SPEC")]
+
+
+def _specs() -> tuple[MethodSpec, ...]:
+    mods = [importlib.import_module(f"xpmat.optim.{n}") for n in method_modules()]
+    return tuple(s for m in mods for s in getattr(m, "SPECS", (m.SPEC,)))
+
+
+SPECS: tuple[MethodSpec, ...] = _specs()
 
 
 def spec(name: str) -> MethodSpec:

@@ -9,11 +9,12 @@ source for the docs table, and the facts the torch class needs (``matrix_only``,
 
 * ``DEFAULTS`` of the module (:attr:`MethodSpec.defaults`, the same dict);
 * the :data:`xpmat.optim.REGISTRY` entries and ``xpmat.optim.__all__``
-  (:meth:`MethodSpec.infos`; the module is listed once in ``xpmat.optim._METHODS``);
+  (:meth:`MethodSpec.infos`; ``xpmat.optim._catalog`` finds the modules by their ``SPEC``);
 * the torch class of :mod:`xpmat.optim.torch_optim`: its explicit signature
   (:meth:`MethodSpec.signature`, seen by ``inspect.signature`` and ``help()``) and its
   docstring with every parameter (:meth:`MethodSpec.class_doc`);
-* the methods table of docs/optim.md (:func:`methods_table`, checked by ``tests/test_docs.py``).
+* the rows of the methods table of docs/optim.md (:func:`methods_table`, checked by
+  ``tests/test_optim_spec.py``).
 
 Validation stays where both the functional core and the torch class run it: the core's
 ``transform`` checks its hyper-parameters (a ``ValueError`` naming the argument and range).

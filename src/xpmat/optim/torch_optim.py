@@ -33,7 +33,6 @@ matrices, :func:`xpmat.optim.muon.calls`; any split gives the same result).
 """
 
 from __future__ import annotations
-import __future__
 
 import importlib
 from typing import Any
@@ -48,7 +47,7 @@ from xpmat.optim.torch_lre import LREClosures
 torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
 
-class MuonCalls:
+class _MuonCalls:
     """Muon's hook: the core calls of :func:`xpmat.optim.muon.calls`."""
 
     def _calls(self, params: list[torch.Tensor], group: dict) -> list[list[int]]:
@@ -64,7 +63,7 @@ class MuonCalls:
         return [out[0] + rest, *out[1:]] if out else [rest]
 
 
-class AdaGradComplex:
+class _AdaGradComplex:
     """AdaGrad's hook: complex parameters with the diagonal preconditioner only."""
 
     def _complex_ok(self, group: dict[str, Any]) -> bool:
@@ -78,7 +77,7 @@ class AdaGradComplex:
 
 
 # The catalog classes with hooks beyond their spec (a mixin each, before XpmatOptimizer)
-HOOKS: dict[str, type] = {"Muon": MuonCalls, "AdaGrad": AdaGradComplex, "LRE": LREClosures}
+HOOKS: dict[str, type] = {"Muon": _MuonCalls, "AdaGrad": _AdaGradComplex, "LRE": LREClosures}
 _CLASSES: dict[str, type] = {}
 
 
@@ -91,17 +90,16 @@ def _init_for(spec: MethodSpec) -> Any:
             parts.append("*")
             star = True
         if p.kind is p.VAR_KEYWORD:
-            parts.append(f"**{p.name}: {p.annotation}")
+            parts.append(f"**{p.name}: {p.annotation!r}")
         elif p.default is p.empty:
-            parts.append(p.name if p.name == "self" else f"{p.name}: {p.annotation}")
+            parts.append(p.name if p.name == "self" else f"{p.name}: {p.annotation!r}")
         else:
-            parts.append(f"{p.name}: {p.annotation} = _defaults[{p.name!r}]")
-    src = (f"def __init__({', '.join(parts)}) -> None:\n"
+            parts.append(f"{p.name}: {p.annotation!r} = _defaults[{p.name!r}]")
+    src = (f"def __init__({', '.join(parts)}) -> 'None':\n"
            "    _base_init(self, params, _collect(type(self), locals()))\n")
     env = {"_defaults": spec.class_defaults(), "_base_init": XpmatOptimizer.__init__,
            "_collect": collect_arguments}
-    exec(compile(src, f"<{spec.class_name}.__init__>", "exec",  # our own text: the signature
-                 flags=__future__.annotations.compiler_flag, dont_inherit=True), env)
+    exec(compile(src, f"<{spec.class_name}.__init__>", "exec", dont_inherit=True), env)  # our text
     init = env["__init__"]
     init.__qualname__, init.__module__ = f"{spec.class_name}.__init__", __name__
     return init
