@@ -71,10 +71,11 @@ def test_toy_spec_gives_registry_entry_and_torch_class(toy):
     assert cls.__name__ == "ToySGD" and issubclass(cls, xo.XpmatOptimizer) and cls.method is mod
     assert xo.torch_class("toy_sgd") is cls  # built once
     sig = inspect.signature(cls)
-    fallback = ["adamw_lr_ratio", "adamw_betas", "adamw_eps", "adamw_weight_decay"] if info.matrix_only else []
+    fallback = ["adamw_lr_ratio", "adamw_betas", "adamw_eps", "adamw_weight_decay"][:4 * info.matrix_only]
     assert list(sig.parameters) == ["params", "lr", "weight_decay", "schedule", "state_dtype", "maximize",
                                     *fallback, "kwargs"]
-    assert sig.parameters["lr"].default == 0.1 and sig.parameters["weight_decay"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert sig.parameters["lr"].default == 0.1
+    assert sig.parameters["weight_decay"].kind is inspect.Parameter.KEYWORD_ONLY
     doc = inspect.getdoc(cls)
     assert "λ, added to the gradient." in doc and "Ascend instead of descend." in doc and "%(" not in doc
     assert ("AdamW fallback" in doc) == info.matrix_only

@@ -1,4 +1,4 @@
-"""Griffe extension: the torch classes of ``xpmat.optim.torch_optim``, and shared paragraphs, in the API reference.
+"""Griffe extension: the torch classes and their shared parameter paragraphs in the API reference.
 
 The torch classes are built at run time from each method's ``SPEC``
 (``xpmat.optim._spec.MethodSpec``; ``torch_optim.class_for``), so griffe, which reads the
@@ -58,17 +58,13 @@ def add_catalog_classes(mod) -> None:
     fill_doc, specs = _xpmat_optim(mod)
     last = len(mod.lines)  # after the module's own members (members_order: source)
     for i, spec in enumerate(specs, start=1):
-        cls = griffe.Class(spec.class_name, lineno=last + i, endlineno=last + i,
-                           bases=[spec.parent and specs_name(specs, spec.parent) or "XpmatOptimizer"])
+        base = next((s.class_name for s in specs if s.name == spec.parent), "XpmatOptimizer")
+        cls = griffe.Class(spec.class_name, lineno=last + i, endlineno=last + i, bases=[base])
         cls.docstring = griffe.Docstring(fill_doc(spec.class_doc()).strip("\n"), parent=cls)
         init = griffe.Function("__init__", lineno=last + i, endlineno=last + i, parameters=_parameters(spec),
                                returns="None")
         cls.set_member("__init__", init)
         mod.set_member(spec.class_name, cls)
-
-
-def specs_name(specs, name: str) -> str:
-    return next(s.class_name for s in specs if s.name == name)
 
 
 class DocParams(griffe.Extension):

@@ -20,7 +20,8 @@ __all__ = ["SPECS", "method_modules", "spec"]
 
 def method_modules() -> list[str]:
     """The names of the public non-torch modules of :mod:`xpmat.optim` that declare a spec."""
-    names = sorted(p.stem for p in Path(__file__).parent.glob("*.py") if not p.stem.startswith(("_", "torch_")))
+    here = Path(__file__).parent
+    names = sorted(p.stem for p in here.glob("*.py") if not p.stem.startswith(("_", "torch_")))
     return [n for n in names if hasattr(importlib.import_module(f"xpmat.optim.{n}"), "SPEC")]
 
 
