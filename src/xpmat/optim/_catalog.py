@@ -11,6 +11,7 @@ optimizer").  The modules are imported here, when ``xpmat.optim`` is; none impor
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from pathlib import Path
 
 from xpmat.optim._spec import MethodSpec
@@ -20,8 +21,8 @@ __all__ = ["SPECS", "method_modules", "spec"]
 
 def method_modules() -> list[str]:
     """The names of the public non-torch modules of :mod:`xpmat.optim` that declare a spec."""
-    here = Path(__file__).parent
-    names = sorted(p.stem for p in here.glob("*.py") if not p.stem.startswith(("_", "torch_")))
+    found = pkgutil.iter_modules([str(Path(__file__).parent)])
+    names = sorted(m.name for m in found if not m.ispkg and not m.name.startswith(("_", "torch_")))
     return [n for n in names if hasattr(importlib.import_module(f"xpmat.optim.{n}"), "SPEC")]
 
 

@@ -2,8 +2,8 @@
 
 A torch class's docstring (written in its method's ``SPEC``, :mod:`xpmat.optim._spec`) names
 shared paragraphs by a line of placeholders (``%(schedule)s %(state_dtype)s %(maximize)s``),
-usually in its ``Parameters`` section; :func:`fill_doc` puts the paragraphs of :data:`PARAMS` there, one after the other, at
-the line's indentation.  Two readers see the filled text:
+usually in its ``Parameters`` section; :func:`fill_doc` puts the paragraphs of :data:`PARAMS`
+there, one after the other, at the line's indentation.  Two readers see the filled text:
 
 * ``help(cls)`` and ``inspect.getdoc(cls)``: ``XpmatOptimizer.__init_subclass__`` fills
   ``cls.__doc__`` when the class is created;

@@ -68,13 +68,13 @@ class MethodSpec:
     class_name: str  # the torch class
     module: str  # the functional core (the declaring module's ``__name__``)
     defaults: dict[str, Any]
-    summary: str  # the class docstring's head: the math, what it equals
-    parameters: str  # numpydoc entries of its own parameters
+    summary: str = field(repr=False)  # the class docstring's head: the math, what it equals
+    parameters: str = field(repr=False)  # numpydoc entries of its own parameters
     title: str = ""  # the docs table's name (default: class_name)
     source: str = ""  # the docs table's source cell (Markdown references)
     doc: str = ""  # one line: the registry's and the demo's
     demo: dict[str, Any] = field(default_factory=dict)
-    notes: str = ""  # the class docstring's Notes section
+    notes: str = field(default="", repr=False)  # the class docstring's Notes section
     positional: int = 1
     types: dict[str, str] = field(default_factory=dict)
     matrix_only: bool = False  # 1-D parameters (and algorithm="adamw" groups) go to AdamW
