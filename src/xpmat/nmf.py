@@ -318,8 +318,9 @@ def nmf_em_step(C: Any, A: Any, B: Any, /, *, eps: float = EPS, xp: Any = None) 
     Backends: NumPy runs a fast path that reads ``C`` once per step, by blocks of rows whose
     products and ratios stay in cache (both halves of the step per block: the ``A`` half is
     row-local, the ``B`` half a sum over the blocks), and skips the clamp pass when a cheap
-    lower bound shows it changes nothing; every other library runs the Array API form (a
-    handful of ``m × n`` temporaries).  No host read: the same path runs eager and under
+    lower bound shows it changes nothing; CuPy fuses each ratio and factor update into one
+    ``ElementwiseKernel`` (untested without a GPU); every other library runs the Array API form
+    (a handful of ``m × n`` temporaries).  No host read: the same path runs eager and under
     ``jax.jit``.
 
     Examples
@@ -339,6 +340,8 @@ def nmf_em_step(C: Any, A: Any, B: Any, /, *, eps: float = EPS, xp: Any = None) 
     if _array.is_numpy(xp):
         A, B, _ = _em_step_numpy(C, A, B, eps)
         return A, B
+    if _array.is_cupy(xp):
+        return em_step_cupy(C, A, B, _model_floor(A, B, eps, xp))
     return _em_step_generic(C, A, B, eps, xp)
 
 
@@ -443,8 +446,11 @@ def nmf(
     bfloat16 ``C`` is factored in float32 and the results come back in its dtype; the
     factors scale as ``√t`` and the divergence as ``t`` for ``t C`` (relative ``eps``).
 
-    Backends: NumPy fast path (one pass over ``C`` per step, see :func:`nmf_em_step`); Array
-    API form elsewhere (PyTorch, CuPy, array-api-strict, JAX).  One host sync at entry (input check), plus one
+    Backends: NumPy fast path (one pass over ``C`` per step, see :func:`nmf_em_step`); PyTorch
+    (without autograd) a fused loop in buffers it owns, 13 ATen ops per step
+    (:class:`xpmat._nmf_fused.TorchEM`); CuPy one ``ElementwiseKernel`` per ratio and per
+    factor update (:func:`xpmat._nmf_fused.em_step_cupy`, untested without a GPU); Array API
+    form elsewhere (array-api-strict, JAX, Dask).  One host sync at entry (input check), plus one
     per ``tol`` check.  Where ``C`` cannot be read (a JAX tracer under ``jax.jit``, a Dask
     array) there is none: the input check is skipped (negative or non-finite ``C`` then gives
     meaningless factors, as :func:`nmf_em_step`), ``tol`` does not stop early (all ``iters``
