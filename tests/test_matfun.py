@@ -14,6 +14,7 @@ from conftest import (
     rel_err,
     sym_with_spectrum,
 )
+from dispatch_counts import torch_counts
 
 from xpmat import inv_root
 from xpmat.matfun import ConvergenceWarning
@@ -165,24 +166,14 @@ def test_newton_warm_host_reads_torch():
     """Host reads (``aten._local_scalar_dense``): one per ``check_every`` steps and one after the
     loop, with and without warm steps (bf16 and TF32 on torch)."""
     torch = pytest.importorskip("torch")
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Reads(TorchDispatchMode):
-        n = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Reads.n += func is torch.ops.aten._local_scalar_dense.default
-            return func(*args, **(kwargs or {}))
-
     A, _ = sym_with_spectrum(32, np.logspace(0, -2, 32), seed=5)
     At = torch.tensor(A, dtype=torch.float32)
     for warm in (None, "bfloat16", "tf32"):
-        Reads.n = 0
-        with Reads():
-            X, info = inv_root(At, 2, method="newton", check_every=3, warm_dtype=warm, return_info=True)
-            bool(info.converged.all())  # the final read (done by inv_root itself without return_info)
+        kw = {"method": "newton", "check_every": 3, "warm_dtype": warm}
+        X, _, reads = torch_counts(lambda kw=kw: inv_root(At, 2, **kw))  # the final read included
+        _, info = inv_root(At, 2, return_info=True, **kw)
         assert bool(info.converged.all()) and X.dtype == torch.float32
-        assert Reads.n == -(-info.iters // 3) + 1, (warm, Reads.n, info.iters)
+        assert reads == -(-info.iters // 3) + 1, (warm, reads, info.iters)
     assert torch.get_float32_matmul_precision() == "highest"  # TF32 restored
     err = rel_err(inv_root(At, 2, method="newton", warm_dtype="bfloat16"), ref_inv_root(A, 2),
                   get_backend("torch"))

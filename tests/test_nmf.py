@@ -11,6 +11,7 @@ from conftest import (
     assert_close,
     get_backend,
 )
+from dispatch_counts import torch_counts
 
 import xpmat as xm
 
@@ -300,24 +301,6 @@ def test_adafactor_factors_eq52(backend, xp, dtype):
 # ----------------------------------------------------------------------------- torch fused loop
 
 
-def _torch_counts(fn):
-    """``(ATen ops, host reads)`` of ``fn()``, counted at the dispatcher."""
-    torch = pytest.importorskip("torch")
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Count(TorchDispatchMode):
-        ops = reads = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Count.ops += 1
-            Count.reads += func is torch.ops.aten._local_scalar_dense.default
-            return func(*args, **(kwargs or {}))
-
-    with Count():
-        fn()
-    return Count.ops, Count.reads
-
-
 def test_nmf_torch_fused_loop_ops_and_host_reads():
     """The torch loop: 13 ATen ops per EM iteration (was 35), no host read between checks."""
     torch = pytest.importorskip("torch")
@@ -325,7 +308,7 @@ def test_nmf_torch_fused_loop_ops_and_host_reads():
     A, B = (torch.tensor(x) for x in _init(30, 20, 3))
 
     def run(iters, **kw):
-        return _torch_counts(lambda: xm.nmf(C, 3, iters=iters, init=(A, B), **kw))
+        return torch_counts(lambda: xm.nmf(C, 3, iters=iters, init=(A, B), **kw))[1:]
 
     (o10, r10), (o20, r20) = run(10), run(20)
     assert (o20 - o10) / 10 <= 13

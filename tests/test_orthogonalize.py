@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import TOL, assert_array, matrix_with_spectrum, rel_err
+from dispatch_counts import torch_counts
 
 import xpmat
 from xpmat import orthogonalize as orth
@@ -411,23 +412,6 @@ def test_polar_batched_zero_bad(backend):
 # ----------------------------------------------------------------------------- CholeskyQR2 host reads
 
 
-def _torch_reads(fn):
-    """``(result, host reads)`` of ``fn()``: ``aten._local_scalar_dense`` counted at the dispatcher."""
-    torch = pytest.importorskip("torch")
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Reads(TorchDispatchMode):
-        n = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            Reads.n += func is torch.ops.aten._local_scalar_dense.default
-            return func(*args, **(kwargs or {}))
-
-    with Reads():
-        out = fn()
-    return out, Reads.n
-
-
 def _span_err(Q: np.ndarray, X: np.ndarray) -> float:
     """``‖Q Qᵀ − P‖_max`` against numpy's float64 QR projector ``P`` of the span of ``X``."""
     q = np.linalg.qr(X)[0]
@@ -440,7 +424,7 @@ def test_cholesky_qr2_one_host_read_torch(kappa):
     call, whether CholeskyQR2 is accepted (κ = 1e2) or falls back to Householder (κ = 1e10)."""
     torch = pytest.importorskip("torch")
     X, *_ = matrix_with_spectrum(64, 6, np.geomspace(1, 1 / kappa, 6), seed=3, batch=(2,))
-    Q, reads = _torch_reads(lambda: orth.orthonormalize(torch.tensor(X), method="cholesky_qr2"))
+    Q, _, reads = torch_counts(lambda: orth.orthonormalize(torch.tensor(X), method="cholesky_qr2"))
     assert reads == 1
     Qn = Q.numpy()
     assert _orth_err(Qn) <= 1e-13
