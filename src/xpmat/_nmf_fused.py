@@ -11,8 +11,9 @@ never written to):
   (``[R; 1ᵀ] Bᵀ`` ends with the row ``1ᵀ Bᵀ``, ``Aᵀ [1 | R]`` starts with the column
   ``Aᵀ 1``); the smallest normal number ``tiny`` added to those by-products (``baddbmm``'s
   ``input``) plays the part of the zero-sum guard (a zero sum comes with a zero numerator,
-  and adding ``tiny`` leaves every sum above ``tiny / u`` unchanged).  The next step's floor comes from the sums already at hand:
-  ``Σ A'B' = Σ B ⊙ K`` (``K = A'ᵀ R'``, taken between the two halves of the ``B`` update).
+  and adding ``tiny`` leaves every sum above ``tiny / u`` unchanged).  The next step's floor
+  comes from the sums already at hand: ``Σ A'B' = Σ B ⊙ K`` (``K = A'ᵀ R'``, taken between
+  the two halves of the ``B`` update).
   A matrix whose product ``A B`` is all zero (floor 0, where :func:`xpmat.nmf` uses 1) goes to
   NaN instead of to zero factors; :meth:`TorchEM.factors` maps that NaN back to the zeros the
   Array API form gives (its inputs are checked finite, so NaN has no other source).
