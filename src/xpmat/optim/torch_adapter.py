@@ -98,9 +98,10 @@ def keep_storage(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new`` (state key -> tensor) written into ``old``'s tensors where a key keeps its shape,
     dtype and device (``copy_``, in the new value's strides; a tensor the core already updated
     in place is left as is),
-    so the state keeps its storage across steps.  A new value that shares storage with another
-    old buffer is cloned first (the copies never read a buffer already overwritten)."""
-    ptrs = {t.untyped_storage().data_ptr() for t in old.values() if torch.is_tensor(t)}
+    so the state keeps its storage across steps.  A new value that is a view of an old buffer
+    is cloned first (the copies never read a buffer already overwritten; ``_base``, not storage
+    pointers, which torch.compile cannot trace)."""
+    roots = [_root(t) for t in old.values() if torch.is_tensor(t)]
     out = {}
     for k, v in new.items():
         o = old.get(k)
@@ -108,12 +109,18 @@ def keep_storage(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
                 or o.dtype != v.dtype or o.device != v.device):
             out[k] = v
         else:
-            out[k] = (o, v.clone() if v.untyped_storage().data_ptr() in ptrs else v)
+            r = _root(v)
+            out[k] = (o, v.clone() if any(r is t for t in roots) else v)
     for k, v in out.items():
         if isinstance(v, tuple):
             o = _restride(*v)
             out[k] = v[1] if o is None else o.copy_(v[1])
     return out
+
+
+def _root(t: Any) -> Any:
+    """The tensor whose storage ``t`` views (``t`` itself when it is no view)."""
+    return t if t._base is None else t._base
 
 
 def _restride(o: Any, v: Any) -> Any:

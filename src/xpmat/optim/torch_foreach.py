@@ -23,11 +23,14 @@ parameters) run the core, whose results the adapter copies into the same buffers
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
+from xpmat import _array
 from xpmat._optional import require
 from xpmat.optim import adamw as _adamw
+from xpmat.optim import muon as _muon
 from xpmat.optim import sgd as _sgd
 from xpmat.optim._base import is_array_hyper, maybe_nonzero, step_size
 
@@ -56,23 +59,33 @@ class Gates:
     """The finite flags of a list of gradients and the 0-d factors the gated step uses."""
 
     def __init__(self, grads: list[Any], dtype: Any) -> None:
-        self.okv = torch.isfinite(torch.stack(torch._foreach_norm(grads, 1)))
+        self.okv = torch.stack(torch._foreach_norm(grads, 1)) < math.inf  # Σ|g| ≥ 0: NaN, ∞ fail
         self.okf = self.okv.to(dtype)
-        self.ones = self.okf.unbind()  # 1 where ok, 0 where skipped
+        self.ones = list(self.okf.unbind())  # 1 where ok, 0 where skipped (lists: torch.compile)
 
-    def sanitized(self, grads: list[Any], dtype: Any) -> list[Any]:
+    def sanitized(self, grads: list[Any], dtype: Any, stacks: list[list[int]] | None = None) -> list[Any]:
         """New tensors: each gradient, or zeros where it is not finite, in ``dtype`` (the 0-d
-        zero of ``dtype`` promotes a 16-bit gradient in the same pass)."""
-        zero = self.okf.new_zeros(())
-        return [torch.where(ok, g, zero).to(dtype) for ok, g in zip(self.okv.unbind(), grads, strict=True)]
+        zero of ``dtype`` promotes a 16-bit gradient in the same pass).  ``stacks``: index
+        lists of same-shaped gradients selected as one stack (3 ops for the stack, not one per
+        gradient; the stack is one more pass over them)."""
+        zero, oks = self.okf.new_zeros(()), self.okv.unbind()
+        if stacks is None:
+            return [torch.where(ok, g, zero).to(dtype) for ok, g in zip(oks, grads, strict=True)]
+        out = [None] * len(grads)
+        for idx in stacks:
+            ok = torch.stack([oks[i] for i in idx]).reshape(-1, *([1] * grads[idx[0]].ndim))
+            picked = torch.where(ok, torch.stack([grads[i] for i in idx]), zero).to(dtype)
+            for i, g in zip(idx, picked.unbind(), strict=True):
+                out[i] = g
+        return out
 
-    def times(self, value: Any) -> tuple[Any, ...]:
+    def times(self, value: Any) -> list[Any]:
         """``value`` where ok, 0 where not (exact: ``1 · v``, ``0 · v``)."""
-        return (self.okf * value).unbind()
+        return list((self.okf * value).unbind())
 
-    def unless(self, value: Any, other: float) -> tuple[Any, ...]:
+    def unless(self, value: Any, other: float) -> list[Any]:
         """``value`` where ok, ``other`` where not."""
-        return torch.where(self.okv, _vec(value, self.okf), other).unbind()
+        return list(torch.where(self.okv, _vec(value, self.okf), other).unbind())
 
     def count(self, steps: list[Any], counts: list[Any]) -> None:
         """``step += ok`` (the steps of skipped parameters stay) and ``nonfinite_count += not ok``."""
@@ -170,6 +183,45 @@ def _finish(gate: Gates, params: list[Any], updates: list[Any], steps: list[Any]
     gate.count(steps, counts)
 
 
+def _muon_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict]) -> None:
+    """Muon (:func:`xpmat.optim.muon.transform`) on one device and dtype: the momentum and the
+    update in foreach calls, Newton–Schulz batched by shape as the core
+    (:func:`xpmat.optim.muon.orthogonalized`)."""
+    bufs = [s["momentum_buffer"] for s in states]
+    stacks = _muon.chunks(bufs, h["compute_dtype"])  # same-shaped matrix views, Newton–Schulz's batches
+    gate = Gates(grads, bufs[0].dtype)
+    gs = gate.sanitized([_view(g, b.shape) for g, b in zip(grads, bufs, strict=True)], bufs[0].dtype, stacks)
+    mu, cdt = h["momentum"], _array.resolve_dtype(_array.array_namespace(bufs[0]), h["compute_dtype"])
+    torch._foreach_lerp_(bufs, gs, gate.times(1.0 - mu))  # B ← B + (1 − μ)(G − B); kept where skipped
+    us = bufs
+    if h["nesterov"]:  # G + μ (B − G)
+        us = (torch._foreach_lerp(gs, bufs, [_on(mu, gs[0])] * len(gs)) if is_array_hyper(mu)
+              else torch._foreach_lerp(gs, bufs, mu))
+    us = [u if cdt in (None, u.dtype) else u.to(cdt) for u in us]
+    xp, os_ = _array.array_namespace(us[0]), [None] * len(us)
+    for idx in stacks:  # one batched Newton–Schulz call per stack
+        for i, o in zip(idx, _muon.orthogonalized(h, [us[i] for i in idx], xp), strict=True):
+            os_[i] = o
+    decay = step_size(h) * h["weight_decay"]
+    if maybe_nonzero(decay):  # decoupled weight decay, O read in its compute dtype
+        ws = [_view(p, b.shape) for p, b in zip(params, bufs, strict=True)]
+        os_ = (torch._foreach_addcmul(os_, ws, [_on(-decay, os_[0])] * len(ws)) if is_array_hyper(decay)
+               else torch._foreach_add(os_, ws, alpha=-decay))
+    os_ = [o if o.dtype == b.dtype else o.to(b.dtype) for o, b in zip(os_, bufs, strict=True)]
+    torch._foreach_mul_(os_, gate.ones)
+    torch._foreach_add_(params, [_view(o, p.shape) for o, p in zip(os_, params, strict=True)])
+    gate.count([], [st["nonfinite_count"] for st in states])
+
+
+def _view(t: Any, shape: Any) -> Any:
+    return t if t.shape == shape else t.reshape(shape)
+
+
+def _muon_ok(h: dict[str, Any]) -> bool:
+    return h["flatten"] and not (h["cautious_weight_decay"] or h["num_heads"] is not None
+                                 or h["split_sizes"] is not None)
+
+
 def _adamw_ok(h: dict[str, Any]) -> bool:
     return not (h["amsgrad"] or h["nesterov"] or h["atan2"])
 
@@ -180,6 +232,7 @@ def _adamw_ok(h: dict[str, Any]) -> bool:
 _KERNELS: dict[Any, tuple[Callable, Callable[[dict], bool], tuple[str, ...]]] = {
     _adamw.__name__: (_adamw_kernel, _adamw_ok, ("exp_avg", "exp_avg_sq", "step", "nonfinite_count")),
     _sgd.__name__: (_sgd_kernel, lambda h: True, ("momentum_buffer", "nonfinite_count")),
+    _muon.__name__: (_muon_kernel, _muon_ok, ("momentum_buffer", "nonfinite_count")),
 }
 
 
