@@ -132,9 +132,7 @@ def _adamw_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states
         _add_scaled_(gs, wd, params)
     m, v = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
     steps = [s["step"] for s in states]
-    d = torch._foreach_sub(gs, m)  # m ← m + (1 − β₁)(g − m)
-    torch._foreach_mul_(d, gate.times(1.0 - b1))
-    torch._foreach_add_(m, d)
+    torch._foreach_lerp_(m, gs, gate.times(1.0 - b1))  # m ← m + (1 − β₁)(g − m)
     sq = torch._foreach_mul(gs, gs)  # v ← β₂ v + (1 − β₂) g²
     torch._foreach_mul_(sq, gate.times(1.0 - b2))
     torch._foreach_mul_(v, gate.unless(b2, 1.0))
