@@ -38,7 +38,12 @@ Sharded parameters
     (None without DTensors).
 State
     ``self.state[p]`` holds the core's per-parameter NamedTuple as a dict (field names as keys,
-    ``None`` fields left out).  ``load_state_dict`` keeps the saved dtypes (torch's loader would
+    ``None`` fields left out), and every tensor of it keeps its storage from step to step (what
+    CUDA graphs replay into): one functional core serves NumPy/JAX (pure, new arrays) and the
+    torch path, where the adapter either runs the core's in-place multi-tensor twin
+    (:mod:`xpmat.optim.torch_foreach`: AdamW, SGD, Muon's elementwise phases, as
+    ``torch._foreach_*`` calls per device and dtype, bitwise equal to the core) or runs the core
+    and copies its new state into the old buffers (:func:`keep_storage`, ``copy_``).  ``load_state_dict`` keeps the saved dtypes (torch's loader would
     cast the float32 state of a bf16 parameter to bf16) and copies the tensors.
 """
 
@@ -152,8 +157,21 @@ TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 _FLAG_ACCEPTS = {"foreach": (None, False), "fused": (None, False), "capturable": (False,),
                  "differentiable": (False,)}
 _FLAG_INSTEAD = {
-    "foreach": "xpmat's step runs its elementwise work per parameter, as torch's foreach=False "
-               "(same-shaped matrices are batched for Newton–Schulz); pass foreach=None or False",
+    "foreach": "xpmat picks its kernels itself (AdamW, SGD and Muon's elementwise phases as "
+               "torch._foreach_* calls; the other classes' step runs its elementwise work per "
+               "parameter, as torch's foreach=False); pass foreach=None or False",
+    "fused": "xpmat's step is per-parameter array-API code (several torch kernels per parameter, "
+             "not one fused kernel); pass fused=None or False",
+    "capturable": "xpmat keeps step counters on the device, takes tensor hyper-parameters (lr, "
+                  "momentum, betas, weight_decay: no host read in the step of its elementwise "
+                  "classes) and updates its state in place (the same storage every step), but a "
+                  "captured step is not verified: the first step makes the state on the host, "
+                  "which a CUDA graph cannot replay; pass capturable=False",
+    "differentiable": (False,)}
+_FLAG_INSTEAD = {
+    "foreach": "xpmat picks its kernels itself (AdamW, SGD and Muon's elementwise phases as "
+               "torch._foreach_* calls; the other classes' step runs its elementwise work per "
+               "parameter, as torch's foreach=False); pass foreach=None or False",
     "fused": "xpmat's step is per-parameter array-API code (several torch kernels per parameter, "
              "not one fused kernel); pass fused=None or False",
     "capturable": "xpmat keeps step counters on the device and takes tensor hyper-parameters (lr, "
