@@ -250,7 +250,7 @@ def step(module: Any, hyper: dict[str, Any], params: list[Any], grads: list[Any]
     """Step ``params`` in place (state dicts ``states`` updated in place) with the foreach twin
     of the core ``module`` at ``hyper`` (every key of its ``DEFAULTS``); returns the indices it
     left to the core (all, where the module or its settings have no twin)."""
-    twin = _KERNELS.get(module.__name__)
+    twin = _KERNELS.get(getattr(module, "__name__", None))  # a core may be any namespace
     if twin is None or not twin[1](hyper):
         return list(range(len(params)))
     kernel, _, keys = twin
