@@ -1,7 +1,8 @@
-"""The one ``torch.optim.Optimizer`` adapter every xpmat optimizer class is (imports torch).
+"""The base class of xpmat's torch optimizers: the one ``torch.optim.Optimizer`` adapter (imports torch).
 
 :class:`XpmatOptimizer` turns a functional core (a module with ``DEFAULTS`` and ``transform``)
-into a torch optimizer; a subclass only names its core, writes its signature and docstring.
+into a torch optimizer.  The catalog :mod:`xpmat.optim.torch_optim` builds one subclass per
+method from its spec (signature, docstring, core); this module is the machinery they share.
 
 Hyper-parameters
     Every keyword argument of the class becomes a ``defaults`` entry and may be overridden per
@@ -43,8 +44,9 @@ State
     torch path, where the adapter either runs the core's in-place multi-tensor twin
     (:mod:`xpmat.optim.torch_foreach`: AdamW, SGD, Muon's elementwise phases, as
     ``torch._foreach_*`` calls per device and dtype, bitwise equal to the core) or runs the core
-    and copies its new state into the old buffers (:func:`keep_storage`, ``copy_``).  ``load_state_dict`` keeps the saved dtypes (torch's loader would
-    cast the float32 state of a bf16 parameter to bf16) and copies the tensors.
+    and copies its new state into the old buffers (:func:`keep_storage`, ``copy_``).
+    ``load_state_dict`` keeps the saved dtypes (torch's loader would cast the float32 state of
+    a bf16 parameter to bf16) and copies the tensors.
 """
 
 from __future__ import annotations
