@@ -52,7 +52,7 @@ def _factor_input(a: Any, xp: Any, *, identity: bool = False) -> tuple[Any, Any,
     if identity:
         fill = xp.broadcast_to(eye(a.shape[-1], like=a, xp=xp), a.shape)
     else:
-        fill = xp.zeros_like(a)
+        fill = 0.0  # a scalar, not zeros_like: a's Dask meta may not be its chunks' type
     return xp.where(bad[..., None, None], fill, a), bad, dt
 
 

@@ -3,16 +3,12 @@
 Standard ``@`` everywhere, with two fast paths: PyTorch's ``addmm`` / ``baddbmm`` for
 :func:`matmul_add` (the loaded torch, :func:`loaded_torch`; never imported here), and Dask's one
 task per output block (:func:`xpmat._dask.fused_matmul`) where a contraction spans few chunks.
-:func:`eye` imports ``dask.array.utils`` inside its body for a Dask ``like`` (Dask is then loaded).
+:func:`eye` converts a Dask identity to ``like``'s chunk type (:func:`xpmat._dask.as_chunk_type`).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
-
-import array_api_compat as _compat
-import numpy as _np
 
 from xpmat import _dask
 from xpmat._array._namespace import device, is_dask, is_torch, loaded_torch
@@ -69,13 +65,7 @@ def matmul_add(c: Any, a: Any, b: Any, *, beta: float, alpha: float = 1.0, xp: A
 
 
 def eye(n: int, *, like: Any, xp: Any) -> Any:
-    """The ``n × n`` identity in ``like``'s dtype, on its device.  Dask: in ``like``'s chunk type
-    (array-api-compat's Dask ``eye`` makes NumPy chunks whatever the input's; the blocks are
-    converted by NumPy's ``like=`` protocol, which CuPy implements)."""
-    out = xp.eye(n, dtype=like.dtype, device=device(like))
-    if _compat.is_dask_array(like) and type(like._meta) is not _np.ndarray:
-        from dask.array.utils import meta_from_array
-
-        meta = meta_from_array(like._meta, ndim=2)
-        out = out.map_blocks(functools.partial(_np.asarray, like=meta), meta=meta)
-    return out
+    """The ``n × n`` identity in ``like``'s dtype, on its device.  Dask: in the type of
+    ``like``'s chunks (array-api-compat's Dask ``eye`` makes NumPy chunks whatever the input's;
+    :func:`xpmat._dask.as_chunk_type` converts them)."""
+    return _dask.as_chunk_type(xp.eye(n, dtype=like.dtype, device=device(like)), like)
