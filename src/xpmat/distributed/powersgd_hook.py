@@ -327,7 +327,7 @@ def powersgd_plus_hook(state: PowerSGDPlusState, bucket):  # DDP checks: no anno
     numbers (one fused all-reduce of the uncompressed tensors with the ``P``'s, one of the
     ``Q``'s), ``m n`` on a restart.  Compute: three ``m n r`` matmuls, a QR of ``(m, r)``
     (:func:`xpmat.orthonormalize`), a column normalization of the warm-started ``Q``
-    (:func:`xpmat.power_iter1`, the two all-reduces as its ``reduce``); on a
+    (:func:`xpmat.power_iter1`, the ``P`` all-reduce as its ``reduce``); on a
     restart a thin SVD (``torch.linalg.svd``; float16 / bfloat16 are computed in float32).
 
     Backends: torch only (DDP); the QR runs through :func:`xpmat.orthonormalize`.
@@ -390,39 +390,40 @@ def _add_error(state: PowerSGDPlusState, groups: list[_Group], dev: Any, dtype: 
 
 def _ssp_compress(state: PowerSGDPlusState, buf: Any, groups: list[_Group], uncompressed: list[Any],
                   group: Any, world: int) -> Any:
-    """SSP-Comp: :func:`xpmat.power_iter1` of each group's ``Δ`` with two all-reduces as its
-    ``reduce``: the sum of ``P = Δ Q`` (with the uncompressed tensors, which get their mean),
-    then the mean of ``Q = Δᵀ P̃``; the bucket gets ``P̃ Qᵀ`` and the returned future is done.
+    """SSP-Comp: :func:`xpmat.power_iter1` of each group's ``Δ`` with the all-reduce of
+    ``P = Δ Q`` (fused with the uncompressed tensors, which get their mean) as its first
+    ``reduce``; ``Q = Δᵀ P̃`` is then all-reduced asynchronously and the future resolves to the
+    bucket holding ``P̃ Q̄ᵀ`` (``Q̄`` the mean), so the second collective overlaps the rest of
+    the backward pass.
 
-    Both all-reduces are issued and waited for here, from DDP's thread, in bucket order, the
-    same on every rank.  Issuing the second from a callback instead (gloo's worker threads) can
-    order two buckets' collectives differently across ranks, or block all of gloo's threads,
-    and hang."""
+    Both all-reduces are issued from DDP's thread, in bucket order, the same on every rank;
+    only the decompression runs in the callback.  Issuing a collective from a callback instead
+    (gloo's worker threads) can order two buckets' collectives differently across ranks, or
+    block all of gloo's threads, and hang."""
     import torch
     import torch.distributed as dist
 
     _initial_q(state, groups, buf.device, buf.dtype)
     skip = sum(t.numel() for t in uncompressed)
 
-    def sum_of_p(Ps):
+    def sum_of_p(Ps: list[Any]) -> list[Any]:
         flat = torch.cat([t.reshape(-1) for t in uncompressed] + [p.reshape(-1) for p in Ps])
         dist.all_reduce(flat, group=group)
         _unpack_into(flat, uncompressed, world)
         return _views(flat, Ps, skip)
 
-    def mean_of_q(Qs):
-        qflat = torch.cat([q.reshape(-1) for q in Qs])
-        dist.all_reduce(qflat, group=group)
-        return _views(qflat.div_(world), Qs, 0)
-
-    rounds = iter([sum_of_p, mean_of_q])
+    rounds = iter([sum_of_p, lambda Qs: Qs])  # the Q round is reduced below, asynchronously
     P, Q, _ = power_iter1([g.M for g in groups], [g.Q0 for g in groups], method=state.orthogonalize,
                           reduce=lambda arrays: next(rounds)(arrays), xp=state._xp)
-    for g, p, q in zip(groups, P, Q, strict=True):
-        _finish(state, g, torch.bmm(p, q.transpose(1, 2)), q, state.use_error_feedback)
-    done = torch.futures.Future()
-    done.set_result(buf)
-    return done
+    qflat = torch.cat([q.reshape(-1) for q in Q])
+
+    def decompress(fut: Any) -> Any:
+        Qbar = _views(fut.value()[0].div_(world), Q, 0)
+        for g, p, q in zip(groups, P, Qbar, strict=True):
+            _finish(state, g, torch.bmm(p, q.transpose(1, 2)), q, state.use_error_feedback)
+        return buf
+
+    return _allreduce(qflat, group).then(decompress)
 
 
 def _views(flat: Any, like: list[Any], off: int) -> list[Any]:
