@@ -126,11 +126,12 @@ def ops_per_step(make):
 
 @pytest.mark.slow  # three optimizers × three steps on 48 matrices: 2–4 s on 2 shared cores
 def test_op_counts_against_torch_optim():
-    """AdamW at or under torch's foreach AdamW; SGD and Muon within the bounds they reach (the
-    issue's SGD ≤ 2× torch's foreach SGD and Muon ≤ 350 are not met: docs/performance.md)."""
+    """AdamW at or under torch's foreach AdamW, Muon at most 350 (the issue's bound, 4× fewer
+    than torch.optim.Muon); SGD within the bound it reaches (the issue's 2× torch's foreach SGD
+    is not met: docs/optim.md)."""
     n = 48
     ours = ops_per_step(lambda ps: xo.AdamW(ps, lr=1e-3))
     theirs = ops_per_step(lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True))
     assert ours <= theirs, (ours, theirs)
     assert ops_per_step(lambda ps: xo.SGD(ps, lr=1e-3, momentum=0.9)) <= n + 25
-    assert ops_per_step(lambda ps: xo.Muon(ps)) <= 370
+    assert ops_per_step(lambda ps: xo.Muon(ps)) <= 350

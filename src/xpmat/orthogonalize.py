@@ -824,6 +824,8 @@ def _stack_msign(Us: list[Any], coeffs: list, scale: float, gram: Any, kw: dict,
     m, n = U.shape[-2:]
     use_gram = gram_saves(m, n, len(coeffs)) if gram == "auto" else gram
     O = newton_schulz(U, coeffs, scale=scale, gram=use_gram, xp=xp, **kw)
+    if hasattr(xp, "unstack"):  # one op (torch: unbind) instead of one index per matrix
+        return list(xp.unstack(O, axis=0))
     return [O[j, ...] for j in range(len(Us))]
 
 
