@@ -43,6 +43,7 @@ from .common import (
     BACKENDS,
     CPU_BACKENDS,
     FAST,
+    Benchmark,
     SkipNotImplemented,
     gpt2_shapes,
     host,
@@ -189,3 +190,47 @@ class OptimizerStepMemory(_Step):
 
     def peakmem_adamw_anchor(self, backend, pset, method):
         self._anchor_step()
+
+
+def _compile_check():
+    """``docs/scripts/compile_check.py`` (the counts of docs/optim.md's ``torch.compile`` table)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "scripts" / "compile_check.py"
+    spec = importlib.util.spec_from_file_location("xpmat_compile_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class OptimizerStepCompile(Benchmark):
+    """track_ of ``torch.compile(step)`` per torch class (rows by class name; torch.optim's
+    AdamW and SGD as anchor rows), counted by ``docs/scripts/compile_check.py`` on its tiny
+    model under ``OneCycleLR`` with tensor hyper-parameters, with Dynamo's ``eager`` backend
+    (Dynamo's counts, without Inductor's code generation): ``track_recompiles``, graphs made
+    after the two warm-up steps (0: the run compiles once), ``track_graph_breaks``, the breaks
+    met over the run.  CPU only: the counts do not depend on the device."""
+
+    params = [["torch:cpu"], [*sorted({torch_class(m).__name__ for m in REGISTRY}), "torch.optim.AdamW",
+                              "torch.optim.SGD"]]
+    param_names = ["backend", "cls"]
+    warm = False
+    timeout = 600
+
+    def make(self, cls):
+        self.cls = cls
+        if FAST and cls not in ("AdamW", "Muon", "torch.optim.AdamW"):
+            raise SkipNotImplemented("XPMAT_BENCH_FAST: AdamW, Muon and torch.optim.AdamW only")
+
+    def ours(self):
+        return _compile_check().check(self.cls, steps=4, backend="eager", fullgraph=False)
+
+    def track_recompiles(self, backend, cls):
+        return self.ours().recompiles
+
+    def track_graph_breaks(self, backend, cls):
+        return sum(self.ours().breaks)
+
+    track_recompiles.unit = "graphs"
+    track_graph_breaks.unit = "breaks"
