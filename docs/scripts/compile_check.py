@@ -1,20 +1,22 @@
 """Does ``torch.compile(opt.step)`` compile once for a whole run?  One row per torch class.
 
-``python docs/scripts/compile_check.py [CLASS ...] [--scheduler onecycle|lambda|cosine]
-[--steps N] [--backend inductor|eager]`` builds each class on a tiny model (an 8 × 4 matrix and
-a 4-vector, float32, CPU, one thread) with tensor hyper-parameters (``lr`` and, where the class
-takes them, ``momentum``, ``betas``, ``weight_decay`` and the AdamW fallback's ones: 1-element
-tensors, as torch.optim's ``capturable`` convention), compiles its step and runs N steps
-(default 5) under the scheduler (default ``OneCycleLR`` cycling ``momentum`` / ``betas[0]``,
-which moves every hyper-parameter each step).  It prints the docs/optim.md table:
+``python docs/scripts/compile_check.py [CLASS ...] [--steps N] [--backend inductor|eager]
+[--no-fullgraph]`` builds each class on a tiny model (an 8 × 4 matrix and a 4-vector, float32,
+CPU, one thread) with tensor hyper-parameters (``lr`` and, where the class takes them,
+``momentum``, ``betas``, ``weight_decay`` and the AdamW fallback's ones: 1-element tensors, as
+torch.optim's ``capturable`` convention), compiles its step, runs N steps (default 5) under a
+scheduler and prints the docs/optim.md table:
 
-- ``graphs at step 1, 2``: Dynamo graphs made by the first step (it creates the state) and by
-  the second (the first with state: a second compile of the frame, as torch.optim's compiled
-  step makes when its state is created lazily);
-- ``recompiles after``: graphs made after step 2 (0: the run compiles once);
-- ``breaks at step 1, later``: graph breaks Dynamo met while tracing step 1, steps 2..N;
-- ``fullgraph=True``: whether ``torch.compile(step, fullgraph=True)`` runs the same steps from
-  step 1, or only after an eager step 1 (seeded host draws at state creation), or not at all.
+- ``step 1: graphs, breaks``: Dynamo graphs made and graph breaks met by a compiled first step
+  (it creates the state);
+- ``steady: graphs, breaks``: the same for the compiled steps after an eager first step (1, 0:
+  one graph, no break), under ``LambdaLR`` (``lr`` filled in place each step);
+- ``recompiles: LambdaLR, OneCycleLR, its dynamic=True``: graphs made after the first compiled
+  step of that run, of the same run under ``OneCycleLR`` cycling ``momentum`` / ``betas[0]``
+  (which it writes back as a Python float: Dynamo specializes on the first one, then makes it
+  a graph input), and of that run compiled with ``dynamic=True`` (floats inputs from the start);
+- ``fullgraph=True``: whether ``torch.compile(step, fullgraph=True)`` runs from step 1, only
+  after an eager step 1 (seeded host draws at state creation), or not at all.
 
 The step compiled is the optimizer's own (``type(opt).step.__get__(opt)``): a scheduler wraps
 ``opt.step`` in a function of ``torch/optim/lr_scheduler.py``, a file Dynamo never traces, which
@@ -36,7 +38,8 @@ from xpmat.optim import torch_optim
 
 # constructor arguments a class needs on the tiny model (everything else: defaults)
 EXTRA = {"PowerSGD": {"rank": 2}, "PowerSGDPlus": {"rank": 2}, "Dion": {"rank": 2},
-         "Shampoo": {"precondition_every": 2}, "SGD": {"momentum": 0.9}, "torch.optim.SGD": {"momentum": 0.9}}
+         "Shampoo": {"precondition_every": 2}, "SGD": {"momentum": 0.9}, "torch.optim.SGD": {"momentum": 0.9},
+         "ExponentiatedGradient": {"mirror": "hypentropy"}}
 ANCHORS = ("torch.optim.AdamW", "torch.optim.SGD")  # torch's own classes, the same run
 CLASSES = [c for c in torch_optim.__all__ if c != "XpmatOptimizer"]
 TENSOR_KEYS = ("lr", "momentum", "betas", "weight_decay", "adamw_betas", "adamw_weight_decay")
@@ -44,9 +47,10 @@ TENSOR_KEYS = ("lr", "momentum", "betas", "weight_decay", "adamw_betas", "adamw_
 
 class Row(NamedTuple):
     name: str
-    graphs: tuple[int, int]  # Dynamo graphs made at step 1 (creates the state), at step 2
-    recompiles: int  # graphs made after step 2
-    breaks: tuple[int, int]  # graph breaks met at step 1, at steps 2..N
+    first: tuple[int, int]  # (graphs, breaks) of a compiled step 1
+    steady: tuple[int, int]  # (graphs, breaks) of the compiled steps after an eager step 1
+    recompiles: tuple[int, int, int]  # graphs after the first compiled step: LambdaLR, OneCycleLR,
+    # OneCycleLR with dynamic=True
     fullgraph: str  # "yes", "after an eager step 1", "no" or "—" (not tried)
     note: str
 
@@ -57,20 +61,20 @@ def _tensor(v: Any) -> Any:
     return torch.tensor(float(v))
 
 
-def build(name: str, seed: int = 0) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+def build(name: str, seed: int = 0, tensors: bool = True) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
     """Class ``name`` (of :mod:`xpmat.optim`, or ``torch.optim.<name>``) on an 8 × 4 matrix and a
     4-vector, its scheduler-moved hyper-parameters 1-element tensors (floats where it refuses
-    a tensor: a method whose structure depends on the value)."""
+    a tensor: a method whose structure depends on the value); all floats unless ``tensors``."""
     module, _, short = name.rpartition(".")
     cls = getattr(torch.optim if module == "torch.optim" else xo, short)
     gen = torch.Generator().manual_seed(seed)
     ps = [torch.nn.Parameter(torch.randn(*shape, generator=gen)) for shape in ((8, 4), (4,))]
     extra = EXTRA.get(name, {})
     base = cls(ps, **extra).defaults
-    hyper = {k: _tensor(base[k]) for k in TENSOR_KEYS if k in base and base[k] is not None}
+    hyper = {k: _tensor(base[k]) for k in TENSOR_KEYS if k in base and base[k] is not None and tensors}
     while True:
         try:
-            return cls(ps, **extra, **hyper), ps
+            return cls(ps, **{**extra, **hyper}), ps
         except ValueError as exc:  # "<key> as a Tensor is not supported ...": that key a float
             bad = [k for k in hyper if str(exc).startswith(f"{k} as a Tensor")]
             if not bad:
@@ -92,17 +96,19 @@ def scheduler(opt: torch.optim.Optimizer, kind: str) -> Any:
 
 
 def run(name: str, kind: str, steps: int, backend: str | None, fullgraph: bool = False,
-        eager_first: bool = False) -> tuple[list[int], list[int], list[torch.Tensor]]:
+        eager_first: bool = False, tensors: bool = True, dynamic: bool | None = None,
+        ) -> tuple[list[int], list[int], list[torch.Tensor]]:
     """Class ``name`` stepped ``steps`` times under scheduler ``kind``, compiled with ``backend``
-    (None: eager), step 1 eager if ``eager_first``: the cumulative Dynamo graph and graph-break
-    counts after each step, and the parameters at the end."""
+    (None: eager; ``fullgraph``, ``dynamic`` as ``torch.compile``'s), step 1 eager if
+    ``eager_first``, float hyper-parameters unless ``tensors``:
+    the cumulative Dynamo graph and graph-break counts after each step, and the parameters."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
-    opt, ps = build(name)
+    opt, ps = build(name, tensors=tensors)
     step = opt.step if backend is None else torch.compile(type(opt).step.__get__(opt), backend=backend,
-                                                          fullgraph=fullgraph)
+                                                          fullgraph=fullgraph, dynamic=dynamic)
     sched = scheduler(opt, kind)
     gen = torch.Generator().manual_seed(1)
     graphs, breaks = [], []
@@ -130,28 +136,29 @@ def _fullgraph(name: str, kind: str, steps: int, backend: str) -> tuple[str, str
     return "no", note
 
 
-def check(name: str, kind: str = "onecycle", steps: int = 5, backend: str = "inductor",
-          fullgraph: bool = True) -> Row:
-    """One row of the table: class ``name`` under scheduler ``kind`` for ``steps`` steps."""
-    g, b, _ = run(name, kind, steps, backend)
-    fg, note = _fullgraph(name, kind, steps, backend) if fullgraph else ("—", "")
-    return Row(name, (g[0], g[1] - g[0]), g[-1] - g[1], (b[0], b[-1] - b[0]), fg, note)
+def check(name: str, steps: int = 5, backend: str = "inductor", fullgraph: bool = True) -> Row:
+    """One row of the table (see the module doc) for class ``name``."""
+    g1, b1, _ = run(name, "lambda", 1, backend)
+    g, b, _ = run(name, "lambda", steps, backend, eager_first=True)
+    gc, _, _ = run(name, "onecycle", steps, backend, eager_first=True)
+    gd, _, _ = run(name, "onecycle", steps, backend, eager_first=True, dynamic=True)
+    fg, note = _fullgraph(name, "lambda", steps, backend) if fullgraph else ("—", "")
+    return Row(name, (g1[0], b1[0]), (g[1], b[-1]), (g[-1] - g[1], gc[-1] - gc[1], gd[-1] - gd[1]), fg, note)
 
 
 def table(rows: list[Row]) -> str:
     """The markdown table of docs/optim.md."""
-    out = ["| class | graphs at step 1, 2 | recompiles after | breaks at step 1, later | fullgraph=True |",
-           "|---|---|---|---|---|"]
+    out = ["| class | step 1: graphs, breaks | steady: graphs, breaks | recompiles: LambdaLR, OneCycleLR, "
+           "its dynamic=True | fullgraph=True |", "|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r.name} | {r.graphs[0]}, {r.graphs[1]} | {r.recompiles} "
-                   f"| {r.breaks[0]}, {r.breaks[1]} | {r.fullgraph} |")
+        out.append(f"| {r.name} | {r.first[0]}, {r.first[1]} | {r.steady[0]}, {r.steady[1]} "
+                   f"| {', '.join(map(str, r.recompiles))} | {r.fullgraph} |")
     return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("classes", nargs="*", default=[*CLASSES, *ANCHORS])
-    ap.add_argument("--scheduler", default="onecycle", choices=("onecycle", "lambda", "cosine"))
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--backend", default="inductor")
     ap.add_argument("--no-fullgraph", action="store_true")
@@ -159,7 +166,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = []
     for name in a.classes:
-        rows.append(check(name, a.scheduler, a.steps, a.backend, not a.no_fullgraph))
+        rows.append(check(name, a.steps, a.backend, not a.no_fullgraph))
         print(rows[-1], flush=True)  # the note: why fullgraph=True fails
     print(table(rows))
 
