@@ -44,9 +44,10 @@ def _docs_table() -> dict[str, Documented]:
     """``class -> row`` of docs/optim.md's ``torch.compile`` table (xpmat's classes)."""
     text = (ROOT / "docs" / "optim.md").read_text()
     pair = r"(\d+), (\d+)"
-    rows = re.findall(rf"^\| (\w+) \| {pair} \| {pair} \| {pair}, (\d+) \| ([^|]+) \|$", text, re.M)
+    rows = re.findall(rf"^\| (\w+) \| {pair} \| {pair} \| {pair}, (\d+|fails) \| ([^|]+) \|$", text, re.M)
     return {r[0]: Documented((int(r[1]), int(r[2])), (int(r[3]), int(r[4])),
-                             (int(r[5]), int(r[6]), int(r[7])), r[8].strip()) for r in rows}
+                             (int(r[5]), int(r[6]), -1 if r[7] == "fails" else int(r[7])), r[8].strip())
+            for r in rows}
 
 
 cc = _script()

@@ -50,7 +50,7 @@ class Row(NamedTuple):
     first: tuple[int, int]  # (graphs, breaks) of a compiled step 1
     steady: tuple[int, int]  # (graphs, breaks) of the compiled steps after an eager step 1
     recompiles: tuple[int, int, int]  # graphs after the first compiled step: LambdaLR, OneCycleLR,
-    # OneCycleLR with dynamic=True
+    # OneCycleLR with dynamic=True (-1: that run fails)
     fullgraph: str  # "yes", "after an eager step 1", "no" or "—" (not tried)
     note: str
 
@@ -141,9 +141,13 @@ def check(name: str, steps: int = 5, backend: str = "inductor", fullgraph: bool 
     g1, b1, _ = run(name, "lambda", 1, backend)
     g, b, _ = run(name, "lambda", steps, backend, eager_first=True)
     gc, _, _ = run(name, "onecycle", steps, backend, eager_first=True)
-    gd, _, _ = run(name, "onecycle", steps, backend, eager_first=True, dynamic=True)
-    fg, note = _fullgraph(name, "lambda", steps, backend) if fullgraph else ("—", "")
-    return Row(name, (g1[0], b1[0]), (g[1], b[-1]), (g[-1] - g[1], gc[-1] - gc[1], gd[-1] - gd[1]), fg, note)
+    try:
+        gd, _, _ = run(name, "onecycle", steps, backend, eager_first=True, dynamic=True)
+        dyn, note = gd[-1] - gd[1], ""
+    except Exception as exc:  # Dynamo's reason, in a line
+        dyn, note = -1, "dynamic=True: " + " ".join(str(exc).split())[:120]
+    fg, why = _fullgraph(name, "lambda", steps, backend) if fullgraph else ("—", "")
+    return Row(name, (g1[0], b1[0]), (g[1], b[-1]), (g[-1] - g[1], gc[-1] - gc[1], dyn), fg, note or why)
 
 
 def table(rows: list[Row]) -> str:
@@ -152,7 +156,7 @@ def table(rows: list[Row]) -> str:
            "its dynamic=True | fullgraph=True |", "|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r.name} | {r.first[0]}, {r.first[1]} | {r.steady[0]}, {r.steady[1]} "
-                   f"| {', '.join(map(str, r.recompiles))} | {r.fullgraph} |")
+                   f"| {', '.join(str(n) if n >= 0 else 'fails' for n in r.recompiles)} | {r.fullgraph} |")
     return "\n".join(out)
 
 
