@@ -206,11 +206,12 @@ def _compile_check():
 
 class OptimizerStepCompile(Benchmark):
     """track_ of ``torch.compile(step)`` per torch class (rows by class name; torch.optim's
-    AdamW and SGD as anchor rows), counted by ``docs/scripts/compile_check.py`` on its tiny
-    model under ``OneCycleLR`` with tensor hyper-parameters, with Dynamo's ``eager`` backend
-    (Dynamo's counts, without Inductor's code generation): ``track_recompiles``, graphs made
-    after the two warm-up steps (0: the run compiles once), ``track_graph_breaks``, the breaks
-    met over the run.  CPU only: the counts do not depend on the device."""
+    AdamW and SGD as anchor rows), counted by ``docs/scripts/compile_check.py`` (the numbers of
+    docs/optim.md's table) on its tiny model under ``LambdaLR`` with tensor hyper-parameters,
+    4 steps, Dynamo's ``eager`` backend (Dynamo's counts without Inductor's code generation):
+    ``track_recompiles``, graphs made after the first compiled step (step 1 eager; 0: the run
+    compiles once); ``track_graph_breaks``, the breaks met when step 1 is compiled too (state
+    creation included).  CPU only: the counts do not depend on the device."""
 
     params = [["torch:cpu"], [*sorted({torch_class(m).__name__ for m in REGISTRY}), "torch.optim.AdamW",
                               "torch.optim.SGD"]]
@@ -219,18 +220,21 @@ class OptimizerStepCompile(Benchmark):
     timeout = 600
 
     def make(self, cls):
-        self.cls = cls
         if FAST and cls not in ("AdamW", "Muon", "torch.optim.AdamW"):
             raise SkipNotImplemented("XPMAT_BENCH_FAST: AdamW, Muon and torch.optim.AdamW only")
+        self.cls, self.check = cls, _compile_check()
 
-    def ours(self):
-        return _compile_check().check(self.cls, steps=4, backend="eager", fullgraph=False)
+    def ours(self, eager_first=True):
+        """``(graphs, breaks)`` after each of 4 steps (cumulative)."""
+        graphs, breaks, _ = self.check.run(self.cls, "lambda", 4, "eager", eager_first=eager_first)
+        return graphs, breaks
 
     def track_recompiles(self, backend, cls):
-        return self.ours().recompiles
+        graphs, _ = self.ours()
+        return graphs[-1] - graphs[1]
 
     def track_graph_breaks(self, backend, cls):
-        return sum(self.ours().breaks)
+        return self.ours(eager_first=False)[1][-1]
 
     track_recompiles.unit = "graphs"
     track_graph_breaks.unit = "breaks"
