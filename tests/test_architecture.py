@@ -1,10 +1,13 @@
 """``docs/architecture.md`` is true: every import arrow of ``src/xpmat`` is one its tables allow.
 
-The page holds three tables: the floors (module patterns, and whether torch may be imported at
-import time), what each floor may import, and the known exceptions.  This test parses them from
-the Markdown and reads the imports of every module with ``ast``, so the page and the code cannot
-disagree: a new arrow the table does not allow, a module on no floor, a torch import at import
-time on a torch-free floor, a cycle, or an exception that no longer exists all fail here.
+The page holds five tables: the topic modules of ``_array`` in their import order, the floors
+(module patterns, and whether torch may be imported at import time), what each floor may
+import, the known exceptions, and the private names a test may use outside its mirror file.
+This test parses them from the Markdown and reads the imports of every module (and of every
+test file) with ``ast``, so the page and the code cannot disagree: a new arrow the table does
+not allow, a module on no floor, a torch import at import time on a torch-free floor, a cycle,
+an ``_array`` module importing one of a later row, a test using a private name of a module it
+does not mirror, or an exception that no longer exists all fail here.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src" / "xpmat"
+TESTS = REPO / "tests"
 PAGE = REPO / "docs" / "architecture.md"
 FRAMEWORKS = {"torch", "cupy", "jax"}  # "detect, do not import" on the torch-free floors
 
@@ -65,6 +69,13 @@ def read_page(text: str):
         (src,), (dst,) = _names(row[0]), _names(row[1])
         exceptions[(src, dst)] = row[2]
     return floors, allowed, exceptions
+
+
+def read_array_order(text: str) -> list[tuple[str, set[str]]]:
+    """``[(module, {the _array modules it imports})]`` from the "Inside ``_array``" table, in
+    its order (short names: ``_dtypes``)."""
+    rows = _table(text, ["`_array` module", "holds", "imports"])
+    return [(_names(row[0])[0], set(_names(row[2]))) for row in rows]
 
 
 # ----------------------------------------------------------------------------- the code
@@ -227,6 +238,30 @@ def test_no_import_cycle(edges):
     assert found is None, "import cycle: " + " -> ".join(found)
 
 
+def test_array_modules_import_in_the_order_the_page_gives(edges):
+    """``_array``'s topic modules import each other only down the page's table (a DAG, whose
+    order is the table's), and exactly as its ``imports`` column says."""
+    order = read_array_order(PAGE.read_text(encoding="utf-8"))
+    bad = array_order_violations(edges, order)
+    assert not bad, "docs/architecture.md, 'Inside _array':\n" + "\n".join(bad)
+
+
+def test_tests_use_private_names_only_in_the_file_that_mirrors_them():
+    """A test reaches xpmat through public names; a private module (``_array``, ``_optional``,
+    ``optim._base``) or a private name of a module is used only by the one test file that
+    mirrors it, and by the rows of the page's "Private names in tests" table."""
+    rows = _table(PAGE.read_text(encoding="utf-8"), ["test", "private name", "why"], empty_ok=True)
+    allowed = {(_names(r[0])[0], _names(r[1])[0]) for r in rows}
+    known = modules()
+    uses = {str(p.relative_to(TESTS)): private_uses(p.read_text(encoding="utf-8"), known)
+            for p in sorted(TESTS.rglob("*.py"))
+            if p.name != Path(__file__).name}  # this file reads names as data, it uses none
+    bad = private_import_violations(uses, allowed)
+    assert not bad, "\n".join(bad)
+    used = {(n, w) for n, found in uses.items() for _, w in found}
+    assert allowed <= used, f"rows of 'Private names in tests' that no test uses: {allowed - used}"
+
+
 def test_torch_free_floors_do_not_import_torch_at_import_time(page):
     floors = page[0]
     torch_ok = {f for f, _, ok in floors if ok}
@@ -237,6 +272,77 @@ def test_torch_free_floors_do_not_import_torch_at_import_time(page):
         found = _framework_imports_at_import_time(ast.parse(path.read_text(encoding="utf-8")))
         bad += [f"{name} imports {lib} at import time" for lib in found]
     assert not bad, "\n".join(bad)
+
+
+def array_order_violations(edges: dict[str, set[str]], order) -> list[str]:
+    """Where the ``_array`` submodules disagree with the page's table: a module missing from it
+    (or listed but absent), an import of a module of a later row (or of the package itself, or
+    of itself), an import the row does not list, or one it lists that the code lacks."""
+    pkg = "xpmat._array"
+    listed = [m for m, _ in order]
+    actual = sorted(m.rpartition(".")[2] for m in edges if m.startswith(pkg + "."))
+    bad = [f"{pkg}.{m} is not in the table" for m in actual if m not in listed]
+    bad += [f"{pkg}.{m} is in the table but not in the code" for m in listed if m not in actual]
+    for k, (mod, imports) in enumerate(order):
+        got = {"the package" if t == pkg else t.rpartition(".")[2]
+               for t in edges.get(f"{pkg}.{mod}", ()) if t == pkg or t.startswith(pkg + ".")}
+        later = got - set(listed[:k])
+        bad += [f"{pkg}.{mod} imports {t}, not a module of an earlier row" for t in sorted(later)]
+        if got != imports:
+            bad.append(f"{pkg}.{mod} imports {sorted(got)}, the table says {sorted(imports)}")
+    return bad
+
+
+# ----------------------------------------------------------------------------- private names in tests
+
+
+def _private(part: str) -> bool:
+    return part.startswith("_") and not part.endswith("__")
+
+
+def mirror(module: str) -> str:
+    """The test file (stem) that mirrors ``module``: ``xpmat.optim._base`` -> ``test_optim_base``,
+    ``xpmat._array`` -> ``test_array``."""
+    return "test_" + "_".join(p.lstrip("_") for p in module.split(".")[1:])
+
+
+def private_uses(source: str, known: dict[str, Path]) -> list[tuple[str, str]]:
+    """``[(module, what)]``: each private xpmat name a test source imports (``what`` is the
+    dotted name), with the module that holds it; also a string that is such a dotted name
+    (``monkeypatch.setattr("xpmat._x.f", ...)``, ``importlib.import_module``)."""
+    found = []
+
+    def module_path(dotted: str) -> None:
+        parts = dotted.split(".")
+        for k in range(2, len(parts) + 1):
+            if _private(parts[k - 1]):
+                head = ".".join(parts[:k])
+                found.append((head if head in known else ".".join(parts[:k - 1]), dotted))
+                return
+
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] == "xpmat":
+                    module_path(a.name)
+        elif isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("xpmat"):
+            for a in node.names:
+                module_path(f"{node.module}.{a.name}")
+        elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+              and re.fullmatch(r"xpmat(\.[A-Za-z_]\w*)+", node.value)):
+            module_path(node.value)
+    return found
+
+
+def private_import_violations(uses: dict[str, list[tuple[str, str]]], allowed: set) -> list[str]:
+    """Private uses (``{test file: private_uses(...)}``) outside the test file that mirrors their
+    module, less ``allowed`` ``{(test file, dotted name)}``."""
+    bad = []
+    for name, found in sorted(uses.items()):
+        for module, what in found:
+            if Path(name).stem != mirror(module) and (name, what) not in allowed:
+                bad.append(f"{name} uses {what} (only {mirror(module)}.py may)")
+    return bad
 
 
 # ----------------------------------------------------------------------------- the test can fail
@@ -255,6 +361,38 @@ def test_the_check_catches_a_forbidden_arrow(page, edges):
                    "xpmat.kron (primitives) -> xpmat (face)"}
     assert cycle({**broken, "xpmat.optim.transforms": broken["xpmat.optim.transforms"]
                   | {"xpmat.optim.muon"}}) is not None  # transforms -> muon -> transforms
+
+
+def test_the_array_order_check_catches_a_climb(edges):
+    """An ``_array`` module importing a later row, or the package, is reported; so is a module
+    the table does not list."""
+    order = read_array_order(PAGE.read_text(encoding="utf-8"))
+    first, last = order[0][0], order[-1][0]
+    broken = {k: set(v) for k, v in edges.items()}
+    broken[f"xpmat._array.{first}"] |= {f"xpmat._array.{last}", "xpmat._array"}
+    broken["xpmat._array._new_topic"] = set()
+    bad = array_order_violations(broken, order)
+    assert f"xpmat._array.{first} imports {last}, not a module of an earlier row" in bad
+    assert f"xpmat._array.{first} imports the package, not a module of an earlier row" in bad
+    assert "xpmat._array._new_topic is not in the table" in bad
+
+
+def test_the_private_name_check_catches_each_form():
+    """Private modules, private names of public modules and dotted strings are found (prose
+    is not); the mirror file may use its own module's."""
+    known = modules()
+    src = ("import xpmat._array\nfrom xpmat import _optional, msign\n"
+           "from xpmat.optim._base import resolve_rank\nfrom xpmat.optim.shampoo import _to_blocks\n"
+           "def f(mp):\n    mp.setattr('xpmat._array.eigh', None)\n    'see xpmat._array'\n")
+    assert private_uses(src, known) == [
+        ("xpmat._array", "xpmat._array"), ("xpmat._optional", "xpmat._optional"),
+        ("xpmat.optim._base", "xpmat.optim._base.resolve_rank"),
+        ("xpmat.optim.shampoo", "xpmat.optim.shampoo._to_blocks"),
+        ("xpmat._array", "xpmat._array.eigh")]
+    tests = {"test_x.py": src, "test_array.py": "from xpmat import _array\n",
+             "test_optim_shampoo.py": "from xpmat.optim.shampoo import _f\n"}
+    bad = private_import_violations({n: private_uses(t, known) for n, t in tests.items()}, set())
+    assert len(bad) == 5 and all(b.startswith("test_x.py") for b in bad)
 
 
 def test_arrows_are_read_as_python_resolves_them(tmp_path):

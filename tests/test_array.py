@@ -1,8 +1,10 @@
 """Tests of the backend layer (`xpmat._array`) itself."""
 
+import warnings
+
 import numpy as np
 import pytest
-from conftest import TOL, assert_array, assert_close, get_backend
+from conftest import TOL, assert_array, assert_close, get_backend, require_backend
 
 from xpmat import _array
 
@@ -270,7 +272,78 @@ def test_is_lazy_false_for_torch_meta():
     assert not _array.is_lazy(torch.empty(2, device="meta"))
 
 
+def test_is_lazy_tells_tracers_from_eager_arrays():
+    jax = pytest.importorskip("jax")
+    x = jax.numpy.ones((2, 2))
+    assert not _array.is_lazy(x)
+    seen = []
+    jax.jit(lambda a: seen.append(_array.is_lazy(a)) or a)(x)
+    jax.vmap(lambda a: seen.append(_array.is_lazy(a)) or a)(x)
+    jax.grad(lambda a: seen.append(_array.is_lazy(a)) or a.sum())(x)
+    assert seen == [True, True, True]
+    assert not _array.is_lazy(np.ones(2))
+
+
+def test_supports_float64_follows_jax_x64_without_a_warning():
+    """JAX's default mode (x64 off) gives float32 *with a warning* for a float64 request, so the
+    probe asks ``jax.config`` (``tests/test_jax.py`` runs the optimizers in that mode)."""
+    jax = pytest.importorskip("jax")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with jax.enable_x64(False):
+            assert _array.supports_float64(jax.numpy) is False
+            with jax.enable_x64(True):
+                assert _array.supports_float64(jax.numpy) is True
+            assert _array.supports_float64(jax.numpy) is False
+    assert not caught, [str(w.message) for w in caught]
+
+
+def _gram(n: int = 6, seed: int = 3) -> np.ndarray:
+    X = np.random.default_rng(seed).standard_normal((4 * n, n))
+    return X.T @ X
+
+
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_cholesky_is_the_lower_factor_on_dask(batch):
+    """array-api-compat's Dask ``cholesky`` gives the upper factor (``tests/test_dask.py``);
+    ``_array.cholesky`` gives the lower one."""
+    backend = require_backend("dask")
+    G = np.stack([_gram(seed=s) for s in range(3)]) if batch else _gram()
+    L = _array.cholesky(backend.asarray(G), backend.xp)
+    np.testing.assert_allclose(L.compute(), np.linalg.cholesky(G), rtol=1e-12, atol=1e-12)
+
+
+def test_cholesky_failure_is_nan_on_dask():
+    backend = require_backend("dask")
+    bad = backend.asarray(np.diag([1.0, -1.0, 2.0]))
+    assert np.isnan(_array.cholesky(bad, backend.xp).compute()).all()
+
+
 def test_fixed_loop_runs_the_body_steps_times(backend, xp):
     x = backend.asarray(np.ones(3))
     (y,) = _array.fixed_loop(4, lambda s: (s[0] * 2,), (x,))
     assert_close(y, np.full(3, 16.0), backend, rtol=0)
+
+
+def test_every_name_callers_use_is_exported():
+    """``_array`` is a package of topic modules; callers write ``_array.name`` (or ``from
+    xpmat._array import name``) and ``__init__`` re-exports each such name in ``__all__``."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    used = set()
+    for folder in ("src", "tests", "asv_benchmarks", "docs/scripts"):
+        for path in sorted((root / folder).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            if "_array" in path.parts or "_array" not in text:  # the package itself, or no caller
+                continue
+            for node in ast.walk(ast.parse(text)):
+                if (isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "_array"
+                        and not node.attr.startswith("__")):
+                    used.add(node.attr)
+                elif isinstance(node, ast.ImportFrom) and node.module == "xpmat._array":
+                    used |= {a.name for a in node.names}
+    assert used, "no caller found: the scan is broken"
+    assert used <= set(_array.__all__), sorted(used - set(_array.__all__))
+    assert _array.__all__ == sorted(_array.__all__)

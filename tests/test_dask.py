@@ -9,7 +9,7 @@ references with 2 row chunks.  Here:
 - a tall-skinny matrix chunked by rows goes through the primitives of the "Beyond one machine"
   page without any task ever holding more rows than one chunk (a ``posttask`` callback looks at
   the shape of every task's result);
-- ``_array.cholesky`` returns the lower factor, which array-api-compat's Dask wrapper does not
+- ``xpmat._array.cholesky`` returns the lower factor, which array-api-compat's Dask wrapper does not
   (``backends/dask.md``), and CholeskyQR2 is accurate to rounding on Dask.
 """
 
@@ -21,7 +21,7 @@ from conftest import require_backend
 from primitive_calls import CALLS
 
 import xpmat as xm
-from xpmat import _array, orthogonalize
+from xpmat import _dask, orthogonalize
 
 backend = require_backend("dask")
 xp = backend.xp
@@ -252,6 +252,60 @@ def test_every_chunking(layout, call):
         np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-10)
 
 
+def _lowrank_update(X):
+    """lowrank_eigh_update with ``Q`` and ``C`` taken from ``X``'s columns (so that they share
+    its row chunks, known or not): ``Q = orth(X[:, :3])``, ``C = X[:, 3:5]``."""
+    L = da.from_array(_L3) if isinstance(X, da.Array) else _L3
+    return xm.lowrank_eigh_update(L, xm.orthonormalize(X[:, :3], method="householder"), X[:, 3:5],
+                                  decay=0.9)
+
+
+_TALL_EIGH_CALLS = {  # tall inputs, every layout of test_every_chunking
+    "lowrank_eigh_update": _lowrank_update,
+    "lowrank_eigh_truncate": lambda X: xm.lowrank_eigh_truncate(
+        da.from_array(_L3) if isinstance(X, da.Array) else _L3, X[:, :3], rank=2, rtol=0.1),
+    "ggt_eigh": lambda X: xm.ggt_eigh(X[:, :5], rank=3),
+}
+
+
+@pytest.mark.parametrize("call", list(_TALL_EIGH_CALLS))
+@pytest.mark.parametrize("layout", [k for k in _LAYOUTS if k != "unknown columns"])
+def test_every_chunking_of_the_lowrank_updates(layout, call):
+    """The low-rank eigendecompositions on tall inputs of every layout above but unknown column
+    sizes (their column count is the rank of the result: it must be known): NumPy's values."""
+    X, host = _LAYOUTS[layout](_SMALL)
+    fn = _TALL_EIGH_CALLS[call]
+    got = dask.compute(*_arrays(fn(X)))
+    for g, r in zip(got, _leaves(fn(host)), strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-10)
+
+
+_SQUARE_LAYOUTS = {  # chunks of a 12 x 12 matrix (sizes must be known: the calls check squareness)
+    "one chunk": (12, 12),
+    "uneven chunks": ((5, 7), (3, 4, 5)),
+    "row chunks only": (5, 12),
+    "column chunks only": (12, 5),
+    "both ways": (6, 6),
+}
+_SQUARE_CALLS = {
+    "randomized_eigh": lambda A: xm.randomized_eigh(A, 3, seed=0),
+    "nystrom_eigh": lambda A: xm.nystrom_eigh(A, 3, seed=0),
+    "inv_root[eigh]": lambda A: xm.inv_root(A, 4),
+    "nearest_kron[svd]": lambda A: xm.nearest_kron(A, (3, 4), (4, 3)),
+}
+
+
+@pytest.mark.parametrize("call", list(_SQUARE_CALLS))
+@pytest.mark.parametrize("layout", list(_SQUARE_LAYOUTS))
+def test_every_chunking_of_a_square_matrix(layout, call):
+    """Randomized and Nyström eigh, the eigh inverse root and the SVD nearest Kronecker product
+    of a 12 × 12 (SPD) matrix in one chunk, uneven chunks, rows only, columns only, both ways."""
+    fn = _SQUARE_CALLS[call]
+    got = dask.compute(*_arrays(fn(da.from_array(_SPD, chunks=_SQUARE_LAYOUTS[layout]))))
+    for g, r in zip(got, _leaves(fn(_SPD)), strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-10)
+
+
 def test_newton_schulz_on_a_block_grid_is_one_task_per_block_and_product():
     """msign of a square matrix on a 3 × 3 grid of chunks: each Newton–Schulz step is three
     products (``X Xᵀ``, ``b A + c A²``, ``a X + B X``), each one task per output block with the
@@ -316,6 +370,26 @@ def test_cholesky_qr2_fallback_runs_only_when_needed():
     assert np.abs(Q.T @ Q - np.eye(N)).max() < 1e-13
 
 
+def test_tsqr_has_two_levels_for_many_row_chunks():
+    """60 row chunks (more than ``_dask._TSQR_ONE_LEVEL``): the stacked ``R`` factors are
+    factored in 8 groups of 8 and once more on top, no task stacks all 60 (measured, 400 000 ×
+    64 in 2,000 chunks: the one stacking task took 6.3 s of a 14.6 s call, docs/dask.md).  TSQR
+    gives NumPy's Householder ``Q``; the CholeskyQR2 fallback of a rank-deficient matrix an
+    orthonormal ``Q`` spanning its columns."""
+    A = _tall(7)
+    B = A.copy()
+    B[:, 3] = B[:, 0]  # rank-deficient: CholeskyQR2 falls back to TSQR
+    for method, host in (("householder", A), ("auto", B)):
+        Q = xm.orthonormalize(da.from_array(host, chunks=(40, N)), method=method)
+        keys = [k[0] for k in dict(Q.__dask_graph__()) if isinstance(k, tuple)]
+        assert sum(k.endswith("-group") for k in keys) == 8 and any(k.endswith("-join") for k in keys)
+        Q = Q.compute()
+        assert np.abs(Q.T @ Q - np.eye(N)).max() < 1e-13
+        np.testing.assert_allclose(Q @ (Q.T @ host), host, atol=1e-12)
+        if method == "householder":
+            np.testing.assert_allclose(Q, xm.orthonormalize(A, method="householder"), atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- chunk types
 
 
@@ -329,6 +403,9 @@ class Tagged(np.ndarray):
         _refuse_numpy(inputs)
         out = getattr(ufunc, method)(*_plain(inputs), **_plain(kwargs))
         return _tag(out)
+
+    def __getitem__(self, index):  # a 0-d Tagged, not a NumPy scalar (CuPy: a 0-d cupy array)
+        return _tag(super().__getitem__(index))
 
     def __array_function__(self, func, types, args, kwargs):
         if func not in (np.asarray, np.array):  # an explicit conversion, as cupy.asarray(ndarray)
@@ -373,12 +450,34 @@ def _block_types(x):
 
 
 _SPD = (lambda g: g @ g.T / 12 + np.eye(12))(np.random.default_rng(16).standard_normal((12, 12)))
-_CHUNK_TYPE_CALLS = {
-    **{k: (v, _SMALL, (60, 12)) for k, v in _CHUNKING_CALLS.items()},
-    "orthonormalize[batch]": (lambda X: xm.orthonormalize(X), _SMALL.reshape(4, 60, 12), (2, 30, 12)),
-    "polar[svd]": (lambda X: xm.polar(X), _SMALL, (60, 12)),
-    "power_iter1": (lambda X: xm.power_iter1(X, X[:12, :3]), _SMALL, (60, 12)),
-    "inv_root[newton]": (lambda X: xm.inv_root(X, 4, method="newton", iters=10), _SPD, (6, 6)),
+_L3 = np.array([3.0, 2.0, 1.0])
+_Q3 = np.linalg.qr(np.random.default_rng(17).standard_normal((12, 3)))[0]
+_C2 = np.random.default_rng(18).standard_normal((12, 2))
+_LOWRANK = ((_L3, _Q3, _C2), ((3,), (6, 3), (6, 2)))  # L, Q, C and their chunks
+_CHUNK_TYPE_CALLS = {  # case: (fn, host arrays, their chunks)
+    **{k: (v, (_SMALL,), ((60, 12),)) for k, v in _CHUNKING_CALLS.items()},
+    "orthonormalize[batch]": (lambda X: xm.orthonormalize(X), (_SMALL.reshape(4, 60, 12),),
+                              ((2, 30, 12),)),
+    "polar[svd]": (lambda X: xm.polar(X), (_SMALL,), ((60, 12),)),
+    "power_iter1": (lambda X: xm.power_iter1(X, X[:12, :3]), (_SMALL,), ((60, 12),)),
+    "inv_root[newton]": (lambda X: xm.inv_root(X, 4, method="newton", iters=10), (_SPD,), ((6, 6),)),
+    "inv_root[eigh]": (lambda X: xm.inv_root(X, 4), (_SPD,), ((6, 6),)),
+    "randomized_eigh": (lambda X: xm.randomized_eigh(X, 3, seed=0), (_SPD,), ((6, 6),)),
+    "nystrom_eigh": (lambda X: xm.nystrom_eigh(X, 3, seed=0), (_SPD,), ((6, 6),)),
+    "lowrank_eigh_update": (lambda L, Q, C: xm.lowrank_eigh_update(L, Q, C, decay=0.9), *_LOWRANK),
+    "lowrank_eigh_update[randomized]": (lambda L, Q, C: xm.lowrank_eigh_update(
+        L, Q, C, method="randomized", rank=3, seed=0), *_LOWRANK),
+    "lowrank_eigh_truncate": (lambda L, Q: xm.lowrank_eigh_truncate(L, Q, rank=2),
+                              _LOWRANK[0][:2], _LOWRANK[1][:2]),
+    "ggt_eigh": (lambda H: xm.ggt_eigh(H, rank=3), (_SMALL[:12, :5],), ((6, 5),)),
+    "nearest_kron[svd]": (lambda H: xm.nearest_kron(H, (2, 3), (4, 3)), (_SMALL[:8, :9],), ((4, 9),)),
+    "orthogonal_iteration[align_to]": (lambda A, Q: xm.orthogonal_iteration(A, Q, iters=2, align_to=Q),
+                                       (_SPD, _Q3), ((6, 6), (6, 3))),
+    "orthogonal_iteration[ritz=False]": (lambda A, Q: xm.orthogonal_iteration(A, Q, iters=2, ritz=False),
+                                         (_SPD, _Q3), ((6, 6), (6, 3))),
+    "lowrank_inv_root_apply": (lambda L, Q, C: xm.lowrank_inv_root_apply(L, Q, C, eps=0.1), *_LOWRANK),
+    "shampoo_kron": (lambda G: xm.shampoo_kron(xm.shampoo_factors(G, beta=0.9)), (_SMALL[:8, :6],),
+                     ((4, 3),)),
 }
 
 
@@ -389,8 +488,8 @@ def test_results_keep_the_chunk_type(case):
     (The ``_meta`` of a result is checked where Dask keeps it: Dask gives 0-d reductions of an
     ndarray subclass a NumPy meta, which then spreads to the metas, not the chunks, of
     ``randomized_svd`` and ``nmf``.)"""
-    fn, host, chunks = _CHUNK_TYPE_CALLS[case]
-    out = _arrays(fn(_tagged(host, chunks)))
+    fn, hosts, chunks = _CHUNK_TYPE_CALLS[case]
+    out = _arrays(fn(*map(_tagged, hosts, chunks)))
     for x in out:
         assert _block_types(x) == {Tagged}, (case, x.name)
     if case.startswith(("orthonormalize", "msign")):
@@ -400,11 +499,39 @@ def test_results_keep_the_chunk_type(case):
 def test_the_chunk_type_check_catches_numpy_creations(monkeypatch):
     """The test above can fail: with the random draw made as a NumPy chunk (``like=`` dropped),
     ``randomized_svd`` on ``Tagged`` chunks fails to compute."""
-    draw = _array.random_normal
-    monkeypatch.setattr(_array, "random_normal", lambda *a, like=None, **k: draw(*a, **k))
+    asarray = da.asarray  # the host draw's only way onto Dask (xpmat._array.random_normal)
+    monkeypatch.setattr(da, "asarray", lambda *a, like=None, **k: asarray(*a, **k))
     U, S, Vh = xm.randomized_svd(_tagged(_SMALL, (60, 12)), 4, seed=0)
     with pytest.raises(TypeError, match="refuses to mix"):
         dask.compute(U, S, Vh)
+
+
+def test_the_chunk_type_check_catches_numpy_arange_and_eye(monkeypatch):
+    """And it fails for the eigendecompositions when their ``arange`` / ``eye`` / ``zeros``
+    keep array-api-compat's NumPy chunks (``_dask.as_chunk_type`` made a no-op)."""
+    monkeypatch.setattr(_dask, "as_chunk_type", lambda x, like: x)
+    for case in ("randomized_eigh", "lowrank_eigh_update", "ggt_eigh"):
+        fn, hosts, chunks = _CHUNK_TYPE_CALLS[case]
+        with pytest.raises(TypeError, match="refuses to mix"):
+            dask.compute(*_arrays(fn(*map(_tagged, hosts, chunks))))
+
+
+_EIGH_FAMILY = [k for k in _CHUNK_TYPE_CALLS if k.startswith(
+    ("inv_root[eigh]", "randomized_eigh", "nystrom_eigh", "lowrank_eigh", "ggt_eigh", "nearest_kron"))]
+
+
+@pytest.mark.parametrize("case", _EIGH_FAMILY)
+def test_eigh_family_graphs_are_deterministic_and_valid(case):
+    """As ``test_identical_calls_give_identical_keys_and_valid_graphs`` for the eigendecompositions
+    (NumPy chunks): identical calls give identical keys, the results pass ``assert_eq`` (its graph
+    check included) against NumPy, and no layer is a ``dask.delayed`` one."""
+    fn, hosts, chunks = _CHUNK_TYPE_CALLS[case]
+    args = [da.from_array(h, chunks=c) for h, c in zip(hosts, chunks, strict=True)]
+    first, second = _arrays(fn(*args)), _arrays(fn(*args))
+    assert [x.name for x in first] == [x.name for x in second]
+    for x, r in zip(first, _leaves(fn(*hosts)), strict=True):
+        assert_eq(x, r, atol=1e-10, rtol=1e-9)
+        assert not [name for name in x.dask.layers if "finalize" in name or "delayed" in name]
 
 
 # ----------------------------------------------------------------------------- Cholesky
@@ -416,24 +543,12 @@ def _gram(n: int = 6, seed: int = 3) -> np.ndarray:
 
 
 def test_array_api_compat_dask_cholesky_is_still_upper():
-    """The upstream bug ``_array.cholesky`` guards (``backends/dask.md``).  If this fails,
+    """The upstream bug ``xpmat._array.cholesky`` guards (``backends/dask.md``).  If this fails,
     array-api-compat returns the lower factor now: the guard is no longer needed."""
     G = _gram()
     U = np.asarray(xp.linalg.cholesky(da.from_array(G)).compute())
     assert np.allclose(U, np.triu(U)) and not np.allclose(U, np.tril(U))
     np.testing.assert_allclose(U, np.linalg.cholesky(G).T, rtol=1e-12)
-
-
-@pytest.mark.parametrize("batch", [(), (3,)])
-def test_cholesky_is_the_lower_factor(batch):
-    G = np.stack([_gram(seed=s) for s in range(3)]) if batch else _gram()
-    L = _array.cholesky(backend.asarray(G), xp)
-    np.testing.assert_allclose(L.compute(), np.linalg.cholesky(G), rtol=1e-12, atol=1e-12)
-
-
-def test_cholesky_failure_is_nan():
-    bad = backend.asarray(np.diag([1.0, -1.0, 2.0]))
-    assert np.isnan(_array.cholesky(bad, xp).compute()).all()
 
 
 def test_cholesky_qr2_is_accurate_on_dask():

@@ -85,8 +85,8 @@ def test_sphinx_markup_becomes_links_and_math():
 def test_shared_parameter_paragraphs_in_help_and_api_page():
     """A torch class's docstring names shared parameter paragraphs by ``%(name)s`` lines (SciPy's
     doccer pattern): the class fills them for ``help()``, and griffe, which reads the source,
-    gets the very same text through the docs hook ``doc_params`` (else the API page would show
-    the placeholders)."""
+    gets the very same text and the class itself (built at run time from its method's spec)
+    through the docs hook ``doc_params`` (else the API page would show neither)."""
     griffe = pytest.importorskip("griffe", reason="the docs extra is not installed: pip install "
                                  "'xpmat[docs]'")
     pytest.importorskip("torch")
@@ -99,10 +99,14 @@ def test_shared_parameter_paragraphs_in_help_and_api_page():
     static = griffe.load("xpmat.optim.torch_optim", search_paths=[str(ROOT / "src")])
     filled = griffe.load("xpmat.optim.torch_optim", search_paths=[str(ROOT / "src")],
                          extensions=griffe.load_extensions(hook.DocParams()))
-    names = [n for n in torch_optim.__all__ if n != "XpmatOptimizer"]
-    assert sum("%(" in static[n].docstring.value for n in names) >= 10  # the pattern is in use
+    specs = list({id(i.spec): i.spec for i in xo.REGISTRY.values()}.values())
+    names = [s.class_name for s in specs]
+    assert sum("%(" in s.class_doc() for s in specs) >= 10  # the pattern is in use
+    assert not set(names) & set(static.members)  # built at run time: griffe alone sees none
     for name in names:
         assert filled[name].docstring.value == inspect.getdoc(getattr(torch_optim, name)), name
         assert "%(" not in filled[name].docstring.value, name
+        params = [p.name for p in filled[name].members["__init__"].parameters]
+        assert params == list(inspect.signature(getattr(torch_optim, name).__init__).parameters), name
     with pytest.raises(KeyError, match="no_such_paragraph"):  # a misspelt name fails at import
         type("Bad", (xo.XpmatOptimizer,), {"__doc__": "Bad.\n\n    %(no_such_paragraph)s\n"})

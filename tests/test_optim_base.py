@@ -47,3 +47,11 @@ def test_resolve_rank():
         with pytest.raises(ValueError, match="rank=100 exceeds"):
             core.init([np.zeros((6, 4))], rank=100)
         assert core.init([np.zeros((6, 4)), np.zeros((9, 8))], rank=5)[0].Q.shape == (4, 4)
+
+
+def test_check_real_does_not_read_a_tensor_on_a_device():
+    """The per-step range check skips a tensor hyper-parameter on a device (meta: any read would
+    raise); on the host it is checked when the group is added (tests/test_optim_tensor_hyper.py)."""
+    from xpmat.optim._base import check_real
+
+    check_real("lr", torch.tensor(-1.0, device="meta"))

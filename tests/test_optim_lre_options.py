@@ -15,7 +15,7 @@ import pytest
 from conftest import SLOW_OPTIMIZER_MODULE, assert_array, assert_close
 
 import xpmat.optim as xo
-from xpmat.optim import _lre_inner, lre
+from xpmat.optim import lre
 
 ROOT = Path(__file__).resolve().parents[1]
 EPS64 = float(np.finfo(np.float64).eps)
@@ -395,27 +395,6 @@ def test_inner_chain_matches_numpy(backend, chain):
         for name, s in zip(chain, states, strict=True):
             x = _REF[name](x, s, t, c)
         assert_close(u[0], -lr * Q @ (keep * x), backend, rtol=1e-9, atol=1e-13)
-
-
-def test_rotate_carries_every_kind():
-    """When the basis moves, R = Qᵀ Q_old carries m, (R∘R) v, R V Rᵀ and R B Rᵀ + σ (I − R Rᵀ)."""
-    rng = np.random.default_rng(1)
-    Qo = np.linalg.qr(rng.standard_normal((8, 3)))[0]
-    Qn = np.linalg.qr(Qo + 0.3 * rng.standard_normal((8, 3)))[0]
-    R = Qn.T @ Qo
-    m, v = rng.standard_normal(3), rng.random(3)
-    V = np.cov(rng.standard_normal((3, 10)))
-    st = {"exp_avg": m[None], "exp_avg_sq": v[None], "exp_avg_outer": V[None], "bfgs_matrix": V[None],
-          "bfgs_scale": np.array([2.0])}
-    kinds = {"exp_avg": "vec", "exp_avg_sq": "diag", "exp_avg_outer": "mat", "bfgs_matrix": "bfgs",
-             "bfgs_scale": "scalar"}
-    out = _lre_inner.rotate(st, kinds, R[None], np)
-    np.testing.assert_allclose(out["exp_avg"][0], R @ m, rtol=1e-14)
-    np.testing.assert_allclose(out["exp_avg_sq"][0], np.diag(R @ np.diag(v) @ R.T), rtol=1e-13)
-    np.testing.assert_allclose(out["exp_avg_outer"][0], R @ V @ R.T, rtol=1e-13)
-    B = Qn.T @ (Qo @ V @ Qo.T + 2.0 * (np.eye(8) - Qo @ Qo.T)) @ Qn  # σ I + low rank, projected
-    np.testing.assert_allclose(out["bfgs_matrix"][0], B, rtol=1e-12)
-    assert out["bfgs_scale"] is st["bfgs_scale"]
 
 
 def test_full_adam_moments_rotate_with_the_basis():

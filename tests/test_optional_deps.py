@@ -12,7 +12,6 @@ import pytest
 
 import xpmat.optim
 from xpmat import cli
-from xpmat._optional import install_message, missing, require
 
 
 def _without(monkeypatch, *modules: str) -> None:
@@ -66,19 +65,3 @@ def test_functional_cores_need_no_torch(monkeypatch):
     state = muon.init([np.ones((4, 3))])
     updates, _ = muon.update([np.ones((4, 3))], state, [np.ones((4, 3))])
     assert updates[0].shape == (4, 3)
-
-
-def test_require_passes_other_import_errors_through(monkeypatch):
-    assert require("numpy", "anything").__name__ == "numpy"
-    _without(monkeypatch, "numpy.linalg_not_a_module")
-    with pytest.raises(ModuleNotFoundError) as info:
-        require("xpmat_no_such_package.sub", "a feature")
-    assert info.value.name == "xpmat_no_such_package"  # not the module asked for: unchanged
-    assert "pip install" not in str(info.value)
-
-
-def test_missing_and_message():
-    assert missing(["numpy", "xpmat_no_such_package"]) == ["xpmat_no_such_package"]
-    assert install_message("x", ["matplotlib", "scipy"]) == (
-        "x needs matplotlib, scipy, which is not installed: pip install 'xpmat[bench]'")
-    assert install_message("x", ["foo"]).endswith("pip install foo")

@@ -1,4 +1,4 @@
-"""Overhead of the backend layer (``xpmat/_array.py``): namespace resolution + a 64x64 matmul vs raw NumPy."""
+"""Overhead of the backend layer (``xpmat._array``): namespace resolution + a 64x64 matmul vs raw NumPy."""
 
 from xpmat._array import array_namespace, float_dtype
 

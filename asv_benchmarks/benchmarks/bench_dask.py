@@ -4,8 +4,11 @@ Tall-skinny: a persisted ``rows × 64`` float64 array in 8 row chunks (400 000 r
 the fast profile): ``orthonormalize`` beside ``dask.array.linalg.tsqr`` and NumPy,
 ``randomized_svd(k=8)`` beside ``dask.array.linalg.svd_compressed(k=8, n_power_iter=2)`` and
 NumPy, ``nmf(rank 5, 20 iterations)`` of half its rows (absolute values, given start factors)
-beside NumPy.  Square: ``msign(steps=12)`` of a 1200² float32 array in 400² chunks (600² in 300² in the
-fast profile) beside NumPy.  Each Dask call is one ``dask.persist`` of all its results (every
+beside NumPy.  Square: ``msign(steps=12)``, ``polar`` and Newton ``inv_root(p=4)`` (of an SPD
+matrix made from it; 8 steps, about what NumPy's early exit takes, since Dask runs every step)
+of a 1200² float32 array in 400² chunks (600² in 300² in the fast profile) beside NumPy.
+``lowrank_eigh_update(decay=0.9)`` of a ``rows × 32`` basis in 8 × 2 chunks with 8 corrections
+beside NumPy.  Each Dask call is one ``dask.persist`` of all its results (every
 chunk computed, nothing gathered), with BLAS limited to one thread per task, as
 ``docs/dask.md`` ("Speed") recommends for the threaded scheduler.  ``docs/scripts/dask_speed.py``
 prints the same comparison as a table, with the code of an earlier revision beside it.
@@ -30,16 +33,22 @@ class _DaskBase:
         with threadpool_limits(1, "blas"):
             dask.persist(*fn())
 
+    @staticmethod
+    def _da():
+        """``dask.array``, or asv's skip where Dask is not installed."""
+        try:
+            import dask.array as da
+        except ImportError as exc:
+            raise NotImplementedError("dask not installed") from exc
+        return da
+
 
 class DaskTallSkinny(_DaskBase):
     params = [[40_000] if FAST else [400_000]]
     param_names = ["rows"]
 
     def setup(self, rows):
-        try:
-            import dask.array as da
-        except ImportError as exc:
-            raise NotImplementedError("dask not installed") from exc
+        da = self._da()
         self.A = gaussian((rows, 64))
         self.X = da.from_array(self.A, chunks=(rows // 8, 64)).persist()
         rng = np.random.default_rng(1)
@@ -102,12 +111,11 @@ class DaskMsign(_DaskBase):
     param_names = ["n"]
 
     def setup(self, n):
-        try:
-            import dask.array as da
-        except ImportError as exc:
-            raise NotImplementedError("dask not installed") from exc
+        da = self._da()
         self.G = gaussian((n, n)).astype("float32")
         self.X = da.from_array(self.G, chunks=n // 3).persist()
+        self.S = self.G @ self.G.T / n + np.eye(n, dtype="float32")
+        self.Sd = da.from_array(self.S, chunks=n // 3).persist()
 
     def time_msign(self, n):
         import xpmat as xm
@@ -126,3 +134,45 @@ class DaskMsign(_DaskBase):
 
         out = dask.optimize(xm.msign(self.X, steps=12))
         return len(dict(dask.base.collections_to_expr(out).__dask_graph__()))
+
+    def time_polar(self, n):
+        import xpmat as xm
+
+        self._dask(lambda: xm.polar(self.X))
+
+    def time_polar_numpy_anchor(self, n):
+        import xpmat as xm
+
+        xm.polar(self.G)
+
+    def time_inv_root_newton(self, n):
+        import xpmat as xm
+
+        self._dask(lambda: (xm.inv_root(self.Sd, 4, method="newton", iters=8),))
+
+    def time_inv_root_newton_numpy_anchor(self, n):
+        import xpmat as xm
+
+        xm.inv_root(self.S, 4, method="newton", iters=8)
+
+
+class DaskLowrankUpdate(_DaskBase):
+    params = [[40_000] if FAST else [400_000]]
+    param_names = ["rows"]
+
+    def setup(self, rows):
+        da = self._da()
+        self.Q = np.linalg.qr(gaussian((rows, 32)))[0]
+        self.L, self.C = np.linspace(2.0, 1.0, 32), gaussian((rows, 8), seed=1)
+        self.Qd = da.from_array(self.Q, chunks=(rows // 8, 16)).persist()
+        self.Cd, self.Ld = da.from_array(self.C, chunks=(rows // 8, 8)).persist(), da.from_array(self.L)
+
+    def time_lowrank_eigh_update(self, rows):
+        import xpmat as xm
+
+        self._dask(lambda: xm.lowrank_eigh_update(self.Ld, self.Qd, self.Cd, decay=0.9))
+
+    def time_lowrank_eigh_update_numpy_anchor(self, rows):
+        import xpmat as xm
+
+        xm.lowrank_eigh_update(self.L, self.Q, self.C, decay=0.9)

@@ -3,6 +3,7 @@
     python docs/scripts/dask_speed.py                    # the table of docs/dask.md, "Speed"
     python docs/scripts/dask_speed.py --rows 100000      # smaller tall-skinny arrays
     python docs/scripts/dask_speed.py --before 34473a6   # the "before" code: a git revision
+    python docs/scripts/dask_speed.py --only polar inv_root   # only the rows naming these
 
 The "before" column imports the package as it was at ``--before`` (``git archive`` of ``src/``
 renamed to ``xpmat_before``), so both versions run in the same process on the same persisted
@@ -94,12 +95,41 @@ def cases(rows: int, chunk: int, after, before):
     row(f"nmf(rank 5, 20 iters) {half}×64 f64, chunks of {chunk} rows",
         lambda: after.nmf(C, 5, iters=20, init=(A0, B0)),
         lambda p: p.nmf(Cd, 5, iters=20, init=(A0d, B0d))[:3])
+    square_rows(row, G, Gd, after)
+    lowrank_row(row, rows, chunk, after, rng)
     return out
 
 
-def measure(rows, reps, after, before):
-    table = cases(rows, rows // 8, after, before)
-    extra = ["default BLAS", "NumPy, 1 BLAS thread"]
+def square_rows(row, G, Gd, after) -> None:
+    """``polar`` and Newton ``inv_root`` of the 1200² float32 matrix in 400² chunks; the Newton
+    iteration runs all ``iters`` steps on Dask (no host read), so it is also timed with the
+    number of steps NumPy took (``return_info``): the same work."""
+    row("polar (SVD) 1200² f32, 400² chunks", lambda: after.polar(G), lambda p: p.polar(Gd))
+    S = (G @ G.T) / G.shape[0] + np.eye(G.shape[0], dtype=G.dtype)
+    Sd = da.from_array(S, chunks=Gd.chunks).persist()
+    steps = int(after.inv_root(S, 4, method="newton", return_info=True)[1].iters)
+    row("inv_root(p=4, Newton, 100 steps on Dask), SPD 1200² f32",
+        lambda: after.inv_root(S, 4, method="newton"), lambda p: (p.inv_root(Sd, 4, method="newton"),))
+    row(f"inv_root(p=4, Newton, iters={steps}: NumPy's count)",
+        lambda: after.inv_root(S, 4, method="newton", iters=steps),
+        lambda p: (p.inv_root(Sd, 4, method="newton", iters=steps),))
+
+
+def lowrank_row(row, rows, chunk, after, rng) -> None:
+    """``lowrank_eigh_update(decay=0.9)`` of a ``rows × 32`` basis in 2 column chunks (2-D
+    chunked) with 8 corrections, both chunked by rows."""
+    Q = np.linalg.qr(rng.standard_normal((rows, 32)))[0]
+    L, C = np.sort(rng.random(32))[::-1].copy(), rng.standard_normal((rows, 8))
+    Qd = da.from_array(Q, chunks=(chunk, 16)).persist()
+    Cd, Ld = da.from_array(C, chunks=(chunk, 8)).persist(), da.from_array(L)
+    row(f"lowrank_eigh_update {rows}×32 + 8, chunks of {chunk}×16",
+        lambda: after.lowrank_eigh_update(L, Q, C, decay=0.9),
+        lambda p: p.lowrank_eigh_update(Ld, Qd, Cd, decay=0.9))
+
+
+def measure(rows, reps, after, before, only=None, default_blas=True):
+    table = [r for r in cases(rows, rows // 8, after, before) if not only or any(o in r[0] for o in only)]
+    extra = ["default BLAS", "NumPy, 1 BLAS thread"] if default_blas else ["NumPy, 1 BLAS thread"]
     times = {(name, c): [] for name, cols, _ in table for c in [*cols, *extra]}
     for _ in range(reps):
         for name, cols, _ in table:
@@ -116,9 +146,10 @@ def measure(rows, reps, after, before):
                         t0 = time.perf_counter()
                         fn()
                 times[(name, col)].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            cols["after"]()
-            times[(name, "default BLAS")].append(time.perf_counter() - t0)
+            if default_blas:
+                t0 = time.perf_counter()
+                cols["after"]()
+                times[(name, "default BLAS")].append(time.perf_counter() - t0)
     return table, {k: float(np.median(v)) for k, v in times.items() if v}
 
 
@@ -127,13 +158,15 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=400_000)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--before", default=None, help="git revision of the 'before' column")
+    ap.add_argument("--only", nargs="*", default=None, help="rows whose name contains one of these")
+    ap.add_argument("--no-default-blas", action="store_true", help="skip the 'default BLAS' column")
     args = ap.parse_args()
     import xpmat
 
     before = before_package(args.before) if args.before else None
-    table, med = measure(args.rows, args.reps, xpmat, before)
-    cols = ["NumPy", "NumPy, 1 BLAS thread", *(["before"] if before else []), "after", "default BLAS",
-            "Dask's own"]
+    table, med = measure(args.rows, args.reps, xpmat, before, args.only, not args.no_default_blas)
+    cols = ["NumPy", "NumPy, 1 BLAS thread", *(["before"] if before else []), "after",
+            *([] if args.no_default_blas else ["default BLAS"]), "Dask's own"]
     counted = ", ".join(c for c in cols if not c.startswith(("NumPy", "default BLAS")))
     print(f"| call | {' | '.join(cols)} | tasks ({counted}) |")
     print("|---" * (len(cols) + 2) + "|")

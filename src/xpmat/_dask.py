@@ -30,10 +30,13 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["cholesky_qr2", "fused_matmul", "merge_axis", "name", "per_matrix", "rowwise", "tsqr"]
+__all__ = ["as_chunk_type", "cholesky_qr2", "fused_matmul", "merge_axis", "name", "per_matrix", "rowwise",
+           "tsqr"]
 
 # Fan-in of the tree that sums the per-chunk Gram matrices (dask's own reductions use 4–32).
 _SPLIT_EVERY = 8
+# Row chunks up to which TSQR factors all stacked R factors in one task (more: two levels)
+_TSQR_ONE_LEVEL = 32
 # CholeskyQR2 states, computed on one chunk from the Gram matrices
 _ACCEPTED, _FALLBACK, _NONFINITE = 0, 1, 2
 
@@ -51,6 +54,45 @@ def _namespace(t: Any) -> Any:
     import array_api_compat
 
     return array_api_compat.array_namespace(t)
+
+
+def as_chunk_type(x: Any, like: Any) -> Any:
+    """``x`` with every chunk converted to the chunk type of the Dask array ``like`` (a CuPy
+    chunk, an ndarray subclass), for an array made by a creation function (``arange``, ``eye``):
+    array-api-compat's Dask creation functions make NumPy chunks whatever the input's type.
+
+    Each task reads the type from ``like``'s first chunk itself, not from its ``_meta`` (Dask
+    gives some reductions of an ndarray subclass a NumPy meta, which then spreads), and converts
+    with that chunk's library (``cupy.asarray``, ``torch.asarray`` on its device; NumPy's
+    ``like=`` protocol for an ndarray subclass); a chunk of that type already is returned as is.
+    ``x`` itself where either is not a Dask array or ``like`` has no chunk.
+    """
+    import array_api_compat
+
+    if not (array_api_compat.is_dask_array(x) and array_api_compat.is_dask_array(like)):
+        return x
+    if like.npartitions == 0:
+        return x
+    key = name("xpmat-as-chunk-type", x, like.name)
+    ref = (like.name, *(0,) * like.ndim)
+    graph = {(key, *i): (_convert, (x.name, *i), ref) for i in _block_indices(x.numblocks)}
+    from dask.array.utils import meta_from_array
+
+    return _array(graph, key, [x, like], x.chunks, meta_from_array(like._meta, x.ndim, x.dtype))
+
+
+def _convert(block: Any, ref: Any) -> Any:
+    """``block`` as an array of ``ref``'s type (see :func:`as_chunk_type`)."""
+    if type(block) is type(ref):
+        return block
+    import numpy
+
+    if isinstance(ref, numpy.ndarray):  # a subclass: NumPy's like= protocol keeps it
+        return numpy.asarray(block, like=ref)
+    import array_api_compat
+
+    cxp = array_api_compat.array_namespace(ref)
+    return cxp.asarray(block, device=array_api_compat.device(ref))
 
 
 def _known(chunks: Sequence[float]) -> bool:
@@ -289,7 +331,7 @@ def tsqr(x: Any, *, with_r: bool = True) -> tuple[Any, Any]:
     or Inf gives NaN factors (no QR runs on it).  ``R`` is ``None`` unless ``with_r``.
     """
     x = _tall_input(x)
-    graph, key = _tsqr_layers(x, state=None)
+    graph, key, _ = _tsqr_layers(x, state=None)
     meta = x._meta
     q = _array(graph, key, [x], x.chunks, meta)
     if not with_r:
@@ -300,20 +342,49 @@ def tsqr(x: Any, *, with_r: bool = True) -> tuple[Any, Any]:
     return q, r
 
 
-def _tsqr_layers(x: Any, state: Any) -> tuple[dict, str]:
+def _tsqr_layers(x: Any, state: Any) -> tuple[dict, str, list]:
     """The stages of :func:`tsqr` as a task dict: the first two always (keys ``(key-qr, i)``,
     ``(key-stack, 0)``), each taking the key ``state`` (CholeskyQR2's second pass) as a gate
     when given; the third (``(key, i, 0)``) only without a gate (CholeskyQR2's final tasks
-    do it themselves)."""
+    do it themselves).  Also returns, per row chunk ``i``, the key and index of its block of the
+    second-stage ``Q`` (the arguments ``stacked, i`` of :func:`_qr_rows`).
+
+    More than ``_TSQR_ONE_LEVEL`` row chunks: two levels (the tree of
+    ``dask.array.linalg.tsqr``, two deep), so that no task factors all the stacked ``R_i``:
+    groups of about ``√chunks`` are factored first (``(key-group, g)``), then their ``R``
+    factors (``(key-stack, 0)``), and each group's blocks are multiplied by its block of the top
+    ``Q`` (``(key-join, g)``).
+    """
     key = name("xpmat-tsqr", x, state)
     nr = x.numblocks[0]
     gate = () if state is None else (state,)
     graph = {(f"{key}-qr", i): (_qr_chunk, (x.name, i, 0), *gate) for i in range(nr)}
-    graph[(f"{key}-stack", 0)] = (_qr_stack, [(f"{key}-qr", i) for i in range(nr)], *gate)
+    parts = [(f"{key}-qr", i) for i in range(nr)]
+    if nr <= _TSQR_ONE_LEVEL:
+        graph[(f"{key}-stack", 0)] = (_qr_stack, parts, *gate)
+        blocks = [((f"{key}-stack", 0), i) for i in range(nr)]
+    else:
+        size = math.isqrt(nr - 1) + 1  # ceil(√nr)
+        groups = [parts[j:j + size] for j in range(0, nr, size)]
+        for g, group in enumerate(groups):
+            graph[(f"{key}-group", g)] = (_qr_stack, group, *gate)
+        graph[(f"{key}-stack", 0)] = (_qr_stack, [(f"{key}-group", g) for g in range(len(groups))],
+                                      *gate)
+        for g in range(len(groups)):
+            graph[(f"{key}-join", g)] = (_join, (f"{key}-group", g), (f"{key}-stack", 0), g)
+        blocks = [((f"{key}-join", i // size), i % size) for i in range(nr)]
     if state is None:
-        for i in range(nr):
-            graph[(key, i, 0)] = (_qr_rows, (f"{key}-qr", i), (f"{key}-stack", 0), i, (x.name, i, 0))
-    return graph, key
+        for i, (stacked, j) in enumerate(blocks):
+            graph[(key, i, 0)] = (_qr_rows, (f"{key}-qr", i), stacked, j, (x.name, i, 0))
+    return graph, key, blocks
+
+
+def _join(group: Any, top: Any, g: int) -> Any:
+    """A group's second-stage blocks times its block ``g`` of the top ``Q``, with the top ``R``:
+    the ``(blocks, R)`` of a one-level stack (``None`` when skipped, ``"nonfinite"`` as is)."""
+    if top is None or isinstance(top, str):
+        return top
+    return [b @ top[0][g] for b in group[0]], top[1]
 
 
 def cholesky_qr2(x: Any, *, tol: float) -> Any:
@@ -342,11 +413,10 @@ def cholesky_qr2(x: Any, *, tol: float) -> Any:
     graph.update(tree)
     second = (f"{key}-second", 0)
     graph[second] = (_cqr_second, g2, first, tol)
-    house, hkey = _tsqr_layers(x, second)
+    house, hkey, blocks = _tsqr_layers(x, second)
     graph.update(house)
-    for i in range(nr):
-        graph[(key, i, 0)] = (_finish_cqr, (f"{key}-q1", i), second, (f"{hkey}-qr", i),
-                              (f"{hkey}-stack", 0), i)
+    for i, (stacked, j) in enumerate(blocks):
+        graph[(key, i, 0)] = (_finish_cqr, (f"{key}-q1", i), second, (f"{hkey}-qr", i), stacked, j)
     return _array(graph, key, [x], x.chunks, x._meta)
 
 

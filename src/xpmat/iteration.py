@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from xpmat import _array
+from xpmat import _array, _dask
 from xpmat._array import mT
 from xpmat.orthogonalize import orthonormalize
 
@@ -63,7 +63,7 @@ def _max_abs_signs(M: Any, xp: Any) -> Any:
 
 def _selector(idx: Any, size: int, dtype: Any, xp: Any) -> Any:
     """One-hot ``S (..., size, k)`` with ``S[i, j] = (idx[j] == i)``: ``M @ S`` gathers columns."""
-    ar = xp.arange(size, device=_array.device(idx))
+    ar = _dask.as_chunk_type(xp.arange(size, device=_array.device(idx)), idx)  # Dask: idx's chunk type
     return xp.astype(ar[:, None] == idx[..., None, :], dtype)
 
 
@@ -728,20 +728,19 @@ def nystrom_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power
     if shift is None:
         nu = math.sqrt(n) * float(xp.finfo(dtype).eps) * _array.frobenius_norm(Y, xp)
         live = nu > 0
-        nu = xp.where(live, nu, xp.ones_like(nu))[..., None, None]
+        nu = xp.where(live, nu, 1.0)[..., None, None]  # scalars: no chunk of another type (Dask)
     else:
         live, nu = None, shift
     Ynu = Y + nu * Om
     G = _sym(mT(Om, xp) @ Ynu, xp)
     bad = _array.nonfinite_members(G, xp)  # NaN/Inf in A: NaN results, never "not PSD"
-    C, failed = _nystrom_cholesky(xp.where(bad[..., None, None], xp.eye(l, dtype=dtype, device=dev), G),
-                                  xp)
+    C, failed = _nystrom_cholesky(xp.where(bad[..., None, None], _array.eye(l, like=G, xp=xp), G), xp)
     bad = xp.logical_or(bad, failed)
     Bm = _array.solve_triangular(mT(C, xp), Ynu, upper=True, left=False, xp=xp)
-    U, Sig, _ = _array.svd(xp.where(bad[..., None, None], xp.zeros_like(Bm), Bm), xp)
+    U, Sig, _ = _array.svd(xp.where(bad[..., None, None], 0.0, Bm), xp)
     U, Sig = _array.poison(U, bad, xp, 2)[..., :rank], _array.poison(Sig, bad, xp, 1)[..., :rank]
     nu_v = nu[..., 0] if live is not None else nu
-    L = xp.maximum(Sig * Sig - nu_v, xp.zeros_like(Sig))
+    L = xp.maximum(Sig * Sig - nu_v, 0.0)
     if live is not None:
-        L = xp.where(live[..., None], L, xp.zeros_like(L))
+        L = xp.where(live[..., None], L, 0.0)
     return _array.poison(L, bad, xp, 1), U * _max_abs_signs(U, xp)[..., None, :]

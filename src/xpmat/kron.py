@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from xpmat import _array
+from xpmat import _array, _dask
 
 __all__ = [
     "ShampooFactors",
@@ -159,7 +159,7 @@ def kron_matmul(A: Any, B: Any, X: Any, /, *, xp: Any = None) -> Any:
 def _normalize(x: Any, xp: Any) -> tuple[Any, Any]:
     """``x / ‖x‖_F`` over the last two axes (zero stays zero) and the norm ``(..., 1, 1)``."""
     nrm = _array.frobenius_norm(x, xp, keepdims=True)
-    safe = xp.where(nrm > 0, nrm, xp.ones_like(nrm))
+    safe = xp.where(nrm > 0, nrm, 1.0)  # a scalar: on Dask no chunk of another type
     return x / safe, nrm
 
 
@@ -167,7 +167,7 @@ def _fix_sign(U: Any, V: Any, xp: Any) -> tuple[Any, Any]:
     """Flip ``(U, V)`` together so that the largest-magnitude entry of ``U`` is positive."""
     hi = xp.max(U, axis=(-2, -1), keepdims=True)
     lo = xp.min(U, axis=(-2, -1), keepdims=True)
-    s = xp.where(hi >= -lo, xp.ones_like(hi), -xp.ones_like(hi))
+    s = 2 * xp.astype(hi >= -lo, U.dtype) - 1  # +1 where hi >= -lo, else -1 (NaN too)
     return U * s, V * s
 
 
@@ -373,7 +373,7 @@ def shampoo_factors(G: Any, state: ShampooFactors | None = None, /, *, beta: flo
     Gt = _array.mT(G, xp)
     GG, GtG = G @ Gt, Gt @ G
     if state is None:
-        one = xp.ones((*G.shape[:-2], 1, 1), dtype=G.dtype, device=_array.device(G))
+        one = _dask.as_chunk_type(xp.ones((*G.shape[:-2], 1, 1), dtype=G.dtype, device=_array.device(G)), G)
         w = one if beta is None else one * (1.0 - beta)
         return ShampooFactors(GG if beta is None else (1.0 - beta) * GG,
                               GtG if beta is None else (1.0 - beta) * GtG, w)
@@ -430,10 +430,10 @@ def shampoo_kron(state: ShampooFactors, /, *, xp: Any = None) -> tuple[Any, Any]
     True
     """
     xp = _array.array_namespace(state.L, state.R, names=("state.L", "state.R"), xp=xp)
-    w = xp.where(state.weight > 0, state.weight, xp.ones_like(state.weight))
+    w = xp.where(state.weight > 0, state.weight, 1.0)  # scalars: on Dask no chunk of another type
     L, R = state.L / w, state.R / w
     m = L.shape[-1]
     eye = _array.eye(m, like=L, xp=xp)
     t = xp.sum(L * eye, axis=(-2, -1), keepdims=True)
-    root = xp.sqrt(xp.where(t > 0, t, xp.ones_like(t)))
+    root = xp.sqrt(xp.where(t > 0, t, 1.0))
     return L / root, R / root

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from xpmat import _array
+from xpmat import _array, _dask
 from xpmat.orthogonalize import orthonormalize
 
 __all__ = [
@@ -42,7 +42,7 @@ def _select(w: Any, V: Any, idx: Any, xp: Any) -> tuple[Any, Any]:
     A one-hot matmul: the standard's generic way to gather along the last axis in batch.
     """
     m = w.shape[-1]
-    ar = xp.arange(m, device=_array.device(w))
+    ar = _dask.as_chunk_type(xp.arange(m, device=_array.device(w)), w)  # Dask: w's chunk type
     P = xp.astype(idx[..., None, :] == ar[:, None], w.dtype)  # (..., m, k)
     return (w[..., None, :] @ P)[..., 0, :], V @ P
 
@@ -59,11 +59,11 @@ def _fix_signs(V: Any, xp: Any) -> Any:
     pick = a == xp.max(a, axis=-2, keepdims=True)
     # first row index attaining the max, via the largest weighted flag
     m = V.shape[-2]
-    weights = xp.astype(xp.arange(m, 0, -1, device=_array.device(V)), V.dtype)[:, None]
-    first = xp.argmax(xp.where(pick, weights, xp.zeros_like(V)), axis=-2, keepdims=True)
-    ar = xp.arange(m, device=_array.device(V))[:, None]
-    val = xp.sum(xp.where(ar == first, V, xp.zeros_like(V)), axis=-2, keepdims=True)
-    return V * xp.where(val < 0, -xp.ones_like(val), xp.ones_like(val))
+    ar = _dask.as_chunk_type(xp.arange(m, device=_array.device(V)), V)[:, None]  # Dask: V's chunk type
+    weights = xp.astype(m - ar, V.dtype)  # m, m - 1, ..., 1
+    first = xp.argmax(xp.where(pick, weights, 0.0), axis=-2, keepdims=True)
+    val = xp.sum(xp.where(ar == first, V, 0.0), axis=-2, keepdims=True)
+    return V * (1 - 2 * xp.astype(val < 0, V.dtype))  # -1 where val < 0, else +1
 
 
 def _check_LQ(L: Any, Q: Any, lname: str = "L", qname: str = "Q") -> None:
@@ -192,14 +192,38 @@ def lowrank_eigh_update(
     1.0
     """
     xp = _array.array_namespace(L, Q, C, names=("L", "Q", "C"), xp=xp)
+    L, Q, C, S, rank = _update_args(L, Q, C, signs, decay, rank, method, xp)
+    a, b = (1.0, 1.0) if decay is None else (float(decay), 1.0 - float(decay))
+    if method == "randomized":
+        return _update_randomized(L, Q, C, S, a, b, rank, seed, return_discarded, xp)
+    r, k, n = Q.shape[-1], C.shape[-1], Q.shape[-2]
+    if r + k > n:
+        # [Q, C] spans more columns than the space has: the n x n matrix is no larger than
+        # the core would be, so use it directly (basis = identity).
+        core = a * ((Q * L[..., None, :]) @ _array.mT(Q, xp)) + b * ((C * S[..., None, :]) @ _array.mT(C, xp))
+        W = None
+    else:
+        core, W = _core_in_span(L, Q, C, S, a, b, xp)
+    w_keep, V_keep, w_all = _top_pairs((core + _array.mT(core, xp)) / 2, rank, xp)
+    Q_new = V_keep if W is None else Q @ V_keep[..., :r, :] + W @ V_keep[..., r:, :]
+    if not return_discarded:
+        return w_keep, Q_new
+    discarded = xp.sum(xp.abs(w_all[..., rank:]), axis=-1)
+    return w_keep, Q_new, discarded
+
+
+def _update_args(L: Any, Q: Any, C: Any, signs: Any, decay: Any, rank: Any, method: str,
+                 xp: Any) -> tuple[Any, Any, Any, Any, int]:
+    """Checked arguments of :func:`lowrank_eigh_update`: ``(L, Q, C, S, rank)`` in one floating
+    dtype, ``S`` the signs as an array ``(..., k)``."""
     _check_LQ(L, Q)
-    if C.ndim < 2 or C.shape[-2] != Q.shape[-2]:
+    n, m = Q.shape[-2], C.shape[-2] if C.ndim >= 2 else None
+    if m is None or (m != n and m == m and n == n):  # nan (a Dask size not known yet) matches
         raise ValueError(
             f"`C` must be (..., n, k) with n = Q.shape[-2] = {Q.shape[-2]}; got C {tuple(C.shape)}"
         )
     dt = _array.float_dtype(xp, L, Q, C)
     L, Q, C = (_array.as_float(a, xp, dt) for a in (L, Q, C))
-    dev = _array.device(Q)
     r, k = Q.shape[-1], C.shape[-1]
     rank = r if rank is None else int(rank)
     if not 0 <= rank <= min(r + k, Q.shape[-2]):
@@ -208,50 +232,50 @@ def lowrank_eigh_update(
         raise ValueError(f"decay must be in [0, 1] or None, got {decay!r}")
     if method not in ("direct", "randomized"):
         raise ValueError(f"method must be 'direct' or 'randomized', got {method!r}")
-    if signs is None:
-        S = xp.ones((k,), dtype=dt, device=dev)
-    else:
-        S = signs if _is_array(signs) else xp.asarray(signs, dtype=dt, device=dev)
-        S = _array.as_float(S, xp, dt)
-        if S.ndim < 1 or S.shape[-1] != k:
-            raise ValueError(f"`signs` must be (..., k) with k = C.shape[-1] = {k}, got {tuple(S.shape)}")
-    a, b = (1.0, 1.0) if decay is None else (float(decay), 1.0 - float(decay))
-    if method == "randomized":
-        return _update_randomized(L, Q, C, S, a, b, rank, seed, return_discarded, xp)
+    return L, Q, C, _signs_array(signs, C, dt, xp), rank
 
-    n = Q.shape[-2]
-    if r + k > n:
-        # [Q, C] spans more columns than the space has: the n x n matrix is no larger than
-        # the core would be, so use it directly (basis = identity).
-        core = a * ((Q * L[..., None, :]) @ _array.mT(Q, xp)) + b * ((C * S[..., None, :]) @ _array.mT(C, xp))
-    else:
-        # Rayleigh-Ritz on span[Q, C]: C = Q P + W B, W ⟂ Q orthonormal.
-        P = _array.matmul_t(Q, C, xp)  # (..., r, k)
-        R = C - Q @ P
-        P2 = _array.matmul_t(Q, R, xp)  # second Gram-Schmidt pass ("twice is enough")
-        R = R - Q @ P2
-        P = P + P2
-        W = _orth(R, xp)
-        W = _orth(W - Q @ _array.matmul_t(Q, W, xp), xp)  # keeps W ⟂ Q even where R ≈ 0
-        B = _array.matmul_t(W, R, xp)  # (..., k, k)
-        M = xp.concat([P, B], axis=-2)  # (..., r + k, k): coefficients of C in [Q W]
-        core = b * ((M * S[..., None, :]) @ _array.mT(M, xp))
-        Lz = xp.concat([a * L, xp.zeros((*L.shape[:-1], k), dtype=dt, device=dev)], axis=-1)
-        core = core + _diag_embed(Lz, xp)
-    core = (core + _array.mT(core, xp)) / 2
+
+def _signs_array(signs: Any, C: Any, dt: Any, xp: Any) -> Any:
+    """The weights of the corrections as an array ``(..., k)`` (default all +1); created arrays
+    take ``C``'s device and (Dask) chunk type."""
+    k, dev = C.shape[-1], _array.device(C)
+    if signs is None:
+        return _dask.as_chunk_type(xp.ones((k,), dtype=dt, device=dev), C)
+    S = signs if _is_array(signs) else _dask.as_chunk_type(xp.asarray(signs, dtype=dt, device=dev), C)
+    S = _array.as_float(S, xp, dt)
+    if S.ndim < 1 or S.shape[-1] != k:
+        raise ValueError(f"`signs` must be (..., k) with k = C.shape[-1] = {k}, got {tuple(S.shape)}")
+    return S
+
+
+def _core_in_span(L: Any, Q: Any, C: Any, S: Any, a: float, b: float, xp: Any) -> tuple[Any, Any]:
+    """Rayleigh–Ritz on ``span[Q, C]``: ``C = Q P + W B`` with ``W ⟂ Q`` orthonormal (two
+    Gram–Schmidt passes, "twice is enough", then QR); returns the core ``a diag(L, 0) +
+    b [P; B] S [P; B]ᵀ`` (unsymmetrized) and ``W``."""
+    k = C.shape[-1]
+    P = _array.matmul_t(Q, C, xp)  # (..., r, k)
+    R = C - Q @ P
+    P2 = _array.matmul_t(Q, R, xp)  # second Gram-Schmidt pass
+    R = R - Q @ P2
+    P = P + P2
+    W = _orth(R, xp)
+    W = _orth(W - Q @ _array.matmul_t(Q, W, xp), xp)  # keeps W ⟂ Q even where R ≈ 0
+    B = _array.matmul_t(W, R, xp)  # (..., k, k)
+    M = xp.concat([P, B], axis=-2)  # (..., r + k, k): coefficients of C in [Q W]
+    core = b * ((M * S[..., None, :]) @ _array.mT(M, xp))
+    zeros = _dask.as_chunk_type(xp.zeros((*L.shape[:-1], k), dtype=L.dtype, device=_array.device(L)), L)
+    return core + _diag_embed(xp.concat([a * L, zeros], axis=-1), xp), W
+
+
+def _top_pairs(core: Any, rank: int, xp: Any) -> tuple[Any, Any, Any]:
+    """Eigenpairs of the symmetric ``core``: the ``rank`` of largest ``|w|``, ordered by value,
+    descending, their vectors sign-fixed; ``(w_keep, V_keep, w_all)``, ``w_all`` all
+    eigenvalues by magnitude (the dropped ones after the first ``rank``)."""
     w, V = _array.eigh(core, xp)
-    # keep the `rank` largest |w|, then order them by value, descending
-    by_mag = _sort_desc(xp.abs(w), xp)
-    w_all, V_all = _select(w, V, by_mag, xp)
+    w_all, V_all = _select(w, V, _sort_desc(xp.abs(w), xp), xp)
     w_keep, V_keep = w_all[..., :rank], V_all[..., :rank]
-    order = _sort_desc(w_keep, xp)
-    w_keep, V_keep = _select(w_keep, V_keep, order, xp)
-    V_keep = _fix_signs(V_keep, xp)
-    Q_new = V_keep if r + k > n else Q @ V_keep[..., :r, :] + W @ V_keep[..., r:, :]
-    if not return_discarded:
-        return w_keep, Q_new
-    discarded = xp.sum(xp.abs(w_all[..., rank:]), axis=-1)
-    return w_keep, Q_new, discarded
+    w_keep, V_keep = _select(w_keep, V_keep, _sort_desc(w_keep, xp), xp)
+    return w_keep, _fix_signs(V_keep, xp), w_all
 
 
 def _is_array(x: Any) -> bool:
@@ -288,8 +312,8 @@ def _update_randomized(L, Q, C, S, a, b, rank, seed, return_discarded, xp):
         return a * (Q @ (L[..., :, None] * (Qt @ X))) + b * (C @ (S[..., :, None] * (Ct @ X)))
 
     if rank == 0:
-        L_new = xp.zeros((*batch, 0), dtype=Q.dtype, device=_array.device(Q))
-        Q_new = xp.zeros((*batch, n, 0), dtype=Q.dtype, device=_array.device(Q))
+        L_new = _dask.as_chunk_type(xp.zeros((*batch, 0), dtype=Q.dtype, device=_array.device(Q)), Q)
+        Q_new = _dask.as_chunk_type(xp.zeros((*batch, n, 0), dtype=Q.dtype, device=_array.device(Q)), Q)
     else:
         L_new, Q_new = randomized_eigh(operator, rank, shape=(*batch, n, n), like=Q, seed=seed, xp=xp)
     if not return_discarded:
@@ -379,11 +403,10 @@ def lowrank_eigh_truncate(
     order = _sort_desc(L, xp)[..., :rank]
     Ls, Qs = _select(L, Q, order, xp)
     if rtol is None:
-        keep = xp.ones_like(Ls, dtype=xp.bool)
-    else:
-        top = xp.max(xp.abs(L), axis=-1, keepdims=True) if r else xp.zeros_like(Ls)
-        keep = Ls > rtol * top
-    L_out = xp.where(keep, Ls + shift, xp.zeros_like(Ls))
+        L_out = Ls + shift
+    else:  # scalars, not *_like: a Dask meta may not be the chunks' type
+        top = xp.max(xp.abs(L), axis=-1, keepdims=True) if r else 0.0
+        L_out = xp.where(Ls > rtol * top, Ls + shift, 0.0)
     # NaN/Inf in L or Q: the member's L and Q are NaN (a NaN compares False above, which
     # would otherwise turn it into a finite-looking empty slot)
     bad = xp.logical_or(_array.nonfinite_members(L[..., None, :], xp), _array.nonfinite_members(Q, xp))
@@ -530,8 +553,8 @@ def lowrank_inv_root_apply(
     L, Q, g = (_array.as_float(a, xp, dt) for a in (L, Q, g))
     G = g[:, None] if vec else g
     pos = L > 0
-    f = xp.where(pos, xp.where(pos, L + eps, xp.ones_like(L)) ** (-1.0 / p), xp.zeros_like(L))
-    f = xp.where(xp.isfinite(L), f, xp.full_like(f, float("nan")))  # NaN/Inf in L: NaN, not skipped
+    f = xp.where(pos, xp.where(pos, L + eps, 1.0) ** (-1.0 / p), 0.0)
+    f = xp.where(xp.isfinite(L), f, float("nan"))  # NaN/Inf in L: NaN, not skipped
     U = Q @ (f[..., :, None] * _array.matmul_t(Q, G, xp))
     return U[..., 0] if vec else U
 
@@ -601,8 +624,8 @@ def ggt_eigh(H: Any, /, *, rank: int | None = None, rtol: float | None = None, x
     top = w[..., :1]
     w, V = w[..., :rank], V[..., :rank]
     keep = w > rtol * top
-    wk = xp.where(keep, w, xp.zeros_like(w))
-    inv = xp.where(keep, 1.0 / xp.sqrt(xp.where(keep, w, xp.ones_like(w))), xp.zeros_like(w))
+    wk = xp.where(keep, w, 0.0)  # scalars, not *_like: a Dask meta may not be the chunks' type
+    inv = xp.where(keep, 1.0 / xp.sqrt(xp.where(keep, w, 1.0)), 0.0)
     V = _fix_signs(V, xp)
     Q = (H @ V) * inv[..., None, :]
     bad = xp.isnan(top[..., 0])  # NaN/Inf in H: _array.eigh gave NaN; NaN compares False above

@@ -223,8 +223,8 @@ def _inv_root_from_eig(w: Any, V: Any, p: float, xp: Any) -> Any:
     n = w.shape[-1]
     cut = n * _unit_roundoff(xp, w.dtype) * xp.max(w, axis=-1, keepdims=True)
     keep = w > cut
-    safe = xp.where(keep, w, xp.ones_like(w))
-    f = xp.where(keep, safe ** (-1.0 / p), xp.zeros_like(w))
+    safe = xp.where(keep, w, 1.0)  # scalars, not *_like: w's Dask meta may not be its chunks' type
+    f = xp.where(keep, safe ** (-1.0 / p), 0.0)
     X = (V * f[..., None, :]) @ _array.mT(V, xp)
     return (X + _array.mT(X, xp)) / 2
 

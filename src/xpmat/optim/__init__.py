@@ -17,81 +17,43 @@ Torch classes (``torch.optim.Optimizer`` subclasses, imported on first access)::
 QK-clip (MuonClip's attention-logit guard), called by the training loop after ``step``:
 :func:`qk_clip_` (torch weights, in place) and :func:`qk_clip` (any library, new arrays).
 
-Every method registers itself in :data:`REGISTRY` (name -> :class:`MethodInfo`): the demo
-and the tests iterate over it.  A new method adds one module, one torch class in
-:mod:`xpmat.optim.torch_optim` and one ``register(...)`` line below.
+Every method is declared once, by a ``SPEC`` in its module (:mod:`xpmat.optim._spec`): the
+registry :data:`REGISTRY` (name -> :class:`MethodInfo`; the demo and the tests iterate over it),
+``__all__`` and the torch classes derive from it.  A new method adds one module, which
+``xpmat.optim._catalog`` finds by its ``SPEC`` (docs/architecture.md, "Adding an optimizer").
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
 from typing import Any
 
-from xpmat.optim import transforms
+from xpmat.optim import _catalog, transforms
 from xpmat.optim._base import apply_updates
+from xpmat.optim._spec import MethodInfo, MethodSpec
 from xpmat.optim.muonclip import qk_clip, qk_clip_
 from xpmat.optim.transforms import Transform, chain, route
 
-_TORCH_NAMES = ("LRE", "Adafactor", "AdamNMF", "AdamW", "Dion", "Dion2", "ManifoldMuon", "Muon", "NorMuon",
-                "PowerSGD", "PowerSGDPlus", "Shampoo", "XpmatOptimizer")
-_TORCH_NAMES += ("SGD", "AdaGrad", "ExponentiatedGradient", "SphereSGD", "SteepestDescent")
+_TORCH_NAMES = (*(s.class_name for s in _catalog.SPECS), "XpmatOptimizer")
 
-__all__ = [
-    "LRE",
-    "REGISTRY",
-    "SGD",
-    "AdaGrad",
-    "Adafactor",
-    "AdamNMF",
-    "AdamW",
-    "Dion",
-    "Dion2",
-    "ExponentiatedGradient",
-    "ManifoldMuon",
-    "MethodInfo",
-    "Muon",
-    "NorMuon",
-    "PowerSGD",
-    "PowerSGDPlus",
-    "Shampoo",
-    "SphereSGD",
-    "SteepestDescent",
-    "Transform",
-    "XpmatOptimizer",
-    "apply_updates",
-    "chain",
-    "core",
-    "qk_clip",
-    "qk_clip_",
-    "register",
-    "route",
-    "torch_class",
-    "transforms",
-]
-
-
-@dataclass(frozen=True)
-class MethodInfo:
-    """One optimizer: its functional core module, its torch class, demo settings."""
-
-    name: str
-    module: str  # functional core, e.g. "xpmat.optim.adamw"
-    torch_class: str  # class name in xpmat.optim.torch_optim
-    matrix_only: bool = False
-    demo: dict[str, Any] = field(default_factory=dict)  # hyper-parameters for the digits MLP demo
-    doc: str = ""
-
+__all__ = ["REGISTRY", "MethodInfo", "Transform", "apply_updates", "chain", "core", "qk_clip", "qk_clip_",
+           "register", "route", "torch_class", "transforms"]
+__all__ += _TORCH_NAMES  # the torch classes, one per spec
+__all__.sort()
 
 REGISTRY: dict[str, MethodInfo] = {}
 
 
-def register(info: MethodInfo) -> MethodInfo:
-    """Add a method to :data:`REGISTRY` (name must be new)."""
-    if info.name in REGISTRY:
-        raise ValueError(f"optimizer {info.name!r} is already registered")
-    REGISTRY[info.name] = info
-    return info
+def register(info: MethodInfo | MethodSpec) -> MethodInfo:
+    """Add a method to :data:`REGISTRY` (its name must be new): a :class:`MethodInfo`, or a
+    :class:`~xpmat.optim._spec.MethodSpec`, whose entries (its own and those of ``also``) are
+    added and whose torch class :func:`torch_class` builds; returns the (first) entry."""
+    infos = info.infos() if isinstance(info, MethodSpec) else [info]
+    taken = [i.name for i in infos if i.name in REGISTRY]
+    if taken:
+        raise ValueError(f"optimizer {taken[0]!r} is already registered")
+    REGISTRY.update((i.name, i) for i in infos)
+    return infos[0]
 
 
 def core(name: str) -> Any:
@@ -101,60 +63,16 @@ def core(name: str) -> Any:
 
 def torch_class(name: str) -> type:
     """The ``torch.optim.Optimizer`` class of a registered method (imports torch)."""
-    return getattr(importlib.import_module("xpmat.optim.torch_optim"), REGISTRY[name].torch_class)
+    info = REGISTRY[name]
+    catalog = importlib.import_module("xpmat.optim.torch_optim")
+    if info.spec is not None:
+        return catalog.class_for(info.spec)
+    return getattr(catalog, info.torch_class)
 
 
-register(MethodInfo("adamw", "xpmat.optim.adamw", "AdamW", demo={"lr": 3e-3},
-                    doc="AdamW (§4): bias correction, AMSGrad after correction, Nesterov, atan2"))
-register(MethodInfo("muon", "xpmat.optim.muon", "Muon", matrix_only=True,
-                    demo={"lr": 0.02, "adamw_lr_ratio": 0.15},
-                    doc="Muon (§7): momentum -> batched msign -> shape-scaled update"))
-register(MethodInfo("normuon", "xpmat.optim.normuon", "NorMuon", matrix_only=True,
-                    demo={"lr": 0.02, "adamw_lr_ratio": 0.15},
-                    doc="NorMuon: Muon with each row of msign(U) normalized by an EMA of its mean square"))
-register(MethodInfo("dion", "xpmat.optim.dion", "Dion", matrix_only=True,
-                    demo={"lr": 0.02, "rank": 0.25, "adamw_lr_ratio": 0.15},
-                    doc="Dion: PowerIter1 with error feedback, orthonormal low-rank update"))
-register(MethodInfo("dion2", "xpmat.optim.dion2", "Dion2", matrix_only=True,
-                    demo={"lr": 0.02, "fraction": 0.5, "adamw_lr_ratio": 0.15},
-                    doc="Dion2: msign of the top-f slices of the summed momentum (l1), error-feedback decay"))
-register(MethodInfo("powersgd", "xpmat.optim.powersgd", "PowerSGD", matrix_only=True,
-                    demo={"lr": 0.05, "rank": 8, "adamw_lr_ratio": 0.06},
-                    doc="PowerSGD: rank-r power-step compression, error feedback, momentum SGD"))
-register(MethodInfo("powersgd+", "xpmat.optim.powersgd", "PowerSGDPlus", matrix_only=True,
-                    demo={"lr": 0.05, "rank": 8, "restart_every": 20, "adamw_lr_ratio": 0.06},
-                    doc="PowerSGD+: PowerSGD with an SVD restart every tau steps"))
-register(MethodInfo("manifold_muon", "xpmat.optim.manifold_muon", "ManifoldMuon", matrix_only=True,
-                    demo={"lr": 0.03, "momentum": 0.9, "radius": 3.0, "adamw_lr_ratio": 0.1},
-                    doc="Manifold Muon (§8.2): Stiefel weights, Phi = msign(G + W X), online dual"))
-register(MethodInfo("adafactor", "xpmat.optim.adafactor", "Adafactor",
-                    demo={"lr": 0.01, "betas": (0.9, 0.999)},
-                    doc="Adafactor (§4.7, eq. 52): rank-1 factored V, update clipping, RMS(W) step"))
-register(MethodInfo("adamnmf", "xpmat.optim.adamnmf", "AdamNMF", matrix_only=True,
-                    demo={"lr": 1e-3, "rank": 4, "betas": (0.9, 0.999), "adamw_lr_ratio": 3.0},
-                    doc="AdamNMF (L.2): rank-r NMF second moment, one warm-started EM step a step"))
-register(MethodInfo("lre", "xpmat.optim.lre", "LRE", demo={"lr": 0.03, "rank": 16},
-                    doc="LRE: gradient-covariance eigenbasis Q L Qᵀ (rank r), Adam inside the basis"))
-register(MethodInfo("shampoo", "xpmat.optim.shampoo", "Shampoo", matrix_only=True,
-                    demo={"lr": 3e-3, "precondition_every": 10, "adamw_lr_ratio": 1.0},
-                    doc="Shampoo (§5, 5.1, 6.2): EMA factors, L^(-1/4) G R^(-1/4), AdamW grafting"))
-
-register(MethodInfo("sgd", "xpmat.optim.sgd", "SGD", demo={"lr": 0.1, "momentum": 0.9, "nesterov": True},
-                    doc="SGD (§2.2–2.3.1): heavy ball, Nesterov as double momentum (torch.optim.SGD)"))
-register(MethodInfo("adagrad", "xpmat.optim.adagrad", "AdaGrad", demo={"lr": 0.05},
-                    doc="AdaGrad (§3.1, eq. 44): diagonal, as torch.optim.Adagrad"))
-register(MethodInfo("adagrad_full", "xpmat.optim.adagrad", "AdaGrad",
-                    demo={"lr": 0.2, "preconditioner": "full", "rank": 16, "max_dim": 512},
-                    doc="full-matrix AdaGrad (§3.2.1): O^(-1/2) g per block, rank-r eigenbasis"))
-register(MethodInfo("exponentiated_gradient", "xpmat.optim.exponentiated_gradient", "ExponentiatedGradient",
-                    demo={"lr": 10.0, "mirror": "hypentropy", "scale": 0.1, "momentum": 0.9},
-                    doc="exponentiated gradient (§1.1, App. D): mirror descent; the demo: hypentropy (EGU±)"))
-register(MethodInfo("steepest_descent", "xpmat.optim.steepest_descent", "SteepestDescent",
-                    demo={"lr": 0.02, "momentum": 0.95, "nesterov": True},
-                    doc="steepest descent under a norm (§7, eq. 69); the demo: spectral, trust region"))
-register(MethodInfo("sphere_sgd", "xpmat.optim.sphere_sgd", "SphereSGD",
-                    demo={"lr": 0.1, "momentum": 0.9, "radius": 2.0},
-                    doc="SGD on the sphere (§8.1): each unit at radius r, classical retraction (eq. 72)"))
+for _spec in _catalog.SPECS:
+    register(_spec)
+del _spec
 
 
 def __getattr__(name: str) -> Any:

@@ -269,15 +269,12 @@ def check_betas(name: str, value: Any, n: int = 2, *, none: Sequence[int] = ()) 
         check_real(f"{name}[{i}]", b, 0.0, 1.0, high_open=True, none=i in none)
 
 
-_DTYPE_NAMES = ("float16", "bfloat16", "float32", "float64")
-
-
 def check_dtype(name: str, value: Any) -> None:
-    """``None``, a dtype name (``"bfloat16"``, ``"float32"``, ...) or a dtype object."""
-    if value is None or (isinstance(value, str) and value in _DTYPE_NAMES):
+    """``None``, a dtype name of ``_array.FLOAT_NAMES`` (``"bfloat16"``, ...) or a dtype object."""
+    if value is None or (isinstance(value, str) and value in _array.FLOAT_NAMES):
         return
     if isinstance(value, (str, bool, int, float, tuple, list)):
-        raise ValueError(f"{name} must be None, one of {_DTYPE_NAMES} or a dtype, got {value!r}")
+        raise ValueError(f"{name} must be None, one of {_array.FLOAT_NAMES} or a dtype, got {value!r}")
 
 
 def check_rank(value: Any, name: str = "rank") -> None:
@@ -328,8 +325,7 @@ def state_dtype_for(p: Any, xp: Any, state_dtype: Any = None) -> Any:
     if state_dtype is not None:
         return _array.resolve_dtype(xp, state_dtype)
     dt = _array.float_dtype(xp, p)
-    low = [getattr(xp, n) for n in ("float16", "bfloat16") if hasattr(xp, n)]
-    return xp.float32 if dt in low else dt
+    return xp.float32 if _array.is_low_precision(dt, xp) else dt
 
 
 def zeros_step(xp: Any, dev: Any) -> Any:

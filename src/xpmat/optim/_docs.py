@@ -1,19 +1,19 @@
 """The parameter paragraphs several torch classes share, written once (SciPy's ``doccer`` pattern).
 
-A class docstring of :mod:`xpmat.optim.torch_optim` names shared paragraphs by a line of
-placeholders (``%(schedule)s %(state_dtype)s %(maximize)s``), usually in its ``Parameters``
-section; :func:`fill_doc` puts the paragraphs of :data:`PARAMS` there, one after the other, at
-the line's indentation.  Two readers see the filled text:
+A torch class's docstring (written in its method's ``SPEC``, :mod:`xpmat.optim._spec`) names
+shared paragraphs by a line of placeholders (``%(schedule)s %(state_dtype)s %(maximize)s``),
+usually in its ``Parameters`` section; :func:`fill_doc` puts the paragraphs of :data:`PARAMS`
+there, one after the other, at the line's indentation.  Two readers see the filled text:
 
 * ``help(cls)`` and ``inspect.getdoc(cls)``: ``XpmatOptimizer.__init_subclass__`` fills
   ``cls.__doc__`` when the class is created;
-* the API reference: griffe reads docstrings from the source, not ``__doc__``, so the griffe
-  extension ``docs/hooks/doc_params.py`` fills them with this same :func:`fill_doc`
-  (``tests/test_docs.py`` checks that both give the same text).
+* the API reference: griffe reads the source, not ``__doc__``, so the griffe extension
+  ``docs/hooks/doc_params.py`` builds the classes' entries from the specs and fills them with
+  this same :func:`fill_doc` (``tests/test_docs.py`` checks that both give the same text).
 
 Each paragraph is a numpydoc entry (``name : type`` and its indented description) that stands
 on its own: a class's ``help()`` never says "as in another class" for these.  This module
-imports nothing, so the docs hook can load it by its path.
+imports nothing (no torch).
 """
 
 from __future__ import annotations

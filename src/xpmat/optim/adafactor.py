@@ -44,6 +44,7 @@ from xpmat.optim._base import (
     step_size,
     zeros_step,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -57,21 +58,55 @@ from xpmat.optim.transforms import (
 __all__ = ["DEFAULTS", "RENAMED", "AdafactorState", "State", "clip_by_rms", "init",
            "scale_by_factored_rms", "scale_by_param_rms", "transform", "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 1e-2,
-    "betas": (0.0, 0.999),
-    "beta2_decay": -0.8,
-    "eps": (1e-30, 1e-3),
-    "d": 1.0,
-    "scale_parameter": True,
-    "weight_decay": 0.0,
-    "schedule": 1.0,
-    "state_dtype": None,
-}
-
 RENAMED = {"beta1": "betas=(beta1, beta2)", "beta2": "betas=(beta1, beta2)",
            "decay_rate": "beta2_decay", "eps1": "eps=(eps1, eps2)", "eps2": "eps=(eps1, eps2)",
            "clip_threshold": "d"}
+
+SPEC = MethodSpec(
+    name="adafactor",
+    class_name="Adafactor",
+    module=__name__,
+    defaults={
+        "lr": 1e-2,
+        "betas": (0.0, 0.999),
+        "beta2_decay": -0.8,
+        "eps": (1e-30, 1e-3),
+        "d": 1.0,
+        "scale_parameter": True,
+        "weight_decay": 0.0,
+        "schedule": 1.0,
+        "state_dtype": None,
+    },
+    types={"beta2_decay": "float | None"},
+    renamed=RENAMED,
+    doc="Adafactor (§4.7, eq. 52): rank-1 factored V, update clipping, RMS(W) step",
+    demo={"lr": 0.01, "betas": (0.9, 0.999)},
+    source="[Stratos 2026, §4.7][stratos-2026]; [Shazeer & Stern 2018][shazeer-stern-2018]",
+    summary="""\
+Adafactor ([Stratos 2026][stratos-2026] §4.7 eq. 52, §4.7.1) over :mod:`xpmat.optim.adafactor`::
+
+    V̂ = rank-1 factored EMA of G² + ε₁ (β₂ₜ = 1 − t^beta2_decay);  O = G / √V̂
+    O ← O / max(1, RMS(O) / d);  [M ← β₁ M + (1 − β₁) O];  W ← W − s η max(ε₂, RMS(W)) O − s η λ W
+
+1-D parameters keep an unfactored second moment (no AdamW fallback).  Names as
+``torch.optim.Adafactor`` (``beta2_decay``, ``eps``, ``d``).
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+betas : (float, float) in [0, 1)
+    β₁ (0: no first moment, the paper's default), β₂ (used when ``beta2_decay`` is None).
+beta2_decay : float < 0 or None
+eps : (float, float) >= 0
+    ε₁ added to G², ε₂ the floor of RMS(W).
+d : float > 0
+    Update clipping threshold.
+scale_parameter : bool
+    Relative step size ``max(ε₂, RMS(W))``.
+weight_decay : float >= 0 or 1-element tensor
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
+
 
 
 class AdafactorState(NamedTuple):

@@ -57,6 +57,7 @@ from xpmat.optim._base import (
     to_blocks,
     zeros_step,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -70,19 +71,64 @@ from xpmat.optim.transforms import (
 __all__ = ["DEFAULTS", "PRECONDITIONERS", "AdaGradState", "PreconditionState", "State", "init",
            "scale_by_adagrad", "transform", "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 1e-2,
-    "lr_decay": 0.0,
-    "weight_decay": 0.0,
-    "initial_accumulator_value": 0.0,
-    "eps": 1e-10,
-    "momentum": 0.0,
-    "preconditioner": "diagonal",
-    "rank": None,
-    "max_dim": 256,
-    "schedule": 1.0,
-    "state_dtype": None,
-}
+SPEC = MethodSpec(
+    name="adagrad",
+    class_name="AdaGrad",
+    module=__name__,
+    defaults={
+        "lr": 1e-2,
+        "lr_decay": 0.0,
+        "weight_decay": 0.0,
+        "initial_accumulator_value": 0.0,
+        "eps": 1e-10,
+        "momentum": 0.0,
+        "preconditioner": "diagonal",
+        "rank": None,
+        "max_dim": 256,
+        "schedule": 1.0,
+        "state_dtype": None,
+    },
+    positional=5,
+    types={"rank": "int | None"},
+    decay_follows_lr=False,
+    doc="AdaGrad (§3.1, eq. 44): diagonal, as torch.optim.Adagrad",
+    demo={"lr": 0.05},
+    also=(("adagrad_full", {"lr": 0.2, "preconditioner": "full", "rank": 16, "max_dim": 512},
+           "full-matrix AdaGrad (§3.2.1): O^(-1/2) g per block, rank-r eigenbasis"),),
+    title="AdaGrad (diagonal, full, norm)",
+    source="[Stratos 2026, §3][stratos-2026]; [Duchi et al. 2011][duchi-2011]",
+    summary="""\
+AdaGrad ([Stratos 2026, §3][stratos-2026]) over :mod:`xpmat.optim.adagrad`::
+
+    d = g + λ w;  diagonal: S ← S + d²,  u = d / (√S + ε)            (eq. 44)
+                  full: O ← O + d dᵀ per block,  u = O^{-1/2} d    (§3.2.1; exact or rank r)
+                  norm: s ← s + ‖d‖²,  u = d / (√s + ε)            (eq. 33)
+    m ← μ m + (1 − μ) u  (μ > 0);  w ← w − s η m / (1 + (t − 1) lr_decay)
+
+With the defaults it is ``torch.optim.Adagrad`` (same names; tested equal, complex
+parameters included: the diagonal preconditioner steps them as real views, as torch).
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+    η, the scale D of the regret bounds (§3.1.1, §3.2.1).
+lr_decay : float >= 0
+weight_decay : float >= 0 or 1-element tensor
+    λ, added to the gradient (as torch).
+initial_accumulator_value : float >= 0
+    ``S₀`` (full: ``v I``).
+eps : float >= 0
+    Added to the square roots.
+momentum : float in [0, 1) or 1-element tensor
+    μ, an average of the preconditioned direction (0: none, as torch).
+preconditioner : {"diagonal", "full", "norm"}
+rank : int >= 1 or None
+    ``"full"``: None keeps each block's ``O`` exactly; an int r keeps the blocks larger
+    than r at rank r (:func:`xpmat.lowrank_eigh_update`).
+max_dim : int >= 1
+    ``"full"``: the flattened parameter is cut into blocks of at most this many entries.
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
 
 
 def LOCAL_SHARDS(h: dict[str, Any], ndim: int, sharded_dims: frozenset[int]) -> bool:

@@ -41,6 +41,7 @@ from xpmat.optim._base import (
     step_size,
     zeros_step,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -53,21 +54,54 @@ from xpmat.optim.transforms import (
 
 __all__ = ["DEFAULTS", "RENAMED", "AdamNMFState", "State", "init", "scale_by_nmf", "transform", "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3,
-    "rank": 1,
-    "betas": (0.0, None),
-    "eps": 1e-8,
-    "init_scale": 1e-3,
-    "factor_floor": 1e-12,
-    "nmf_eps": 1e-30,
-    "weight_decay": 0.0,
-    "schedule": 1.0,
-    "seed": 0,
-    "state_dtype": None,
-}
-
 RENAMED = {"beta1": "betas=(beta1, beta)", "beta": "betas=(beta1, beta)"}
+
+SPEC = MethodSpec(
+    name="adamnmf",
+    class_name="AdamNMF",
+    module=__name__,
+    defaults={
+        "lr": 1e-3,
+        "rank": 1,
+        "betas": (0.0, None),
+        "eps": 1e-8,
+        "init_scale": 1e-3,
+        "factor_floor": 1e-12,
+        "nmf_eps": 1e-30,
+        "weight_decay": 0.0,
+        "schedule": 1.0,
+        "seed": 0,
+        "state_dtype": None,
+    },
+    types={"rank": "float", "betas": "tuple[float, float | None]"},
+    matrix_only=True,
+    fallback_lr_ratio=1.0,
+    renamed=RENAMED,
+    doc="AdamNMF (L.2): rank-r NMF second moment, one warm-started EM step a step",
+    demo={"lr": 1e-3, "rank": 4, "betas": (0.9, 0.999), "adamw_lr_ratio": 3.0},
+    source="[Stratos 2026, App. L.2][stratos-2026]",
+    summary="""\
+AdamNMF ([Stratos 2026, App. L.2][stratos-2026]) over :mod:`xpmat.optim.adamnmf`::
+
+    A, B ← one warm-started EM step of the rank-r NMF of G² (or of β A B + (1 − β) G²)
+    W ← W − s η M̄ / (√(A B) + ε) − s η λ W       (M̄ = G, or bias-corrected momentum)
+
+1-D parameters go to AdamW.
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+rank : int >= 1 or float in (0, 1]
+betas : (float, float or None)
+    β₁ momentum in [0, 1) (0: the raw gradient); β the EMA of the EM target (None: G²).
+eps : float >= 0
+init_scale : float > 0
+factor_floor, nmf_eps : float >= 0
+weight_decay : float >= 0 or 1-element tensor
+seed : int >= 0
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
+
 
 
 class AdamNMFState(NamedTuple):

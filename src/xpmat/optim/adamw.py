@@ -30,6 +30,7 @@ from xpmat.optim._base import (
     run_update,
     step_size,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -41,18 +42,58 @@ from xpmat.optim.transforms import (
 
 __all__ = ["DEFAULTS", "AdamWState", "State", "init", "transform", "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3,
-    "betas": (0.9, 0.999),
-    "eps": 1e-8,
-    "weight_decay": 1e-2,
-    "weight_decay_mode": "lr",
-    "schedule": 1.0,
-    "amsgrad": False,
-    "nesterov": False,
-    "atan2": False,
-    "state_dtype": None,
-}
+SPEC = MethodSpec(
+    name="adamw",
+    class_name="AdamW",
+    module=__name__,
+    defaults={
+        "lr": 1e-3,
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": 1e-2,
+        "amsgrad": False,
+        "weight_decay_mode": "lr",
+        "schedule": 1.0,
+        "nesterov": False,
+        "atan2": False,
+        "state_dtype": None,
+    },
+    positional=5,
+    complex_as_real=True,
+    doc="AdamW (§4): bias correction, AMSGrad after correction, Nesterov, atan2",
+    demo={"lr": 3e-3},
+    source="[Stratos 2026, §4, Fig. 1][stratos-2026]; [Loshchilov & Hutter 2019][loshchilov-hutter-2019]",
+    summary="""\
+AdamW ([Stratos 2026, §4, Fig. 1][stratos-2026]) over :mod:`xpmat.optim.adamw`.
+
+With the default flags it equals ``torch.optim.AdamW`` (complex parameters too, stepped as
+real views); adds AMSGrad after the bias correction, Nesterov (Dozat), Adam-atan2 and three
+weight-decay modes::
+
+    m ← β₁ m + (1 − β₁) g;  v ← β₂ v + (1 − β₂) g²;  m̂ = m / (1 − β₁ᵗ);  v̂ = v / (1 − β₂ᵗ)
+    p ← p − s η m̂ / (√v̂ + ε) − s η λ p
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+betas : (float, float) in [0, 1)
+    Each a float or a 1-element tensor.
+eps : float >= 0
+weight_decay : float >= 0 or 1-element tensor
+amsgrad : bool
+    Running max of the bias-corrected ``v̂`` (§4.2).
+weight_decay_mode : {"lr", "decoupled", "l2"}
+    ``"lr"``: decay ``s η λ p`` (torch); ``"decoupled"``: ``s λ p``; ``"l2"``: ``λ p`` added
+    to the gradient.
+nesterov, atan2 : bool
+    Dozat's Nesterov momentum (§4.3); ``atan2(m̂, √v̂)`` instead of the ε division (§4.1.2).
+""",
+    notes="""\
+torch.optim's switches ``foreach``, ``fused``, ``capturable``, ``differentiable`` are
+accepted (by every class) as ``None`` / ``False``, what xpmat's step does, and refused
+otherwise with what it does instead (docs/optim.md).
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
 
 # Sharded (DTensor) parameters (xpmat.optim.torch_sharded): every entry steps on its own,
 # so each rank steps its local shard.

@@ -36,6 +36,7 @@ from xpmat.optim._base import (
     scalar_hyper,
     step_size,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -52,21 +53,58 @@ from xpmat.optim.transforms import (
 __all__ = ["DEFAULTS", "RENAMED", "DionState", "RowSharded", "State", "init", "row_sharded", "transform",
            "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 0.01,
-    "momentum": 0.95,
-    "rank": 0.25,
-    "rank_multiple_of": 1,
-    "weight_decay": 0.0,
-    "schedule": 1.0,
-    "lr_scale": "fan",
-    "orthogonalize": "auto",
-    "oversample": 1.25,
-    "seed": 0,
-    "state_dtype": None,
-}
-
 RENAMED = {"mu": "momentum"}
+
+SPEC = MethodSpec(
+    name="dion",
+    class_name="Dion",
+    module=__name__,
+    defaults={
+        "lr": 0.01,
+        "momentum": 0.95,
+        "rank": 0.25,
+        "rank_multiple_of": 1,
+        "weight_decay": 0.0,
+        "schedule": 1.0,
+        "lr_scale": "fan",
+        "orthogonalize": "auto",
+        "oversample": 1.25,
+        "seed": 0,
+        "state_dtype": None,
+    },
+    types={"lr_scale": "str | None"},
+    matrix_only=True,
+    renamed=RENAMED,
+    doc="Dion: PowerIter1 with error feedback, orthonormal low-rank update",
+    demo={"lr": 0.02, "rank": 0.25, "adamw_lr_ratio": 0.15},
+    source="[Pethick 2025][pethick-2025]; [Ahn et al. 2025][ahn-2025]",
+    summary="""\
+Dion ([Pethick 2025][pethick-2025]) over :mod:`xpmat.optim.dion`::
+
+    B = M + G;  P, R, Q = PowerIter1(B; Q);  M ← B − (1 − μ) P Rᵀ
+    X ← X − s η √(m/n) P Qᵀ − s η λ X
+
+1-D parameters go to AdamW.
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+momentum : float in [0, 1) or 1-element tensor
+    μ (was ``mu``); 0 is Pethick's plain error feedback.
+rank : int >= 1 or float in (0, 1]
+    Absolute, or a fraction of ``min(m, n)`` (rounded up); capped at ``min(m, n)``.
+rank_multiple_of : int >= 1
+weight_decay : float >= 0 or 1-element tensor
+lr_scale : {"fan", None}
+    √(m/n), or 1.
+orthogonalize : {"auto", "householder", "cholesky_qr2", "rcqr"}
+oversample : float >= 1
+    Rows of the rcqr sketch per rank.
+seed : int >= 0
+    The initial ``Q`` (parameter ``i`` from ``seed + i``).
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
+
 
 
 class DionState(NamedTuple):

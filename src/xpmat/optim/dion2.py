@@ -44,27 +44,65 @@ from xpmat.optim._base import (
     step_size,
     zeros_step,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import Transform, finite, msign_chunks, msign_stack, ns_schedule_checked
 from xpmat.orthogonalize import NORMALIZATIONS
 
 __all__ = ["DEFAULTS", "Dion2State", "State", "init", "select", "transform", "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 0.01,
-    "fraction": 0.25,
-    "ef_decay": 0.95,
-    "weight_decay": 0.0,
-    "schedule": 1.0,
-    "adjust_lr_fn": "original",
-    "ns_steps": 5,
-    "ns_schedule": "polar_express",
-    "ns_normalize": "fro",
-    "compute_dtype": None,
-    "eps": 1e-7,
-    "state_dtype": None,
-    "use_gram_newton_schulz": False,
-    "flatten": True,
-}
+SPEC = MethodSpec(
+    name="dion2",
+    class_name="Dion2",
+    module=__name__,
+    defaults={
+        "lr": 0.01,
+        "fraction": 0.25,
+        "ef_decay": 0.95,
+        "weight_decay": 0.0,
+        "schedule": 1.0,
+        "adjust_lr_fn": "original",
+        "ns_steps": 5,
+        "ns_schedule": "polar_express",
+        "ns_normalize": "fro",
+        "compute_dtype": None,
+        "eps": 1e-7,
+        "state_dtype": None,
+        "use_gram_newton_schulz": False,
+        "flatten": True,
+    },
+    types={"adjust_lr_fn": "str | None", "ns_schedule": "Any"},
+    matrix_only=True,
+    fallback_lr_ratio=0.05,
+    doc="Dion2: msign of the top-f slices of the summed momentum (l1), error-feedback decay",
+    demo={"lr": 0.02, "fraction": 0.5, "adamw_lr_ratio": 0.15},
+    source="[microsoft/dion][dion-code] (`Dion2`)",
+    summary="""\
+Dion2 (microsoft/dion's ``Dion2``) over :mod:`xpmat.optim.dion2`: each step only the
+``⌈f L⌉`` slices of the shorter side with the largest ℓ1 momentum are orthogonalized and
+applied, and decay in the momentum by ``ef_decay``::
+
+    B ← B + G;   I = top-⌈f L⌉ slices of B by ℓ1 norm;   O = msign(B[I]);   B[I] ← ef · B[I]
+    W ← W − s η λ W;   W[I] ← W[I] − s η a(m, n) O
+
+1-D parameters go to AdamW.  State: ``momentum_buffer`` (the matrix view).
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+fraction : float in (0, 1]
+    Share of the shorter side's slices (rows when ``m ≤ n``, else columns) used per step.
+ef_decay : float in [0, 1]
+    Error-feedback factor of the selected slices of the momentum.
+weight_decay : float >= 0 or 1-element tensor
+    Decoupled, times ``lr``, on the whole matrix (as dion).
+adjust_lr_fn : {"original", "match_rms_adamw", "none"} or None
+    ``a(m, n)`` as :class:`Muon` (of the whole matrix).
+flatten : bool
+    As :class:`Muon`.
+ns_steps, ns_schedule, ns_normalize, use_gram_newton_schulz, compute_dtype, eps
+    The ``msign`` of the selected submatrix, as :class:`Muon`.
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
 
 
 class Dion2State(NamedTuple):

@@ -50,19 +50,52 @@ from xpmat.optim._base import (
     state_dtype_for,
     step_size,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import EmptyState, Transform, chain, momentum, skip_nonfinite
 
 __all__ = ["DEFAULTS", "MIRRORS", "ExponentiatedGradientState", "State", "check_simplex", "init",
            "mirror_step", "project_simplex", "transform", "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 0.1,
-    "mirror": "entropy",
-    "scale": 1.0,
-    "momentum": 0.0,
-    "schedule": 1.0,
-    "state_dtype": None,
-}
+SPEC = MethodSpec(
+    name="exponentiated_gradient",
+    class_name="ExponentiatedGradient",
+    module=__name__,
+    defaults={
+        "lr": 0.1,
+        "mirror": "entropy",
+        "scale": 1.0,
+        "momentum": 0.0,
+        "schedule": 1.0,
+        "state_dtype": None,
+    },
+    decay_follows_lr=False,
+    doc="exponentiated gradient (§1.1, App. D): mirror descent; the demo: hypentropy (EGU±)",
+    demo={"lr": 10.0, "mirror": "hypentropy", "scale": 0.1, "momentum": 0.9},
+    title="Exponentiated gradient",
+    source="[Stratos 2026, §1.1, App. D][stratos-2026]; [Ghai, Hazan, Singer 2020][ghai-2020]",
+    summary="""\
+Exponentiated gradient, mirror descent on the simplex ([Stratos 2026, §1.1, App. D][stratos-2026])
+over :mod:`xpmat.optim.exponentiated_gradient`::
+
+    entropy:     w ← w ⊙ exp(−s η m) / Σ w ⊙ exp(−s η m)   (each row on the simplex; eq. 91)
+    euclidean:   w ← Π_Δ(w − s η m)                         (projected SGD; eq. 2–3)
+    hypentropy:  w ← β sinh(asinh(w / β) − s η m)          (any sign; EGU±)
+
+``m`` is the gradient, or its average ``m ← μ m + (1 − μ) g``.  With ``"entropy"`` /
+``"euclidean"`` every row (last axis) of every parameter must be a probability vector
+(``ValueError`` at the first step otherwise).
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+mirror : {"entropy", "euclidean", "hypentropy"}
+scale : float > 0
+    β of ``"hypentropy"``: entries with ``|w| ≪ β`` move as gradient descent with step
+    ``η β``, larger ones multiplicatively.
+momentum : float in [0, 1) or 1-element tensor
+    μ (0: the gradient itself).
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
 
 # Sharded (DTensor) parameters (xpmat.optim.torch_sharded): last-axis rows step on their own:
 # local where the last axis is whole.

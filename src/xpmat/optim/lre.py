@@ -80,6 +80,7 @@ from xpmat.optim._lre_inner import (
     init_fields,
     run_chain,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -107,30 +108,98 @@ __all__ = [
     "update",
 ]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3,
-    "rank": 16,
-    "curvature": "covariance",
-    "basis": "direct",
-    "inner": "adam",
-    "betas": (0.9, 0.999),
-    "beta": 0.99,
-    "eps": 1e-8,
-    "eig_rtol": 1e-7,
-    "history_size": 32,
-    "max_dim": 4096,
-    "update_freq": 1,
-    "ema_beta": 0.9,
-    "norm_beta": 0.99,
-    "clip_norm": None,
-    "clip_value": None,
-    "hebbian_lr": 0.05,
-    "hebbian_betas": (0.9, 0.99),
-    "weight_decay": 0.0,
-    "schedule": 1.0,
-    "seed": 0,
-    "state_dtype": None,
-}
+SPEC = MethodSpec(
+    name="lre",
+    class_name="LRE",
+    module=__name__,
+    defaults={
+        "lr": 1e-3,
+        "rank": 16,
+        "curvature": "covariance",
+        "basis": "direct",
+        "inner": "adam",
+        "betas": (0.9, 0.999),
+        "beta": 0.99,
+        "eps": 1e-8,
+        "eig_rtol": 1e-7,
+        "history_size": 32,
+        "max_dim": 4096,
+        "update_freq": 1,
+        "ema_beta": 0.9,
+        "norm_beta": 0.99,
+        "clip_norm": None,
+        "clip_value": None,
+        "hebbian_lr": 0.05,
+        "hebbian_betas": (0.9, 0.99),
+        "weight_decay": 0.0,
+        "schedule": 1.0,
+        "seed": 0,
+        "state_dtype": None,
+    },
+    types={"inner": "str | list[str]", "beta": "float | None", "clip_norm": "float | None",
+           "clip_value": "float | None"},
+    doc="LRE: gradient-covariance eigenbasis Q L Qᵀ (rank r), Adam inside the basis",
+    demo={"lr": 0.03, "rank": 16},
+    source="[LRE 2025][lre-2025]",
+    summary="""\
+LRE, low-rank eigenbasis ([LRE 2025][lre-2025]) over :mod:`xpmat.optim.lre`: each
+parameter (flattened, blocks of at most ``max_dim``) keeps a curvature as ``Q diag(L) Qᵀ``
+and runs an inner optimizer (a chain, Adam by default) on the rank-``r`` projected gradient
+``Qᵀ g``, or preconditions by ``Q L^(-1/p) Qᵀ``.
+
+Closures.  ``curvature="covariance"`` uses gradients only (``step()`` after
+``backward()``).  The Hessian curvatures (``"hutchinson"``, ``"bfgs"``, ``"sr1"``) need
+``step(closure)`` with a closure that takes ``backward``: ``closure(backward=False)``
+must return the loss without calling ``backward`` (the optimizer differentiates it with
+``create_graph=True`` and sets ``p.grad``); a plain closure that calls
+``loss.backward(create_graph=True)`` works too.  One Hessian-vector product per param
+group and step (``torch.autograd.grad`` on the gradients), on steps where the basis is
+updated (every step with ``"hutchinson_adam"`` / ``"full_bfgs_adam"``).  The per-sample
+curvatures need ``step(closure)`` with a closure that returns a tensor of ``k``
+per-sample values built from the parameters, without calling ``backward`` (it is called
+as ``closure(backward=False)`` when it takes ``backward``, else ``closure()``):
+``"fisher"``: the per-sample losses ``ℓ_j`` (``reduction="none"``); the objective is
+``Σ_j ℓ_j``, ``p.grad`` = ``Σ_j ∇ℓ_j``, the correction ``GᵀG``.  ``"gauss_newton"``: the
+residuals ``r_j``; the objective is ``½ Σ_j r_j²``, ``p.grad`` = ``Jᵀ r``, the correction
+``JᵀJ``.  The rows of ``G`` / ``J`` (one per sample, over every parameter) come from one
+vectorized backward pass (``torch.autograd.grad(..., is_grads_batched=True)``, torch's
+``vmap`` over the backward, as LRE computes them); they cost ``k`` times a gradient in
+memory.  ``step`` returns the objective (detached).  One closure serves every group, so
+Hessian and per-sample curvatures, or fisher and gauss_newton, cannot be mixed.
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+    Adam or Lion in the basis move each block by about ``lr·√rank`` a step (elementwise
+    Adam: ``lr·√n``), so LRE takes an ``lr`` some 10-30 times AdamW's; Lion about a
+    third of Adam's (docs: the LRE section of the optimizers page).
+rank : int >= 1
+    Per block (``basis="full"``: the block size).  ``curvature="fisher"`` /
+    ``"gauss_newton"`` need a rank that holds the per-sample gradients' large directions:
+    below it their basis follows per-sample noise rather than the mean gradient.
+curvature : {"covariance", "hutchinson", "bfgs", "sr1", "fisher", "gauss_newton"}
+basis : {"direct", "ggt", "randomized", "nystrom", "hebbian", "random", "full"}
+inner : str or list of str
+    A chain run in order: ``"adam"``, ``"lion"``, ``"full_adam"``, ``"hutchinson_adam"``,
+    ``"full_bfgs_adam"``, ``"precondition"``, ``"inverse"``, ``"ema"``,
+    ``"normalize_by_ema"``, ``"cautious"``, ``"clip_norm"``, ``"clip_value"``.
+betas : (float, float) in [0, 1)
+    The inner adam / lion / full_adam / hutchinson_adam / full_bfgs_adam.
+beta : float in [0, 1) or None
+    EMA of the curvature (None: a sum; bfgs / sr1 always sum).
+eps, eig_rtol : float >= 0
+history_size, max_dim, update_freq : int >= 1
+ema_beta, norm_beta : float in [0, 1)
+    The inner ``"ema"`` and ``"normalize_by_ema"``.
+clip_norm, clip_value : float > 0 or None
+    Clip the inner update (appended to the chain when set and not named in it).
+hebbian_lr : float >= 0
+hebbian_betas : (float, float) in [0, 1)
+    ``basis="hebbian"``: step size and AdamG moments of the basis update.
+weight_decay : float >= 0 or 1-element tensor
+seed : int >= 0
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
 
 CURVATURES = ("covariance", "hutchinson", "bfgs", "sr1", *PER_SAMPLE_CURVATURES)
 HESSIAN_CURVATURES = ("hutchinson", "bfgs", "sr1")

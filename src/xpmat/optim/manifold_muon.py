@@ -41,28 +41,64 @@ from xpmat.optim._base import (
     state_dtype_for,
     step_size,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import Transform, as_matrix, chain, momentum, ns_schedule_checked, skip_nonfinite
 from xpmat.orthogonalize import msign
 
 __all__ = ["DEFAULTS", "ManifoldMuonState", "State", "dual_ascent", "init", "manifold_step",
            "retract_stiefel", "transform", "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 0.05,
-    "momentum": 0.0,
-    "schedule": 1.0,
-    "mode": "online",
-    "manifold": "stiefel",
-    "dual_lr": 0.1,
-    "dual_steps": 20,
-    "tol": 1e-6,
-    "check_every": 5,
-    "radius": 1.0,
-    "ns_steps": 8,
-    "ns_schedule": "polar_express",
-    "polish_steps": 6,
-    "state_dtype": None,
-}
+SPEC = MethodSpec(
+    name="manifold_muon",
+    class_name="ManifoldMuon",
+    module=__name__,
+    defaults={
+        "lr": 0.05,
+        "momentum": 0.0,
+        "schedule": 1.0,
+        "mode": "online",
+        "manifold": "stiefel",
+        "dual_lr": 0.1,
+        "dual_steps": 20,
+        "tol": 1e-6,
+        "check_every": 5,
+        "radius": 1.0,
+        "ns_steps": 8,
+        "ns_schedule": "polar_express",
+        "polish_steps": 6,
+        "state_dtype": None,
+    },
+    types={"ns_schedule": "Any"},
+    matrix_only=True,
+    fallback_lr_ratio=0.02,
+    doc="Manifold Muon (§8.2): Stiefel weights, Phi = msign(G + W X), online dual",
+    demo={"lr": 0.03, "momentum": 0.9, "radius": 3.0, "adamw_lr_ratio": 0.1},
+    title="Manifold Muon",
+    source="[Su 2025][su-2025]; [Bernstein 2025][bernstein-2025]; [Stratos 2026, §8.2][stratos-2026]",
+    summary="""\
+Manifold Muon ([Su 2025][su-2025], §8.2) over :mod:`xpmat.optim.manifold_muon`:
+matrices stay on the Stiefel manifold ``Wᵀ W = R² I`` (or the spectral sphere ``‖W‖₂ = R``)::
+
+    Φ = msign(G + W X);  X ← X − α (Wᵀ Φ + Φᵀ W);  W ← msign(W − s η Φ)
+
+1-D parameters go to AdamW.  ``lr = 0`` moves nothing (the dual still moves).
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+momentum : float in [0, 1) or 1-element tensor
+    EMA of the gradient (0: none).
+mode : {"online", "dual_ascent"}
+manifold : {"stiefel", "spectral_sphere"}
+dual_lr : float >= 0
+dual_steps, check_every : int >= 1
+tol : float >= 0
+    Dual ascent stops when the tangency residual's RMS is below it.
+radius : float > 0
+ns_steps, ns_schedule, polish_steps
+    The msign of Φ and of the retraction, and the cubic polishing steps after it.
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
 
 
 class ManifoldMuonState(NamedTuple):

@@ -61,6 +61,7 @@ from xpmat.optim._base import (
     step_size,
     zeros_step,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -84,25 +85,98 @@ from xpmat.orthogonalize import NORMALIZATIONS
 __all__ = ["DEFAULTS", "MuonState", "ShardedParts", "State", "adjust_lr", "calls", "check", "chunks",
            "composed", "init", "sharded_parts", "transform", "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 0.02,
-    "momentum": 0.95,
-    "nesterov": True,
-    "weight_decay": 0.0,
-    "schedule": 1.0,
-    "adjust_lr_fn": "original",
-    "ns_steps": 5,
-    "ns_schedule": "polar_express",
-    "ns_normalize": "fro",
-    "compute_dtype": None,
-    "eps": 1e-7,
-    "state_dtype": None,
-    "use_gram_newton_schulz": False,
-    "cautious_weight_decay": False,
-    "flatten": True,
-    "num_heads": None,
-    "split_sizes": None,
-}
+SPEC = MethodSpec(
+    name="muon",
+    class_name="Muon",
+    module=__name__,
+    defaults={
+        "lr": 0.02,
+        "momentum": 0.95,
+        "nesterov": True,
+        "weight_decay": 0.0,
+        "schedule": 1.0,
+        "adjust_lr_fn": "original",
+        "ns_steps": 5,
+        "ns_schedule": "polar_express",
+        "ns_normalize": "fro",
+        "compute_dtype": None,
+        "eps": 1e-7,
+        "state_dtype": None,
+        "use_gram_newton_schulz": False,
+        "cautious_weight_decay": False,
+        "flatten": True,
+        "num_heads": None,
+        "split_sizes": None,
+    },
+    types={"adjust_lr_fn": "str | None", "ns_schedule": "Any", "num_heads": "int | None"},
+    matrix_only=True,
+    reuse_state=True,
+    fallback_lr_ratio=0.05,
+    doc="Muon (§7): momentum -> batched msign -> shape-scaled update",
+    demo={"lr": 0.02, "adamw_lr_ratio": 0.15},
+    source="[Stratos 2026, §7, App. Q.3][stratos-2026]; [Jordan et al. 2024][jordan-2024]",
+    summary="""\
+Muon ([Stratos 2026][stratos-2026] §7, Q.3) over :mod:`xpmat.optim.muon`::
+
+    B ← B + (1 − μ)(G − B);  U = G + μ (B − G)  (Nesterov)  or  B
+    W ← W − s η λ W − s η a(m, n) msign(U)
+
+Same-shaped matrices are orthogonalized in one batched ``msign`` call; 1-D parameters go to
+AdamW.  ``Muon(params, ns_schedule="jordan", compute_dtype="bfloat16", weight_decay=0.1,
+lr=1e-3)`` is ``torch.optim.Muon``'s default update.  Every argument below (but
+``params``, ``maximize`` and the ``adamw_*`` ones) can be set per param group.
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+momentum : float in [0, 1) or 1-element tensor
+nesterov : bool
+weight_decay : float >= 0 or 1-element tensor
+    Decoupled, times ``lr`` (as torch).
+cautious_weight_decay : bool
+    Decay only the entries where the Muon direction ``O = msign(U)`` and the weight have the
+    same sign (``O ⊙ W ≥ 0``: the step ``−η a O`` already moves the weight toward zero)::
+
+        W ← W − s η λ (W ⊙ 1[O ⊙ W ≥ 0]) − s η a(m, n) O
+
+    Chen et al. 2025's cautious weight decay; ``cautious_wd`` of microsoft/dion, the mask
+    of modded-nanogpt's Muon step.  Default False (decay everywhere, as torch).
+adjust_lr_fn : {"original", "match_rms_adamw", "none"} or None
+    ``a(m, n)``: √max(1, m/n), 0.2·√max(m, n), or 1 (None: "original", as torch).
+flatten : bool
+    How a parameter of ndim ≥ 3 is a matrix.  True (default, today's behaviour): conv
+    style, ``(out, in·k·k)``, one msign and one ``a(out, in·k·k)``.  False: its leading
+    axes are a batch of matrices (a stack of experts ``(E, m, n)``): each ``m × n`` matrix
+    gets its own msign, and ``a(m, n)`` from its own shape; the momentum buffer keeps the
+    parameter's shape.  As dion's ``flatten``.  Keep it fixed for a parameter's lifetime
+    (the momentum buffer's shape follows it).
+num_heads : int, optional
+    Per-head Newton–Schulz (dion's ``num_heads``): a 2-D ``(H·d, n)`` parameter, e.g. an
+    attention projection, is the batch ``(H, d, n)`` of its heads — each head its own msign
+    and ``a(d, n)``; the momentum buffer is ``(H, d, n)``.  Set it on the param group of
+    the attention weights (every matrix of the group must split so; N-D ones raise).
+    None or 1: off.
+split_sizes : sequence of int, optional
+    Uneven row blocks (a fused QKV weight ``(q + k + v, n)``, dion's ``split_sizes``): the
+    rows of each matrix of the group are split into consecutive blocks of these sizes, each
+    its own msign and ``a(s_i, n)``, as if they were separate parameters; the momentum
+    buffer stays whole.  The sizes must add up to the rows (of the matrix view); excludes
+    ``num_heads``.
+ns_steps : int >= 0
+ns_schedule : {"polar_express", "jordan", "quintic", "cubic"} or sequence of (a, b, c)
+ns_normalize : {"fro", "spectral_estimate", "aol"}
+use_gram_newton_schulz : bool
+    Gram Newton–Schulz (``xpmat.msign(..., gram=True)``: the same polynomial, iterated on
+    the small Gram matrix, restarted for stability) on the shapes where it takes fewer
+    matrix products (5 steps: ``max(m, n) > 1.5 min(m, n)``; 0.47× the products at
+    4096 × 256); square-ish matrices keep the plain loop.  The name is dion's and the
+    Dao lab's; DeepSpeed's ``ns_method="gram"`` likewise skips square matrices.
+compute_dtype : dtype or name, optional
+    Newton–Schulz precision (``"bfloat16"`` on GPUs and bf16-capable CPUs).
+eps : float >= 0
+    Floor of the Frobenius norm in the Newton–Schulz normalization.
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
 
 _ADJUST = ("original", "match_rms_adamw", "none", None)
 

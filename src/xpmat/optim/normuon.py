@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from xpmat import _array
 from xpmat.optim import muon
 from xpmat.optim._base import check_real, resolve_hyper, run_init, run_update, state_dtype_for, step_size
+from xpmat.optim._spec import MethodSpec, insert_after
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -42,7 +43,50 @@ from xpmat.optim.transforms import (
 __all__ = ["DEFAULTS", "NEURON_EPS", "NorMuonState", "State", "init", "scale_by_neuron_rms", "transform",
            "update"]
 
-DEFAULTS: dict[str, Any] = {**muon.DEFAULTS, "beta2": 0.95}
+SPEC = MethodSpec(
+    name="normuon",
+    class_name="NorMuon",
+    module=__name__,
+    defaults=insert_after(muon.DEFAULTS, "nesterov", beta2=0.95),
+    types=muon.SPEC.types,
+    matrix_only=True,
+    fallback_lr_ratio=0.05,
+    doc="NorMuon: Muon with each row of msign(U) normalized by an EMA of its mean square",
+    demo={"lr": 0.02, "adamw_lr_ratio": 0.15},
+    source="[Li et al. 2025, Alg. 1][li-2025-normuon]; [microsoft/dion][dion-code]",
+    summary="""\
+NorMuon ([Li et al. 2025][li-2025-normuon], Algorithm 1) over :mod:`xpmat.optim.normuon`:
+Muon whose orthogonalized update has each row (output neuron) divided by the root of an EMA
+of its mean square, then rescaled to its Frobenius norm before::
+
+    B ← B + (1 − μ)(G − B);  U = G + μ (B − G)  (Nesterov)  or  B;   O = msign(U)
+    v ← β₂ v + (1 − β₂) mean_cols(O ⊙ O);   Ô = O ⊘ (√v + 1e-8) · ‖O‖_F / ‖O ⊘ (√v + 1e-8)‖_F
+    W ← W − s η λ W − s η a(m, n) Ô
+
+As microsoft/dion's ``NorMuon`` (its ``muon_beta2`` is ``beta2`` here).  1-D parameters go
+to AdamW.  State: ``momentum_buffer`` (the matrix view), ``variance_neuron`` ``(m, 1)``.
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+momentum : float in [0, 1) or 1-element tensor
+nesterov : bool
+beta2 : float in [0, 1)
+    EMA factor of each row's mean square (default 0.95, as dion and modded-nanogpt).
+weight_decay : float >= 0 or 1-element tensor
+    Decoupled, times ``lr``.
+cautious_weight_decay : bool
+    Decay only where ``Ô ⊙ W ≥ 0`` (see :class:`Muon`).
+adjust_lr_fn : {"original", "match_rms_adamw", "none"} or None
+    ``a(m, n)`` as :class:`Muon`; ``"match_rms_adamw"`` gives the paper's RMS-matched step
+    ``0.2 η √(mn) / ‖Ô‖_F`` for full-rank updates.
+flatten, num_heads, split_sizes
+    As :class:`Muon` (False: leading axes of an N-D parameter are a batch of matrices, and
+    ``variance_neuron`` is ``(..., m, 1)``; ``num_heads``: ``(H, d, 1)``).
+ns_steps, ns_schedule, ns_normalize, use_gram_newton_schulz, compute_dtype, eps
+    The ``msign`` of ``U``, as :class:`Muon`.
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
 
 #: ε of the row normalization and the floor of ‖Ô‖_F (dion's 1e-8)
 NEURON_EPS = 1e-8

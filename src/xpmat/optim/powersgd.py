@@ -35,6 +35,7 @@ from xpmat.optim._base import (
     run_update,
     step_size,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -49,22 +50,72 @@ from xpmat.optim.transforms import (
 
 __all__ = ["DEFAULTS", "PowerSGDState", "State", "init", "transform", "unused_keys", "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 0.01,
-    "momentum": 0.9,
-    "rank": 4,
-    "rank_multiple_of": 1,
-    "restart_every": None,
-    "svd": "full",
-    "base": "sgd",
-    "betas": (0.9, 0.999),
-    "eps": 1e-8,
-    "weight_decay": 0.0,
-    "schedule": 1.0,
-    "orthogonalize": "auto",
-    "seed": 0,
-    "state_dtype": None,
-}
+SPEC = MethodSpec(
+    name="powersgd",
+    class_name="PowerSGD",
+    module=__name__,
+    defaults={
+        "lr": 0.01,
+        "momentum": 0.9,
+        "rank": 4,
+        "rank_multiple_of": 1,
+        "restart_every": None,
+        "svd": "full",
+        "base": "sgd",
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "schedule": 1.0,
+        "orthogonalize": "auto",
+        "seed": 0,
+        "state_dtype": None,
+    },
+    types={"rank": "float", "restart_every": "int | None"},
+    matrix_only=True,
+    doc="PowerSGD: rank-r power-step compression, error feedback, momentum SGD",
+    demo={"lr": 0.05, "rank": 8, "adamw_lr_ratio": 0.06},
+    title="PowerSGD / PowerSGD+",
+    source="[Xie, Chen, Yuan 2025, §3–4, Alg. 2][xie-chen-yuan-2025]; [Vogels et al. 2019][vogels-2019]",
+    summary="""\
+PowerSGD / PowerSGD+ ([Xie, Chen, Yuan 2025][xie-chen-yuan-2025] §3–4, Alg. 2)
+over :mod:`xpmat.optim.powersgd`, in one process::
+
+%(powersgd_update)s
+""",
+    parameters="""\
+%(powersgd_params)s
+restart_every : int >= 1 or None
+    τ: None = PowerSGD, an int = PowerSGD+.
+%(powersgd_compression)s
+""",
+)
+
+PLUS_SPEC = MethodSpec(
+    name="powersgd+",
+    class_name="PowerSGDPlus",
+    module=__name__,
+    defaults={**SPEC.defaults, "restart_every": 100},
+    types=SPEC.types,
+    matrix_only=True,
+    parent="powersgd",
+    doc="PowerSGD+: PowerSGD with an SVD restart every tau steps",
+    demo={"lr": 0.05, "rank": 8, "restart_every": 20, "adamw_lr_ratio": 0.06},
+    summary="""\
+PowerSGD+ ([Xie, Chen, Yuan 2025][xie-chen-yuan-2025] §4, Alg. 2) over
+:mod:`xpmat.optim.powersgd`: :class:`PowerSGD` with ``restart_every=100`` by default, so
+the power iteration restarts from an SVD every τ steps, in one process::
+
+%(powersgd_update)s
+""",
+    parameters="""\
+restart_every : int >= 1 or None
+    τ, steps between two SVD restarts (default 100; None = plain :class:`PowerSGD`).
+%(powersgd_params)s
+%(powersgd_compression)s
+""",
+)
+SPECS = (SPEC, PLUS_SPEC)
+DEFAULTS: dict[str, Any] = SPEC.defaults
 
 
 class PowerSGDState(NamedTuple):

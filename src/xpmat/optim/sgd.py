@@ -32,6 +32,7 @@ from xpmat.optim._base import (
     run_update,
     step_size,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import (
     Transform,
     add_decayed_weights,
@@ -43,14 +44,47 @@ from xpmat.optim.transforms import (
 
 __all__ = ["DEFAULTS", "SGDState", "State", "init", "transform", "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3,
-    "momentum": 0.0,
-    "nesterov": False,
-    "weight_decay": 0.0,
-    "schedule": 1.0,
-    "state_dtype": None,
-}
+SPEC = MethodSpec(
+    name="sgd",
+    class_name="SGD",
+    module=__name__,
+    defaults={
+        "lr": 1e-3,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "nesterov": False,
+        "schedule": 1.0,
+        "state_dtype": None,
+    },
+    positional=2,
+    complex_as_real=True,
+    decay_follows_lr=False,
+    doc="SGD (§2.2–2.3.1): heavy ball, Nesterov as double momentum (torch.optim.SGD)",
+    demo={"lr": 0.1, "momentum": 0.9, "nesterov": True},
+    source="[Stratos 2026, §2.2–2.3.2][stratos-2026]",
+    summary="""\
+SGD with Polyak or Nesterov momentum ([Stratos 2026, §2.2–2.3.1][stratos-2026]) over
+:mod:`xpmat.optim.sgd`::
+
+    d = g + λ w;  v ← μ v + d;  w ← w − s η v      (nesterov: w ← w − s η (d + μ v))
+
+``torch.optim.SGD`` with ``dampening=0`` (tested equal, Nesterov and complex parameters
+included: those step as real views, as torch); ``dampening``
+is not supported (torch's first step ignores it, so a zero buffer cannot reproduce it), and
+the arguments after ``momentum`` are keyword-only (torch's fourth positional one is
+``dampening``).
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+momentum : float in [0, 1) or 1-element tensor
+    μ of eq. 25 (0: plain SGD; the buffer is kept, at zero).
+weight_decay : float >= 0 or 1-element tensor
+    λ, added to the gradient (as torch).
+nesterov : bool
+    The double-momentum form of §2.3.1 (needs μ > 0).
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
 
 # Sharded (DTensor) parameters (xpmat.optim.torch_sharded): every entry steps on its own,
 # so each rank steps its local shard.

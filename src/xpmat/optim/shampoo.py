@@ -51,6 +51,7 @@ from xpmat.optim._base import (
     step_size,
     zeros_step,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import (
     AdamState,
     Transform,
@@ -66,26 +67,71 @@ from xpmat.optim.transforms import (
 __all__ = ["DEFAULTS", "RENAMED", "ROOT_METHODS", "ShampooState", "State", "block_layout", "init",
            "kron_precondition", "transform", "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 1e-3,
-    "betas": (0.9, 0.999),
-    "eps": 1e-12,
-    "eps_mode": "absolute",
-    "root": 4,
-    "root_method": "eigh",
-    "precondition_every": 10,
-    "start_preconditioning_step": None,
-    "max_preconditioner_dim": 1024,
-    "grafting": "adamw",
-    "graft_beta2": 0.999,
-    "graft_eps": 1e-8,
-    "newton_iters": 100,
-    "newton_tol": None,
-    "basis_iters": 1,
-    "weight_decay": 0.0,
-    "schedule": 1.0,
-    "state_dtype": None,
-}
+RENAMED = {"beta1": "betas=(beta1, beta2)", "beta2": "betas=(beta1, beta2)"}
+
+SPEC = MethodSpec(
+    name="shampoo",
+    class_name="Shampoo",
+    module=__name__,
+    defaults={
+        "lr": 1e-3,
+        "betas": (0.9, 0.999),
+        "eps": 1e-12,
+        "eps_mode": "absolute",
+        "root": 4,
+        "root_method": "eigh",
+        "precondition_every": 10,
+        "start_preconditioning_step": None,
+        "max_preconditioner_dim": 1024,
+        "grafting": "adamw",
+        "graft_beta2": 0.999,
+        "graft_eps": 1e-8,
+        "newton_iters": 100,
+        "newton_tol": None,
+        "basis_iters": 1,
+        "weight_decay": 0.0,
+        "schedule": 1.0,
+        "state_dtype": None,
+    },
+    types={"betas": "tuple[float, float | None]", "start_preconditioning_step": "int | None",
+           "grafting": "str | None", "newton_tol": "float | None"},
+    matrix_only=True,
+    fallback_lr_ratio=1.0,
+    renamed=RENAMED,
+    doc="Shampoo (§5, 5.1, 6.2): EMA factors, L^(-1/4) G R^(-1/4), AdamW grafting",
+    demo={"lr": 3e-3, "precondition_every": 10, "adamw_lr_ratio": 1.0},
+    source="[Stratos 2026, §5, §5.1, §6.2][stratos-2026]; [Gupta, Koren, Singer 2018][gupta-2018]",
+    summary="""\
+Shampoo ([Stratos 2026][stratos-2026] §5, §5.1, §6.2) over :mod:`xpmat.optim.shampoo`::
+
+    L ← β₂ L + (1 − β₂) G Gᵀ;  R ← β₂ R + (1 − β₂) Gᵀ G       (blocks, bias-corrected)
+    every k steps: P_L = (L̂ + ε I)^(−1/p), P_R = (R̂ + ε I)^(−1/p)
+    D = P_L M̄ P_R, grafted to AdamW's norm per block;  W ← W − s η D − s η λ W
+
+1-D parameters go to AdamW.
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+betas : (float, float or None)
+    β₁ momentum on G (0: none), β₂ EMA of the factors (None: running mean).
+eps : float >= 0
+eps_mode : {"absolute", "relative"}
+root : int >= 1
+    4: ``L^(-1/4) G R^(-1/4)``; 2: the squared preconditioner (§6.2).
+root_method : {"eigh", "newton", "orthogonal_iteration"}
+precondition_every : int >= 1
+start_preconditioning_step : int >= 1 or None
+max_preconditioner_dim : int >= 1
+grafting : {"adamw", None}
+graft_beta2 : float in [0, 1)
+graft_eps : float >= 0
+newton_iters : int >= 1
+newton_tol : float > 0 or None
+basis_iters : int >= 1
+weight_decay : float >= 0 or 1-element tensor
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
 
 ROOT_METHODS = ("eigh", "newton", "orthogonal_iteration")
 _EPS_MODES = ("absolute", "relative")
@@ -129,7 +175,6 @@ class KronState(NamedTuple):
 
 
 State = ShampooState
-RENAMED = {"beta1": "betas=(beta1, beta2)", "beta2": "betas=(beta1, beta2)"}
 
 
 def _checked(hyper: dict[str, Any]) -> dict[str, Any]:

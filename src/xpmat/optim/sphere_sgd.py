@@ -48,21 +48,53 @@ from xpmat.optim._base import (
     state_dtype_for,
     step_size,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import EmptyState, Transform, chain, momentum, skip_nonfinite
 
 __all__ = ["DEFAULTS", "METHODS", "NORMS", "SphereSGDState", "State", "init", "linf_tangent_direction",
            "sphere_step", "transform", "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 0.05,
-    "method": "classical",
-    "norm": "l2",
-    "radius": 1.0,
-    "momentum": 0.0,
-    "nesterov": False,
-    "schedule": 1.0,
-    "state_dtype": None,
-}
+SPEC = MethodSpec(
+    name="sphere_sgd",
+    class_name="SphereSGD",
+    module=__name__,
+    defaults={
+        "lr": 0.05,
+        "method": "classical",
+        "norm": "l2",
+        "radius": 1.0,
+        "momentum": 0.0,
+        "nesterov": False,
+        "schedule": 1.0,
+        "state_dtype": None,
+    },
+    decay_follows_lr=False,
+    doc="SGD on the sphere (§8.1): each unit at radius r, classical retraction (eq. 72)",
+    demo={"lr": 0.1, "momentum": 0.9, "radius": 2.0},
+    title="SGD on the sphere",
+    source="[Stratos 2026, §8.1][stratos-2026]; [Salimans & Kingma 2016][salimans-kingma-2016]",
+    summary="""\
+SGD with each unit on the sphere ([Stratos 2026, §8.1][stratos-2026]) over
+:mod:`xpmat.optim.sphere_sgd`: every row of a parameter's matrix view (a 1-D parameter:
+the vector) is kept at norm ``radius``::
+
+    v ← μ v + g;  w̄ = r w / ‖w‖;  v⊥ = v − w̄ (w̄ᵀ v) / r²
+    pin: x = w̄ − s η v;  classical: x = w̄ − s η v⊥;  trust_region: x = w̄ − s η z (‖z‖ ≤ 1, z ⟂ w̄)
+    w ← r x / ‖x‖
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+method : {"pin", "classical", "trust_region"}
+    Eq. 70, 72, 73.
+norm : {"l2", "linf"}
+    The trust region's norm (``"linf"``: the duality of Lemma S.21).
+radius : float > 0
+momentum : float in [0, 1) or 1-element tensor
+    Heavy ball on the gradient (0: none).
+nesterov : bool
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
 
 # Sharded (DTensor) parameters (xpmat.optim.torch_sharded): rows of the matrix view step on their own:
 # local where no row is cut.

@@ -42,6 +42,7 @@ from xpmat.optim._base import (
     run_update,
     step_size,
 )
+from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import (
     STEEPEST_NORMS,
     STEEPEST_SCALINGS,
@@ -58,21 +59,62 @@ from xpmat.orthogonalize import NORMALIZATIONS
 
 __all__ = ["DEFAULTS", "State", "SteepestDescentState", "init", "transform", "update"]
 
-DEFAULTS: dict[str, Any] = {
-    "lr": 0.02,
-    "norm": "spectral",
-    "scaling": "tr",
-    "momentum": 0.0,
-    "nesterov": False,
-    "weight_decay": 0.0,
-    "schedule": 1.0,
-    "ns_steps": 5,
-    "ns_schedule": "polar_express",
-    "ns_normalize": "fro",
-    "compute_dtype": None,
-    "eps": 1e-7,
-    "state_dtype": None,
-}
+SPEC = MethodSpec(
+    name="steepest_descent",
+    class_name="SteepestDescent",
+    module=__name__,
+    defaults={
+        "lr": 0.02,
+        "norm": "spectral",
+        "scaling": "tr",
+        "momentum": 0.0,
+        "nesterov": False,
+        "weight_decay": 0.0,
+        "schedule": 1.0,
+        "ns_steps": 5,
+        "ns_schedule": "polar_express",
+        "ns_normalize": "fro",
+        "compute_dtype": None,
+        "eps": 1e-7,
+        "state_dtype": None,
+    },
+    types={"ns_schedule": "Any"},
+    doc="steepest descent under a norm (§7, eq. 69); the demo: spectral, trust region",
+    demo={"lr": 0.02, "momentum": 0.95, "nesterov": True},
+    title="Steepest descent under a norm",
+    source="[Stratos 2026, §7 eqs. 65–69][stratos-2026]",
+    summary="""\
+Steepest descent under a norm ([Stratos 2026, §7 eq. 65–69][stratos-2026]) over
+:mod:`xpmat.optim.steepest_descent`::
+
+    B ← B + (1 − μ)(G − B);  U = G + μ (B − G) (nesterov) or B  (U = G when μ = 0)
+    W ← W − s η λ W − s η dir(U)
+    dir: fro  U/‖U‖_F | U;  linf  sign U | ‖U‖₁ sign U;  spectral  msign(U) | ‖U‖_nuc msign(U)
+         (scaling "tr" | "mm")
+
+``norm="spectral", scaling="tr"`` with momentum is Muon without its shape factor
+(:class:`Muon` with ``adjust_lr_fn="none"``).  Every parameter follows the norm: a 1-D
+parameter is a column vector under ``"spectral"``.
+""",
+    parameters="""\
+lr : float >= 0 or 1-element tensor
+norm : {"fro", "linf", "spectral"}
+scaling : {"tr", "mm"}
+    Trust region (eq. 67) or majorization-minimization (eq. 68).
+momentum : float in [0, 1) or 1-element tensor
+nesterov : bool
+weight_decay : float >= 0 or 1-element tensor
+    Decoupled, times ``lr`` (as Muon).
+ns_steps : int >= 0
+ns_schedule : {"polar_express", "jordan", "quintic", "cubic"} or sequence of (a, b, c)
+ns_normalize : {"fro", "spectral_estimate", "aol"}
+compute_dtype : dtype or name, optional
+    Newton–Schulz precision of ``"spectral"``.
+eps : float >= 0
+    Floor of the Frobenius norm in the Newton–Schulz normalization.
+""",
+)
+DEFAULTS: dict[str, Any] = SPEC.defaults
 
 
 class SteepestDescentState(NamedTuple):

@@ -1,7 +1,8 @@
-"""The one ``torch.optim.Optimizer`` adapter every xpmat optimizer class is (imports torch).
+"""The base class of xpmat's torch optimizers: the one ``torch.optim.Optimizer`` adapter (imports torch).
 
 :class:`XpmatOptimizer` turns a functional core (a module with ``DEFAULTS`` and ``transform``)
-into a torch optimizer; a subclass only names its core, writes its signature and docstring.
+into a torch optimizer.  The catalog :mod:`xpmat.optim.torch_optim` builds one subclass per
+method from its spec (signature, docstring, core); this module is the machinery they share.
 
 Hyper-parameters
     Every keyword argument of the class becomes a ``defaults`` entry and may be overridden per
