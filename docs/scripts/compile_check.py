@@ -41,7 +41,8 @@ EXTRA = {"PowerSGD": {"rank": 2}, "PowerSGDPlus": {"rank": 2}, "Dion": {"rank": 
          "Shampoo": {"precondition_every": 2}, "SGD": {"momentum": 0.9}, "torch.optim.SGD": {"momentum": 0.9},
          "ExponentiatedGradient": {"mirror": "hypentropy"}}
 ANCHORS = ("torch.optim.AdamW", "torch.optim.SGD")  # torch's own classes, the same run
-CLASSES = [c for c in torch_optim.__all__ if c != "XpmatOptimizer"]
+CLASSES = [c for c in torch_optim.__all__
+           if c != "XpmatOptimizer" and isinstance(getattr(torch_optim, c), type)]  # not class_for
 TENSOR_KEYS = ("lr", "momentum", "betas", "weight_decay", "adamw_betas", "adamw_weight_decay")
 
 
