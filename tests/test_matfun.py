@@ -10,9 +10,11 @@ from conftest import (
     DASK_NO_WARNING,
     TOL,
     assert_array,
+    get_backend,
     rel_err,
     sym_with_spectrum,
 )
+from dispatch_counts import torch_counts
 
 from xpmat import inv_root
 from xpmat.matfun import ConvergenceWarning
@@ -138,3 +140,53 @@ def test_bad_input(backend):
         inv_root(A, 2, eps=-1.0)
     with pytest.raises(TypeError, match="`A` must be an array"):
         inv_root([[1.0]], 2)
+
+
+# ----------------------------------------------------------------------------- warm precision
+
+
+@pytest.mark.skip_xp_backends("dask", reason=DASK_NO_EARLY_STOP)
+@pytest.mark.parametrize("kappa", [1e2, 1e4])
+def test_newton_warm_float32_accuracy_of_the_warm_dtype(backend, kappa):
+    """float64 input, early steps in float32: converged to the float64 ``tol``, and as accurate
+    as a float32 run (documented: the coupled iteration keeps its early rounding), far from
+    float64's own accuracy."""
+    A, _ = sym_with_spectrum(32, np.logspace(0, -np.log10(kappa), 32), seed=4)
+    ref = ref_inv_root(A, 4)
+    X, info = inv_root(backend.asarray(A), 4, method="newton", warm_dtype="float32", return_info=True)
+    assert_array(X, backend, shape=(32, 32), dtype="float64")
+    assert bool(np.all(backend.to_numpy(info.converged)))
+    err = rel_err(X, ref, backend)
+    f32 = rel_err(inv_root(backend.asarray(A, "float32"), 4, method="newton"), ref, backend)
+    f64 = rel_err(inv_root(backend.asarray(A), 4, method="newton"), ref, backend)
+    assert f64 < 1e-12 and err <= 3 * f32 + 1e-6 and err < 50 * kappa * np.finfo(np.float32).eps
+
+
+def test_newton_warm_host_reads_torch():
+    """Host reads (``aten._local_scalar_dense``): one per ``check_every`` steps and one after the
+    loop, with and without warm steps (bf16 and TF32 on torch)."""
+    torch = pytest.importorskip("torch")
+    A, _ = sym_with_spectrum(32, np.logspace(0, -2, 32), seed=5)
+    At = torch.tensor(A, dtype=torch.float32)
+    for warm in (None, "bfloat16", "tf32"):
+        kw = {"method": "newton", "check_every": 3, "warm_dtype": warm}
+        X, _, reads = torch_counts(lambda kw=kw: inv_root(At, 2, **kw))  # the final read included
+        _, info = inv_root(At, 2, return_info=True, **kw)
+        assert bool(info.converged.all()) and X.dtype == torch.float32
+        assert reads == -(-info.iters // 3) + 1, (warm, reads, info.iters)
+    assert torch.get_float32_matmul_precision() == "highest"  # TF32 restored
+    err = rel_err(inv_root(At, 2, method="newton", warm_dtype="bfloat16"), ref_inv_root(A, 2),
+                  get_backend("torch"))
+    assert err < 0.1  # bf16 accuracy (documented), not float32's
+
+
+def test_newton_warm_bad_input(backend):
+    A = backend.asarray(np.eye(3))
+    with pytest.raises(ValueError, match="warm_dtype"):
+        inv_root(A, 2, method="newton", warm_dtype="float16")
+    if backend.lib != "torch":
+        with pytest.raises(ValueError, match="warm_dtype='tf32'"):
+            inv_root(A, 2, method="newton", warm_dtype="tf32")
+    if backend.lib not in ("torch", "jax"):
+        with pytest.raises(ValueError, match="warm_dtype='bfloat16'"):
+            inv_root(A, 2, method="newton", warm_dtype="bfloat16")

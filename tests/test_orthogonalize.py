@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import TOL, assert_array, matrix_with_spectrum, rel_err
+from dispatch_counts import torch_counts
 
 import xpmat
 from xpmat import orthogonalize as orth
@@ -406,3 +407,45 @@ def test_polar_batched_zero_bad(backend):
     assert np.all(backend.to_numpy(H0) == 0) and np.all(np.isfinite(backend.to_numpy(U0)))
     with pytest.raises(ValueError, match="method"):
         orth.polar(backend.asarray(A), method="qr")
+
+
+# ----------------------------------------------------------------------------- CholeskyQR2 host reads
+
+
+def _span_err(Q: np.ndarray, X: np.ndarray) -> float:
+    """``‖Q Qᵀ − P‖_max`` against numpy's float64 QR projector ``P`` of the span of ``X``."""
+    q = np.linalg.qr(X)[0]
+    return float(np.abs(Q @ np.swapaxes(Q, -1, -2) - q @ np.swapaxes(q, -1, -2)).max())
+
+
+@pytest.mark.parametrize("kappa", [1e2, 1e10])
+def test_cholesky_qr2_one_host_read_torch(kappa):
+    """Eager torch: ``cholesky_ex`` (no error-check read) and exactly one acceptance read per
+    call, whether CholeskyQR2 is accepted (κ = 1e2) or falls back to Householder (κ = 1e10)."""
+    torch = pytest.importorskip("torch")
+    X, *_ = matrix_with_spectrum(64, 6, np.geomspace(1, 1 / kappa, 6), seed=3, batch=(2,))
+    Q, _, reads = torch_counts(lambda: orth.orthonormalize(torch.tensor(X), method="cholesky_qr2"))
+    assert reads == 1
+    Qn = Q.numpy()
+    assert _orth_err(Qn) <= 1e-13
+    assert _span_err(Qn, X) <= (1e-12 if kappa < 1e4 else 1e-5)  # κ = 1e10: Householder's own κ u
+    if kappa < 1e4:
+        np.testing.assert_allclose(Qn, _ref_q(X), atol=1e-12)
+
+
+@pytest.mark.slow
+def test_cholesky_qr2_under_torch_compile_no_graph_break():
+    """``torch.compile(fullgraph=True)``: one graph, no host read (``torch.cond`` picks the
+    fallback on the device); accepted and fallback inputs give the eager results."""
+    torch = pytest.importorskip("torch")
+    torch._dynamo.reset()
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    f = torch.compile(lambda X: orth.orthonormalize(X, method="cholesky_qr2"), fullgraph=True,
+                      backend="aot_eager")
+    for kappa in (1e2, 1e10):
+        X, *_ = matrix_with_spectrum(48, 5, np.geomspace(1, 1 / kappa, 5), seed=5)
+        Xt = torch.tensor(X)
+        Q = f(Xt).numpy()
+        np.testing.assert_allclose(Q, orth.orthonormalize(Xt, method="cholesky_qr2").numpy(), atol=1e-12)
+        assert _orth_err(Q) <= 1e-13
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1

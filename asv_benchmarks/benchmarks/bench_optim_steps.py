@@ -192,6 +192,80 @@ class OptimizerStepMemory(_Step):
         self._anchor_step()
 
 
+_COUNTED = {"adamw": ("AdamW", {"lr": 1e-3}), "sgd": ("SGD", {"lr": 1e-3, "momentum": 0.9}),
+            "muon": ("Muon", {})}
+
+
+def _storages(opt, params):
+    import torch
+
+    return [t.untyped_storage().data_ptr() for p in params for t in opt.state[p].values()
+            if torch.is_tensor(t)]
+
+
+class OptimizerStepCounts:
+    """track_ of what one eager step launches and replaces, ours beside torch.optim's (issue
+    25): ``track_aten_ops`` (ATen ops at the dispatcher: on a GPU each is a kernel launch or a
+    view) and ``track_storage_changes`` (state tensors whose storage differs after the step:
+    0 keeps CUDA graphs replayable), on the issue's 48 GPT-like matrices (12 × [d×4d, 4d×d,
+    3d×d, d×d], d = 64), the third step.  The anchors: ``torch.optim.AdamW(foreach=True)``,
+    ``torch.optim.SGD(foreach=True)``, ``torch.optim.Muon``, same hyper-parameters."""
+
+    params = [["torch:cpu", "torch:cuda"], sorted(_COUNTED)]
+    param_names = ["backend", "method"]
+    timeout = 120
+
+    def setup(self, backend, method):
+        try:
+            self.xp, self.dev = namespace(backend)
+        except NotImplementedError as exc:
+            raise SkipNotImplemented(str(exc)) from exc
+
+    def _counts(self, ours, method):
+        import torch
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        import xpmat.optim as xo
+
+        class Ops(TorchDispatchMode):
+            n = 0
+
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                self.n += 1
+                return func(*args, **(kwargs or {}))
+
+        gen = np.random.default_rng(0)
+        ps = [to_device(gen.standard_normal(s), self.xp, self.dev).requires_grad_(True)
+              for _ in range(12) for s in ((64, 256), (256, 64), (192, 64), (64, 64))]
+        for p in ps:
+            p.grad = torch.randn_like(p)
+        name, kw = _COUNTED[method]
+        cls = getattr(xo, name) if ours else getattr(torch.optim, name)
+        opt = cls(ps, **kw, **({"foreach": True} if not ours and method != "muon" else {}))
+        opt.step()
+        opt.step()
+        ptrs = _storages(opt, ps)
+        mode = Ops()
+        with mode:
+            opt.step()
+        return mode.n, sum(a != b for a, b in zip(ptrs, _storages(opt, ps)))
+
+    def track_aten_ops(self, backend, method):
+        return self._counts(True, method)[0]
+
+    def track_aten_ops_anchor(self, backend, method):
+        return self._counts(False, method)[0]
+
+    def track_storage_changes(self, backend, method):
+        return self._counts(True, method)[1]
+
+    def track_storage_changes_anchor(self, backend, method):
+        return self._counts(False, method)[1]
+
+    track_aten_ops.unit = track_aten_ops_anchor.unit = "ATen ops per step"
+    track_storage_changes.unit = track_storage_changes_anchor.unit = "state tensors"
+
+
 def _compile_check():
     """``docs/scripts/compile_check.py`` (the counts of docs/optim.md's ``torch.compile`` table)."""
     import importlib.util

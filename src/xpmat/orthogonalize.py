@@ -101,7 +101,9 @@ def _accept(Q: Any, ok: Any, X: Any, xp: Any) -> Any:
     """CholeskyQR2's ``Q`` where ``ok`` holds, Householder's QR of ``X`` elsewhere.
 
     Readable ``ok`` (eager arrays): one host read ``bool(xp.all(ok))``; all accepted returns
-    ``Q``, otherwise Householder runs for the whole call.  Lazy ``ok`` (a JAX tracer under
+    ``Q``, otherwise Householder runs for the whole call.  Under ``torch.compile``: the same
+    choice by ``torch.cond`` (:func:`xpmat._array.cond`: both branches are compiled, one runs,
+    no host read and no graph break).  Lazy ``ok`` (a JAX tracer under
     ``jit`` / ``vmap`` / ``grad``, a batch of Dask matrices; see :func:`xpmat._array.is_lazy`):
     no host read, both results are computed and picked per matrix with ``xp.where``.
     Householder then runs on ``X`` with the accepted matrices zeroed, since LAPACK's QR of a
@@ -116,6 +118,9 @@ def _accept(Q: Any, ok: Any, X: Any, xp: Any) -> Any:
     if _array.is_lazy(ok):
         ok = ok[..., None, None]
         return xp.where(ok, Q, _householder(xp.where(ok, xp.zeros_like(X), X), xp))
+    if _array.is_compiling(xp):  # torch.cond: both branches in the graph, one runs, no read
+        return _array.cond(xp.all(ok), lambda Q, X: Q.contiguous() + 0,  # (cond: same strides,
+                           lambda Q, X: _householder(X, xp).contiguous(), (Q, X), xp=xp)  # no alias)
     return Q if bool(xp.all(ok)) else _householder(X, xp)  # the one host read of the call
 
 
@@ -151,7 +156,8 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     when ``κ(X)² u ≲ 1`` (κ ≲ 1e7 in float64, ≲ 3e3 in float32): after the first pass the
     Gram ``Q1ᵀQ1`` must be within 0.1 of the identity entry-wise and both Cholesky
     factorizations must succeed, else the call recomputes with Householder.  That acceptance
-    test costs **one host synchronisation per call** (none on the Householder path).  Where
+    test costs **one host synchronisation per call** (none on the Householder path; none
+    under ``torch.compile``, where ``torch.cond`` makes the choice on the device).  Where
     the flag cannot be read (a JAX tracer under ``jax.jit`` / ``vmap`` / ``grad``, a batch of
     Dask matrices), the trace-safe path runs instead: CholeskyQR2 and Householder are both
     computed and each matrix of the batch takes CholeskyQR2's ``Q`` if it passed the test, else
@@ -175,8 +181,8 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     Backends: ``xp.linalg.qr`` / ``xp.linalg.cholesky`` everywhere; torch uses
     ``torch.linalg.cholesky_ex`` (no exception on failure); triangular solves through
     ``_array.solve_triangular`` (torch / SciPy / CuPy / JAX fast paths, ``xp.linalg.solve``
-    elsewhere).  Eager arrays: one host read (CholeskyQR2 only); under ``jax.jit`` and on Dask:
-    none.
+    elsewhere).  Eager arrays: one host read (CholeskyQR2 only); under ``torch.compile``,
+    ``jax.jit`` and on Dask: none.
 
     Examples
     --------

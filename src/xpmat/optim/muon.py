@@ -83,7 +83,7 @@ from xpmat.optim.transforms import (
 from xpmat.orthogonalize import NORMALIZATIONS
 
 __all__ = ["DEFAULTS", "MuonState", "ShardedParts", "State", "adjust_lr", "calls", "check", "chunks",
-           "composed", "init", "sharded_parts", "transform", "update"]
+           "composed", "init", "orthogonalized", "sharded_parts", "transform", "update"]
 
 SPEC = MethodSpec(
     name="muon",
@@ -315,11 +315,11 @@ def transform(*, reuse_state: bool = False, **hyper: Any) -> Transform:
 def _fused_chunk(h: dict[str, Any], reuse: bool, grads: list[Any], states: list[MuonState],
                  params: list[Any]) -> tuple[list[Any], list[MuonState]]:
     """One batched Newton–Schulz call for same-shaped matrices, everything else fused: the
-    three phases :func:`_momentum`, :func:`_orthogonalized`, :func:`_updates`."""
+    three phases :func:`_momentum`, :func:`orthogonalized`, :func:`_updates`."""
     xp = _array.array_namespace(*grads, *params, names=[f"grads[{i}]" for i in range(len(grads))]
                                 + [f"params[{i}]" for i in range(len(params))])
     carry, Us = _momentum(h, reuse, grads, states, xp)
-    return _updates(h, _orthogonalized(h, Us, xp), carry, states, params, xp)
+    return _updates(h, orthogonalized(h, Us, xp), carry, states, params, xp)
 
 
 def _momentum(h: dict[str, Any], reuse: bool, grads: list[Any], states: list[MuonState],
@@ -343,8 +343,9 @@ def _lr(h: dict[str, Any]) -> Any:
     return step_size(h)
 
 
-def _orthogonalized(h: dict[str, Any], Us: list[Any], xp: Any) -> list[Any]:
-    """Phase 2, whole matrices of one shape: ``−s η a(m, n) msign(U)`` in one batched call
+def orthogonalized(h: dict[str, Any], Us: list[Any], xp: Any) -> list[Any]:
+    """Phase 2, whole matrices of one shape (resolved hyper-parameters ``h``): ``−s η a(m, n)
+    msign(U)`` in one batched call
     (with ``split_sizes`` each row block its own msign and ``a``)."""
     coeffs = ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
     split = None if h["split_sizes"] is None else tuple(h["split_sizes"])
@@ -414,7 +415,7 @@ def sharded_parts(*, reuse_state: bool = False, **hyper: Any) -> ShardedParts | 
     def whole(Us):
         xp, out = _array.array_namespace(*Us), [None] * len(Us)
         for chunk in msign_chunks(Us, h["compute_dtype"]):
-            for i, O in zip(chunk, _orthogonalized(h, [Us[i] for i in chunk], xp), strict=True):
+            for i, O in zip(chunk, orthogonalized(h, [Us[i] for i in chunk], xp), strict=True):
                 out[i] = O
         return out
 

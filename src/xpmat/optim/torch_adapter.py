@@ -39,8 +39,14 @@ Sharded parameters
     (None without DTensors).
 State
     ``self.state[p]`` holds the core's per-parameter NamedTuple as a dict (field names as keys,
-    ``None`` fields left out).  ``load_state_dict`` keeps the saved dtypes (torch's loader would
-    cast the float32 state of a bf16 parameter to bf16) and copies the tensors.
+    ``None`` fields left out), and every tensor of it keeps its storage from step to step (what
+    CUDA graphs replay into): one functional core serves NumPy/JAX (pure, new arrays) and the
+    torch path, where the adapter either runs the core's in-place multi-tensor twin
+    (:mod:`xpmat.optim.torch_foreach`: AdamW, SGD, Muon's elementwise phases, as
+    ``torch._foreach_*`` calls per device and dtype, bitwise equal to the core) or runs the core
+    and copies its new state into the old buffers (:func:`keep_storage`, ``copy_``).
+    ``load_state_dict`` keeps the saved dtypes (torch's loader would cast the float32 state of
+    a bf16 parameter to bf16) and copies the tensors.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from xpmat._optional import require
 from xpmat.optim import adamw as _adamw
+from xpmat.optim import torch_foreach as _foreach
 from xpmat.optim._base import check_bool, check_rank_fits, check_real, matrix_shape, unknown_argument
 from xpmat.optim._docs import fill_doc
 from xpmat.optim.transforms import Transform, route
@@ -56,7 +63,8 @@ from xpmat.optim.transforms import Transform, route
 # The first xpmat module to import torch: without it, the error names the extra to install.
 torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
-__all__ = ["FALLBACK_RENAMED", "TORCH_FLAGS", "XpmatOptimizer", "check_torch_flags", "collect_arguments"]
+__all__ = ["FALLBACK_RENAMED", "TORCH_FLAGS", "XpmatOptimizer", "check_torch_flags", "collect_arguments",
+           "keep_storage"]
 
 
 class _Run(NamedTuple):
@@ -92,6 +100,48 @@ def _as_real(t: Any) -> Any:
 def _local(v: Any) -> Any:
     return v.to_local() if _is_dtensor(v) else v
 
+
+def keep_storage(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` (state key -> tensor) written into ``old``'s tensors where a key keeps its shape,
+    dtype and device (``copy_``, in the new value's strides; a tensor the core already updated
+    in place is left as is),
+    so the state keeps its storage across steps.  A new value that is a view of an old buffer
+    is cloned first (the copies never read a buffer already overwritten; ``_base``, not storage
+    pointers, which torch.compile cannot trace)."""
+    roots = [_root(t) for t in old.values() if torch.is_tensor(t)]
+    out = {}
+    for k, v in new.items():
+        o = old.get(k)
+        if (o is None or o is v or not torch.is_tensor(v) or o.shape != v.shape
+                or o.dtype != v.dtype or o.device != v.device):
+            out[k] = v
+        else:
+            r = _root(v)
+            out[k] = (o, v.clone() if any(r is t for t in roots) else v)
+    for k, v in out.items():
+        if isinstance(v, tuple):
+            o = _restride(*v)
+            out[k] = v[1] if o is None else o.copy_(v[1])
+    return out
+
+
+def _root(t: Any) -> Any:
+    """The tensor whose storage ``t`` views (``t`` itself when it is no view)."""
+    return t if t._base is None else t._base
+
+
+def _restride(o: Any, v: Any) -> Any:
+    """``o`` with ``v``'s strides, on its own storage (a core may return a transposed layout,
+    e.g. a QR factor; the next step's products must see the layout the core made, or BLAS may
+    round differently), or None when ``o``'s storage cannot hold that layout."""
+    if o.stride() == v.stride():
+        return o
+    extent = 1 + sum((n - 1) * st for n, st in zip(v.shape, v.stride(), strict=True))
+    if min(v.stride(), default=1) < 0 or extent * o.element_size() > o.untyped_storage().nbytes():
+        return None
+    return o.as_strided_(v.shape, v.stride(), 0)
+
+
 FALLBACK_RENAMED = {
     "adamw_lr": "adamw_lr_ratio (the AdamW fallback now runs at the group's lr × adamw_lr_ratio, "
                 "so learning-rate schedulers reach it; or give the 1-D parameters a group of "
@@ -109,8 +159,21 @@ TORCH_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 _FLAG_ACCEPTS = {"foreach": (None, False), "fused": (None, False), "capturable": (False,),
                  "differentiable": (False,)}
 _FLAG_INSTEAD = {
-    "foreach": "xpmat's step runs its elementwise work per parameter, as torch's foreach=False "
-               "(same-shaped matrices are batched for Newton–Schulz); pass foreach=None or False",
+    "foreach": "xpmat picks its kernels itself (AdamW, SGD and Muon's elementwise phases as "
+               "torch._foreach_* calls; the other classes' step runs its elementwise work per "
+               "parameter, as torch's foreach=False); pass foreach=None or False",
+    "fused": "xpmat's step is per-parameter array-API code (several torch kernels per parameter, "
+             "not one fused kernel); pass fused=None or False",
+    "capturable": "xpmat keeps step counters on the device, takes tensor hyper-parameters (lr, "
+                  "momentum, betas, weight_decay: no host read in the step of its elementwise "
+                  "classes) and updates its state in place (the same storage every step), but a "
+                  "captured step is not verified: the first step makes the state on the host, "
+                  "which a CUDA graph cannot replay; pass capturable=False",
+    "differentiable": (False,)}
+_FLAG_INSTEAD = {
+    "foreach": "xpmat picks its kernels itself (AdamW, SGD and Muon's elementwise phases as "
+               "torch._foreach_* calls; the other classes' step runs its elementwise work per "
+               "parameter, as torch's foreach=False); pass foreach=None or False",
     "fused": "xpmat's step is per-parameter array-API code (several torch kernels per parameter, "
              "not one fused kernel); pass fused=None or False",
     "capturable": "xpmat keeps step counters on the device and takes tensor hyper-parameters (lr, "
@@ -282,10 +345,13 @@ class XpmatOptimizer(torch.optim.Optimizer):
         if not self.matrix_only:
             return main, None
         check_real("adamw_lr_ratio", group["adamw_lr_ratio"])
-        return main, _adamw.transform(
-            lr=group["lr"] * group["adamw_lr_ratio"], betas=group["adamw_betas"],
-            eps=group["adamw_eps"], weight_decay=group["adamw_weight_decay"],
-            schedule=group["schedule"], state_dtype=group["state_dtype"])
+        return main, _adamw.transform(**self._fallback_hyper(group))
+
+    def _fallback_hyper(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The AdamW settings of a method group's parameters with ``ndim < 2``."""
+        return {"lr": group["lr"] * group["adamw_lr_ratio"], "betas": group["adamw_betas"],
+                "eps": group["adamw_eps"], "weight_decay": group["adamw_weight_decay"],
+                "schedule": group["schedule"], "state_dtype": group["state_dtype"]}
 
     # -- torch.optim.Optimizer API ----------------------------------------------------------
     @torch.no_grad()
@@ -353,11 +419,39 @@ class XpmatOptimizer(torch.optim.Optimizer):
                             strict=True):
                 self._put(ps_full[k], s)
         for call in self._calls(ps, r.group):
+            if sharded is None:  # the foreach twins step what they can, in place
+                call = self._foreach(r.group, call, ps, gs, ps_full)
+                if not call:
+                    continue
             states = [self._get(ps_full[k], r.types[id(ps_full[k])]) for k in call]
             updates, new = r.transform.update([gs[k] for k in call], states, [ps[k] for k in call])
             for k, u, s in zip(call, updates, new, strict=True):
                 ps[k].add_(u)
                 self._put(ps_full[k], s)
+
+    def _foreach(self, group: dict, call: list[int], ps: list, gs: list, ps_full: list) -> list[int]:
+        """Step the parameters of ``call`` whose core has a foreach twin
+        (:mod:`xpmat.optim.torch_foreach`: AdamW, SGD, the AdamW fallback) in place; returns
+        the indices left to the core's ``update``."""
+        if self._is_fallback_group(group):
+            parts = [((_adamw, self._hyper(group, _adamw)), call)]
+        else:
+            own = type(self)._main_transform is XpmatOptimizer._main_transform
+            main = (self.method, self._hyper(group, self.method)) if own else None
+            parts = [(main, call)]
+            if self.matrix_only:
+                fallback = (_adamw, {**_adamw.DEFAULTS, **self._fallback_hyper(group)})
+                parts = [(main, [k for k in call if ps_full[k].ndim >= 2]),
+                         (fallback, [k for k in call if ps_full[k].ndim < 2])]
+        rest = []
+        for core, idx in parts:
+            if core is None or not idx:
+                rest += idx
+                continue
+            left = _foreach.step(core[0], core[1], [ps[k] for k in idx], [gs[k] for k in idx],
+                                 [self.state[ps_full[k]] for k in idx])
+            rest += [idx[j] for j in left]
+        return sorted(rest)
 
     def _evaluate(self, closure: Any) -> Any:
         """The closure's loss (under ``torch.enable_grad()``), or None."""
@@ -413,14 +507,19 @@ class XpmatOptimizer(torch.optim.Optimizer):
         return cls(**{f: st.get(f) for f in cls._fields})
 
     def _put(self, p: torch.Tensor, s: Any) -> None:
-        """Keep the core's state of ``p``; a DTensor parameter's local blocks are kept as
-        DTensors of its placements (0-d counters stay plain tensors)."""
+        """Keep the core's state of ``p`` in the buffers it already has: each new value is
+        copied into the old tensor of its key (:func:`keep_storage`), so every state tensor keeps
+        its storage across steps (CUDA graphs replay into it; a DTensor parameter's state stays
+        the same DTensor, its local block updated).  A key that is new, or whose shape or dtype
+        changed, takes the new tensor (a DTensor's as a DTensor of its placements; 0-d counters
+        stay plain tensors)."""
+        old = self.state[p]
         st = {k: v for k, v in s._asdict().items() if v is not None}
+        st = keep_storage({k: _local(v) for k, v in old.items()}, st)
         if _is_dtensor(p):
             from xpmat.optim.torch_sharded import local_state_layout, to_dtensor
 
-            old = self.state[p]
-            st = {k: old[k] if _is_dtensor(old.get(k)) and old[k].to_local() is v  # updated in place
+            st = {k: old[k] if _is_dtensor(old.get(k)) and old[k].to_local() is v
                   else to_dtensor(v, local_state_layout(p, v)) for k, v in st.items()}
         self.state[p] = st
 

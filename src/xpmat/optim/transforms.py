@@ -485,7 +485,8 @@ def adam_direction(g: Any, s: AdamState, xp: Any, *, betas: tuple[float, float],
         v̄ = v / (1 − β₂ᵗ);  AMSGrad: v̄ ← max(v̄_prev, v̄)  (max AFTER bias correction, §4.2)
         o = m̄ / (√v̄ + ε)   or   atan2(m̄, √v̄)   (§4.1.2, ε-free)
 
-    The arithmetic follows ``torch.optim.AdamW`` (``m`` by a lerp, ``√v / √(1 − β₂ᵗ) + ε``).
+    The arithmetic follows ``torch.optim.AdamW`` (``m`` by a lerp — ``torch.lerp`` on PyTorch,
+    one pass —, ``√v / √(1 − β₂ᵗ) + ε``).
     """
     b1, b2 = betas
     dt = s.exp_avg.dtype
@@ -494,7 +495,7 @@ def adam_direction(g: Any, s: AdamState, xp: Any, *, betas: tuple[float, float],
     def c(v):  # a scalar (number or tensor hyper-parameter) meeting the state arrays
         return scalar_hyper(v, g, xp)
 
-    m = s.exp_avg + c(1.0 - b1) * (g - s.exp_avg)  # = lerp(m, g, 1 − β₁), as torch
+    m = _array.lerp(s.exp_avg, g, c(1.0 - b1), xp)  # m + (1 − β₁)(g − m): torch.lerp on PyTorch
     v = s.exp_avg_sq * c(b2) + c(1.0 - b2) * (g * g)
     bc1 = xp.astype(1.0 - b1 ** step, dt)
     bc2_sqrt = xp.astype(xp.sqrt(1.0 - b2 ** step), dt)
