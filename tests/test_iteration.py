@@ -375,6 +375,45 @@ def test_power_iter1_bad_shapes():
         xm.power_iter1(np.ones(3), np.ones((3, 1)))
 
 
+def test_power_iter1_many_reduce_and_rcqr(backend, xp):
+    """Matrices of mixed shapes in one call equal one call each; ``reduce`` is called twice
+    (``B Q``, then ``Bᵀ P``) for all of them, and a mean over two "ranks" equals PowerIter1 of
+    the mean matrix; ``method="rcqr"`` with a sketch spans what Householder spans."""
+    rng = np.random.default_rng(38)
+    shapes = [(20, 12, 3), (9, 15, 2)]
+    Bs = [rng.standard_normal((m, n)) for m, n, _ in shapes]
+    Qs = [rng.standard_normal((n, r)) for _, n, r in shapes]
+    Bb, Qb = [backend.asarray(B) for B in Bs], [backend.asarray(Q) for Q in Qs]
+    many = xm.power_iter1(Bb, Qb)
+    for k in range(2):
+        one = xm.power_iter1(Bb[k], Qb[k])
+        for x, y in zip((many[0][k], many[1][k], many[2][k]), one, strict=True):
+            assert_close(x, _np(backend, y), backend, rtol=0, atol=1e-13)
+    calls, half = [], [backend.asarray(B / 2) for B in Bs]
+
+    def mean_of_two(arrays):  # each "rank" holds B / 2 (as M + G of a data-parallel step)
+        calls.append([tuple(a.shape) for a in arrays])
+        return [2 * a for a in arrays]
+
+    P, R, Qn = xm.power_iter1(half, Qb, reduce=mean_of_two)
+    assert calls == [[(20, 3), (9, 2)], [(12, 3), (15, 2)]]
+    for k in range(2):
+        assert_close(R[k], _np(backend, many[1][k]), backend, rtol=0, atol=1e-12)
+        assert_close(Qn[k], _np(backend, many[2][k]), backend, rtol=0, atol=1e-12)
+    sk = [backend.asarray(rng.standard_normal((r + 1, m)) / np.sqrt(r + 1)) for m, _, r in shapes]
+    P, R, _ = xm.power_iter1(Bb, Qb, method="rcqr", sketch=sk)
+    for k, (B, Q) in enumerate(zip(Bs, Qs, strict=True)):
+        Pn = _np(backend, P[k])
+        assert np.allclose(Pn.T @ Pn, np.eye(Q.shape[1]), atol=1e-12)
+        assert sin_theta(Pn, np.linalg.qr(B @ Q)[0]) < 1e-12
+        assert np.allclose(_np(backend, R[k]), B.T @ Pn, atol=1e-12)
+    assert xm.power_iter1([], []) == ([], [], [])
+    with pytest.raises(ValueError, match="as many"):
+        xm.power_iter1(Bb, Qb[:1])
+    with pytest.raises(ValueError, match=r"`Q\[1\]` must have shape"):
+        xm.power_iter1(Bb, [Qb[0], Qb[0]])
+
+
 # ----------------------------------------------------------------------------- randomized_svd
 
 

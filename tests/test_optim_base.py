@@ -1,14 +1,16 @@
 """``xpmat.optim._base`` (the internal helpers of the optimizer modules): hyper-parameter and
-list checks, as every core reports them, and ``resolve_rank`` / the rank-fit check of the
-low-rank methods."""
+list checks, as every core reports them, ``resolve_rank`` / the rank-fit check of the
+low-rank methods, and Shampoo's grid of blocks."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_array, assert_close
 
 import xpmat.optim as xo
 from xpmat.optim import adamw
+from xpmat.optim._base import block_grid, from_block_grid, to_block_grid
 
 torch = pytest.importorskip("torch")
 
@@ -55,3 +57,25 @@ def test_check_real_does_not_read_a_tensor_on_a_device():
     from xpmat.optim._base import check_real
 
     check_real("lr", torch.tensor(-1.0, device="meta"))
+
+
+# --------------------------------------------------------------------------------------------
+# Shampoo's grid of blocks (moved from test_optim_shampoo.py with the helpers)
+def test_block_layout_covers_the_matrix_exactly(backend):
+    """Blocks tile the matrix: every entry in exactly one block, round trip is the identity."""
+    xp = backend.xp
+    for m, n, d in ((10, 7, 4), (8, 8, 4), (5, 3, 8), (9, 1, 2)):
+        lay = block_grid(m, n, d)
+        bm, bn, gm, gn = lay
+        assert (gm - 1) * bm < m <= gm * bm and (gn - 1) * bn < n <= gn * bn and max(bm, bn) <= d
+        X = np.arange(m * n, dtype=float).reshape(m, n) + 1.0
+        B = to_block_grid(backend.asarray(X), lay, xp)
+        assert_array(B, backend, shape=(gm * gn, bm, bn), dtype="float64")
+        Bn = backend.to_numpy(B)
+        vals = Bn[Bn != 0]
+        assert sorted(vals.tolist()) == sorted(X.ravel().tolist())       # each entry exactly once
+        for i in range(gm):
+            for j in range(gn):
+                tile = X[i * bm:(i + 1) * bm, j * bn:(j + 1) * bn]
+                np.testing.assert_array_equal(Bn[i * gn + j][:tile.shape[0], :tile.shape[1]], tile)
+        assert_close(from_block_grid(B, lay, m, n, xp), X, backend, rtol=0, atol=0)

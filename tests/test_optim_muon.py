@@ -8,7 +8,7 @@ import pytest
 from conftest import TOL, assert_array, assert_close
 
 import xpmat.optim as xo
-from xpmat.optim import transforms
+from xpmat import orthogonalize
 
 torch = pytest.importorskip("torch")
 
@@ -87,14 +87,14 @@ def test_muon_cpu_stacks_are_chunked(backend, monkeypatch):
     grads = [backend.asarray(rng.standard_normal((8, 5))) for _ in range(5)]
     whole, _ = muon.update(grads, muon.init(params), params, weight_decay=0.1)
     calls = []
-    real = transforms.newton_schulz
+    real = orthogonalize.newton_schulz
 
     def counted(U, *a, **k):
         calls.append(U.shape[0])
         return real(U, *a, **k)
 
-    monkeypatch.setattr(transforms, "newton_schulz", counted)
-    monkeypatch.setattr(transforms, "MSIGN_CPU_STACK_BYTES", 2 * 8 * 5 * 8)  # two float64 8 × 5 matrices
+    monkeypatch.setattr(orthogonalize, "newton_schulz", counted)
+    monkeypatch.setattr(orthogonalize, "MSIGN_CPU_STACK_BYTES", 2 * 8 * 5 * 8)  # two float64 8 × 5 matrices
     split, _ = muon.update(grads, muon.init(params), params, weight_decay=0.1)
     assert calls == ([5] if backend.name in ("torch:cuda", "cupy") else [2, 2, 1])
     for a, b in zip(split, whole, strict=True):
@@ -107,7 +107,7 @@ def test_torch_muon_steps_chunk_by_chunk(monkeypatch):
     bitwise the core's single call."""
     from xpmat.optim import adamw, muon
 
-    monkeypatch.setattr(transforms, "MSIGN_CPU_STACK_BYTES", 2 * 8 * 5 * 4)  # two float32 8 × 5 matrices
+    monkeypatch.setattr(orthogonalize, "MSIGN_CPU_STACK_BYTES", 2 * 8 * 5 * 4)  # two float32 8 × 5 matrices
     gen = torch.Generator().manual_seed(4)
     shapes = [(8, 5)] * 5 + [(5, 8), (5,)]
     ps = [torch.randn(s, generator=gen) for s in shapes]

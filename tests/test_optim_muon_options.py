@@ -11,8 +11,8 @@ import pytest
 from conftest import DASK_OPTIMIZER_LOOP, TOL, assert_array, assert_close
 
 import xpmat.optim as xo
-from xpmat import msign
-from xpmat.optim import muon, transforms
+from xpmat import msign, orthogonalize
+from xpmat.optim import muon
 
 
 def _polar(G: np.ndarray) -> np.ndarray:
@@ -123,19 +123,19 @@ def test_muon_gram_newton_schulz(backend, dtype, monkeypatch):
     hyper = {"lr": 0.1, "weight_decay": 0.1}
     plain, _ = _step(backend, params, grads, dtype, **hyper)
     seen = []
-    real = transforms.newton_schulz
+    real = orthogonalize.newton_schulz
 
     def spy(U, *a, **k):
         seen.append((tuple(U.shape[-2:]), k["gram"]))
         return real(U, *a, **k)
 
-    monkeypatch.setattr(transforms, "newton_schulz", spy)
+    monkeypatch.setattr(orthogonalize, "newton_schulz", spy)
     gram, _ = _step(backend, params, grads, dtype, use_gram_newton_schulz=True, **hyper)
     assert sorted(seen) == [((8, 48), True), ((12, 12), False), ((48, 8), True)]
     for x, y in zip(gram, plain, strict=True):
         assert_close(x, backend.to_numpy(y), backend, rtol=0, atol=TOL[dtype])
-    assert transforms.gram_saves(4096, 256, 5) and not transforms.gram_saves(256, 256, 5)
-    assert not transforms.gram_saves(300, 200, 5) and transforms.gram_saves(310, 200, 5)
+    assert orthogonalize.gram_saves(4096, 256, 5) and not orthogonalize.gram_saves(256, 256, 5)
+    assert not orthogonalize.gram_saves(300, 200, 5) and orthogonalize.gram_saves(310, 200, 5)
 
 
 # --------------------------------------------------------------------------------------------

@@ -118,6 +118,52 @@ def test_orthonormalize_empty(backend):
 
 
 
+def _sketch(m: int, r: int, seed: int = 30) -> np.ndarray:
+    k = max(r, int(np.ceil(1.25 * r)))
+    return np.random.default_rng(seed).standard_normal((k, m)) / np.sqrt(k)
+
+
+@pytest.mark.parametrize("kappa", [1.0, 1e8])
+def test_orthonormalize_rcqr_span_and_orthonormality(backend, kappa):
+    """Randomized Cholesky QR: orthonormal to float64 precision and the span of numpy's QR
+    (the projector ``Q Qᵀ`` equal), also ill-conditioned (κ = 1e8, where plain CholeskyQR fails)."""
+    X, *_ = matrix_with_spectrum(200, 8, np.geomspace(1, 1 / kappa, 8), seed=31)
+    Q = orth.orthonormalize(backend.asarray(X), method="rcqr", sketch=backend.asarray(_sketch(200, 8)))
+    assert_array(Q, backend, shape=(200, 8), dtype="float64")
+    Qn = backend.to_numpy(Q)
+    assert _orth_err(Qn) <= 1e-12
+    ref = _ref_q(X)
+    assert np.abs(Qn @ Qn.T - ref @ ref.T).max() <= 1e-12 * max(1.0, kappa * 1e-4)
+
+
+def test_orthonormalize_rcqr_rank_deficient_empty_batched(backend):
+    """Rank-deficient and zero ``X``: finite, the span holds ``X``'s, columns orthonormal or,
+    for an exactly zero direction, zero (documented); empty input; a batch with one sketch;
+    a missing or wrong sketch is refused."""
+    X, *_ = matrix_with_spectrum(60, 6, np.array([1, 1, 0.5, 0, 0, 0.0]), seed=32)
+    S = backend.asarray(_sketch(60, 6))
+    for A, ones in ((X, 6), (np.zeros((60, 6)), 0), (np.concatenate([X[:, :3], np.zeros((60, 3))], 1), 3)):
+        Qn = backend.to_numpy(orth.orthonormalize(backend.asarray(A), method="rcqr", sketch=S))
+        assert np.all(np.isfinite(Qn))
+        assert np.linalg.norm(A - Qn @ (Qn.T @ A)) <= 1e-10 * max(1.0, np.linalg.norm(A))
+        G = Qn.T @ Qn
+        assert np.abs(G - np.diag(np.diag(G))).max() <= 1e-10
+        assert np.sort(np.round(np.diag(G), 10)).tolist() == [0.0] * (6 - ones) + [1.0] * ones
+    E = orth.orthonormalize(backend.asarray(np.ones((60, 0))), method="rcqr", sketch=S)
+    assert_array(E, backend, shape=(60, 0), dtype="float64")
+    Xb = np.random.default_rng(33).standard_normal((2, 60, 6))
+    Qb = backend.to_numpy(orth.orthonormalize(backend.asarray(Xb), method="rcqr", sketch=S))
+    for j in range(2):
+        assert _orth_err(Qb[j]) <= 1e-12
+        assert np.abs(Qb[j] @ Qb[j].T - _ref_q(Xb[j]) @ _ref_q(Xb[j]).T).max() <= 1e-12
+    with pytest.raises(ValueError, match="sketch"):
+        orth.orthonormalize(backend.asarray(X), method="rcqr")
+    with pytest.raises(ValueError, match="sketch"):
+        orth.orthonormalize(backend.asarray(X), method="rcqr", sketch=backend.asarray(np.ones((4, 60))))
+    with pytest.raises(ValueError, match="sketch"):
+        orth.orthonormalize(backend.asarray(X), method="householder", sketch=S)
+
+
 # ----------------------------------------------------------------------------- ns_schedule
 
 
@@ -375,6 +421,89 @@ def test_ns_flops_counts_the_products():
     assert orth.ns_flops(l_, k, 5, gram=True) == 8 * k * k * l_ + 28 * k**3
     assert orth.ns_flops(l_, k, 5, gram=True) <= 0.6 * orth.ns_flops(l_, k, 5)
     assert orth.ns_flops(k, k, 5, gram=True) > orth.ns_flops(k, k, 5)  # square: no saving
+
+
+# ----------------------------------------------------------------------------- msign_many
+
+
+def test_msign_many_mixed_shapes_equal_msign_and_svd(backend):
+    """Mixed shapes (tall, a wide batch, a repeated shape): each result is ``scale · msign`` of
+    its matrix (float64 SVD reference) in its own shape, equal to :func:`msign` of it; a
+    callable scale gets each shape, a number scales all."""
+    shapes = [(24, 10), (2, 8, 12), (24, 10)]
+    As = [matrix_with_spectrum(*s[-2:], np.geomspace(1, 1e-2, min(s[-2:])), seed=40 + k,
+                               batch=s[:-2])[0] for k, s in enumerate(shapes)]
+    Gs = [backend.asarray(A) for A in As]
+    Os = orth.msign_many(Gs, steps=10, scale=lambda m, n: -0.5 * m / n)
+    for A, G, O in zip(As, Gs, Os, strict=True):
+        assert_array(O, backend, shape=A.shape, dtype="float64")
+        m, n = A.shape[-2:]
+        assert rel_err(O, -0.5 * m / n * _uvt(A), backend) <= 1e-6
+        assert rel_err(O, -0.5 * m / n * backend.to_numpy(orth.msign(G, steps=10)), backend) <= 1e-12
+    (two,) = orth.msign_many(Gs[1:2], steps=10, scale=2.0)
+    assert rel_err(two, 2.0 * _uvt(As[1]), backend) <= 1e-6
+
+
+def test_msign_many_empty_zero_and_int(backend):
+    assert orth.msign_many([]) == []
+    Os = orth.msign_many([backend.asarray(np.zeros((0, 4))), backend.asarray(np.zeros((3, 5)))])
+    assert_array(Os[0], backend, shape=(0, 4), dtype="float64")
+    assert_array(Os[1], backend, shape=(3, 5), dtype="float64")
+    assert np.all(backend.to_numpy(Os[1]) == 0)
+    if not backend.readonly:
+        A = np.array([[2, 1, 0], [1, 3, 1], [0, 1, 4], [1, 0, 1]])
+        (Oi,) = orth.msign_many([backend.xp.asarray(A, device=backend.device)], steps=10)
+        assert rel_err(Oi, _uvt(A.astype(float)), backend) <= 1e-5
+
+
+def test_msign_many_split_gram_and_stacks(backend, monkeypatch):
+    """``split_sizes``: each row block its own msign; ``gram="auto"`` runs Gram NS on the
+    rectangular shapes only, with the same results to rounding; ``stack_bytes`` cuts a CPU stack
+    into calls of that size, and the results do not depend on the cut."""
+    rng = np.random.default_rng(41)
+    As = [rng.standard_normal((12, 6)) for _ in range(3)] + [rng.standard_normal((6, 6))]
+    Gs = [backend.asarray(A) for A in As]
+    split = orth.msign_many(Gs[:3], steps=10, split_sizes=(4, 8))
+    for A, O in zip(As[:3], split, strict=True):
+        ref = np.concatenate([_uvt(A[:4]), _uvt(A[4:])], axis=0)
+        assert rel_err(O, ref, backend) <= 1e-6
+    seen = []
+    real = orth.newton_schulz
+
+    def spy(U, *a, **k):
+        seen.append((tuple(U.shape), k["gram"]))
+        return real(U, *a, **k)
+
+    monkeypatch.setattr(orth, "newton_schulz", spy)
+    whole = orth.msign_many(Gs, steps=10)
+    gram = orth.msign_many(Gs, steps=10, gram="auto", stack_bytes=2 * 12 * 6 * 8)
+    cpu = backend.name not in ("torch:cuda", "cupy")
+    assert seen[:2] == [((3, 12, 6), False), ((1, 6, 6), False)]
+    assert seen[2:] == ([((2, 12, 6), True), ((1, 12, 6), True), ((1, 6, 6), False)] if cpu
+                        else [((3, 12, 6), True), ((1, 6, 6), False)])
+    for x, y in zip(gram, whole, strict=True):
+        assert rel_err(x, backend.to_numpy(y), backend) <= 1e-10
+
+
+def test_msign_many_bad_input(backend):
+    G = backend.asarray(np.ones((4, 3)))
+    with pytest.raises(ValueError, match=r"mats\[1\]"):
+        orth.msign_many([G, backend.asarray(np.ones(3))])
+    with pytest.raises(ValueError, match="split_sizes"):
+        orth.msign_many([G], split_sizes=(1, 2))
+    with pytest.raises(ValueError, match="split_sizes"):
+        orth.msign_many([G], split_sizes=(0, 4))
+    with pytest.raises(TypeError, match="gram"):
+        orth.msign_many([G], gram="yes")
+    with pytest.raises(ValueError, match="normalize"):
+        orth.msign_many([G], normalize="max")
+    with pytest.raises(TypeError):
+        orth.msign_many([G, np.ones((4, 3)) if not backend.name.startswith("numpy") else _strict_ones()])
+
+
+def _strict_ones():
+    strict = pytest.importorskip("array_api_strict")
+    return strict.ones((4, 3))
 
 
 # ----------------------------------------------------------------------------- polar

@@ -12,6 +12,7 @@ DESIGN = ROOT.parent / "shared" / "DESIGN.md"
 
 # Names DESIGN.md's list lacks, added by the primitive issues (each noted in its issue).
 EXTRA = {
+    "msign_many": "msign of many matrices, batched by shape (issue 29: moved down from optim)",
     "adafactor_factors": "Adafactor's rank-1 factored second moment, EMA of row/col sums, eq. (52) (issue 6)",
     "adafactor_second_moment": "the rank-1 matrix of eq. (52) from those factors (issue 6)",
     "nmf_online_init": "AdamNMF's factor initialization, appendix L.2 (issue 6)",

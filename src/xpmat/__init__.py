@@ -10,8 +10,8 @@ try:
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0+unknown"
 
-# -- orthogonalize (msign, polar, orthonormalize, ns_schedule)
-from xpmat.orthogonalize import msign, ns_schedule, orthonormalize, polar
+# -- orthogonalize (msign, msign_many, polar, orthonormalize, ns_schedule)
+from xpmat.orthogonalize import msign, msign_many, ns_schedule, orthonormalize, polar
 
 # -- iteration (power_iteration, orthogonal_iteration, power_iter1, randomized_*, nystrom_eigh)
 # isort: split
@@ -66,6 +66,7 @@ __all__ = [
     "lowrank_eigh_update",
     "lowrank_inv_root_apply",
     "msign",
+    "msign_many",
     "nearest_kron",
     "nmf",
     "nmf_em_step",

@@ -373,17 +373,27 @@ def orthogonal_iteration(A: Any | Callable, Q0: Any, /, *, iters: int = 1, align
 # ----------------------------------------------------------------------------- PowerIter1
 
 
-def power_iter1(B: Any, Q: Any, /, *, method: str = "auto", xp: Any = None) -> tuple[Any, Any, Any]:
+def power_iter1(B: Any, Q: Any, /, *, method: str = "auto", sketch: Any = None,
+                reduce: Callable[[list[Any]], list[Any]] | None = None,
+                xp: Any = None) -> tuple[Any, Any, Any]:
     """One warm-started power step of PowerSGD / Dion: ``PowerIter1(B; Q)``.
 
     Parameters
     ----------
-    B : array (..., m, n)
+    B : array (..., m, n), or a sequence of such matrices (mixed shapes)
         Matrix to approximate (real floating; integer input promoted).
-    Q : array (..., n, r), r <= m
+    Q : array (..., n, r), r <= m, or a sequence (one per ``B``)
         Previous right factor (warm start).
     method : str
-        Passed to :func:`xpmat.orthonormalize` for ``P``.
+        Passed to :func:`xpmat.orthonormalize` for ``P``; ``"rcqr"`` takes ``sketch``.
+        ``"auto"`` takes Householder while ``torch.compile`` traces (CholeskyQR2's acceptance
+        test reads the host).
+    sketch : array (k, m), or a sequence (one per ``B``), optional
+        The sketch of ``method="rcqr"`` (:func:`xpmat.orthonormalize`).
+    reduce : callable, optional
+        ``reduce(arrays) -> arrays`` (data parallel: the mean over ranks), applied to the list
+        of the ``B Q`` before the orthonormalization and to the list of the ``Bᵀ P`` before the
+        column normalization: two calls for all the matrices together.
     xp : namespace, optional
         Skip namespace inference.
 
@@ -397,11 +407,15 @@ def power_iter1(B: Any, Q: Any, /, *, method: str = "auto", xp: Any = None) -> t
         ``R`` with unit-norm columns (zero columns stay zero); ``P Q_newᵀ`` is Dion's
         "all singular values set to 1" update.
 
+    Lists of these, one per matrix, when ``B`` is a sequence.
+
     Notes
     -----
     [Pethick 2025][pethick-2025] (PowerIter1) and [Xie, Chen, Yuan 2025, eq. 9][xie-chen-yuan-2025]:
     ``P̃ = QR(Δ Q_{t-1})``, ``Q_t = Δᵀ P̃``, ``Δ̂ = P̃ Q_tᵀ = P̃ P̃ᵀ Δ``.  Zero ``B`` gives
-    ``R = Q_new = 0`` (no NaN).
+    ``R = Q_new = 0`` (no NaN).  The one PowerIter1 of the package: Dion
+    (:mod:`xpmat.optim.dion`, with ``reduce`` in :class:`xpmat.distributed.DistributedDion`)
+    and PowerSGD (:mod:`xpmat.optim.powersgd`) call it.
 
     Input policy (``docs/backends.md``): a matrix holding NaN/Inf gets NaN in all its outputs
     (the other matrices of a batch are unaffected); empty input gives results of the right
@@ -410,8 +424,8 @@ def power_iter1(B: Any, Q: Any, /, *, method: str = "auto", xp: Any = None) -> t
 
     Backends: standard Array API; orthonormalization via :func:`xpmat.orthonormalize`.
     Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
-    eager arrays (``method="householder"``: none); under ``jax.jit`` and on Dask none (per-matrix
-    fallback, see :func:`xpmat.orthonormalize`).
+    eager arrays (``method="householder"`` or ``"rcqr"``: none); under ``jax.jit`` and on Dask
+    none (per-matrix fallback, see :func:`xpmat.orthonormalize`).
 
     Examples
     --------
@@ -421,21 +435,43 @@ def power_iter1(B: Any, Q: Any, /, *, method: str = "auto", xp: Any = None) -> t
     >>> print(np.allclose(P.T @ P, 1), np.round(np.linalg.norm(Qn, axis=0), 6))
     True [1.]
     """
-    xp = _array.array_namespace(B, Q, names=("B", "Q"), xp=xp)
+    many = isinstance(B, (list, tuple))
+    Bs, Qs = (list(B), list(Q)) if many else ([B], [Q])
+    Ss = list(sketch) if many and sketch is not None else [sketch] * len(Bs)
+    if len(Qs) != len(Bs) or len(Ss) != len(Bs):
+        raise ValueError(f"`B`, `Q` and `sketch` must be as many, got {len(Bs)}, {len(Qs)}, {len(Ss)}")
+    xps = []
+    for i, (b, q) in enumerate(zip(Bs, Qs, strict=True)):
+        xps.append(_checked_pair(b, q, f"B[{i}]" if many else "B", f"Q[{i}]" if many else "Q", xp))
+        dtype = _array.float_dtype(xps[i], b, q)
+        Bs[i], Qs[i] = _array.as_float(b, xps[i], dtype), _array.as_float(q, xps[i], dtype)
+    Y = _reduced(reduce, [b @ q for b, q in zip(Bs, Qs, strict=True)])
+    P = [orthonormalize(y, method=_method(method, x), sketch=sk, xp=x)
+         for y, sk, x in zip(Y, Ss, xps, strict=True)]
+    R = _reduced(reduce, [mT(b, x) @ p for b, p, x in zip(Bs, P, xps, strict=True)])
+    Qn = [_array.normalize_columns(r, x) for r, x in zip(R, xps, strict=True)]
+    return (P, R, Qn) if many else (P[0], R[0], Qn[0])
+
+
+def _checked_pair(B: Any, Q: Any, bname: str, qname: str, xp: Any) -> Any:
+    """The namespace of ``B`` and ``Q`` after the shape checks of :func:`power_iter1`."""
+    xp = _array.array_namespace(B, Q, names=(bname, qname), xp=xp)
     if B.ndim < 2:
-        raise ValueError(f"`B` must be a matrix (..., m, n), got shape {tuple(B.shape)}")
+        raise ValueError(f"`{bname}` must be a matrix (..., m, n), got shape {tuple(B.shape)}")
     m, n = B.shape[-2:]
     if Q.ndim < 2 or Q.shape[-2] != n or Q.shape[-1] > m:
-        raise ValueError(f"`Q` must have shape (..., {n}, r) with r <= m = {m}, got {tuple(Q.shape)} "
-                         f"for B of shape {tuple(B.shape)}")
-    dtype = _array.float_dtype(xp, B, Q)
-    B = _array.as_float(B, xp, dtype)
-    P = orthonormalize(B @ _array.as_float(Q, xp, dtype), method=method, xp=xp)
-    R = mT(B, xp) @ P
-    return P, R, _array.normalize_columns(R, xp)
+        raise ValueError(f"`{qname}` must have shape (..., {n}, r) with r <= m = {m}, got {tuple(Q.shape)} "
+                         f"for {bname} of shape {tuple(B.shape)}")
+    return xp
 
 
-# ----------------------------------------------------------------------------- randomized
+def _method(method: str, xp: Any) -> str:
+    """``"auto"`` is Householder while ``torch.compile`` traces (no host read in the graph)."""
+    return "householder" if method == "auto" and _array.is_compiling(xp) else method
+
+
+def _reduced(reduce: Any, arrays: list[Any]) -> list[Any]:
+    return list(reduce(arrays)) if reduce is not None and arrays else arrays
 
 
 def _sketch_size(rank: int, oversample: int, limit: int) -> int:

@@ -14,10 +14,11 @@ from typing import Any
 from xpmat import _array, _dask
 from xpmat._array import mT
 
-__all__ = ["GRAM_RESTART_EVERY", "NORMALIZATIONS", "gram_restarts_checked", "msign", "newton_schulz",
-           "ns_flops", "ns_schedule", "orthonormalize", "polar"]
+__all__ = ["GRAM_RESTART_EVERY", "MSIGN_CPU_STACK_BYTES", "NORMALIZATIONS", "gram_restarts_checked",
+           "gram_saves", "msign", "msign_groups", "msign_many", "newton_schulz", "ns_flops", "ns_schedule",
+           "orthonormalize", "polar"]
 
-_ORTH_METHODS = ("auto", "householder", "cholesky_qr2")
+_ORTH_METHODS = ("auto", "householder", "cholesky_qr2", "rcqr")
 # CholeskyQR2 is accepted when the first pass leaves ‖Q1ᵀQ1 − I‖_max below this; the second
 # pass then restores orthogonality to working precision (Yamamoto et al. 2015: needs κ(X)² u ≲ 1).
 _CQR2_TOL = 0.1
@@ -124,7 +125,38 @@ def _accept(Q: Any, ok: Any, X: Any, xp: Any) -> Any:
     return Q if bool(xp.all(ok)) else _householder(X, xp)  # the one host read of the call
 
 
-def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
+def _rcqr(Y: Any, S: Any, xp: Any) -> Any:
+    """Randomized Cholesky QR of ``Y`` ``(..., m, r)`` with the sketch ``S`` ``(k, m)``, k >= r.
+
+    ``R₁`` from a Householder QR of the small ``S Y``, ``Y₁ = Y R₁⁻¹`` (well conditioned with
+    high probability), then one CholeskyQR step ``Y₁ = P R₂`` for orthonormality to precision.
+    Zero or dependent columns: a diagonal shift of ``u · max|diag R₁|`` keeps both factors
+    invertible.
+    """
+    _, R1 = _array.qr(S @ Y, xp)
+    d = xp.linalg.diagonal(R1)
+    top = xp.max(xp.abs(d), axis=-1, keepdims=True)
+    tiny = xp.finfo(Y.dtype).eps * (top + xp.finfo(Y.dtype).smallest_normal)
+    tiny = xp.where(top > 0, tiny, xp.ones_like(tiny))  # zero Y: R₁ = I, Q = 0 (not 0 / 0)
+    eye = xp.eye(R1.shape[-1], dtype=Y.dtype, device=_array.device(Y))
+    R1 = R1 + eye * xp.where(xp.abs(d) < tiny, tiny, xp.zeros_like(d))[..., None, :]
+    Y1 = _array.solve_triangular(R1, Y, upper=True, left=False, xp=xp)
+    L = _array.cholesky(mT(Y1, xp) @ Y1 + eye * tiny[..., None], xp)
+    return _array.solve_triangular(mT(L, xp), Y1, upper=True, left=False, xp=xp)
+
+
+def _check_sketch(sketch: Any, method: str, m: int, r: int, xp: Any) -> None:
+    if method != "rcqr":
+        if sketch is not None:
+            raise ValueError(f"`sketch` is for method='rcqr', got method={method!r}")
+        return
+    if sketch is None or sketch.ndim != 2 or sketch.shape[-1] != m or sketch.shape[0] < r:
+        raise ValueError(f"method='rcqr' needs `sketch` of shape (k, {m}) with k >= r = {r}, got "
+                         f"{None if sketch is None else tuple(sketch.shape)}")
+    _array.array_namespace(sketch, names=("sketch",), xp=xp)
+
+
+def orthonormalize(X: Any, /, *, method: str = "auto", sketch: Any = None, xp: Any = None) -> Any:
     """Orthonormal basis ``Q`` of the columns of ``X`` (the ``Q`` of a thin QR, diag(R) > 0).
 
     Parameters
@@ -132,13 +164,17 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     X : array (..., m, r), m >= r
         Real floating (integer input is promoted to the default floating dtype; float16 /
         bfloat16 are computed in float32 and cast back).  Leading axes are a batch.
-    method : {"auto", "householder", "cholesky_qr2"}
+    method : {"auto", "householder", "cholesky_qr2", "rcqr"}
         ``"householder"``: ``xp.linalg.qr`` with the signs fixed so diag(R) >= 0.
         ``"cholesky_qr2"``: two Cholesky-QR passes ``Q = X R⁻¹``, ``RᵀR = XᵀX`` (two Gram
         products, two r×r Cholesky factorizations, two triangular solves); when the Gram is
         numerically singular or too ill-conditioned it falls back to Householder for the
         whole call.  ``"auto"``: CholeskyQR2 for tall-skinny blocks (m >= 4 r, where it was
-        measured faster), Householder otherwise.
+        measured faster), Householder otherwise.  ``"rcqr"``: randomized Cholesky QR with
+        ``sketch`` (below).
+    sketch : array (k, m), k >= r, optional
+        For ``"rcqr"`` only: a fixed random sketch, e.g. a Gaussian scaled by ``1/√k`` with
+        ``k = ⌈1.25 r⌉`` (Dion draws it once per matrix, so its results are reproducible).
     xp : namespace, optional
         Array namespace; inferred from ``X`` when omitted.
 
@@ -169,7 +205,18 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     Rank-deficient or zero ``X`` (and κ beyond the bound above): the Cholesky path falls
     back, and Householder returns an orthonormal ``Q`` whose columns beyond the rank complete
     the basis arbitrarily (no NaN; zero ``X`` gives an orthonormal ``Q``, not zeros).
-    NaN/Inf input gives non-finite output.  Used for the QR of orthogonal / power iteration
+    NaN/Inf input gives non-finite output.
+
+    Randomized Cholesky QR (``"rcqr"``, [Pethick 2025][pethick-2025] §3.1, after Fan, Guo, Lin
+    2021): ``R₁`` from a Householder QR of the small ``k × r`` sketch ``S X``, ``X₁ = X R₁⁻¹``
+    (well conditioned with high probability), then one CholeskyQR step ``X₁ = Q R₂``.  No
+    acceptance test and so no host read; the signs of ``Q``'s columns follow ``R₁`` (not
+    diag(R) >= 0), the span is ``X``'s.  Zero or dependent columns get a diagonal shift of
+    ``u · max|diag R₁|`` that keeps the factors finite: ``Q``'s span holds ``X``'s, and its
+    columns are orthonormal except that an exactly zero direction of ``X`` (a zero column, zero
+    ``X``) gives a zero column of ``Q``, not a completion of the basis (Dion wants a zero
+    direction there);
+    for a completed basis use Householder.  Used for the QR of orthogonal / power iteration
     ([Stratos 2026, App. Q.2, eqs. 142–145][stratos-2026]) and Dion's / PowerSGD's power step
     ([Pethick 2025][pethick-2025]).
 
@@ -200,6 +247,7 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
         raise ValueError(f"method must be one of {_ORTH_METHODS}, got {method!r}")
     if X.ndim < 2 or X.shape[-2] < X.shape[-1]:
         raise ValueError(f"`X` must be (..., m, r) with m >= r, got shape {tuple(X.shape)}")
+    _check_sketch(sketch, method, X.shape[-2], X.shape[-1], xp)
     dt = _array.float_dtype(xp, X)
     Xc = _array.as_float(X, xp, dt)
     low = _array.is_low_precision(dt, xp)
@@ -211,7 +259,9 @@ def orthonormalize(X: Any, /, *, method: str = "auto", xp: Any = None) -> Any:
     if method == "auto":
         # unknown Dask sizes (nan) compare False: CholeskyQR2, which falls back by itself
         method = "householder" if m < _AUTO_RATIO * r else "cholesky_qr2"
-    if _array.is_dask(xp) and Xc.ndim == 2:  # per-chunk tasks, the fallback gated inside them
+    if method == "rcqr":
+        Q = _rcqr(Xc, _array.as_float(sketch, xp, Xc.dtype), xp)
+    elif _array.is_dask(xp) and Xc.ndim == 2:  # per-chunk tasks, the fallback gated inside them
         Q = (_dask.cholesky_qr2(Xc, tol=_CQR2_TOL) if method == "cholesky_qr2"
              else _dask.tsqr(Xc, with_r=False)[0])
     elif method == "cholesky_qr2":
@@ -723,3 +773,178 @@ def newton_schulz(X: Any, coeffs: Any, /, *, normalize: str = "fro", eps: float 
     restarts = gram_restarts_checked(gram_restarts, len(coeffs))
     return _newton_schulz(X, coeffs, normalize=normalize, eps=eps, xp=xp, scale=scale,
                           gram=_check_gram(gram), restarts=restarts)
+
+
+# ----------------------------------------------------------------------------- many matrices
+
+# On a CPU a stack of same-shaped matrices goes through one Newton–Schulz call only while it
+# stays this small (bytes in the compute dtype).  Measured (bf16, 2 cores, docs/optim.md Speed):
+# batching wins on small matrices (12 × 64×256: 9.2 vs 32 ms unbatched; 12 × 256×1024, 6 MiB:
+# 169 vs 188 ms) and loses on big ones (12 × 768×3072 in stacks of 3, 14 MiB: 5.35 vs 4.57 s),
+# because glibc hands large blocks back to the system and every step page-faults them in again
+# (with MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ raised the two were equal, 4.41 vs 4.57 s).
+# Accelerators take the whole stack: there one launch per shape is the point.
+MSIGN_CPU_STACK_BYTES = 8 << 20
+
+
+def msign_groups(mats: Any, compute_dtype: Any = None,
+                 stack_bytes: int | None = MSIGN_CPU_STACK_BYTES) -> list[tuple[list[int], int | None]]:
+    """How :func:`msign_many` batches ``mats``: ``[(indices, bytes), ...]``.
+
+    Same shape and dtype, first-seen order; on a CPU each group is cut so that a stack holds at
+    most ``stack_bytes`` (in ``compute_dtype``, default each array's dtype; ``None``: no cut).
+    ``bytes`` is the size of one matrix of the group on a CPU, ``None`` elsewhere (accelerators
+    take a shape whole: one launch per shape).  Each entry is one Newton–Schulz call.
+    """
+    groups: dict[Any, list[int]] = {}
+    for i, a in enumerate(mats):
+        groups.setdefault((tuple(a.shape), str(a.dtype)), []).append(i)
+    out = []
+    for idx in groups.values():
+        a = mats[idx[0]]
+        size, per = None, len(idx)
+        if _array.is_cpu(a):
+            size = max(1, math.prod(a.shape) * _array.itemsize(a, compute_dtype))
+            if stack_bytes is not None:
+                per = max(1, min(per, stack_bytes // size))
+        out.extend((idx[c:c + per], size) for c in range(0, len(idx), per))
+    return out
+
+
+def gram_saves(m: int, n: int, steps: int) -> bool:
+    """Whether Gram Newton–Schulz (default restarts) takes fewer matrix-product FLOPs than the
+    plain loop on an ``m × n`` matrix (:func:`ns_flops`): with 5 steps, when
+    ``max(m, n) > 1.5 min(m, n)``; never for a square one."""
+    return ns_flops(m, n, steps, gram=True) < ns_flops(m, n, steps)
+
+
+def _stack_msign(Us: list[Any], coeffs: list, scale: float, gram: Any, kw: dict, xp: Any) -> list[Any]:
+    """``scale · msign`` of same-shaped ``Us`` in ONE batched :func:`newton_schulz` call."""
+    U = Us[0][None, ...] if len(Us) == 1 else xp.stack(Us, axis=0)
+    m, n = U.shape[-2:]
+    use_gram = gram_saves(m, n, len(coeffs)) if gram == "auto" else gram
+    O = newton_schulz(U, coeffs, scale=scale, gram=use_gram, xp=xp, **kw)
+    return [O[j, ...] for j in range(len(Us))]
+
+
+def _split_msign(Us: list[Any], coeffs: list, scale: Any, gram: Any, split: Any, kw: dict,
+                 xp: Any) -> list[Any]:
+    """:func:`_stack_msign` with ``scale(m, n)``; with ``split`` row blocks, each block its own
+    msign and ``scale(s_i, n)`` (the blocks of one size, over all of ``Us``, in one call)."""
+    m, n = Us[0].shape[-2:]
+    if split is None:
+        return _stack_msign(Us, coeffs, scale(m, n), gram, kw, xp)
+    starts = [sum(split[:j]) for j in range(len(split))]
+    blocks = [[U[..., o:o + k, :] for o, k in zip(starts, split, strict=True)] for U in Us]
+    done: list[list[Any]] = [[None] * len(split) for _ in Us]
+    for k in dict.fromkeys(split):  # each distinct block size once, first-seen order
+        where = [(i, j) for i in range(len(Us)) for j, kj in enumerate(split) if kj == k]
+        outs = _stack_msign([blocks[i][j] for i, j in where], coeffs, scale(k, n), gram, kw, xp)
+        for (i, j), O in zip(where, outs, strict=True):
+            done[i][j] = O
+    return [xp.concat(parts, axis=-2) for parts in done]
+
+
+def _check_split(split_sizes: Any, mats: list[Any]) -> tuple[int, ...] | None:
+    if split_sizes is None:
+        return None
+    try:
+        split = tuple(k.__index__() for k in split_sizes if not isinstance(k, bool))
+        ok = len(split) == len(split_sizes) > 0 and min(split) >= 1
+    except (TypeError, AttributeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"`split_sizes` must be None or a sequence of ints >= 1, got {split_sizes!r}")
+    for i, G in enumerate(mats):
+        if sum(split) != G.shape[-2]:
+            raise ValueError(f"`split_sizes` {split} must add up to the rows of `mats[{i}]`, "
+                             f"got shape {tuple(G.shape)}")
+    return split
+
+
+def _checked_many(mats: Any, normalize: str, gram: Any, xp: Any) -> tuple[list[Any], Any]:
+    mats = list(mats)
+    if not mats:
+        return mats, xp
+    xp = _array.array_namespace(*mats, names=[f"mats[{i}]" for i in range(len(mats))], xp=xp)
+    for i, G in enumerate(mats):
+        if G.ndim < 2:
+            raise ValueError(f"`mats[{i}]` must be (..., m, n), got shape {tuple(G.shape)}")
+    if normalize not in _NORMALIZE:
+        raise ValueError(f"normalize must be one of {_NORMALIZE}, got {normalize!r}")
+    if gram != "auto":
+        _check_gram(gram)
+    return [_array.as_float(G, xp) for G in mats], xp  # integers promoted
+
+
+def msign_many(mats: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normalize: str = "fro",
+               compute_dtype: Any = None, eps: float = 1e-7, scale: Any = 1.0, gram: Any = False,
+               split_sizes: Any = None, stack_bytes: int | None = MSIGN_CPU_STACK_BYTES,
+               xp: Any = None) -> list[Any]:
+    """``scale · msign`` of many matrices of mixed shapes, batched by shape.
+
+    Parameters
+    ----------
+    mats : sequence of arrays (..., m, n)
+        One library and device; shapes may differ.  Leading axes of each are a batch.
+    steps, schedule, normalize, compute_dtype, eps
+        As :func:`msign`.
+    scale : float or callable ``(m, n) -> float``
+        Folded into the last Newton–Schulz step (no extra pass over the result); a callable
+        gets each matrix's (or, with ``split_sizes``, each row block's) shape.
+    gram : bool or "auto"
+        Gram Newton–Schulz as :func:`msign`; ``"auto"``: on the shapes where it takes fewer
+        matrix products (:func:`gram_saves`), the plain loop elsewhere.
+    split_sizes : sequence of int, optional
+        The rows of every matrix are blocks of these sizes (a fused QKV weight), each its own
+        msign and ``scale(s_i, n)``, put back in place.
+    stack_bytes : int or None
+        On a CPU, the most bytes (in the compute dtype) one stack may hold
+        (:data:`MSIGN_CPU_STACK_BYTES`; ``None``: no limit); accelerators take a shape whole.
+    xp : namespace, optional
+
+    Returns
+    -------
+    list of arrays
+        ``out[i]`` in ``mats[i]``'s shape, namespace, device and floating dtype.
+
+    Notes
+    -----
+    The matrices of one shape and dtype are stacked and go through ONE :func:`newton_schulz`
+    call (:func:`msign_groups`): one launch per shape on an accelerator; on a CPU stacks of at
+    most ``stack_bytes``, since batching wins on small matrices and loses on big ones (measured
+    in ``docs/optim.md``, Speed).  Each result equals :func:`msign` of its matrix (with ``scale``
+    applied) to rounding; bitwise where the backend's batched products are.  Empty ``mats``
+    gives ``[]``; a zero-size matrix a zero-size result; integer input is promoted.
+
+    Backends: as :func:`msign` (standard matmuls; PyTorch fuses the steps).  No host read.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xpmat import msign, msign_many
+    >>> rng = np.random.default_rng(0)
+    >>> Gs = [rng.standard_normal(s) for s in [(6, 4), (3, 5), (6, 4)]]
+    >>> Os = msign_many(Gs)
+    >>> [O.shape for O in Os]
+    [(6, 4), (3, 5), (6, 4)]
+    >>> bool(np.allclose(Os[1], msign(Gs[1])))
+    True
+    """
+    mats, xp = _checked_many(mats, normalize, gram, xp)
+    coeffs = ns_schedule(schedule, steps)
+    split = _check_split(split_sizes, mats)
+    scale_of = scale if callable(scale) else (lambda m, n: scale)
+    kw = {"normalize": normalize, "eps": eps}
+    out: list[Any] = [None] * len(mats)
+    for idx, _ in msign_groups(mats, compute_dtype, stack_bytes):
+        G0 = mats[idx[0]]
+        dt = G0.dtype
+        if 0 in tuple(G0.shape):
+            for i in idx:
+                out[i] = xp.zeros(G0.shape, dtype=dt, device=_array.device(G0))
+            continue
+        Us = [_array.cast(mats[i], compute_dtype, xp) for i in idx]
+        for i, O in zip(idx, _split_msign(Us, coeffs, scale_of, gram, split, kw, xp), strict=True):
+            out[i] = _array.cast(O, dt, xp)
+    return out

@@ -21,7 +21,7 @@ arithmetic; tested to float64 rounding).  1-D parameters (and matrices where
 core (AdamW for 1-D, Dion for those matrices) on the average.
 
 It is the single-process class with two hooks of its core: ``reduce`` (the mean over ranks of
-``B_i Q`` and ``B_iᵀ P``, :func:`xpmat.optim.transforms.dion_direction`) and ``flags`` (the
+``B_i Q`` and ``B_iᵀ P``, :func:`xpmat.optim.dion.dion_direction`) and ``flags`` (the
 non-finite check agreed over the ranks, so every rank skips the same parameters and they stay
 identical); the adapter's ``_prepare`` hook runs the consistency check and averages the
 gradients of the parameters that go to AdamW.

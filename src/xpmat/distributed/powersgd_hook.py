@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 from xpmat import _array
+from xpmat.iteration import power_iter1
 from xpmat.orthogonalize import orthonormalize
 
 __all__ = ["PowerSGDPlusState", "powersgd_plus_hook"]
@@ -252,12 +253,12 @@ class _Group:
     """Compressed matrices of one bucket handled together: ``views`` (each ``(m, n)``, a view
     into the bucket buffer), their keys, and the batch ``M`` ``(b, m, n)`` (a view when b = 1)."""
 
-    __slots__ = ("M", "P", "Q", "Q0", "keys", "local", "m", "n", "r", "views")
+    __slots__ = ("M", "Q0", "keys", "local", "m", "n", "r", "views")
 
     def __init__(self, keys: list[int], views: list[Any], r: int) -> None:
         self.keys, self.views, self.r = keys, views, r
         self.m, self.n = views[0].shape
-        self.M = self.local = self.Q0 = self.P = self.Q = None
+        self.M = self.local = self.Q0 = None
 
     def stack(self) -> None:
         import torch
@@ -325,7 +326,8 @@ def powersgd_plus_hook(state: PowerSGDPlusState, bucket):  # DDP checks: no anno
     eq. (7a)–(9).  Communication per step and compressed ``m × n`` matrix: ``(m + n) r``
     numbers (one fused all-reduce of the uncompressed tensors with the ``P``'s, one of the
     ``Q``'s), ``m n`` on a restart.  Compute: three ``m n r`` matmuls, a QR of ``(m, r)``
-    (:func:`xpmat.orthonormalize`), a column normalization of the warm-started ``Q``; on a
+    (:func:`xpmat.orthonormalize`), a column normalization of the warm-started ``Q``
+    (:func:`xpmat.power_iter1`, the ``P`` all-reduce as its ``reduce``); on a
     restart a thin SVD (``torch.linalg.svd``; float16 / bfloat16 are computed in float32).
 
     Backends: torch only (DDP); the QR runs through :func:`xpmat.orthonormalize`.
@@ -388,42 +390,49 @@ def _add_error(state: PowerSGDPlusState, groups: list[_Group], dev: Any, dtype: 
 
 def _ssp_compress(state: PowerSGDPlusState, buf: Any, groups: list[_Group], uncompressed: list[Any],
                   group: Any, world: int) -> Any:
-    """SSP-Comp: all-reduce ``P = Δ Q`` (with the uncompressed tensors), ``P̃ = orth(P)``,
-    all-reduce ``Q = Δᵀ P̃``; the future resolves to the bucket holding ``P̃ Qᵀ``."""
+    """SSP-Comp: :func:`xpmat.power_iter1` of each group's ``Δ`` with the all-reduce of
+    ``P = Δ Q`` (fused with the uncompressed tensors, which get their mean) as its first
+    ``reduce``; ``Q = Δᵀ P̃`` is then all-reduced asynchronously and the future resolves to the
+    bucket holding ``P̃ Q̄ᵀ`` (``Q̄`` the mean), so the second collective overlaps the rest of
+    the backward pass.
+
+    Both all-reduces are issued from DDP's thread, in bucket order, the same on every rank;
+    only the decompression runs in the callback.  Issuing a collective from a callback instead
+    (gloo's worker threads) can order two buckets' collectives differently across ranks, or
+    block all of gloo's threads, and hang."""
     import torch
     import torch.distributed as dist
 
     _initial_q(state, groups, buf.device, buf.dtype)
-    for g in groups:
-        g.P = torch.bmm(g.M, g.Q0)
-    flat = torch.cat([t.reshape(-1) for t in uncompressed] + [g.P.reshape(-1) for g in groups])
+    skip = sum(t.numel() for t in uncompressed)
 
-    # P all-reduce, waited for here: every collective is issued from this (DDP's) thread, in
-    # bucket order, the same on every rank.  Issuing the Q all-reduce from a callback instead
-    # (gloo's worker threads) can order two buckets' collectives differently across ranks, or
-    # block all of gloo's threads, and hang.
-    dist.all_reduce(flat, group=group)
-    _unpack_into(flat, uncompressed, world)
-    off = sum(t.numel() for t in uncompressed)
-    for g in groups:
-        size = g.P.numel()
-        g.P = orthonormalize(flat[off:off + size].view(g.P.shape), method=state.orthogonalize,
-                             xp=state._xp)
-        g.Q = torch.bmm(g.M.transpose(1, 2), g.P)
-        off += size
-    qflat = torch.cat([g.Q.reshape(-1) for g in groups])
+    def sum_of_p(Ps: list[Any]) -> list[Any]:
+        flat = torch.cat([t.reshape(-1) for t in uncompressed] + [p.reshape(-1) for p in Ps])
+        dist.all_reduce(flat, group=group)
+        _unpack_into(flat, uncompressed, world)
+        return _views(flat, Ps, skip)
+
+    rounds = iter([sum_of_p, lambda Qs: Qs])  # the Q round is reduced below, asynchronously
+    P, Q, _ = power_iter1([g.M for g in groups], [g.Q0 for g in groups], method=state.orthogonalize,
+                          reduce=lambda arrays: next(rounds)(arrays), xp=state._xp)
+    qflat = torch.cat([q.reshape(-1) for q in Q])
 
     def decompress(fut: Any) -> Any:
-        qflat = fut.value()[0].div_(world)
-        off = 0
-        for g in groups:
-            size = g.Q.numel()
-            Q = qflat[off:off + size].view(g.Q.shape)
-            off += size
-            _finish(state, g, torch.bmm(g.P, Q.transpose(1, 2)), Q, state.use_error_feedback)
+        Qbar = _views(fut.value()[0].div_(world), Q, 0)
+        for g, p, q in zip(groups, P, Qbar, strict=True):
+            _finish(state, g, torch.bmm(p, q.transpose(1, 2)), q, state.use_error_feedback)
         return buf
 
     return _allreduce(qflat, group).then(decompress)
+
+
+def _views(flat: Any, like: list[Any], off: int) -> list[Any]:
+    """``flat[off:]`` cut into views shaped as the arrays ``like``, in order."""
+    out = []
+    for a in like:
+        out.append(flat[off:off + a.numel()].view(a.shape))
+        off += a.numel()
+    return out
 
 
 def _unpack_into(flat: Any, tensors: list[Any], world: int) -> None:

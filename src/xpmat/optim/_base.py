@@ -28,7 +28,9 @@ Shapes
     Matrix methods view a parameter ``(out, d1, d2, ...)`` as ``(out, d1·d2·...)``
     (:func:`matrix_shape`); :func:`resolve_rank` turns ``rank`` into an integer per matrix.
     Methods that precondition a flattened parameter cut it into equal blocks
-    (:func:`block_layout`, :func:`to_blocks`, :func:`from_blocks`).
+    (:func:`block_layout`, :func:`to_blocks`, :func:`from_blocks`: AdaGrad, LRE); Shampoo cuts a
+    matrix into a grid of blocks (:func:`block_grid`, :func:`to_block_grid`,
+    :func:`from_block_grid`).
 Dtypes
     State is kept in the parameter's dtype, float32 for float16 / bfloat16 parameters
     (:func:`state_dtype_for`); counters are 0-d arrays (:func:`zeros_step`).
@@ -46,6 +48,7 @@ from xpmat import _array
 __all__ = [
     "TENSOR_HYPER",
     "apply_updates",
+    "block_grid",
     "block_layout",
     "check_betas",
     "check_bool",
@@ -54,11 +57,12 @@ __all__ = [
     "check_dtype",
     "check_int",
     "check_lists",
+    "check_lowrank",
     "check_rank",
     "check_rank_fits",
     "check_real",
+    "from_block_grid",
     "from_blocks",
-    "group_by_shape",
     "host_steps",
     "is_array_hyper",
     "matrix_shape",
@@ -69,8 +73,10 @@ __all__ = [
     "run_init",
     "run_update",
     "scalar_hyper",
+    "seeded_q",
     "state_dtype_for",
     "step_size",
+    "to_block_grid",
     "to_blocks",
     "zeros_step",
 ]
@@ -392,12 +398,22 @@ def check_rank_fits(rank: int | float, shapes: Sequence[tuple[int, int]]) -> Non
                          f"use rank <= {max(sizes)}, or a fraction in (0, 1]")
 
 
-def group_by_shape(arrays: Sequence[Any]) -> dict[tuple[int, ...], list[int]]:
-    """Indices of ``arrays`` grouped by shape (and dtype), in first-seen order."""
-    groups: dict[Any, list[int]] = {}
-    for i, a in enumerate(arrays):
-        groups.setdefault((tuple(a.shape), str(a.dtype)), []).append(i)
-    return groups
+def check_lowrank(rank: Any, rank_multiple_of: Any, orthogonalize: Any, seed: Any,
+                  choices: Sequence[str]) -> None:
+    """The arguments every low-rank method (Dion, PowerSGD) shares, checked."""
+    resolve_rank(rank, rank_multiple_of, 1, 1)
+    check_choice("orthogonalize", orthogonalize, choices)
+    check_int("seed", seed, 0)
+
+
+def seeded_q(p: Any, i: int, rank: Any, multiple: int, seed: int, state_dtype: Any):
+    """``(xp, dt, dev, (m, n), r, Q)``: a seeded Gaussian right factor ``Q`` ``(n, r)`` for the
+    matrix ``p`` (host draw from ``seed + i``, the same on every backend)."""
+    xp, dev = _array.array_namespace(p), _array.device(p)
+    dt = state_dtype_for(p, xp, state_dtype)
+    m, n = p.shape
+    r = resolve_rank(rank, multiple, m, n)
+    return xp, dt, dev, (m, n), r, _array.random_normal((n, r), seed=seed + i, xp=xp, dtype=dt, dev=dev)
 
 
 def block_layout(n: int, max_dim: int) -> tuple[int, int]:
@@ -421,3 +437,40 @@ def from_blocks(u: Any, shape: Sequence[int], xp: Any) -> Any:
     n = math.prod(shape)
     v = xp.reshape(u, (-1,))
     return xp.reshape(v[:n] if v.shape[0] != n else v, tuple(shape))
+
+
+def block_grid(m: int, n: int, max_dim: int) -> tuple[int, int, int, int]:
+    """``(bm, bn, gm, gn)``: an ``m × n`` matrix cut into blocks of ``bm × bn``
+    (``bm = min(m, max_dim)``), a ``gm × gn`` grid (Shampoo's blocked preconditioners).
+
+    Block ``(i, j)`` holds rows ``i·bm … min((i+1)·bm, m) − 1`` and columns
+    ``j·bn … min((j+1)·bn, n) − 1``; blocks are numbered row-major (``i·gn + j``).
+    """
+    bm, bn = min(m, max_dim), min(n, max_dim)
+    return bm, bn, -(-m // bm), -(-n // bn)
+
+
+def to_block_grid(X: Any, lay: tuple[int, int, int, int], xp: Any) -> Any:
+    """``(m, n)`` -> ``(gm·gn, bm, bn)``, zero-padded at the bottom / right."""
+    bm, bn, gm, gn = lay
+    m, n = X.shape
+    if gm * bm != m:
+        X = xp.concat([X, xp.zeros((gm * bm - m, n), dtype=X.dtype, device=_array.device(X))], axis=0)
+    if gn * bn != n:
+        X = xp.concat([X, xp.zeros((X.shape[0], gn * bn - n), dtype=X.dtype,
+                                   device=_array.device(X))], axis=1)
+    if gm == gn == 1:
+        return X[None, ...]
+    X = xp.reshape(X, (gm, bm, gn, bn))
+    return xp.reshape(xp.permute_dims(X, (0, 2, 1, 3)), (gm * gn, bm, bn))
+
+
+def from_block_grid(B: Any, lay: tuple[int, int, int, int], m: int, n: int, xp: Any) -> Any:
+    """Inverse of :func:`to_block_grid`: ``(gm·gn, bm, bn)`` -> ``(m, n)`` (padding dropped)."""
+    bm, bn, gm, gn = lay
+    if gm == gn == 1:
+        X = B[0, ...]
+    else:
+        X = xp.reshape(xp.permute_dims(xp.reshape(B, (gm, gn, bm, bn)), (0, 2, 1, 3)),
+                       (gm * bm, gn * bn))
+    return X if (gm * bm, gn * bn) == (m, n) else X[:m, :n]

@@ -26,14 +26,19 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from xpmat import _array
+from xpmat.iteration import power_iter1
 from xpmat.optim._base import (
     check_choice,
     check_common,
+    check_lowrank,
+    check_rank_fits,
+    check_real,
     maybe_nonzero,
     resolve_hyper,
     run_init,
     run_update,
     scalar_hyper,
+    seeded_q,
     step_size,
 )
 from xpmat.optim._spec import MethodSpec
@@ -42,16 +47,15 @@ from xpmat.optim.transforms import (
     add_decayed_weights,
     as_matrix,
     chain,
-    dion_direction,
     finite,
-    orth_factor,
     scale_by_lr,
     scale_by_shape,
     skip_nonfinite,
 )
+from xpmat.orthogonalize import orthonormalize
 
-__all__ = ["DEFAULTS", "RENAMED", "DionState", "RowSharded", "State", "init", "row_sharded", "transform",
-           "update"]
+__all__ = ["DEFAULTS", "ORTHOGONALIZE", "RENAMED", "DionDirectionState", "DionState", "RowSharded", "State",
+           "dion_direction", "init", "row_sharded", "transform", "update"]
 
 RENAMED = {"mu": "momentum"}
 
@@ -119,6 +123,106 @@ class DionState(NamedTuple):
 
 
 State = DionState
+#: the ``orthogonalize`` choices: :func:`xpmat.orthonormalize`'s methods
+ORTHOGONALIZE = ("auto", "householder", "cholesky_qr2", "rcqr")
+
+
+class DionDirectionState(NamedTuple):
+    """``momentum_buffer`` M (m, n) (momentum and error feedback), the right factor ``Q``
+    (n, r), and for ``orthogonalize="rcqr"`` the fixed Gaussian ``sketch`` (k, m)."""
+
+    momentum_buffer: Any
+    Q: Any
+    sketch: Any = None
+
+
+def dion_direction(rank: int | float = 0.25, *, momentum: float = 0.95, rank_multiple_of: int = 1,
+                   orthogonalize: str = "auto", oversample: float = 1.25, seed: int = 0,
+                   state_dtype: Any = None,
+                   reduce: Callable[[list[Any]], list[Any]] | None = None) -> Transform:
+    """Dion's orthonormal low-rank direction with error feedback ([Pethick 2025][pethick-2025])::
+
+        B = M + G;  P, R, Q = PowerIter1(B; Q);  M ← B − (1 − μ) P Rᵀ;  output P Qᵀ
+
+    on matrices ``G`` (m, n), state :class:`DionDirectionState` (``Q`` drawn from
+    ``seed + i`` for the i-th matrix); PowerIter1 is :func:`xpmat.power_iter1`.  ``rank``: an
+    int, or a float fraction of ``min(m, n)`` (rounded up, then to a multiple of
+    ``rank_multiple_of``).  ``orthogonalize``: a method of :func:`xpmat.orthonormalize`
+    (``"rcqr"`` with a sketch of ``ceil(oversample·r)`` rows, drawn once from ``seed + 7919 + i``).
+
+    ``reduce(arrays) -> arrays`` (data parallel: the mean over ranks) is applied to ``B Q`` and
+    ``Bᵀ P`` — two calls per update for all the matrices together; matrices for which
+    ``(m + n) r ≥ m n`` have their gradient reduced whole (in the first call) instead.
+    """
+    check_real("momentum", momentum, 0.0, 1.0, high_open=True)
+    check_lowrank(rank, rank_multiple_of, orthogonalize, seed, ORTHOGONALIZE)
+    check_real("oversample", oversample, 1.0)
+
+    def init(params):
+        check_rank_fits(rank, [tuple(p.shape) for p in params])
+        out = []
+        for i, p in enumerate(params):
+            xp, dt, dev, (m, n), r, Q = seeded_q(p, i, rank, rank_multiple_of, seed, state_dtype)
+            sketch = None
+            if orthogonalize == "rcqr":
+                k = min(m, max(r, math.ceil(oversample * r)))
+                sketch = _array.random_normal((k, m), seed=seed + 7919 + i, xp=xp, dtype=dt,
+                                              dev=dev) / math.sqrt(k)
+            Q = Q / xp.linalg.vector_norm(Q, axis=0, keepdims=True)
+            out.append(DionDirectionState(xp.zeros((m, n), dtype=dt, device=dev), Q, sketch))
+        return out
+
+    def power(B, states, idx, red):  # PowerIter1 of the matrices idx: {i: (P, R, Q_new)}
+        res = power_iter1([B[i] for i in idx], [states[i].Q for i in idx], method=orthogonalize,
+                          sketch=[states[i].sketch for i in idx], reduce=red)
+        return dict(zip(idx, zip(*res, strict=True), strict=True))
+
+    def update(grads, states, params):
+        G = [_array.as_float(g, _array.array_namespace(g), s.momentum_buffer.dtype)
+             for g, s in zip(grads, states, strict=True)]
+        dense = [reduce is not None and (g.shape[0] + g.shape[1]) * s.Q.shape[-1] >= g.shape[0] * g.shape[1]
+                 for g, s in zip(G, states, strict=True)]
+        hook, means = _rounds(reduce, G, dense)
+        B = [None if d else s.momentum_buffer + g for g, s, d in zip(G, states, dense, strict=True)]
+        out = power(B, states, [i for i, d in enumerate(dense) if not d], hook)
+        whole = [i for i, d in enumerate(dense) if d]  # B = M + mean G, after the first round
+        for i in whole:
+            B[i] = states[i].momentum_buffer + means[i]
+        out.update(power(B, states, whole, None))
+        ups, new = [], []
+        for i, (b, s) in enumerate(zip(B, states, strict=True)):
+            xp, (P, R, Qn) = _array.array_namespace(b), out[i]
+            ups.append(P @ _array.mT(Qn, xp))
+            keep = scalar_hyper(1.0 - momentum, b, xp)
+            new.append(DionDirectionState(b - keep * (P @ _array.mT(R, xp)), Qn, s.sketch))
+        return ups, new
+
+    return Transform(init, update, DionDirectionState)
+
+
+def _rounds(reduce: Any, G: list[Any], dense: list[bool]) -> tuple[Any, dict[int, Any]]:
+    """The ``reduce`` hook :func:`xpmat.power_iter1` gets for the low-rank matrices, and the
+    reduced gradients of the dense ones, which ride in its first call (so a step makes two
+    calls in all: ``B Q`` with the dense gradients, in parameter order, then ``Bᵀ P``)."""
+    means: dict[int, Any] = {}
+    if reduce is None:
+        return None, means
+
+    def first(arrays):
+        it = iter(arrays)
+        out = list(reduce([g if d else next(it) for g, d in zip(G, dense, strict=True)]))
+        means.update((i, out[i]) for i, d in enumerate(dense) if d)
+        return [out[i] for i, d in enumerate(dense) if not d]
+
+    calls = iter([first, reduce])
+    if all(dense) and G:
+        next(calls)([])  # no low-rank matrix: power_iter1 makes no call, the gradients go alone
+    return (lambda arrays: next(calls)(arrays)), means
+
+
+def _orth_method(method: str, xp: Any) -> str:
+    """``"auto"`` is Householder while ``torch.compile`` traces (CholeskyQR2 reads the host)."""
+    return "householder" if method == "auto" and _array.is_compiling(xp) else method
 
 
 def transform(*, reduce: Callable[[list[Any]], list[Any]] | None = None,
@@ -128,7 +232,7 @@ def transform(*, reduce: Callable[[list[Any]], list[Any]] | None = None,
 
     ``reduce`` (mean over data-parallel ranks) and ``flags`` (non-finite flags agreed over the
     ranks) are the hooks of :class:`xpmat.distributed.DistributedDion`; see
-    :func:`~xpmat.optim.transforms.dion_direction` and
+    :func:`dion_direction` and
     :func:`~xpmat.optim.transforms.skip_nonfinite`.
     """
     h = resolve_hyper(DEFAULTS, hyper, "dion", RENAMED)
@@ -182,7 +286,8 @@ def row_sharded(**hyper: Any) -> RowSharded | None:
         oks = [finite(g, xp) for g in G]
         B = [s.momentum_buffer + xp.where(ok, g, xp.zeros_like(g))
              for g, s, ok in zip(G, states, oks, strict=True)]
-        P = [orth_factor(p, h["orthogonalize"], None, xp)[a:b, ...] for p, (a, b) in
+        P = [orthonormalize(p, method=_orth_method(h["orthogonalize"], xp), xp=xp)[a:b, ...]
+             for p, (a, b) in
              zip(gather_rows([b @ s.Q for b, s in zip(B, states, strict=True)]), rows, strict=True)]
         R = sum_all([_array.mT(b, xp) @ q for b, q in zip(B, P, strict=True)])
         ups, new = [], []

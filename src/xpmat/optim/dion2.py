@@ -45,8 +45,8 @@ from xpmat.optim._base import (
     zeros_step,
 )
 from xpmat.optim._spec import MethodSpec
-from xpmat.optim.transforms import Transform, finite, msign_chunks, msign_stack, ns_schedule_checked
-from xpmat.orthogonalize import NORMALIZATIONS
+from xpmat.optim.transforms import Transform, finite, ns_schedule_checked
+from xpmat.orthogonalize import NORMALIZATIONS, msign_many
 
 __all__ = ["DEFAULTS", "Dion2State", "State", "init", "select", "transform", "update"]
 
@@ -178,7 +178,7 @@ def transform(**hyper: Any) -> Transform:
         live = [i for i, p in enumerate(params) if math.prod(p.shape)]
         shapes = views(params)
         mats = [_array.array_namespace(params[i]).reshape(params[i], shapes[i]) for i in live]
-        for chunk in msign_chunks(mats, h["compute_dtype"]):
+        for chunk in muon.chunks(mats, h["compute_dtype"], flatten=False):
             idx = [live[j] for j in chunk]
             for i, u, s in zip(idx, *_chunk(h, [grads[i] for i in idx], [states[i] for i in idx],
                                              [params[i] for i in idx], shapes[idx[0]]), strict=True):
@@ -211,8 +211,9 @@ def _chunk(h: dict[str, Any], grads: list[Any], states: list[Dion2State], params
         places.append(pos)
     coeffs = ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
     a, tensor = muon.adjust_lr(h["adjust_lr_fn"], m, n), is_array_hyper(lr_t)
-    Os = msign_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
-                     scale=a if tensor else -lr_t * a, gram=h["use_gram_newton_schulz"])
+    Os = msign_many(Us, steps=len(coeffs), schedule=coeffs, normalize=h["ns_normalize"], eps=h["eps"],
+                    scale=a if tensor else -lr_t * a, gram="auto" if h["use_gram_newton_schulz"] else False,
+                    stack_bytes=None, xp=xp)
     if tensor:  # a tensor lr is not folded into Newton–Schulz (its GEMMs take host floats)
         Os = [scalar_hyper(-lr_t, O, xp) * O for O in Os]
     decay = lr_t * h["weight_decay"]

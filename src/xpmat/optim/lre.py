@@ -56,11 +56,13 @@ from typing import Any, NamedTuple
 
 from xpmat import _array
 from xpmat.optim._base import (
+    block_layout,
     check_betas,
     check_choice,
     check_common,
     check_int,
     check_real,
+    from_blocks,
     host_steps,
     refuse_tensor_hyper,
     resolve_hyper,
@@ -68,6 +70,7 @@ from xpmat.optim._base import (
     run_update,
     state_dtype_for,
     step_size,
+    to_blocks,
     zeros_step,
 )
 from xpmat.optim._lre_basis import EIGEN_BASES, PER_SAMPLE_CURVATURES, PSD_CURVATURES, fold, kept
@@ -100,7 +103,6 @@ __all__ = [
     "PER_SAMPLE_CURVATURES",
     "LREState",
     "State",
-    "block_layout",
     "eigenbasis_direction",
     "init",
     "inner_chain",
@@ -320,12 +322,6 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- layout, init
-def block_layout(n: int, max_dim: int) -> tuple[int, int]:
-    """``(nb, bs)``: ``n`` entries cut into ``nb = ceil(n / max_dim)`` blocks of ``bs = ceil(n / nb)``."""
-    nb = max(1, -(-n // max_dim))
-    return nb, max(1, -(-n // nb))
-
-
 def _rank(h: dict[str, Any], bs: int) -> int:
     if h["basis"] == "full":
         return bs
@@ -356,15 +352,6 @@ def _init_one(p: Any, i: int, h: dict[str, Any]) -> BasisState:
                       **init_fields(inner_chain(h), nb, r, xp, dt, dev))
 
 
-def _blocks(x: Any, nb: int, bs: int, xp: Any, dt: Any) -> Any:
-    """A parameter-shaped array -> (nb, bs), zero-padded at the end."""
-    v = xp.reshape(_array.as_float(x, xp, dt), (-1,))
-    pad = nb * bs - v.shape[0]
-    if pad:
-        v = xp.concat([v, xp.zeros((pad,), dtype=dt, device=_array.device(v))])
-    return xp.reshape(v, (nb, bs))
-
-
 def _column_blocks(C: Any, i: int, n: int, nb: int, bs: int, xp: Any, dt: Any) -> Any:
     """Correction vectors ``C`` (n, k) -> (nb, bs, k), zero-padded rows; a non-finite block
     becomes zero (the step is skipped, see :func:`transform`)."""
@@ -377,12 +364,6 @@ def _column_blocks(C: Any, i: int, n: int, nb: int, bs: int, xp: Any, dt: Any) -
     if pad:
         C = xp.concat([C, xp.zeros((pad, C.shape[1]), dtype=dt, device=_array.device(C))], axis=0)
     return xp.reshape(C, (nb, bs, C.shape[1]))
-
-
-def _unblock(u: Any, shape: tuple[int, ...], xp: Any) -> Any:
-    n = math.prod(shape)
-    v = xp.reshape(u, (-1,))
-    return xp.reshape(v[:n] if v.shape[0] != n else v, shape)
 
 
 # ----------------------------------------------------------------------------- per step
@@ -437,7 +418,7 @@ def _bfgs_complement(G: Any, Q: Any, sigma: Any, eps: float, xp: Any) -> Any:
 def _probe_blocks(probe: tuple[Any, Any], nb: int, bs: int, xp: Any, dt: Any) -> tuple[Any, Any]:
     """``z`` and ``H z`` as (nb, bs) blocks; a non-finite ``H z`` (a diverging model) makes
     both zero, so that no curvature pair is taken this step."""
-    Z, HZ = (_blocks(v, nb, bs, xp, dt) for v in probe)
+    Z, HZ = (to_blocks(v, nb, bs, xp, dt) for v in probe)
     ok = finite(HZ, xp)
     return xp.where(ok, Z, xp.zeros_like(Z)), xp.where(ok, HZ, xp.zeros_like(HZ))
 
@@ -477,7 +458,7 @@ def _step_one(i: int, g: Any, s: BasisState, p: Any, probe: tuple[Any, Any], C: 
     nb, bs = s.Q.shape[0], s.Q.shape[1]
     n = math.prod(tuple(p.shape))
     dt = s.Q.dtype
-    G = _blocks(g, nb, bs, xp, dt)
+    G = to_blocks(g, nb, bs, xp, dt)
     Z, HZ = (None, None) if probe[0] is None else _probe_blocks(probe, nb, bs, xp, dt)
     Cb = None if C is None else _column_blocks(C, i, n, nb, bs, xp, dt)
     b = fold(G, s, Z, HZ, Cb, due, i, h, xp)
@@ -493,7 +474,7 @@ def _step_one(i: int, g: Any, s: BasisState, p: Any, probe: tuple[Any, Any], C: 
     U = (Q @ x[..., None])[..., 0]
     if b["sigma"] is not None and len(names) == 1 and names[0] in ("precondition", "inverse"):
         U = U + _bfgs_complement(G, Q, b["sigma"], h["eps"], xp)
-    return _unblock(U, tuple(p.shape), xp), s._replace(step=s.step + 1, **b, **inner)
+    return from_blocks(U, tuple(p.shape), xp), s._replace(step=s.step + 1, **b, **inner)
 
 
 def _step_corrections(source: Any, params: list[Any], h: dict[str, Any]) -> list[Any]:

@@ -32,7 +32,7 @@ compute-dtype result as is.  ``a(m, n)`` (``adjust_lr_fn``): ``"original"`` √m
 ([Liu et al. 2025][liu-2025]), ``"none"`` 1 — the choices of ``torch.optim.Muon``.
 All the matrices of one call that share a shape (and dtype) go through ONE batched
 Newton–Schulz call (on a CPU in stacks of at most 8 MiB,
-:data:`~xpmat.optim.transforms.MSIGN_CPU_STACK_BYTES`).
+:data:`~xpmat.orthogonalize.MSIGN_CPU_STACK_BYTES`, :func:`xpmat.msign_many`).
 """
 
 from __future__ import annotations
@@ -41,8 +41,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from xpmat import _array
-from xpmat.optim import transforms
+from xpmat import _array, orthogonalize
 from xpmat.optim._base import (
     check_bool,
     check_choice,
@@ -71,16 +70,13 @@ from xpmat.optim.transforms import (
     ema_momentum,
     finite,
     momentum,
-    msign_chunks,
-    msign_sized_chunks,
-    msign_split_stack,
     ns_schedule_checked,
     scale_by_lr,
     scale_by_shape,
     skip_nonfinite,
     steepest_direction,
 )
-from xpmat.orthogonalize import NORMALIZATIONS
+from xpmat.orthogonalize import NORMALIZATIONS, msign_groups, msign_many
 
 __all__ = ["DEFAULTS", "MuonState", "ShardedParts", "State", "adjust_lr", "calls", "check", "chunks",
            "composed", "init", "orthogonalized", "sharded_parts", "transform", "update"]
@@ -244,9 +240,10 @@ def composed(**hyper: Any) -> Transform:
 def chunks(params: list[Any], compute_dtype: Any = None, flatten: bool = True,
            num_heads: int | None = None) -> list[list[int]]:
     """Index lists of ``params`` orthogonalized in one Newton–Schulz call (same shape; on a CPU
-    at most 8 MiB per stack in ``compute_dtype``): :func:`~xpmat.optim.transforms.msign_chunks`
+    at most 8 MiB per stack in ``compute_dtype``): :func:`~xpmat.orthogonalize.msign_groups`
     on the matrix views (``flatten``, ``num_heads`` as the hyper-parameters)."""
-    return msign_chunks(_views(params, flatten, num_heads), compute_dtype)
+    return [c for c, _ in msign_groups(_views(params, flatten, num_heads), compute_dtype,
+                                       orthogonalize.MSIGN_CPU_STACK_BYTES)]
 
 
 def calls(params: list[Any], compute_dtype: Any = None, flatten: bool = True,
@@ -258,14 +255,15 @@ def calls(params: list[Any], compute_dtype: Any = None, flatten: bool = True,
     """
     out: list[list[int]] = []
     room = 0
-    for c, size in msign_sized_chunks(_views(params, flatten, num_heads), compute_dtype):
+    budget = orthogonalize.MSIGN_CPU_STACK_BYTES
+    for c, size in msign_groups(_views(params, flatten, num_heads), compute_dtype, budget):
         need = 0 if size is None else size * len(c)
         if out and need <= room:
             out[-1].extend(c)
             room -= need
         else:
             out.append(list(c))
-            room = transforms.MSIGN_CPU_STACK_BYTES - need
+            room = budget - need
     return out
 
 
@@ -352,10 +350,11 @@ def orthogonalized(h: dict[str, Any], Us: list[Any], xp: Any) -> list[Any]:
     check_split_sizes(split, tuple(Us[0].shape), f"parameter (matrix view {tuple(Us[0].shape)})")
     lr, fn = _lr(h), h["adjust_lr_fn"]
     tensor = is_array_hyper(lr)  # a tensor lr: not folded into Newton–Schulz (its GEMMs take host floats)
-    Os = msign_split_stack(Us, xp, coeffs, normalize=h["ns_normalize"], eps=h["eps"],
-                           scale=(lambda m, n: adjust_lr(fn, m, n)) if tensor
-                           else (lambda m, n: -lr * adjust_lr(fn, m, n)),
-                           gram=h["use_gram_newton_schulz"], split_sizes=split)
+    Os = msign_many(Us, steps=len(coeffs), schedule=coeffs, normalize=h["ns_normalize"], eps=h["eps"],
+                    scale=(lambda m, n: adjust_lr(fn, m, n)) if tensor
+                    else (lambda m, n: -lr * adjust_lr(fn, m, n)),
+                    gram="auto" if h["use_gram_newton_schulz"] else False, split_sizes=split,
+                    stack_bytes=None, xp=xp)  # one chunk: chunks() cut it
     if tensor:
         neg = scalar_hyper(-lr, Us[0], xp)
         Os = [neg * O for O in Os]
@@ -414,7 +413,7 @@ def sharded_parts(*, reuse_state: bool = False, **hyper: Any) -> ShardedParts | 
 
     def whole(Us):
         xp, out = _array.array_namespace(*Us), [None] * len(Us)
-        for chunk in msign_chunks(Us, h["compute_dtype"]):
+        for chunk in chunks(Us, h["compute_dtype"], flatten=False):
             for i, O in zip(chunk, orthogonalized(h, [Us[i] for i in chunk], xp), strict=True):
                 out[i] = O
         return out

@@ -23,17 +23,26 @@ belongs to :mod:`xpmat.distributed`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from xpmat import _array
+from xpmat.iteration import power_iter1, randomized_svd
 from xpmat.optim._base import (
     check_betas,
     check_choice,
     check_common,
+    check_int,
+    check_lowrank,
+    check_rank_fits,
     check_real,
+    host_steps,
     resolve_hyper,
     run_init,
     run_update,
+    seeded_q,
     step_size,
+    zeros_step,
 )
 from xpmat.optim._spec import MethodSpec
 from xpmat.optim.transforms import (
@@ -42,13 +51,13 @@ from xpmat.optim.transforms import (
     as_matrix,
     chain,
     momentum,
-    powersgd_compress,
     scale_by_adam,
     scale_by_lr,
     skip_nonfinite,
 )
 
-__all__ = ["DEFAULTS", "PowerSGDState", "State", "init", "transform", "unused_keys", "update"]
+__all__ = ["DEFAULTS", "ORTHOGONALIZE", "PowerSGDCompressState", "PowerSGDState", "State", "init",
+           "powersgd_compress", "transform", "unused_keys", "update"]
 
 SPEC = MethodSpec(
     name="powersgd",
@@ -141,6 +150,93 @@ def unused_keys(base: str) -> tuple[str, ...]:
     for SGD): the torch classes leave them out of their ``defaults``, so learning-rate
     schedulers that cycle momentum find the right key."""
     return ("betas", "eps") if base == "sgd" else ("momentum",)
+
+
+#: the ``orthogonalize`` choices: :func:`xpmat.orthonormalize`'s methods (``"rcqr"`` is Dion's)
+ORTHOGONALIZE = ("auto", "householder", "cholesky_qr2")
+
+
+class PowerSGDCompressState(NamedTuple):
+    """``step``, the error feedback ``error`` e (m, n) and the warm-started ``Q`` (n, r)."""
+
+    step: Any
+    error: Any
+    Q: Any
+
+
+def powersgd_compress(rank: int | float = 4, *, rank_multiple_of: int = 1,
+                      restart_every: int | None = None, svd: str = "full",
+                      orthogonalize: str = "auto", seed: int = 0,
+                      state_dtype: Any = None) -> Transform:
+    """PowerSGD's rank-r compression with error feedback
+    ([Xie, Chen, Yuan 2025][xie-chen-yuan-2025] eq. 7a–7b, 9, Alg. 2)::
+
+        Δ = G + e;  P, R, Q = PowerIter1(Δ; Q);  Δ̂ = P Rᵀ;  e ← Δ − Δ̂;  output Δ̂
+
+    PowerIter1 is :func:`xpmat.power_iter1`.  PowerSGD+ (``restart_every=τ``): at steps ``t``
+    (counted from 0) with ``t mod τ = 0``, ``P = U[:, :r]`` of ``SVD(Δ)`` (``svd="full"``, or
+    ``"randomized"``: :func:`xpmat.randomized_svd` seeded ``seed + t``).  The branch reads the
+    step counters on the host (one transfer for all matrices); under ``torch.compile`` it is a
+    ``torch.cond`` (``svd="full"``) instead.  State :class:`PowerSGDCompressState`.
+    """
+    if orthogonalize == "rcqr":
+        raise ValueError("orthogonalize='rcqr' is Dion's; PowerSGD takes 'auto', 'householder' "
+                         "or 'cholesky_qr2'")
+    check_lowrank(rank, rank_multiple_of, orthogonalize, seed, ORTHOGONALIZE)
+    check_int("restart_every", restart_every, 1, none=True)
+    check_choice("svd", svd, ("full", "randomized"))
+
+    def init(params):
+        check_rank_fits(rank, [tuple(p.shape) for p in params])
+        out = []
+        for i, p in enumerate(params):
+            xp, dt, dev, (m, n), _, Q = seeded_q(p, i, rank, rank_multiple_of, seed, state_dtype)
+            out.append(PowerSGDCompressState(zeros_step(xp, dev), xp.zeros((m, n), dtype=dt, device=dev), Q))
+        return out
+
+    def restart(D, Q, t):
+        xp = _array.array_namespace(D)
+        if svd == "full":
+            P = _array.svd(D, xp)[0][:, :Q.shape[-1]]
+        else:
+            P = randomized_svd(D, Q.shape[-1], seed=seed + t, xp=xp)[0]
+        R = _array.mT(D, xp) @ P
+        return P, R, _array.normalize_columns(R, xp)
+
+    def power(D, Q):
+        return power_iter1(D, Q, method=orthogonalize)
+
+    def update(grads, states, params):
+        Ds = [s.error + _array.as_float(g, _array.array_namespace(g), s.error.dtype)
+              for g, s in zip(grads, states, strict=True)]
+        steps = _restart_steps(restart_every, svd, states, Ds)
+        ups, new = [], []
+        for D, s, t in zip(Ds, states, steps, strict=True):
+            xp = _array.array_namespace(D)
+            if restart_every is None or (t is not None and t % restart_every):
+                P, R, Qn = power(D, s.Q)
+            elif t is not None:
+                P, R, Qn = restart(D, s.Q, t)
+            else:  # traced by torch.compile: both branches in the graph, one runs
+                P, R, Qn = _array.cond(s.step % restart_every == 0, lambda D, Q: restart(D, Q, 0),
+                                       power, (D, s.Q), xp=xp)
+            Dh = P @ _array.mT(R, xp)
+            ups.append(Dh)
+            new.append(PowerSGDCompressState(s.step + 1, D - Dh, Qn))
+        return ups, new
+
+    return Transform(init, update, PowerSGDCompressState)
+
+
+def _restart_steps(tau: Any, svd: str, states: Sequence[Any], arrays: Sequence[Any]) -> list[Any]:
+    """Host step counters for the restart decision (one transfer), or ``None`` each while
+    ``torch.compile`` traces (the decision then stays on the device)."""
+    if tau is None or not states:
+        return [None] * len(states)
+    xp = _array.array_namespace(arrays[0])
+    if _array.is_compiling(xp) and svd == "full":
+        return [None] * len(states)
+    return host_steps([s.step for s in states], xp)
 
 
 def transform(**hyper: Any) -> Transform:

@@ -37,11 +37,13 @@ from xpmat.iteration import orthogonal_iteration
 from xpmat.kron import ShampooFactors, shampoo_factors
 from xpmat.matfun import inv_root, inv_root_from_eig
 from xpmat.optim._base import (
+    block_grid,
     check_betas,
     check_choice,
     check_common,
     check_int,
     check_real,
+    from_block_grid,
     host_steps,
     refuse_tensor_hyper,
     resolve_hyper,
@@ -49,6 +51,7 @@ from xpmat.optim._base import (
     run_update,
     state_dtype_for,
     step_size,
+    to_block_grid,
     zeros_step,
 )
 from xpmat.optim._spec import MethodSpec
@@ -64,7 +67,7 @@ from xpmat.optim.transforms import (
     skip_nonfinite,
 )
 
-__all__ = ["DEFAULTS", "RENAMED", "ROOT_METHODS", "ShampooState", "State", "block_layout", "init",
+__all__ = ["DEFAULTS", "RENAMED", "ROOT_METHODS", "ShampooState", "State", "init",
            "kron_precondition", "transform", "update"]
 
 RENAMED = {"beta1": "betas=(beta1, beta2)", "beta2": "betas=(beta1, beta2)"}
@@ -198,16 +201,6 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     return h
 
 
-def block_layout(m: int, n: int, max_dim: int) -> tuple[int, int, int, int]:
-    """``(bm, bn, gm, gn)``: blocks of ``bm × bn`` (``bm = min(m, max_dim)``), a ``gm × gn`` grid.
-
-    Block ``(i, j)`` holds rows ``i·bm … min((i+1)·bm, m) − 1`` and columns
-    ``j·bn … min((j+1)·bn, n) − 1``; blocks are numbered row-major (``i·gn + j``).
-    """
-    bm, bn = min(m, max_dim), min(n, max_dim)
-    return bm, bn, -(-m // bm), -(-n // bn)
-
-
 def _start(h: dict[str, Any]) -> int:
     s = h["start_preconditioning_step"]
     return h["precondition_every"] if s is None else s
@@ -222,7 +215,7 @@ def _init_one(p: Any, h: dict[str, Any]) -> KronState:
     xp, dev = _array.array_namespace(p), _array.device(p)
     dt = state_dtype_for(p, xp, h["state_dtype"])
     m, n = p.shape
-    bm, bn, gm, gn = block_layout(m, n, h["max_preconditioner_dim"])
+    bm, bn, gm, gn = block_grid(m, n, h["max_preconditioner_dim"])
     k = gm * gn
     basis = h["root_method"] == "orthogonal_iteration"
     z = xp.zeros((m, n), dtype=dt, device=dev)
@@ -247,35 +240,9 @@ def _moments(G: Any, s: KronState, h: dict[str, Any], xp: Any) -> tuple[Any, Any
     else:
         Mbar, M = ema_update(s.exp_avg, G, b1, step, xp) if b1 else (G, None)
     w_prev = xp.astype(s.step if b2 is None else 1.0 - b2 ** s.step, G.dtype)
-    lay = block_layout(*G.shape, h["max_preconditioner_dim"])
-    f = shampoo_factors(_to_blocks(G, lay, xp), ShampooFactors(s.L, s.R, w_prev), beta=b2, xp=xp)
+    lay = block_grid(*G.shape, h["max_preconditioner_dim"])
+    f = shampoo_factors(to_block_grid(G, lay, xp), ShampooFactors(s.L, s.R, w_prev), beta=b2, xp=xp)
     return Mbar, O, s._replace(step=step, L=f.L, R=f.R, exp_avg=M, exp_avg_sq=V)
-
-
-def _to_blocks(X: Any, lay: tuple[int, int, int, int], xp: Any) -> Any:
-    """``(m, n)`` -> ``(gm·gn, bm, bn)``, zero-padded at the bottom / right."""
-    bm, bn, gm, gn = lay
-    m, n = X.shape
-    if gm * bm != m:
-        X = xp.concat([X, xp.zeros((gm * bm - m, n), dtype=X.dtype, device=_array.device(X))], axis=0)
-    if gn * bn != n:
-        X = xp.concat([X, xp.zeros((X.shape[0], gn * bn - n), dtype=X.dtype,
-                                   device=_array.device(X))], axis=1)
-    if gm == gn == 1:
-        return X[None, ...]
-    X = xp.reshape(X, (gm, bm, gn, bn))
-    return xp.reshape(xp.permute_dims(X, (0, 2, 1, 3)), (gm * gn, bm, bn))
-
-
-def _from_blocks(B: Any, lay: tuple[int, int, int, int], m: int, n: int, xp: Any) -> Any:
-    """Inverse of :func:`_to_blocks`: ``(gm·gn, bm, bn)`` -> ``(m, n)`` (padding dropped)."""
-    bm, bn, gm, gn = lay
-    if gm == gn == 1:
-        X = B[0, ...]
-    else:
-        X = xp.reshape(xp.permute_dims(xp.reshape(B, (gm, gn, bm, bn)), (0, 2, 1, 3)),
-                       (gm * bm, gn * bn))
-    return X if (gm * bm, gn * bn) == (m, n) else X[:m, :n]
 
 
 def _real_mask(k: int, b: int, g_other: int, size: int, by_row: bool, xp: Any, dt: Any, dev: Any):
@@ -409,13 +376,13 @@ def _direction(w: dict[str, Any], t: int | None, h: dict[str, Any]) -> Any:
     before = w["O"] if w["O"] is not None else w["Mbar"]
     if t is not None and t < _start(h):
         return before
-    D = s.L_root @ _to_blocks(w["Mbar"], lay, xp) @ s.R_root
+    D = s.L_root @ to_block_grid(w["Mbar"], lay, xp) @ s.R_root
     if w["O"] is not None:  # grafting: each block takes the AdamW block's norm
-        Ob = _to_blocks(w["O"], lay, xp)
+        Ob = to_block_grid(w["O"], lay, xp)
         nd = xp.linalg.vector_norm(D, axis=(-2, -1), keepdims=True)
         no = xp.linalg.vector_norm(Ob, axis=(-2, -1), keepdims=True)
         D = D * xp.where(nd > 0, no / xp.where(nd > 0, nd, xp.ones_like(nd)), xp.zeros_like(nd))
-    D = _from_blocks(D, lay, w["m"], w["n"], xp)
+    D = from_block_grid(D, lay, w["m"], w["n"], xp)
     return D if t is not None else xp.where(_due(s.step, h)[1], D, before)
 
 
@@ -429,7 +396,7 @@ def kron_precondition(h: dict[str, Any]) -> Transform:
         for i, (g, s) in enumerate(zip(grads, states, strict=True)):
             xp = _array.array_namespace(g)
             m, n = g.shape
-            lay = block_layout(m, n, h["max_preconditioner_dim"])
+            lay = block_grid(m, n, h["max_preconditioner_dim"])
             if tuple(s.L.shape) != (lay[2] * lay[3], lay[0], lay[0]):
                 raise ValueError(f"state[{i}].L has shape {tuple(s.L.shape)}; a {m}×{n} matrix with "
                                  f"max_preconditioner_dim={h['max_preconditioner_dim']} needs "

@@ -24,13 +24,16 @@ and the final updates are *added* to the parameters (:func:`xpmat.optim.apply_up
   :func:`adam_direction` for methods that need its arithmetic inside a larger block;
 - directions: :func:`steepest_direction` (steepest descent under the Frobenius, ℓ∞ or
   spectral norm, trust-region or majorization-minimization scaling), :func:`msign_direction`
-  (Muon), :func:`dion_direction` and :func:`powersgd_compress` (low rank, error feedback);
+  (Muon; Newton–Schulz batched by shape is :func:`xpmat.msign_many`);
 - decay and step size: :func:`add_decayed_weights`, :func:`scale_by_shape`, :func:`scale_by_lr`;
 - composition: :func:`chain`, :func:`route` (a per-parameter partition), :func:`per_parameter`
   (a new block from one-parameter functions).
 
-Preconditioners with a state of their own live with their method (Shampoo's Kronecker
-factors, LRE's eigenbasis, Adafactor's and AdamNMF's factored second moments).
+Blocks with a state of their own that one method uses live with that method (Dion's low-rank
+direction ``dion.dion_direction``, PowerSGD's compression ``powersgd.powersgd_compress``,
+Shampoo's Kronecker factors, LRE's eigenbasis, Adafactor's and AdamNMF's factored second
+moments); the matrix primitives they run on live below the optimizer floor
+(:func:`xpmat.msign_many`, :func:`xpmat.power_iter1`, :func:`xpmat.orthonormalize`).
 
 Hyper-parameters: numbers, or — for the coefficients a scheduler moves (``lr``, ``momentum``,
 ``beta``/``betas``, ``weight_decay``) — 0-d arrays of the parameters' library (tensor
@@ -55,61 +58,42 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from xpmat import _array
-from xpmat.iteration import power_iter1
 from xpmat.optim._base import (
     check_betas,
     check_bool,
     check_choice,
     check_int,
-    check_rank_fits,
     check_real,
-    group_by_shape,
-    host_steps,
-    matrix_shape,
     matrix_view_shape,
     maybe_nonzero,
-    resolve_rank,
     scalar_hyper,
     state_dtype_for,
     zeros_step,
 )
-from xpmat.orthogonalize import newton_schulz, ns_flops, ns_schedule, orthonormalize
+from xpmat.orthogonalize import NORMALIZATIONS, msign_many, ns_schedule
 
 __all__ = [
-    "MSIGN_CPU_STACK_BYTES",
     "STEEPEST_NORMS",
     "STEEPEST_SCALINGS",
     "AdamState",
-    "DionDirectionState",
     "EmaState",
     "EmptyState",
     "MomentumState",
     "NonFiniteState",
-    "PowerSGDCompressState",
     "Transform",
     "adam_direction",
     "add_decayed_weights",
     "as_matrix",
     "chain",
     "check_split_sizes",
-    "dion_direction",
     "ema",
     "ema_momentum",
     "ema_update",
     "finite",
-    "gram_saves",
     "momentum",
-    "msign_chunks",
     "msign_direction",
-    "msign_sized_chunks",
-    "msign_split_stack",
-    "msign_stack",
     "ns_schedule_checked",
-    "orth_factor",
     "per_parameter",
-    "power_step",
-    "powersgd_compress",
-    "rcqr",
     "route",
     "scale_by_adam",
     "scale_by_lr",
@@ -606,76 +590,6 @@ def check_split_sizes(split_sizes: Any, shape: Sequence[int] | None = None, name
 
 
 # ----------------------------------------------------------------------------- msign (Muon)
-# On a CPU a stack of same-shaped matrices goes through one Newton–Schulz call only while it
-# stays this small (bytes in the compute dtype).  Measured (bf16, 2 cores, docs/optim.md Speed):
-# batching wins on small matrices (12 × 64×256: 9.2 vs 32 ms unbatched; 12 × 256×1024, 6 MiB:
-# 169 vs 188 ms) and loses on big ones (12 × 768×3072 in stacks of 3, 14 MiB: 5.35 vs 4.57 s),
-# because glibc hands large blocks back to the system and every step page-faults them in again
-# (with MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ raised the two were equal, 4.41 vs 4.57 s).
-# Accelerators take the whole stack: there one launch per shape is the point.
-MSIGN_CPU_STACK_BYTES = 8 << 20
-
-
-def msign_sized_chunks(mats: Sequence[Any], compute_dtype: Any = None) -> list[tuple[list[int], int | None]]:
-    """:func:`msign_chunks` with the bytes of one of each chunk's matrices (None off-CPU)."""
-    out = []
-    for idx in group_by_shape(mats).values():
-        a = mats[idx[0]]
-        size, per = None, len(idx)
-        if _array.is_cpu(a):
-            m, n = matrix_shape(tuple(a.shape), f"params[{idx[0]}]")
-            size = max(1, m * n * _array.itemsize(a, compute_dtype))
-            per = max(1, min(per, MSIGN_CPU_STACK_BYTES // size))
-        out.extend((idx[c:c + per], size) for c in range(0, len(idx), per))
-    return out
-
-
-def msign_chunks(mats: Sequence[Any], compute_dtype: Any = None) -> list[list[int]]:
-    """Index lists of ``mats`` that :func:`msign_direction` orthogonalizes in one Newton–Schulz
-    call: same shape (and dtype), first-seen order; on a CPU split so a stack stays within
-    :data:`MSIGN_CPU_STACK_BYTES` in ``compute_dtype`` (default the arrays' dtype)."""
-    return [c for c, _ in msign_sized_chunks(mats, compute_dtype)]
-
-
-def gram_saves(m: int, n: int, steps: int) -> bool:
-    """Whether Gram Newton–Schulz (default restarts) takes fewer matrix-product FLOPs than the
-    plain loop on an ``m × n`` matrix (:func:`xpmat.orthogonalize.ns_flops`): with 5 steps, when
-    ``max(m, n) > 1.5 min(m, n)``; never for a square one."""
-    return ns_flops(m, n, steps, gram=True) < ns_flops(m, n, steps)
-
-
-def msign_stack(Us: Sequence[Any], xp: Any, coeffs: Any, *, normalize: str, eps: float,
-                scale: float, gram: bool = False) -> list[Any]:
-    """``scale · msign`` of same-shaped matrices ``Us`` (..., m, n) in ONE batched Newton–Schulz
-    call; ``gram``: Gram Newton–Schulz where it saves products (:func:`gram_saves`)."""
-    U = Us[0][None, ...] if len(Us) == 1 else xp.stack(list(Us), axis=0)
-    m, n = U.shape[-2:]
-    O = newton_schulz(U, coeffs, normalize=normalize, eps=eps, scale=scale, xp=xp,
-                      gram=gram and gram_saves(m, n, len(coeffs)))
-    return [O[j, ...] for j in range(len(Us))]
-
-
-def msign_split_stack(Us: Sequence[Any], xp: Any, coeffs: Any, *, normalize: str, eps: float,
-                      scale: Callable[[int, int], float], gram: bool = False,
-                      split_sizes: Sequence[int] | None = None) -> list[Any]:
-    """:func:`msign_stack` of same-shaped matrices ``Us`` with ``scale(m, n)``; ``split_sizes``
-    (2-D ``Us``): each row block its own msign and ``scale(s_i, n)`` (the blocks of one size,
-    over all of ``Us``, in one batched call), put back in place."""
-    m, n = Us[0].shape[-2:]
-    if split_sizes is None:
-        return msign_stack(Us, xp, coeffs, normalize=normalize, eps=eps, scale=scale(m, n), gram=gram)
-    starts = [sum(split_sizes[:j]) for j in range(len(split_sizes))]
-    blocks = [[U[o:o + k, ...] for o, k in zip(starts, split_sizes, strict=True)] for U in Us]
-    done: list[list[Any]] = [[None] * len(split_sizes) for _ in Us]
-    for k in dict.fromkeys(split_sizes):  # each distinct block size once, first-seen order
-        where = [(i, j) for i in range(len(Us)) for j, kj in enumerate(split_sizes) if kj == k]
-        outs = msign_stack([blocks[i][j] for i, j in where], xp, coeffs, normalize=normalize, eps=eps,
-                           scale=scale(k, n), gram=gram)
-        for (i, j), O in zip(where, outs, strict=True):
-            done[i][j] = O
-    return [xp.concat(parts, axis=-2) for parts in done]
-
-
 def msign_direction(*, ns_steps: int = 5, ns_schedule: Any = "polar_express", ns_normalize: str = "fro",
                     compute_dtype: Any = None, eps: float = 1e-7,
                     scale: Callable[[int, int], float] | None = None,
@@ -684,17 +598,15 @@ def msign_direction(*, ns_steps: int = 5, ns_schedule: Any = "polar_express", ns
     """``a(m, n) · msign(U)`` for matrices ``U`` (..., m, n): the spectral-norm steepest descent
     direction ([Stratos 2026][stratos-2026] §7 eq. 69; Newton–Schulz, Q.3.1).
 
-    Same-shaped matrices go through one batched call (:func:`msign_chunks`), in
+    Same-shaped matrices go through one batched call (:func:`xpmat.msign_many`), in
     ``compute_dtype`` (e.g. ``"bfloat16"``); the result comes back in the input's dtype.
     ``scale(m, n)`` (a host float, default 1) is folded into the last Newton–Schulz step.
     Leading axes of ``U`` are a batch (each matrix its own msign).  ``use_gram_newton_schulz``:
-    Gram Newton–Schulz on the shapes where it takes fewer products (:func:`gram_saves`;
-    ``xpmat.msign(..., gram=True)``).  ``split_sizes``: a 2-D ``U`` is row blocks of these sizes
-    (a fused QKV weight), each its own msign and ``scale(s_i, n)``
-    (:func:`msign_split_stack`).  Stateless.  Zero ``U`` gives zero (msign of 0 is 0).
+    Gram Newton–Schulz on the shapes where it takes fewer products
+    (:func:`xpmat.orthogonalize.gram_saves`).  ``split_sizes``: a 2-D ``U`` is row blocks of these
+    sizes (a fused QKV weight), each its own msign and ``scale(s_i, n)``.  Stateless.  Zero ``U``
+    gives zero (msign of 0 is 0).
     """
-    from xpmat.orthogonalize import NORMALIZATIONS
-
     coeffs = ns_schedule_checked(ns_schedule, ns_steps)
     check_choice("ns_normalize", ns_normalize, NORMALIZATIONS)
     check_real("eps", eps)
@@ -704,17 +616,12 @@ def msign_direction(*, ns_steps: int = 5, ns_schedule: Any = "polar_express", ns
     empty = EmptyState()
 
     def update(grads, states, params):
-        out: list[Any] = [None] * len(grads)
-        for chunk in msign_chunks(grads, compute_dtype):
-            xp = _ns(*[grads[i] for i in chunk])
-            Us = [_array.cast(grads[i], compute_dtype, xp) for i in chunk]
-            if split is not None:
-                check_split_sizes(split, tuple(Us[0].shape), f"matrix of shape {tuple(Us[0].shape)}")
-            for i, O in zip(chunk, msign_split_stack(Us, xp, coeffs, normalize=ns_normalize, eps=eps,
-                                                     scale=scale or (lambda m, n: 1.0),
-                                                     gram=use_gram_newton_schulz, split_sizes=split),
-                            strict=True):
-                out[i] = _array.cast(O, grads[i].dtype, xp)
+        if split is not None:
+            for g in grads:
+                check_split_sizes(split, tuple(g.shape), f"matrix of shape {tuple(g.shape)}")
+        out = msign_many(grads, steps=len(coeffs), schedule=coeffs, normalize=ns_normalize,
+                         compute_dtype=compute_dtype, eps=eps, scale=scale or 1.0, split_sizes=split,
+                         gram="auto" if use_gram_newton_schulz else False)
         return out, [empty] * len(grads)
 
     return Transform(lambda params: [empty] * len(params), update, EmptyState)
@@ -798,226 +705,3 @@ def _elementwise_steepest(g: Any, norm: str, scaling: str) -> Any:
         return g
     nrm = xp.linalg.vector_norm(g)
     return g / xp.where(nrm > 0, nrm, xp.ones_like(nrm))
-
-
-# ----------------------------------------------------------------------------- low rank
-_ORTH = ("auto", "householder", "cholesky_qr2", "rcqr")
-
-
-def rcqr(Y: Any, S: Any, xp: Any) -> Any:
-    """Randomized Cholesky QR of ``Y`` ``(m, r)`` with sketch ``S`` ``(k, m)``, k ≥ r.
-
-    ``R₁`` from a Householder QR of the small ``S Y``, ``Y₁ = Y R₁⁻¹`` (well conditioned with
-    high probability), then one CholeskyQR step ``Y₁ = P R₂`` for orthonormality to precision.
-    Zero columns are handled by a small diagonal shift.
-    """
-    _, R1 = xp.linalg.qr(S @ Y)
-    d = xp.linalg.diagonal(R1)
-    tiny = xp.finfo(Y.dtype).eps * (xp.max(xp.abs(d)) + xp.finfo(Y.dtype).smallest_normal)
-    eye = xp.eye(R1.shape[-1], dtype=Y.dtype, device=_array.device(Y))
-    R1 = R1 + eye * xp.where(xp.abs(d) < tiny, tiny, xp.zeros_like(d))
-    Y1 = _array.solve_triangular(R1, Y, upper=True, left=False, xp=xp)
-    L = xp.linalg.cholesky(_array.mT(Y1, xp) @ Y1 + eye * tiny)
-    return _array.solve_triangular(_array.mT(L, xp), Y1, upper=True, left=False, xp=xp)
-
-
-def orth_factor(Y: Any, method: str, sketch: Any, xp: Any) -> Any:
-    """``orth(Y)`` of a low-rank factor (Dion, PowerSGD): rcqr with ``sketch``, else
-    :func:`xpmat.orthonormalize` (``"auto"`` takes
-    Householder while ``torch.compile`` traces: CholeskyQR2's acceptance test reads the host)."""
-    if method == "rcqr":
-        return rcqr(Y, sketch, xp)
-    if method == "auto" and _array.is_compiling(xp):
-        method = "householder"
-    return orthonormalize(Y, method=method, xp=xp)
-
-
-def power_step(B: Any, Q: Any, xp: Any, method: str = "auto", sketch: Any = None) -> tuple[Any, Any, Any]:
-    """PowerIter1 ([Pethick 2025][pethick-2025]; [Xie, Chen, Yuan 2025][xie-chen-yuan-2025] eq. 9):
-    ``P = orth(B Q)``, ``R = Bᵀ P``,
-    ``Q_new = colnorm(R)``; ``P Rᵀ`` is the rank-r approximation, ``P Q_newᵀ`` Dion's
-    direction (singular values set to 1).  It is :func:`xpmat.power_iter1`, with the two things
-    an optimizer step adds: ``method="rcqr"`` (randomized Cholesky QR with ``sketch``) and
-    ``"auto"`` taking Householder while ``torch.compile`` traces (:func:`orth_factor`)."""
-    if method == "rcqr":
-        P = orth_factor(B @ Q, method, sketch, xp)
-        R = _array.mT(B, xp) @ P
-        return P, R, _array.normalize_columns(R, xp)
-    if method == "auto" and _array.is_compiling(xp):
-        method = "householder"
-    return power_iter1(B, Q, method=method, xp=xp)
-
-
-def _seeded_q(p: Any, i: int, rank: Any, multiple: int, seed: int, state_dtype: Any):
-    """``(xp, dt, dev, (m, n), r, Q)``: a seeded Gaussian ``Q`` ``(n, r)`` for matrix ``p``
-    (host draw from ``seed + i``, the same on every backend)."""
-    xp, dev = _ns(p), _array.device(p)
-    dt = state_dtype_for(p, xp, state_dtype)
-    m, n = p.shape
-    r = resolve_rank(rank, multiple, m, n)
-    return xp, dt, dev, (m, n), r, _array.random_normal((n, r), seed=seed + i, xp=xp, dtype=dt, dev=dev)
-
-
-class DionDirectionState(NamedTuple):
-    """``momentum_buffer`` M (m, n) (momentum and error feedback), the right factor ``Q``
-    (n, r), and for ``orthogonalize="rcqr"`` the fixed Gaussian ``sketch`` (k, m)."""
-
-    momentum_buffer: Any
-    Q: Any
-    sketch: Any = None
-
-
-def _check_lowrank(rank: Any, rank_multiple_of: Any, orthogonalize: Any, seed: Any) -> None:
-    resolve_rank(rank, rank_multiple_of, 1, 1)
-    check_choice("orthogonalize", orthogonalize, _ORTH)
-    check_int("seed", seed, 0)
-
-
-def dion_direction(rank: int | float = 0.25, *, momentum: float = 0.95, rank_multiple_of: int = 1,
-                   orthogonalize: str = "auto", oversample: float = 1.25, seed: int = 0,
-                   state_dtype: Any = None,
-                   reduce: Callable[[list[Any]], list[Any]] | None = None) -> Transform:
-    """Dion's orthonormal low-rank direction with error feedback ([Pethick 2025][pethick-2025])::
-
-        B = M + G;  P, R, Q = PowerIter1(B; Q);  M ← B − (1 − μ) P Rᵀ;  output P Qᵀ
-
-    on matrices ``G`` (m, n), state :class:`DionDirectionState` (``Q`` drawn from
-    ``seed + i`` for the i-th matrix).  ``rank``: an int, or a float fraction of ``min(m, n)``
-    (rounded up, then to a multiple of ``rank_multiple_of``).  ``orthogonalize``:
-    ``"auto"``, ``"householder"``, ``"cholesky_qr2"`` (:func:`xpmat.orthonormalize`) or
-    ``"rcqr"`` (:func:`rcqr` with a sketch of ``ceil(oversample·r)`` rows).
-
-    ``reduce(arrays) -> arrays`` (data parallel: the mean over ranks) is applied to ``B Q`` and
-    ``Bᵀ P`` — two calls per update for all the matrices together; matrices for which
-    ``(m + n) r ≥ m n`` have their gradient reduced whole (in the first call) instead.
-    """
-    check_real("momentum", momentum, 0.0, 1.0, high_open=True)
-    _check_lowrank(rank, rank_multiple_of, orthogonalize, seed)
-    check_real("oversample", oversample, 1.0)
-
-    def init(params):
-        check_rank_fits(rank, [tuple(p.shape) for p in params])
-        out = []
-        for i, p in enumerate(params):
-            xp, dt, dev, (m, n), r, Q = _seeded_q(p, i, rank, rank_multiple_of, seed, state_dtype)
-            sketch = None
-            if orthogonalize == "rcqr":
-                k = min(m, max(r, math.ceil(oversample * r)))
-                sketch = _array.random_normal((k, m), seed=seed + 7919 + i, xp=xp, dtype=dt,
-                                              dev=dev) / math.sqrt(k)
-            Q = Q / xp.linalg.vector_norm(Q, axis=0, keepdims=True)
-            out.append(DionDirectionState(xp.zeros((m, n), dtype=dt, device=dev), Q, sketch))
-        return out
-
-    def update(grads, states, params):
-        xps = [_ns(g) for g in grads]
-        G = [_array.as_float(g, xp, s.momentum_buffer.dtype)
-             for g, s, xp in zip(grads, states, xps, strict=True)]
-        dense = [reduce is not None and (g.shape[0] + g.shape[1]) * s.Q.shape[-1] >= g.shape[0] * g.shape[1]
-                 for g, s in zip(G, states, strict=True)]
-        # round 1: B Q, or the whole gradient of a dense matrix (then B = M + mean G everywhere)
-        first = _reduced(reduce, [g if d else (s.momentum_buffer + g) @ s.Q
-                                  for g, s, d in zip(G, states, dense, strict=True)])
-        B = [s.momentum_buffer + (f if d else g) for g, f, s, d in zip(G, first, states, dense, strict=True)]
-        P = [orth_factor(b @ s.Q if d else f, orthogonalize, s.sketch, xp)
-             for b, f, s, d, xp in zip(B, first, states, dense, xps, strict=True)]
-        R = [_array.mT(b, xp) @ q for b, q, xp in zip(B, P, xps, strict=True)]
-        low = [i for i, d in enumerate(dense) if not d]  # round 2: Bᵀ P of the low-rank ones
-        for i, r in zip(low, _reduced(reduce, [R[i] for i in low]), strict=True):
-            R[i] = r
-        ups, new = [], []
-        for b, q, r, s, xp in zip(B, P, R, states, xps, strict=True):
-            Qn = _array.normalize_columns(r, xp)
-            ups.append(q @ _array.mT(Qn, xp))
-            keep = scalar_hyper(1.0 - momentum, b, xp)
-            new.append(DionDirectionState(b - keep * (q @ _array.mT(r, xp)), Qn, s.sketch))
-        return ups, new
-
-    return Transform(init, update, DionDirectionState)
-
-
-def _reduced(reduce: Any, arrays: list[Any]) -> list[Any]:
-    return list(reduce(arrays)) if reduce is not None and arrays else arrays
-
-
-class PowerSGDCompressState(NamedTuple):
-    """``step``, the error feedback ``error`` e (m, n) and the warm-started ``Q`` (n, r)."""
-
-    step: Any
-    error: Any
-    Q: Any
-
-
-def powersgd_compress(rank: int | float = 4, *, rank_multiple_of: int = 1,
-                      restart_every: int | None = None, svd: str = "full",
-                      orthogonalize: str = "auto", seed: int = 0,
-                      state_dtype: Any = None) -> Transform:
-    """PowerSGD's rank-r compression with error feedback
-    ([Xie, Chen, Yuan 2025][xie-chen-yuan-2025] eq. 7a–7b, 9, Alg. 2)::
-
-        Δ = G + e;  P, R, Q = PowerIter1(Δ; Q);  Δ̂ = P Rᵀ;  e ← Δ − Δ̂;  output Δ̂
-
-    PowerSGD+ (``restart_every=τ``): at steps ``t`` (counted from 0) with ``t mod τ = 0``,
-    ``P = U[:, :r]`` of ``SVD(Δ)`` (``svd="full"``, or ``"randomized"``:
-    :func:`xpmat.randomized_svd` seeded ``seed + t``).  The branch reads the step counters on
-    the host (one transfer for all matrices); under ``torch.compile`` it is a ``torch.cond``
-    (``svd="full"``) instead.  State :class:`PowerSGDCompressState`.
-    """
-    _check_lowrank(rank, rank_multiple_of, orthogonalize, seed)
-    check_int("restart_every", restart_every, 1, none=True)
-    check_choice("svd", svd, ("full", "randomized"))
-    if orthogonalize == "rcqr":
-        raise ValueError("orthogonalize='rcqr' is Dion's; PowerSGD takes 'auto', 'householder' "
-                         "or 'cholesky_qr2'")
-
-    def init(params):
-        check_rank_fits(rank, [tuple(p.shape) for p in params])
-        out = []
-        for i, p in enumerate(params):
-            xp, dt, dev, (m, n), _, Q = _seeded_q(p, i, rank, rank_multiple_of, seed, state_dtype)
-            out.append(PowerSGDCompressState(zeros_step(xp, dev), xp.zeros((m, n), dtype=dt, device=dev), Q))
-        return out
-
-    def restart(D, Q, t):
-        r = Q.shape[-1]
-        xp = _ns(D)
-        if svd == "full":
-            P = _array.svd(D, xp)[0][:, :r]
-        else:
-            from xpmat.iteration import randomized_svd
-
-            P = randomized_svd(D, r, seed=seed + t, xp=xp)[0]
-        R = _array.mT(D, xp) @ P
-        return P, R, _array.normalize_columns(R, xp)
-
-    def update(grads, states, params):
-        Ds = [s.error + _array.as_float(g, _ns(g), s.error.dtype) for g, s in zip(grads, states, strict=True)]
-        steps = _restart_steps(restart_every, svd, states, Ds)
-        ups, new = [], []
-        for D, s, t in zip(Ds, states, steps, strict=True):
-            xp = _ns(D)
-            if restart_every is None or (t is not None and t % restart_every):
-                P, R, Qn = power_step(D, s.Q, xp, orthogonalize)
-            elif t is not None:
-                P, R, Qn = restart(D, s.Q, t)
-            else:  # traced by torch.compile: both branches in the graph, one runs
-                P, R, Qn = _array.cond(s.step % restart_every == 0, lambda D, Q: restart(D, Q, 0),
-                                       lambda D, Q: power_step(D, Q, _ns(D), orthogonalize),
-                                       (D, s.Q), xp=xp)
-            Dh = P @ _array.mT(R, xp)
-            ups.append(Dh)
-            new.append(PowerSGDCompressState(s.step + 1, D - Dh, Qn))
-        return ups, new
-
-    return Transform(init, update, PowerSGDCompressState)
-
-
-def _restart_steps(tau: Any, svd: str, states: Sequence[Any], arrays: Sequence[Any]) -> list[Any]:
-    """Host step counters for the restart decision (one transfer), or ``None`` each while
-    ``torch.compile`` traces (the decision then stays on the device)."""
-    if tau is None or not states:
-        return [None] * len(states)
-    xp = _ns(arrays[0])
-    if _array.is_compiling(xp) and svd == "full":
-        return [None] * len(states)
-    return host_steps([s.step for s in states], xp)
