@@ -43,6 +43,7 @@ from .common import (
     BACKENDS,
     CPU_BACKENDS,
     FAST,
+    Benchmark,
     SkipNotImplemented,
     gpt2_shapes,
     host,
@@ -263,3 +264,51 @@ class OptimizerStepCounts:
 
     track_aten_ops.unit = track_aten_ops_anchor.unit = "ATen ops per step"
     track_storage_changes.unit = track_storage_changes_anchor.unit = "state tensors"
+
+
+def _compile_check():
+    """``docs/scripts/compile_check.py`` (the counts of docs/optim.md's ``torch.compile`` table)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "scripts" / "compile_check.py"
+    spec = importlib.util.spec_from_file_location("xpmat_compile_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class OptimizerStepCompile(Benchmark):
+    """track_ of ``torch.compile(step)`` per torch class (rows by class name; torch.optim's
+    AdamW and SGD as anchor rows), counted by ``docs/scripts/compile_check.py`` (the numbers of
+    docs/optim.md's table) on its tiny model under ``LambdaLR`` with tensor hyper-parameters,
+    4 steps, Dynamo's ``eager`` backend (Dynamo's counts without Inductor's code generation):
+    ``track_recompiles``, graphs made after the first compiled step (step 1 eager; 0: the run
+    compiles once); ``track_graph_breaks``, the breaks met when step 1 is compiled too (state
+    creation included).  CPU only: the counts do not depend on the device."""
+
+    params = [["torch:cpu"], [*sorted({torch_class(m).__name__ for m in REGISTRY}), "torch.optim.AdamW",
+                              "torch.optim.SGD"]]
+    param_names = ["backend", "cls"]
+    warm = False
+    timeout = 600
+
+    def make(self, cls):
+        if FAST and cls not in ("AdamW", "Muon", "torch.optim.AdamW"):
+            raise SkipNotImplemented("XPMAT_BENCH_FAST: AdamW, Muon and torch.optim.AdamW only")
+        self.cls, self.check = cls, _compile_check()
+
+    def ours(self, eager_first=True):
+        """``(graphs, breaks)`` after each of 4 steps (cumulative)."""
+        graphs, breaks, _ = self.check.run(self.cls, "lambda", 4, "eager", eager_first=eager_first)
+        return graphs, breaks
+
+    def track_recompiles(self, backend, cls):
+        graphs, _ = self.ours()
+        return graphs[-1] - graphs[1]
+
+    def track_graph_breaks(self, backend, cls):
+        return self.ours(eager_first=False)[1][-1]
+
+    track_recompiles.unit = "graphs"
+    track_graph_breaks.unit = "breaks"

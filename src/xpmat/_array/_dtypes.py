@@ -94,8 +94,8 @@ def supports_float64(xp: Any, dev: Any = None) -> bool:
         flag = getattr(getattr(jax, "config", None), "jax_enable_x64", None)
         if flag is not None:
             return bool(getattr(flag, "value", flag))
-    if is_torch(xp) and dev is not None and getattr(dev, "type", str(dev)) == "mps":
-        return False
+    if is_torch(xp) and dev is not None:  # no probe (torch.compile traces this): all but MPS
+        return getattr(dev, "type", str(dev)) != "mps"
     try:
         with _warnings.catch_warnings():
             _warnings.simplefilter("error")
