@@ -1,4 +1,4 @@
-"""Orthogonalization (``xpmat/orthogonalize.py``: ``msign``, ``orthonormalize``, ``polar``,
+"""Orthogonalization (``xpmat/orthogonalize.py``: ``msign``, ``msign_many``, ``orthonormalize``, ``polar``,
 ``ns_schedule``) against its anchors, on the same inputs.
 
 * ``Msign``: ``msign(G)`` (5-step Polar Express, Frobenius scaling) on n × n float32 Gaussian G
@@ -9,6 +9,7 @@
 * ``Orthonormalize``: ``orthonormalize(X)`` (``method="auto"``: CholeskyQR2 on tall-skinny)
   beside the library's Householder QR (``numpy.linalg.qr`` / ``torch.linalg.qr``) on m × 128
   float32; ``track_orth_err`` is ``‖QᵀQ − I‖_max``.
+* ``MsignMany``: ``msign_many`` of 16 GPT-like matrices beside one ``msign`` per matrix.
 * ``Polar``, ``NsSchedule`` and the ``*Memory`` classes: the framework of ``common`` (ours /
   anchor / err, see each class's docstring).
 
@@ -193,6 +194,32 @@ class Polar(TimeMixin, TrackMixin, _Polar):
         import scipy.linalg
 
         scipy.linalg.polar(self.G)
+
+
+class _MsignMany(Benchmark):
+    """ours: ``msign_many`` of one GPT-like layer set, 4 × [d×4d, 4d×d, 3d×d, d×d] (float32,
+    batched by shape); anchor: one ``msign`` call per matrix; err: worst relative Frobenius
+    distance to the float64 SVD polar ``U Vᵀ`` of each matrix."""
+
+    params = [BACKENDS, sizes(64, 128, 256)]
+
+    def make(self, d):
+        hosts = [gaussian(s, seed=i) for i, s in enumerate([(d, 4 * d), (4 * d, d), (3 * d, d), (d, d)] * 4)]
+        self.refs = [u @ vt for u, _, vt in (np.linalg.svd(a, full_matrices=False) for a in hosts)]
+        self.mats = [self.put(a) for a in hosts]
+
+    def ours(self):
+        return xpmat.msign_many(self.mats)
+
+    def anchor(self):
+        return [msign(G) for G in self.mats]
+
+    def err(self, out):
+        return max(rel_err(o, r) for o, r in zip(out, self.refs, strict=True))
+
+
+class MsignMany(TimeMixin, TrackMixin, _MsignMany):
+    __doc__ = _MsignMany.__doc__
 
 
 class PolarMemory(MemoryMixin, _Polar):

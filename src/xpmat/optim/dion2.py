@@ -44,7 +44,7 @@ from xpmat.optim._base import (
     step_size,
     zeros_step,
 )
-from xpmat.optim._spec import MethodSpec
+from xpmat.optim._spec import NS_DEFAULTS, MethodSpec
 from xpmat.optim.transforms import Transform, finite, ns_schedule_checked
 from xpmat.orthogonalize import NORMALIZATIONS, msign_many
 
@@ -61,11 +61,7 @@ SPEC = MethodSpec(
         "weight_decay": 0.0,
         "schedule": 1.0,
         "adjust_lr_fn": "original",
-        "ns_steps": 5,
-        "ns_schedule": "polar_express",
-        "ns_normalize": "fro",
-        "compute_dtype": None,
-        "eps": 1e-7,
+        **NS_DEFAULTS,
         "state_dtype": None,
         "use_gram_newton_schulz": False,
         "flatten": True,

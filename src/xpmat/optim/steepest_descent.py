@@ -42,7 +42,7 @@ from xpmat.optim._base import (
     run_update,
     step_size,
 )
-from xpmat.optim._spec import MethodSpec
+from xpmat.optim._spec import NS_DEFAULTS, MethodSpec
 from xpmat.optim.transforms import (
     STEEPEST_NORMS,
     STEEPEST_SCALINGS,
@@ -71,11 +71,7 @@ SPEC = MethodSpec(
         "nesterov": False,
         "weight_decay": 0.0,
         "schedule": 1.0,
-        "ns_steps": 5,
-        "ns_schedule": "polar_express",
-        "ns_normalize": "fro",
-        "compute_dtype": None,
-        "eps": 1e-7,
+        **NS_DEFAULTS,
         "state_dtype": None,
     },
     types={"ns_schedule": "Any"},
