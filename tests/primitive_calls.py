@@ -58,7 +58,7 @@ def _calls() -> list[Call]:
         c("msign", lambda G: xm.msign(G, normalize="spectral_estimate", steps=3), (_G,)),
         c("msign", lambda G: xm.msign(G, normalize="aol", schedule="jordan"), (_G,)),
         c("msign", lambda G: xm.msign(G, gram=True), (_G,)),
-        c("msign_many", lambda G, T: xm.msign_many([G, T[0], G[1]]), (_G, _TALL)),
+        c("msign_many", lambda G, T: tuple(xm.msign_many([G, T[0, ...], G[1, ...]])), (_G, _TALL)),
         c("polar", lambda G: xm.polar(G), (_G,)),
         c("polar", lambda G: xm.polar(G, method="newton_schulz"), (_G,)),
         c("orthonormalize", lambda X: xm.orthonormalize(X), (_TALL,), syncs=True),
