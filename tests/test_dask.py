@@ -622,3 +622,21 @@ def test_dask_cluster():
     assert nmf["|D − D_numpy|/D_numpy"] < 1e-10
     for row in rows.values():
         assert row["dask_s"] > 0 and len(row["worker_peaks"].split(",")) == 2
+
+
+def test_fused_matmul_skip_flag_skips_the_products():
+    """``fused_matmul(skip=...)``: the product where the flag is false, zero blocks (no GEMM)
+    where it is true; Newton ``inv_root`` gates its steps after convergence with it and gives
+    NumPy's result to the last bit."""
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((6, 6)), rng.standard_normal((6, 6))
+    da_a, da_b = da.from_array(a, chunks=3), da.from_array(b, chunks=3)
+    on = _dask.fused_matmul(da_a, da_b, skip=da.asarray(False))
+    off = _dask.fused_matmul(da_a, da_b, skip=da.asarray(True))
+    np.testing.assert_allclose(on.compute(), a @ b, rtol=1e-14)
+    assert np.array_equal(off.compute(), np.zeros((6, 6)))
+    assert on.name != off.name
+    Q = np.linalg.qr(rng.standard_normal((12, 12)))[0]
+    A = (Q * np.logspace(0, 2, 12)) @ Q.T
+    lazy = xm.inv_root(da.from_array(A, chunks=4), 4, method="newton")
+    assert np.array_equal(lazy.compute(), xm.inv_root(A, 4, method="newton"))

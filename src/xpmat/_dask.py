@@ -95,6 +95,12 @@ def _convert(block: Any, ref: Any) -> Any:
     return cxp.asarray(block, device=array_api_compat.device(ref))
 
 
+def _device(block: Any) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(block)
+
+
 def _known(chunks: Sequence[float]) -> bool:
     return not any(math.isnan(c) for c in chunks)
 
@@ -424,7 +430,7 @@ def cholesky_qr2(x: Any, *, tol: float) -> Any:
 
 
 def fused_matmul(a: Any, b: Any, *, transpose_b: bool = False, c: Any = None, alpha: float = 1.0,
-                 beta: float = 0.0) -> Any:
+                 beta: float = 0.0, skip: Any = None) -> Any:
     """``alpha a @ op(b) + beta c`` (``op(b) = bᵀ`` with ``transpose_b``), one task per output block.
 
     Each task multiplies a block row of ``a`` by a block column of ``op(b)`` (their blocks
@@ -437,6 +443,10 @@ def fused_matmul(a: Any, b: Any, *, transpose_b: bool = False, c: Any = None, al
     Gram of a tall-skinny matrix over its row chunks) returns ``None``: the caller falls back to
     Dask's reduction, which keeps the row chunks apart.  ``None`` too for batched operands or
     chunks that do not line up (sizes unknown, different splits).
+
+    ``skip``: a 0-d Dask boolean; where it is true each task returns zeros of its block's shape
+    without the GEMM (for an iteration whose caller discards the product once it has converged:
+    Newton ``inv_root``), one host read of the flag per task.
     """
     import dask.array as da
 
@@ -453,14 +463,25 @@ def fused_matmul(a: Any, b: Any, *, transpose_b: bool = False, c: Any = None, al
         if c.ndim != 2 or tuple(c.chunks) != out_chunks:
             return None
         args += [c, "ij"]
+    if skip is not None:
+        if c is not None or skip.ndim != 0:
+            return None
+        args += [skip, ""]
     dtype = da.result_type(*(x for x in (a, b, c) if x is not None))
-    key = name("xpmat-matmul", a, b, c, transpose_b, alpha, beta)
+    key = name("xpmat-matmul", a, b, c, transpose_b, alpha, beta, skip)
     return da.blockwise(_block_matmul, "ij", *args, concatenate=True, dtype=dtype, meta=a._meta,
-                        name=key, transpose_b=transpose_b, alpha=alpha, beta=beta)
+                        name=key, transpose_b=transpose_b, alpha=alpha, beta=beta,
+                        gated=skip is not None)
 
 
-def _block_matmul(a: Any, b: Any, *c: Any, transpose_b: bool, alpha: float, beta: float) -> Any:
+def _block_matmul(a: Any, b: Any, *c: Any, transpose_b: bool, alpha: float, beta: float,
+                  gated: bool = False) -> Any:
     cxp = _namespace(a)
+    if gated:
+        *c, skip = c
+        if bool(skip):
+            rows, cols = a.shape[0], b.shape[0] if transpose_b else b.shape[1]
+            return _convert(cxp.zeros((rows, cols), dtype=cxp.result_type(a, b), device=_device(a)), a)
     p = a @ (cxp.matrix_transpose(b) if transpose_b else b)
     if alpha != 1.0:
         p = alpha * p

@@ -87,7 +87,8 @@ def inv_root(
         each time) to stop early; converged batch items are frozen on the device
         at every step, so extra steps never change them.  Where the residual cannot be
         read (a JAX tracer under ``jax.jit``, a Dask array) all ``iters`` steps run
-        without a check, and return the same ``X`` (the frozen items do not move).
+        without a check, and return the same ``X`` (the frozen items do not move; on Dask
+        the block products of a converged matrix skip their GEMMs, ``docs/dask.md``).
     warm_dtype : {None, "float32", "bfloat16", "tf32"}
         ``"newton"`` only: run the early steps in this lower precision until the residual is
         below 0.1 (read at the ``check_every`` checks), then the last steps in ``A``'s dtype.
@@ -256,25 +257,33 @@ def _inv_root_from_eig(w: Any, V: Any, p: float, xp: Any) -> Any:
     return (X + _array.mT(X, xp)) / 2
 
 
-def _matpow(T: Any, p: int, xp: Any) -> Any:
-    """``T^p`` for an integer ``p >= 1`` by repeated squaring."""
+def _matpow(T: Any, p: int, xp: Any, skip: Any = None) -> Any:
+    """``T^p`` for an integer ``p >= 1`` by repeated squaring (``skip``: :func:`_skip_flag`)."""
     out = None
     base = T
     while True:
         if p & 1:
-            out = base if out is None else _array.matmul(out, base, xp)
+            out = base if out is None else _array.matmul(out, base, xp, skip=skip)
         p >>= 1
         if not p:
             return out
-        base = _array.matmul(base, base, xp)
+        base = _array.matmul(base, base, xp, skip=skip)
+
+
+def _skip_flag(stop: Any, xp: Any) -> Any:
+    """Dask, one matrix: ``stop`` itself, so that the block products of a step after convergence
+    skip their GEMMs (the step's results are discarded by its ``where``; the tasks stay, as
+    Dask has no early exit without a host read).  Otherwise None."""
+    return stop if _array.is_dask(xp) and stop.ndim == 0 else None
 
 
 def _newton_step(state: tuple, p: int, tol: float, eye: Any, xp: Any) -> tuple:
     """One coupled Newton step on ``(X, M, err, done, stop)``; stopped items stay frozen."""
     X, M, err, done, stop = state
     T = ((p + 1) * eye - M) / p
-    X_new = _array.matmul(X, T, xp)  # Dask: one task per block (``_array.matmul``)
-    M_new = _array.matmul(_matpow(T, p, xp), M, xp)
+    skip = _skip_flag(stop, xp)
+    X_new = _array.matmul(X, T, xp, skip=skip)  # Dask: one task per block (``_array.matmul``)
+    M_new = _array.matmul(_matpow(T, p, xp, skip), M, xp, skip=skip)
     sb = stop[..., None, None]
     X = xp.where(sb, X, X_new)
     M = xp.where(sb, M, M_new)

@@ -24,12 +24,14 @@ def matmul_t(a: Any, b: Any, xp: Any) -> Any:
     return mT(a, xp) @ b
 
 
-def matmul(a: Any, b: Any, xp: Any) -> Any:
+def matmul(a: Any, b: Any, xp: Any, *, skip: Any = None) -> Any:
     """``a @ b``.  Dask: one task per output block where the contraction spans few chunks
     (:func:`xpmat._dask.fused_matmul`: a square matrix chunked both ways), Dask's ``matmul``
-    otherwise; every other library: ``@``."""
+    otherwise; every other library: ``@``.  ``skip`` (Dask, fused tasks only): a 0-d boolean
+    array; where true the tasks return zeros without the GEMM (the caller discards the
+    product); ignored elsewhere."""
     if is_dask(xp):
-        out = _dask.fused_matmul(a, b)
+        out = _dask.fused_matmul(a, b, skip=skip)
         if out is not None:
             return out
     return a @ b
