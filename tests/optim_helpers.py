@@ -47,3 +47,21 @@ def run_to_host(core, backend, params, grad_seq, dtype="float64", **hyper):
 def numpy_backend():
     """The NumPy backend, for tests that compare two cores on one library."""
     return get_backend("numpy")
+
+
+def beside_torch(ours_cls, torch_cls, ps, kw, gen, steps=5):
+    """``(ours, theirs, ours_params, their_params)``: ``ours_cls`` and ``torch_cls`` built with
+    ``kw`` on clones of the tensors ``ps`` and stepped ``steps`` times on the same random
+    gradients (drawn from ``gen`` in the parameters' dtype)."""
+    import torch
+
+    ours_p = [p.clone().requires_grad_() for p in ps]
+    ref_p = [p.clone().requires_grad_() for p in ps]
+    a, b = ours_cls(ours_p, **kw), torch_cls(ref_p, **kw)
+    for _ in range(steps):
+        for p, q in zip(ours_p, ref_p, strict=True):
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            q.grad = p.grad.clone()
+        a.step()
+        b.step()
+    return a, b, ours_p, ref_p

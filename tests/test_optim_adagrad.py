@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import assert_close
-from optim_helpers import gaussian_seq, run_to_host
+from optim_helpers import beside_torch, gaussian_seq, run_to_host
 
 import xpmat.optim as xo
 from xpmat import inv_root
@@ -122,15 +122,7 @@ def test_adagrad_equals_torch_adagrad(dtype):
     ps = [torch.randn(s, generator=gen, dtype=dtype) for s in ((6, 5), (5,))]
     for kw in ({"lr": 0.1}, {"lr": 0.1, "lr_decay": 0.05, "weight_decay": 0.01,
                              "initial_accumulator_value": 0.2, "eps": 1e-6}):
-        ours = [p.clone().requires_grad_() for p in ps]
-        ref = [p.clone().requires_grad_() for p in ps]
-        a, b = xo.AdaGrad(ours, **kw), torch.optim.Adagrad(ref, **kw)
-        for _ in range(5):
-            for p, q in zip(ours, ref, strict=True):
-                p.grad = torch.randn(p.shape, generator=gen, dtype=dtype)
-                q.grad = p.grad.clone()
-            a.step()
-            b.step()
+        a, b, ours, ref = beside_torch(xo.AdaGrad, torch.optim.Adagrad, ps, kw, gen)
         for p, q in zip(ours, ref, strict=True):
             torch.testing.assert_close(p, q, rtol=1e-13 if dtype == torch.float64 else 1e-6, atol=0)
             torch.testing.assert_close(a.state[p]["sum"], b.state[q]["sum"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from optim_helpers import gaussian_seq, run_to_host
+from optim_helpers import beside_torch, gaussian_seq, run_to_host
 
 import xpmat.optim as xo
 from xpmat.optim import sgd
@@ -41,16 +41,8 @@ def test_sgd_matches_reference(backend, nesterov):
 def test_sgd_equals_torch_sgd(nesterov, dtype):
     gen = torch.Generator().manual_seed(0)
     ps = [torch.randn(s, generator=gen, dtype=dtype) for s in ((6, 5), (5,))]
-    ours = [p.clone().requires_grad_() for p in ps]
-    ref = [p.clone().requires_grad_() for p in ps]
     kw = {"lr": 0.05, "momentum": 0.9, "nesterov": nesterov, "weight_decay": 1e-2}
-    a, b = xo.SGD(ours, **kw), torch.optim.SGD(ref, **kw)
-    for _ in range(5):
-        for p, q in zip(ours, ref, strict=True):
-            p.grad = torch.randn(p.shape, generator=gen, dtype=dtype)
-            q.grad = p.grad.clone()
-        a.step()
-        b.step()
+    a, b, ours, ref = beside_torch(xo.SGD, torch.optim.SGD, ps, kw, gen)
     for p, q in zip(ours, ref, strict=True):
         torch.testing.assert_close(p, q, rtol=1e-14 if dtype == torch.float64 else 1e-6, atol=0)
         torch.testing.assert_close(a.state[p]["momentum_buffer"], b.state[q]["momentum_buffer"])

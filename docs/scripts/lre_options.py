@@ -71,7 +71,7 @@ def train_probe(hyper, loss, lr, *, seed=0, epochs=15, batch=100, hidden=32):
     (``loss``: the closure kind of :func:`xpmat.demo.train_digits`)."""
     import torch
 
-    from xpmat.demo import digits_data
+    from xpmat.demo import digits_data, loss_closure
     from xpmat.optim import LRE
 
     threads = torch.get_num_threads()
@@ -87,17 +87,7 @@ def train_probe(hyper, loss, lr, *, seed=0, epochs=15, batch=100, hidden=32):
             for i in range(0, len(ytr), batch):
                 x, y = xtr[perm[i:i + batch]], ytr[perm[i:i + batch]]
 
-                def closure(backward=True, x=x, y=y):
-                    if loss == "mean":
-                        out = torch.nn.functional.cross_entropy(model(x), y)
-                        if backward:
-                            opt.zero_grad()
-                            out.backward()
-                        return out
-                    ce = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
-                    return ce if loss == "per_sample" else torch.sqrt(2.0 * ce.clamp_min(1e-12))
-
-                opt.step(closure)
+                opt.step(loss_closure(opt, model, x, y, loss))
         with torch.no_grad():
             return float((model(xte).argmax(1) == yte).float().mean())
     finally:

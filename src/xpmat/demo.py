@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-__all__ = ["digits_data", "make_mlp", "run_demo", "train_digits"]
+__all__ = ["digits_data", "loss_closure", "make_mlp", "run_demo", "train_digits"]
 
 
 def digits_data(seed: int = 0):
@@ -72,8 +72,11 @@ def train_digits(name: str, *, steps: int = 300, batch: int = 128, hidden: int =
 _LOSSES = ("mean", "per_sample", "residuals")
 
 
-def _closure(opt, model, x, y, loss):
-    """The step's closure; it returns what ``loss`` names (see :func:`train_digits`)."""
+def loss_closure(opt, model, x, y, loss):
+    """The step's closure for a classifier ``model`` on the batch ``(x, y)``: ``loss="mean"``
+    (cross-entropy, with ``zero_grad`` and ``backward`` unless called with ``backward=False``),
+    ``"per_sample"`` (per-sample cross-entropies) or ``"residuals"`` (``√(2 CE)``, for LRE's
+    Gauss–Newton curvature); see :func:`train_digits`."""
     import torch
 
     def closure(backward=True):
@@ -105,7 +108,7 @@ def _train(name, *, steps, batch, hidden, seed, hyper, loss):
     t0 = time.perf_counter()
     for _ in range(steps):
         idx = torch.randint(0, len(ytr), (batch,), generator=gen)
-        value = float(opt.step(_closure(opt, model, xtr[idx], ytr[idx], loss)).detach())
+        value = float(opt.step(loss_closure(opt, model, xtr[idx], ytr[idx], loss)).detach())
         losses.append(value if loss == "mean" else value / batch)  # the mean cross-entropy
     dt = (time.perf_counter() - t0) / steps
     with torch.no_grad():
