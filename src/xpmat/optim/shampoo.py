@@ -30,6 +30,7 @@ reads the step counters on the host (one transfer per step); under ``torch.compi
 
 from __future__ import annotations
 
+import operator
 from typing import Any, NamedTuple
 
 from xpmat import _array
@@ -198,7 +199,17 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     check_int("start_preconditioning_step", h["start_preconditioning_step"], 1, none=True)
     check_choice("grafting", h["grafting"], ("adamw", None))
     check_real("newton_tol", h["newton_tol"], low_open=True, none=True)
-    return h
+    return _static_ints(h)
+
+
+def _static_ints(h: dict[str, Any]) -> dict[str, Any]:
+    """``h`` with the integers that pick code paths and shapes as plain ints
+    (``operator.index``): under ``torch.compile(..., dynamic=True)`` Dynamo makes an int of a
+    param group a symbol, which the refresh's ``torch.cond`` cannot take (its branch would check
+    a symbolic ``root``); ``operator.index`` specializes it (a guard on its value)."""
+    ints = ("root", "precondition_every", "start_preconditioning_step", "max_preconditioner_dim",
+            "newton_iters", "basis_iters")
+    return {**h, **{k: operator.index(h[k]) for k in ints if h[k] is not None}}
 
 
 def _start(h: dict[str, Any]) -> int:
@@ -272,7 +283,7 @@ def _roots(A: Any, X_old: Any, Q_old: Any, first: bool, h: dict[str, Any], xp: A
     """Inverse ``p``-th roots of a stack ``A`` (batch, d, d) by ``root_method``; new basis."""
     p, method = h["root"], h["root_method"]
     if method == "eigh":
-        return inv_root(A, p, method="eigh", xp=xp), None
+        return inv_root(A, p, method="eigh", eps=0.0, xp=xp), None
     if method == "newton":
         X, info = inv_root(A, p, method="newton", iters=h["newton_iters"], tol=h["newton_tol"],
                            return_info=True, xp=xp)
