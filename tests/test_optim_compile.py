@@ -75,3 +75,20 @@ def test_compiles_once_under_a_scheduler(name, kind):
     assert graphs[-1] == graphs[1] and row.recompiles[2 if onecycle else 0] == 0, f"graphs per step {graphs}"
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow  # 3–4 s each on 2 shared CPU cores
+@pytest.mark.parametrize(("name", "kind", "dynamic"), [("Dion", "lambda", None), ("Shampoo", "onecycle", True)])
+def test_compiled_first_step_is_the_one_graph(name, kind, dynamic):
+    """Compiled from step 1 with ``fullgraph=True``: the state is made in ``_init_group``, which
+    Dynamo runs eagerly (Dion's seeded host draws stay out of the graph), so the whole run is one
+    graph with no break and no recompile at step 2 — Shampoo under ``OneCycleLR`` with
+    ``dynamic=True`` too (its integer ``root`` stays static inside the refresh's ``torch.cond``,
+    which runs at step 2); it equals the eager run."""
+    graphs, breaks, got = cc.run(name, kind, 3, "eager", fullgraph=True, dynamic=dynamic)
+    *_, want = cc.run(name, kind, 3, None)
+    torch._dynamo.reset()
+    assert graphs == [1, 1, 1] and breaks == [0, 0, 0], (graphs, breaks)
+    assert TABLE[name].first == (1, 0) and TABLE[name].fullgraph == "yes", TABLE[name]
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -282,7 +282,8 @@ def _regularize(F: Any, mask: Any, eps: float, mode: str, xp: Any) -> Any:
 def _roots(A: Any, X_old: Any, Q_old: Any, first: bool, h: dict[str, Any], xp: Any):
     """Inverse ``p``-th roots of a stack ``A`` (batch, d, d) by ``root_method``; new basis."""
     p, method = h["root"], h["root_method"]
-    if method == "eigh":
+    if method == "eigh":  # eps given: under torch.compile(dynamic=True) a float default would
+        # be a symbol, which the branch of the refresh's torch.cond refuses
         return inv_root(A, p, method="eigh", eps=0.0, xp=xp), None
     if method == "newton":
         X, info = inv_root(A, p, method="newton", iters=h["newton_iters"], tol=h["newton_tol"],
