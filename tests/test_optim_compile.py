@@ -78,7 +78,8 @@ def test_compiles_once_under_a_scheduler(name, kind):
 
 
 @pytest.mark.slow  # 3–4 s each on 2 shared CPU cores
-@pytest.mark.parametrize(("name", "kind", "dynamic"), [("Dion", "lambda", None), ("Shampoo", "onecycle", True)])
+@pytest.mark.parametrize(("name", "kind", "dynamic"), [("Dion", "lambda", None),
+                                                       ("Shampoo", "onecycle", True)])
 def test_compiled_first_step_is_the_one_graph(name, kind, dynamic):
     """Compiled from step 1 with ``fullgraph=True``: the state is made in ``_init_group``, which
     Dynamo runs eagerly (Dion's seeded host draws stay out of the graph), so the whole run is one

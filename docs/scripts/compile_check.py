@@ -154,8 +154,8 @@ def check(name: str, steps: int = 5, backend: str = "inductor", fullgraph: bool 
 
 def table(rows: list[Row]) -> str:
     """The markdown table of docs/optim.md."""
-    out = ["| class | from step 1: graphs, breaks | steady: graphs, breaks | recompiles: LambdaLR, OneCycleLR, "
-           "its dynamic=True | fullgraph=True |", "|---|---|---|---|---|"]
+    out = ["| class | from step 1: graphs, breaks | steady: graphs, breaks | recompiles: LambdaLR, "
+           "OneCycleLR, its dynamic=True | fullgraph=True |", "|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r.name} | {r.first[0]}, {r.first[1]} | {r.steady[0]}, {r.steady[1]} "
                    f"| {', '.join(str(n) if n >= 0 else 'fails' for n in r.recompiles)} | {r.fullgraph} |")
