@@ -46,6 +46,7 @@ from xpmat.optim._base import (
     check_real,
     from_block_grid,
     host_steps,
+    one_minus_power,
     refuse_tensor_hyper,
     resolve_hyper,
     run_init,
@@ -247,10 +248,10 @@ def _moments(G: Any, s: KronState, h: dict[str, Any], xp: Any) -> tuple[Any, Any
         O, a = adam_direction(G, AdamState(s.step, s.exp_avg if b1 else G, s.exp_avg_sq), xp,
                               betas=(b1, h["graft_beta2"]), eps=h["graft_eps"])
         M, V = (a.exp_avg if b1 else None), a.exp_avg_sq
-        Mbar = M / xp.astype(1.0 - b1 ** step, G.dtype) if b1 else G
+        Mbar = M / xp.astype(one_minus_power(b1, step), G.dtype) if b1 else G
     else:
         Mbar, M = ema_update(s.exp_avg, G, b1, step, xp) if b1 else (G, None)
-    w_prev = xp.astype(s.step if b2 is None else 1.0 - b2 ** s.step, G.dtype)
+    w_prev = xp.astype(s.step if b2 is None else one_minus_power(b2, s.step), G.dtype)
     lay = block_grid(*G.shape, h["max_preconditioner_dim"])
     f = shampoo_factors(to_block_grid(G, lay, xp), ShampooFactors(s.L, s.R, w_prev), beta=b2, xp=xp)
     return Mbar, O, s._replace(step=step, L=f.L, R=f.R, exp_avg=M, exp_avg_sq=V)
@@ -310,7 +311,7 @@ def _factors(s: KronState, lay: tuple[int, int, int, int], m: int, n: int, h: di
     """``(side, A)`` for L and R: the bias-corrected factors with ε and the padding regularized
     (see :func:`_regularize`), ready for the inverse root."""
     b2 = h["betas"][1]
-    weight = xp.astype(s.step if b2 is None else 1.0 - b2 ** s.step, s.L.dtype)
+    weight = xp.astype(s.step if b2 is None else one_minus_power(b2, s.step), s.L.dtype)
     bm, bn, gm, gn = lay
     out = []
     for side, F, b, size, by_row in (("L", s.L, bm, m, True), ("R", s.R, bn, n, False)):
