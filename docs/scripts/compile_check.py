@@ -1,7 +1,7 @@
 """Does ``torch.compile(opt.step)`` compile once for a whole run?  One row per torch class.
 
 ``python docs/scripts/compile_check.py [CLASS ...] [--steps N] [--backend inductor|eager]
-[--no-fullgraph]`` builds each class on a tiny model (an 8 × 4 matrix and a 4-vector, float32,
+[--no-fullgraph] [--dynamic]`` builds each class on a tiny model (an 8 × 4 matrix and a 4-vector, float32,
 CPU, one thread) with tensor hyper-parameters (``lr`` and, where the class takes them,
 ``momentum``, ``betas``, ``weight_decay`` and the AdamW fallback's ones: 1-element tensors, as
 torch.optim's ``capturable`` convention), compiles its step, runs N steps (default 5) under a
@@ -18,6 +18,12 @@ scheduler and prints the docs/optim.md table:
   a graph input), and of that run compiled with ``dynamic=True`` (floats inputs from the start);
 - ``fullgraph=True``: whether ``torch.compile(step, fullgraph=True)`` runs from step 1, only
   after an eager step 1, or not at all.
+
+``--dynamic`` prints only the ``OneCycleLR`` run with ``dynamic=True`` (step 1 eager): the
+cumulative graph and break counts after each step.  Run it one class per process with
+``--backend inductor``: Inductor specializes floats that the ``eager`` backend keeps as graph
+inputs (see docs/optim.md), and in one process a class run after another may count a
+recompile that a fresh process does not (AdamW after AdamNMF did; torch 2.13).
 
 The step compiled is the optimizer's own (``type(opt).step.__get__(opt)``): a scheduler wraps
 ``opt.step`` in a function of ``torch/optim/lr_scheduler.py``, a file Dynamo never traces, which
@@ -168,8 +174,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--backend", default="inductor")
     ap.add_argument("--no-fullgraph", action="store_true")
+    ap.add_argument("--dynamic", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.dynamic:
+        for name in a.classes:
+            graphs, breaks, _ = run(name, "onecycle", a.steps, a.backend, eager_first=True, dynamic=True)
+            print(f"{name}: graphs {graphs}, breaks {breaks}", flush=True)
+        return
     rows = []
     for name in a.classes:
         rows.append(check(name, a.steps, a.backend, not a.no_fullgraph))
