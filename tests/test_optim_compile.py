@@ -85,8 +85,8 @@ def test_compiled_first_step_is_the_one_graph(name, kind, backend, dynamic):
     Dynamo runs eagerly (Dion's seeded host draws stay out of the graph), so the whole run is one
     graph with no break and no recompile at step 2 — Shampoo under ``OneCycleLR`` with
     ``dynamic=True`` too (its integer ``root`` stays static inside the refresh's ``torch.cond``,
-    which runs at step 2; with ``aot_eager``, whose float handling is Inductor's, its float β₁
-    stays a graph input: no recompile per step); it equals the eager run."""
+    which runs at step 2; and with ``aot_eager``, which, as Inductor, made its float β₁ a
+    constant and recompiled at every step, β₁ stays a graph input); it equals the eager run."""
     graphs, breaks, got = cc.run(name, kind, 3, backend, fullgraph=True, dynamic=dynamic)
     *_, want = cc.run(name, kind, 3, None)
     torch._dynamo.reset()

@@ -22,8 +22,9 @@ scheduler and prints the docs/optim.md table:
 ``--dynamic`` prints only the ``OneCycleLR`` run with ``dynamic=True`` (step 1 eager): the
 cumulative graph and break counts after each step.  Run it one class per process with
 ``--backend inductor``: Inductor specializes floats that the ``eager`` backend keeps as graph
-inputs (see docs/optim.md), and in one process a class run after another may count a
-recompile that a fresh process does not (AdamW after AdamNMF did; torch 2.13).
+inputs, and ``aot_eager`` others than Inductor does (see docs/optim.md); in one process a class
+run after another may count a recompile that a fresh process does not (AdamW after AdamNMF
+did; torch 2.13).
 
 The step compiled is the optimizer's own (``type(opt).step.__get__(opt)``): a scheduler wraps
 ``opt.step`` in a function of ``torch/optim/lr_scheduler.py``, a file Dynamo never traces, which
