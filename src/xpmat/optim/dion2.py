@@ -120,7 +120,7 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
     check_choice("ns_normalize", h["ns_normalize"], NORMALIZATIONS)
     check_real("eps", h["eps"])
-    check_dtype("compute_dtype", h["compute_dtype"])
+    check_dtype("compute_dtype", h["compute_dtype"], auto=True)
     check_bool("use_gram_newton_schulz", h["use_gram_newton_schulz"])
     check_bool("flatten", h["flatten"])
     return h

@@ -209,7 +209,7 @@ def check(h: dict[str, Any]) -> None:
     ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
     check_choice("ns_normalize", h["ns_normalize"], NORMALIZATIONS)
     check_real("eps", h["eps"])
-    check_dtype("compute_dtype", h["compute_dtype"])
+    check_dtype("compute_dtype", h["compute_dtype"], auto=True)
     for k in ("use_gram_newton_schulz", "cautious_weight_decay", "flatten"):
         check_bool(k, h[k])
     check_int("num_heads", h["num_heads"], 1, none=True)

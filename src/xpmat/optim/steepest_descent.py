@@ -133,7 +133,7 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
     check_choice("ns_normalize", h["ns_normalize"], NORMALIZATIONS)
     check_real("eps", h["eps"])
-    check_dtype("compute_dtype", h["compute_dtype"])
+    check_dtype("compute_dtype", h["compute_dtype"], auto=True)
     return h
 
 
