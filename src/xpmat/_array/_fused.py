@@ -14,8 +14,8 @@ from xpmat._array._namespace import is_torch, loaded_torch
 
 def lerp(start: Any, end: Any, weight: Any, xp: Any, dtype: Any = None, out: Any = None) -> Any:
     """``start + weight (end − start)`` for a host float ``weight`` (or a 0-d array of the
-    inputs' library: a tensor hyper-parameter), of ``dtype`` (a dtype object, a name or ``"auto"`` for ``start``; default
-    the inputs' dtype).
+    inputs' library: a tensor hyper-parameter), of ``dtype`` (a dtype object, a name, or
+    ``"auto"`` resolved for ``start``; default the inputs' dtype).
 
     PyTorch: ``torch.lerp`` (one pass over memory instead of three, and with ``dtype`` it writes
     the cast result directly; it may round differently in the last bit); ``out`` (a torch array
