@@ -217,21 +217,25 @@ def test_muon_family_defaults_to_auto():
         xo.Muon([torch.zeros(3, 3, requires_grad=True)], state_dtype="auto")
 
 
-@pytest.mark.parametrize(("name", "dtype", "extra"), [
-    ("Muon", torch.float32, {}),                                # the foreach kernel
-    ("Muon", torch.float32, {"cautious_weight_decay": True}),   # the functional core
-    ("Muon", torch.float64, {}),
-    ("Dion2", torch.float32, {}), ("NorMuon", torch.float32, {}), ("SteepestDescent", torch.float32, {}),
+@pytest.mark.parametrize(("name", "dtype", "extra", "n"), [
+    ("Muon", torch.float32, {}, 128),                                # the foreach kernel
+    ("Muon", torch.float32, {"cautious_weight_decay": True}, 128),   # the functional core
+    ("Muon", torch.float64, {}, 128),
+    ("Muon", torch.float32, {}, 16),          # a call under BF16_CPU_MIN_FLOPS: float32 on a CPU
+    ("Dion2", torch.float32, {"fraction": 1.0}, 128), ("NorMuon", torch.float32, {}, 128),
+    ("SteepestDescent", torch.float32, {}, 128),
 ])
-def test_default_precision_follows_the_device(name, dtype, extra):
+def test_default_precision_follows_the_device(name, dtype, extra, n):
     """The default step is the bf16 one for float32 parameters on a CPU with native bf16
-    matmuls and the input dtype's elsewhere — a float64 parameter always keeps float64
+    matmuls, where the Newton–Schulz call is big enough to gain (two 128 × 128 matrices: 1.3e8
+    FLOPs), and the input dtype's elsewhere — a float64 parameter always keeps float64
     Newton–Schulz; an explicit ``compute_dtype`` wins over the default."""
-    want = "bfloat16" if dtype == torch.float32 and _native_bf16_cpu() else None
+    big = 2 * orthogonalize.ns_flops(n, n, 5) >= orthogonalize.BF16_CPU_MIN_FLOPS
+    want = "bfloat16" if dtype == torch.float32 and big and _native_bf16_cpu() else None
 
     def run(**kw):
         gen = torch.Generator().manual_seed(9)
-        ps = [torch.randn(s, generator=gen, dtype=dtype).requires_grad_() for s in [(16, 8), (8, 24), (8,)]]
+        ps = [torch.randn(s, generator=gen, dtype=dtype).requires_grad_() for s in [(n, n), (n, n), (8,)]]
         opt = getattr(xo, name)(ps, lr=0.02, weight_decay=0.1, **extra, **kw)
         for _ in range(2):
             for p in ps:

@@ -107,11 +107,12 @@ def fast_bfloat16(x: Any, xp: Any) -> bool:
     """Whether ``x``'s device multiplies bfloat16 natively, so that bf16 matmuls beat float32.
 
     PyTorch CPU: AMX tiles or AVX512-BF16 (``torch.cpu._is_amx_tile_supported``,
-    ``_is_avx512_bf16_supported``; on an AMX CPU Newton–Schulz in bf16 took half the float32
-    time, docs/optim.md "Newton–Schulz precision"); CUDA: compute capability 8.0 or more (Ampere on: bf16 tensor cores), ROCm:
-    ``torch.cuda.is_bf16_supported(including_emulation=False)``.  JAX: TPU, and GPUs of compute
-    capability 8.0 or more.  Other devices (MPS, XPU, Arm CPUs: not measured): False.  Read once
-    per device and cached (a Python bool afterwards: no graph break under ``torch.compile``).
+    ``_is_avx512_bf16_supported``; on an AMX CPU bf16 Newton–Schulz took half the float32
+    time, docs/optim.md "Newton–Schulz precision"); CUDA: compute capability 8.0 or more
+    (Ampere on: bf16 tensor cores), ROCm: ``torch.cuda.is_bf16_supported(including_emulation=
+    False)``.  JAX: TPU, and GPUs of compute capability 8.0 or more.  Other devices (MPS, XPU,
+    Arm CPUs: not measured): False.  Read once per device and cached (a Python bool
+    afterwards: no graph break under ``torch.compile``).
     """
     key = _device_key(x, xp)
     fast = _FAST_BF16.get(key)

@@ -79,7 +79,7 @@ from xpmat.optim.transforms import (
 from xpmat.orthogonalize import NORMALIZATIONS, msign_groups, msign_many
 
 __all__ = ["DEFAULTS", "MuonState", "ShardedParts", "State", "adjust_lr", "calls", "check", "chunks",
-           "composed", "init", "orthogonalized", "sharded_parts", "transform", "update"]
+           "composed", "init", "momentum_dtype", "orthogonalized", "sharded_parts", "transform", "update"]
 
 SPEC = MethodSpec(
     name="muon",
@@ -329,11 +329,20 @@ def _momentum(h: dict[str, Any], reuse: bool, grads: list[Any], states: list[Muo
         g = xp.reshape(_array.as_float(g, xp, B0.dtype), tuple(B0.shape))
         ok = finite(g, xp)
         g = xp.where(ok, g, B0)  # a skipped step leaves the buffer as it was: lerp(B, B) = B
-        U, buf = ema_momentum(B0, g, h["momentum"], xp, nesterov=h["nesterov"], dtype=h["compute_dtype"],
-                              out=B0 if reuse else None)
+        U, buf = ema_momentum(B0, g, h["momentum"], xp, nesterov=h["nesterov"],
+                              dtype=momentum_dtype(h["compute_dtype"], xp), out=B0 if reuse else None)
         carry.append((ok, buf))
         Us.append(U)
     return carry, Us
+
+
+def momentum_dtype(compute_dtype: Any, xp: Any) -> Any:
+    """The dtype the momentum step writes ``U`` in: ``compute_dtype`` resolved for ``xp``, but
+    for ``"auto"`` None (``U`` stays in the state dtype; :func:`xpmat.msign_many` picks the
+    precision per Newton–Schulz call, :func:`xpmat.orthogonalize.ns_compute_dtype`)."""
+    if isinstance(compute_dtype, str) and compute_dtype == _array.AUTO:
+        return None
+    return _array.resolve_dtype(xp, compute_dtype)
 
 
 def _lr(h: dict[str, Any]) -> Any:
@@ -350,7 +359,7 @@ def orthogonalized(h: dict[str, Any], Us: list[Any], xp: Any) -> list[Any]:
     lr, fn = _lr(h), h["adjust_lr_fn"]
     tensor = is_array_hyper(lr)  # a tensor lr: not folded into Newton–Schulz (its GEMMs take host floats)
     Os = msign_many(Us, steps=len(coeffs), schedule=coeffs, normalize=h["ns_normalize"], eps=h["eps"],
-                    scale=(lambda m, n: adjust_lr(fn, m, n)) if tensor
+                    compute_dtype=h["compute_dtype"], scale=(lambda m, n: adjust_lr(fn, m, n)) if tensor
                     else (lambda m, n: -lr * adjust_lr(fn, m, n)),
                     gram="auto" if h["use_gram_newton_schulz"] else False, split_sizes=split,
                     stack_bytes=None, xp=xp)  # one chunk: chunks() cut it

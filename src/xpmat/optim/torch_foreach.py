@@ -189,8 +189,7 @@ def _muon_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states:
     stacks = _muon.chunks(bufs, h["compute_dtype"])  # same-shaped matrix views, Newton–Schulz's batches
     gate = Gates(grads, bufs[0].dtype)
     gs = gate.sanitized([_view(g, b.shape) for g, b in zip(grads, bufs, strict=True)], bufs[0].dtype, stacks)
-    mu, b0 = h["momentum"], bufs[0]
-    cdt = _array.resolve_dtype(_array.array_namespace(b0), h["compute_dtype"], b0)  # "auto": per device
+    mu, cdt = h["momentum"], _muon.momentum_dtype(h["compute_dtype"], _array.array_namespace(bufs[0]))
     torch._foreach_lerp_(bufs, gs, gate.times(1.0 - mu))  # B ← B + (1 − μ)(G − B); kept where skipped
     us = bufs
     if h["nesterov"]:  # G + μ (B − G)
