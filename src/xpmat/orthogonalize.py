@@ -420,8 +420,8 @@ def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normali
         the rows (of the small side) are orthogonal.
     compute_dtype : dtype or name, optional
         Internal precision (e.g. ``"bfloat16"`` on torch or JAX); the result is cast back to G's dtype.
-        ``"auto"``: bfloat16 for float32 ``G`` on a device that multiplies bf16 natively, else
-        G's dtype (the Muon family's default; docs/optim.md, "Newton–Schulz precision").
+        ``"auto"``: :func:`ns_compute_dtype` (bfloat16 for float32 ``G`` on a device that multiplies
+        bf16 natively, on a CPU for a big enough call; else G's dtype: the Muon family's default).
     eps : float
         Absolute floor of ``‖G‖_F`` (and ``eps²`` of AOL's row sums).  The default 0 floors
         nothing but zero (``G = 0`` returns zeros), so ``msign(t G) = msign(G)`` for every

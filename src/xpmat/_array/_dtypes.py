@@ -4,7 +4,8 @@
 ``state_dtype`` strings, :func:`itemsize`); :data:`FLOAT_NAMES` and :data:`LOW_PRECISION` are
 read from it, and ``xpmat.optim._base`` checks ``state_dtype`` names against the first.
 ``compute_dtype="auto"`` (:data:`AUTO`, :func:`auto_dtype`) is bfloat16 for float32 input on a
-device that multiplies bf16 natively (:func:`fast_bfloat16`), else the input's dtype.
+device that multiplies bf16 natively (:func:`fast_bfloat16`), else the input's dtype (the
+Newton–Schulz calls add a size rule on CPUs: ``xpmat.orthogonalize.ns_compute_dtype``).
 Nothing here imports an array library: JAX's x64 flag and torch's CPU / CUDA capability checks
 are read from the already loaded ``jax`` / ``torch`` modules (``sys.modules``).
 """

@@ -165,8 +165,9 @@ use_gram_newton_schulz : bool
 compute_dtype : "auto", dtype or name, optional
     Newton–Schulz precision.  ``"auto"`` (default): bfloat16 for float32 matrices on a device
     that multiplies bf16 natively (CPUs with AMX or AVX512-BF16, CUDA GPUs of compute
-    capability ≥ 8.0, TPUs), where it is about twice as fast at the accuracy Muon needs; the
-    input's dtype elsewhere (float64 stays float64).  None: the input's dtype.
+    capability ≥ 8.0, TPUs; on a CPU for calls of at least 1e8 FLOPs), where it is about twice
+    as fast at the accuracy Muon needs; the input's dtype elsewhere (float64 stays float64).
+    None: the input's dtype.
 eps : float >= 0
     Floor of the Frobenius norm in the Newton–Schulz normalization.
 """,
@@ -452,7 +453,8 @@ def update(grads: list[Any], state: list[MuonState], params: list[Any], *, reuse
         decoupled, times η as torch), ``schedule`` (s multiplies η), ``adjust_lr_fn``, and the
         ``msign`` options ``ns_steps``, ``ns_schedule`` (``"polar_express"``, ``"jordan"``, ...),
         ``ns_normalize``, ``compute_dtype`` (default ``"auto"``: bf16 for float32 where the device
-        multiplies bf16 natively, else the input's dtype; None: the input's dtype),
+        multiplies bf16 natively and the call is big enough, else the input's dtype; None: the
+        input's dtype),
         ``eps``, ``use_gram_newton_schulz`` (Gram Newton–Schulz where it takes fewer products);
         ``state_dtype``; ``cautious_weight_decay`` (decay only where ``msign(U) ⊙ W ≥ 0``);
         ``flatten`` (True: an N-D parameter is the matrix ``(out, prod(rest))``; False: its
