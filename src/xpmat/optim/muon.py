@@ -316,34 +316,40 @@ def _fused_chunk(h: dict[str, Any], reuse: bool, grads: list[Any], states: list[
     three phases :func:`_momentum`, :func:`orthogonalized`, :func:`_updates`."""
     xp = _array.array_namespace(*grads, *params, names=[f"grads[{i}]" for i in range(len(grads))]
                                 + [f"params[{i}]" for i in range(len(params))])
-    carry, Us = _momentum(h, reuse, grads, states, xp)
+    dtype = momentum_dtype(h, [s.momentum_buffer for s in states], xp)  # one Newton–Schulz call
+    carry, Us = _momentum(h, reuse, grads, states, xp, dtype)
     return _updates(h, orthogonalized(h, Us, xp), carry, states, params, xp)
 
 
 def _momentum(h: dict[str, Any], reuse: bool, grads: list[Any], states: list[MuonState],
-              xp: Any) -> tuple[list[tuple[Any, Any]], list[Any]]:
+              xp: Any, dtype: Any) -> tuple[list[tuple[Any, Any]], list[Any]]:
     """Phase 1, elementwise: per matrix ``(ok, new buffer)`` and the direction ``U`` (matrix
-    view, compute dtype).  A non-finite gradient leaves the buffer as it was."""
+    view, in ``dtype``: :func:`momentum_dtype`).  A non-finite gradient leaves the buffer as it was."""
     carry, Us = [], []
     for g, s in zip(grads, states, strict=True):  # per matrix: torch.lerp is one pass
         B0 = s.momentum_buffer
         g = xp.reshape(_array.as_float(g, xp, B0.dtype), tuple(B0.shape))
         ok = finite(g, xp)
         g = xp.where(ok, g, B0)  # a skipped step leaves the buffer as it was: lerp(B, B) = B
-        U, buf = ema_momentum(B0, g, h["momentum"], xp, nesterov=h["nesterov"],
-                              dtype=momentum_dtype(h["compute_dtype"], xp), out=B0 if reuse else None)
+        U, buf = ema_momentum(B0, g, h["momentum"], xp, nesterov=h["nesterov"], dtype=dtype,
+                              out=B0 if reuse else None)
         carry.append((ok, buf))
         Us.append(U)
     return carry, Us
 
 
-def momentum_dtype(compute_dtype: Any, xp: Any) -> Any:
-    """The dtype the momentum step writes ``U`` in: ``compute_dtype`` resolved for ``xp``, but
-    for ``"auto"`` None (``U`` stays in the state dtype; :func:`xpmat.msign_many` picks the
-    precision per Newton–Schulz call, :func:`xpmat.orthogonalize.ns_compute_dtype`)."""
-    if isinstance(compute_dtype, str) and compute_dtype == _array.AUTO:
+def momentum_dtype(h: dict[str, Any], bufs: list[Any] | None, xp: Any) -> Any:
+    """The dtype the momentum step writes ``U`` in for the Newton–Schulz call on the momentum
+    buffers ``bufs`` (one shape): ``h["compute_dtype"]`` resolved; ``"auto"`` per call
+    (:func:`xpmat.orthogonalize.ns_compute_dtype`), or None (the state dtype) where ``bufs`` is
+    None — a caller that does not hold the call (a rank's shards): :func:`xpmat.msign_many`
+    then picks the precision when the call is made."""
+    cdt = h["compute_dtype"]
+    if not (isinstance(cdt, str) and cdt == _array.AUTO):
+        return _array.resolve_dtype(xp, cdt)
+    if bufs is None:
         return None
-    return _array.resolve_dtype(xp, compute_dtype)
+    return orthogonalize.ns_compute_dtype(cdt, bufs[0], len(bufs), h["ns_steps"], xp)
 
 
 def _lr(h: dict[str, Any]) -> Any:
@@ -418,7 +424,8 @@ def sharded_parts(*, reuse_state: bool = False, **hyper: Any) -> ShardedParts | 
         return None
 
     def local_in(grads, states):
-        return _momentum(h, reuse_state, grads, states, _array.array_namespace(*grads))
+        xp = _array.array_namespace(*grads)
+        return _momentum(h, reuse_state, grads, states, xp, momentum_dtype(h, None, xp))
 
     def whole(Us):
         xp, out = _array.array_namespace(*Us), [None] * len(Us)
