@@ -40,7 +40,7 @@ from xpmat._optional import require
 from xpmat.optim import adamw as _adamw
 from xpmat.optim import muon as _muon
 from xpmat.optim import sgd as _sgd
-from xpmat.optim._base import is_array_hyper, maybe_nonzero, step_size
+from xpmat.optim._base import finite, is_array_hyper, maybe_nonzero, step_size
 
 torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
@@ -235,10 +235,15 @@ def _host_floats(h: dict[str, Any], keys: tuple[str, ...], like: Any) -> dict[st
     return out
 
 
-def _fusable(params: list[Any], states: list[dict], key: str) -> bool:
-    """torch's fused kernels take state in the parameter's dtype (16-bit parameters have
-    float32 state here: the composed kernel steps those)."""
-    return all(p.dtype == s[key].dtype for p, s in zip(params, states, strict=True))
+def _fused_hyper(h: dict[str, Any], keys: tuple[str, ...], params: list[Any], states: list[dict],
+                 buffer: str) -> dict[str, float] | None:
+    """The hyper-parameters ``keys`` as floats for torch's fused kernels, or None where they
+    can't run: state ``buffer`` not in the parameter's dtype (16-bit parameters have float32
+    state here: the composed kernel steps those), a tensor ``lr`` on another device."""
+    if any(p.dtype != s[buffer].dtype for p, s in zip(params, states, strict=True)) or (
+            is_array_hyper(h["lr"]) and h["lr"].device != params[0].device):
+        return None
+    return _host_floats(h, keys, params[0])
 
 
 def _fused_lr(h: dict[str, Any], like: Any) -> Any:
@@ -251,10 +256,9 @@ def _adamw_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states:
     """AdamW by ``torch._fused_adamw_`` (mode ``"lr"``), ``_fused_adam_`` (``"l2"``: λ p
     added to g) or ``p ← (1 − sλ) p`` then ``_fused_adam_`` (``"decoupled"``); one pass per
     parameter.  False (nothing done) where the kernels don't take these tensors."""
-    f = _host_floats({**h, "b1": h["betas"][0], "b2": h["betas"][1]}, ("b1", "b2", "eps", "weight_decay",
-                                                                      "schedule"), params[0])
-    if f is None or not _fusable(params, states, "exp_avg") or is_array_hyper(h["lr"]) and (
-            h["lr"].device != params[0].device):
+    f = _fused_hyper({**h, "b1": h["betas"][0], "b2": h["betas"][1]},
+                     ("b1", "b2", "eps", "weight_decay", "schedule"), params, states, "exp_avg")
+    if f is None:
         return False
     mode, wd = h["weight_decay_mode"], f["weight_decay"]
     if mode == "decoupled" and wd:
@@ -271,9 +275,8 @@ def _adamw_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states:
 def _sgd_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict]) -> bool:
     """SGD by ``torch._fused_sgd_`` (zero-initialized buffer, no dampening: its
     ``is_first_step=False`` update is the core's ``B ← μ B + d``).  False where it can't."""
-    f = _host_floats(h, ("momentum", "weight_decay"), params[0])
-    if f is None or not _fusable(params, states, "momentum_buffer") or is_array_hyper(h["lr"]) and (
-            h["lr"].device != params[0].device):
+    f = _fused_hyper(h, ("momentum", "weight_decay"), params, states, "momentum_buffer")
+    if f is None:
         return False
     bufs = [s["momentum_buffer"] for s in states] if f["momentum"] else []
     torch._fused_sgd_(params, grads, bufs, weight_decay=f["weight_decay"], momentum=f["momentum"],
@@ -283,11 +286,15 @@ def _sgd_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states: l
 
 
 def host_flags(grads: list[Any]) -> list[bool] | None:
-    """Whether each gradient is finite (Σ|g| < ∞), read on the host where that is free: CPU
-    tensors, eager, :data:`HOST_READS`; None elsewhere (the gated kernels decide on the device)."""
-    if not (HOST_READS and grads) or torch.compiler.is_compiling() or any(g.device.type != "cpu" for g in grads):
+    """The core's finite flags (:func:`~xpmat.optim._base.finite`: |Σ g| < ∞) read on the
+    host where that is free: CPU tensors, eager, :data:`HOST_READS`; None elsewhere (the gated
+    kernels decide on the device).  A finite ‖g‖₂ (one vectorized ``_foreach_norm``) implies a
+    finite sum; only a gradient whose ‖g‖₂ is not finite is summed."""
+    if not (HOST_READS and grads) or torch.compiler.is_compiling() or any(
+            g.device.type != "cpu" for g in grads):
         return None
-    return (torch.stack(torch._foreach_norm(grads, 1)) < math.inf).tolist()
+    fine = torch.stack(torch._foreach_norm(grads, 2)).isfinite().tolist()
+    return [ok or bool(finite(g, _array.array_namespace(g))) for ok, g in zip(fine, grads, strict=True)]
 
 
 def _finish(gate: Gates, params: list[Any], updates: list[Any], steps: list[Any], counts: list[Any]) -> None:
@@ -385,5 +392,6 @@ def step(module: Any, hyper: dict[str, Any], params: list[Any], grads: list[Any]
             ix = [i for i, good in zip(ix, ok, strict=True) if good]
             if not ix:
                 continue
-        kernel(hyper, [params[i] for i in ix], [grads[i] for i in ix], [states[i] for i in ix], ok is not None)
+        known_ok = ok is not None
+        kernel(hyper, [params[i] for i in ix], [grads[i] for i in ix], [states[i] for i in ix], known_ok)
     return rest
