@@ -61,6 +61,7 @@ __all__ = [
     "check_rank",
     "check_rank_fits",
     "check_real",
+    "finite",
     "from_block_grid",
     "from_blocks",
     "host_steps",
@@ -334,6 +335,14 @@ def state_dtype_for(p: Any, xp: Any, state_dtype: Any = None) -> Any:
         return _array.resolve_dtype(xp, state_dtype)
     dt = _array.float_dtype(xp, p)
     return xp.float32 if _array.is_low_precision(dt, xp) else dt
+
+
+def finite(g: Any, xp: Any) -> Any:
+    """0-d bool: every entry of ``g`` is finite (one reduction; low precision sums in float32).
+
+    A sum that overflows (|Σ g| above the float32 / float64 maximum) counts as non-finite."""
+    dt = g.dtype if g.dtype in (xp.float32, getattr(xp, "float64", None)) else xp.float32
+    return xp.isfinite(xp.sum(_array.as_float(g, xp, dt)))
 
 
 def zeros_step(xp: Any, dev: Any) -> Any:
