@@ -800,6 +800,8 @@ def ns_compute_dtype(compute_dtype: Any, G: Any, count: int, steps: int, xp: Any
     at least :data:`BF16_CPU_MIN_FLOPS` (:func:`ns_flops`), else None (``G``'s dtype)."""
     if not (isinstance(compute_dtype, str) and compute_dtype == _array.AUTO):
         return compute_dtype
+    if not _array.supports_bfloat16(xp):  # NumPy, CuPy, array-api-strict, Dask: G's dtype
+        return None
     m, n = G.shape[-2:]
     if _array.is_cpu(G) and count * math.prod(G.shape[:-2]) * ns_flops(m, n, steps) < BF16_CPU_MIN_FLOPS:
         return None
