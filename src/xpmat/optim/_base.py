@@ -276,12 +276,14 @@ def check_betas(name: str, value: Any, n: int = 2, *, none: Sequence[int] = ()) 
         check_real(f"{name}[{i}]", b, 0.0, 1.0, high_open=True, none=i in none)
 
 
-def check_dtype(name: str, value: Any) -> None:
-    """``None``, a dtype name of ``_array.FLOAT_NAMES`` (``"bfloat16"``, ...) or a dtype object."""
-    if value is None or (isinstance(value, str) and value in _array.FLOAT_NAMES):
+def check_dtype(name: str, value: Any, auto: bool = False) -> None:
+    """``None``, a dtype name of ``_array.FLOAT_NAMES`` (``"bfloat16"``, ...) or a dtype object;
+    with ``auto`` also ``"auto"`` (a ``compute_dtype``: :data:`xpmat._array.AUTO`)."""
+    names = (_array.AUTO, *_array.FLOAT_NAMES) if auto else _array.FLOAT_NAMES
+    if value is None or (isinstance(value, str) and value in names):
         return
     if isinstance(value, (str, bool, int, float, tuple, list)):
-        raise ValueError(f"{name} must be None, one of {_array.FLOAT_NAMES} or a dtype, got {value!r}")
+        raise ValueError(f"{name} must be None, one of {names} or a dtype, got {value!r}")
 
 
 def check_rank(value: Any, name: str = "rank") -> None:

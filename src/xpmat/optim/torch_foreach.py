@@ -313,14 +313,15 @@ def _muon_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states:
     stacks = _muon.chunks(bufs, h["compute_dtype"])  # same-shaped matrix views, Newton–Schulz's batches
     gate = Gates(grads, bufs[0].dtype, known_ok)
     gs = gate.sanitized([_view(g, b.shape) for g, b in zip(grads, bufs, strict=True)], bufs[0].dtype, stacks)
-    mu, cdt = h["momentum"], _array.resolve_dtype(_array.array_namespace(bufs[0]), h["compute_dtype"])
+    mu, xp = h["momentum"], _array.array_namespace(bufs[0])
     torch._foreach_lerp_(bufs, gs, gate.times(1.0 - mu))  # B ← B + (1 − μ)(G − B); kept where skipped
     us = bufs
     if h["nesterov"]:  # G + μ (B − G)
         us = (torch._foreach_lerp(gs, bufs, [_on(mu, gs[0])] * len(gs)) if is_array_hyper(mu)
               else torch._foreach_lerp(gs, bufs, mu))
-    us = [u if cdt in (None, u.dtype) else u.to(cdt) for u in us]
-    xp, os_ = _array.array_namespace(us[0]), [None] * len(us)
+    cdts = {i: _muon.momentum_dtype(h, [bufs[j] for j in idx], xp) for idx in stacks for i in idx}
+    us = [u if cdts[i] in (None, u.dtype) else u.to(cdts[i]) for i, u in enumerate(us)]
+    os_ = [None] * len(us)
     for idx in stacks:  # one batched Newton–Schulz call per stack
         for i, o in zip(idx, _muon.orthogonalized(h, [us[i] for i in idx], xp), strict=True):
             os_[i] = o
