@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, NamedTuple
 
+from xpmat import _array
 from xpmat._optional import require
 from xpmat.optim import adamw as _adamw
 from xpmat.optim import torch_foreach as _foreach
@@ -395,6 +396,8 @@ class XpmatOptimizer(torch.optim.Optimizer):
         t = main if fallback is None else route(main, fallback)
         for p, s in zip(fresh, t.init([_as_real(p) for p in fresh]), strict=True):
             self._put(p, s)
+        for p in fresh:  # the device's bf16 probe (compute_dtype="auto"), cached: a call Dynamo
+            _array.fast_bfloat16(p, _array.array_namespace(p))  # skips would break a traced step 1
 
     def _run(self, group: dict, params: list, grads: list) -> _Run:
         main, fallback = self._transforms(group)
