@@ -387,7 +387,8 @@ class XpmatOptimizer(torch.optim.Optimizer):
         ``torch.compile``'s Dynamo runs a method of this name eagerly while it traces ``step``
         (``torch/_dynamo/variables/optimizer.py``) and guards the state it made, so a compiled
         first step keeps the seeded host draws out of its graph and step 2 reuses that graph.
-        Groups with sharded (DTensor) parameters create their state in the step instead."""
+        It also runs the device's bf16 probe (cached) for ``compute_dtype="auto"``.  Groups with
+        sharded (DTensor) parameters create their state in the step instead."""
         fresh = [p for p in group["params"] if p.grad is not None and not self.state[p]]
         if not fresh or any(_is_dtensor(p) for p in fresh):
             return
