@@ -30,8 +30,8 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["as_chunk_type", "cholesky_qr2", "fused_matmul", "merge_axis", "name", "per_matrix", "rowwise",
-           "tsqr"]
+__all__ = ["ONE_TASK_BYTES", "as_chunk_type", "cholesky_qr2", "fits_one_task", "fused_matmul", "merge_axis",
+           "name", "per_matrix", "rowwise", "subclass_like", "tsqr"]
 
 # Fan-in of the tree that sums the per-chunk Gram matrices (dask's own reductions use 4–32).
 _SPLIT_EVERY = 8
@@ -39,6 +39,10 @@ _SPLIT_EVERY = 8
 _TSQR_ONE_LEVEL = 32
 # CholeskyQR2 states, computed on one chunk from the Gram matrices
 _ACCEPTED, _FALLBACK, _NONFINITE = 0, 1, 2
+#: Bytes of one task's matrices up to which an iteration (Newton ``inv_root``) runs whole in one
+#: task (:func:`fits_one_task`): Dask's own default ``array.chunk-size`` (128 MiB), a size Dask
+#: already puts in one task.  Measured in ``docs/dask.md`` ("Newton inv_root in one task").
+ONE_TASK_BYTES = 128 * 2**20
 
 
 def name(label: str, *args: Any) -> str:
@@ -95,6 +99,21 @@ def _convert(block: Any, ref: Any) -> Any:
     return cxp.asarray(block, device=array_api_compat.device(ref))
 
 
+def subclass_like(x: Any, ref: Any) -> Any:
+    """A NumPy array ``x`` made inside a task as the type of the chunk ``ref`` where that is an
+    ndarray subclass (NumPy's ``like=``), as :func:`_convert` does between tasks; ``x`` itself
+    otherwise (CuPy and PyTorch chunks already get arrays of their own type from their
+    namespace)."""
+    if type(x) is type(ref):
+        return x
+    import sys
+
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and type(x) is numpy.ndarray and isinstance(ref, numpy.ndarray):
+        return numpy.asarray(x, like=ref)
+    return x
+
+
 def _device(block: Any) -> Any:
     import array_api_compat
 
@@ -138,13 +157,24 @@ def _array(graph: dict, key_name: str, deps: Sequence[Any], chunks: tuple, meta:
     return da.Array(hlg, key_name, chunks=chunks, meta=meta)
 
 
-def _meta(a: Any, ndim: int) -> Any:
+def _meta(a: Any, ndim: int, dtype: Any = None) -> Any:
     from dask.array.utils import meta_from_array
 
-    return meta_from_array(a._meta, ndim=ndim)
+    return meta_from_array(a._meta, ndim=ndim, dtype=dtype)
 
 
-def per_matrix(fn: Callable, a: Any, shapes: Sequence[tuple], *, label: str) -> list[Any]:
+def fits_one_task(a: Any) -> bool:
+    """Whether the matrices of the Dask array ``a`` (..., m, n) are small enough to be iterated
+    whole in one task per batch chunk: all sizes known and a batch chunk of matrices at most
+    :data:`ONE_TASK_BYTES` (the task then holds a few arrays of that size)."""
+    if not all(_known(c) for c in a.chunks):
+        return False
+    batch = math.prod(max(c, default=0) for c in a.chunks[:-2])
+    return batch * a.shape[-2] * a.shape[-1] * a.dtype.itemsize <= ONE_TASK_BYTES
+
+
+def per_matrix(fn: Callable, a: Any, shapes: Sequence[tuple], *, label: str,
+               dtypes: Sequence[Any] | None = None) -> list[Any]:
     """Run ``fn(t, chunk_xp)`` on each matrix of the Dask array ``a`` (..., m, n), whole on one chunk.
 
     ``fn`` gets a chunk ``t`` (..., m, n) of the chunk's library with that library's namespace
@@ -154,6 +184,7 @@ def per_matrix(fn: Callable, a: Any, shapes: Sequence[tuple], *, label: str) -> 
     task per chunk, as ``dask.array.linalg.tsqr`` does).  ``fn`` must be a module-level
     function or a ``functools.partial`` of one (it is part of the deterministic name).  Only
     for small matrices: a matrix's rows and columns are brought together on one chunk.
+    ``dtypes``: the outputs' dtypes where they are not ``a``'s (one per entry of ``shapes``).
     """
     nd = a.ndim
     a = merge_axis(merge_axis(a, nd - 2), nd - 1)
@@ -167,7 +198,8 @@ def per_matrix(fn: Callable, a: Any, shapes: Sequence[tuple], *, label: str) -> 
         tail = (0,) * len(shape)  # the matrix (or vector) of each batch chunk: one block
         graph = {(part, *i[:-2], *tail): (operator.getitem, (key, *i), k) for i in blocks}
         chunks = (*a.chunks[:-2], *((s,) for s in shape))
-        out.append(_array(graph, part, [whole], chunks, _meta(a, nd - 2 + len(shape))))
+        meta = _meta(a, nd - 2 + len(shape), None if dtypes is None else dtypes[k])
+        out.append(_array(graph, part, [whole], chunks, meta))
     return out
 
 
