@@ -35,7 +35,8 @@ class InvRootInfo(NamedTuple):
         The final residual ``max|M − I|`` (0 for ``method="eigh"``).
     iters : int
         Newton steps taken (0 for ``method="eigh"``; always the ``iters`` argument when the
-        residual cannot be read, e.g. under ``jax.jit``).
+        residual cannot be read, e.g. under ``jax.jit``, and on Dask, where the count of a
+        one-task run is known only inside its task).
     """
 
     converged: Any
@@ -86,10 +87,12 @@ def inv_root(
     check_every : int
         The host looks at the residual every ``check_every`` steps (one device sync
         each time) to stop early; converged batch items are frozen on the device
-        at every step, so extra steps never change them.  Where the residual cannot be
-        read (a JAX tracer under ``jax.jit``, a Dask array) all ``iters`` steps run
-        without a check, and return the same ``X`` (the frozen items do not move; on Dask
-        the block products of a converged matrix skip their GEMMs, ``docs/dask.md``).
+        at every step, so extra steps never change them.  On Dask, matrices up to
+        ``xpmat._dask.ONE_TASK_BYTES`` (128 MiB per batch chunk) are iterated whole in one
+        task with the chunk's library, checks and early exit included (``docs/dask.md``).
+        Where the residual cannot be read (a JAX tracer under ``jax.jit``, a larger Dask
+        array) all ``iters`` steps run without a check, and return the same ``X`` (the frozen
+        items do not move; on Dask the block products of a converged matrix skip their GEMMs).
     warm_dtype : {None, "float32", "bfloat16", "tf32"}
         ``"newton"`` only: run the early steps in this lower precision until the residual is
         below 0.1 (read at the ``check_every`` checks), then the last steps in ``A``'s dtype.
@@ -166,8 +169,9 @@ def inv_root(
     Backends: standard Array API only (``xp.linalg.eigh``, ``@``) on every library.
     Host reads: none for ``"eigh"``; ``"newton"`` reads the residual every
     ``check_every`` steps (with ``warm_dtype`` too: the hand-over is decided at a check) and
-    the convergence flags once after the loop (for the warning), on eager arrays only; under
-    ``jax.jit`` and on Dask it runs ``iters`` steps and reads
+    the convergence flags once after the loop (for the warning), on eager arrays only (on
+    Dask: inside the one task of a small matrix, never on the client); under ``jax.jit``
+    and on a Dask matrix above the one-task size it runs ``iters`` steps and reads
     nothing (the Python loop is unrolled into the traced program: compile time grows
     with ``iters``).
 
