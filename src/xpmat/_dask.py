@@ -501,19 +501,25 @@ def fused_matmul(a: Any, b: Any, *, transpose_b: bool = False, c: Any = None, al
         args += [skip, ""]
     dtype = da.result_type(*(x for x in (a, b, c) if x is not None))
     key = name("xpmat-matmul", a, b, c, transpose_b, alpha, beta, skip)
-    return da.blockwise(_block_matmul, "ij", *args, concatenate=True, dtype=dtype, meta=a._meta,
+    return da.blockwise(_block_matmul, "ij", *args, concatenate=False, dtype=dtype, meta=a._meta,
                         name=key, transpose_b=transpose_b, alpha=alpha, beta=beta,
                         gated=skip is not None)
 
 
-def _block_matmul(a: Any, b: Any, *c: Any, transpose_b: bool, alpha: float, beta: float,
+def _block_matmul(a: list, b: list, *c: Any, transpose_b: bool, alpha: float, beta: float,
                   gated: bool = False) -> Any:
-    cxp = _namespace(a)
+    """One output block from the blocks ``a`` (a block row) and ``b`` (a block column, or block
+    row of ``b`` with ``transpose_b``), concatenated here, after the gate: a skipped task copies
+    nothing."""
+    cxp = _namespace(a[0])
     if gated:
         *c, skip = c
         if bool(skip):
-            rows, cols = a.shape[0], b.shape[0] if transpose_b else b.shape[1]
-            return _convert(cxp.zeros((rows, cols), dtype=cxp.result_type(a, b), device=_device(a)), a)
+            rows, cols = a[0].shape[0], b[0].shape[0] if transpose_b else b[0].shape[1]
+            out = cxp.zeros((rows, cols), dtype=cxp.result_type(a[0], b[0]), device=_device(a[0]))
+            return _convert(out, a[0])
+    a = a[0] if len(a) == 1 else cxp.concat(a, axis=1)
+    b = b[0] if len(b) == 1 else cxp.concat(b, axis=1 if transpose_b else 0)
     p = a @ (cxp.matrix_transpose(b) if transpose_b else b)
     if alpha != 1.0:
         p = alpha * p
