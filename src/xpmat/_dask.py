@@ -40,9 +40,10 @@ _TSQR_ONE_LEVEL = 32
 # CholeskyQR2 states, computed on one chunk from the Gram matrices
 _ACCEPTED, _FALLBACK, _NONFINITE = 0, 1, 2
 #: Bytes of one task's matrices up to which an iteration (Newton ``inv_root``) runs whole in one
-#: task (:func:`fits_one_task`): Dask's own default ``array.chunk-size`` (128 MiB), a size Dask
-#: already puts in one task.  Measured in ``docs/dask.md`` ("Newton inv_root in one task").
-ONE_TASK_BYTES = 128 * 2**20
+#: task (:func:`fits_one_task`): 64 MiB, below the size (about 90–100 MiB of float32 on 2 cores)
+#: where the blocked path was estimated to catch up, half Dask's default ``array.chunk-size``.
+#: Measured in ``docs/dask.md`` ("Newton inv_root in one task").
+ONE_TASK_BYTES = 64 * 2**20
 
 
 def name(label: str, *args: Any) -> str:
@@ -478,7 +479,8 @@ def fused_matmul(a: Any, b: Any, *, transpose_b: bool = False, c: Any = None, al
 
     ``skip``: a 0-d Dask boolean; where it is true each task returns zeros of its block's shape
     without the GEMM (for an iteration whose caller discards the product once it has converged:
-    Newton ``inv_root``), one host read of the flag per task.
+    Newton ``inv_root``), one host read of the flag per task, and before the blocks are
+    concatenated (the tasks get them as lists), so a skipped task copies nothing.
     """
     import dask.array as da
 

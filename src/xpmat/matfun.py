@@ -88,7 +88,7 @@ def inv_root(
         The host looks at the residual every ``check_every`` steps (one device sync
         each time) to stop early; converged batch items are frozen on the device
         at every step, so extra steps never change them.  On Dask, matrices up to
-        ``xpmat._dask.ONE_TASK_BYTES`` (128 MiB per batch chunk) are iterated whole in one
+        ``xpmat._dask.ONE_TASK_BYTES`` (64 MiB per batch chunk) are iterated whole in one
         task with the chunk's library, checks and early exit included (``docs/dask.md``).
         Where the residual cannot be read (a JAX tracer under ``jax.jit``, a larger Dask
         array) all ``iters`` steps run without a check, and return the same ``X`` (the frozen
