@@ -84,8 +84,8 @@ def test_every_primitive_is_lazy_and_matches_numpy(case):
             np.testing.assert_allclose(t, e, rtol=rtol, atol=rtol * max(1.0, float(np.abs(e).max())))
         # Dask's own check of the graph: no key defined twice with different tasks, chunks and
         # meta as declared (dask.array.utils.assert_eq, as dask.array.linalg's tests use it);
-        # skipped for the long lazy loops (power_iteration, Newton inv_root: 2,500 to 10,000+
-        # keys), whose check takes seconds to tens of seconds
+        # skipped for the long lazy loops (power_iteration: 2,500+ keys; Newton inv_root runs
+        # in one task here, a few dozen keys), whose check takes seconds to tens of seconds
         if len(lz.__dask_graph__()) <= 2000:
             assert_eq(lz, e, rtol=rtol, atol=rtol * max(1.0, float(np.abs(e).max(initial=0.0))),
                       equal_nan=True)
