@@ -102,12 +102,22 @@ def _whole(p) -> torch.Tensor:
     return (p.full_tensor() if isinstance(p, DTensor) else p).detach()
 
 
+def _host_reads(on: bool) -> None:
+    """The torch step's CPU path (finite flags read on the host, torch's fused AdamW / SGD
+    kernels) or, off, the gated kernels a GPU runs — bitwise the functional core, so that
+    sharded and unsharded runs compare bitwise (xpmat.optim.torch_foreach)."""
+    from xpmat.optim import torch_foreach
+
+    torch_foreach.HOST_READS = on
+
+
 def compare(rank: int, ws: int, names: list[str], steps: int = 3, hsdp: bool = False,
-            nan_at: int | None = None, device: str = "cpu") -> dict:
+            nan_at: int | None = None, device: str = "cpu", host_reads: bool = False) -> dict:
     """Per class: max |sharded − unsharded| per parameter after ``steps`` steps, the step
     statistics of this rank (whole-matrix steps, bytes sent), and the state keys per parameter.
     ``nan_at``: at that step the last row of ``w_in``'s gradient (on the last rank's shard) is
-    NaN.  ``device="cuda"``: one GPU per rank (NCCL)."""
+    NaN.  ``device="cuda"``: one GPU per rank (NCCL).  ``host_reads``: :func:`_host_reads`."""
+    _host_reads(host_reads)
     if device == "cuda":
         torch.cuda.set_device(rank % torch.cuda.device_count())
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -169,11 +179,13 @@ def _full_state(net) -> dict[str, torch.Tensor]:
 
 def dcp_round_trip(rank: int, ws: int, names: list[str], ckpt: str) -> dict:
     """Per class, :func:`_round_trip` with the checkpoint in ``ckpt/<name>``."""
+    _host_reads(False)
     return {name: _round_trip(ws, name, os.path.join(ckpt, name)) for name in names}
 
 
 def dcp_reshard(rank: int, ws: int, names: list[str], ckpt: str) -> dict:
     """Per class, :func:`_reshard` from ``ckpt/<name>``."""
+    _host_reads(False)
     return {name: _reshard(ws, name, os.path.join(ckpt, name)) for name in names}
 
 

@@ -347,3 +347,65 @@ def test_every_name_callers_use_is_exported():
     assert used, "no caller found: the scan is broken"
     assert used <= set(_array.__all__), sorted(used - set(_array.__all__))
     assert _array.__all__ == sorted(_array.__all__)
+
+
+# ----------------------------------------------------------------------------- compute_dtype="auto"
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_dtype_per_backend(backend, xp, monkeypatch, native):
+    """``"auto"``: bf16 for float32 torch / JAX arrays where the device multiplies bf16
+    natively (the capability check mocked to both answers), the input's dtype elsewhere: other
+    libraries, float64 (a user asking for float64 keeps it) and half-precision input."""
+    import xpmat._array._dtypes as _dtypes
+
+    monkeypatch.setattr(_dtypes, "_FAST_BF16", {})
+    monkeypatch.setattr(_dtypes, "_native_bf16", lambda key: native)
+    a32 = backend.asarray(np.ones((4, 3)), dtype="float32")
+    want = xp.bfloat16 if native and backend.has_bfloat16 else None
+    assert _array.auto_dtype(a32, xp) == want
+    assert _array.cast(a32, "auto", xp).dtype == (want or a32.dtype)
+    assert _array.itemsize(a32, "auto") == (2 if want is not None else 4)
+    a64 = backend.asarray(np.ones((4, 3)), dtype="float64")
+    assert _array.auto_dtype(a64, xp) is None
+    assert _array.cast(a64, "auto", xp).dtype == a64.dtype
+    if backend.has_bfloat16:
+        assert _array.auto_dtype(_array.cast(a32, "bfloat16", xp), xp) is None
+    with pytest.raises(ValueError, match="auto"):
+        _array.resolve_dtype(xp, "auto")  # no array to decide for
+
+
+def test_native_bf16_capability_checks(monkeypatch):
+    """The checks behind ``fast_bfloat16``: torch CPU AMX or AVX512-BF16, CUDA compute
+    capability >= 8 (Ampere on), JAX TPU / GPU >= 8.0; MPS, XPU, JAX CPU: no."""
+    torch = pytest.importorskip("torch")
+    import xpmat._array._dtypes as _dtypes
+
+    for amx, avx in [(True, False), (False, True), (False, False)]:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx: v)
+        assert _dtypes._native_bf16(("torch", "cpu", None)) is (amx or avx)
+    monkeypatch.setattr(torch.version, "hip", None)
+    for major, want in [(7, False), (8, True), (9, True)]:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i, m=major: (m, 0))
+        assert _dtypes._native_bf16(("torch", "cuda", 0)) is want
+    assert not _dtypes._native_bf16(("torch", "mps", None))
+    assert not _dtypes._native_bf16(("torch", "xpu", 0))
+    assert _dtypes._native_bf16(("jax", "tpu", None))
+    assert _dtypes._native_bf16(("jax", "gpu", "8.0")) and not _dtypes._native_bf16(("jax", "gpu", "7.5"))
+    assert not _dtypes._native_bf16(("jax", "cpu", None))
+
+
+def test_fast_bfloat16_checks_once_per_device(monkeypatch):
+    """One capability check per device, then a cached bool: what a compiled step reads (no
+    graph break: the Muon rows of tests/test_optim_compile.py and test_optim_conventions.py
+    run the "auto" default under Dynamo)."""
+    torch = pytest.importorskip("torch")
+    import xpmat._array._dtypes as _dtypes
+
+    seen = []
+    monkeypatch.setattr(_dtypes, "_FAST_BF16", {})
+    monkeypatch.setattr(_dtypes, "_native_bf16", lambda key: seen.append(key) or True)
+    x = torch.ones(3, 3)
+    xp = _array.array_namespace(x)
+    assert all(_array.fast_bfloat16(x, xp) for _ in range(3))
+    assert seen == [("torch", "cpu", None)]
+

@@ -102,7 +102,7 @@ def test_schedulers_cycle_lr_and_momentum(name, kind):
 @pytest.mark.parametrize("name", [n for n in NAMES if xo.REGISTRY[n].matrix_only])
 def test_algorithm_adamw_group_routes_to_adamw(name):
     """A group with ``algorithm="adamw"`` (an embedding, say) runs AdamW on its matrices with
-    its own lr; it equals the AdamW core; its keys are AdamW's."""
+    its own lr; it equals the AdamW core (to rounding); its keys are AdamW's."""
     ps = _params()
     emb = torch.randn(7, 3, dtype=torch.float64).requires_grad_()
     cls = xo.torch_class(name)
@@ -119,7 +119,8 @@ def test_algorithm_adamw_group_routes_to_adamw(name):
         u, st = core.update([emb.grad], st, ref, lr=0.01, betas=g["betas"], eps=g["eps"],
                             weight_decay=g["weight_decay"])
         ref = xo.apply_updates(ref, u)
-    assert torch.equal(emb.detach(), ref[0])
+    # to rounding: on the CPU the torch step runs torch's fused AdamW kernel (torch_foreach)
+    torch.testing.assert_close(emb.detach(), ref[0], rtol=1e-13, atol=1e-15)
     assert set(opt.state[emb]) == {"step", "exp_avg", "exp_avg_sq", "nonfinite_count"}
     with pytest.raises(ValueError, match="algorithm must be"):
         cls([{"params": [emb], "algorithm": "sgd"}])

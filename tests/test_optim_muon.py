@@ -1,7 +1,10 @@
 """Muon: batched msign equals one matrix at a time, the direction and scale, ``reuse_state``,
-Newton–Schulz stacks chunked on a CPU (core and torch class), and torch.optim.Muon."""
+Newton–Schulz stacks chunked on a CPU (core and torch class), torch.optim.Muon, and the
+default Newton–Schulz precision ``compute_dtype="auto"`` of the Muon family."""
 
 from __future__ import annotations
+
+import inspect
 
 import numpy as np
 import pytest
@@ -115,11 +118,12 @@ def test_torch_muon_steps_chunk_by_chunk(monkeypatch):
     leaves = [p.clone().requires_grad_() for p in ps]
     for x, g in zip(leaves, gs, strict=True):
         x.grad = g.clone()
-    opt = xo.Muon(leaves, lr=0.05, weight_decay=0.1, adamw_lr_ratio=0.2)
+    # float32 Newton–Schulz (not "auto", which is bf16 on some CPUs): the budget counts 4-byte entries
+    opt = xo.Muon(leaves, lr=0.05, weight_decay=0.1, adamw_lr_ratio=0.2, compute_dtype=None)
     assert muon.chunks(ps[:6]) == [[0, 1], [2, 3], [4], [5]]
     assert opt._calls(leaves, opt.param_groups[0]) == [[0, 1, 6], [2, 3], [4, 5]]
     opt.step()
-    t = xo.route(muon.transform(lr=0.05, weight_decay=0.1),
+    t = xo.route(muon.transform(lr=0.05, weight_decay=0.1, compute_dtype=None),
                  adamw.transform(lr=0.05 * 0.2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0))
     want = xo.apply_updates(ps, t.update(gs, t.init(ps), ps)[0])
     for x, w in zip(leaves, want, strict=True):
@@ -181,7 +185,8 @@ def test_muon_algorithm_equals_torch_muon_float32(monkeypatch, adjust):
     b = [p.clone().requires_grad_() for p in ps]
     kw = {"lr": 0.02, "weight_decay": 0.1, "momentum": 0.9, "nesterov": True}
     ref = torch.optim.Muon(a, adjust_lr_fn=adjust, **kw)
-    ours = xo.Muon(b, ns_schedule="jordan", eps=1e-7, ns_steps=5, adjust_lr_fn=adjust, **kw)
+    ours = xo.Muon(b, ns_schedule="jordan", eps=1e-7, ns_steps=5, adjust_lr_fn=adjust, compute_dtype=None,
+                   **kw)
     for _ in range(6):
         gs = [torch.randn(p.shape, generator=gen) for p in ps]
         for x, y, g in zip(a, b, gs, strict=True):
@@ -190,3 +195,56 @@ def test_muon_algorithm_equals_torch_muon_float32(monkeypatch, adjust):
         ours.step()
     for x, y in zip(a, b, strict=True):
         torch.testing.assert_close(y.detach(), x.detach(), rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# the default Newton–Schulz precision: compute_dtype="auto"
+def _native_bf16_cpu() -> bool:
+    """docs/optim.md's CPU rule, written again from torch's own checks: AMX or AVX512-BF16."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def test_muon_family_defaults_to_auto():
+    from xpmat.optim import dion2, muon, normuon, steepest_descent
+
+    for module in (muon, dion2, normuon, steepest_descent):
+        assert module.DEFAULTS["compute_dtype"] == "auto", module.__name__
+    for cls in (xo.Muon, xo.Dion2, xo.NorMuon, xo.SteepestDescent):
+        assert inspect.signature(cls).parameters["compute_dtype"].default == "auto"
+    with pytest.raises(ValueError, match="compute_dtype"):
+        xo.Muon([torch.zeros(3, 3, requires_grad=True)], compute_dtype="fastest")
+    with pytest.raises(ValueError, match="state_dtype"):  # "auto" is a compute dtype only
+        xo.Muon([torch.zeros(3, 3, requires_grad=True)], state_dtype="auto")
+
+
+@pytest.mark.parametrize(("name", "dtype", "extra", "n"), [
+    ("Muon", torch.float32, {}, 128),                                # the foreach kernel
+    ("Muon", torch.float32, {"cautious_weight_decay": True}, 128),   # the functional core
+    ("Muon", torch.float64, {}, 128),
+    ("Muon", torch.float32, {}, 16),          # a call under BF16_CPU_MIN_FLOPS: float32 on a CPU
+    ("Dion2", torch.float32, {"fraction": 1.0}, 128), ("NorMuon", torch.float32, {}, 128),
+    ("SteepestDescent", torch.float32, {}, 128),
+])
+def test_default_precision_follows_the_device(name, dtype, extra, n):
+    """The default step is the bf16 one for float32 parameters on a CPU with native bf16
+    matmuls, where the Newton–Schulz call is big enough to gain (two 128 × 128 matrices: 1.3e8
+    FLOPs), and the input dtype's elsewhere — a float64 parameter always keeps float64
+    Newton–Schulz; an explicit ``compute_dtype`` wins over the default."""
+    big = 2 * orthogonalize.ns_flops(n, n, 5) >= orthogonalize.BF16_CPU_MIN_FLOPS
+    want = "bfloat16" if dtype == torch.float32 and big and _native_bf16_cpu() else None
+
+    def run(**kw):
+        gen = torch.Generator().manual_seed(9)
+        ps = [torch.randn(s, generator=gen, dtype=dtype).requires_grad_() for s in [(n, n), (n, n), (8,)]]
+        opt = getattr(xo, name)(ps, lr=0.02, weight_decay=0.1, **extra, **kw)
+        for _ in range(2):
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=gen, dtype=dtype)
+            opt.step()
+        return [p.detach() for p in ps[:2]]
+
+    default = run()
+    assert all(p.dtype == dtype for p in default)
+    assert all(torch.equal(a, b) for a, b in zip(default, run(compute_dtype=want), strict=True))
+    other = run(compute_dtype=None if want else "bfloat16")
+    assert not any(torch.equal(a, b) for a, b in zip(default, other, strict=True))

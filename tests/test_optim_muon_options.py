@@ -14,6 +14,10 @@ import xpmat.optim as xo
 from xpmat import msign, orthogonalize
 from xpmat.optim import muon
 
+# Newton–Schulz in the input's dtype: these tests hold float32 runs to float32 tolerances (the
+# default "auto" computes in bf16 on devices with native bf16; test_optim_muon.py tests it)
+F32_NS = {"compute_dtype": None}
+
 
 def _polar(G: np.ndarray) -> np.ndarray:
     """The float64 polar factor U Vᵀ of each matrix of a stack."""
@@ -61,7 +65,7 @@ def test_muon_flatten_false_orthogonalizes_each_expert(backend, dtype):
     rng = np.random.default_rng(32)
     G = rng.standard_normal((3, 12, 4))
     P = rng.standard_normal((3, 12, 4))
-    hyper = {"lr": 0.5, "momentum": 0.0, "ns_steps": 12}
+    hyper = {"lr": 0.5, "momentum": 0.0, "ns_steps": 12, **F32_NS}
     (u,), (st,) = _step(backend, [P], [G], dtype, flatten=False, **hyper)
     assert_array(u, backend, shape=(3, 12, 4), dtype=dtype)
     assert tuple(st.momentum_buffer.shape) == (3, 12, 4)
@@ -120,7 +124,7 @@ def test_muon_gram_newton_schulz(backend, dtype, monkeypatch):
     shapes = [(48, 8), (8, 48), (12, 12)]
     params = [rng.standard_normal(s) for s in shapes]
     grads = [rng.standard_normal(s) for s in shapes]
-    hyper = {"lr": 0.1, "weight_decay": 0.1}
+    hyper = {"lr": 0.1, "weight_decay": 0.1, **F32_NS}
     plain, _ = _step(backend, params, grads, dtype, **hyper)
     seen = []
     real = orthogonalize.newton_schulz
@@ -173,7 +177,7 @@ def test_muon_num_heads_orthogonalizes_each_head(backend, dtype):
     fused path and the chain agree; NorMuon takes the option too."""
     rng = np.random.default_rng(60)
     G, P = rng.standard_normal((4 * 6, 3)), rng.standard_normal((4 * 6, 3))
-    hyper = {"lr": 0.5, "momentum": 0.0, "ns_steps": 12, "weight_decay": 0.1}
+    hyper = {"lr": 0.5, "momentum": 0.0, "ns_steps": 12, "weight_decay": 0.1, **F32_NS}
     (u,), (st,) = _step(backend, [P], [G], dtype, num_heads=4, **hyper)
     assert_array(u, backend, shape=(24, 3), dtype=dtype)
     assert tuple(st.momentum_buffer.shape) == (4, 6, 3)
@@ -233,7 +237,7 @@ def test_muon_split_sizes_orthogonalizes_each_block(backend, dtype):
     rng = np.random.default_rng(80)
     sizes = (8, 4, 4)            # GQA: 8 query rows, 4 key rows, 4 value rows
     G, P = rng.standard_normal((16, 6)), rng.standard_normal((16, 6))
-    hyper = {"lr": 0.5, "momentum": 0.0, "ns_steps": 12, "weight_decay": 0.1}
+    hyper = {"lr": 0.5, "momentum": 0.0, "ns_steps": 12, "weight_decay": 0.1, **F32_NS}
     (u,), (st,) = _step(backend, [P], [G], dtype, split_sizes=sizes, **hyper)
     assert tuple(st.momentum_buffer.shape) == (16, 6)
     blocks = np.split(np.arange(16), np.cumsum(sizes)[:-1])

@@ -578,3 +578,28 @@ def test_cholesky_qr2_under_torch_compile_no_graph_break():
         np.testing.assert_allclose(Q, orth.orthonormalize(Xt, method="cholesky_qr2").numpy(), atol=1e-12)
         assert _orth_err(Q) <= 1e-13
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs == 1
+
+
+
+def test_ns_compute_dtype_auto_per_call():
+    """``compute_dtype="auto"`` per Newton–Schulz call: an explicit dtype passes; bf16 only for
+    a call of at least ``BF16_CPU_MIN_FLOPS`` on a CPU with native bf16 (torch's own checks:
+    AMX or AVX512-BF16), the input's dtype for smaller calls, for float64 and for NumPy."""
+    torch = pytest.importorskip("torch")
+    import array_api_compat
+
+    native = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    G, xp = torch.randn(128, 128), array_api_compat.array_namespace(torch.zeros(1))
+    one = orth.ns_flops(128, 128, 5)
+    assert 2 * one >= orth.BF16_CPU_MIN_FLOPS > one
+    assert orth.ns_compute_dtype("float32", G, 1, 5, xp) == "float32"
+    assert orth.ns_compute_dtype(None, G, 9, 5, xp) is None
+    assert orth.ns_compute_dtype("auto", G, 1, 5, xp) is None
+    assert orth.ns_compute_dtype("auto", G, 2, 5, xp) == (torch.bfloat16 if native else None)
+    assert orth.ns_compute_dtype("auto", G.double(), 2, 5, xp) is None
+    A = np.ones((512, 512), dtype=np.float32)
+    assert orth.ns_compute_dtype("auto", A, 4, 5, array_api_compat.array_namespace(A)) is None
+    big = [torch.randn(128, 128) for _ in range(2)]
+    auto = xpmat.msign_many(big, compute_dtype="auto")
+    want = xpmat.msign_many(big, compute_dtype="bfloat16" if native else None)
+    assert all(torch.equal(a, b) and a.dtype == torch.float32 for a, b in zip(auto, want, strict=True))

@@ -60,7 +60,7 @@ def main(d=256, layers=1, reps=10, device="cpu", compiled=""):
     kw = {"lr": 0.02, "weight_decay": 0.1, "momentum": 0.95, "nesterov": True}
     runs = {
         "torch.optim.Muon (bf16 NS)": torch.optim.Muon(params, ns_steps=5, **kw).step,
-        "xpmat Muon, float32 NS": xo.Muon(params, ns_steps=5, **kw).step,
+        "xpmat Muon, float32 NS": xo.Muon(params, ns_steps=5, compute_dtype=None, **kw).step,
         "xpmat Muon, bf16 NS": xo.Muon(params, ns_steps=5, compute_dtype="bfloat16", **kw).step,
         # one param group per matrix: the same code, one Newton–Schulz call per matrix
         "xpmat Muon, bf16, unbatched": xo.Muon([{"params": [p]} for p in params], ns_steps=5,

@@ -51,7 +51,7 @@ def variants():
                        ("torch AdamW foreach=True", lambda ps: [adamw(ps, lr=1e-3, foreach=True)])):
         mats, others = params()
         out[name] = make(mats + others)
-    for cdt in (None, "bfloat16"):
+    for cdt in ("auto", None, "bfloat16"):  # "auto": the default (bf16 where the CPU has native bf16)
         mats, others = params()
         groups = [{"params": mats}, {"params": others, "algorithm": "adamw", "lr": 1e-3}]
         out[f"xpmat Muon, NS {cdt or 'float32'}"] = [xo.Muon(groups, compute_dtype=cdt, **HYPER)]

@@ -420,6 +420,8 @@ def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normali
         the rows (of the small side) are orthogonal.
     compute_dtype : dtype or name, optional
         Internal precision (e.g. ``"bfloat16"`` on torch or JAX); the result is cast back to G's dtype.
+        ``"auto"``: :func:`ns_compute_dtype` (bfloat16 for float32 ``G`` on a device that multiplies
+        bf16 natively, on a CPU for a big enough call; else G's dtype: the Muon family's default).
     eps : float
         Absolute floor of ``‖G‖_F`` (and ``eps²`` of AOL's row sums).  The default 0 floors
         nothing but zero (``G = 0`` returns zeros), so ``msign(t G) = msign(G)`` for every
@@ -505,10 +507,10 @@ def msign(G: Any, /, *, steps: int = 5, schedule: Any = "polar_express", normali
     _check_gram(gram)
     dt = _array.float_dtype(xp, G)
     X = _array.as_float(G, xp, dt)
-    if compute_dtype is not None:
-        X = _array.cast(X, compute_dtype, xp)
     if 0 in tuple(G.shape):
         return xp.zeros(G.shape, dtype=dt, device=_array.device(G))
+    if compute_dtype is not None:
+        X = _array.cast(X, ns_compute_dtype(compute_dtype, X, 1, len(coeffs), xp), xp)
     X = _newton_schulz(X, coeffs, normalize=normalize, eps=eps, xp=xp, gram=gram, restarts=restarts)
     return xp.astype(X, dt) if X.dtype != dt else X
 
@@ -785,6 +787,25 @@ def newton_schulz(X: Any, coeffs: Any, /, *, normalize: str = "fro", eps: float 
 # (with MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ raised the two were equal, 4.41 vs 4.57 s).
 # Accelerators take the whole stack: there one launch per shape is the point.
 MSIGN_CPU_STACK_BYTES = 8 << 20
+# compute_dtype="auto" on a CPU: a bf16 Newton–Schulz call costs about 0.3 ms more than a
+# float32 one (casts, oneDNN set-up), then runs its products 2-3x faster (AMX): it pays from
+# about 1e8 product FLOPs per call (measured, docs/optim.md "Newton–Schulz precision").
+BF16_CPU_MIN_FLOPS = 10**8
+
+
+def ns_compute_dtype(compute_dtype: Any, G: Any, count: int, steps: int, xp: Any) -> Any:
+    """The precision of one Newton–Schulz call on ``count`` matrices shaped like ``G``:
+    ``compute_dtype`` as given, except ``"auto"``: :func:`xpmat._array.auto_dtype` of ``G``
+    (bf16 for float32 on a device with native bf16 products), and on a CPU only for a call of
+    at least :data:`BF16_CPU_MIN_FLOPS` (:func:`ns_flops`), else None (``G``'s dtype)."""
+    if not (isinstance(compute_dtype, str) and compute_dtype == _array.AUTO):
+        return compute_dtype
+    if not _array.supports_bfloat16(xp):  # NumPy, CuPy, array-api-strict, Dask: G's dtype
+        return None
+    m, n = G.shape[-2:]
+    if _array.is_cpu(G) and count * math.prod(G.shape[:-2]) * ns_flops(m, n, steps) < BF16_CPU_MIN_FLOPS:
+        return None
+    return _array.auto_dtype(G, xp)
 
 
 def msign_groups(mats: Any, compute_dtype: Any = None,
@@ -946,7 +967,8 @@ def msign_many(mats: Any, /, *, steps: int = 5, schedule: Any = "polar_express",
             for i in idx:
                 out[i] = xp.zeros(G0.shape, dtype=dt, device=_array.device(G0))
             continue
-        Us = [_array.cast(mats[i], compute_dtype, xp) for i in idx]
+        cdt = ns_compute_dtype(compute_dtype, G0, len(idx), len(coeffs), xp)
+        Us = [_array.cast(mats[i], cdt, xp) for i in idx]
         for i, O in zip(idx, _split_msign(Us, coeffs, scale_of, gram, split, kw, xp), strict=True):
             out[i] = _array.cast(O, dt, xp)
     return out

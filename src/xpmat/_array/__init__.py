@@ -12,7 +12,8 @@ module                 holds
                        ``library_name``, ``chunk_namespace``, ``is_cpu``
 ``_dtypes``            the one dtype table (``ITEMSIZE``, ``FLOAT_NAMES``, ``LOW_PRECISION``),
                        ``float_dtype``, ``as_float``, ``resolve_dtype``, ``cast``, ``itemsize``,
-                       ``is_low_precision``, ``supports_bfloat16``, ``supports_float64``
+                       ``is_low_precision``, ``supports_bfloat16``, ``supports_float64``,
+                       ``AUTO``, ``auto_dtype``, ``fast_bfloat16`` (bf16 where it is native)
 ``_trace``             ``is_lazy``, ``fixed_loop``, ``is_compiling``, ``cond``, ``synchronize``
 ``_random``            ``rng``, ``random_normal``, ``chunk_like``
 ``_products``          ``mT``, ``matmul_t``, ``matmul``, ``gram_t``, ``matmul_add``, ``eye``
@@ -37,11 +38,14 @@ solve), ``random_normal`` / ``max_abs`` / ``eye`` (``dask.array`` for Dask array
 from __future__ import annotations
 
 from xpmat._array._dtypes import (
+    AUTO,
     FLOAT_NAMES,
     ITEMSIZE,
     LOW_PRECISION,
     as_float,
+    auto_dtype,
     cast,
+    fast_bfloat16,
     float_dtype,
     is_low_precision,
     itemsize,
@@ -71,12 +75,14 @@ from xpmat._array._trace import cond, fixed_loop, is_compiling, is_lazy, synchro
 from xpmat._array._triangular import solve_triangular, triangular_inverse
 
 __all__ = [
+    "AUTO",
     "FLOAT_NAMES",
     "ITEMSIZE",
     "LOW_PRECISION",
     "add_scaled",
     "array_namespace",
     "as_float",
+    "auto_dtype",
     "cast",
     "cholesky",
     "cholesky_signals_by_nan",
@@ -86,6 +92,7 @@ __all__ = [
     "device",
     "eigh",
     "eye",
+    "fast_bfloat16",
     "fixed_loop",
     "float_dtype",
     "frobenius_norm",

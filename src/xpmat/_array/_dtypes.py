@@ -3,8 +3,11 @@
 :data:`ITEMSIZE` is the only list of floating dtype names in xpmat (``compute_dtype`` and
 ``state_dtype`` strings, :func:`itemsize`); :data:`FLOAT_NAMES` and :data:`LOW_PRECISION` are
 read from it, and ``xpmat.optim._base`` checks ``state_dtype`` names against the first.
-Nothing here imports an array library: JAX's x64 flag is read from the already loaded ``jax``
-module (``sys.modules``).
+``compute_dtype="auto"`` (:data:`AUTO`, :func:`auto_dtype`) is bfloat16 for float32 input on a
+device that multiplies bf16 natively (:func:`fast_bfloat16`), else the input's dtype (the
+Newton–Schulz calls add a size rule on CPUs: ``xpmat.orthogonalize.ns_compute_dtype``).
+Nothing here imports an array library: JAX's x64 flag and torch's CPU / CUDA capability checks
+are read from the already loaded ``jax`` / ``torch`` modules (``sys.modules``).
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ ITEMSIZE = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}
 FLOAT_NAMES = tuple(ITEMSIZE)
 #: Half precision: factorized in float32 (:mod:`xpmat._array._linalg`), optimizer state in float32.
 LOW_PRECISION = tuple(name for name, size in ITEMSIZE.items() if size == 2)
+#: The ``compute_dtype`` that picks per array: bfloat16 where it is native and faster (see
+#: :func:`auto_dtype`), the input's dtype elsewhere.  The Muon family's default.
+AUTO = "auto"
+# (library, device kind, device id) -> bf16 matmuls native there: filled once per device, so a
+# step under torch.compile reads a Python bool (no capability call is traced after the first).
+_FAST_BF16: dict[tuple[str, str, Any], bool] = {}
 
 
 def float_dtype(xp: Any, *arrays: Any) -> Any:
@@ -47,8 +56,9 @@ def as_float(x: Any, xp: Any, dtype: Any = None) -> Any:
     return x if x.dtype == dtype else xp.astype(x, dtype)
 
 
-def resolve_dtype(xp: Any, dtype: Any) -> Any:
-    """Turn a dtype name (``"bfloat16"``, ``"float32"``, ...) or object into ``xp``'s dtype.
+def resolve_dtype(xp: Any, dtype: Any, like: Any = None) -> Any:
+    """Turn a dtype name (``"bfloat16"``, ``"float32"``, ...) or object into ``xp``'s dtype;
+    ``"auto"`` into :func:`auto_dtype` of the array ``like`` (None: ``like``'s own dtype).
 
     ``"bfloat16"`` exists on PyTorch and JAX (NumPy, CuPy and array-api-strict have no
     bf16): elsewhere a ``ValueError`` says so rather than silently computing in
@@ -56,8 +66,12 @@ def resolve_dtype(xp: Any, dtype: Any) -> Any:
     """
     if dtype is None or not isinstance(dtype, str):
         return dtype
+    if dtype == AUTO:
+        if like is None:
+            raise ValueError("compute_dtype='auto' needs the array it applies to")
+        return auto_dtype(like, xp)
     if dtype not in FLOAT_NAMES:
-        raise ValueError(f"compute_dtype must be one of {FLOAT_NAMES} or a dtype, got {dtype!r}")
+        raise ValueError(f"compute_dtype must be 'auto', one of {FLOAT_NAMES} or a dtype, got {dtype!r}")
     if dtype == "bfloat16" and not supports_bfloat16(xp):
         raise ValueError(
             f"compute_dtype='bfloat16' needs PyTorch or JAX; {library_name(xp)} has no bfloat16 "
@@ -69,8 +83,8 @@ def resolve_dtype(xp: Any, dtype: Any) -> Any:
 
 
 def cast(x: Any, dtype: Any, xp: Any) -> Any:
-    """Cast ``x`` to ``dtype`` (a dtype object or name, see :func:`resolve_dtype`)."""
-    dtype = resolve_dtype(xp, dtype)
+    """Cast ``x`` to ``dtype`` (a dtype object or name, ``"auto"``: see :func:`resolve_dtype`)."""
+    dtype = resolve_dtype(xp, dtype, x)
     if dtype is None or x.dtype == dtype:
         return x
     return xp.astype(x, dtype)
@@ -79,6 +93,57 @@ def cast(x: Any, dtype: Any, xp: Any) -> Any:
 def supports_bfloat16(xp: Any) -> bool:
     """True where ``xp`` has a bfloat16 dtype (PyTorch, JAX)."""
     return is_torch(xp) or is_jax(xp)
+
+
+def auto_dtype(x: Any, xp: Any) -> Any:
+    """The precision ``compute_dtype="auto"`` gives ``x``: ``xp.bfloat16`` when ``x`` is float32
+    on a device where :func:`fast_bfloat16`, else None (``x``'s own dtype: float64 stays float64,
+    NumPy, CuPy, array-api-strict and Dask keep theirs)."""
+    if not supports_bfloat16(xp) or x.dtype != xp.float32 or not fast_bfloat16(x, xp):
+        return None
+    return xp.bfloat16
+
+
+def fast_bfloat16(x: Any, xp: Any) -> bool:
+    """Whether ``x``'s device multiplies bfloat16 natively, so that bf16 matmuls beat float32.
+
+    PyTorch CPU: AMX tiles or AVX512-BF16 (``torch.cpu._is_amx_tile_supported``,
+    ``_is_avx512_bf16_supported``; on an AMX CPU bf16 Newton–Schulz took half the float32
+    time, docs/optim.md "Newton–Schulz precision"); CUDA: compute capability 8.0 or more
+    (Ampere on: bf16 tensor cores), ROCm: ``torch.cuda.is_bf16_supported(including_emulation=
+    False)``.  JAX: TPU, and GPUs of compute capability 8.0 or more.  Other devices (MPS, XPU,
+    Arm CPUs: not measured): False.  Read once per device and cached (a Python bool
+    afterwards: no graph break under ``torch.compile``).
+    """
+    key = _device_key(x, xp)
+    fast = _FAST_BF16.get(key)
+    if fast is None:
+        fast = _FAST_BF16[key] = _native_bf16(key)
+    return fast
+
+
+def _device_key(x: Any, xp: Any) -> tuple[str, str, Any]:
+    if is_torch(xp):
+        return ("torch", x.device.type, x.device.index)
+    dev = device(x)  # None for a traced JAX array: the default device runs it
+    dev = dev if dev is not None else _sys.modules["jax"].devices()[0]
+    return ("jax", str(dev.platform), getattr(dev, "compute_capability", None))
+
+
+def _native_bf16(key: tuple[str, str, Any]) -> bool:
+    """The capability check behind :func:`fast_bfloat16` (uncached)."""
+    lib, kind, extra = key
+    if lib == "jax":
+        return kind == "tpu" or (kind == "gpu" and float(extra or 0) >= 8)
+    torch = _sys.modules["torch"]
+    if kind == "cpu":
+        checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    if kind == "cuda" and torch.version.hip:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    if kind == "cuda":
+        return torch.cuda.get_device_capability(extra)[0] >= 8
+    return False
 
 
 def supports_float64(xp: Any, dev: Any = None) -> bool:
@@ -111,7 +176,9 @@ def is_low_precision(dtype: Any, xp: Any) -> bool:
 
 
 def itemsize(x: Any, dtype: Any = None) -> int:
-    """Bytes per entry of ``dtype`` (a name or dtype object; ``x``'s dtype when None)."""
+    """Bytes per entry of ``dtype`` (a name, ``"auto"`` or a dtype object; ``x``'s dtype when None)."""
+    if isinstance(dtype, str) and dtype == AUTO:
+        dtype = resolve_dtype(_compat.array_namespace(x), dtype, x)
     if isinstance(dtype, str):
         if dtype not in ITEMSIZE:
             raise ValueError(f"unknown dtype name {dtype!r}; use one of {FLOAT_NAMES}")

@@ -14,8 +14,8 @@ from xpmat._array._namespace import is_torch, loaded_torch
 
 def lerp(start: Any, end: Any, weight: Any, xp: Any, dtype: Any = None, out: Any = None) -> Any:
     """``start + weight (end − start)`` for a host float ``weight`` (or a 0-d array of the
-    inputs' library: a tensor hyper-parameter), of ``dtype`` (a dtype object or name; default
-    the inputs' dtype).
+    inputs' library: a tensor hyper-parameter), of ``dtype`` (a dtype object, a name, or
+    ``"auto"`` resolved for ``start``; default the inputs' dtype).
 
     PyTorch: ``torch.lerp`` (one pass over memory instead of three, and with ``dtype`` it writes
     the cast result directly; it may round differently in the last bit); ``out`` (a torch array
@@ -24,7 +24,7 @@ def lerp(start: Any, end: Any, weight: Any, xp: Any, dtype: Any = None, out: Any
     """
     if is_torch(xp):
         torch = loaded_torch()
-        dtype = resolve_dtype(xp, dtype)
+        dtype = resolve_dtype(xp, dtype, start)
         if out is None and dtype not in (None, start.dtype):
             out = torch.empty(start.shape, dtype=dtype, device=start.device)
         return torch.lerp(start, end, weight) if out is None else torch.lerp(start, end, weight, out=out)

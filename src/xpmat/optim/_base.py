@@ -61,6 +61,7 @@ __all__ = [
     "check_rank",
     "check_rank_fits",
     "check_real",
+    "finite",
     "from_block_grid",
     "from_blocks",
     "host_steps",
@@ -275,12 +276,14 @@ def check_betas(name: str, value: Any, n: int = 2, *, none: Sequence[int] = ()) 
         check_real(f"{name}[{i}]", b, 0.0, 1.0, high_open=True, none=i in none)
 
 
-def check_dtype(name: str, value: Any) -> None:
-    """``None``, a dtype name of ``_array.FLOAT_NAMES`` (``"bfloat16"``, ...) or a dtype object."""
-    if value is None or (isinstance(value, str) and value in _array.FLOAT_NAMES):
+def check_dtype(name: str, value: Any, auto: bool = False) -> None:
+    """``None``, a dtype name of ``_array.FLOAT_NAMES`` (``"bfloat16"``, ...) or a dtype object;
+    with ``auto`` also ``"auto"`` (a ``compute_dtype``: :data:`xpmat._array.AUTO`)."""
+    names = (_array.AUTO, *_array.FLOAT_NAMES) if auto else _array.FLOAT_NAMES
+    if value is None or (isinstance(value, str) and value in names):
         return
     if isinstance(value, (str, bool, int, float, tuple, list)):
-        raise ValueError(f"{name} must be None, one of {_array.FLOAT_NAMES} or a dtype, got {value!r}")
+        raise ValueError(f"{name} must be None, one of {names} or a dtype, got {value!r}")
 
 
 def check_rank(value: Any, name: str = "rank") -> None:
@@ -332,6 +335,14 @@ def state_dtype_for(p: Any, xp: Any, state_dtype: Any = None) -> Any:
         return _array.resolve_dtype(xp, state_dtype)
     dt = _array.float_dtype(xp, p)
     return xp.float32 if _array.is_low_precision(dt, xp) else dt
+
+
+def finite(g: Any, xp: Any) -> Any:
+    """0-d bool: every entry of ``g`` is finite (one reduction; low precision sums in float32).
+
+    A sum that overflows (|Σ g| above the float32 / float64 maximum) counts as non-finite."""
+    dt = g.dtype if g.dtype in (xp.float32, getattr(xp, "float64", None)) else xp.float32
+    return xp.isfinite(xp.sum(_array.as_float(g, xp, dt)))
 
 
 def zeros_step(xp: Any, dev: Any) -> Any:

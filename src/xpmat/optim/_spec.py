@@ -33,9 +33,10 @@ __all__ = ["FALLBACK_DEFAULTS", "NS_DEFAULTS", "MethodInfo", "MethodSpec", "inse
 # The AdamW fallback of the matrix methods (their lr ratio is per method: ``fallback_lr_ratio``)
 FALLBACK_DEFAULTS: dict[str, Any] = {"adamw_betas": (0.9, 0.95), "adamw_eps": 1e-8, "adamw_weight_decay": 0.0}
 
-# The Newton–Schulz settings of the msign methods (Muon, Dion2, SteepestDescent), in signature order
+# The Newton–Schulz settings of the msign methods (Muon, Dion2, NorMuon, SteepestDescent), in
+# signature order; compute_dtype "auto": bf16 where the device runs it natively (docs/optim.md)
 NS_DEFAULTS: dict[str, Any] = {"ns_steps": 5, "ns_schedule": "polar_express", "ns_normalize": "fro",
-                               "compute_dtype": None, "eps": 1e-7}
+                               "compute_dtype": "auto", "eps": 1e-7}
 
 _TYPES = {bool: "bool", int: "int", float: "float", str: "str", tuple: "tuple[float, float]"}
 

@@ -120,7 +120,7 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
     check_choice("ns_normalize", h["ns_normalize"], NORMALIZATIONS)
     check_real("eps", h["eps"])
-    check_dtype("compute_dtype", h["compute_dtype"])
+    check_dtype("compute_dtype", h["compute_dtype"], auto=True)
     check_bool("use_gram_newton_schulz", h["use_gram_newton_schulz"])
     check_bool("flatten", h["flatten"])
     return h
@@ -199,7 +199,7 @@ def _chunk(h: dict[str, Any], grads: list[Any], states: list[Dion2State], params
         B = s.momentum_buffer + xp.where(ok, g, xp.zeros((), dtype=dt, device=_array.device(g)))
         Bs = mT(B, xp) if cols else B
         idx, pos = select(Bs, h["fraction"], xp)
-        Us.append(_array.cast(_take_rows(Bs, idx, xp), h["compute_dtype"], xp))
+        Us.append(_take_rows(Bs, idx, xp))
         mask = xp.astype(pos < idx.shape[-1], Bs.dtype)[..., None]
         Bs = Bs * (1.0 - (1.0 - h["ef_decay"]) * mask)
         oks.append(ok)
@@ -208,7 +208,8 @@ def _chunk(h: dict[str, Any], grads: list[Any], states: list[Dion2State], params
     coeffs = ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
     a, tensor = muon.adjust_lr(h["adjust_lr_fn"], m, n), is_array_hyper(lr_t)
     Os = msign_many(Us, steps=len(coeffs), schedule=coeffs, normalize=h["ns_normalize"], eps=h["eps"],
-                    scale=a if tensor else -lr_t * a, gram="auto" if h["use_gram_newton_schulz"] else False,
+                    compute_dtype=h["compute_dtype"], scale=a if tensor else -lr_t * a,
+                    gram="auto" if h["use_gram_newton_schulz"] else False,
                     stack_bytes=None, xp=xp)
     if tensor:  # a tensor lr is not folded into Newton–Schulz (its GEMMs take host floats)
         Os = [scalar_hyper(-lr_t, O, xp) * O for O in Os]

@@ -104,8 +104,8 @@ weight_decay : float >= 0 or 1-element tensor
 ns_steps : int >= 0
 ns_schedule : {"polar_express", "jordan", "quintic", "cubic"} or sequence of (a, b, c)
 ns_normalize : {"fro", "spectral_estimate", "aol"}
-compute_dtype : dtype or name, optional
-    Newton–Schulz precision of ``"spectral"``.
+compute_dtype : "auto", dtype or name, optional
+    Newton–Schulz precision of ``"spectral"``; ``"auto"`` (default) as :class:`Muon`.
 eps : float >= 0
     Floor of the Frobenius norm in the Newton–Schulz normalization.
 """,
@@ -133,7 +133,7 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     ns_schedule_checked(h["ns_schedule"], h["ns_steps"])
     check_choice("ns_normalize", h["ns_normalize"], NORMALIZATIONS)
     check_real("eps", h["eps"])
-    check_dtype("compute_dtype", h["compute_dtype"])
+    check_dtype("compute_dtype", h["compute_dtype"], auto=True)
     return h
 
 

@@ -419,10 +419,9 @@ class XpmatOptimizer(torch.optim.Optimizer):
                             strict=True):
                 self._put(ps_full[k], s)
         for call in self._calls(ps, r.group):
-            if sharded is None:  # the foreach twins step what they can, in place
-                call = self._foreach(r.group, call, ps, gs, ps_full)
-                if not call:
-                    continue
+            call = self._foreach(r.group, call, ps, gs, ps_full)  # the twins step what they can, in place
+            if not call:
+                continue
             states = [self._get(ps_full[k], r.types[id(ps_full[k])]) for k in call]
             updates, new = r.transform.update([gs[k] for k in call], states, [ps[k] for k in call])
             for k, u, s in zip(call, updates, new, strict=True):
@@ -449,7 +448,7 @@ class XpmatOptimizer(torch.optim.Optimizer):
                 rest += idx
                 continue
             left = _foreach.step(core[0], core[1], [ps[k] for k in idx], [gs[k] for k in idx],
-                                 [self.state[ps_full[k]] for k in idx])
+                                 [self._local_state(ps_full[k]) for k in idx])
             rest += [idx[j] for j in left]
         return sorted(rest)
 
@@ -498,6 +497,12 @@ class XpmatOptimizer(torch.optim.Optimizer):
         """Index lists of ``params`` handed to the core's ``update`` one after another (each
         call's updates are applied before the next): all of them in one call by default."""
         return [list(range(len(params)))]
+
+    def _local_state(self, p: torch.Tensor) -> dict[str, Any]:
+        """``self.state[p]``, a DTensor parameter's as its local blocks (views: in-place writes
+        update the DTensors)."""
+        st = self.state[p]
+        return {k: _local(v) for k, v in st.items()} if _is_dtensor(p) else st
 
     def _get(self, p: torch.Tensor, cls: type) -> Any:
         """The core's state of ``p`` (a DTensor parameter's: its local blocks)."""

@@ -17,6 +17,14 @@ does not move.  The flag is a little stricter than the core's (|Σ g| finite): t
 only for a gradient whose entries' magnitudes sum past the float maximum while their signed
 sum does not; such a gradient is skipped here and stepped by the core.
 
+Where a read costs nothing — CPU tensors, eager — the flags are read once on the host
+(:func:`host_flags`, :data:`HOST_READS`): a skipped parameter is left out of the lists (its
+``nonfinite_count`` grows by one), and the rest step with no gates (:class:`Gates` with
+``known_ok``); AdamW and SGD then run torch's single-pass fused kernels (``torch._fused_adamw_``,
+``_fused_adam_``, ``_fused_sgd_``: the same equations, equal to the core to rounding, not bitwise:
+:func:`_adamw_fused`, :func:`_sgd_fused`).  On other devices and under ``torch.compile`` the
+gated kernels run (no host read), equal to the core bitwise.
+
 Configurations without a twin (AdamW's ``amsgrad``, ``nesterov``, ``atan2``; zero-size
 parameters) run the core, whose results the adapter copies into the same buffers.
 """
@@ -32,11 +40,15 @@ from xpmat._optional import require
 from xpmat.optim import adamw as _adamw
 from xpmat.optim import muon as _muon
 from xpmat.optim import sgd as _sgd
-from xpmat.optim._base import is_array_hyper, maybe_nonzero, step_size
+from xpmat.optim._base import finite, is_array_hyper, maybe_nonzero, step_size
 
 torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
-__all__ = ["Gates", "group_by_device_and_dtype", "step"]
+__all__ = ["HOST_READS", "Gates", "group_by_device_and_dtype", "host_flags", "step"]
+
+# Read the finite flags on the host where that is free (CPU, eager); tests switch it off to
+# run the gated (device) kernels on the CPU.
+HOST_READS = True
 
 
 def group_by_device_and_dtype(*lists: list[Any]) -> dict[tuple, list[int]]:
@@ -56,9 +68,13 @@ def _vec(value: Any, like: Any) -> Any:
 
 
 class Gates:
-    """The finite flags of a list of gradients and the 0-d factors the gated step uses."""
+    """The finite flags of a list of gradients and the 0-d factors the gated step uses;
+    ``known_ok``: every gradient is known finite (read on the host), so no gates at all."""
 
-    def __init__(self, grads: list[Any], dtype: Any) -> None:
+    def __init__(self, grads: list[Any], dtype: Any, known_ok: bool = False) -> None:
+        self.known_ok, self.dtype, self.n = known_ok, dtype, len(grads)
+        if known_ok:
+            return
         self.okv = torch.stack(torch._foreach_norm(grads, 1)) < math.inf  # Σ|g| ≥ 0: NaN, ∞ fail
         self.okf = self.okv.to(dtype)
         self.ones = list(self.okf.unbind())  # 1 where ok, 0 where skipped (lists: torch.compile)
@@ -68,6 +84,8 @@ class Gates:
         zero of ``dtype`` promotes a 16-bit gradient in the same pass).  ``stacks``: index
         lists of same-shaped gradients selected as one stack (3 ops for the stack, not one per
         gradient; the stack is one more pass over them)."""
+        if self.known_ok:  # the caller's gradients themselves: the kernels never write into them
+            return [g if g.dtype == dtype else g.to(dtype) for g in grads]
         zero, oks = self.okf.new_zeros(()), self.okv.unbind()
         if stacks is None:
             return [torch.where(ok, g, zero).to(dtype) for ok, g in zip(oks, grads, strict=True)]
@@ -81,14 +99,32 @@ class Gates:
 
     def times(self, value: Any) -> list[Any]:
         """``value`` where ok, 0 where not (exact: ``1 · v``, ``0 · v``)."""
+        if self.known_ok:
+            return self._plain(value)
         return list((self.okf * value).unbind())
 
     def unless(self, value: Any, other: float) -> list[Any]:
         """``value`` where ok, ``other`` where not."""
+        if self.known_ok:
+            return self._plain(value)
         return list(torch.where(self.okv, _vec(value, self.okf), other).unbind())
+
+    def _plain(self, value: Any) -> Any:
+        """A factor of the ungated step: a number, or a tensor in the state dtype (as the gates'
+        ``1 · v``)."""
+        return [value.reshape(()).to(self.dtype)] * self.n if is_array_hyper(value) else value
+
+    def mask_(self, tensors: list[Any]) -> None:
+        """Zero, in place, the entries of the skipped parameters (``× 0``; nothing when known ok)."""
+        if not self.known_ok:
+            torch._foreach_mul_(tensors, self.ones)
 
     def count(self, steps: list[Any], counts: list[Any]) -> None:
         """``step += ok`` (the steps of skipped parameters stay) and ``nonfinite_count += not ok``."""
+        if self.known_ok:
+            if steps:
+                torch._foreach_add_(steps, 1.0)
+            return
         if steps:
             torch._foreach_add_(steps, self.okv.to(steps[0].dtype).unbind())
         torch._foreach_add_(counts, self.okv.logical_not().to(counts[0].dtype).unbind())
@@ -109,6 +145,13 @@ def _add_scaled_(us: list[Any], alpha: Any, xs: list[Any]) -> None:
         torch._foreach_add_(us, xs, alpha=alpha)
 
 
+def _add_scaled(us: list[Any], alpha: Any, xs: list[Any]) -> list[Any]:
+    """``u + α x`` in new tensors (``us`` may be the caller's gradients)."""
+    if is_array_hyper(alpha):
+        return torch._foreach_addcmul(us, xs, [_on(alpha, us[0])] * len(us))
+    return torch._foreach_add(us, xs, alpha=alpha)
+
+
 def _scale_(us: list[Any], value: Any) -> None:
     torch._foreach_mul_(us, _on(value, us[0]))
 
@@ -122,14 +165,17 @@ def _bias_corrections(beta: Any, steps: list[Any], dtype: Any, root: bool) -> tu
     return (bc.sqrt() if root else bc).to(dtype).unbind()
 
 
-def _adamw_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict]) -> None:
+def _adamw_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict],
+                  known_ok: bool = False) -> None:
     """AdamW (:func:`xpmat.optim.adamw.transform`, default flags) on one device and dtype."""
+    if known_ok and _adamw_fused(h, params, grads, states):
+        return
     dt = states[0]["exp_avg"].dtype
-    gate = Gates(grads, dt)
+    gate = Gates(grads, dt, known_ok)
     gs = gate.sanitized(grads, dt)
     (b1, b2), wd, mode = h["betas"], h["weight_decay"], h["weight_decay_mode"]
     if mode == "l2" and maybe_nonzero(wd):
-        _add_scaled_(gs, wd, params)
+        gs = _add_scaled(gs, wd, params)
     m, v = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
     steps = [s["step"] for s in states]
     torch._foreach_lerp_(m, gs, gate.times(1.0 - b1))  # m ← m + (1 − β₁)(g − m)
@@ -152,15 +198,18 @@ def _adamw_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states
     _finish(gate, params, o, steps, [st["nonfinite_count"] for st in states])
 
 
-def _sgd_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict]) -> None:
+def _sgd_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict],
+                known_ok: bool = False) -> None:
     """SGD (:func:`xpmat.optim.sgd.transform`) on one device and dtype."""
+    if known_ok and _sgd_fused(h, params, grads, states):
+        return
     bufs = [s["momentum_buffer"] for s in states]
-    gate = Gates(grads, bufs[0].dtype)
+    gate = Gates(grads, bufs[0].dtype, known_ok)
     gs = gate.sanitized(grads, bufs[0].dtype)
     mu, wd = h["momentum"], h["weight_decay"]
     if maybe_nonzero(wd):  # d = g + λ w (zero where skipped: the buffer must not move)
-        _add_scaled_(gs, wd, params)
-        torch._foreach_mul_(gs, gate.ones)
+        gs = _add_scaled(gs, wd, params)
+        gate.mask_(gs)
     if not maybe_nonzero(mu):
         u = gs
     else:
@@ -174,29 +223,105 @@ def _sgd_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states: 
     _finish(gate, params, u, [], [st["nonfinite_count"] for st in states])
 
 
+def _host_floats(h: dict[str, Any], keys: tuple[str, ...], like: Any) -> dict[str, float] | None:
+    """The hyper-parameters ``keys`` as host floats (tensors read: on the CPU path only), or
+    None where one lives on another device than ``like``."""
+    out = {}
+    for k in keys:
+        v = h[k]
+        if is_array_hyper(v) and v.device != like.device:
+            return None
+        out[k] = float(v)
+    return out
+
+
+def _fused_hyper(h: dict[str, Any], keys: tuple[str, ...], params: list[Any], states: list[dict],
+                 buffer: str) -> dict[str, float] | None:
+    """The hyper-parameters ``keys`` as floats for torch's fused kernels, or None where they
+    can't run: state ``buffer`` not in the parameter's dtype (16-bit parameters have float32
+    state here: the composed kernel steps those), a tensor ``lr`` on another device."""
+    if any(p.dtype != s[buffer].dtype for p, s in zip(params, states, strict=True)) or (
+            is_array_hyper(h["lr"]) and h["lr"].device != params[0].device):
+        return None
+    return _host_floats(h, keys, params[0])
+
+
+def _fused_lr(h: dict[str, Any], like: Any) -> Any:
+    """``s η`` for the fused kernels: a float, or a 0-d tensor on ``like``'s device."""
+    slr = step_size(h)
+    return slr.reshape(()).to(like.device, torch.float64) if is_array_hyper(slr) else slr
+
+
+def _adamw_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict]) -> bool:
+    """AdamW by ``torch._fused_adamw_`` (mode ``"lr"``), ``_fused_adam_`` (``"l2"``: λ p
+    added to g) or ``p ← (1 − sλ) p`` then ``_fused_adam_`` (``"decoupled"``); one pass per
+    parameter.  False (nothing done) where the kernels don't take these tensors."""
+    f = _fused_hyper({**h, "b1": h["betas"][0], "b2": h["betas"][1]},
+                     ("b1", "b2", "eps", "weight_decay", "schedule"), params, states, "exp_avg")
+    if f is None:
+        return False
+    mode, wd = h["weight_decay_mode"], f["weight_decay"]
+    if mode == "decoupled" and wd:
+        torch._foreach_mul_(params, 1.0 - f["schedule"] * wd)
+    steps = [s["step"] for s in states]
+    torch._foreach_add_(steps, 1.0)
+    kernel = torch._fused_adamw_ if mode == "lr" else torch._fused_adam_
+    kernel(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [], steps,
+           lr=_fused_lr(h, params[0]), beta1=f["b1"], beta2=f["b2"], eps=f["eps"],
+           weight_decay=0.0 if mode == "decoupled" else wd, amsgrad=False, maximize=False)
+    return True
+
+
+def _sgd_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict]) -> bool:
+    """SGD by ``torch._fused_sgd_`` (zero-initialized buffer, no dampening: its
+    ``is_first_step=False`` update is the core's ``B ← μ B + d``).  False where it can't."""
+    f = _fused_hyper(h, ("momentum", "weight_decay"), params, states, "momentum_buffer")
+    if f is None:
+        return False
+    bufs = [s["momentum_buffer"] for s in states] if f["momentum"] else []
+    torch._fused_sgd_(params, grads, bufs, weight_decay=f["weight_decay"], momentum=f["momentum"],
+                      lr=_fused_lr(h, params[0]), dampening=0.0, nesterov=bool(h["nesterov"]),
+                      maximize=False, is_first_step=False)
+    return True
+
+
+def host_flags(grads: list[Any]) -> list[bool] | None:
+    """The core's finite flags (:func:`~xpmat.optim._base.finite`: |Σ g| < ∞) read on the
+    host where that is free: CPU tensors, eager, :data:`HOST_READS`; None elsewhere (the gated
+    kernels decide on the device).  A finite ‖g‖₂ (one vectorized ``_foreach_norm``) implies a
+    finite sum; only a gradient whose ‖g‖₂ is not finite is summed."""
+    if not (HOST_READS and grads) or torch.compiler.is_compiling() or any(
+            g.device.type != "cpu" for g in grads):
+        return None
+    fine = torch.stack(torch._foreach_norm(grads, 2)).isfinite().tolist()
+    return [ok or bool(finite(g, _array.array_namespace(g))) for ok, g in zip(fine, grads, strict=True)]
+
+
 def _finish(gate: Gates, params: list[Any], updates: list[Any], steps: list[Any], counts: list[Any]) -> None:
     """Zero the skipped parameters' updates, apply all, count steps and skips."""
-    torch._foreach_mul_(updates, gate.ones)
+    gate.mask_(updates)
     torch._foreach_add_(params, updates)
     gate.count(steps, counts)
 
 
-def _muon_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict]) -> None:
+def _muon_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict],
+                 known_ok: bool = False) -> None:
     """Muon (:func:`xpmat.optim.muon.transform`) on one device and dtype: the momentum and the
     update in foreach calls, Newton–Schulz batched by shape as the core
     (:func:`xpmat.optim.muon.orthogonalized`)."""
     bufs = [s["momentum_buffer"] for s in states]
     stacks = _muon.chunks(bufs, h["compute_dtype"])  # same-shaped matrix views, Newton–Schulz's batches
-    gate = Gates(grads, bufs[0].dtype)
+    gate = Gates(grads, bufs[0].dtype, known_ok)
     gs = gate.sanitized([_view(g, b.shape) for g, b in zip(grads, bufs, strict=True)], bufs[0].dtype, stacks)
-    mu, cdt = h["momentum"], _array.resolve_dtype(_array.array_namespace(bufs[0]), h["compute_dtype"])
+    mu, xp = h["momentum"], _array.array_namespace(bufs[0])
     torch._foreach_lerp_(bufs, gs, gate.times(1.0 - mu))  # B ← B + (1 − μ)(G − B); kept where skipped
     us = bufs
     if h["nesterov"]:  # G + μ (B − G)
         us = (torch._foreach_lerp(gs, bufs, [_on(mu, gs[0])] * len(gs)) if is_array_hyper(mu)
               else torch._foreach_lerp(gs, bufs, mu))
-    us = [u if cdt in (None, u.dtype) else u.to(cdt) for u in us]
-    xp, os_ = _array.array_namespace(us[0]), [None] * len(us)
+    cdts = {i: _muon.momentum_dtype(h, [bufs[j] for j in idx], xp) for idx in stacks for i in idx}
+    us = [u if cdts[i] in (None, u.dtype) else u.to(cdts[i]) for i, u in enumerate(us)]
+    os_ = [None] * len(us)
     for idx in stacks:  # one batched Newton–Schulz call per stack
         for i, o in zip(idx, _muon.orthogonalized(h, [us[i] for i in idx], xp), strict=True):
             os_[i] = o
@@ -206,7 +331,7 @@ def _muon_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states:
         os_ = (torch._foreach_addcmul(os_, ws, [_on(-decay, os_[0])] * len(ws)) if is_array_hyper(decay)
                else torch._foreach_add(os_, ws, alpha=-decay))
     os_ = [o if o.dtype == b.dtype else o.to(b.dtype) for o, b in zip(os_, bufs, strict=True)]
-    torch._foreach_mul_(os_, gate.ones)
+    gate.mask_(os_)
     torch._foreach_add_(params, [_view(o, p.shape) for o, p in zip(os_, params, strict=True)])
     gate.count([], [st["nonfinite_count"] for st in states])
 
@@ -260,5 +385,14 @@ def step(module: Any, hyper: dict[str, Any], params: list[Any], grads: list[Any]
     lists = [[params[i] for i in live], [grads[i] for i in live], [states[i][keys[0]] for i in live]]
     for idx in group_by_device_and_dtype(*lists).values():
         ix = [live[k] for k in idx]
-        kernel(hyper, [params[i] for i in ix], [grads[i] for i in ix], [states[i] for i in ix])
+        ok = host_flags([grads[i] for i in ix])
+        if ok is not None:  # the skipped ones only count; the rest step ungated
+            bad = [i for i, good in zip(ix, ok, strict=True) if not good]
+            if bad:
+                torch._foreach_add_([states[i]["nonfinite_count"] for i in bad], 1.0)
+            ix = [i for i, good in zip(ix, ok, strict=True) if good]
+            if not ix:
+                continue
+        known_ok = ok is not None
+        kernel(hyper, [params[i] for i in ix], [grads[i] for i in ix], [states[i] for i in ix], known_ok)
     return rest

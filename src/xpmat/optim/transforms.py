@@ -64,6 +64,7 @@ from xpmat.optim._base import (
     check_choice,
     check_int,
     check_real,
+    finite,
     matrix_view_shape,
     maybe_nonzero,
     scalar_hyper,
@@ -243,14 +244,6 @@ class NonFiniteState(NamedTuple):
     """``nonfinite_count`` (0-d): steps skipped because the gradient was not finite."""
 
     nonfinite_count: Any
-
-
-def finite(g: Any, xp: Any) -> Any:
-    """0-d bool: every entry of ``g`` is finite (one reduction; low precision sums in float32).
-
-    A sum that overflows (|Σ g| above the float32 / float64 maximum) counts as non-finite."""
-    dt = g.dtype if g.dtype in (xp.float32, getattr(xp, "float64", None)) else xp.float32
-    return xp.isfinite(xp.sum(_array.as_float(g, xp, dt)))
 
 
 def _select(ok: Any, new: Any, old: Any, xp: Any) -> Any:
