@@ -293,7 +293,7 @@ def host_flags(grads: list[Any]) -> list[bool] | None:
     if not (HOST_READS and grads) or torch.compiler.is_compiling() or any(
             g.device.type != "cpu" for g in grads):
         return None
-    fine = torch.stack(torch._foreach_norm(grads, 2)).isfinite().tolist()
+    fine = (torch.stack(torch._foreach_norm(grads, 2)) < math.inf).tolist()  # NaN, ∞ fail
     return [ok or bool(finite(g, _array.array_namespace(g))) for ok, g in zip(fine, grads, strict=True)]
 
 
