@@ -84,8 +84,8 @@ def test_every_primitive_is_lazy_and_matches_numpy(case):
             np.testing.assert_allclose(t, e, rtol=rtol, atol=rtol * max(1.0, float(np.abs(e).max())))
         # Dask's own check of the graph: no key defined twice with different tasks, chunks and
         # meta as declared (dask.array.utils.assert_eq, as dask.array.linalg's tests use it);
-        # skipped for the long lazy loops (power_iteration, Newton inv_root: 2,500 to 10,000+
-        # keys), whose check takes seconds to tens of seconds
+        # skipped for the long lazy loops (power_iteration: 2,500+ keys; Newton inv_root runs
+        # in one task here, a few dozen keys), whose check takes seconds to tens of seconds
         if len(lz.__dask_graph__()) <= 2000:
             assert_eq(lz, e, rtol=rtol, atol=rtol * max(1.0, float(np.abs(e).max(initial=0.0))),
                       equal_nan=True)
@@ -624,10 +624,11 @@ def test_dask_cluster():
         assert row["dask_s"] > 0 and len(row["worker_peaks"].split(",")) == 2
 
 
-def test_fused_matmul_skip_flag_skips_the_products():
+def test_fused_matmul_skip_flag_skips_the_products(monkeypatch):
     """``fused_matmul(skip=...)``: the product where the flag is false, zero blocks (no GEMM)
-    where it is true; Newton ``inv_root`` gates its steps after convergence with it and gives
-    NumPy's result to the last bit."""
+    where it is true; Newton ``inv_root`` on its blocked path (forced: ``ONE_TASK_BYTES = 0``)
+    gates its steps after convergence with it and gives NumPy's result to the last bit."""
+    monkeypatch.setattr(_dask, "ONE_TASK_BYTES", 0)
     rng = np.random.default_rng(5)
     a, b = rng.standard_normal((6, 6)), rng.standard_normal((6, 6))
     da_a, da_b = da.from_array(a, chunks=3), da.from_array(b, chunks=3)
@@ -640,3 +641,46 @@ def test_fused_matmul_skip_flag_skips_the_products():
     A = (Q * np.logspace(0, 2, 12)) @ Q.T
     lazy = xm.inv_root(da.from_array(A, chunks=4), 4, method="newton")
     assert np.array_equal(lazy.compute(), xm.inv_root(A, 4, method="newton"))
+
+
+def _spd36() -> np.ndarray:
+    Q = np.linalg.qr(np.random.default_rng(6).standard_normal((36, 36)))[0]
+    return (Q * np.logspace(0, 2, 36)) @ Q.T
+
+
+def test_newton_inv_root_runs_in_one_task_below_the_threshold():
+    """A matrix under ``ONE_TASK_BYTES`` is iterated whole in one task (NumPy's loop, its early
+    exit included): the graph does not grow with ``iters``, holds no block product, and the
+    result comes back in the input's chunks, NumPy's to the last bit; batched with
+    ``return_info``, the flags and residuals are NumPy's too (``iters`` stays the argument)."""
+    A = _spd36()
+    Ad = da.from_array(A, chunks=12)
+    short, long = (xm.inv_root(Ad, 4, method="newton", iters=k) for k in (10, 100))
+    assert len(dict(short.__dask_graph__())) == len(dict(long.__dask_graph__())) < 40
+    assert not [k for k in dict(long.__dask_graph__()) if str(k[0]).startswith("xpmat-matmul")]
+    assert long.chunks == Ad.chunks and long.name == xm.inv_root(Ad, 4, method="newton").name
+    assert_eq(long, xm.inv_root(A, 4, method="newton"), rtol=0, atol=0)
+    B = np.stack([A, 2 * A, np.zeros_like(A)])
+    X, info = xm.inv_root(da.from_array(B, chunks=(2, 12, 12)), 2, method="newton", return_info=True)
+    Xn, ref = xm.inv_root(B, 2, method="newton", return_info=True)
+    assert_eq(X, Xn, rtol=0, atol=0)
+    assert_eq(info.converged, ref.converged)
+    assert_eq(info.error, ref.error, rtol=0, atol=0)
+    assert info.iters == 100
+
+
+def test_newton_inv_root_blocked_path_above_the_threshold(monkeypatch):
+    """Above ``ONE_TASK_BYTES`` (forced to 0 here) the iteration is one task per block and
+    product: the graph grows with ``iters``, chunk types are kept (``Tagged``), keys are
+    deterministic and ``assert_eq`` accepts the graph; values as NumPy's."""
+    monkeypatch.setattr(_dask, "ONE_TASK_BYTES", 0)
+    A = _spd36()
+    Ad = da.from_array(A, chunks=12)
+    short, long = (xm.inv_root(Ad, 4, method="newton", iters=k) for k in (3, 4))
+    assert len(dict(long.__dask_graph__())) > len(dict(short.__dask_graph__()))
+    assert [k for k in dict(long.__dask_graph__()) if str(k[0]).startswith("xpmat-matmul")]
+    assert long.name == xm.inv_root(Ad, 4, method="newton", iters=4).name
+    ref = xm.inv_root(A, 4, method="newton", iters=4, return_info=True)[0]  # not converged yet
+    assert_eq(long, ref, rtol=1e-12, atol=1e-12)
+    tagged = xm.inv_root(_tagged(_SPD, (6, 6)), 4, method="newton", iters=10)
+    assert _block_types(tagged) == {Tagged}

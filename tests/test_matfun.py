@@ -5,7 +5,6 @@ import warnings
 import numpy as np
 import pytest
 from conftest import (
-    DASK_LONG_LOOP,
     DASK_NO_EARLY_STOP,
     DASK_NO_WARNING,
     TOL,
@@ -79,7 +78,6 @@ def test_eigh_is_pseudo_inverse_root_on_singular(backend):
     np.testing.assert_allclose(X, A / 8.0, atol=1e-12)  # 4^(-1/2) on the range = A / 8
 
 
-@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_newton_divergence_frozen_before_overflow(backend):
     # indefinite A: an eigenvalue of M goes negative and grows; frozen, no overflow warnings
     A, _ = sym_with_spectrum(8, np.r_[np.ones(7), -0.5], seed=9)
@@ -109,7 +107,6 @@ def test_newton_nonconvergence_reported(backend):
         inv_root(backend.asarray(B), 2, method="newton")
 
 
-@pytest.mark.skip_xp_backends("dask", reason=DASK_LONG_LOOP)
 def test_newton_nan_input_reported(backend):
     A = np.eye(4)
     A[1, 2] = A[2, 1] = np.nan

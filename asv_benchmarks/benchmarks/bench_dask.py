@@ -5,8 +5,9 @@ the fast profile): ``orthonormalize`` beside ``dask.array.linalg.tsqr`` and NumP
 ``randomized_svd(k=8)`` beside ``dask.array.linalg.svd_compressed(k=8, n_power_iter=2)`` and
 NumPy, ``nmf(rank 5, 20 iterations)`` of half its rows (absolute values, given start factors)
 beside NumPy.  Square: ``msign(steps=12)``, ``polar`` and Newton ``inv_root(p=4)`` (of an SPD
-matrix made from it; 8 steps, about what NumPy's early exit takes, since Dask runs every step)
-of a 1200² float32 array in 400² chunks (600² in 300² in the fast profile) beside NumPy.
+matrix made from it; the default ``iters=100``: under ``xpmat._dask.ONE_TASK_BYTES`` the loop
+runs in one task and exits early, as NumPy's) of a 1200² float32 array in 400² chunks (600² in
+300² in the fast profile) beside NumPy.
 ``lowrank_eigh_update(decay=0.9)`` of a ``rows × 32`` basis in 8 × 2 chunks with 8 corrections
 beside NumPy.  Each Dask call is one ``dask.persist`` of all its results (every
 chunk computed, nothing gathered), with BLAS limited to one thread per task, as
@@ -148,12 +149,20 @@ class DaskMsign(_DaskBase):
     def time_inv_root_newton(self, n):
         import xpmat as xm
 
-        self._dask(lambda: (xm.inv_root(self.Sd, 4, method="newton", iters=8),))
+        self._dask(lambda: (xm.inv_root(self.Sd, 4, method="newton"),))
 
     def time_inv_root_newton_numpy_anchor(self, n):
         import xpmat as xm
 
-        xm.inv_root(self.S, 4, method="newton", iters=8)
+        xm.inv_root(self.S, 4, method="newton")
+
+    def track_tasks_inv_root_newton(self, n):
+        import dask
+
+        import xpmat as xm
+
+        out = dask.optimize(xm.inv_root(self.Sd, 4, method="newton"))
+        return len(dict(dask.base.collections_to_expr(out).__dask_graph__()))
 
 
 class DaskLowrankUpdate(_DaskBase):

@@ -4,6 +4,7 @@
     python docs/scripts/dask_speed.py --rows 100000      # smaller tall-skinny arrays
     python docs/scripts/dask_speed.py --before 34473a6   # the "before" code: a git revision
     python docs/scripts/dask_speed.py --only polar inv_root   # only the rows naming these
+    python docs/scripts/dask_speed.py --newton-sizes 1200 2400 3600   # Newton: one task vs blocked
 
 The "before" column imports the package as it was at ``--before`` (``git archive`` of ``src/``
 renamed to ``xpmat_before``), so both versions run in the same process on the same persisted
@@ -153,6 +154,39 @@ def measure(rows, reps, after, before, only=None, default_blas=True):
     return table, {k: float(np.median(v)) for k, v in times.items() if v}
 
 
+def newton_sizes(sizes, reps, after) -> None:
+    """Newton ``inv_root(p=4)`` (default ``iters=100``) of an SPD ``n × n`` float32 matrix in a
+    3 × 3 grid of chunks, per size: one task (``xpmat._dask.ONE_TASK_BYTES`` as shipped) against
+    the blocked path (the threshold set to 0), NumPy beside; interleaved medians of ``reps``."""
+    from xpmat import _dask
+
+    shipped, cases = _dask.ONE_TASK_BYTES, []
+    for n in sizes:
+        G = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+        S = G @ G.T / n + np.eye(n, dtype=np.float32)
+        cases.append((n, S, da.from_array(S, chunks=-(-n // 3)).persist()))
+    cols = {"NumPy": lambda S, Sd: after.inv_root(S, 4, method="newton"),
+            "NumPy, 1 BLAS thread": lambda S, Sd: after.inv_root(S, 4, method="newton"),
+            "one task": lambda S, Sd: dask.persist(after.inv_root(Sd, 4, method="newton")),
+            "blocked": lambda S, Sd: dask.persist(after.inv_root(Sd, 4, method="newton"))}
+    times = {(n, c): [] for n, *_ in cases for c in cols}
+    for _ in range(reps):
+        for n, S, Sd in cases:
+            for col, fn in cols.items():
+                _dask.ONE_TASK_BYTES = 0 if col == "blocked" else shipped
+                limit = 1 if col != "NumPy" else None
+                with threadpool_limits(limit, "blas"):
+                    t0 = time.perf_counter()
+                    fn(S, Sd)
+                    times[(n, col)].append(time.perf_counter() - t0)
+    _dask.ONE_TASK_BYTES = shipped
+    print(f"| n (MiB) | {' | '.join(cols)} |")
+    print("|---" * (len(cols) + 1) + "|")
+    for n, S, _ in cases:
+        cells = [f"{float(np.median(times[(n, c)])):.2f} s" for c in cols]
+        print(f"| {n} ({S.nbytes / 2**20:.0f}) | {' | '.join(cells)} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=400_000)
@@ -160,8 +194,14 @@ def main() -> None:
     ap.add_argument("--before", default=None, help="git revision of the 'before' column")
     ap.add_argument("--only", nargs="*", default=None, help="rows whose name contains one of these")
     ap.add_argument("--no-default-blas", action="store_true", help="skip the 'default BLAS' column")
+    ap.add_argument("--newton-sizes", type=int, nargs="*", default=None,
+                    help="only the one-task / blocked Newton inv_root table, for these n")
     args = ap.parse_args()
     import xpmat
+
+    if args.newton_sizes:
+        newton_sizes(args.newton_sizes, args.reps, xpmat)
+        return
 
     before = before_package(args.before) if args.before else None
     table, med = measure(args.rows, args.reps, xpmat, before, args.only, not args.no_default_blas)

@@ -30,8 +30,8 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["as_chunk_type", "cholesky_qr2", "fused_matmul", "merge_axis", "name", "per_matrix", "rowwise",
-           "tsqr"]
+__all__ = ["ONE_TASK_BYTES", "as_chunk_type", "cholesky_qr2", "fits_one_task", "fused_matmul", "merge_axis",
+           "name", "per_matrix", "rowwise", "subclass_like", "tsqr"]
 
 # Fan-in of the tree that sums the per-chunk Gram matrices (dask's own reductions use 4–32).
 _SPLIT_EVERY = 8
@@ -39,6 +39,11 @@ _SPLIT_EVERY = 8
 _TSQR_ONE_LEVEL = 32
 # CholeskyQR2 states, computed on one chunk from the Gram matrices
 _ACCEPTED, _FALLBACK, _NONFINITE = 0, 1, 2
+#: Bytes of one task's matrices up to which an iteration (Newton ``inv_root``) runs whole in one
+#: task (:func:`fits_one_task`): 64 MiB, below the size (about 90–100 MiB of float32 on 2 cores)
+#: where the blocked path was estimated to catch up, half Dask's default ``array.chunk-size``.
+#: Measured in ``docs/dask.md`` ("Newton inv_root in one task").
+ONE_TASK_BYTES = 64 * 2**20
 
 
 def name(label: str, *args: Any) -> str:
@@ -95,6 +100,21 @@ def _convert(block: Any, ref: Any) -> Any:
     return cxp.asarray(block, device=array_api_compat.device(ref))
 
 
+def subclass_like(x: Any, ref: Any) -> Any:
+    """A NumPy array ``x`` made inside a task as the type of the chunk ``ref`` where that is an
+    ndarray subclass (NumPy's ``like=``), as :func:`_convert` does between tasks; ``x`` itself
+    otherwise (CuPy and PyTorch chunks already get arrays of their own type from their
+    namespace)."""
+    if type(x) is type(ref):
+        return x
+    import sys
+
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and type(x) is numpy.ndarray and isinstance(ref, numpy.ndarray):
+        return numpy.asarray(x, like=ref)
+    return x
+
+
 def _device(block: Any) -> Any:
     import array_api_compat
 
@@ -138,13 +158,24 @@ def _array(graph: dict, key_name: str, deps: Sequence[Any], chunks: tuple, meta:
     return da.Array(hlg, key_name, chunks=chunks, meta=meta)
 
 
-def _meta(a: Any, ndim: int) -> Any:
+def _meta(a: Any, ndim: int, dtype: Any = None) -> Any:
     from dask.array.utils import meta_from_array
 
-    return meta_from_array(a._meta, ndim=ndim)
+    return meta_from_array(a._meta, ndim=ndim, dtype=dtype)
 
 
-def per_matrix(fn: Callable, a: Any, shapes: Sequence[tuple], *, label: str) -> list[Any]:
+def fits_one_task(a: Any) -> bool:
+    """Whether the matrices of the Dask array ``a`` (..., m, n) are small enough to be iterated
+    whole in one task per batch chunk: all sizes known and a batch chunk of matrices at most
+    :data:`ONE_TASK_BYTES` (the task then holds a few arrays of that size)."""
+    if not all(_known(c) for c in a.chunks):
+        return False
+    batch = math.prod(max(c, default=0) for c in a.chunks[:-2])
+    return batch * a.shape[-2] * a.shape[-1] * a.dtype.itemsize <= ONE_TASK_BYTES
+
+
+def per_matrix(fn: Callable, a: Any, shapes: Sequence[tuple], *, label: str,
+               dtypes: Sequence[Any] | None = None) -> list[Any]:
     """Run ``fn(t, chunk_xp)`` on each matrix of the Dask array ``a`` (..., m, n), whole on one chunk.
 
     ``fn`` gets a chunk ``t`` (..., m, n) of the chunk's library with that library's namespace
@@ -154,6 +185,7 @@ def per_matrix(fn: Callable, a: Any, shapes: Sequence[tuple], *, label: str) -> 
     task per chunk, as ``dask.array.linalg.tsqr`` does).  ``fn`` must be a module-level
     function or a ``functools.partial`` of one (it is part of the deterministic name).  Only
     for small matrices: a matrix's rows and columns are brought together on one chunk.
+    ``dtypes``: the outputs' dtypes where they are not ``a``'s (one per entry of ``shapes``).
     """
     nd = a.ndim
     a = merge_axis(merge_axis(a, nd - 2), nd - 1)
@@ -167,7 +199,8 @@ def per_matrix(fn: Callable, a: Any, shapes: Sequence[tuple], *, label: str) -> 
         tail = (0,) * len(shape)  # the matrix (or vector) of each batch chunk: one block
         graph = {(part, *i[:-2], *tail): (operator.getitem, (key, *i), k) for i in blocks}
         chunks = (*a.chunks[:-2], *((s,) for s in shape))
-        out.append(_array(graph, part, [whole], chunks, _meta(a, nd - 2 + len(shape))))
+        meta = _meta(a, nd - 2 + len(shape), None if dtypes is None else dtypes[k])
+        out.append(_array(graph, part, [whole], chunks, meta))
     return out
 
 
@@ -446,7 +479,8 @@ def fused_matmul(a: Any, b: Any, *, transpose_b: bool = False, c: Any = None, al
 
     ``skip``: a 0-d Dask boolean; where it is true each task returns zeros of its block's shape
     without the GEMM (for an iteration whose caller discards the product once it has converged:
-    Newton ``inv_root``), one host read of the flag per task.
+    Newton ``inv_root``), one host read of the flag per task, and before the blocks are
+    concatenated (the tasks get them as lists), so a skipped task copies nothing.
     """
     import dask.array as da
 
@@ -469,19 +503,25 @@ def fused_matmul(a: Any, b: Any, *, transpose_b: bool = False, c: Any = None, al
         args += [skip, ""]
     dtype = da.result_type(*(x for x in (a, b, c) if x is not None))
     key = name("xpmat-matmul", a, b, c, transpose_b, alpha, beta, skip)
-    return da.blockwise(_block_matmul, "ij", *args, concatenate=True, dtype=dtype, meta=a._meta,
+    return da.blockwise(_block_matmul, "ij", *args, concatenate=False, dtype=dtype, meta=a._meta,
                         name=key, transpose_b=transpose_b, alpha=alpha, beta=beta,
                         gated=skip is not None)
 
 
-def _block_matmul(a: Any, b: Any, *c: Any, transpose_b: bool, alpha: float, beta: float,
+def _block_matmul(a: list, b: list, *c: Any, transpose_b: bool, alpha: float, beta: float,
                   gated: bool = False) -> Any:
-    cxp = _namespace(a)
+    """One output block from the blocks ``a`` (a block row) and ``b`` (a block column, or block
+    row of ``b`` with ``transpose_b``), concatenated here, after the gate: a skipped task copies
+    nothing."""
+    cxp = _namespace(a[0])
     if gated:
         *c, skip = c
         if bool(skip):
-            rows, cols = a.shape[0], b.shape[0] if transpose_b else b.shape[1]
-            return _convert(cxp.zeros((rows, cols), dtype=cxp.result_type(a, b), device=_device(a)), a)
+            rows, cols = a[0].shape[0], b[0].shape[0] if transpose_b else b[0].shape[1]
+            out = cxp.zeros((rows, cols), dtype=cxp.result_type(a[0], b[0]), device=_device(a[0]))
+            return _convert(out, a[0])
+    a = a[0] if len(a) == 1 else cxp.concat(a, axis=1)
+    b = b[0] if len(b) == 1 else cxp.concat(b, axis=1 if transpose_b else 0)
     p = a @ (cxp.matrix_transpose(b) if transpose_b else b)
     if alpha != 1.0:
         p = alpha * p

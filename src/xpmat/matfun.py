@@ -9,11 +9,12 @@ implementations run.  [Stratos 2026][stratos-2026] §5 (Shampoo's
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
 from typing import Any, NamedTuple
 
-from xpmat import _array
+from xpmat import _array, _dask
 
 __all__ = ["ConvergenceWarning", "InvRootInfo", "inv_root", "inv_root_from_eig"]
 
@@ -34,7 +35,8 @@ class InvRootInfo(NamedTuple):
         The final residual ``max|M − I|`` (0 for ``method="eigh"``).
     iters : int
         Newton steps taken (0 for ``method="eigh"``; always the ``iters`` argument when the
-        residual cannot be read, e.g. under ``jax.jit``).
+        residual cannot be read, e.g. under ``jax.jit``, and on Dask, where the count of a
+        one-task run is known only inside its task).
     """
 
     converged: Any
@@ -85,10 +87,12 @@ def inv_root(
     check_every : int
         The host looks at the residual every ``check_every`` steps (one device sync
         each time) to stop early; converged batch items are frozen on the device
-        at every step, so extra steps never change them.  Where the residual cannot be
-        read (a JAX tracer under ``jax.jit``, a Dask array) all ``iters`` steps run
-        without a check, and return the same ``X`` (the frozen items do not move; on Dask
-        the block products of a converged matrix skip their GEMMs, ``docs/dask.md``).
+        at every step, so extra steps never change them.  On Dask, matrices up to
+        ``xpmat._dask.ONE_TASK_BYTES`` (64 MiB per batch chunk) are iterated whole in one
+        task with the chunk's library, checks and early exit included (``docs/dask.md``).
+        Where the residual cannot be read (a JAX tracer under ``jax.jit``, a larger Dask
+        array) all ``iters`` steps run without a check, and return the same ``X`` (the frozen
+        items do not move; on Dask the block products of a converged matrix skip their GEMMs).
     warm_dtype : {None, "float32", "bfloat16", "tf32"}
         ``"newton"`` only: run the early steps in this lower precision until the residual is
         below 0.1 (read at the ``check_every`` checks), then the last steps in ``A``'s dtype.
@@ -165,8 +169,9 @@ def inv_root(
     Backends: standard Array API only (``xp.linalg.eigh``, ``@``) on every library.
     Host reads: none for ``"eigh"``; ``"newton"`` reads the residual every
     ``check_every`` steps (with ``warm_dtype`` too: the hand-over is decided at a check) and
-    the convergence flags once after the loop (for the warning), on eager arrays only; under
-    ``jax.jit`` and on Dask it runs ``iters`` steps and reads
+    the convergence flags once after the loop (for the warning), on eager arrays only (on
+    Dask: inside the one task of a small matrix, never on the client); under ``jax.jit``
+    and on a Dask matrix above the one-task size it runs ``iters`` steps and reads
     nothing (the Python loop is unrolled into the traced program: compile time grows
     with ``iters``).
 
@@ -214,6 +219,9 @@ def inv_root(
     if tol is None:
         tol = 10.0 * math.sqrt(n) * _unit_roundoff(xp, A.dtype)
     _check_warm(warm_dtype, xp)
+    if _array.is_dask(xp) and _dask.fits_one_task(A):  # the whole iteration in one task
+        X, err, converged = _newton_on_dask(A, int(p), eps, iters, tol, check_every)
+        return (X, InvRootInfo(converged, err, iters)) if return_info else X
     X, err, done, zero, k = _inv_root_newton(A, int(p), eps, iters, tol, check_every, xp, warm_dtype)
     converged = done | zero
     if return_info:
@@ -331,6 +339,26 @@ def _inv_root_newton(A: Any, p: int, eps: float, iters: int, tol: float, check_e
     X = (X + _array.mT(X, xp)) / 2
     err = xp.where(zero, 0.0, err)
     return X, err, done & ~zero, zero, k
+
+
+def _newton_on_dask(A: Any, p: int, eps: float, iters: int, tol: float, check_every: int) -> tuple:
+    """``(X, err, converged)`` of a Dask ``A`` whose matrices fit one task
+    (:func:`xpmat._dask.fits_one_task`): each batch chunk's matrices are gathered into one task
+    that runs the eager iteration with the chunk's own library (its host reads and early exit
+    included), and ``X`` goes back to ``A``'s chunks, as ``dask.array.linalg`` does for its small
+    factors.  The graph has O(blocks) tasks whatever ``iters``; larger matrices take the blocked
+    path (``docs/dask.md``)."""
+    fn = functools.partial(_newton_task, p=p, eps=eps, iters=iters, tol=tol, check_every=check_every)
+    n, batch = A.shape[-1], A.shape[:-2]
+    X, err, ok = _dask.per_matrix(fn, A, [(n, n), (), ()], label="inv-root-newton",
+                                  dtypes=[A.dtype, A.dtype, bool])
+    return X.rechunk(A.chunks), err.reshape(batch), ok.reshape(batch)
+
+
+def _newton_task(t: Any, cxp: Any, *, p: int, eps: float, iters: int, tol: float, check_every: int):
+    """One task of :func:`_newton_on_dask`: the eager Newton iteration on a chunk ``t``."""
+    X, err, done, zero, _ = _inv_root_newton(t, p, eps, iters, tol, check_every, cxp)
+    return X, cxp.asarray(err), cxp.asarray(done | zero)
 
 
 def _newton_state(X: Any, M: Any, tol: float, eye: Any, zero: Any, xp: Any) -> tuple:

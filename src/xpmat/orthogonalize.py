@@ -839,30 +839,34 @@ def gram_saves(m: int, n: int, steps: int) -> bool:
     return ns_flops(m, n, steps, gram=True) < ns_flops(m, n, steps)
 
 
-def _stack_msign(Us: list[Any], coeffs: list, scale: float, gram: Any, kw: dict, xp: Any) -> list[Any]:
-    """``scale · msign`` of same-shaped ``Us`` in ONE batched :func:`newton_schulz` call."""
+def _stack_msign(Us: list[Any], coeffs: list, scale: float, gram: Any, kw: dict, xp: Any,
+                 cdt: Any = None) -> list[Any]:
+    """``scale · msign`` of same-shaped ``Us`` in ONE batched :func:`newton_schulz` call, in
+    ``cdt`` (the stack cast once, and the result back to ``Us``' dtype once: the values of a
+    cast per matrix, in two operations instead of two per matrix)."""
     U = Us[0][None, ...] if len(Us) == 1 else xp.stack(Us, axis=0)
     m, n = U.shape[-2:]
     use_gram = gram_saves(m, n, len(coeffs)) if gram == "auto" else gram
-    O = newton_schulz(U, coeffs, scale=scale, gram=use_gram, xp=xp, **kw)
+    O = newton_schulz(_array.cast(U, cdt, xp), coeffs, scale=scale, gram=use_gram, xp=xp, **kw)
+    O = _array.cast(O, U.dtype, xp)
     if hasattr(xp, "unstack"):  # one op (torch: unbind) instead of one index per matrix
         return list(xp.unstack(O, axis=0))
     return [O[j, ...] for j in range(len(Us))]
 
 
 def _split_msign(Us: list[Any], coeffs: list, scale: Any, gram: Any, split: Any, kw: dict,
-                 xp: Any) -> list[Any]:
+                 xp: Any, cdt: Any = None) -> list[Any]:
     """:func:`_stack_msign` with ``scale(m, n)``; with ``split`` row blocks, each block its own
     msign and ``scale(s_i, n)`` (the blocks of one size, over all of ``Us``, in one call)."""
     m, n = Us[0].shape[-2:]
     if split is None:
-        return _stack_msign(Us, coeffs, scale(m, n), gram, kw, xp)
+        return _stack_msign(Us, coeffs, scale(m, n), gram, kw, xp, cdt)
     starts = [sum(split[:j]) for j in range(len(split))]
     blocks = [[U[..., o:o + k, :] for o, k in zip(starts, split, strict=True)] for U in Us]
     done: list[list[Any]] = [[None] * len(split) for _ in Us]
     for k in dict.fromkeys(split):  # each distinct block size once, first-seen order
         where = [(i, j) for i in range(len(Us)) for j, kj in enumerate(split) if kj == k]
-        outs = _stack_msign([blocks[i][j] for i, j in where], coeffs, scale(k, n), gram, kw, xp)
+        outs = _stack_msign([blocks[i][j] for i, j in where], coeffs, scale(k, n), gram, kw, xp, cdt)
         for (i, j), O in zip(where, outs, strict=True):
             done[i][j] = O
     return [xp.concat(parts, axis=-2) for parts in done]
@@ -968,7 +972,7 @@ def msign_many(mats: Any, /, *, steps: int = 5, schedule: Any = "polar_express",
                 out[i] = xp.zeros(G0.shape, dtype=dt, device=_array.device(G0))
             continue
         cdt = ns_compute_dtype(compute_dtype, G0, len(idx), len(coeffs), xp)
-        Us = [_array.cast(mats[i], cdt, xp) for i in idx]
-        for i, O in zip(idx, _split_msign(Us, coeffs, scale_of, gram, split, kw, xp), strict=True):
-            out[i] = _array.cast(O, dt, xp)
+        Us = [mats[i] for i in idx]
+        for i, O in zip(idx, _split_msign(Us, coeffs, scale_of, gram, split, kw, xp, cdt), strict=True):
+            out[i] = O
     return out

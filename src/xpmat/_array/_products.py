@@ -69,5 +69,7 @@ def matmul_add(c: Any, a: Any, b: Any, *, beta: float, alpha: float = 1.0, xp: A
 def eye(n: int, *, like: Any, xp: Any) -> Any:
     """The ``n × n`` identity in ``like``'s dtype, on its device.  Dask: in the type of
     ``like``'s chunks (array-api-compat's Dask ``eye`` makes NumPy chunks whatever the input's;
-    :func:`xpmat._dask.as_chunk_type` converts them)."""
-    return _dask.as_chunk_type(xp.eye(n, dtype=like.dtype, device=device(like)), like)
+    :func:`xpmat._dask.as_chunk_type` converts them); an ndarray subclass (a chunk inside a
+    Dask task) in its own type (:func:`xpmat._dask.subclass_like`)."""
+    e = xp.eye(n, dtype=like.dtype, device=device(like))
+    return _dask.as_chunk_type(e, like) if is_dask(xp) else _dask.subclass_like(e, like)

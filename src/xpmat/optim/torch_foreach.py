@@ -293,7 +293,7 @@ def host_flags(grads: list[Any]) -> list[bool] | None:
     if not (HOST_READS and grads) or torch.compiler.is_compiling() or any(
             g.device.type != "cpu" for g in grads):
         return None
-    fine = torch.stack(torch._foreach_norm(grads, 2)).isfinite().tolist()
+    fine = (torch.stack(torch._foreach_norm(grads, 2)) < math.inf).tolist()  # NaN, ∞ fail
     return [ok or bool(finite(g, _array.array_namespace(g))) for ok, g in zip(fine, grads, strict=True)]
 
 
@@ -319,10 +319,8 @@ def _muon_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states:
     if h["nesterov"]:  # G + μ (B − G)
         us = (torch._foreach_lerp(gs, bufs, [_on(mu, gs[0])] * len(gs)) if is_array_hyper(mu)
               else torch._foreach_lerp(gs, bufs, mu))
-    cdts = {i: _muon.momentum_dtype(h, [bufs[j] for j in idx], xp) for idx in stacks for i in idx}
-    us = [u if cdts[i] in (None, u.dtype) else u.to(cdts[i]) for i, u in enumerate(us)]
     os_ = [None] * len(us)
-    for idx in stacks:  # one batched Newton–Schulz call per stack
+    for idx in stacks:  # one batched Newton–Schulz call per stack, cast to its compute dtype as a stack
         for i, o in zip(idx, _muon.orthogonalized(h, [us[i] for i in idx], xp), strict=True):
             os_[i] = o
     decay = step_size(h) * h["weight_decay"]
