@@ -1,14 +1,15 @@
 """Does ``torch.compile(opt.step)`` compile once for a whole run?  One row per torch class.
 
 ``python docs/scripts/compile_check.py [CLASS ...] [--steps N] [--backend inductor|eager]
-[--no-fullgraph]`` builds each class on a tiny model (an 8 × 4 matrix and a 4-vector, float32,
+[--no-fullgraph] [--dynamic]`` builds each class on a tiny model (an 8 × 4 matrix and a 4-vector, float32,
 CPU, one thread) with tensor hyper-parameters (``lr`` and, where the class takes them,
 ``momentum``, ``betas``, ``weight_decay`` and the AdamW fallback's ones: 1-element tensors, as
 torch.optim's ``capturable`` convention), compiles its step, runs N steps (default 5) under a
 scheduler and prints the docs/optim.md table:
 
-- ``step 1: graphs, breaks``: Dynamo graphs made and graph breaks met by a compiled first step
-  (it creates the state);
+- ``from step 1: graphs, breaks``: Dynamo graphs made and graph breaks met by the N steps of a
+  run compiled from its first step (which creates the state: in ``_init_group``, which Dynamo
+  runs eagerly, as torch.optim's classes do; 1, 0: one graph for the whole run);
 - ``steady: graphs, breaks``: the same for the compiled steps after an eager first step (1, 0:
   one graph, no break), under ``LambdaLR`` (``lr`` filled in place each step);
 - ``recompiles: LambdaLR, OneCycleLR, its dynamic=True``: graphs made after the first compiled
@@ -16,7 +17,14 @@ scheduler and prints the docs/optim.md table:
   (which it writes back as a Python float: Dynamo specializes on the first one, then makes it
   a graph input), and of that run compiled with ``dynamic=True`` (floats inputs from the start);
 - ``fullgraph=True``: whether ``torch.compile(step, fullgraph=True)`` runs from step 1, only
-  after an eager step 1 (seeded host draws at state creation), or not at all.
+  after an eager step 1, or not at all.
+
+``--dynamic`` prints only the ``OneCycleLR`` run with ``dynamic=True`` (step 1 eager): the
+cumulative graph and break counts after each step.  Run it one class per process with
+``--backend inductor``: Inductor specializes floats that the ``eager`` backend keeps as graph
+inputs, and ``aot_eager`` others than Inductor does (see docs/optim.md); in one process a class
+run after another may count a recompile that a fresh process does not (AdamW after AdamNMF
+did; torch 2.13).
 
 The step compiled is the optimizer's own (``type(opt).step.__get__(opt)``): a scheduler wraps
 ``opt.step`` in a function of ``torch/optim/lr_scheduler.py``, a file Dynamo never traces, which
@@ -48,7 +56,7 @@ TENSOR_KEYS = ("lr", "momentum", "betas", "weight_decay", "adamw_betas", "adamw_
 
 class Row(NamedTuple):
     name: str
-    first: tuple[int, int]  # (graphs, breaks) of a compiled step 1
+    first: tuple[int, int]  # (graphs, breaks) of a run compiled from step 1
     steady: tuple[int, int]  # (graphs, breaks) of the compiled steps after an eager step 1
     recompiles: tuple[int, int, int]  # graphs after the first compiled step: LambdaLR, OneCycleLR,
     # OneCycleLR with dynamic=True (-1: that run fails)
@@ -139,7 +147,7 @@ def _fullgraph(name: str, kind: str, steps: int, backend: str) -> tuple[str, str
 
 def check(name: str, steps: int = 5, backend: str = "inductor", fullgraph: bool = True) -> Row:
     """One row of the table (see the module doc) for class ``name``."""
-    g1, b1, _ = run(name, "lambda", 1, backend)
+    g1, b1, _ = run(name, "lambda", steps, backend)
     g, b, _ = run(name, "lambda", steps, backend, eager_first=True)
     gc, _, _ = run(name, "onecycle", steps, backend, eager_first=True)
     try:
@@ -148,13 +156,13 @@ def check(name: str, steps: int = 5, backend: str = "inductor", fullgraph: bool 
     except Exception as exc:  # Dynamo's reason, in a line
         dyn, note = -1, "dynamic=True: " + " ".join(str(exc).split())[:120]
     fg, why = _fullgraph(name, "lambda", steps, backend) if fullgraph else ("—", "")
-    return Row(name, (g1[0], b1[0]), (g[1], b[-1]), (g[-1] - g[1], gc[-1] - gc[1], dyn), fg, note or why)
+    return Row(name, (g1[-1], b1[-1]), (g[1], b[-1]), (g[-1] - g[1], gc[-1] - gc[1], dyn), fg, note or why)
 
 
 def table(rows: list[Row]) -> str:
     """The markdown table of docs/optim.md."""
-    out = ["| class | step 1: graphs, breaks | steady: graphs, breaks | recompiles: LambdaLR, OneCycleLR, "
-           "its dynamic=True | fullgraph=True |", "|---|---|---|---|---|"]
+    out = ["| class | from step 1: graphs, breaks | steady: graphs, breaks | recompiles: LambdaLR, "
+           "OneCycleLR, its dynamic=True | fullgraph=True |", "|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r.name} | {r.first[0]}, {r.first[1]} | {r.steady[0]}, {r.steady[1]} "
                    f"| {', '.join(str(n) if n >= 0 else 'fails' for n in r.recompiles)} | {r.fullgraph} |")
@@ -167,8 +175,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--backend", default="inductor")
     ap.add_argument("--no-fullgraph", action="store_true")
+    ap.add_argument("--dynamic", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.dynamic:
+        for name in a.classes:
+            graphs, breaks, _ = run(name, "onecycle", a.steps, a.backend, eager_first=True, dynamic=True)
+            print(f"{name}: graphs {graphs}, breaks {breaks}", flush=True)
+        return
     rows = []
     for name in a.classes:
         rows.append(check(name, a.steps, a.backend, not a.no_fullgraph))

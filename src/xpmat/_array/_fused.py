@@ -27,6 +27,9 @@ def lerp(start: Any, end: Any, weight: Any, xp: Any, dtype: Any = None, out: Any
         dtype = resolve_dtype(xp, dtype, start)
         if out is None and dtype not in (None, start.dtype):
             out = torch.empty(start.shape, dtype=dtype, device=start.device)
+        if isinstance(weight, float) and torch.compiler.is_compiling():  # a 0-d tensor: Inductor
+            # specializes a float lerp weight (dynamic=True: a recompile per new β₁), not this sum
+            weight = torch.zeros((), dtype=start.dtype, device=start.device) + weight
         return torch.lerp(start, end, weight) if out is None else torch.lerp(start, end, weight, out=out)
     return cast(start + weight * (end - start), dtype, xp)
 

@@ -68,6 +68,7 @@ __all__ = [
     "is_array_hyper",
     "matrix_shape",
     "maybe_nonzero",
+    "one_minus_power",
     "refuse_tensor_hyper",
     "resolve_hyper",
     "resolve_rank",
@@ -154,6 +155,15 @@ def scalar_hyper(value: Any, like: Any, xp: Any) -> Any:
     if value.dtype == like.dtype:  # a NumPy scalar (np.float64(...) - 0.1) is strong as well
         return value
     return xp.asarray(value, dtype=like.dtype) if not is_array_hyper(value) else xp.astype(value, like.dtype)
+
+
+def one_minus_power(beta: Any, step: Any) -> Any:
+    """``1 − βᵗ`` for a 0-d array count ``t`` and ``β`` a number or a 0-d array, in array
+    arithmetic: ``β`` enters as ``t·0 + β`` (exactly β, in ``t``'s dtype), the same values as
+    ``β ** t``.  With a float ``β``, ``β ** t`` is PyTorch's ``aten.pow.Scalar``, which Inductor
+    cannot turn into a graph input under ``torch.compile(..., dynamic=True)`` and specializes
+    instead: a recompile each time a scheduler moves β₁ (``OneCycleLR``; torch 2.13)."""
+    return 1.0 - (step * 0 + beta) ** step
 
 
 def check_common(h: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from xpmat import _array
+from xpmat.optim._base import one_minus_power
 from xpmat.optim.transforms import AdamState, adam_direction, ema_update
 
 __all__ = ["CLIP_DEFAULTS", "HVP_STEPS", "MOMENT_STEPS", "ROOT_STEPS", "STEPS", "InnerContext", "InnerStep",
@@ -76,7 +77,7 @@ class InnerStep(NamedTuple):
 
 def _debias(M: Any, beta: float, step: Any, xp: Any) -> Any:
     """``M / (1 − βᵗ)`` with ``t = step`` (a 0-d count)."""
-    return M / xp.astype(1.0 - beta ** step, M.dtype)
+    return M / xp.astype(one_minus_power(beta, step), M.dtype)
 
 
 def _sym_apply(V: Any, m: Any, f: Callable[[Any], Any], rtol: float, xp: Any) -> Any:

@@ -154,7 +154,9 @@ def scale_by_nmf(rank: int | float = 1, betas: tuple[float, float | None] = (0.0
             G, step = _array.as_float(g, xp, s.A.dtype), s.step + 1
             A, B = nmf_online_step(G, s.A, s.B, beta=beta, eps=nmf_eps, xp=xp)
             if factor_floor:
-                A, B = xp.clip(A, min=factor_floor), xp.clip(B, min=factor_floor)
+                # max(X, floor) by where, not clip: array-api-compat's clip checks a float bound
+                # with math.isnan, a graph break under torch.compile(dynamic=True) (a symbol)
+                A, B = (xp.where(X < factor_floor, factor_floor, X) for X in (A, B))
             num, M = ema_update(s.exp_avg, G, b1, step, xp) if b1 else (G, None)
             ups.append(num / (xp.sqrt(A @ B) + eps))
             new.append(NMFState(step, A, B, M))

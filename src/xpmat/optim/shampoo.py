@@ -30,6 +30,7 @@ reads the step counters on the host (one transfer per step); under ``torch.compi
 
 from __future__ import annotations
 
+import operator
 from typing import Any, NamedTuple
 
 from xpmat import _array
@@ -45,6 +46,7 @@ from xpmat.optim._base import (
     check_real,
     from_block_grid,
     host_steps,
+    one_minus_power,
     refuse_tensor_hyper,
     resolve_hyper,
     run_init,
@@ -198,7 +200,17 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
     check_int("start_preconditioning_step", h["start_preconditioning_step"], 1, none=True)
     check_choice("grafting", h["grafting"], ("adamw", None))
     check_real("newton_tol", h["newton_tol"], low_open=True, none=True)
-    return h
+    return _static_ints(h)
+
+
+def _static_ints(h: dict[str, Any]) -> dict[str, Any]:
+    """``h`` with the integers that pick code paths and shapes as plain ints
+    (``operator.index``): under ``torch.compile(..., dynamic=True)`` Dynamo makes an int of a
+    param group a symbol, which the refresh's ``torch.cond`` cannot take (its branch would check
+    a symbolic ``root``); ``operator.index`` specializes it (a guard on its value)."""
+    ints = ("root", "precondition_every", "start_preconditioning_step", "max_preconditioner_dim",
+            "newton_iters", "basis_iters")
+    return {**h, **{k: operator.index(h[k]) for k in ints if h[k] is not None}}
 
 
 def _start(h: dict[str, Any]) -> int:
@@ -236,10 +248,10 @@ def _moments(G: Any, s: KronState, h: dict[str, Any], xp: Any) -> tuple[Any, Any
         O, a = adam_direction(G, AdamState(s.step, s.exp_avg if b1 else G, s.exp_avg_sq), xp,
                               betas=(b1, h["graft_beta2"]), eps=h["graft_eps"])
         M, V = (a.exp_avg if b1 else None), a.exp_avg_sq
-        Mbar = M / xp.astype(1.0 - b1 ** step, G.dtype) if b1 else G
+        Mbar = M / xp.astype(one_minus_power(b1, step), G.dtype) if b1 else G
     else:
         Mbar, M = ema_update(s.exp_avg, G, b1, step, xp) if b1 else (G, None)
-    w_prev = xp.astype(s.step if b2 is None else 1.0 - b2 ** s.step, G.dtype)
+    w_prev = xp.astype(s.step if b2 is None else one_minus_power(b2, s.step), G.dtype)
     lay = block_grid(*G.shape, h["max_preconditioner_dim"])
     f = shampoo_factors(to_block_grid(G, lay, xp), ShampooFactors(s.L, s.R, w_prev), beta=b2, xp=xp)
     return Mbar, O, s._replace(step=step, L=f.L, R=f.R, exp_avg=M, exp_avg_sq=V)
@@ -271,8 +283,9 @@ def _regularize(F: Any, mask: Any, eps: float, mode: str, xp: Any) -> Any:
 def _roots(A: Any, X_old: Any, Q_old: Any, first: bool, h: dict[str, Any], xp: Any):
     """Inverse ``p``-th roots of a stack ``A`` (batch, d, d) by ``root_method``; new basis."""
     p, method = h["root"], h["root_method"]
-    if method == "eigh":
-        return inv_root(A, p, method="eigh", xp=xp), None
+    if method == "eigh":  # eps given: under torch.compile(dynamic=True) a float default would
+        # be a symbol, which the branch of the refresh's torch.cond refuses
+        return inv_root(A, p, method="eigh", eps=0.0, xp=xp), None
     if method == "newton":
         X, info = inv_root(A, p, method="newton", iters=h["newton_iters"], tol=h["newton_tol"],
                            return_info=True, xp=xp)
@@ -298,7 +311,7 @@ def _factors(s: KronState, lay: tuple[int, int, int, int], m: int, n: int, h: di
     """``(side, A)`` for L and R: the bias-corrected factors with ε and the padding regularized
     (see :func:`_regularize`), ready for the inverse root."""
     b2 = h["betas"][1]
-    weight = xp.astype(s.step if b2 is None else 1.0 - b2 ** s.step, s.L.dtype)
+    weight = xp.astype(s.step if b2 is None else one_minus_power(b2, s.step), s.L.dtype)
     bm, bn, gm, gn = lay
     out = []
     for side, F, b, size, by_row in (("L", s.L, bm, m, True), ("R", s.R, bn, n, False)):

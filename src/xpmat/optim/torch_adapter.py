@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, NamedTuple
 
+from xpmat import _array
 from xpmat._optional import require
 from xpmat.optim import adamw as _adamw
 from xpmat.optim import torch_foreach as _foreach
@@ -133,8 +134,11 @@ def _root(t: Any) -> Any:
 def _restride(o: Any, v: Any) -> Any:
     """``o`` with ``v``'s strides, on its own storage (a core may return a transposed layout,
     e.g. a QR factor; the next step's products must see the layout the core made, or BLAS may
-    round differently), or None when ``o``'s storage cannot hold that layout."""
-    if o.stride() == v.stride():
+    round differently), or None when ``o``'s storage cannot hold that layout.  Under
+    ``torch.compile``: ``o`` as it is (Dynamo cannot trace ``as_strided_``, and new strides
+    would make the next step recompile; a compiled first step, whose state comes from
+    ``init``, may so keep ``init``'s layout: LRE's ``Q``)."""
+    if o.stride() == v.stride() or torch.compiler.is_compiling():
         return o
     extent = 1 + sum((n - 1) * st for n, st in zip(v.shape, v.stride(), strict=True))
     if min(v.stride(), default=1) < 0 or extent * o.element_size() > o.untyped_storage().nbytes():
@@ -358,6 +362,8 @@ class XpmatOptimizer(torch.optim.Optimizer):
     def step(self, closure: Any = None) -> Any:
         """One optimization step; ``closure`` (re-evaluates the loss) runs with grad enabled."""
         loss = self._evaluate(closure)
+        for group in self.param_groups:
+            self._init_group(group)
         work = []
         for group in self.param_groups:
             params = self._with_grad(group)
@@ -374,6 +380,25 @@ class XpmatOptimizer(torch.optim.Optimizer):
         self.sharded_stats = sharded.finish() if sharded is not None else None
         self._finish()
         return loss
+
+    def _init_group(self, group: dict) -> None:
+        """Create the state of ``group``'s parameters that have a gradient and no state yet (the
+        run's fresh parameters, in order, as :meth:`_init_states` does).  torch.optim's name:
+        ``torch.compile``'s Dynamo runs a method of this name eagerly while it traces ``step``
+        (``torch/_dynamo/variables/optimizer.py``) and guards the state it made, so a compiled
+        first step keeps the seeded host draws out of its graph and step 2 reuses that graph.
+        It also runs the device's bf16 probe (cached) for ``compute_dtype="auto"``.  Groups with
+        sharded (DTensor) parameters create their state in the step instead."""
+        fresh = [p for p in group["params"] if p.grad is not None and not self.state[p]]
+        if not fresh or any(_is_dtensor(p) for p in fresh):
+            return
+        self._with_grad(group)  # refuses sparse and complex gradients before any state is made
+        main, fallback = self._transforms(group)
+        t = main if fallback is None else route(main, fallback)
+        for p, s in zip(fresh, t.init([_as_real(p) for p in fresh]), strict=True):
+            self._put(p, s)
+        for p in fresh:  # the device's bf16 probe (compute_dtype="auto"), cached: a call Dynamo
+            _array.fast_bfloat16(p, _array.array_namespace(p))  # skips would break a traced step 1
 
     def _run(self, group: dict, params: list, grads: list) -> _Run:
         main, fallback = self._transforms(group)

@@ -67,6 +67,7 @@ from xpmat.optim._base import (
     finite,
     matrix_view_shape,
     maybe_nonzero,
+    one_minus_power,
     scalar_hyper,
     state_dtype_for,
     zeros_step,
@@ -437,7 +438,7 @@ def ema_update(M: Any, g: Any, beta: float, step: Any, xp: Any) -> tuple[Any, An
     """``M ← M + (1 − β)(g − M)``; returns ``(M / (1 − βᵗ), M)`` with ``t = step`` (the count
     after this update; ``None``: no bias correction, ``(M, M)``)."""
     M = M + scalar_hyper(1.0 - beta, M, xp) * (g - M)
-    return (M if step is None else M / xp.astype(1.0 - beta ** step, M.dtype)), M
+    return (M if step is None else M / xp.astype(one_minus_power(beta, step), M.dtype)), M
 
 
 # ----------------------------------------------------------------------------- Adam
@@ -474,10 +475,10 @@ def adam_direction(g: Any, s: AdamState, xp: Any, *, betas: tuple[float, float],
 
     m = _array.lerp(s.exp_avg, g, c(1.0 - b1), xp)  # m + (1 − β₁)(g − m): torch.lerp on PyTorch
     v = s.exp_avg_sq * c(b2) + c(1.0 - b2) * (g * g)
-    bc1 = xp.astype(1.0 - b1 ** step, dt)
-    bc2_sqrt = xp.astype(xp.sqrt(1.0 - b2 ** step), dt)
+    bc1 = xp.astype(one_minus_power(b1, step), dt)
+    bc2_sqrt = xp.astype(xp.sqrt(one_minus_power(b2, step)), dt)
     if nesterov:
-        m_bar = (c(b1) * m) / xp.astype(1.0 - b1 ** (step + 1), dt) + (c(1.0 - b1) * g) / bc1
+        m_bar = (c(b1) * m) / xp.astype(one_minus_power(b1, step + 1), dt) + (c(1.0 - b1) * g) / bc1
     else:
         m_bar = m / bc1
     vmax = None
