@@ -283,7 +283,7 @@ def test_torch_flags_accepted_where_they_describe_the_step(cls):
 
 @pytest.mark.parametrize(("flag", "says"), [
     ("foreach", "runs its elementwise work per parameter, as torch's foreach=False"),
-    ("fused", "not one fused kernel"),
+    ("fused", "picks its kernels itself"),
     ("capturable", "CUDA graph cannot replay"),
     ("differentiable", "under torch.no_grad"),
 ])

@@ -166,24 +166,13 @@ _FLAG_INSTEAD = {
     "foreach": "xpmat picks its kernels itself (AdamW, SGD and Muon's elementwise phases as "
                "torch._foreach_* calls; the other classes' step runs its elementwise work per "
                "parameter, as torch's foreach=False); pass foreach=None or False",
-    "fused": "xpmat's step is per-parameter array-API code (several torch kernels per parameter, "
-             "not one fused kernel); pass fused=None or False",
+    "fused": "xpmat picks its kernels itself (on CPU tensors AdamW and SGD run torch's fused "
+             "kernels; elsewhere the step is several kernels per parameter); pass fused=None or False",
     "capturable": "xpmat keeps step counters on the device, takes tensor hyper-parameters (lr, "
                   "momentum, betas, weight_decay: no host read in the step of its elementwise "
                   "classes) and updates its state in place (the same storage every step), but a "
                   "captured step is not verified: the first step makes the state on the host, "
                   "which a CUDA graph cannot replay; pass capturable=False",
-    "differentiable": (False,)}
-_FLAG_INSTEAD = {
-    "foreach": "xpmat picks its kernels itself (AdamW, SGD and Muon's elementwise phases as "
-               "torch._foreach_* calls; the other classes' step runs its elementwise work per "
-               "parameter, as torch's foreach=False); pass foreach=None or False",
-    "fused": "xpmat's step is per-parameter array-API code (several torch kernels per parameter, "
-             "not one fused kernel); pass fused=None or False",
-    "capturable": "xpmat keeps step counters on the device and takes tensor hyper-parameters (lr, "
-                  "momentum, betas, weight_decay: no host read in the step of its elementwise "
-                  "classes), but its state gets new storage at every step, which a CUDA graph "
-                  "cannot replay; pass capturable=False",
     "differentiable": "xpmat steps under torch.no_grad() and writes the parameters in place, so "
                       "autograd cannot differentiate through step; pass differentiable=False",
 }

@@ -60,13 +60,6 @@ def group_by_device_and_dtype(*lists: list[Any]) -> dict[tuple, list[int]]:
     return out
 
 
-def _vec(value: Any, like: Any) -> Any:
-    """``value`` (a number or a 0-d tensor hyper-parameter) as a vector shaped and typed as ``like``."""
-    if is_array_hyper(value):
-        return value.reshape(()).to(device=like.device, dtype=like.dtype).expand(like.shape)
-    return torch.full_like(like, value)
-
-
 class Gates:
     """The finite flags of a list of gradients and the 0-d factors the gated step uses;
     ``known_ok``: every gradient is known finite (read on the host), so no gates at all."""
@@ -107,7 +100,9 @@ class Gates:
         """``value`` where ok, ``other`` where not."""
         if self.known_ok:
             return self._plain(value)
-        return list(torch.where(self.okv, _vec(value, self.okf), other).unbind())
+        v = value.reshape(()).to(self.okf.device, self.okf.dtype) if is_array_hyper(value) else value
+        # 1·v + 0·o or 0·v + 1·o: exact; arithmetic, not full_like(v), which Inductor specializes on
+        return list((self.okf * v + (1.0 - self.okf) * other).unbind())
 
     def _plain(self, value: Any) -> Any:
         """A factor of the ungated step: a number, or a tensor in the state dtype (as the gates'
