@@ -79,7 +79,8 @@ from xpmat.optim.transforms import (
 from xpmat.orthogonalize import NORMALIZATIONS, msign_groups, msign_many
 
 __all__ = ["DEFAULTS", "MuonState", "ShardedParts", "State", "adjust_lr", "calls", "check", "chunks",
-           "composed", "init", "momentum_dtype", "orthogonalized", "sharded_parts", "transform", "update"]
+           "composed", "composed_with", "init", "momentum_dtype", "orthogonalized", "sharded_parts",
+           "transform", "update"]
 
 SPEC = MethodSpec(
     name="muon",
@@ -225,16 +226,23 @@ def check(h: dict[str, Any]) -> None:
 def composed(**hyper: Any) -> Transform:
     """Muon written as a chain of transforms: the same method as :func:`transform` (equal to
     rounding), one pass per block — the form to read, and to start a variant from."""
-    h = _checked(hyper)
+    return composed_with(_checked(hyper))
+
+
+def composed_with(h: dict[str, Any], extra: tuple[Transform, ...] = (), state: Any = None) -> Transform:
+    """Muon's chain on checked hyper-parameters ``h``, with the transforms ``extra`` right after
+    the orthogonalized direction (a variant's own block: NorMuon's neuron-wise scaling) and the
+    state class ``state`` (default :class:`MuonState`)."""
     return skip_nonfinite(as_matrix(chain(
         momentum(h["momentum"], nesterov=h["nesterov"], state_dtype=h["state_dtype"]),
         steepest_direction("spectral", "tr", ns_steps=h["ns_steps"], ns_schedule=h["ns_schedule"],
                            eps=h["eps"], ns_normalize=h["ns_normalize"], compute_dtype=h["compute_dtype"],
                            use_gram_newton_schulz=h["use_gram_newton_schulz"], flatten=False,
                            split_sizes=h["split_sizes"]),
+        *extra,
         scale_by_shape(lambda m, n: adjust_lr(h["adjust_lr_fn"], m, n), split_sizes=h["split_sizes"]),
         add_decayed_weights(h["weight_decay"], cautious=h["cautious_weight_decay"]),
-        scale_by_lr(step_size(h)), state=MuonState), flatten=h["flatten"], num_heads=h["num_heads"]))
+        scale_by_lr(step_size(h)), state=state or MuonState), flatten=h["flatten"], num_heads=h["num_heads"]))
 
 
 def chunks(params: list[Any], compute_dtype: Any = None, flatten: bool = True,

@@ -25,19 +25,11 @@ from typing import Any, NamedTuple
 
 from xpmat import _array
 from xpmat.optim import muon
-from xpmat.optim._base import check_real, resolve_hyper, run_init, run_update, state_dtype_for, step_size
+from xpmat.optim._base import check_real, resolve_hyper, run_init, run_update, state_dtype_for
 from xpmat.optim._spec import MethodSpec, insert_after
 from xpmat.optim.transforms import (
     Transform,
-    add_decayed_weights,
-    as_matrix,
-    chain,
-    momentum,
     per_parameter,
-    scale_by_lr,
-    scale_by_shape,
-    skip_nonfinite,
-    steepest_direction,
 )
 
 __all__ = ["DEFAULTS", "NEURON_EPS", "NorMuonState", "State", "init", "scale_by_neuron_rms", "transform",
@@ -143,17 +135,8 @@ def _checked(hyper: dict[str, Any]) -> dict[str, Any]:
 def transform(**hyper: Any) -> Transform:
     """NorMuon as its chain of transforms (see the module doc)."""
     h = _checked(hyper)
-    return skip_nonfinite(as_matrix(chain(
-        momentum(h["momentum"], nesterov=h["nesterov"], state_dtype=h["state_dtype"]),
-        steepest_direction("spectral", "tr", ns_steps=h["ns_steps"], ns_schedule=h["ns_schedule"],
-                           eps=h["eps"], ns_normalize=h["ns_normalize"], compute_dtype=h["compute_dtype"],
-                           use_gram_newton_schulz=h["use_gram_newton_schulz"], flatten=False,
-                           split_sizes=h["split_sizes"]),
-        scale_by_neuron_rms(h["beta2"], state_dtype=h["state_dtype"]),
-        scale_by_shape(lambda m, n: muon.adjust_lr(h["adjust_lr_fn"], m, n), split_sizes=h["split_sizes"]),
-        add_decayed_weights(h["weight_decay"], cautious=h["cautious_weight_decay"]),
-        scale_by_lr(step_size(h)), state=NorMuonState), flatten=h["flatten"],
-        num_heads=h["num_heads"]))
+    neuron_rms = scale_by_neuron_rms(h["beta2"], state_dtype=h["state_dtype"])
+    return muon.composed_with(h, (neuron_rms,), NorMuonState)
 
 
 def init(params: list[Any], **hyper: Any) -> list[NorMuonState]:
