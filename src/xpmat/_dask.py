@@ -287,10 +287,18 @@ def _cqr_second(G2: Any, first: tuple, tol: float) -> tuple[Any, int]:
     return Rinv, _ACCEPTED if ok else _FALLBACK
 
 
-def _finish_cqr(q1: Any, second: tuple, part: Any, stacked: Any, i: int) -> Any:
-    """One row chunk of the result: ``Q1 R2⁻¹`` when accepted, NaN for NaN/Inf input, else
-    Householder's rows (TSQR's third stage: ``part`` the chunk's first-stage QR, ``stacked``
-    the second stage)."""
+def _gram_applied(t: Any, first: tuple) -> Any:
+    """The Gram of one chunk of ``Q1 = X R1⁻¹``, the chunk not kept: :func:`_finish_cqr` makes
+    it again (one small triangular product per chunk), so no tall ``Q1`` waits in memory across
+    the second Gram's reduction (on a cluster: less to spill)."""
+    return _gram(_apply(t, first))
+
+
+def _finish_cqr(t: Any, first: tuple, second: tuple, part: Any, stacked: Any, i: int) -> Any:
+    """One row chunk of the result from the input chunk ``t``: ``(t R1⁻¹) R2⁻¹`` when accepted
+    (the same products as the Gram pass), NaN for NaN/Inf input, else Householder's rows (TSQR's
+    third stage: ``part`` the chunk's first-stage QR, ``stacked`` the second stage)."""
+    q1 = _apply(t, first)
     Rinv, state = second
     if state == _ACCEPTED:
         return q1 @ Rinv
@@ -433,7 +441,8 @@ def cholesky_qr2(x: Any, *, tol: float) -> Any:
     (summed), ``Q_i = Q1_i R2⁻¹`` — four passes over the rows, the Cholesky factorizations and
     triangular inverses on one chunk.  The acceptance test (both factorizations exist,
     ``max |Q1ᵀQ1 − I| <= tol``) is read inside the tasks: when it fails the matrix is factored by
-    :func:`tsqr` instead, whose tasks do nothing when it passes.  NaN or Inf anywhere in ``X``
+    :func:`tsqr` instead, whose tasks do nothing when it passes.  ``Q1``'s chunks are made where
+    they are used (the second Gram, the result), never held between the passes.  NaN or Inf anywhere in ``X``
     gives a NaN ``Q``.  Returns ``Q`` chunked as ``X``'s rows, its columns in one chunk.
     """
     x = _tall_input(x)
@@ -445,9 +454,8 @@ def cholesky_qr2(x: Any, *, tol: float) -> Any:
     graph.update(tree)
     first = (f"{key}-first", 0)
     graph[first] = (_cqr_first, g1)
-    for i, t in enumerate(rows):
-        graph[(f"{key}-q1", i)] = (_apply, t, first)
-        graph[(f"{key}-g2", i)] = (_gram, (f"{key}-q1", i))
+    for i, t in enumerate(rows):  # Q1's chunks are made twice, never held: _gram_applied
+        graph[(f"{key}-g2", i)] = (_gram_applied, t, first)
     tree, g2 = _tree_sum(f"{key}-g2sum", [(f"{key}-g2", i) for i in range(nr)])
     graph.update(tree)
     second = (f"{key}-second", 0)
@@ -455,7 +463,7 @@ def cholesky_qr2(x: Any, *, tol: float) -> Any:
     house, hkey, blocks = _tsqr_layers(x, second)
     graph.update(house)
     for i, (stacked, j) in enumerate(blocks):
-        graph[(key, i, 0)] = (_finish_cqr, (f"{key}-q1", i), second, (f"{hkey}-qr", i), stacked, j)
+        graph[(key, i, 0)] = (_finish_cqr, rows[i], first, second, (f"{hkey}-qr", i), stacked, j)
     return _array(graph, key, [x], x.chunks, x._meta)
 
 
