@@ -5,6 +5,7 @@ array larger than one worker's memory limit, against NumPy in one process (docs/
     python docs/scripts/dask_cluster.py --rows 200000         # a smaller run
     python docs/scripts/dask_cluster.py --scheduler tcp://10.0.0.5:8786   # a running cluster
     python docs/scripts/dask_cluster.py --orthonormalize-cost # CPU cost of CholeskyQR2 and TSQR on Dask
+    python docs/scripts/dask_cluster.py --only randomized_svd # one call only
 
 The arrays are generated on the workers (``dask.array.random``), never on the client; NumPy
 gets the same numbers gathered into one process.  Each cluster timing is one ``dask.compute``
@@ -149,12 +150,13 @@ def to_client(X) -> np.ndarray:
     return np.concatenate(dask.compute(*X.to_delayed().ravel()), axis=0)
 
 
-def compare(client, rows: int, chunk: int) -> list[dict]:
-    """Every call on the cluster and on NumPy; one row of results per call."""
+def compare(client, rows: int, chunk: int, only: list[str] | None = None) -> list[dict]:
+    """Every call (or those named in ``only``) on the cluster and on NumPy; one row of results
+    per call."""
     import dask
 
     sampler, out = PeakRSS(), []
-    for case in CALLS:
+    for case in only or CALLS:
         X = tall_matrix(rows, chunk, nonnegative=case == "nmf")
         start = nmf_start(X) if case == "nmf" else None
         X, start = dask.persist(X, start)  # the data live on the workers, split by rows
@@ -206,6 +208,7 @@ def main() -> None:
     p.add_argument("--memory-limit", default="1GiB", help="per worker (LocalCluster)")
     p.add_argument("--scheduler", default=None, help="address of a running cluster")
     p.add_argument("--orthonormalize-cost", action="store_true")
+    p.add_argument("--only", nargs="+", choices=list(CALLS), help="run only these calls")
     a = p.parse_args()
     if a.orthonormalize_cost:
         return orthonormalize_cost()
@@ -217,7 +220,7 @@ def main() -> None:
     with Client(a.scheduler or cluster) as client:
         print(f"{len(client.scheduler_info()['workers'])} workers, limit {a.memory_limit} each; "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        for row in compare(client, a.rows, a.chunk):
+        for row in compare(client, a.rows, a.chunk, a.only):
             print(" | ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}"
                              for k, v in row.items()))
     if cluster is not None:

@@ -30,8 +30,8 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["ONE_TASK_BYTES", "as_chunk_type", "cholesky_qr2", "fits_one_task", "fused_matmul", "merge_axis",
-           "name", "per_matrix", "rowwise", "subclass_like", "tsqr"]
+__all__ = ["ONE_TASK_BYTES", "as_chunk_type", "cholesky_qr2", "cqr2_layers", "fits_one_task", "fused_matmul",
+           "merge_axis", "name", "per_matrix", "rowwise", "subclass_like", "tsqr"]
 
 # Fan-in of the tree that sums the per-chunk Gram matrices (dask's own reductions use 4–32).
 _SPLIT_EVERY = 8
@@ -222,14 +222,15 @@ def _gram(t: Any) -> Any:
     return cxp.matrix_transpose(t) @ t
 
 
-def _tree_sum(key: str, parts: list) -> tuple[dict, Any]:
-    """Tasks summing the task keys ``parts`` in a tree of fan-in ``_SPLIT_EVERY``; the root's key."""
+def _tree_sum(key: str, parts: list, combine: Callable | None = None) -> tuple[dict, Any]:
+    """Tasks summing the task keys ``parts`` in a tree of fan-in ``_SPLIT_EVERY`` (or reducing
+    them with ``combine(list)``); the root's key."""
     graph, level, depth = {}, list(parts), 0
     while len(level) > 1:
         nxt = []
         for j in range(0, len(level), _SPLIT_EVERY):
             k = (f"{key}-{depth}", j // _SPLIT_EVERY)
-            graph[k] = (_sum, level[j:j + _SPLIT_EVERY])
+            graph[k] = (combine or _sum, level[j:j + _SPLIT_EVERY])
             nxt.append(k)
         level, depth = nxt, depth + 1
     return graph, level[0]
@@ -323,6 +324,14 @@ def _qr_chunk(t: Any, state: Any = _FALLBACK) -> Any:
     return cxp.linalg.qr(t)
 
 
+def _qr_made(state: Any, fn: Callable, *args: Any) -> Any:
+    """:func:`_qr_chunk` of the row chunk ``fn(*args)``, made only when the gate ``state`` asks
+    for the QR (a recomputed chunk costs nothing when CholeskyQR2 was accepted)."""
+    if (state[1] if isinstance(state, tuple) else state) != _FALLBACK:
+        return None
+    return _qr_chunk(fn(*args))
+
+
 def _qr_stack(parts: list, state: Any = _FALLBACK) -> Any:
     """Stage 2 of TSQR: the QR of the stacked ``R_i``, signs fixed so that diag(R) >= 0;
     ``(blocks of Q2 per chunk, R)``, ``None`` when skipped, ``"nonfinite"`` for NaN/Inf input."""
@@ -378,7 +387,8 @@ def tsqr(x: Any, *, with_r: bool = True) -> tuple[Any, Any]:
     or Inf gives NaN factors (no QR runs on it).  ``R`` is ``None`` unless ``with_r``.
     """
     x = _tall_input(x)
-    graph, key, _ = _tsqr_layers(x, state=None)
+    rows = [(x.name, i, 0) for i in range(x.numblocks[0])]
+    graph, key, _ = _tsqr_layers(name("xpmat-tsqr", x, None), rows, state=None)
     meta = x._meta
     q = _array(graph, key, [x], x.chunks, meta)
     if not with_r:
@@ -389,8 +399,9 @@ def tsqr(x: Any, *, with_r: bool = True) -> tuple[Any, Any]:
     return q, r
 
 
-def _tsqr_layers(x: Any, state: Any) -> tuple[dict, str, list]:
-    """The stages of :func:`tsqr` as a task dict: the first two always (keys ``(key-qr, i)``,
+def _tsqr_layers(key: str, rows: list, state: Any) -> tuple[dict, str, list]:
+    """The stages of :func:`tsqr` over the row chunks ``rows`` (task keys, or tasks that make
+    the chunk: :func:`_first_stage`) as a task dict: the first two always (keys ``(key-qr, i)``,
     ``(key-stack, 0)``), each taking the key ``state`` (CholeskyQR2's second pass) as a gate
     when given; the third (``(key, i, 0)``) only without a gate (CholeskyQR2's final tasks
     do it themselves).  Also returns, per row chunk ``i``, the key and index of its block of the
@@ -402,10 +413,9 @@ def _tsqr_layers(x: Any, state: Any) -> tuple[dict, str, list]:
     factors (``(key-stack, 0)``), and each group's blocks are multiplied by its block of the top
     ``Q`` (``(key-join, g)``).
     """
-    key = name("xpmat-tsqr", x, state)
-    nr = x.numblocks[0]
+    nr = len(rows)
     gate = () if state is None else (state,)
-    graph = {(f"{key}-qr", i): (_qr_chunk, (x.name, i, 0), *gate) for i in range(nr)}
+    graph = {(f"{key}-qr", i): _first_stage(t, gate) for i, t in enumerate(rows)}
     parts = [(f"{key}-qr", i) for i in range(nr)]
     if nr <= _TSQR_ONE_LEVEL:
         graph[(f"{key}-stack", 0)] = (_qr_stack, parts, *gate)
@@ -422,8 +432,16 @@ def _tsqr_layers(x: Any, state: Any) -> tuple[dict, str, list]:
         blocks = [((f"{key}-join", i // size), i % size) for i in range(nr)]
     if state is None:
         for i, (stacked, j) in enumerate(blocks):
-            graph[(key, i, 0)] = (_qr_rows, (f"{key}-qr", i), stacked, j, (x.name, i, 0))
+            graph[(key, i, 0)] = (_qr_rows, (f"{key}-qr", i), stacked, j, rows[i])
     return graph, key, blocks
+
+
+def _first_stage(row: tuple, gate: tuple) -> tuple:
+    """The first-stage task of row chunk ``row``: a task key (the chunk is held anyway), or a
+    task ``(fn, *args)`` that makes the chunk, then run only behind the gate (:func:`_qr_made`)."""
+    if callable(row[0]):
+        return (_qr_made, *(gate or (_FALLBACK,)), *row)
+    return (_qr_chunk, row, *gate)
 
 
 def _join(group: Any, top: Any, g: int) -> Any:
@@ -446,9 +464,20 @@ def cholesky_qr2(x: Any, *, tol: float) -> Any:
     gives a NaN ``Q``.  Returns ``Q`` chunked as ``X``'s rows, its columns in one chunk.
     """
     x = _tall_input(x)
-    nr = x.numblocks[0]
-    rows = [(x.name, i, 0) for i in range(nr)]
+    rows = [(x.name, i, 0) for i in range(x.numblocks[0])]
     key = name("xpmat-cholesky-qr2", x, tol)
+    graph, q_rows = cqr2_layers(key, rows, tol)
+    graph.update({(key, i, 0): q for i, q in enumerate(q_rows)})
+    return _array(graph, key, [x], x.chunks, x._meta)
+
+
+def cqr2_layers(key: str, rows: list, tol: float) -> tuple[dict, list]:
+    """The passes of :func:`cholesky_qr2` over the row chunks ``rows`` as a task dict (keys
+    ``(key-…, i)``), and per row chunk the task that makes that chunk of ``Q`` (to be used as a
+    task, or inside another task: Dask runs a task tuple in an argument inline).  ``rows``: task
+    keys, or tasks ``(fn, *args)`` that make the chunk (:mod:`xpmat._dask_range`: ``A_i Z``),
+    then made anew in every pass, and by the fallback's QR only when it runs."""
+    nr = len(rows)
     graph = {(f"{key}-g1", i): (_gram, t) for i, t in enumerate(rows)}
     tree, g1 = _tree_sum(f"{key}-g1sum", [(f"{key}-g1", i) for i in range(nr)])
     graph.update(tree)
@@ -460,11 +489,10 @@ def cholesky_qr2(x: Any, *, tol: float) -> Any:
     graph.update(tree)
     second = (f"{key}-second", 0)
     graph[second] = (_cqr_second, g2, first, tol)
-    house, hkey, blocks = _tsqr_layers(x, second)
+    house, hkey, blocks = _tsqr_layers(name("xpmat-tsqr", key, second), rows, second)
     graph.update(house)
-    for i, (stacked, j) in enumerate(blocks):
-        graph[(key, i, 0)] = (_finish_cqr, rows[i], first, second, (f"{hkey}-qr", i), stacked, j)
-    return _array(graph, key, [x], x.chunks, x._meta)
+    return graph, [(_finish_cqr, rows[i], first, second, (f"{hkey}-qr", i), stacked, j)
+                   for i, (stacked, j) in enumerate(blocks)]
 
 
 # ----------------------------------------------------------------------------- fused products

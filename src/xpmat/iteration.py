@@ -20,9 +20,9 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from xpmat import _array, _dask
+from xpmat import _array, _dask, _dask_range
 from xpmat._array import mT
-from xpmat.orthogonalize import orthonormalize
+from xpmat.orthogonalize import _AUTO_RATIO, _CQR2_TOL, orthonormalize
 
 __all__ = [
     "nystrom_eigh",
@@ -532,7 +532,10 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
 
     Backends: standard Array API (matmul, svd of an ``l × l`` matrix); host NumPy draw of Ω
     (under ``jax.jit``: at trace time, a constant of the compiled function);
-    orthonormalization via :func:`xpmat.orthonormalize`.
+    orthonormalization via :func:`xpmat.orthonormalize`.  Dask, a tall matrix in one column
+    chunk: where a ``dask.distributed`` cluster's workers are short of memory
+    (:func:`xpmat._dask_range.memory_tight`), a range finder that holds no tall intermediate
+    between its passes (:mod:`xpmat._dask_range`; ``docs/dask.md``).
     Host reads: one per inner :func:`xpmat.orthonormalize` call that takes CholeskyQR2 on
     eager arrays (``method="householder"``: none); under ``jax.jit`` and on Dask none (per-matrix
     fallback, see :func:`xpmat.orthonormalize`).
@@ -555,20 +558,56 @@ def randomized_svd(A: Any, rank: int, /, *, oversample: int = 10, power_iters: i
     _check_int("power_iters", power_iters, 0)
     dtype = _array.float_dtype(xp, A)
     A = _array.as_float(A, xp, dtype)
-    At = mT(A, xp)
     Om = _array.random_normal((*A.shape[:-2], n, l), seed=seed, xp=xp, dtype=dtype, dev=_array.device(A),
                               like=A)
+    if _lean_on_dask(A, l, method, xp):
+        return _randomized_svd_lean(A, Om, rank, power_iters, method, xp)
+    At = mT(A, xp)
     Q = orthonormalize(A @ Om, method=method, xp=xp)
     for _ in range(power_iters):
         Q = orthonormalize(A @ orthonormalize(At @ Q, method=method, xp=xp), method=method, xp=xp)
-    # SVD of the wide l × n sketch B = Qᵀ A through the QR of Bᵀ = Q2 R2 (B = R2ᵀ Q2ᵀ): only an
-    # l × l SVD, much faster than LAPACK's SVD of a wide matrix and as accurate as the QR
-    Bt = At @ Q
-    Q2 = orthonormalize(Bt, method=method, xp=xp)
-    Ur, S, Wh = _array.svd(mT(mT(Q2, xp) @ Bt, xp), xp)  # NaN for a member holding NaN/Inf
-    U, S, Vh = Q @ Ur[..., :rank], S[..., :rank], Wh[..., :rank, :] @ mT(Q2, xp)
+    Ur, S, Vh = _sketch_svd(At @ Q, rank, method, xp)
+    U = Q @ Ur
     s = _max_abs_signs(U, xp)
     return U * s[..., None, :], S, Vh * s[..., :, None]
+
+
+def _sketch_svd(Bt: Any, rank: int, method: str, xp: Any) -> tuple[Any, Any, Any]:
+    """``(Ur, S, Vh)`` of rank ``rank`` of the wide ``l × n`` sketch ``B = Qᵀ A``, given ``Bᵀ``
+    (then ``U = Q Ur``), through the QR of ``Bᵀ = Q2 R2`` (``B = R2ᵀ Q2ᵀ``): only an ``l × l``
+    SVD, much faster than LAPACK's SVD of a wide matrix and as accurate as the QR."""
+    Q2 = orthonormalize(Bt, method=method, xp=xp)
+    Ur, S, Wh = _array.svd(mT(mT(Q2, xp) @ Bt, xp), xp)  # NaN for a member holding NaN/Inf
+    return Ur[..., :rank], S[..., :rank], Wh[..., :rank, :] @ mT(Q2, xp)
+
+
+def _lean_on_dask(A: Any, l: int, method: str, xp: Any) -> bool:
+    """Whether :func:`randomized_svd` runs the memory-lean Dask range finder
+    (:mod:`xpmat._dask_range`): a 2-D Dask ``A`` in one column chunk (rows chunked as they
+    come), float32 or float64, whose ``m × l`` sketches ``orthonormalize`` would factor by
+    CholeskyQR2 (``method="cholesky_qr2"``, or ``"auto"`` with ``m >= 4 l`` or ``m`` unknown),
+    when ``_dask_range.LEAN`` says so (by default: when the workers' memory is tight)."""
+    if not (_array.is_dask(xp) and A.ndim == 2 and A.numblocks[1] == 1):
+        return False
+    if _array.is_low_precision(A.dtype, xp):
+        return False
+    if not (method == "cholesky_qr2" or (method == "auto" and not A.shape[0] < _AUTO_RATIO * l)):
+        return False
+    lean = _dask_range.LEAN
+    return _dask_range.memory_tight(A, l) if lean is None else lean
+
+
+def _randomized_svd_lean(A: Any, Om: Any, rank: int, power_iters: int, method: str,
+                         xp: Any) -> tuple[Any, Any, Any]:
+    """:func:`randomized_svd`'s steps on Dask with no tall intermediate held between passes:
+    each pass over ``A``'s row chunks makes the chunks of ``A Z`` and ``Q`` it needs
+    (:func:`xpmat._dask_range.range_pass`); ``U`` is made, with its signs, from the last one."""
+    W, Q = _dask_range.range_pass(A, Om, tol=_CQR2_TOL)
+    for _ in range(power_iters):
+        W, Q = _dask_range.range_pass(A, orthonormalize(W, method=method, xp=xp), tol=_CQR2_TOL)
+    Ur, S, Vh = _sketch_svd(W, rank, method, xp)
+    U, s = _dask_range.signed_product(Q, Ur)
+    return U, S, Vh * s[:, None]
 
 
 def randomized_eigh(A: Any | Callable, rank: int, /, *, oversample: int = 10, power_iters: int = 2,
