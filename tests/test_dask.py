@@ -21,7 +21,7 @@ from conftest import require_backend
 from primitive_calls import CALLS
 
 import xpmat as xm
-from xpmat import _dask, _dask_range, orthogonalize
+from xpmat import _dask, orthogonalize
 
 backend = require_backend("dask")
 xp = backend.xp
@@ -112,23 +112,11 @@ def _kron(A, wrap):
     return xm.kron_matmul(wrap(K, (CHUNK, CHUNK)), wrap(S, S.shape), A)
 
 
-def _lean_svd(X):
-    """``randomized_svd`` with the memory-lean Dask range finder forced (``xpmat._dask_range``;
-    by default it runs only where a cluster's workers are short of memory)."""
-    lean = _dask_range.LEAN
-    _dask_range.LEAN = True
-    try:
-        return xm.randomized_svd(X, 4, seed=0)
-    finally:
-        _dask_range.LEAN = lean
-
-
 _TALL_CALLS = {  # case: fn(A, wrap), wrap(host array, chunks) makes the other arguments
     "orthonormalize[auto]": lambda A, w: xm.orthonormalize(A),
     "orthonormalize[householder]": lambda A, w: xm.orthonormalize(A, method="householder"),
     "power_iter1": lambda A, w: xm.power_iter1(A, w(np.eye(N)[:, :4], (N, 4))),
     "randomized_svd": lambda A, w: xm.randomized_svd(A, 4, seed=0),
-    "randomized_svd[lean]": lambda A, w: _lean_svd(A),
     "nmf": lambda A, w: xm.nmf(A, 3, iters=5, seed=0),
     "kron_matmul": _kron,
     "msign": lambda A, w: xm.msign(A),
@@ -176,7 +164,6 @@ _HYGIENE_CALLS = {
     "orthonormalize": lambda X: xm.orthonormalize(X),
     "orthonormalize[householder]": lambda X: xm.orthonormalize(X, method="householder"),
     "randomized_svd": lambda X: xm.randomized_svd(X, 4, seed=0),
-    "randomized_svd[lean]": _lean_svd,
     "msign": lambda X: xm.msign(X, steps=3),
     "nmf": lambda X: xm.nmf(X, 3, iters=3, seed=0),
     "polar[svd]": lambda X: xm.polar(X),
@@ -240,12 +227,10 @@ _LAYOUTS = {  # name: (host matrix) -> (Dask array, the host matrix it holds)
     "square, column chunks only": lambda a: (da.from_array(a[:12], chunks=(12, 5)), a[:12]),
 }
 _CHUNKING_CALLS = {k: _HYGIENE_CALLS[k] for k in ("orthonormalize", "orthonormalize[householder]",
-                                                  "randomized_svd", "randomized_svd[lean]", "msign",
-                                                  "nmf")}
+                                                  "randomized_svd", "msign", "nmf")}
 # A random draw needs its shape on the client: the sketch of randomized_svd is n × l, nmf's
 # start factors m × r and r × n.
-_NEEDS_SIZES = {("unknown columns", "randomized_svd"), ("unknown columns", "randomized_svd[lean]"),
-                ("unknown columns", "nmf"),
+_NEEDS_SIZES = {("unknown columns", "randomized_svd"), ("unknown columns", "nmf"),
                 ("unknown rows", "nmf"), ("unknown rows, an empty chunk", "nmf")}
 
 
@@ -403,74 +388,6 @@ def test_tsqr_has_two_levels_for_many_row_chunks():
         np.testing.assert_allclose(Q @ (Q.T @ host), host, atol=1e-12)
         if method == "householder":
             np.testing.assert_allclose(Q, xm.orthonormalize(A, method="householder"), atol=1e-12)
-
-
-# ----------------------------------------------------------------------------- lean range finder
-
-
-class _RowChunkResults(Callback):
-    """The names of the tasks whose result is (or holds) a row chunk of the 2400-row input."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names = set()
-
-    def _posttask(self, key, result, dsk, state, worker_id) -> None:
-        parts = result if isinstance(result, (tuple, list)) else (result,)
-        if any(tuple(getattr(p, "shape", ()))[:1] == (CHUNK,) for p in parts):
-            self.names.add(key[0] if isinstance(key, tuple) else key)
-
-
-def test_randomized_svd_holds_no_tall_intermediate(monkeypatch):
-    """The memory-lean range finder (``xpmat._dask_range``): no task of ``randomized_svd``'s graph
-    returns a row chunk but those of ``U`` itself (each task makes the chunks of ``A Z`` and
-    ``Q`` it needs from ``A``'s chunk), so none is held between passes; the generic graph (the
-    lean path switched off) returns its sketches and ``Q`` factors, so the check can fail.  Both
-    give NumPy's values."""
-    A = _tall(8)
-    X = _rows(A).persist()
-    ref = xm.randomized_svd(A, 4, seed=0)
-    for lean in (True, False):
-        monkeypatch.setattr(_dask_range, "LEAN", lean)
-        U, S, Vh = xm.randomized_svd(X, 4, seed=0)
-        with _RowChunkResults() as seen:
-            got = dask.compute(U, S, Vh)
-        assert (seen.names == {U.name}) == lean, seen.names
-        for g, r in zip(got, ref, strict=True):
-            np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
-
-
-def test_lean_range_finder_edge_inputs(monkeypatch):
-    """The lean range finder's fallback and input policy: a rank-3 matrix (the sketch is
-    rank-deficient: CholeskyQR2 fails, the gated TSQR runs, its chunks made inside its tasks)
-    gives NumPy's rank-3 SVD; a zero matrix ``S = 0`` with finite factors; a NaN entry NaN
-    everywhere."""
-    monkeypatch.setattr(_dask_range, "LEAN", True)
-    rng = np.random.default_rng(9)
-    A = rng.standard_normal((M, 3)) @ rng.standard_normal((3, N))
-    with _TsqrStage1() as seen:
-        got = dask.compute(*xm.randomized_svd(_rows(A), 3, seed=0))
-    assert seen.results and all(isinstance(r, tuple) for r in seen.results[:M // CHUNK])
-    for g, r in zip(got, xm.randomized_svd(A, 3, seed=0), strict=True):
-        np.testing.assert_allclose(g, r, atol=1e-10)
-    U, S, Vh = dask.compute(*xm.randomized_svd(_rows(np.zeros((M, N))), 3, seed=0))
-    assert not S.any() and np.isfinite(U).all() and np.isfinite(Vh).all()
-    A[5, 7] = np.nan
-    assert all(np.isnan(x).all() for x in dask.compute(*xm.randomized_svd(_rows(A), 3, seed=0)))
-
-
-def test_lean_range_finder_is_chosen_by_the_workers_memory():
-    """By default the lean range finder runs only where a ``dask.distributed`` client's workers
-    would be crowded (``_dask_range.memory_tight``): never without a client; with one, when
-    ``A``'s share per worker and two sketches exceed half the smallest memory limit."""
-    distributed = pytest.importorskip("distributed")
-    X = _rows(_tall(10))  # 2400 × 24 float64: 461 KB; with two 2400 × 14 sketches, 998 KB
-    lean = lambda: xm.randomized_svd(X, 4, seed=0)[0].name.startswith("xpmat-signed")  # noqa: E731
-    assert not _dask_range.memory_tight(X, 14) and not lean()
-    for limit, tight in (("1MiB", True), ("3MiB", False)):
-        with distributed.Client(processes=False, n_workers=1, threads_per_worker=1,
-                                memory_limit=limit, dashboard_address=None):
-            assert _dask_range.memory_tight(X, 14) == tight == lean()
 
 
 # ----------------------------------------------------------------------------- chunk types
