@@ -3,16 +3,17 @@
 Tall-skinny: a persisted ``rows × 64`` float64 array in 8 row chunks (400 000 rows; 40 000 in
 the fast profile): ``orthonormalize`` beside ``dask.array.linalg.tsqr`` and NumPy,
 ``randomized_svd(k=8)`` beside ``dask.array.linalg.svd_compressed(k=8, n_power_iter=2)`` and
-NumPy, ``nmf(rank 5, 20 iterations)`` of half its rows (absolute values, given start factors)
-beside NumPy.  Square: ``msign(steps=12)``, ``polar`` and Newton ``inv_root(p=4)`` (of an SPD
-matrix made from it; the default ``iters=100``: under ``xpmat._dask.ONE_TASK_BYTES`` the loop
-runs in one task and exits early, as NumPy's) of a 1200² float32 array in 400² chunks (600² in
-300² in the fast profile) beside NumPy.
+NumPy (and with its memory-lean range finder forced, ``xpmat._dask_range.LEAN``: the price of
+its recomputed chunks where memory is no issue), ``nmf(rank 5, 20 iterations)`` of half its rows
+(absolute values, given start factors) beside NumPy. Square: ``msign(steps=12)``, ``polar`` and
+Newton ``inv_root(p=4)`` (of an SPD matrix made from it; the default ``iters=100``: under
+``xpmat._dask.ONE_TASK_BYTES`` the loop runs in one task and exits early, as NumPy's) of a 1200²
+float32 array in 400² chunks (600² in 300² in the fast profile) beside NumPy.
 ``lowrank_eigh_update(decay=0.9)`` of a ``rows × 32`` basis in 8 × 2 chunks with 8 corrections
-beside NumPy.  Each Dask call is one ``dask.persist`` of all its results (every
-chunk computed, nothing gathered), with BLAS limited to one thread per task, as
-``docs/dask.md`` ("Speed") recommends for the threaded scheduler.  ``docs/scripts/dask_speed.py``
-prints the same comparison as a table, with the code of an earlier revision beside it.
+beside NumPy. Each Dask call is one ``dask.persist`` of all its results (every chunk computed,
+nothing gathered), with BLAS limited to one thread per task, as ``docs/dask.md`` ("Speed")
+recommends for the threaded scheduler. ``docs/scripts/dask_speed.py`` prints the same comparison
+as a table, with the code of an earlier revision beside it.
 """
 
 from __future__ import annotations
@@ -77,6 +78,16 @@ class DaskTallSkinny(_DaskBase):
         import xpmat as xm
 
         self._dask(lambda: xm.randomized_svd(self.X, 8, seed=0))
+
+    def time_randomized_svd_lean(self, rows):
+        import xpmat as xm
+        from xpmat import _dask_range
+
+        _dask_range.LEAN = True  # by default only where a cluster's workers are short of memory
+        try:
+            self._dask(lambda: xm.randomized_svd(self.X, 8, seed=0))
+        finally:
+            _dask_range.LEAN = None
 
     def time_svd_compressed_anchor(self, rows):
         import dask.array as da
