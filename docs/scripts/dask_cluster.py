@@ -6,6 +6,7 @@ array larger than one worker's memory limit, against NumPy in one process (docs/
     python docs/scripts/dask_cluster.py --scheduler tcp://10.0.0.5:8786   # a running cluster
     python docs/scripts/dask_cluster.py --orthonormalize-cost # CPU cost of CholeskyQR2 and TSQR on Dask
     python docs/scripts/dask_cluster.py --only randomized_svd # one call only
+    python docs/scripts/dask_cluster.py --lean-rounds 3       # randomized_svd: generic / lean range finder
 
 The arrays are generated on the workers (``dask.array.random``), never on the client; NumPy
 gets the same numbers gathered into one process.  Each cluster timing is one ``dask.compute``
@@ -175,6 +176,32 @@ def compare(client, rows: int, chunk: int, only: list[str] | None = None) -> lis
     return out
 
 
+def _spilled(dask_worker) -> int:  # runs inside each worker (client.run)
+    return len(dask_worker.data.slow)
+
+
+def lean_rounds(client, rows: int, chunk: int, rounds: int) -> None:
+    """``randomized_svd`` with the generic range finder and with the memory-lean one
+    (``xpmat._dask_range.LEAN`` False / True), alternately in the same cluster, ``rounds``
+    times: seconds, peak RSS per worker, chunks on disk per worker after the call."""
+    import dask
+    from dask.distributed import wait
+
+    from xpmat import _dask_range
+
+    X = dask.persist(tall_matrix(rows, chunk))[0]
+    wait(X)
+    print("chunks on disk per worker after the persist:", sorted(client.run(_spilled).values()))
+    for _ in range(rounds):
+        for lean in (False, True):
+            _dask_range.LEAN = lean
+            seconds, peaks, _ = run_cluster(client, "randomized_svd", X, None)
+            print(f"{'lean' if lean else 'generic'}: {seconds:.2f} s | peaks "
+                  f"{', '.join(_mib(m) for m in peaks)} | chunks on disk "
+                  f"{sorted(client.run(_spilled).values())}", flush=True)
+    _dask_range.LEAN = None
+
+
 def orthonormalize_cost() -> None:
     """Single-thread CPU seconds of orthonormalize on a 200000 × 64 Dask array (8 chunks): the
     per-chunk CholeskyQR2 (its Householder fallback gated inside the tasks, so not run here), the
@@ -209,6 +236,8 @@ def main() -> None:
     p.add_argument("--scheduler", default=None, help="address of a running cluster")
     p.add_argument("--orthonormalize-cost", action="store_true")
     p.add_argument("--only", nargs="+", choices=list(CALLS), help="run only these calls")
+    p.add_argument("--lean-rounds", type=int, default=0,
+                   help="randomized_svd only: this many rounds of the generic and the lean range finder")
     a = p.parse_args()
     if a.orthonormalize_cost:
         return orthonormalize_cost()
@@ -220,9 +249,12 @@ def main() -> None:
     with Client(a.scheduler or cluster) as client:
         print(f"{len(client.scheduler_info()['workers'])} workers, limit {a.memory_limit} each; "
               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        for row in compare(client, a.rows, a.chunk, a.only):
-            print(" | ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}"
-                             for k, v in row.items()))
+        if a.lean_rounds:
+            lean_rounds(client, a.rows, a.chunk, a.lean_rounds)
+        else:
+            for row in compare(client, a.rows, a.chunk, a.only):
+                print(" | ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}"
+                                 for k, v in row.items()))
     if cluster is not None:
         cluster.close()
 
