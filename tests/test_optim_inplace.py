@@ -60,18 +60,20 @@ TWIN_CASES = {
 }
 
 
-@pytest.mark.parametrize("host_reads", [False, True], ids=["gated", "host"])
-@pytest.mark.parametrize(("dtype", "tensor_hyper"), [(torch.float64, False), (torch.bfloat16, True)],
-                         ids=["float64-floats", "bfloat16-tensors"])
+@pytest.mark.parametrize("path", ["gated", "host", "fused"])
+@pytest.mark.parametrize(("dtype", "tensor_hyper"), [(torch.float64, False), (torch.float64, True),
+                                                  (torch.bfloat16, True)],
+                         ids=["float64-floats", "float64-tensors", "bfloat16-tensors"])
 @pytest.mark.parametrize("case", sorted(TWIN_CASES))
-def test_foreach_twin_equals_core(case, dtype, tensor_hyper, host_reads, monkeypatch):
+def test_foreach_twin_equals_core(case, dtype, tensor_hyper, path, monkeypatch):
     """Five steps of the class (the foreach twin) and of the functional core give the same
     parameters, with a NaN gradient at step 2 (that parameter skipped by both) and, for bf16
     parameters, float32 state; tensor hyper-parameters (float64) as floats.  Bitwise for the
-    gated kernels (what a GPU or a compiled step runs; forced here with ``HOST_READS`` off) and
-    for the CPU path's composed kernels; to rounding where the CPU path runs torch's fused
-    AdamW / SGD kernels (float64 parameters: state in their dtype)."""
-    monkeypatch.setattr(torch_foreach, "HOST_READS", host_reads)
+    gated kernels (what a compiled step runs; ``PATH`` forced) and for the CPU path's composed
+    kernels; to rounding where the CPU path or the GPU's per-parameter path (``"fused"``, run
+    here on the CPU) runs torch's fused AdamW / SGD kernels (float64 parameters: state in
+    their dtype)."""
+    monkeypatch.setattr(torch_foreach, "PATH", path)
     name, hyper = TWIN_CASES[case]
     core = xo.core(name)
     ps = [p.detach() for p in _params(dtype)]
@@ -91,7 +93,7 @@ def test_foreach_twin_equals_core(case, dtype, tensor_hyper, host_reads, monkeyp
         opt.step()
         ups, st = t.update(gs, st, fp)
         fp = [(p + u).to(p.dtype) if p.dtype != u.dtype else p + u for p, u in zip(fp, ups, strict=True)]
-    fused = host_reads and dtype == torch.float64
+    fused = path != "gated" and dtype == torch.float64
     tol = {"rtol": 1e-13, "atol": 1e-15} if fused else {"rtol": 0, "atol": 0}
     for a, b in zip(tp, fp, strict=True):
         torch.testing.assert_close(a.detach(), b, **tol)
@@ -133,20 +135,21 @@ def ops_per_step(make):
     return mode.n
 
 
-@pytest.mark.slow  # three optimizers × three steps × two paths on 48 matrices: 3–6 s on 2 shared cores
-@pytest.mark.parametrize("host_reads", [False, True], ids=["gated", "host"])
-def test_op_counts_against_torch_optim(host_reads, monkeypatch):
-    """Both paths: AdamW at or under torch's foreach AdamW, Muon at most 350 (the issue's
-    bound, 4× fewer than torch.optim.Muon).  SGD: the CPU path (fused) within the issue's 2×
-    torch's foreach SGD; the gated path (a GPU's: no host read) within the bound it reaches —
-    one ``where`` per parameter for the non-finite skip (docs/optim.md)."""
-    monkeypatch.setattr(torch_foreach, "HOST_READS", host_reads)
+@pytest.mark.slow  # three optimizers × three steps × three paths on 48 matrices: 4–8 s on 2 shared cores
+@pytest.mark.parametrize("path", ["gated", "host", "fused"])
+def test_op_counts_against_torch_optim(path, monkeypatch):
+    """Every path: AdamW at or under torch's foreach AdamW, Muon at most 350 (the issue's
+    bound, 4× fewer than torch.optim.Muon).  SGD: the CPU path (fused over the list) within
+    the issue's 2× torch's foreach SGD; the device paths (no host read) within the bound they
+    reach — one ``where`` (gated) or one fused call (fused) per parameter for the per-parameter
+    non-finite skip (docs/optim.md)."""
+    monkeypatch.setattr(torch_foreach, "PATH", path)
     n = 48
     ours = ops_per_step(lambda ps: xo.AdamW(ps, lr=1e-3))
     theirs = ops_per_step(lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True))
     assert ours <= theirs, (ours, theirs)
     sgd = ops_per_step(lambda ps: xo.SGD(ps, lr=1e-3, momentum=0.9))
-    if host_reads:
+    if path == "host":
         assert sgd <= 2 * ops_per_step(lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, foreach=True))
     else:
         assert sgd <= n + 25
@@ -155,8 +158,7 @@ def test_op_counts_against_torch_optim(host_reads, monkeypatch):
 
 def test_host_flags_are_the_cores():
     """The CPU path's finite flags equal the core's (|Σ g| finite), including a gradient whose
-    ‖g‖₂ overflows while its entries and sum are finite, and one whose sum overflows; None
-    where a read would cost (HOST_READS off)."""
+    ‖g‖₂ overflows while its entries and sum are finite, and one whose sum overflows."""
     import array_api_compat
 
     from xpmat.optim.transforms import finite
@@ -165,8 +167,18 @@ def test_host_flags_are_the_cores():
           torch.ones(3, dtype=torch.bfloat16), torch.full((3,), 3e38), torch.zeros(2, 2, dtype=torch.float64)]
     want = [bool(finite(g, array_api_compat.array_namespace(g))) for g in gs]
     assert torch_foreach.host_flags(gs) == want == [True, False, False, True, False, True]
-    torch_foreach.HOST_READS = False
-    try:
-        assert torch_foreach.host_flags(gs) is None
-    finally:
-        torch_foreach.HOST_READS = True
+
+
+def test_eager_path_choice(monkeypatch):
+    """``"auto"``: the host path on CPU tensors; a forced path is taken as given; no gradients:
+    gated; an unknown path is refused by name.  (Under ``torch.compile`` the gated path:
+    tests/test_optim_compile.py's one-graph checks would see the host path's read.)"""
+    gs = [torch.ones(2)]
+    assert torch_foreach.eager_path(gs) == "host"
+    assert torch_foreach.eager_path([]) == "gated"
+    for path in ("host", "fused", "gated"):
+        monkeypatch.setattr(torch_foreach, "PATH", path)
+        assert torch_foreach.eager_path(gs) == path
+    monkeypatch.setattr(torch_foreach, "PATH", "fast")
+    with pytest.raises(ValueError, match="torch_foreach.PATH"):
+        torch_foreach.eager_path(gs)

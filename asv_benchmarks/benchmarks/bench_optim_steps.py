@@ -254,16 +254,24 @@ class OptimizerStepCounts:
     def track_aten_ops(self, backend, method):
         return self._counts(True, method)[0]
 
-    def track_aten_ops_gated(self, backend, method):
-        """Ours on the gated kernels (what a GPU and a compiled step run) on any backend: the CPU
-        path's host reads switched off (``torch_foreach.HOST_READS``)."""
+    def _on_path(self, path, method):
         from xpmat.optim import torch_foreach
 
-        torch_foreach.HOST_READS = False
+        torch_foreach.PATH = path
         try:
             return self._counts(True, method)[0]
         finally:
-            torch_foreach.HOST_READS = True
+            torch_foreach.PATH = "auto"
+
+    def track_aten_ops_gated(self, backend, method):
+        """Ours on the gated kernels (what a compiled step runs) on any backend
+        (``torch_foreach.PATH = "gated"``)."""
+        return self._on_path("gated", method)
+
+    def track_aten_ops_fused(self, backend, method):
+        """Ours on the per-parameter fused path (what an eager step runs on a GPU) on any
+        backend (``torch_foreach.PATH = "fused"``)."""
+        return self._on_path("fused", method)
 
     def track_aten_ops_anchor(self, backend, method):
         return self._counts(False, method)[0]
@@ -274,7 +282,8 @@ class OptimizerStepCounts:
     def track_storage_changes_anchor(self, backend, method):
         return self._counts(False, method)[1]
 
-    track_aten_ops.unit = track_aten_ops_anchor.unit = track_aten_ops_gated.unit = "ATen ops per step"
+    track_aten_ops.unit = track_aten_ops_anchor.unit = track_aten_ops_gated.unit = \
+        track_aten_ops_fused.unit = "ATen ops per step"
     track_storage_changes.unit = track_storage_changes_anchor.unit = "state tensors"
 
 
