@@ -13,7 +13,8 @@ torch.optim's ``foreach`` and ``fused``), at the dispatcher:
   and strides in every list (ATen's ``can_use_fast_route``) — and otherwise one per tensor
   (the slow route: a loop of single-tensor ops), e.g. a list of 0-d per-parameter factors
   against the parameters; any other op one;
-- **host reads**: ``.item()`` / ``.tolist()`` (a GPU synchronization each; free on the CPU).
+- **`.item()` reads** at the dispatcher (a GPU synchronization each where the tensor is on
+  the GPU; ``.tolist()`` of a CPU tensor does not pass the dispatcher).
 
 An estimate from ATen's routing rules, not a GPU measurement (none here): it says which path
 to measure first, and why per-parameter fused calls beat foreach calls with per-parameter
@@ -45,7 +46,8 @@ class Launches(TorchDispatchMode):
 
 def _launches(func, args) -> int:
     name = func.__name__
-    if func.is_view or name.startswith(("detach", "alias", "_local_scalar_dense", "lift_fresh")):
+    if func.is_view or name.startswith(("detach", "alias", "_unsafe_view", "_reshape_alias", "lift_fresh",
+                                        "_local_scalar_dense", "_record_function")):
         return 0
     if name.startswith("_fused_"):
         return 1
@@ -96,7 +98,7 @@ def main(d=64):
         if fused is not None:
             rows.append((method, "torch.optim, fused=True", *count(fused, d)))
     print(f"48 GPT-like matrices (d = {d}), one eager step after the first")
-    print("| method | step | ATen ops | launches on a GPU (est.) | host reads |")
+    print("| method | step | ATen ops | launches on a GPU (est.) | `.item()` reads |")
     print("|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(str(x) for x in r) + " |")
