@@ -247,13 +247,18 @@ def _host_floats(h: dict[str, Any], keys: tuple[str, ...]) -> dict[str, float] |
     return out
 
 
-def _fused_hyper(h: dict[str, Any], keys: tuple[str, ...], params: list[Any], states: list[dict],
-                 buffer: str) -> dict[str, float] | None:
+def _fused_hyper(h: dict[str, Any], keys: tuple[str, ...], params: list[Any], grads: list[Any],
+                 states: list[dict], buffers: tuple[str, ...]) -> dict[str, float] | None:
     """The hyper-parameters ``keys`` as floats for torch's fused kernels, or None where they
-    can't run: state ``buffer`` not in the parameter's dtype (16-bit parameters have float32
-    state here: the composed kernel steps those), a tensor ``lr`` on another device."""
-    if any(p.dtype != s[buffer].dtype for p, s in zip(params, states, strict=True)) or (
-            is_array_hyper(h["lr"]) and h["lr"].device != params[0].device):
+    can't run: state ``buffers`` not in the parameter's dtype (16-bit parameters have float32
+    state here: the composed kernel steps those), a parameter, gradient or buffer not
+    contiguous (the kernels walk the four tensors' memory in step: a transposed parameter's
+    row-major state would be updated at the wrong entries), a tensor ``lr`` on another device."""
+    for p, g, s in zip(params, grads, states, strict=True):
+        bufs = [s[b] for b in buffers]
+        if any(b.dtype != p.dtype for b in bufs) or not all(t.is_contiguous() for t in (p, g, *bufs)):
+            return None
+    if is_array_hyper(h["lr"]) and h["lr"].device != params[0].device:
         return None
     return _host_floats(h, keys)
 
@@ -275,7 +280,8 @@ def _adamw_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states:
     ``"fused"``: one call per parameter with its flag.  False (nothing done) where the kernels
     don't take these tensors."""
     f = _fused_hyper({**h, "b1": h["betas"][0], "b2": h["betas"][1]},
-                     ("b1", "b2", "eps", "weight_decay", "schedule"), params, states, "exp_avg")
+                     ("b1", "b2", "eps", "weight_decay", "schedule"), params, grads, states,
+                     ("exp_avg", "exp_avg_sq"))
     if f is None:
         return False
     mode, wd = h["weight_decay_mode"], f["weight_decay"]
@@ -303,7 +309,7 @@ def _sgd_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states: l
     """SGD by ``torch._fused_sgd_`` (zero-initialized buffer, no dampening: its
     ``is_first_step=False`` update is the core's ``B ← μ B + d``); ``path`` as in
     :func:`_adamw_fused`.  False where it can't."""
-    f = _fused_hyper(h, ("momentum", "weight_decay"), params, states, "momentum_buffer")
+    f = _fused_hyper(h, ("momentum", "weight_decay"), params, grads, states, ("momentum_buffer",))
     if f is None:
         return False
     bufs = [s["momentum_buffer"] for s in states]
