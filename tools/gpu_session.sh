@@ -13,7 +13,7 @@
 #
 # DEVICE (default cuda), MUON_ARGS (default "768 12 20": GPT-2 small, 20 steps) and
 # SHAMPOO_SET (default "layer"), GOALS_SCALE (default 1: every size divided by it) can be
-# overridden; DEVICE=cpu GOALS_SCALE=8 checks the script here.
+# overridden; DEVICE=cpu GOALS_SCALE=8 MUON_ARGS="128 2 3" checks the script here.
 set -uo pipefail
 out=${1:-${OUT:-gpu-out}}
 mkdir -p "$out"
@@ -74,7 +74,7 @@ step "Muon step under torch.compile (CUDA graphs on a GPU)"
 # shellcheck disable=SC2086
 cmode=compile; [ "$device" = cuda ] && cmode=cudagraphs  # mode="reduce-overhead": the 5 ms goal's
 timeout "${COMPILE_TIMEOUT:-150}" $py docs/scripts/muon_step_timing.py ${MUON_ARGS:-768 12 20} "$device" \
-  $cmode 2>&1 | grep -E "^(d=| )" >> "$out/muon.txt"
+  $cmode 2>&1 | grep -E "^(d=|  (compile |torch\.optim|xpmat|plain))" >> "$out/muon.txt"
 cat "$out/muon.txt"
 
 step "done"
