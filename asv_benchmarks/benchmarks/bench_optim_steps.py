@@ -205,12 +205,15 @@ def _storages(opt, params):
 
 class OptimizerStepCounts:
     """track_ of what one eager step launches and replaces, ours beside torch.optim's (issue
-    25): ``track_aten_ops`` (ATen ops at the dispatcher: on a GPU each is a kernel launch or a
-    view; on the CPU the CPU path's), ``track_aten_ops_gated`` (the gated kernels') and
-    ``track_storage_changes`` (state tensors whose storage differs after the step: 0 keeps CUDA
-    graphs replayable), on the issue's 48 GPT-like matrices (12 × [d×4d, 4d×d,
-    3d×d, d×d], d = 64), the third step.  The anchors: ``torch.optim.AdamW(foreach=True)``,
-    ``torch.optim.SGD(foreach=True)``, ``torch.optim.Muon``, same hyper-parameters."""
+    25): ``track_aten_ops`` (ATen ops at the dispatcher, on the backend's own path: the CPU
+    path on the CPU, the device path on a GPU), ``track_aten_ops_gated`` and
+    ``track_aten_ops_fused`` (the gated kernels', the device path's, on any backend: an op is
+    a launch or a view, except a foreach call off CUDA's fast route, one launch per tensor:
+    ``docs/scripts/optim_launches.py``) and ``track_storage_changes`` (state tensors whose
+    storage differs after the step: 0 keeps CUDA graphs replayable), on the issue's 48
+    GPT-like matrices (12 × [d×4d, 4d×d, 3d×d, d×d], d = 64), the third step.  The anchors:
+    ``torch.optim.AdamW(foreach=True)``, ``torch.optim.SGD(foreach=True)``,
+    ``torch.optim.Muon``, same hyper-parameters."""
 
     params = [["torch:cpu", "torch:cuda"], sorted(_COUNTED)]
     param_names = ["backend", "method"]
