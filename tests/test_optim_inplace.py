@@ -5,13 +5,15 @@ at the dispatcher on the 48 GPT-like matrices of the issue (d = 64)."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 import xpmat.optim as xo
 from xpmat.optim import torch_foreach
 
 torch = pytest.importorskip("torch")
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 
 def _params(dtype=torch.float32):
@@ -130,57 +132,41 @@ def test_transposed_parameters_equal_core(case, path, monkeypatch):
 
 # --------------------------------------------------------------------------------------------
 # ATen ops per eager step (what a GPU launches), counted at the dispatcher beside torch.optim's
-class _Ops(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.n = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.n += 1
-        return func(*args, **(kwargs or {}))
-
-
-def _gpt_matrices(d=64):
-    """The issue's 48 GPT-like matrices: 12 × [d×4d, 4d×d, 3d×d, d×d], with gradients."""
-    gen = torch.Generator().manual_seed(0)
-    ps = [torch.nn.Parameter(torch.randn(s, generator=gen)) for _ in range(12)
-          for s in ((d, 4 * d), (4 * d, d), (3 * d, d), (d, d))]
-    for p in ps:
-        p.grad = torch.randn(p.shape, generator=gen)
-    return ps
+def _launches_script():
+    """``docs/scripts/optim_launches.py`` as a module: the one home of the 48 matrices and the
+    dispatcher count (ATen ops, estimated GPU launches, ``.item()`` reads)."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "scripts" / "optim_launches.py"
+    spec = importlib.util.spec_from_file_location("xpmat_docs_optim_launches", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def ops_per_step(make):
-    """ATen ops of the second eager step of ``make(params)`` on :func:`_gpt_matrices` (the
-    first makes the state)."""
-    ps = _gpt_matrices()
-    opt = make(ps)
-    opt.step()
-    mode = _Ops()
-    with mode:
-        opt.step()
-    return mode.n
+def ops_per_step(make, path="auto"):
+    """ATen ops of the second eager step of ``make(params)`` on the issue's 48 GPT-like
+    matrices (12 × [d×4d, 4d×d, 3d×d, d×d], d = 64; the first step makes the state), on the
+    eager ``path``."""
+    return _launches_script().count(make, 64, path)[0]
 
 
 @pytest.mark.slow  # three optimizers × three steps × three paths on 48 matrices: 4–8 s on 2 shared cores
 @pytest.mark.parametrize("path", ["gated", "host", "fused"])
-def test_op_counts_against_torch_optim(path, monkeypatch):
+def test_op_counts_against_torch_optim(path):
     """Every path: AdamW at or under torch's foreach AdamW, Muon at most 350 (the issue's
     bound, 4× fewer than torch.optim.Muon).  SGD: the CPU path (fused over the list) within
     the issue's 2× torch's foreach SGD; the device paths (no host read) within the bound they
     reach — one ``where`` (gated) or one fused call (fused) per parameter for the per-parameter
     non-finite skip (docs/optim.md)."""
-    monkeypatch.setattr(torch_foreach, "PATH", path)
     n = 48
-    ours = ops_per_step(lambda ps: xo.AdamW(ps, lr=1e-3))
+    ours = ops_per_step(lambda ps: xo.AdamW(ps, lr=1e-3), path)
     theirs = ops_per_step(lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True))
     assert ours <= theirs, (ours, theirs)
-    sgd = ops_per_step(lambda ps: xo.SGD(ps, lr=1e-3, momentum=0.9))
+    sgd = ops_per_step(lambda ps: xo.SGD(ps, lr=1e-3, momentum=0.9), path)
     if path == "host":
         assert sgd <= 2 * ops_per_step(lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, foreach=True))
     else:
         assert sgd <= n + 25
-    assert ops_per_step(lambda ps: xo.Muon(ps)) <= 350
+    assert ops_per_step(lambda ps: xo.Muon(ps), path) <= 350
 
 
 def test_host_flags_are_the_cores():
