@@ -130,6 +130,38 @@ def test_transposed_parameters_equal_core(case, path, monkeypatch):
         torch.testing.assert_close(a.detach(), b, rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("lr_on", ["float", "cpu", "cuda"])
+@pytest.mark.parametrize("case", ["adamw-lr", "adamw-decoupled", "sgd-momentum"])
+def test_device_path_cuda(case, lr_on):
+    """On a GPU the default path is the device path (per-parameter fused calls: float32 step
+    copies, float32 ``found_inf``, ``lr`` a float, a CPU tensor read, or a float32 device
+    tensor): five steps with a NaN gradient at step 2 equal the CPU run to float32 rounding,
+    the skipped parameter and its counters included."""
+    name, hyper = TWIN_CASES[case]
+    assert torch_foreach.eager_path([torch.ones(1, device="cuda")]) == "fused"
+    runs = []
+    for dev in ("cpu", "cuda"):
+        h = dict(hyper)
+        if lr_on != "float":
+            h["lr"] = torch.tensor(hyper["lr"], device=dev if lr_on == "cuda" else "cpu")
+        ps = [torch.nn.Parameter(p.detach().to(dev)) for p in _params()]
+        opt = xo.torch_class(name)(ps, **h)
+        for k in range(5):
+            gen = torch.Generator().manual_seed(7 + k)
+            for i, p in enumerate(ps):
+                g = torch.randn(p.shape, generator=gen)
+                g[(0,) * g.ndim] = float("nan") if (k, i) == (2, 1) else g[(0,) * g.ndim]
+                p.grad = g.to(dev)
+            opt.step()
+        runs.append((ps, opt))
+    (cp, co), (gp, go) = runs
+    for a, b in zip(cp, gp, strict=True):
+        torch.testing.assert_close(b.detach().cpu(), a.detach(), rtol=1e-5, atol=1e-6)
+        assert {k: float(v) for k, v in go.state[b].items() if v.ndim == 0} == \
+            {k: float(v) for k, v in co.state[a].items() if v.ndim == 0}
+
+
 # --------------------------------------------------------------------------------------------
 # ATen ops per eager step (what a GPU launches), counted at the dispatcher beside torch.optim's
 def _launches_script():

@@ -253,23 +253,27 @@ def _fused_hyper(h: dict[str, Any], keys: tuple[str, ...], params: list[Any], gr
     can't run: state ``buffers`` not in the parameter's dtype (16-bit parameters have float32
     state here: the composed kernel steps those), a parameter, gradient or buffer not
     contiguous (the kernels walk the four tensors' memory in step: a transposed parameter's
-    row-major state would be updated at the wrong entries), a tensor ``lr`` on another device."""
+    row-major state would be updated at the wrong entries), a tensor ``lr`` on another device
+    than the parameters' but the CPU."""
     for p, g, s in zip(params, grads, states, strict=True):
         bufs = [s[b] for b in buffers]
         if any(b.dtype != p.dtype for b in bufs) or not all(t.is_contiguous() for t in (p, g, *bufs)):
             return None
-    if is_array_hyper(h["lr"]) and h["lr"].device != params[0].device:
+    lr = h["lr"]
+    if is_array_hyper(lr) and lr.device.type != "cpu" and lr.device != params[0].device:
         return None
     return _host_floats(h, keys)
 
 
 def _fused_lr(h: dict[str, Any], like: Any) -> Any:
-    """``s η`` for the fused kernels: a float, or a 0-d tensor on ``like``'s device (float64 on
-    the CPU; float32 elsewhere, as the CUDA kernels read it)."""
+    """``s η`` for the fused kernels: a float (a CPU tensor read: free) or, for a tensor on
+    ``like``'s device, a 0-d tensor there (float32 off the CPU, as the CUDA kernels read it)."""
     slr = step_size(h)
     if not is_array_hyper(slr):
         return slr
-    return slr.reshape(()).to(like.device, torch.float64 if like.device.type == "cpu" else torch.float32)
+    if like.device.type == "cpu":
+        return slr.reshape(()).to(torch.float64)
+    return float(slr) if slr.device.type == "cpu" else slr.reshape(()).to(torch.float32)
 
 
 def _adamw_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict],
