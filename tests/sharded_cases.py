@@ -104,11 +104,11 @@ def _whole(p) -> torch.Tensor:
 
 def _host_reads(on: bool) -> None:
     """The torch step's CPU path (finite flags read on the host, torch's fused AdamW / SGD
-    kernels) or, off, the gated kernels a GPU runs — bitwise the functional core, so that
-    sharded and unsharded runs compare bitwise (xpmat.optim.torch_foreach)."""
+    kernels) or, off, the gated kernels a compiled step runs — bitwise the functional core, so
+    that sharded and unsharded runs compare bitwise (xpmat.optim.torch_foreach.PATH)."""
     from xpmat.optim import torch_foreach
 
-    torch_foreach.HOST_READS = on
+    torch_foreach.PATH = "auto" if on else "gated"
 
 
 def compare(rank: int, ws: int, names: list[str], steps: int = 3, hsdp: bool = False,

@@ -5,13 +5,15 @@ at the dispatcher on the 48 GPT-like matrices of the issue (d = 64)."""
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 import xpmat.optim as xo
 from xpmat.optim import torch_foreach
 
 torch = pytest.importorskip("torch")
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 
 def _params(dtype=torch.float32):
@@ -60,18 +62,20 @@ TWIN_CASES = {
 }
 
 
-@pytest.mark.parametrize("host_reads", [False, True], ids=["gated", "host"])
-@pytest.mark.parametrize(("dtype", "tensor_hyper"), [(torch.float64, False), (torch.bfloat16, True)],
-                         ids=["float64-floats", "bfloat16-tensors"])
+@pytest.mark.parametrize("path", ["gated", "host", "fused"])
+@pytest.mark.parametrize(("dtype", "tensor_hyper"), [(torch.float64, False), (torch.float64, True),
+                                                  (torch.bfloat16, True)],
+                         ids=["float64-floats", "float64-tensors", "bfloat16-tensors"])
 @pytest.mark.parametrize("case", sorted(TWIN_CASES))
-def test_foreach_twin_equals_core(case, dtype, tensor_hyper, host_reads, monkeypatch):
+def test_foreach_twin_equals_core(case, dtype, tensor_hyper, path, monkeypatch):
     """Five steps of the class (the foreach twin) and of the functional core give the same
     parameters, with a NaN gradient at step 2 (that parameter skipped by both) and, for bf16
     parameters, float32 state; tensor hyper-parameters (float64) as floats.  Bitwise for the
-    gated kernels (what a GPU or a compiled step runs; forced here with ``HOST_READS`` off) and
-    for the CPU path's composed kernels; to rounding where the CPU path runs torch's fused
-    AdamW / SGD kernels (float64 parameters: state in their dtype)."""
-    monkeypatch.setattr(torch_foreach, "HOST_READS", host_reads)
+    gated kernels (what a compiled step runs; ``PATH`` forced) and for the CPU path's composed
+    kernels; to rounding where the CPU path or the GPU's per-parameter path (``"fused"``, run
+    here on the CPU) runs torch's fused AdamW / SGD kernels (float64 parameters: state in
+    their dtype)."""
+    monkeypatch.setattr(torch_foreach, "PATH", path)
     name, hyper = TWIN_CASES[case]
     core = xo.core(name)
     ps = [p.detach() for p in _params(dtype)]
@@ -91,7 +95,7 @@ def test_foreach_twin_equals_core(case, dtype, tensor_hyper, host_reads, monkeyp
         opt.step()
         ups, st = t.update(gs, st, fp)
         fp = [(p + u).to(p.dtype) if p.dtype != u.dtype else p + u for p, u in zip(fp, ups, strict=True)]
-    fused = host_reads and dtype == torch.float64
+    fused = path != "gated" and dtype == torch.float64
     tol = {"rtol": 1e-13, "atol": 1e-15} if fused else {"rtol": 0, "atol": 0}
     for a, b in zip(tp, fp, strict=True):
         torch.testing.assert_close(a.detach(), b, **tol)
@@ -99,64 +103,107 @@ def test_foreach_twin_equals_core(case, dtype, tensor_hyper, host_reads, monkeyp
     assert [float(opt.state[p].get("step", 5 - (i == 1))) for i, p in enumerate(tp)] == [5, 4, 5, 5, 5]
 
 
+@pytest.mark.parametrize("path", ["gated", "host", "fused"])
+@pytest.mark.parametrize("case", ["adamw-lr", "sgd-momentum"])
+def test_transposed_parameters_equal_core(case, path, monkeypatch):
+    """A transposed (column-major) parameter, its gradient in either layout, row-major state:
+    every path equals the core (the fused kernels walk memory in step, so such a group takes
+    the foreach kernels; they once stepped the wrong entries: 0.3 off after three steps)."""
+    monkeypatch.setattr(torch_foreach, "PATH", path)
+    name, hyper = TWIN_CASES[case]
+    core = xo.core(name)
+    gen = torch.Generator().manual_seed(3)
+    ps = [torch.randn(6, 5, generator=gen, dtype=torch.float64).t() for _ in range(2)]
+    tp = [torch.nn.Parameter(p.clone().t().contiguous().t()) for p in ps]  # column-major copies
+    opt = xo.torch_class(name)(tp, **hyper)
+    t, fp = core.transform(**hyper), [p.contiguous() for p in ps]
+    st = t.init(fp)
+    for k in range(3):
+        gs = [torch.randn(5, 6, generator=gen, dtype=torch.float64) for _ in ps]
+        for p, g in zip(tp, gs, strict=True):
+            p.grad = g.t().contiguous().t() if k % 2 else g.clone()
+        opt.step()
+        ups, st = t.update(gs, st, fp)
+        fp = [p + u for p, u in zip(fp, ups, strict=True)]
+    assert tp[0].stride() == (1, 5)
+    for a, b in zip(tp, fp, strict=True):
+        torch.testing.assert_close(a.detach(), b, rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("lr_on", ["float", "cpu", "cuda"])
+@pytest.mark.parametrize("case", ["adamw-lr", "adamw-decoupled", "sgd-momentum"])
+def test_device_path_cuda(case, lr_on):
+    """On a GPU the default path is the device path (per-parameter fused calls: float32 step
+    copies, float32 ``found_inf``, ``lr`` a float, a CPU tensor read, or a float32 device
+    tensor): five steps with a NaN gradient at step 2 equal the CPU run to float32 rounding,
+    the skipped parameter and its counters included."""
+    name, hyper = TWIN_CASES[case]
+    assert torch_foreach.eager_path([torch.ones(1, device="cuda")]) == "fused"
+    runs = []
+    for dev in ("cpu", "cuda"):
+        h = dict(hyper)
+        if lr_on != "float":
+            h["lr"] = torch.tensor(hyper["lr"], device=dev if lr_on == "cuda" else "cpu")
+        ps = [torch.nn.Parameter(p.detach().to(dev)) for p in _params()]
+        opt = xo.torch_class(name)(ps, **h)
+        for k in range(5):
+            gen = torch.Generator().manual_seed(7 + k)
+            for i, p in enumerate(ps):
+                g = torch.randn(p.shape, generator=gen)
+                g[(0,) * g.ndim] = float("nan") if (k, i) == (2, 1) else g[(0,) * g.ndim]
+                p.grad = g.to(dev)
+            opt.step()
+        runs.append((ps, opt))
+    (cp, co), (gp, go) = runs
+    for a, b in zip(cp, gp, strict=True):
+        torch.testing.assert_close(b.detach().cpu(), a.detach(), rtol=1e-5, atol=1e-6)
+        assert {k: float(v) for k, v in go.state[b].items() if v.ndim == 0} == \
+            {k: float(v) for k, v in co.state[a].items() if v.ndim == 0}
+
+
 # --------------------------------------------------------------------------------------------
 # ATen ops per eager step (what a GPU launches), counted at the dispatcher beside torch.optim's
-class _Ops(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.n = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.n += 1
-        return func(*args, **(kwargs or {}))
-
-
-def _gpt_matrices(d=64):
-    """The issue's 48 GPT-like matrices: 12 × [d×4d, 4d×d, 3d×d, d×d], with gradients."""
-    gen = torch.Generator().manual_seed(0)
-    ps = [torch.nn.Parameter(torch.randn(s, generator=gen)) for _ in range(12)
-          for s in ((d, 4 * d), (4 * d, d), (3 * d, d), (d, d))]
-    for p in ps:
-        p.grad = torch.randn(p.shape, generator=gen)
-    return ps
+def _launches_script():
+    """``docs/scripts/optim_launches.py`` as a module: the one home of the 48 matrices and the
+    dispatcher count (ATen ops, estimated GPU launches, ``.item()`` reads)."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "scripts" / "optim_launches.py"
+    spec = importlib.util.spec_from_file_location("xpmat_docs_optim_launches", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def ops_per_step(make):
-    """ATen ops of the second eager step of ``make(params)`` on :func:`_gpt_matrices` (the
-    first makes the state)."""
-    ps = _gpt_matrices()
-    opt = make(ps)
-    opt.step()
-    mode = _Ops()
-    with mode:
-        opt.step()
-    return mode.n
+def ops_per_step(make, path="auto"):
+    """ATen ops of the second eager step of ``make(params)`` on the issue's 48 GPT-like
+    matrices (12 × [d×4d, 4d×d, 3d×d, d×d], d = 64; the first step makes the state), on the
+    eager ``path``."""
+    return _launches_script().count(make, 64, path)[0]
 
 
-@pytest.mark.slow  # three optimizers × three steps × two paths on 48 matrices: 3–6 s on 2 shared cores
-@pytest.mark.parametrize("host_reads", [False, True], ids=["gated", "host"])
-def test_op_counts_against_torch_optim(host_reads, monkeypatch):
-    """Both paths: AdamW at or under torch's foreach AdamW, Muon at most 350 (the issue's
-    bound, 4× fewer than torch.optim.Muon).  SGD: the CPU path (fused) within the issue's 2×
-    torch's foreach SGD; the gated path (a GPU's: no host read) within the bound it reaches —
-    one ``where`` per parameter for the non-finite skip (docs/optim.md)."""
-    monkeypatch.setattr(torch_foreach, "HOST_READS", host_reads)
+@pytest.mark.slow  # three optimizers × three steps × three paths on 48 matrices: 4–8 s on 2 shared cores
+@pytest.mark.parametrize("path", ["gated", "host", "fused"])
+def test_op_counts_against_torch_optim(path):
+    """Every path: AdamW at or under torch's foreach AdamW, Muon at most 350 (the issue's
+    bound, 4× fewer than torch.optim.Muon).  SGD: the CPU path (fused over the list) within
+    the issue's 2× torch's foreach SGD; the device paths (no host read) within the bound they
+    reach — one ``where`` (gated) or one fused call (fused) per parameter for the per-parameter
+    non-finite skip (docs/optim.md)."""
     n = 48
-    ours = ops_per_step(lambda ps: xo.AdamW(ps, lr=1e-3))
+    ours = ops_per_step(lambda ps: xo.AdamW(ps, lr=1e-3), path)
     theirs = ops_per_step(lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True))
     assert ours <= theirs, (ours, theirs)
-    sgd = ops_per_step(lambda ps: xo.SGD(ps, lr=1e-3, momentum=0.9))
-    if host_reads:
+    sgd = ops_per_step(lambda ps: xo.SGD(ps, lr=1e-3, momentum=0.9), path)
+    if path == "host":
         assert sgd <= 2 * ops_per_step(lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, foreach=True))
     else:
         assert sgd <= n + 25
-    assert ops_per_step(lambda ps: xo.Muon(ps)) <= 350
+    assert ops_per_step(lambda ps: xo.Muon(ps), path) <= 350
 
 
 def test_host_flags_are_the_cores():
     """The CPU path's finite flags equal the core's (|Σ g| finite), including a gradient whose
-    ‖g‖₂ overflows while its entries and sum are finite, and one whose sum overflows; None
-    where a read would cost (HOST_READS off)."""
+    ‖g‖₂ overflows while its entries and sum are finite, and one whose sum overflows."""
     import array_api_compat
 
     from xpmat.optim.transforms import finite
@@ -165,8 +212,18 @@ def test_host_flags_are_the_cores():
           torch.ones(3, dtype=torch.bfloat16), torch.full((3,), 3e38), torch.zeros(2, 2, dtype=torch.float64)]
     want = [bool(finite(g, array_api_compat.array_namespace(g))) for g in gs]
     assert torch_foreach.host_flags(gs) == want == [True, False, False, True, False, True]
-    torch_foreach.HOST_READS = False
-    try:
-        assert torch_foreach.host_flags(gs) is None
-    finally:
-        torch_foreach.HOST_READS = True
+
+
+def test_eager_path_choice(monkeypatch):
+    """``"auto"``: the host path on CPU tensors; a forced path is taken as given; no gradients:
+    gated; an unknown path is refused by name.  (Under ``torch.compile`` the gated path:
+    tests/test_optim_compile.py's one-graph checks would see the host path's read.)"""
+    gs = [torch.ones(2)]
+    assert torch_foreach.eager_path(gs) == "host"
+    assert torch_foreach.eager_path([]) == "gated"
+    for path in ("host", "fused", "gated"):
+        monkeypatch.setattr(torch_foreach, "PATH", path)
+        assert torch_foreach.eager_path(gs) == path
+    monkeypatch.setattr(torch_foreach, "PATH", "fast")
+    with pytest.raises(ValueError, match="torch_foreach.PATH"):
+        torch_foreach.eager_path(gs)

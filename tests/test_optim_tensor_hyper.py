@@ -162,17 +162,22 @@ class _HostReads(TorchDispatchMode):
                                   "SteepestDescent",
                                   "SphereSGD", "ExponentiatedGradient", "ManifoldMuon", "Adafactor"])
 def test_step_never_reads_tensor_hyperparameters(name, monkeypatch):
-    """No host read in the step a GPU or a compiled step runs (the foreach twins' gated
-    kernels: ``HOST_READS`` off); on the CPU path, reads only in the two documented places
-    where a CPU read is free (the finite flags, the fused kernels' hyper-parameters)."""
+    """No host read in the steps a GPU or a compiled step runs (the foreach twins' gated
+    kernels; the per-parameter fused path, whose hyper-parameters here are CPU tensors: read
+    where free); on the CPU path, reads only in the two documented places where a CPU read is
+    free (the finite flags, the fused kernels' hyper-parameters)."""
     extra, hyper = CASES[name]
     _, opt = _run(name, _as_tensors(hyper, torch.float32), extra, steps=1)
-    monkeypatch.setattr(torch_foreach, "HOST_READS", False)
+    monkeypatch.setattr(torch_foreach, "PATH", "gated")
     mode = _HostReads()
     with mode:
         opt.step()
     assert mode.reads == []
-    monkeypatch.setattr(torch_foreach, "HOST_READS", True)
+    monkeypatch.setattr(torch_foreach, "PATH", "fused")
+    with _HostReads(("_host_value", "_host_floats")) as fused:
+        opt.step()
+    assert fused.reads == []
+    monkeypatch.setattr(torch_foreach, "PATH", "auto")
     with _HostReads(("_host_value", "host_flags", "_host_floats")) as cpu:
         opt.step()
     assert cpu.reads == []

@@ -51,12 +51,13 @@ def _hyper_for(name):
     return dict(xo.REGISTRY[name].demo)
 
 
-@pytest.mark.parametrize("host_reads", [False, True], ids=["gated", "host"])
+@pytest.mark.parametrize("path", ["gated", "host"])
 @pytest.mark.parametrize("name", METHODS)
-def test_torch_class_equals_functional_core(name, host_reads, monkeypatch):
-    """Bitwise with the gated foreach kernels (what a GPU or a compiled step runs); to rounding
-    on the CPU path, where AdamW (and the AdamW fallback) and SGD run torch's fused kernels."""
-    monkeypatch.setattr(torch_foreach, "HOST_READS", host_reads)
+def test_torch_class_equals_functional_core(name, path, monkeypatch):
+    """Bitwise with the gated foreach kernels (what a compiled step runs); to rounding on the
+    CPU path, where AdamW (and the AdamW fallback) and SGD run torch's fused kernels (the
+    GPU's per-parameter fused path: tests/test_optim_inplace.py)."""
+    monkeypatch.setattr(torch_foreach, "PATH", path)
     core = xo.core(name)
     info = xo.REGISTRY[name]
     hyper = _hyper_for(name)
@@ -79,7 +80,7 @@ def test_torch_class_equals_functional_core(name, host_reads, monkeypatch):
         opt.step()
         ups, st = t.update(gs, st, fp)
         fp = xo.apply_updates(fp, ups)
-    tol = {"rtol": 1e-13, "atol": 1e-15} if host_reads else {"rtol": 0, "atol": 0}
+    tol = {"rtol": 1e-13, "atol": 1e-15} if path == "host" else {"rtol": 0, "atol": 0}
     for a, b in zip(tp, fp, strict=True):
         torch.testing.assert_close(a.detach(), b, **tol)
 

@@ -13,7 +13,7 @@
 #
 # DEVICE (default cuda), MUON_ARGS (default "768 12 20": GPT-2 small, 20 steps) and
 # SHAMPOO_SET (default "layer"), GOALS_SCALE (default 1: every size divided by it) can be
-# overridden; DEVICE=cpu GOALS_SCALE=8 checks the script here.
+# overridden; DEVICE=cpu GOALS_SCALE=8 MUON_ARGS="128 2 3" checks the script here.
 set -uo pipefail
 out=${1:-${OUT:-gpu-out}}
 mkdir -p "$out"
@@ -50,6 +50,11 @@ cat "$out/goals.md" 2>/dev/null || tail -5 "$out/goals.txt"
 step "Muon step: ours vs torch.optim.Muon"
 # shellcheck disable=SC2086
 timeout 90 $py docs/scripts/muon_step_timing.py ${MUON_ARGS:-768 12 20} "$device" > "$out/muon.txt" 2>&1
+step "AdamW step: xpmat's eager paths vs torch.optim.AdamW foreach / fused (into muon.txt)"
+adamw_args="20"; [ "$device" = cuda ] || adamw_args="5 64 2 256"  # a small model for the CPU check
+# shellcheck disable=SC2086
+timeout 40 $py docs/scripts/adamw_step_timing.py "$device" $adamw_args >> "$out/muon.txt" 2>&1
+tail -6 "$out/muon.txt"
 step "where the time goes: GPU busy vs wall, launches (tools/gpu_profile.py)"
 if [ "$device" = cuda ]; then
   timeout 60 $py tools/gpu_profile.py cuda 2>&1 | grep -E "^(==| )" > "$out/profile.txt"
@@ -67,8 +72,9 @@ cat "$out/gram.tmp" >> "$out/shampoo.txt" && rm -f "$out/gram.tmp"
 cat "$out/shampoo.txt"
 step "Muon step under torch.compile (CUDA graphs on a GPU)"
 # shellcheck disable=SC2086
+cmode=compile; [ "$device" = cuda ] && cmode=cudagraphs  # mode="reduce-overhead": the 5 ms goal's
 timeout "${COMPILE_TIMEOUT:-150}" $py docs/scripts/muon_step_timing.py ${MUON_ARGS:-768 12 20} "$device" \
-  compile 2>&1 | grep -E "^(d=| )" >> "$out/muon.txt"
+  $cmode 2>&1 | grep -E "^(d=|  (compile |torch\.optim|xpmat|plain))" >> "$out/muon.txt"
 cat "$out/muon.txt"
 
 step "done"

@@ -205,12 +205,15 @@ def _storages(opt, params):
 
 class OptimizerStepCounts:
     """track_ of what one eager step launches and replaces, ours beside torch.optim's (issue
-    25): ``track_aten_ops`` (ATen ops at the dispatcher: on a GPU each is a kernel launch or a
-    view; on the CPU the CPU path's), ``track_aten_ops_gated`` (the gated kernels') and
-    ``track_storage_changes`` (state tensors whose storage differs after the step: 0 keeps CUDA
-    graphs replayable), on the issue's 48 GPT-like matrices (12 × [d×4d, 4d×d,
-    3d×d, d×d], d = 64), the third step.  The anchors: ``torch.optim.AdamW(foreach=True)``,
-    ``torch.optim.SGD(foreach=True)``, ``torch.optim.Muon``, same hyper-parameters."""
+    25): ``track_aten_ops`` (ATen ops at the dispatcher, on the backend's own path: the CPU
+    path on the CPU, the device path on a GPU), ``track_aten_ops_gated`` and
+    ``track_aten_ops_fused`` (the gated kernels', the device path's, on any backend: an op is
+    a launch or a view, except a foreach call off CUDA's fast route, one launch per tensor:
+    ``docs/scripts/optim_launches.py``) and ``track_storage_changes`` (state tensors whose
+    storage differs after the step: 0 keeps CUDA graphs replayable), on the issue's 48
+    GPT-like matrices (12 × [d×4d, 4d×d, 3d×d, d×d], d = 64), the third step.  The anchors:
+    ``torch.optim.AdamW(foreach=True)``, ``torch.optim.SGD(foreach=True)``,
+    ``torch.optim.Muon``, same hyper-parameters."""
 
     params = [["torch:cpu", "torch:cuda"], sorted(_COUNTED)]
     param_names = ["backend", "method"]
@@ -254,16 +257,24 @@ class OptimizerStepCounts:
     def track_aten_ops(self, backend, method):
         return self._counts(True, method)[0]
 
-    def track_aten_ops_gated(self, backend, method):
-        """Ours on the gated kernels (what a GPU and a compiled step run) on any backend: the CPU
-        path's host reads switched off (``torch_foreach.HOST_READS``)."""
+    def _on_path(self, path, method):
         from xpmat.optim import torch_foreach
 
-        torch_foreach.HOST_READS = False
+        torch_foreach.PATH = path
         try:
             return self._counts(True, method)[0]
         finally:
-            torch_foreach.HOST_READS = True
+            torch_foreach.PATH = "auto"
+
+    def track_aten_ops_gated(self, backend, method):
+        """Ours on the gated kernels (what a compiled step runs) on any backend
+        (``torch_foreach.PATH = "gated"``)."""
+        return self._on_path("gated", method)
+
+    def track_aten_ops_fused(self, backend, method):
+        """Ours on the per-parameter fused path (what an eager step runs on a GPU) on any
+        backend (``torch_foreach.PATH = "fused"``)."""
+        return self._on_path("fused", method)
 
     def track_aten_ops_anchor(self, backend, method):
         return self._counts(False, method)[0]
@@ -274,7 +285,8 @@ class OptimizerStepCounts:
     def track_storage_changes_anchor(self, backend, method):
         return self._counts(False, method)[1]
 
-    track_aten_ops.unit = track_aten_ops_anchor.unit = track_aten_ops_gated.unit = "ATen ops per step"
+    track_aten_ops.unit = track_aten_ops_anchor.unit = track_aten_ops_gated.unit = \
+        track_aten_ops_fused.unit = "ATen ops per step"
     track_storage_changes.unit = track_storage_changes_anchor.unit = "state tensors"
 
 

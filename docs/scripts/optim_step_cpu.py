@@ -48,7 +48,8 @@ def variants():
     adamw = torch.optim.AdamW
     for name, make in (("xpmat AdamW", lambda ps: [xo.AdamW(ps, lr=1e-3)]),
                        ("torch AdamW (default: for-loop)", lambda ps: [adamw(ps, lr=1e-3)]),
-                       ("torch AdamW foreach=True", lambda ps: [adamw(ps, lr=1e-3, foreach=True)])):
+                       ("torch AdamW foreach=True", lambda ps: [adamw(ps, lr=1e-3, foreach=True)]),
+                       ("torch AdamW fused=True", lambda ps: [adamw(ps, lr=1e-3, fused=True)])):
         mats, others = params()
         out[name] = make(mats + others)
     for cdt in ("auto", None, "bfloat16"):  # "auto": the default (bf16 where the CPU has native bf16)

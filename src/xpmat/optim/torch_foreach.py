@@ -17,13 +17,23 @@ does not move.  The flag is a little stricter than the core's (|Σ g| finite): t
 only for a gradient whose entries' magnitudes sum past the float maximum while their signed
 sum does not; such a gradient is skipped here and stepped by the core.
 
-Where a read costs nothing — CPU tensors, eager — the flags are read once on the host
-(:func:`host_flags`, :data:`HOST_READS`): a skipped parameter is left out of the lists (its
-``nonfinite_count`` grows by one), and the rest step with no gates (:class:`Gates` with
-``known_ok``); AdamW and SGD then run torch's single-pass fused kernels (``torch._fused_adamw_``,
-``_fused_adam_``, ``_fused_sgd_``: the same equations, equal to the core to rounding, not bitwise:
-:func:`_adamw_fused`, :func:`_sgd_fused`).  On other devices and under ``torch.compile`` the
-gated kernels run (no host read), equal to the core bitwise.
+Three eager paths (:data:`PATH`, chosen per device and dtype group by :func:`eager_path`):
+
+- ``"host"`` — where a read costs nothing (CPU tensors) the flags are read once on the host
+  (:func:`host_flags`): a skipped parameter is left out of the lists (its ``nonfinite_count``
+  grows by one), and the rest step with no gates (:class:`Gates` with ``known_ok``); AdamW and
+  SGD then run torch's single-pass fused kernels over the whole list (``torch._fused_adamw_``,
+  ``_fused_adam_``, ``_fused_sgd_``: the same equations, equal to the core to rounding, not
+  bitwise: :func:`_adamw_fused`, :func:`_sgd_fused`).
+- ``"fused"`` — on the other devices with fused kernels (CUDA, ...) the same kernels run one
+  call per parameter, each given its own device-side flag as ``found_inf`` (the kernel returns
+  before touching a parameter whose flag is set): one pass per parameter and no host read
+  (the gated kernels' slow-route ``_foreach`` calls with 0-d gates launch one kernel per
+  parameter each, several times over).
+- ``"gated"`` — under ``torch.compile`` (whose compiler fuses the passes itself), where the
+  fused kernels don't apply (16-bit parameters with float32 state, hyper-parameters in
+  tensors on the device) and for the other methods: the gated kernels above, no host read,
+  equal to the core bitwise.
 
 Configurations without a twin (AdamW's ``amsgrad``, ``nesterov``, ``atan2``; zero-size
 parameters) run the core, whose results the adapter copies into the same buffers.
@@ -44,11 +54,13 @@ from xpmat.optim._base import finite, is_array_hyper, maybe_nonzero, step_size
 
 torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
-__all__ = ["HOST_READS", "Gates", "group_by_device_and_dtype", "host_flags", "step"]
+__all__ = ["PATH", "Gates", "eager_path", "group_by_device_and_dtype", "host_flags", "step"]
 
-# Read the finite flags on the host where that is free (CPU, eager); tests switch it off to
-# run the gated (device) kernels on the CPU.
-HOST_READS = True
+# The eager path: "auto" (host on the CPU, fused on the other devices with fused kernels, else
+# gated), or one forced ("host", "fused", "gated": tests run each on the CPU; "host" on a GPU
+# reads the flags there: one synchronization per device and dtype group per step).
+PATH = "auto"
+_PATHS = ("auto", "host", "fused", "gated")
 
 
 def group_by_device_and_dtype(*lists: list[Any]) -> dict[tuple, list[int]]:
@@ -114,6 +126,11 @@ class Gates:
         if not self.known_ok:
             torch._foreach_mul_(tensors, self.ones)
 
+    def found_inf(self) -> list[Any]:
+        """Per parameter a float32 0-d ``1`` where skipped, ``0`` where not: the ``found_inf``
+        of torch's fused kernels, one parameter per call."""
+        return list(self.okv.logical_not().to(torch.float32).unbind())
+
     def count(self, steps: list[Any], counts: list[Any]) -> None:
         """``step += ok`` (the steps of skipped parameters stay) and ``nonfinite_count += not ok``."""
         if self.known_ok:
@@ -161,12 +178,12 @@ def _bias_corrections(beta: Any, steps: list[Any], dtype: Any, root: bool) -> tu
 
 
 def _adamw_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict],
-                  known_ok: bool = False) -> None:
+                  path: str = "gated") -> None:
     """AdamW (:func:`xpmat.optim.adamw.transform`, default flags) on one device and dtype."""
-    if known_ok and _adamw_fused(h, params, grads, states):
+    if path != "gated" and _adamw_fused(h, params, grads, states, path):
         return
     dt = states[0]["exp_avg"].dtype
-    gate = Gates(grads, dt, known_ok)
+    gate = Gates(grads, dt, path == "host")
     gs = gate.sanitized(grads, dt)
     (b1, b2), wd, mode = h["betas"], h["weight_decay"], h["weight_decay_mode"]
     if mode == "l2" and maybe_nonzero(wd):
@@ -194,12 +211,12 @@ def _adamw_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states
 
 
 def _sgd_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict],
-                known_ok: bool = False) -> None:
+                path: str = "gated") -> None:
     """SGD (:func:`xpmat.optim.sgd.transform`) on one device and dtype."""
-    if known_ok and _sgd_fused(h, params, grads, states):
+    if path != "gated" and _sgd_fused(h, params, grads, states, path):
         return
     bufs = [s["momentum_buffer"] for s in states]
-    gate = Gates(grads, bufs[0].dtype, known_ok)
+    gate = Gates(grads, bufs[0].dtype, path == "host")
     gs = gate.sanitized(grads, bufs[0].dtype)
     mu, wd = h["momentum"], h["weight_decay"]
     if maybe_nonzero(wd):  # d = g + λ w (zero where skipped: the buffer must not move)
@@ -218,76 +235,123 @@ def _sgd_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states: 
     _finish(gate, params, u, [], [st["nonfinite_count"] for st in states])
 
 
-def _host_floats(h: dict[str, Any], keys: tuple[str, ...], like: Any) -> dict[str, float] | None:
-    """The hyper-parameters ``keys`` as host floats (tensors read: on the CPU path only), or
-    None where one lives on another device than ``like``."""
+def _host_floats(h: dict[str, Any], keys: tuple[str, ...]) -> dict[str, float] | None:
+    """The hyper-parameters ``keys`` as host floats (a tensor read only where it lives on the
+    CPU: free there), or None where one lives on a device."""
     out = {}
     for k in keys:
         v = h[k]
-        if is_array_hyper(v) and v.device != like.device:
+        if is_array_hyper(v) and v.device.type != "cpu":
             return None
         out[k] = float(v)
     return out
 
 
-def _fused_hyper(h: dict[str, Any], keys: tuple[str, ...], params: list[Any], states: list[dict],
-                 buffer: str) -> dict[str, float] | None:
+def _fused_hyper(h: dict[str, Any], keys: tuple[str, ...], params: list[Any], grads: list[Any],
+                 states: list[dict], buffers: tuple[str, ...]) -> dict[str, float] | None:
     """The hyper-parameters ``keys`` as floats for torch's fused kernels, or None where they
-    can't run: state ``buffer`` not in the parameter's dtype (16-bit parameters have float32
-    state here: the composed kernel steps those), a tensor ``lr`` on another device."""
-    if any(p.dtype != s[buffer].dtype for p, s in zip(params, states, strict=True)) or (
-            is_array_hyper(h["lr"]) and h["lr"].device != params[0].device):
+    can't run: state ``buffers`` not in the parameter's dtype (16-bit parameters have float32
+    state here: the composed kernel steps those), a parameter, gradient or buffer not
+    contiguous (the kernels walk the four tensors' memory in step: a transposed parameter's
+    row-major state would be updated at the wrong entries), a tensor ``lr`` on another device
+    than the parameters' but the CPU."""
+    for p, g, s in zip(params, grads, states, strict=True):
+        bufs = [s[b] for b in buffers]
+        if any(b.dtype != p.dtype for b in bufs) or not all(t.is_contiguous() for t in (p, g, *bufs)):
+            return None
+    lr = h["lr"]
+    if is_array_hyper(lr) and lr.device.type != "cpu" and lr.device != params[0].device:
         return None
-    return _host_floats(h, keys, params[0])
+    return _host_floats(h, keys)
 
 
 def _fused_lr(h: dict[str, Any], like: Any) -> Any:
-    """``s η`` for the fused kernels: a float, or a 0-d tensor on ``like``'s device."""
+    """``s η`` for the fused kernels: a float (a CPU tensor read: free) or, for a tensor on
+    ``like``'s device, a 0-d tensor there (float32 off the CPU, as the CUDA kernels read it)."""
     slr = step_size(h)
-    return slr.reshape(()).to(like.device, torch.float64) if is_array_hyper(slr) else slr
+    if not is_array_hyper(slr):
+        return slr
+    if like.device.type == "cpu":
+        return slr.reshape(()).to(torch.float64)
+    return float(slr) if slr.device.type == "cpu" else slr.reshape(()).to(torch.float32)
 
 
-def _adamw_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict]) -> bool:
+def _adamw_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict],
+                 path: str) -> bool:
     """AdamW by ``torch._fused_adamw_`` (mode ``"lr"``), ``_fused_adam_`` (``"l2"``: λ p
     added to g) or ``p ← (1 − sλ) p`` then ``_fused_adam_`` (``"decoupled"``); one pass per
-    parameter.  False (nothing done) where the kernels don't take these tensors."""
+    parameter.  ``path`` ``"host"``: every gradient known finite, one call for the list;
+    ``"fused"``: one call per parameter with its flag.  False (nothing done) where the kernels
+    don't take these tensors."""
     f = _fused_hyper({**h, "b1": h["betas"][0], "b2": h["betas"][1]},
-                     ("b1", "b2", "eps", "weight_decay", "schedule"), params, states, "exp_avg")
+                     ("b1", "b2", "eps", "weight_decay", "schedule"), params, grads, states,
+                     ("exp_avg", "exp_avg_sq"))
     if f is None:
         return False
     mode, wd = h["weight_decay_mode"], f["weight_decay"]
+    gate = None if path == "host" else Gates(grads, params[0].dtype)
     if mode == "decoupled" and wd:
-        torch._foreach_mul_(params, 1.0 - f["schedule"] * wd)
-    steps = [s["step"] for s in states]
-    torch._foreach_add_(steps, 1.0)
+        torch._foreach_mul_(params, 1.0 - f["schedule"] * wd if gate is None
+                            else gate.unless(1.0 - f["schedule"] * wd, 1.0))
     kernel = torch._fused_adamw_ if mode == "lr" else torch._fused_adam_
-    kernel(params, grads, [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [], steps,
-           lr=_fused_lr(h, params[0]), beta1=f["b1"], beta2=f["b2"], eps=f["eps"],
-           weight_decay=0.0 if mode == "decoupled" else wd, amsgrad=False, maximize=False)
+    kw = {"lr": _fused_lr(h, params[0]), "beta1": f["b1"], "beta2": f["b2"], "eps": f["eps"],
+          "weight_decay": 0.0 if mode == "decoupled" else wd, "amsgrad": False, "maximize": False}
+    m, v, steps = ([s[k] for s in states] for k in ("exp_avg", "exp_avg_sq", "step"))
+    if gate is None:
+        torch._foreach_add_(steps, 1.0)
+        kernel(params, grads, m, v, [], steps, **kw)
+        return True
+    gate.count(steps, [s["nonfinite_count"] for s in states])
+    t32 = torch.stack(steps).to(torch.float32).unbind()  # the CUDA kernels read float32 steps
+    for one in zip(params, grads, m, v, t32, gate.found_inf(), strict=True):
+        kernel(*([x] for x in one[:4]), [], [one[4]], found_inf=one[5], **kw)
     return True
 
 
-def _sgd_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict]) -> bool:
+def _sgd_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict],
+               path: str) -> bool:
     """SGD by ``torch._fused_sgd_`` (zero-initialized buffer, no dampening: its
-    ``is_first_step=False`` update is the core's ``B ← μ B + d``).  False where it can't."""
-    f = _fused_hyper(h, ("momentum", "weight_decay"), params, states, "momentum_buffer")
+    ``is_first_step=False`` update is the core's ``B ← μ B + d``); ``path`` as in
+    :func:`_adamw_fused`.  False where it can't."""
+    f = _fused_hyper(h, ("momentum", "weight_decay"), params, grads, states, ("momentum_buffer",))
     if f is None:
         return False
-    bufs = [s["momentum_buffer"] for s in states] if f["momentum"] else []
-    torch._fused_sgd_(params, grads, bufs, weight_decay=f["weight_decay"], momentum=f["momentum"],
-                      lr=_fused_lr(h, params[0]), dampening=0.0, nesterov=bool(h["nesterov"]),
-                      maximize=False, is_first_step=False)
+    bufs = [s["momentum_buffer"] for s in states]
+    kw = {"weight_decay": f["weight_decay"], "momentum": f["momentum"], "lr": _fused_lr(h, params[0]),
+          "dampening": 0.0, "nesterov": bool(h["nesterov"]), "maximize": False, "is_first_step": False}
+    if path == "host":
+        torch._fused_sgd_(params, grads, bufs if f["momentum"] else [], **kw)
+        return True
+    gate = Gates(grads, params[0].dtype)
+    for p, g, b, inf in zip(params, grads, bufs, gate.found_inf(), strict=True):
+        torch._fused_sgd_([p], [g], [b] if f["momentum"] else [], found_inf=inf, **kw)
+    gate.count([], [s["nonfinite_count"] for s in states])
     return True
 
 
-def host_flags(grads: list[Any]) -> list[bool] | None:
+def eager_path(grads: list[Any]) -> str:
+    """The path of one device and dtype group (module docstring): ``"gated"`` while compiling,
+    else :data:`PATH`, whose ``"auto"`` is ``"host"`` on the CPU and ``"fused"`` on the other
+    devices that have torch's fused kernels."""
+    if PATH not in _PATHS:
+        raise ValueError(f"torch_foreach.PATH must be one of {_PATHS}, got {PATH!r}")
+    if not grads or torch.compiler.is_compiling():
+        return "gated"
+    if PATH != "auto":
+        return PATH
+    kind = grads[0].device.type
+    if kind == "cpu":
+        return "host"
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    return "fused" if kind in _get_fused_kernels_supported_devices() else "gated"
+
+
+def host_flags(grads: list[Any]) -> list[bool]:
     """The core's finite flags (:func:`~xpmat.optim._base.finite`: |Σ g| < ∞) read on the
-    host where that is free: CPU tensors, eager, :data:`HOST_READS`; None elsewhere (the gated
-    kernels decide on the device).  A finite ‖g‖₂ (one vectorized ``_foreach_norm``) implies a
-    finite sum; only a gradient whose ‖g‖₂ is not finite is summed."""
-    if not (HOST_READS and grads) or torch.compiler.is_compiling() or any(
-            g.device.type != "cpu" for g in grads):
-        return None
+    host (the ``"host"`` path: free on the CPU).  A finite ‖g‖₂ (one vectorized
+    ``_foreach_norm``) implies a finite sum; only a gradient whose ‖g‖₂ is not finite is
+    summed."""
     fine = (torch.stack(torch._foreach_norm(grads, 2)) < math.inf).tolist()  # NaN, ∞ fail
     return [ok or bool(finite(g, _array.array_namespace(g))) for ok, g in zip(fine, grads, strict=True)]
 
@@ -300,13 +364,13 @@ def _finish(gate: Gates, params: list[Any], updates: list[Any], steps: list[Any]
 
 
 def _muon_kernel(h: dict[str, Any], params: list[Any], grads: list[Any], states: list[dict],
-                 known_ok: bool = False) -> None:
+                 path: str = "gated") -> None:
     """Muon (:func:`xpmat.optim.muon.transform`) on one device and dtype: the momentum and the
     update in foreach calls, Newton–Schulz batched by shape as the core
     (:func:`xpmat.optim.muon.orthogonalized`)."""
     bufs = [s["momentum_buffer"] for s in states]
     stacks = _muon.chunks(bufs, h["compute_dtype"])  # same-shaped matrix views, Newton–Schulz's batches
-    gate = Gates(grads, bufs[0].dtype, known_ok)
+    gate = Gates(grads, bufs[0].dtype, path == "host")
     gs = gate.sanitized([_view(g, b.shape) for g, b in zip(grads, bufs, strict=True)], bufs[0].dtype, stacks)
     mu, xp = h["momentum"], _array.array_namespace(bufs[0])
     torch._foreach_lerp_(bufs, gs, gate.times(1.0 - mu))  # B ← B + (1 − μ)(G − B); kept where skipped
@@ -378,14 +442,14 @@ def step(module: Any, hyper: dict[str, Any], params: list[Any], grads: list[Any]
     lists = [[params[i] for i in live], [grads[i] for i in live], [states[i][keys[0]] for i in live]]
     for idx in group_by_device_and_dtype(*lists).values():
         ix = [live[k] for k in idx]
-        ok = host_flags([grads[i] for i in ix])
-        if ok is not None:  # the skipped ones only count; the rest step ungated
+        path = eager_path([grads[i] for i in ix])
+        if path == "host":  # the skipped ones only count; the rest step ungated
+            ok = host_flags([grads[i] for i in ix])
             bad = [i for i, good in zip(ix, ok, strict=True) if not good]
             if bad:
                 torch._foreach_add_([states[i]["nonfinite_count"] for i in bad], 1.0)
             ix = [i for i, good in zip(ix, ok, strict=True) if good]
             if not ix:
                 continue
-        known_ok = ok is not None
-        kernel(hyper, [params[i] for i in ix], [grads[i] for i in ix], [states[i] for i in ix], known_ok)
+        kernel(hyper, [params[i] for i in ix], [grads[i] for i in ix], [states[i] for i in ix], path)
     return rest
