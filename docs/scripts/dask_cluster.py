@@ -7,6 +7,7 @@ array larger than one worker's memory limit, against NumPy in one process (docs/
     python docs/scripts/dask_cluster.py --orthonormalize-cost # CPU cost of CholeskyQR2 and TSQR on Dask
     python docs/scripts/dask_cluster.py --only randomized_svd # one call only
     python docs/scripts/dask_cluster.py --lean-rounds 3       # randomized_svd: generic / lean range finder
+    python docs/scripts/dask_cluster.py --lean-cost           # their CPU cost, one process
 
 The arrays are generated on the workers (``dask.array.random``), never on the client; NumPy
 gets the same numbers gathered into one process.  Each cluster timing is one ``dask.compute``
@@ -202,6 +203,35 @@ def lean_rounds(client, rows: int, chunk: int, rounds: int) -> None:
     _dask_range.LEAN = None
 
 
+def _cpu(f) -> float:
+    """Min of 3 CPU times of ``f()`` in this process."""
+    best = np.inf
+    for _ in range(3):
+        t = time.process_time()
+        f()
+        best = min(best, time.process_time() - t)
+    return round(best, 2)
+
+
+def lean_cost() -> None:
+    """Single-thread CPU seconds of randomized_svd(k=8) on a 1,000,000 × 64 Dask array in 8 row
+    chunks (synchronous scheduler, one BLAS thread), generic and lean range finder."""
+    import dask
+    import dask.array as da
+    from threadpoolctl import threadpool_limits
+
+    from xpmat import _dask_range
+
+    dask.config.set(scheduler="synchronous")
+    X = da.random.default_rng(0).standard_normal((1_000_000, N), chunks=(125_000, N)).persist()
+    with threadpool_limits(1, "blas"):
+        for lean in (False, True):
+            _dask_range.LEAN = lean
+            U, S, _ = xm.randomized_svd(X, RANK, seed=0)
+            print("lean" if lean else "generic", _cpu(lambda: dask.compute(S, U.T @ U)))  # noqa: B023
+    _dask_range.LEAN = None
+
+
 def orthonormalize_cost() -> None:
     """Single-thread CPU seconds of orthonormalize on a 200000 × 64 Dask array (8 chunks): the
     per-chunk CholeskyQR2 (its Householder fallback gated inside the tasks, so not run here), the
@@ -213,19 +243,11 @@ def orthonormalize_cost() -> None:
     X = da.from_array(np.random.default_rng(0).standard_normal((200000, 64)), chunks=(25000, 64))
     X = X.persist()
 
-    def cpu(f) -> float:
-        best = np.inf
-        for _ in range(3):
-            t = time.process_time()
-            f()
-            best = min(best, time.process_time() - t)
-        return round(best, 2)
-
-    print("xpmat TSQR (householder)", cpu(lambda: dask.persist(xm.orthonormalize(X, method="householder"))))
-    print("xpmat CholeskyQR2, fallback gated", cpu(lambda: dask.persist(xm.orthonormalize(X))))
-    print("dask.array.linalg.tsqr", cpu(lambda: dask.persist(*da.linalg.tsqr(X))))
+    print("xpmat TSQR (householder)", _cpu(lambda: dask.persist(xm.orthonormalize(X, method="householder"))))
+    print("xpmat CholeskyQR2, fallback gated", _cpu(lambda: dask.persist(xm.orthonormalize(X))))
+    print("dask.array.linalg.tsqr", _cpu(lambda: dask.persist(*da.linalg.tsqr(X))))
     Xn = X.compute()
-    print("NumPy CholeskyQR2", cpu(lambda: xm.orthonormalize(Xn)))
+    print("NumPy CholeskyQR2", _cpu(lambda: xm.orthonormalize(Xn)))
 
 
 def main() -> None:
@@ -235,12 +257,15 @@ def main() -> None:
     p.add_argument("--memory-limit", default="1GiB", help="per worker (LocalCluster)")
     p.add_argument("--scheduler", default=None, help="address of a running cluster")
     p.add_argument("--orthonormalize-cost", action="store_true")
+    p.add_argument("--lean-cost", action="store_true")
     p.add_argument("--only", nargs="+", choices=list(CALLS), help="run only these calls")
     p.add_argument("--lean-rounds", type=int, default=0,
                    help="randomized_svd only: this many rounds of the generic and the lean range finder")
     a = p.parse_args()
     if a.orthonormalize_cost:
         return orthonormalize_cost()
+    if a.lean_cost:
+        return lean_cost()
     from dask.distributed import Client, LocalCluster
 
     cluster = None if a.scheduler else LocalCluster(
