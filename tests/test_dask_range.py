@@ -121,6 +121,25 @@ def test_fallback_zero_and_nan(lean):
     assert all(np.isnan(x).all() for x in dask.compute(*xm.randomized_svd(_rows(A), 3, seed=0)))
 
 
+def test_only_where_it_applies(lean):
+    """Forced, it still leaves to the generic graph what it does not handle: float16, a matrix
+    in several column chunks, a batch, and sketches that ``orthonormalize`` factors by
+    Householder (``method="householder"``, or fewer than 4 rows per sketch column)."""
+    import dask.array as da
+
+    A = _tall(11)
+
+    def lean_graph(X, **kw):
+        return xm.randomized_svd(X, 4, seed=0, **kw)[0].name.startswith("xpmat-signed")
+
+    assert lean_graph(_rows(A)) and lean_graph(_rows(A), method="cholesky_qr2")
+    assert not lean_graph(_rows(A), method="householder")
+    assert not lean_graph(da.from_array(A.astype(np.float16), chunks=(CHUNK, N)))
+    assert not lean_graph(da.from_array(A, chunks=(CHUNK, N // 2)))
+    assert not lean_graph(da.from_array(A.reshape(2, M // 2, N), chunks=(1, CHUNK, N)))
+    assert not lean_graph(da.from_array(A[:40], chunks=(20, N)))  # 40 < 4 l = 56
+
+
 def test_chosen_by_the_workers_memory():
     """By default the lean range finder runs only where a ``dask.distributed`` client's workers
     would be crowded (``memory_tight``): never without a client; with one, when ``A``'s share
