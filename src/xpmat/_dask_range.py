@@ -11,7 +11,9 @@ task returns a tall chunk but the final ``U``: every task that needs ``Y_i`` or 
 again from ``A_i`` (held anyway) and the small factors (a task tuple in an argument, which Dask
 runs inline), as :func:`xpmat._dask.cholesky_qr2` already does for its ``Q1``.  The price: one
 ``A_i Z`` product per chunk and pass instead of one per sketch.  The values are those of the
-generic graph (the same products on each chunk; only the order of the row-chunk sums differs).
+generic graph to rounding: the same products on each chunk, except that ``R2⁻¹`` (near ``I``)
+multiplies the small ``A_iᵀ Q1_i`` and ``Ur`` instead of the tall ``Q1_i``; the row-chunk sums
+run in another order.  Whether it runs: ``xpmat.iteration._lean_on_dask``, :data:`LEAN`.
 """
 
 from __future__ import annotations
@@ -164,5 +166,6 @@ def signed_product(q: QRows, b: Any) -> tuple[Any, Any]:
     graph.update({(key, i, 0): (operator.mul, u, signs) for i, u in enumerate(u_rows)})
     U = _dask._array(graph, key, [*q.deps, b], (a.chunks[0], b.chunks[1]), _dask._meta(a, 2))
     skey = f"{key}-signs"
-    s = _dask._array({(skey, 0): (_dask._identity, signs)}, skey, [U], (b.chunks[1],), _dask._meta(a, 1))
+    s = _dask._array({(skey, 0): (_dask._identity, signs)}, skey, [U], (b.chunks[1],),
+                     _dask._meta(a, 1))
     return U, s
