@@ -684,3 +684,13 @@ def test_newton_inv_root_blocked_path_above_the_threshold(monkeypatch):
     assert_eq(long, ref, rtol=1e-12, atol=1e-12)
     tagged = xm.inv_root(_tagged(_SPD, (6, 6)), 4, method="newton", iters=10)
     assert _block_types(tagged) == {Tagged}
+
+
+def test_float16_computes_in_float32_like_numpy():
+    """A float16 Dask matrix is worked in float32 as a NumPy one is (Dask's namespace has no
+    ``float16`` name, so the low-precision check reads the dtype's name): ``orthonormalize``
+    once failed at compute time inside NumPy's linalg ("float16 is unsupported")."""
+    X = np.random.default_rng(0).standard_normal((400, 20)).astype(np.float16)
+    Q = xm.orthonormalize(da.from_array(X, chunks=(100, 20))).compute()
+    assert Q.dtype == np.float16
+    np.testing.assert_allclose(Q.astype(np.float64), xm.orthonormalize(X).astype(np.float64), atol=1e-3)

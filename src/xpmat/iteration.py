@@ -589,7 +589,7 @@ def _lean_on_dask(A: Any, l: int, method: str, xp: Any) -> bool:
     when ``_dask_range.LEAN`` says so (by default: when the workers' memory is tight)."""
     if not (_array.is_dask(xp) and A.ndim == 2 and A.numblocks[1] == 1):
         return False
-    if A.dtype.itemsize < 4:  # float16 (Dask's namespace has no float16 for is_low_precision)
+    if A.dtype.itemsize < 4:  # float16: the generic graph (it works 16-bit sketches in float32)
         return False
     if not (method == "cholesky_qr2" or (method == "auto" and not A.shape[0] < _AUTO_RATIO * l)):
         return False

@@ -171,7 +171,10 @@ def supports_float64(xp: Any, dev: Any = None) -> bool:
 
 
 def is_low_precision(dtype: Any, xp: Any) -> bool:
-    """True for ``xp``'s float16 and bfloat16 (where it has them)."""
+    """True for ``xp``'s float16 and bfloat16 (where it has them), and for a dtype named so
+    where the namespace lacks the name (Dask's namespace has no ``float16``; its chunks do)."""
+    if getattr(dtype, "name", None) in LOW_PRECISION:
+        return True
     return any(dtype == getattr(xp, name) for name in LOW_PRECISION if hasattr(xp, name))
 
 
