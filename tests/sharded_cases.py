@@ -102,17 +102,18 @@ def _whole(p) -> torch.Tensor:
     return (p.full_tensor() if isinstance(p, DTensor) else p).detach()
 
 
-def _host_reads(on: bool) -> None:
+def _host_reads(on: bool | str) -> None:
     """The torch step's CPU path (finite flags read on the host, torch's fused AdamW / SGD
     kernels) or, off, the gated kernels a compiled step runs — bitwise the functional core, so
-    that sharded and unsharded runs compare bitwise (xpmat.optim.torch_foreach.PATH)."""
+    that sharded and unsharded runs compare bitwise; a string: that path
+    (xpmat.optim.torch_foreach.PATH, e.g. ``"fused"``, a GPU's device path)."""
     from xpmat.optim import torch_foreach
 
-    torch_foreach.PATH = "auto" if on else "gated"
+    torch_foreach.PATH = on if isinstance(on, str) else "auto" if on else "gated"
 
 
 def compare(rank: int, ws: int, names: list[str], steps: int = 3, hsdp: bool = False,
-            nan_at: int | None = None, device: str = "cpu", host_reads: bool = False) -> dict:
+            nan_at: int | None = None, device: str = "cpu", host_reads: bool | str = False) -> dict:
     """Per class: max |sharded − unsharded| per parameter after ``steps`` steps, the step
     statistics of this rank (whole-matrix steps, bytes sent), and the state keys per parameter.
     ``nan_at``: at that step the last row of ``w_in``'s gradient (on the last rank's shard) is

@@ -78,11 +78,13 @@ def test_four_ranks_and_hsdp():
     assert sum(steps) == 6 and min(steps) >= 1, f"HSDP: whole-matrix steps per rank {steps}"
 
 
-def test_nonfinite_shard_skips_the_whole_parameter():
+@pytest.mark.parametrize("path", ["auto", "fused"], ids=["cpu-path", "device-path"])
+def test_nonfinite_shard_skips_the_whole_parameter(path):
     """A NaN in one rank's shard skips the parameter on every rank, as unsharded; on the CPU
-    path (host reads, fused kernels) too."""
+    path (host reads, fused kernels) and on a GPU's device path (per-parameter fused calls,
+    forced here on the CPU) too."""
     names = ["AdamW", "Muon", "SGD"]
-    out = run_ranks(sc.compare, 2, (names, 2, False, 0, "cpu", True), timeout=300)
+    out = run_ranks(sc.compare, 2, (names, 2, False, 0, "cpu", path), timeout=300)
     _check(out, names, HOST_TOL)
     for name in names:
         assert out[0][name]["moved"] > 0, name
