@@ -201,6 +201,38 @@ def test_op_counts_against_torch_optim(path):
     assert ops_per_step(lambda ps: xo.Muon(ps), path) <= 350
 
 
+@pytest.mark.slow  # 14 counted steps on 48 small matrices: 3–6 s on 2 shared cores
+def test_docs_tables_are_the_counts():
+    """docs/optim.md's two tables of one eager step (ATen ops per path; estimated GPU launches)
+    hold what ``docs/scripts/optim_launches.py`` counts now (torch 2.13): each row's integers,
+    in order, after the table's "before" column (ops: 1730, 722, 1096)."""
+    got = _launches_script().measure(64)
+    text = (Path(__file__).resolve().parents[1] / "docs" / "optim.md").read_text()
+    ops_rows = {"AdamW": "| AdamW | 1730 |", "SGD": "| SGD (momentum) | 722 |", "Muon": "| Muon (default"}
+    launch_rows = {"AdamW": "| AdamW | ", "SGD": "| SGD (momentum) | ", "Muon": "| Muon | "}
+    start = text.index("An ATen op is not a kernel launch")
+    for method, prefix in ops_rows.items():
+        line = next(x for x in text.splitlines() if x.startswith(prefix))
+        assert _integers(line.split("|", 3)[3]) == _row(got, method, 0), (method, line)
+    for method, prefix in launch_rows.items():
+        line = next(x for x in text[start:].splitlines() if x.startswith(prefix))
+        assert _integers(line) == _row(got, method, 1), (method, line)
+
+
+def _row(got: dict, method: str, what: int) -> list[int]:
+    """The counts ``what`` (0: ATen ops, 1: launches) of ``method``'s steps in the tables'
+    column order: gated, device path, CPU path, then torch.optim's."""
+    steps = ("gated", "fused", "host", "torch foreach", "torch fused", "torch")
+    return [got[method, k][what] for k in steps if (method, k) in got]
+
+
+def _integers(cells: str) -> list[int]:
+    """The integers of table cells, remarks in parentheses left out."""
+    import re
+
+    return [int(n) for n in re.findall(r"(?<![\w.])\d+(?![\w.])", re.sub(r"\([^)]*\)", "", cells))]
+
+
 def test_host_flags_are_the_cores():
     """The CPU path's finite flags equal the core's (|Σ g| finite), including a gradient whose
     ‖g‖₂ overflows while its entries and sum are finite, and one whose sum overflows."""

@@ -82,8 +82,9 @@ def count(make, d, path="auto"):
     return mode.ops, mode.launches, mode.reads
 
 
-def main(d=64):
-    rows = []
+def measure(d=64):
+    """``{(method, step): (ATen ops, launches, reads)}`` of the module docstring's steps."""
+    out = {}
     for method, ours, foreach, fused in (
             ("AdamW", lambda ps: xo.AdamW(ps, lr=1e-3),
              lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True),
@@ -93,15 +94,19 @@ def main(d=64):
              lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, fused=True)),
             ("Muon", lambda ps: xo.Muon(ps), lambda ps: torch.optim.Muon(ps), None)):
         for path in ("gated", "fused", "host"):
-            rows.append((method, f"xpmat, PATH={path!r}", *count(ours, d, path)))
-        rows.append((method, "torch.optim, foreach" if fused else "torch.optim", *count(foreach, d)))
+            out[method, path] = count(ours, d, path)
+        out[method, "torch foreach" if fused is not None else "torch"] = count(foreach, d)
         if fused is not None:
-            rows.append((method, "torch.optim, fused=True", *count(fused, d)))
+            out[method, "torch fused"] = count(fused, d)
+    return out
+
+
+def main(d=64):
     print(f"48 GPT-like matrices (d = {d}), one eager step after the first")
     print("| method | step | ATen ops | launches on a GPU (est.) | `.item()` reads |")
     print("|---|---|---|---|---|")
-    for r in rows:
-        print("| " + " | ".join(str(x) for x in r) + " |")
+    for (method, step), r in measure(d).items():
+        print(f"| {method} | {step} | " + " | ".join(str(x) for x in r) + " |")
 
 
 if __name__ == "__main__":
