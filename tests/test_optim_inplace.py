@@ -130,6 +130,21 @@ def test_transposed_parameters_equal_core(case, path, monkeypatch):
         torch.testing.assert_close(a.detach(), b, rtol=1e-13, atol=1e-15)
 
 
+@pytest.mark.parametrize("path", ["gated", "host", "fused"])
+@pytest.mark.parametrize("name", ["AdamW", "SGD", "Muon"])
+def test_float16_gradient_summing_past_its_maximum_steps(name, path, monkeypatch):
+    """A float16 gradient whose magnitudes sum past float16's maximum (256 entries of 300:
+    76,800 > 65,504) is finite, and the core sums it in float32: every path steps it, as the
+    core does (the gated flags once summed in float16 and skipped it, counted as non-finite)."""
+    monkeypatch.setattr(torch_foreach, "PATH", path)
+    p = torch.nn.Parameter(torch.zeros(16, 16, dtype=torch.float16))
+    opt = getattr(xo, name)([p], lr=1e-3)
+    p.grad = torch.full((16, 16), 300.0, dtype=torch.float16)
+    opt.step()
+    assert float(opt.state[p]["nonfinite_count"]) == 0
+    assert bool((p.detach() != 0).any())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("lr_on", ["float", "cpu", "cuda"])
 @pytest.mark.parametrize("case", ["adamw-lr", "adamw-decoupled", "sgd-momentum"])

@@ -9,8 +9,9 @@ the parameters of a device and dtype (:func:`group_by_device_and_dtype`, as torc
 ``_multi_tensor_*`` functions), and the state tensors are written in place.
 
 The non-finite skip without a host read (:class:`Gates`): per parameter a flag ``ok`` = Σ|g|
-is finite (one ``_foreach_norm``); a bad gradient is replaced by zeros (one ``where`` per
-parameter: the only NaN-proof select, and it has no foreach form) and the step runs with
+is finite (one ``_foreach_norm``, in float32 for 16-bit gradients as the core's sum); a bad
+gradient is replaced by zeros (one ``where`` per parameter: the only NaN-proof select, and it
+has no foreach form) and the step runs with
 per-parameter 0-d *gates* that are the hyper-parameter where ``ok`` and the identity where
 not (``1 − β₁ → 0``, ``β₂ → 1``, the update ``× 0``), so a skipped parameter keeps its state and
 does not move.  The flag is a little stricter than the core's (|Σ g| finite): the two differ
@@ -80,7 +81,9 @@ class Gates:
         self.known_ok, self.dtype, self.n = known_ok, dtype, len(grads)
         if known_ok:
             return
-        self.okv = torch.stack(torch._foreach_norm(grads, 1)) < math.inf  # Σ|g| ≥ 0: NaN, ∞ fail
+        low = grads[0].dtype in (torch.float16, torch.bfloat16)  # summed in float32, as the core's
+        norms = torch._foreach_norm(grads, 1, dtype=torch.float32) if low else torch._foreach_norm(grads, 1)
+        self.okv = torch.stack(norms) < math.inf  # Σ|g| ≥ 0: NaN, ∞ fail
         self.okf = self.okv.to(dtype)
         self.ones = list(self.okf.unbind())  # 1 where ok, 0 where skipped (lists: torch.compile)
 
