@@ -22,7 +22,7 @@ from typing import Any
 
 from xpmat import _array, _dask, _dask_range
 from xpmat._array import mT
-from xpmat.orthogonalize import _AUTO_RATIO, _CQR2_TOL, orthonormalize
+from xpmat.orthogonalize import CQR2_AUTO_RATIO, CQR2_TOL, orthonormalize
 
 __all__ = [
     "nystrom_eigh",
@@ -591,7 +591,7 @@ def _lean_on_dask(A: Any, l: int, method: str, xp: Any) -> bool:
         return False
     if A.dtype.itemsize < 4:  # float16: the generic graph (it works 16-bit sketches in float32)
         return False
-    if not (method == "cholesky_qr2" or (method == "auto" and not A.shape[0] < _AUTO_RATIO * l)):
+    if not (method == "cholesky_qr2" or (method == "auto" and not A.shape[0] < CQR2_AUTO_RATIO * l)):
         return False
     lean = _dask_range.LEAN
     return _dask_range.memory_tight(A, l) if lean is None else lean
@@ -602,9 +602,9 @@ def _randomized_svd_lean(A: Any, Om: Any, rank: int, power_iters: int, method: s
     """:func:`randomized_svd`'s steps on Dask with no tall intermediate held between passes:
     each pass over ``A``'s row chunks makes the chunks of ``A Z`` and ``Q`` it needs
     (:func:`xpmat._dask_range.range_pass`); ``U`` is made, with its signs, from the last one."""
-    W, Q = _dask_range.range_pass(A, Om, tol=_CQR2_TOL)
+    W, Q = _dask_range.range_pass(A, Om, tol=CQR2_TOL)
     for _ in range(power_iters):
-        W, Q = _dask_range.range_pass(A, orthonormalize(W, method=method, xp=xp), tol=_CQR2_TOL)
+        W, Q = _dask_range.range_pass(A, orthonormalize(W, method=method, xp=xp), tol=CQR2_TOL)
     Ur, S, Vh = _sketch_svd(W, rank, method, xp)
     U, s = _dask_range.signed_product(Q, Ur)
     return U, S, Vh * s[:, None]

@@ -14,16 +14,17 @@ from typing import Any
 from xpmat import _array, _dask
 from xpmat._array import mT
 
-__all__ = ["GRAM_RESTART_EVERY", "MSIGN_CPU_STACK_BYTES", "NORMALIZATIONS", "gram_restarts_checked",
-           "gram_saves", "msign", "msign_groups", "msign_many", "newton_schulz", "ns_flops", "ns_schedule",
-           "orthonormalize", "polar"]
+__all__ = ["CQR2_AUTO_RATIO", "CQR2_TOL", "GRAM_RESTART_EVERY", "MSIGN_CPU_STACK_BYTES", "NORMALIZATIONS",
+           "gram_restarts_checked", "gram_saves", "msign", "msign_groups", "msign_many", "newton_schulz",
+           "ns_flops", "ns_schedule", "orthonormalize", "polar"]
 
 _ORTH_METHODS = ("auto", "householder", "cholesky_qr2", "rcqr")
-# CholeskyQR2 is accepted when the first pass leaves ‖Q1ᵀQ1 − I‖_max below this; the second
-# pass then restores orthogonality to working precision (Yamamoto et al. 2015: needs κ(X)² u ≲ 1).
-_CQR2_TOL = 0.1
-# "auto" uses CholeskyQR2 when m >= _AUTO_RATIO * r (measured: see docs/orthogonalize.md).
-_AUTO_RATIO = 4
+#: CholeskyQR2 is accepted when the first pass leaves ‖Q1ᵀQ1 − I‖_max below this; the second
+#: pass then restores orthogonality to working precision (Yamamoto et al. 2015: needs κ(X)² u ≲ 1).
+CQR2_TOL = 0.1
+#: ``method="auto"`` uses CholeskyQR2 when m >= CQR2_AUTO_RATIO * r (measured: see
+#: docs/orthogonalize.md); :func:`xpmat.randomized_svd`'s Dask range finder asks the same.
+CQR2_AUTO_RATIO = 4
 
 
 # ----------------------------------------------------------------------------- orthonormalize
@@ -81,7 +82,7 @@ def _cholesky_qr2(X: Any, xp: Any) -> tuple[Any, Any]:
     """CholeskyQR2 ``Q`` and its per-matrix acceptance flag ``ok`` ``(...,)``, both on the device.
 
     ``ok`` is false where the Gram is numerically singular or too ill-conditioned (the first
-    pass leaves ``Q1ᵀQ1`` more than ``_CQR2_TOL`` from I, or a Cholesky factorization failed).
+    pass leaves ``Q1ᵀQ1`` more than ``CQR2_TOL`` from I, or a Cholesky factorization failed).
     ``(None, None)`` when a library's Cholesky raised, which fails the whole batch.  No host
     read here: see :func:`_accept`.
     """
@@ -91,7 +92,7 @@ def _cholesky_qr2(X: Any, xp: Any) -> tuple[Any, Any]:
     G2 = mT(Q1, xp) @ Q1
     eye = _array.eye(X.shape[-1], like=X, xp=xp)
     # NaN/Inf from a failed first pass compare False, so they fail the test too.
-    ok = xp.logical_and(ok1, xp.all(xp.abs(G2 - eye) <= _CQR2_TOL, axis=(-2, -1)))
+    ok = xp.logical_and(ok1, xp.all(xp.abs(G2 - eye) <= CQR2_TOL, axis=(-2, -1)))
     Q, ok2 = _cholesky_qr(Q1, G2, xp)
     if Q is None:
         return None, None
@@ -258,11 +259,11 @@ def orthonormalize(X: Any, /, *, method: str = "auto", sketch: Any = None, xp: A
         return xp.zeros(X.shape, dtype=dt, device=_array.device(X))
     if method == "auto":
         # unknown Dask sizes (nan) compare False: CholeskyQR2, which falls back by itself
-        method = "householder" if m < _AUTO_RATIO * r else "cholesky_qr2"
+        method = "householder" if m < CQR2_AUTO_RATIO * r else "cholesky_qr2"
     if method == "rcqr":
         Q = _rcqr(Xc, _array.as_float(sketch, xp, Xc.dtype), xp)
     elif _array.is_dask(xp) and Xc.ndim == 2:  # per-chunk tasks, the fallback gated inside them
-        Q = (_dask.cholesky_qr2(Xc, tol=_CQR2_TOL) if method == "cholesky_qr2"
+        Q = (_dask.cholesky_qr2(Xc, tol=CQR2_TOL) if method == "cholesky_qr2"
              else _dask.tsqr(Xc, with_r=False)[0])
     elif method == "cholesky_qr2":
         Q = _accept(*_cholesky_qr2(Xc, xp), Xc, xp)
