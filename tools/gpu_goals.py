@@ -176,6 +176,7 @@ def goal_nmf(dev: torch.device, m: int, n: int, r: int, iters: int) -> None:
 
     Ct, At, Bt = (torch.as_tensor(a, device=dev) for a in (C, A0, B0))
     fns = {"xpmat.nmf (torch)": lambda: _prod(xpmat.nmf(Ct, r, iters=iters, init=(At, Bt))),
+           "xpmat.nmf (torch, CUDA graph)": lambda: _prod(_graphed_nmf(Ct, r, iters, At, Bt)),
            "sklearn NMF KL-MU (CPU)": sk}
     cp = _cupy(dev)
     if cp is not None:
@@ -186,8 +187,21 @@ def goal_nmf(dev: torch.device, m: int, n: int, r: int, iters: int) -> None:
     err = {k: float(xpmat.i_divergence(C64, _np(v).astype(np.float64))) for k, v in out.items()}
     work = f"KL-NMF {m}×{n} r{r}, {iters} it, f32 (sklearn on {os.cpu_count()} CPU cores)"
     row(work, "xpmat.nmf (torch)", "sklearn NMF KL-MU (CPU)", t, "≥ 100", err)
+    row(work, "xpmat.nmf (torch, CUDA graph)", "sklearn NMF KL-MU (CPU)", t, "≥ 100", err)
     if cp is not None:
         row(work, "xpmat.nmf (cupy)", "sklearn NMF KL-MU (CPU)", t, "≥ 100", err)
+
+
+def _graphed_nmf(C, r, iters, A0, B0):
+    """:func:`xpmat.nmf` with each step replayed from a CUDA graph (``xpmat._nmf_fused.CUDA_GRAPHS``,
+    off by default until measured here)."""
+    from xpmat import _nmf_fused
+
+    _nmf_fused.CUDA_GRAPHS = True
+    try:
+        return xpmat.nmf(C, r, iters=iters, init=(A0, B0))
+    finally:
+        _nmf_fused.CUDA_GRAPHS = False
 
 
 def goal_lowrank(dev: torch.device, n: int, r: int, k: int) -> None:

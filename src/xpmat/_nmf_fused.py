@@ -19,6 +19,10 @@ never written to):
   Array API form gives (its inputs are checked finite, so NaN has no other source).
   Per iteration: 4 products (``bmm`` / ``baddbmm``), 2 × (``maximum``, ``div``) ratio passes,
   2 × (``mul_``, ``div_``) factor updates, 1 floor (a ``baddbmm`` against ones).
+  On a CUDA device, with :data:`CUDA_GRAPHS` on, the 13 ops of a step are captured once in a
+  CUDA graph and each later step replays it (one launch instead of 13: the host no longer
+  bounds the loop; the buffers the graph reads and writes are fixed, as capture needs).  Off
+  by default: not yet run on a GPU (``tools/gpu_goals.py`` times it beside the plain loop).
 - **CuPy** (:func:`em_step_cupy`): the ratio and each factor update as one
   ``cupy.ElementwiseKernel`` each.  Untested here (no GPU in CI): written against CuPy's
   documented API, import-safe, and used only on CuPy arrays.
@@ -29,7 +33,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-__all__ = ["TorchEM", "em_step_cupy"]
+__all__ = ["CUDA_GRAPHS", "TorchEM", "em_step_cupy"]
+
+#: Whether :class:`TorchEM` replays each step from a CUDA graph on CUDA tensors (module
+#: docstring); a module constant, as ``xpmat._dask.ONE_TASK_BYTES``.
+CUDA_GRAPHS = False
 
 
 class TorchEM:
@@ -72,6 +80,7 @@ class TorchEM:
         self.Bt, self.At = self.B.mT, self.A.mT
         self.B_flat = self.B.view(b, 1, r * n)
         self.ones = torch.ones((1, r * n, 1), **opts).expand(b, r * n, 1)
+        self.graph = None  # the captured step (CUDA_GRAPHS)
 
     def _ratio(self, X: Any, Y: Any) -> None:
         """``P ← C ⊘ max(X Y, f)`` (3 ops)."""
@@ -82,7 +91,32 @@ class TorchEM:
         torch.div(self.C, self.P, out=self.P)
 
     def step(self) -> None:
-        """One blockwise EM step in place (13 ATen ops, no host read)."""
+        """One blockwise EM step in place (13 ATen ops, no host read; on CUDA with
+        :data:`CUDA_GRAPHS`, a replay of the step captured at the first call)."""
+        if self.graph is not None:
+            self.graph.replay()
+        elif CUDA_GRAPHS and self.C.is_cuda:
+            self.graph = self._captured()
+        else:
+            self._step()
+
+    def _captured(self) -> Any:
+        """Run one step (warm-up, on a side stream, as capture asks) and capture the next, not
+        run, in a CUDA graph."""
+        import torch
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._step()
+        return graph
+
+    def _step(self) -> None:
+        """The 13 ops of one step."""
         import torch
 
         self._ratio(self.A, self.B)
