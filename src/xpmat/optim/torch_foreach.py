@@ -62,6 +62,7 @@ __all__ = ["PATH", "Gates", "eager_path", "group_by_device_and_dtype", "host_fla
 # reads the flags there: one synchronization per device and dtype group per step).
 PATH = "auto"
 _PATHS = ("auto", "host", "fused", "gated")
+_LOW = (torch.float16, torch.bfloat16)
 
 
 def group_by_device_and_dtype(*lists: list[Any]) -> dict[tuple, list[int]]:
@@ -69,7 +70,7 @@ def group_by_device_and_dtype(*lists: list[Any]) -> dict[tuple, list[int]]:
     at that index (torch.optim's ``_group_tensors_by_device_and_dtype``, ours)."""
     out: dict[tuple, list[int]] = {}
     for i, ts in enumerate(zip(*lists, strict=True)):
-        out.setdefault(tuple((t.device, t.dtype) for t in ts), []).append(i)
+        out.setdefault(tuple([(t.device, t.dtype) for t in ts]), []).append(i)
     return out
 
 
@@ -81,7 +82,7 @@ class Gates:
         self.known_ok, self.dtype, self.n = known_ok, dtype, len(grads)
         if known_ok:
             return
-        low = grads[0].dtype in (torch.float16, torch.bfloat16)  # summed in float32, as the core's
+        low = grads[0].dtype in _LOW  # summed in float32, as the core's
         norms = torch._foreach_norm(grads, 1, dtype=torch.float32) if low else torch._foreach_norm(grads, 1)
         self.okv = torch.stack(norms) < math.inf  # Σ|g| ≥ 0: NaN, ∞ fail
         self.okf = self.okv.to(dtype)
@@ -258,10 +259,12 @@ def _fused_hyper(h: dict[str, Any], keys: tuple[str, ...], params: list[Any], gr
     contiguous (the kernels walk the four tensors' memory in step: a transposed parameter's
     row-major state would be updated at the wrong entries), a tensor ``lr`` on another device
     than the parameters' but the CPU."""
-    for p, g, s in zip(params, grads, states, strict=True):
-        bufs = [s[b] for b in buffers]
-        if any(b.dtype != p.dtype for b in bufs) or not all(t.is_contiguous() for t in (p, g, *bufs)):
+    for p, g, s in zip(params, grads, states, strict=True):  # loops, not generators: per step
+        if not (p.is_contiguous() and g.is_contiguous()):
             return None
+        for b in buffers:
+            if s[b].dtype != p.dtype or not s[b].is_contiguous():
+                return None
     lr = h["lr"]
     if is_array_hyper(lr) and lr.device.type != "cpu" and lr.device != params[0].device:
         return None
@@ -423,10 +426,12 @@ def _fits(p: Any, g: Any, s: dict, keys: tuple[str, ...]) -> bool:
     """A parameter the twins step as the core does: non-empty, its state made, the state in
     the default state dtype of ``p`` (float32 for 16-bit floats, else ``p``'s), ``g`` as ``p``
     (other dtype mixes promote differently in the core)."""
-    if not (p.numel() and p.dtype.is_floating_point and g.dtype == p.dtype
-            and all(torch.is_tensor(s.get(k)) for k in keys)):
+    if not (p.numel() and p.dtype.is_floating_point and g.dtype == p.dtype):
         return False
-    wide = torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
+    for k in keys:  # a loop, not a generator: per parameter and step
+        if not isinstance(s.get(k), torch.Tensor):
+            return False
+    wide = torch.float32 if p.dtype in _LOW else p.dtype
     return s[keys[0]].dtype == wide
 
 
