@@ -106,10 +106,10 @@ def _host_reads(on: bool | str) -> None:
     """The torch step's CPU path (finite flags read on the host, torch's fused AdamW / SGD
     kernels) or, off, the gated kernels a compiled step runs — bitwise the functional core, so
     that sharded and unsharded runs compare bitwise; a string: that path
-    (xpmat.optim.torch_foreach.PATH, e.g. ``"fused"``, a GPU's device path)."""
+    (xpmat.optim.torch_foreach.EAGER_PATH, e.g. ``"fused"``, a GPU's device path)."""
     from xpmat.optim import torch_foreach
 
-    torch_foreach.PATH = on if isinstance(on, str) else "auto" if on else "gated"
+    torch_foreach.EAGER_PATH = on if isinstance(on, str) else "auto" if on else "gated"
 
 
 def compare(rank: int, ws: int, names: list[str], steps: int = 3, hsdp: bool = False,

@@ -71,11 +71,11 @@ def test_foreach_twin_equals_core(case, dtype, tensor_hyper, path, monkeypatch):
     """Five steps of the class (the foreach twin) and of the functional core give the same
     parameters, with a NaN gradient at step 2 (that parameter skipped by both) and, for bf16
     parameters, float32 state; tensor hyper-parameters (float64) as floats.  Bitwise for the
-    gated kernels (what a compiled step runs; ``PATH`` forced) and for the CPU path's composed
+    gated kernels (what a compiled step runs; ``EAGER_PATH`` forced) and for the CPU path's composed
     kernels; to rounding where the CPU path or the GPU's per-parameter path (``"fused"``, run
     here on the CPU) runs torch's fused AdamW / SGD kernels (float64 parameters: state in
     their dtype)."""
-    monkeypatch.setattr(torch_foreach, "PATH", path)
+    monkeypatch.setattr(torch_foreach, "EAGER_PATH", path)
     name, hyper = TWIN_CASES[case]
     core = xo.core(name)
     ps = [p.detach() for p in _params(dtype)]
@@ -109,7 +109,7 @@ def test_transposed_parameters_equal_core(case, path, monkeypatch):
     """A transposed (column-major) parameter, its gradient in either layout, row-major state:
     every path equals the core (the fused kernels walk memory in step, so such a group takes
     the foreach kernels; they once stepped the wrong entries: 0.3 off after three steps)."""
-    monkeypatch.setattr(torch_foreach, "PATH", path)
+    monkeypatch.setattr(torch_foreach, "EAGER_PATH", path)
     name, hyper = TWIN_CASES[case]
     core = xo.core(name)
     gen = torch.Generator().manual_seed(3)
@@ -136,7 +136,7 @@ def test_float16_gradient_summing_past_its_maximum_steps(name, path, monkeypatch
     """A float16 gradient whose magnitudes sum past float16's maximum (256 entries of 300:
     76,800 > 65,504) is finite, and the core sums it in float32: every path steps it, as the
     core does (the gated flags once summed in float16 and skipped it, counted as non-finite)."""
-    monkeypatch.setattr(torch_foreach, "PATH", path)
+    monkeypatch.setattr(torch_foreach, "EAGER_PATH", path)
     p = torch.nn.Parameter(torch.zeros(16, 16, dtype=torch.float16))
     opt = getattr(xo, name)([p], lr=1e-3)
     p.grad = torch.full((16, 16), 300.0, dtype=torch.float16)
@@ -269,8 +269,8 @@ def test_eager_path_choice(monkeypatch):
     assert torch_foreach.eager_path(gs) == "host"
     assert torch_foreach.eager_path([]) == "gated"
     for path in ("host", "fused", "gated"):
-        monkeypatch.setattr(torch_foreach, "PATH", path)
+        monkeypatch.setattr(torch_foreach, "EAGER_PATH", path)
         assert torch_foreach.eager_path(gs) == path
-    monkeypatch.setattr(torch_foreach, "PATH", "fast")
-    with pytest.raises(ValueError, match="torch_foreach.PATH"):
+    monkeypatch.setattr(torch_foreach, "EAGER_PATH", "fast")
+    with pytest.raises(ValueError, match="torch_foreach.EAGER_PATH"):
         torch_foreach.eager_path(gs)

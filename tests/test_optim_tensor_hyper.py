@@ -168,16 +168,16 @@ def test_step_never_reads_tensor_hyperparameters(name, monkeypatch):
     free (the finite flags, the fused kernels' hyper-parameters)."""
     extra, hyper = CASES[name]
     _, opt = _run(name, _as_tensors(hyper, torch.float32), extra, steps=1)
-    monkeypatch.setattr(torch_foreach, "PATH", "gated")
+    monkeypatch.setattr(torch_foreach, "EAGER_PATH", "gated")
     mode = _HostReads()
     with mode:
         opt.step()
     assert mode.reads == []
-    monkeypatch.setattr(torch_foreach, "PATH", "fused")
+    monkeypatch.setattr(torch_foreach, "EAGER_PATH", "fused")
     with _HostReads(("_host_value", "_host_floats")) as fused:
         opt.step()
     assert fused.reads == []
-    monkeypatch.setattr(torch_foreach, "PATH", "auto")
+    monkeypatch.setattr(torch_foreach, "EAGER_PATH", "auto")
     with _HostReads(("_host_value", "host_flags", "_host_floats")) as cpu:
         opt.step()
     assert cpu.reads == []

@@ -57,7 +57,7 @@ def test_torch_class_equals_functional_core(name, path, monkeypatch):
     """Bitwise with the gated foreach kernels (what a compiled step runs); to rounding on the
     CPU path, where AdamW (and the AdamW fallback) and SGD run torch's fused kernels (the
     GPU's per-parameter fused path: tests/test_optim_inplace.py)."""
-    monkeypatch.setattr(torch_foreach, "PATH", path)
+    monkeypatch.setattr(torch_foreach, "EAGER_PATH", path)
     core = xo.core(name)
     info = xo.REGISTRY[name]
     hyper = _hyper_for(name)

@@ -260,20 +260,20 @@ class OptimizerStepCounts:
     def _on_path(self, path, method):
         from xpmat.optim import torch_foreach
 
-        torch_foreach.PATH = path
+        torch_foreach.EAGER_PATH = path
         try:
             return self._counts(True, method)[0]
         finally:
-            torch_foreach.PATH = "auto"
+            torch_foreach.EAGER_PATH = "auto"
 
     def track_aten_ops_gated(self, backend, method):
         """Ours on the gated kernels (what a compiled step runs) on any backend
-        (``torch_foreach.PATH = "gated"``)."""
+        (``torch_foreach.EAGER_PATH = "gated"``)."""
         return self._on_path("gated", method)
 
     def track_aten_ops_fused(self, backend, method):
         """Ours on the per-parameter fused path (what an eager step runs on a GPU) on any
-        backend (``torch_foreach.PATH = "fused"``)."""
+        backend (``torch_foreach.EAGER_PATH = "fused"``)."""
         return self._on_path("fused", method)
 
     def track_aten_ops_anchor(self, backend, method):

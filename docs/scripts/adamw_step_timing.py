@@ -3,7 +3,7 @@
 ``python docs/scripts/adamw_step_timing.py [DEVICE] [REPS] [D LAYERS VOCAB]`` (defaults
 ``cuda 20 768 12 50257``: GPT-2 small, 124M parameters, 148 tensors) builds the parameters
 with gradients and times, interleaved, ``step()`` of ``xpmat.optim.AdamW`` on each eager path
-(``torch_foreach.PATH`` = ``"fused"`` — the device path, the default off the CPU —,
+(``torch_foreach.EAGER_PATH`` = ``"fused"`` — the device path, the default off the CPU —,
 ``"host"``, ``"gated"``) and of ``torch.optim.AdamW`` with ``foreach=True`` and ``fused=True``;
 prints min and median ms over REPS steps (each between device synchronizations) and the
 largest parameter difference from torch's fused step after all of them (the same settings:
@@ -46,10 +46,10 @@ def variants(shapes, dev):
         opt = xo.AdamW(ps, **HYPER)
 
         def step(opt=opt, path=path):
-            torch_foreach.PATH = path
+            torch_foreach.EAGER_PATH = path
             opt.step()
-            torch_foreach.PATH = "auto"
-        runs[f"xpmat AdamW, PATH={path!r}"] = (step, ps)
+            torch_foreach.EAGER_PATH = "auto"
+        runs[f"xpmat AdamW, EAGER_PATH={path!r}"] = (step, ps)
     for flag in ("foreach", "fused"):
         ps = params(shapes, dev)
         opt = torch.optim.AdamW(ps, **HYPER, **{flag: True})

@@ -2,7 +2,7 @@
 
 ``python docs/scripts/optim_launches.py [D]`` steps the 48 GPT-like matrices of issue 25
 (12 × [d×4d, 4d×d, 3d×d, d×d], d = D, default 64) once to make the state, then counts, for
-the second step of each optimizer (xpmat's three eager paths, ``torch_foreach.PATH``, and
+the second step of each optimizer (xpmat's three eager paths, ``torch_foreach.EAGER_PATH``, and
 torch.optim's ``foreach`` and ``fused``), at the dispatcher:
 
 - **ATen ops**: every op (what ``tests/test_optim_inplace.py`` bounds);
@@ -71,14 +71,14 @@ def gpt_matrices(d):
 
 
 def count(make, d, path="auto"):
-    torch_foreach.PATH = path
+    torch_foreach.EAGER_PATH = path
     try:
         opt = make(gpt_matrices(d))
         opt.step()
         with Launches() as mode:
             opt.step()
     finally:
-        torch_foreach.PATH = "auto"
+        torch_foreach.EAGER_PATH = "auto"
     return mode.ops, mode.launches, mode.reads
 
 

@@ -18,7 +18,7 @@ does not move.  The flag is a little stricter than the core's (|Σ g| finite): t
 only for a gradient whose entries' magnitudes sum past the float maximum while their signed
 sum does not; such a gradient is skipped here and stepped by the core.
 
-Three eager paths (:data:`PATH`, chosen per device and dtype group by :func:`eager_path`):
+Three eager paths (:data:`EAGER_PATH`, chosen per device and dtype group by :func:`eager_path`):
 
 - ``"host"`` — where a read costs nothing (CPU tensors) the flags are read once on the host
   (:func:`host_flags`): a skipped parameter is left out of the lists (its ``nonfinite_count``
@@ -55,12 +55,12 @@ from xpmat.optim._base import finite, is_array_hyper, maybe_nonzero, step_size
 
 torch = require("torch", "The torch optimizers of xpmat.optim (xpmat.optim.Muon, AdamW, ...)")
 
-__all__ = ["PATH", "Gates", "eager_path", "group_by_device_and_dtype", "host_flags", "step"]
+__all__ = ["EAGER_PATH", "Gates", "eager_path", "group_by_device_and_dtype", "host_flags", "step"]
 
 # The eager path: "auto" (host on the CPU, fused on the other devices with fused kernels, else
 # gated), or one forced ("host", "fused", "gated": tests run each on the CPU; "host" on a GPU
 # reads the flags there: one synchronization per device and dtype group per step).
-PATH = "auto"
+EAGER_PATH = "auto"
 _PATHS = ("auto", "host", "fused", "gated")
 _LOW = (torch.float16, torch.bfloat16)
 
@@ -337,14 +337,14 @@ def _sgd_fused(h: dict[str, Any], params: list[Any], grads: list[Any], states: l
 
 def eager_path(grads: list[Any]) -> str:
     """The path of one device and dtype group (module docstring): ``"gated"`` while compiling,
-    else :data:`PATH`, whose ``"auto"`` is ``"host"`` on the CPU and ``"fused"`` on the other
+    else :data:`EAGER_PATH`, whose ``"auto"`` is ``"host"`` on the CPU and ``"fused"`` on the other
     devices that have torch's fused kernels."""
-    if PATH not in _PATHS:
-        raise ValueError(f"torch_foreach.PATH must be one of {_PATHS}, got {PATH!r}")
+    if EAGER_PATH not in _PATHS:
+        raise ValueError(f"torch_foreach.EAGER_PATH must be one of {_PATHS}, got {EAGER_PATH!r}")
     if not grads or torch.compiler.is_compiling():
         return "gated"
-    if PATH != "auto":
-        return PATH
+    if EAGER_PATH != "auto":
+        return EAGER_PATH
     kind = grads[0].device.type
     if kind == "cpu":
         return "host"
