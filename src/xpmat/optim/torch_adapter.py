@@ -166,8 +166,9 @@ _FLAG_INSTEAD = {
     "foreach": "xpmat picks its kernels itself (AdamW, SGD and Muon's elementwise phases as "
                "torch._foreach_* calls; the other classes' step runs its elementwise work per "
                "parameter, as torch's foreach=False); pass foreach=None or False",
-    "fused": "xpmat picks its kernels itself (on CPU tensors AdamW and SGD run torch's fused "
-             "kernels; elsewhere the step is several kernels per parameter); pass fused=None or False",
+    "fused": "xpmat picks its kernels itself (eager AdamW and SGD run torch's fused kernels: over "
+             "the whole list on CPU tensors, one call per parameter with its own non-finite flag on "
+             "a GPU; the other classes several kernels per parameter); pass fused=None or False",
     "capturable": "xpmat keeps step counters on the device, takes tensor hyper-parameters (lr, "
                   "momentum, betas, weight_decay: no host read in the step of its elementwise "
                   "classes) and updates its state in place (the same storage every step), but a "
